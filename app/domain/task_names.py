@@ -1,0 +1,36 @@
+"""Every task name the web side or the dispatcher sends, in one place.
+
+The web process reaches the workers only through these strings (``send_task``); a unit test checks
+that each one is registered by the worker app, so a rename cannot orphan queued messages.
+An action's ``kind`` in the ledger is its task name.
+"""
+
+from typing import Final
+
+SYSTEM_SELFTEST: Final = "system.selftest"
+DISPATCHER_SEND_DUE_ACTIONS: Final = "dispatcher.send_due_actions"
+
+ALTA_COLLECT_VIDEO: Final = "alta.collect_video"
+ALTA_VERIFY_ALERT: Final = "alta.verify_alert"
+ALTA_END_ALERT: Final = "alta.end_alert"
+TRACKTIK_CREATE_ALARM: Final = "tracktik.create_alarm"
+TRACKTIK_ADD_NOTES: Final = "tracktik.add_notes"
+CALLONALARM_TRIGGER: Final = "callonalarm.trigger"
+CALLONALARM_FOLLOW_STATUS: Final = "callonalarm.follow_status"
+CALLONALARM_SEND_RESTORE: Final = "callonalarm.send_restore"
+RAPIDSOS_CREATE_ALERT: Final = "rapidsos.create_alert"
+RAPIDSOS_CANCEL_ALERT: Final = "rapidsos.cancel_alert"
+CAD_UPLOAD_INCIDENT: Final = "cad.upload_incident"
+
+# The steps a site's action plan may name (the sites file validates against this set).
+PLAN_STEP_KINDS: Final = frozenset(
+    {
+        ALTA_COLLECT_VIDEO,
+        ALTA_VERIFY_ALERT,
+        ALTA_END_ALERT,
+        TRACKTIK_CREATE_ALARM,
+        CALLONALARM_TRIGGER,
+        RAPIDSOS_CREATE_ALERT,
+        CAD_UPLOAD_INCIDENT,
+    }
+)

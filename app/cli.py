@@ -1,0 +1,222 @@
+"""The ``alarm-bridge`` command: ``dev`` (the whole service in one command), ``db upgrade``, ``sandbox``.
+
+``dev`` is the embedded mode a newcomer starts with: no Redis, no database server, no vendor
+accounts. It picks an embedded broker (a private ``redis-server`` on a free loopback port when one is
+installed, else fakeredis's TCP server in this process), migrates the SQLite ledger, and supervises
+the same processes the Procfile runs in production — web (gunicorn), worker, urgent, beat and the
+sandbox — with real Celery messages. Ctrl-C stops all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = PACKAGE_ROOT / "app" / "ledger" / "migrations"
+GUNICORN_CONF = PACKAGE_ROOT / "config" / "gunicorn.conf.py"
+DEV_OPERATOR_KEY = "dev-operator-key"
+BROKER_START_TIMEOUT_S = 10.0
+
+
+@click.group()
+def main() -> None:
+    """alarm-bridge: alarm signals in, a coordinated and audited response out."""
+
+
+@main.group()
+def db() -> None:
+    """The alarm ledger's schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations to the ledger named by DATABASE_URL (the Procfile's `release`)."""
+    from alembic import command
+
+    from config.settings import load_settings
+
+    settings = load_settings()
+    command.upgrade(alembic_config(settings.database_url), revision)
+    click.echo(f"ledger at {revision}: {_display_url(settings.database_url)}")
+
+
+def alembic_config(database_url: str) -> object:
+    """An Alembic Config that works from any directory (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Defaults to SANDBOX_PORT (8100).")
+@click.option("--config", "config_path", default=None, help="A sandbox TOML file (default: built in).")
+def sandbox(host: str, port: int | None, config_path: str | None) -> None:
+    """Run the vendor simulators (Alta, TrackTik, CallOnAlarm, RapidSOS, CAD) on one port."""
+    from config.settings import load_settings
+
+    args = ["--host", host, "--port", str(port or load_settings().sandbox_port)]
+    if config_path:
+        args += ["--config", config_path]
+    from sandbox.server import main as sandbox_main
+
+    sys.exit(sandbox_main(args))
+
+
+@main.command()
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "redis-server", "fakeredis"]),
+    default="auto",
+    show_default=True,
+    help="Embedded broker when REDIS_URL is unset: a private redis-server if installed, else fakeredis.",
+)
+def dev(broker: str) -> None:
+    """Run web, worker, urgent, beat and the sandbox together with embedded defaults."""
+    from honcho.manager import Manager
+
+    from config.settings import load_settings
+
+    env = dict(os.environ)
+    env.setdefault("HOST", "127.0.0.1")
+    env.setdefault("LOG_FORMAT", "console")
+    env.setdefault("WEB_CONCURRENCY", "2")
+    if not env.get("OPERATOR_API_KEYS"):
+        env["OPERATOR_API_KEYS"] = DEV_OPERATOR_KEY
+    os.environ.update({k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS")})
+    settings = load_settings()
+    Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
+
+    with _embedded_broker(env.get("REDIS_URL"), broker, settings.var_dir) as (redis_url, broker_name):
+        env["REDIS_URL"] = redis_url
+        click.echo(f"alarm-bridge dev: broker {broker_name} at {redis_url}")
+        click.echo(f"alarm-bridge dev: ledger {_display_url(settings.database_url)}")
+        subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, check=True)
+        py = sys.executable
+        processes = {
+            "web": [py, "-m", "gunicorn", "--config", str(GUNICORN_CONF)],
+            "worker": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
+                       "default,bulk", "--concurrency", "2", "--hostname", "worker@%h", "--loglevel", "INFO"],
+            "urgent": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
+                       "life_safety", "--concurrency", "1", "--hostname", "urgent@%h", "--loglevel", "INFO"],
+            "beat": [py, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"],
+        }  # fmt: skip
+        if _sandbox_available():
+            processes["sandbox"] = [py, "-m", "app.cli", "sandbox", "--port", str(settings.sandbox_port)]
+        click.echo(f"alarm-bridge dev: web on http://{env['HOST']}:{settings.port}")
+        click.echo(f"alarm-bridge dev: operator key {env['OPERATOR_API_KEYS'].split(',')[0]}")
+        if "sandbox" in processes:
+            click.echo(f"alarm-bridge dev: sandbox on http://127.0.0.1:{settings.sandbox_port}")
+        manager = Manager()
+        for name, cmd in processes.items():
+            manager.add_process(name, subprocess.list2cmdline(cmd), env=env)
+        manager.loop()
+    sys.exit(manager.returncode)
+
+
+def _sandbox_available() -> bool:
+    try:
+        import sandbox.server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextmanager
+def _embedded_broker(redis_url: str | None, choice: str, var_dir: str) -> Iterator[tuple[str, str]]:
+    """Yield (url, description) of the broker to use; start and stop an embedded one if needed."""
+    if redis_url:
+        yield redis_url, "REDIS_URL"
+        return
+    binary = shutil.which("redis-server")
+    if choice == "redis-server" and binary is None:
+        raise click.ClickException("--broker redis-server: no redis-server on PATH")
+    if binary is not None and choice in ("auto", "redis-server"):
+        with _private_redis_server(binary, var_dir) as url:
+            yield url, f"redis-server (private, {binary})"
+        return
+    with _fakeredis_server() as url:
+        yield url, "fakeredis TCP server (in process)"
+
+
+@contextmanager
+def _private_redis_server(binary: str, var_dir: str) -> Iterator[str]:
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="redis-", dir=var_dir)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir, "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _fakeredis_server() -> Iterator[str]:
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"redis-server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise click.ClickException(f"redis-server did not listen on {port} within {BROKER_START_TIMEOUT_S:g}s")
+
+
+def _display_url(url: str) -> str:
+    """The URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    main()

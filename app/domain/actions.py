@@ -1,0 +1,269 @@
+"""The life cycle of an Action row: plan, claim under a lease, and record what happened.
+
+At-least-once delivery is the broker's promise; "once in effect" is made here. A worker may only act
+on an action it has claimed: the claim takes the row lock, checks the action is still wanted and
+due, and stamps a fresh lease token. Whatever the broker does (redeliver, duplicate, deliver late),
+a second delivery finds the action running under a live lease, or already finished, and does nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.ledger.models import (
+    TERMINAL_ACTION_STATES,
+    Action,
+    ActionState,
+    Alarm,
+    AlarmState,
+    TimelineEntry,
+)
+
+BACKOFF_BASE_S = 2.0
+BACKOFF_CAP_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class DueAction:
+    """What the outbox needs to announce an action: its id, its task and its queue."""
+
+    id: int
+    task_name: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedAction:
+    """A snapshot of an action a worker holds the lease on (detached from any session)."""
+
+    id: int
+    alarm_id: int | None
+    kind: str
+    attempts: int
+    max_attempts: int
+    lease_token: str
+    idempotency_key: str
+    outcome_unknown: bool
+    params: dict[str, Any]
+
+
+def new_action(
+    *,
+    kind: str,
+    target: str,
+    queue: str,
+    due_at: datetime,
+    max_attempts: int,
+    alarm_id: int | None = None,
+    cancellable: bool = False,
+    params: dict[str, Any] | None = None,
+    enqueued: bool = False,
+) -> Action:
+    """A pending action row; ``enqueued`` says the caller will hand it to the broker after commit."""
+    return Action(
+        alarm_id=alarm_id,
+        kind=kind,
+        target=target,
+        queue=queue,
+        state=ActionState.PENDING,
+        due_at=due_at,
+        enqueued_at=due_at if enqueued else None,
+        attempts=0,
+        max_attempts=max_attempts,
+        cancellable=cancellable,
+        idempotency_key=str(uuid.uuid4()),
+        outcome_unknown=False,
+        params=params or {},
+        created_at=due_at,
+        updated_at=due_at,
+    )
+
+
+def due_action(action: Action) -> DueAction:
+    """The outbox's view of an action row."""
+    return DueAction(id=action.id, task_name=action.kind, queue=action.queue)
+
+
+def claim(session: Session, action_id: int, *, now: datetime, lease: timedelta) -> ClaimedAction | None:
+    """Take the lease on an action if it is due, wanted and not held; None means "do nothing".
+
+    Called inside a transaction that commits right after, so the lease is visible to every other
+    delivery of the same message before any upstream call is made.
+    """
+    action = session.execute(
+        select(Action).where(Action.id == action_id).with_for_update()
+    ).scalar_one_or_none()
+    if action is None or action.state in TERMINAL_ACTION_STATES:
+        return None
+    if action.due_at > now:
+        return None  # an early or stale message; the dispatcher sends it again when due
+    if action.state == ActionState.RUNNING and action.lease_until is not None and action.lease_until > now:
+        return None  # another delivery holds a live lease
+    if action.alarm_id is not None:
+        alarm = session.get(Alarm, action.alarm_id)
+        if alarm is not None and alarm.state == AlarmState.CLOSED and action.cancellable:
+            _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm is closed")
+            return None
+    if action.attempts >= action.max_attempts:
+        _fail(session, action, now, error=action.last_error or "attempts exhausted (lease expired)")
+        return None
+    action.state = ActionState.RUNNING
+    action.attempts += 1
+    action.lease_token = str(uuid.uuid4())
+    action.lease_until = now + lease
+    action.updated_at = now
+    return ClaimedAction(
+        id=action.id,
+        alarm_id=action.alarm_id,
+        kind=action.kind,
+        attempts=action.attempts,
+        max_attempts=action.max_attempts,
+        lease_token=action.lease_token,
+        idempotency_key=action.idempotency_key,
+        outcome_unknown=action.outcome_unknown,
+        params=dict(action.params),
+    )
+
+
+def _held(session: Session, claimed: ClaimedAction) -> Action | None:
+    """The row, locked, if this worker's lease is still the current one."""
+    action = session.execute(select(Action).where(Action.id == claimed.id).with_for_update()).scalar_one()
+    if action.lease_token != claimed.lease_token or action.state != ActionState.RUNNING:
+        return None
+    return action
+
+
+def succeed(
+    session: Session,
+    claimed: ClaimedAction,
+    *,
+    now: datetime,
+    external_id: str | None = None,
+    result: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> bool:
+    """Record success. A success is kept even if the lease was lost: the upstream did it."""
+    action = session.execute(select(Action).where(Action.id == claimed.id).with_for_update()).scalar_one()
+    if action.state == ActionState.SUCCEEDED:
+        return False
+    action.external_id = external_id
+    action.result = result
+    action.outcome_unknown = False
+    _finish(session, action, ActionState.SUCCEEDED, now, message=message or f"{action.kind} succeeded")
+    return True
+
+
+def retry_later(
+    session: Session,
+    claimed: ClaimedAction,
+    *,
+    now: datetime,
+    error: str,
+    delay_s: float | None = None,
+    outcome_unknown: bool = False,
+) -> ActionState:
+    """Give the action back to the ledger with a new due time, or fail it when attempts are spent."""
+    action = _held(session, claimed)
+    if action is None:
+        return ActionState.RUNNING  # someone else holds it now; their outcome counts
+    action.last_error = error
+    action.outcome_unknown = action.outcome_unknown or outcome_unknown
+    if action.attempts >= action.max_attempts:
+        _fail(session, action, now, error=f"attempts exhausted: {error}")
+        return ActionState.FAILED
+    wait = delay_s if delay_s is not None else backoff_s(action.attempts)
+    action.state = ActionState.PENDING
+    action.due_at = now + timedelta(seconds=wait)
+    action.enqueued_at = None
+    action.lease_token = None
+    action.lease_until = None
+    action.updated_at = now
+    _timeline(
+        session, action, now, "action.retry_scheduled", f"{action.kind} will retry in {wait:.1f}s: {error}"
+    )
+    return ActionState.PENDING
+
+
+def fail(session: Session, claimed: ClaimedAction, *, now: datetime, error: str) -> bool:
+    """Record a permanent failure; the alarm then needs a person."""
+    action = _held(session, claimed)
+    if action is None:
+        return False
+    _fail(session, action, now, error=error)
+    return True
+
+
+def backoff_s(attempts: int) -> float:
+    """Exponential backoff with full jitter, so retries from many alarms do not arrive together."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+
+def _fail(session: Session, action: Action, now: datetime, *, error: str) -> None:
+    action.last_error = error
+    _finish(session, action, ActionState.FAILED, now, message=f"{action.kind} failed: {error}")
+    if action.alarm_id is not None:
+        session.execute(
+            update(Alarm)
+            .where(Alarm.id == action.alarm_id)
+            .values(needs_person=True, needs_person_reason=f"{action.kind} failed: {error}"[:500])
+        )
+
+
+def _finish(session: Session, action: Action, state: ActionState, now: datetime, *, message: str) -> None:
+    action.state = state
+    action.lease_token = None
+    action.lease_until = None
+    action.completed_at = now
+    action.updated_at = now
+    _timeline(session, action, now, f"action.{state.value}", message)
+
+
+def _timeline(session: Session, action: Action, now: datetime, kind: str, message: str) -> None:
+    session.add(
+        TimelineEntry(
+            alarm_id=action.alarm_id,
+            action_id=action.id,
+            at=now,
+            kind=kind,
+            message=message,
+            data={"kind": action.kind, "attempts": action.attempts},
+        )
+    )
+
+
+def collect_for_dispatch(
+    session: Session, *, now: datetime, resend_after: timedelta, limit: int
+) -> list[DueAction]:
+    """Pick the actions the broker should hear about now, and stamp them as sent.
+
+    - pending and due, never sent or sent longer than ``resend_after`` ago (a lost message);
+    - running with an expired lease (a killed worker), not re-sent within ``resend_after``.
+    Rows another dispatcher is handling are skipped (PostgreSQL ``SKIP LOCKED``), and a duplicate
+    message is harmless anyway: the claim lets only one delivery act.
+    """
+    stale = now - resend_after
+    never_or_stale = (Action.enqueued_at.is_(None)) | (Action.enqueued_at <= stale)
+    due_pending = (Action.state == ActionState.PENDING) & (Action.due_at <= now)
+    lease_expired = (Action.state == ActionState.RUNNING) & (Action.lease_until <= now)
+    rows = (
+        session.execute(
+            select(Action)
+            .where((due_pending | lease_expired) & never_or_stale)
+            .order_by(Action.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+    )
+    for action in rows:
+        action.enqueued_at = now
+    return [due_action(action) for action in rows]

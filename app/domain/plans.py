@@ -1,0 +1,205 @@
+"""Action plans: which steps an alarm of a given family and kind calls for, and when.
+
+A site's plan is what the integrator wrote in the sites file: per alarm family, an ordered list of
+steps, each an action kind (a task name from ``task_names.PLAN_STEP_KINDS``) with an optional delay
+and a flag saying whether a cancel stops it. Intake turns the steps into action rows with ``due_at``;
+running them is the workers' business. This module holds only the model and its invariants, so that
+a plan built in code obeys the same safety rules as one read from the file.
+
+The one rule that must never bend: fire, medical, holdup, panic, gas and emergency alarms are never
+held for a cancel window. A user who opens the panel seconds after a fire alarm has not put out the
+fire, so a step on those families may not be cancellable, and neither may a ``default`` step that
+those families would fall back to.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+
+from app.domain.task_names import PLAN_STEP_KINDS
+
+# These two sets mirror app.domain.sia (Family and the event kinds). They are spelled out here rather
+# than imported so that the plan model, and the sites file that validates against it, do not depend on
+# the SIA catalogue; a unit test on the catalogue side can assert that both agree.
+FAMILIES: frozenset[str] = frozenset(
+    {
+        "fire",
+        "burglary",
+        "holdup",
+        "panic",
+        "medical",
+        "emergency",
+        "gas",
+        "heat",
+        "water",
+        "freeze",
+        "sprinkler",
+        "tamper",
+        "access",
+        "power",
+        "system",
+        "network",
+        "test",
+        "untyped",
+        "unknown",
+    }
+)
+KINDS: frozenset[str] = frozenset(
+    {
+        "alarm",
+        "restore",
+        "trouble",
+        "trouble_restore",
+        "supervisory",
+        "bypass",
+        "unbypass",
+        "cancel",
+        "opening",
+        "closing",
+        "test",
+        "status",
+        "unknown",
+    }
+)
+
+# Life-safety families: their alarms are acted on at once and a cancel never stops them.
+NEVER_HELD_FAMILIES: frozenset[str] = frozenset({"fire", "medical", "holdup", "panic", "gas", "emergency"})
+
+TROUBLE_KEY = "trouble"
+DEFAULT_KEY = "default"
+# The keys a plan may have: one list per family, one for troubles, one fallback for alarms.
+PLAN_KEYS: frozenset[str] = FAMILIES | {TROUBLE_KEY, DEFAULT_KEY}
+
+# Kinds that start new work. An unknown kind is treated as an alarm: a signal nobody understands is
+# better shown to a guard than dropped.
+ALARM_KINDS: frozenset[str] = frozenset({"alarm", "unknown"})
+TROUBLE_KINDS: frozenset[str] = frozenset({"trouble", "supervisory"})
+
+# A delay longer than this is a typo (an alarm does not wait a day for its first call).
+MAX_STEP_DELAY = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One action a plan calls for.
+
+    ``kind`` is the task name the action runs under, ``after`` its delay from the alarm's first event,
+    and ``cancellable`` whether a cancel (BC, OC, an opening by a user) inside the site's cancel window
+    stops it while it has not started yet.
+    """
+
+    kind: str
+    after: timedelta = timedelta(0)
+    cancellable: bool = False
+
+
+def format_duration(delta: timedelta) -> str:
+    """``delta`` the way the sites file writes it: ``"90s"`` becomes ``"1m30s"``, zero is ``"0s"``."""
+    sign, seconds = ("-", -delta) if delta < timedelta(0) else ("", delta)
+    total = int(seconds.total_seconds())
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return sign + ("".join(parts) or "0s")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanProblem:
+    """A broken plan invariant: ``where`` is relative to the plan (``"fire[1].cancellable"``)."""
+
+    where: str
+    message: str
+
+
+def plan_problems(steps_by_key: Mapping[str, tuple[Step, ...]]) -> list[PlanProblem]:
+    """Every invariant ``steps_by_key`` breaks, in file order; empty when it is a valid plan.
+
+    The sites-file loader reports these with the file and plan name in front; ``Plan`` refuses to be
+    built when there is any, so both ways of making a plan obey the same rules.
+    """
+    problems: list[PlanProblem] = []
+    # Families with no list of their own fall back to the default steps, so those steps inherit the
+    # never-held rule for each of them.
+    exposed = sorted(NEVER_HELD_FAMILIES - steps_by_key.keys())
+    for key, steps in steps_by_key.items():
+        if key not in PLAN_KEYS:
+            problems.append(PlanProblem(key, f'"{key}" is not a family, "trouble" or "default"'))
+            continue
+        seen: set[str] = set()
+        for index, step in enumerate(steps):
+            where = f"{key}[{index}]"
+            if step.kind not in PLAN_STEP_KINDS:
+                known = ", ".join(sorted(PLAN_STEP_KINDS))
+                problems.append(PlanProblem(where, f'"{step.kind}" is not a step kind ({known})'))
+            elif step.kind in seen:
+                problems.append(PlanProblem(where, f'"{step.kind}" is already a step of {key}'))
+            seen.add(step.kind)
+            if step.after < timedelta(0) or step.after > MAX_STEP_DELAY:
+                shown = format_duration(step.after)
+                problems.append(PlanProblem(f"{where}.after", f'"{shown}" is not between "0s" and "24h"'))
+            if step.cancellable and key in NEVER_HELD_FAMILIES:
+                problems.append(
+                    PlanProblem(
+                        f"{where}.cancellable",
+                        f'"{step.kind}" cannot be cancellable: '
+                        f"{key} alarms are never held for a cancel window",
+                    )
+                )
+            elif step.cancellable and key == DEFAULT_KEY and exposed:
+                problems.append(
+                    PlanProblem(
+                        f"{where}.cancellable",
+                        f'"{step.kind}" cannot be cancellable: the default steps also run for '
+                        f"{', '.join(exposed)} (no list of their own), which are never held for a "
+                        "cancel window; give them their own lists or drop cancellable",
+                    )
+                )
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A named action plan: per plan key (a family, ``trouble`` or ``default``), ordered steps.
+
+    Which steps an event calls for (``steps_for``):
+
+    - kind ``alarm`` or ``unknown``: the family's own list if the plan has one (even an empty one,
+      which means "do nothing for this family"), else the ``default`` list, else nothing. A family
+      the plan does not name, including ``unknown``, therefore takes the default steps.
+    - kind ``trouble`` or ``supervisory``: the ``trouble`` list, else nothing. Troubles never fall
+      back to ``default``: a low battery must not dispatch a guard because the default says so.
+    - every other kind (``restore``, ``trouble_restore``, ``cancel``, ``opening``, ``closing``,
+      ``bypass``, ``unbypass``, ``test``, ``status``): nothing. Those events act on alarms that
+      already exist (closing pending work, stopping cancellable steps); intake handles that.
+    """
+
+    key: str
+    # Excluded from the hash (a mapping is not hashable); equal plans still hash equal by key.
+    steps_by_key: Mapping[str, tuple[Step, ...]] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        problems = plan_problems(self.steps_by_key)
+        if problems:
+            raise ValueError(f"plan {self.key!r}: " + "; ".join(f"{p.where}: {p.message}" for p in problems))
+        # A read-only copy, so a frozen Plan cannot change through the caller's dict.
+        object.__setattr__(
+            self, "steps_by_key", MappingProxyType({k: tuple(v) for k, v in self.steps_by_key.items()})
+        )
+
+    def steps_for(self, family: str, kind: str) -> tuple[Step, ...]:
+        """The steps an event of ``family`` and ``kind`` calls for, by the rules in the class docstring."""
+        if kind in ALARM_KINDS:
+            if family in self.steps_by_key:
+                return self.steps_by_key[family]
+            return self.steps_by_key.get(DEFAULT_KEY, ())
+        if kind in TROUBLE_KINDS:
+            return self.steps_by_key.get(TROUBLE_KEY, ())
+        return ()
+
+
+# The plan of an alarm that no site claims (an account or Alta zone nobody configured). It has no
+# steps on purpose: with no site there is no address, TrackTik organization, CallOnAlarm account or
+# RapidSOS contact to act with, and guessing would send a guard or a 911 request to the wrong place.
+# The alarm is still recorded and shown to an operator, who decides; "no silent drop" holds.
+UNROUTED_PLAN = Plan(key="unrouted", steps_by_key={})

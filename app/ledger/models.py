@@ -1,0 +1,193 @@
+"""The alarm ledger's tables: the source of truth for every event, alarm, action and timeline line.
+
+Redis may be lost at any moment; these rows may not. An action row is the durable promise that a
+step will run: the broker message that announces it is only a doorbell.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (no zone support) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
+
+
+class AlarmState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ActionState(StrEnum):
+    PENDING = "pending"  # waiting for due_at, or sent and not yet claimed
+    RUNNING = "running"  # claimed by a worker under a lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # permanent error or attempts exhausted: a person must look
+    CANCELLED = "cancelled"  # no longer wanted (cancel code, alarm ended)
+
+
+TERMINAL_ACTION_STATES = frozenset({ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED})
+
+
+def _in(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Alarm(Base):
+    """One incident at one site: events for the same site, zone and family group into it."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        CheckConstraint(_in("state", AlarmState), name="state"),
+        Index("ix_alarms_open_group", "site_key", "zone", "family", "state"),
+        Index("ix_alarms_state_opened_at", "state", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_key: Mapped[str | None] = mapped_column(String(64))  # None: no site claims it (unrouted)
+    zone: Mapped[str | None] = mapped_column(String(64))
+    family: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default=AlarmState.OPEN)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    needs_person: Mapped[bool] = mapped_column(default=False)
+    needs_person_reason: Mapped[str | None] = mapped_column(Text)
+    event_count: Mapped[int] = mapped_column(Integer, default=1)
+    opened_at: Mapped[datetime]
+    last_event_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+    events: Mapped[list[Event]] = relationship(back_populates="alarm", order_by="Event.id")
+    actions: Mapped[list[Action]] = relationship(back_populates="alarm", order_by="Action.id")
+
+
+class Event(Base):
+    """One signal exactly as received, with the key that recognises a retried delivery."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Enforced by the database: a retried webhook or a racing duplicate cannot make a second row.
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(String(64))
+    sender_event_id: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime]
+    occurred_at: Mapped[datetime | None]  # the sender's own clock, kept beside ours
+    clock_skew_s: Mapped[float | None]
+    account: Mapped[str | None] = mapped_column(String(64))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str | None] = mapped_column(String(16))
+    site_key: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"), index=True)
+
+    alarm: Mapped[Alarm | None] = relationship(back_populates="events")
+
+
+class Action(Base):
+    """A step the plan calls for, and everything needed to run it exactly once in effect."""
+
+    __tablename__ = "actions"
+    __table_args__ = (
+        CheckConstraint(_in("state", ActionState), name="state"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        Index("ix_actions_state_due_at", "state", "due_at"),
+        Index("ix_actions_state_lease_until", "state", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"), index=True)  # None: system
+    kind: Mapped[str] = mapped_column(String(64))  # the task name that performs it
+    target: Mapped[str] = mapped_column(String(32))  # the upstream it talks to
+    queue: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default=ActionState.PENDING)
+    due_at: Mapped[datetime]
+    enqueued_at: Mapped[datetime | None]  # last hand-off to the broker; None: the dispatcher must send
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[datetime | None]
+    cancellable: Mapped[bool] = mapped_column(default=False)
+    # Sent with every upstream call for this action, so a retry is recognised where the vendor allows.
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    outcome_unknown: Mapped[bool] = mapped_column(default=False)  # last attempt may have applied upstream
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+    alarm: Mapped[Alarm | None] = relationship(back_populates="actions")
+
+
+class TimelineEntry(Base):
+    """An append-only line of an alarm's story; the database refuses updates and deletes."""
+
+    __tablename__ = "timeline_entries"
+    __table_args__ = (Index("ix_timeline_alarm_at", "alarm_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"))
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+def utcnow() -> datetime:
+    """The ledger's clock: aware UTC, to the microsecond."""
+    return datetime.now(UTC)

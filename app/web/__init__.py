@@ -1,0 +1,66 @@
+"""Flask application factory: the only place a web application is assembled.
+
+gunicorn calls ``create_app()`` in each worker (see config/gunicorn.conf.py); tests call it with their
+own Settings and may replace the outbox and the broker check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+from flask import Flask
+
+from app.domain.outbox import Outbox, make_producer
+from app.ledger.session import make_engine, make_sessionmaker
+from app.web import errors, health
+from app.web.operator import bp as operator_bp
+from app.web.services import AppServices
+from config.logging import configure_logging
+from config.settings import Settings, load_settings
+
+BROKER_PING_TIMEOUT_S = 1.0
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    outbox: Outbox | None = None,
+    ping_broker: Callable[[], None] | None = None,
+) -> Flask:
+    """Build the web app; gunicorn passes nothing, tests pass their own Settings and doubles."""
+    settings = settings or load_settings()
+    configure_logging(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    app.extensions["alarm_bridge"] = AppServices(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        outbox=outbox or Outbox(make_producer(settings), sessions),
+        ping_broker=ping_broker or _redis_ping(settings.broker_url),
+    )
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(operator_bp, url_prefix="/v1")
+    return app
+
+
+def _redis_ping(broker_url: str | None) -> Callable[[], None]:
+    if broker_url is None:
+
+        def not_configured() -> None:
+            raise ConnectionError("REDIS_URL is not set")
+
+        return not_configured
+    client = redis.Redis.from_url(
+        broker_url, socket_timeout=BROKER_PING_TIMEOUT_S, socket_connect_timeout=BROKER_PING_TIMEOUT_S
+    )
+
+    def ping() -> None:
+        client.ping()
+
+    return ping

@@ -1,0 +1,68 @@
+"""One JSON error envelope for every failure the web side answers, mapped in one place.
+
+``{"error": <code>, "message": <text>, "fields": {name: [messages]}}``: 400 for malformed bodies,
+401/403 for credentials, 404, 413 for oversized bodies, 415 for a wrong content type, 422 for
+well-formed but invalid input. Anything unexpected is a 500 with a request id (logged), never a 4xx.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import marshmallow as ma
+import structlog
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    """An error a view raises on purpose; the status and code are part of the API."""
+
+    def __init__(self, status: int, error: str, message: str, fields: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.fields = fields
+
+
+def error_response(status: int, error: str, message: str, fields: dict[str, Any] | None = None) -> Response:
+    """The JSON error envelope."""
+    body: dict[str, Any] = {"error": error, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def register(app: Flask) -> None:
+    """Map exceptions to the envelope."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        response = error_response(exc.status, exc.error, exc.message, exc.fields)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.errorhandler(ma.ValidationError)
+    def _invalid(exc: ma.ValidationError) -> Response:
+        messages = exc.normalized_messages()
+        fields = messages if isinstance(messages, dict) else {"_schema": messages}
+        return error_response(422, "invalid_request", "the request failed validation", fields)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        name = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(status, name, exc.description or name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        request_id = uuid.uuid4().hex
+        log.exception("web.unhandled_error", request_id=request_id, error_type=type(exc).__name__)
+        return error_response(500, "internal_error", f"unexpected error; request id {request_id}")

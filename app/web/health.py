@@ -1,0 +1,41 @@
+"""Liveness and readiness: is the process up, and can it reach the ledger and the broker?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from flask import Blueprint
+
+from app.ledger.session import ping
+from app.web.services import services
+
+log = structlog.get_logger(__name__)
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def report_alive() -> tuple[dict[str, Any], int]:
+    """The process answers: restart it only when this fails."""
+    return {"status": "ok"}, 200
+
+
+@bp.get("/readyz")
+def report_ready() -> tuple[dict[str, Any], int]:
+    """200 when the ledger and the broker both answer, else 503 naming what is down."""
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        ping(svc.engine)
+        checks["ledger"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported
+        checks["ledger"] = f"down: {type(exc).__name__}"
+        log.warning("readyz.ledger_down", error=str(exc))
+    try:
+        svc.ping_broker()
+        checks["broker"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - as above
+        checks["broker"] = f"down: {type(exc).__name__}: {exc}"[:200]
+        log.warning("readyz.broker_down", error=str(exc))
+    ready = all(value == "ok" for value in checks.values())
+    return {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503

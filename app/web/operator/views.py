@@ -1,0 +1,42 @@
+"""Operator views: thin glue from HTTP to the domain and the named queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from app.domain.selftest import plan_selftest
+from app.ledger import queries
+from app.ledger.models import utcnow
+from app.web.auth import require_operator
+from app.web.errors import ApiError
+from app.web.operator import bp
+from app.web.operator.schemas import SelftestRequestSchema
+from app.web.services import services
+
+
+@bp.post("/system/selftest")
+@require_operator
+def request_selftest() -> tuple[dict[str, Any], int]:
+    """Send a self-test through the broker to a worker; poll its action to see it complete."""
+    body = request.get_json(silent=True) if request.content_length else {}
+    if body is None:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON")
+    params = SelftestRequestSchema().load(body)
+    svc = services()
+    with svc.sessions.begin() as session:
+        due = plan_selftest(session, now=utcnow(), queue=params["queue"])
+    svc.outbox.publish([due])
+    return {"action_id": due.id, "queue": due.queue, "status_url": f"/v1/system/selftest/{due.id}"}, 202
+
+
+@bp.get("/system/selftest/<int:action_id>")
+@require_operator
+def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
+    """The self-test action: state, attempts, which worker completed it, and its timeline."""
+    with services().sessions() as session:
+        view = queries.action_view(session, action_id)
+    if view is None or view["kind"] != "system.selftest":
+        raise ApiError(404, "not_found", f"no self-test {action_id}")
+    return view, 200

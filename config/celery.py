@@ -1,0 +1,71 @@
+"""Celery settings shared by the producers (web, dispatcher) and the consumers (workers).
+
+Configured for not losing work: a message is acknowledged only after its task returns, a killed
+worker child puts its message back, each worker process holds one message at a time, and only JSON
+crosses the broker. The ledger remains the source of truth; these settings only make the doorbell
+reliable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from config.settings import Settings
+
+LIFE_SAFETY_QUEUE = "life_safety"
+DEFAULT_QUEUE = "default"
+BULK_QUEUE = "bulk"
+QUEUES = (LIFE_SAFETY_QUEUE, DEFAULT_QUEUE, BULK_QUEUE)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration mapping for one process."""
+    transport_options: dict[str, Any] = {
+        # Longer than any task may run, so Redis does not redeliver a message still being worked.
+        "visibility_timeout": max(3600, settings.task_time_limit_s * 4),
+    }
+    if settings.broker_key_prefix:
+        # Lets several deployments (or test runs) share one Redis without seeing each other's queues.
+        transport_options["global_keyprefix"] = settings.broker_key_prefix
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,  # outcomes are ledger rows, not results
+        "task_acks_late": True,  # a message survives a worker that dies mid-task...
+        "task_reject_on_worker_lost": True,  # ...including a killed child process
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_default_routing_key": DEFAULT_QUEUE,
+        "task_create_missing_queues": False,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,  # Flower shows tasks as they run
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    """The dispatcher tick: frequent, on the life-safety queue, and discarded if it goes stale."""
+    interval = settings.dispatch_interval_s
+    return {
+        "send-due-actions": {
+            "task": "dispatcher.send_due_actions",
+            "schedule": interval,
+            # A backlog of old ticks is worthless: the next tick does the same work.
+            "options": {
+                "queue": LIFE_SAFETY_QUEUE,
+                "routing_key": LIFE_SAFETY_QUEUE,
+                "expires": interval * 5,
+            },
+        }
+    }

@@ -1,0 +1,94 @@
+"""Structured logging for every alarm-bridge process, with secrets redacted before output.
+
+One configuration for web, worker, beat and the dev supervisor: JSON lines by default (one event per
+line, machine-readable), a console renderer for people. Any key that names a secret has its value
+replaced, and ``token=`` query parameters are cut out of any string, so a careless log call cannot
+leak a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from config.settings import Settings
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(
+    r"(pass(word)?|secret|token|authorization|cookie|signature|api[_-]?key|credential|sensitive)",
+    re.IGNORECASE,
+)
+_SECRET_IN_TEXT = re.compile(
+    r"((?:[?&](?:token|access_token|api_key|key|signature)=)[^&\s\"']+)"
+    r"|((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"
+    r"|(va=)[^;\s\"']+",
+    re.IGNORECASE,
+)
+
+
+def _redact_text(text: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        prefix = match.group(1) or match.group(2) or match.group(3) or ""
+        if match.group(1):
+            prefix = match.group(1).split("=", 1)[0] + "="
+        return prefix + REDACTED
+
+    return _SECRET_IN_TEXT.sub(repl, text)
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str):
+        return _redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(key, v) for v in value]
+    return value
+
+
+def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask every value whose key names a secret, and secrets inside text."""
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(key, event_dict[key])
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    """Route structlog and the standard library through one redacting renderer on stderr."""
+    level = getattr(logging, settings.log_level)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,123 @@
+"""Runtime settings for every alarm-bridge process, read from the environment exactly once.
+
+This is the only module that reads ``os.environ``. Every value has a default that serves the
+embedded mode (``alarm-bridge dev``: SQLite ledger, embedded broker, sandbox upstreams), and an
+invalid value stops start-up with one line naming the variable and why.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from environs import Env, EnvError, validate
+
+DEFAULT_DATABASE_URL = "sqlite:///var/ledger.sqlite3"
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a process needs to know about its environment; tests build it directly."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # None: no broker configured. `alarm-bridge dev` starts an embedded one and sets REDIS_URL
+    # for its children; web and worker processes started any other way need a real Redis.
+    redis_url: str | None = field(default=None, repr=False)
+    broker_key_prefix: str = ""
+    host: str = "0.0.0.0"  # noqa: S104 - platforms route to the container; dev binds loopback
+    port: int = 8000
+    web_concurrency: int = 2
+    web_threads: int = 1
+    web_timeout_s: int = 30
+    max_body_bytes: int = 1_048_576
+    log_level: str = "INFO"
+    log_format: str = "json"
+    operator_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    action_lease_s: float = 90.0
+    action_max_attempts: int = 8
+    dispatch_interval_s: float = 1.0
+    dispatch_batch_size: int = 500
+    task_soft_time_limit_s: int = 45
+    task_time_limit_s: int = 60
+    sandbox_port: int = 8100
+    var_dir: str = "var"
+
+    @property
+    def broker_url(self) -> str | None:
+        """The Celery broker: the Redis instance, or None when none is configured."""
+        return self.redis_url
+
+    def __post_init__(self) -> None:
+        # The lease must outlive the hard time limit, or the dispatcher would re-drive an
+        # action whose first attempt is still legitimately running.
+        if self.action_lease_s <= self.task_time_limit_s:
+            raise ConfigurationError(
+                f"ACTION_LEASE_S ({self.action_lease_s:g}) must be greater than "
+                f"TASK_TIME_LIMIT_S ({self.task_time_limit_s}): a running action would be sent twice"
+            )
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ConfigurationError("TASK_SOFT_TIME_LIMIT_S must be less than TASK_TIME_LIMIT_S")
+
+
+def _database_url(raw: str) -> str:
+    """Accept the URL forms platforms hand out and pin the PostgreSQL driver we ship (psycopg 3)."""
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://") :]
+    if raw.startswith("postgresql://"):
+        raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
+    if not raw.startswith(("sqlite://", "postgresql+psycopg://")):
+        raise ConfigurationError("DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported")
+    return raw
+
+
+def _redis_url(raw: str | None) -> str | None:
+    if raw in (None, ""):
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def read_settings() -> Settings:
+    """Build Settings from the process environment; raise ConfigurationError naming the variable."""
+    env = Env(eager=True)  # a .env file is never read implicitly
+    try:
+        positive = validate.Range(min=1)
+        return Settings(
+            database_url=_database_url(env.str("DATABASE_URL", DEFAULT_DATABASE_URL)),
+            redis_url=_redis_url(env.str("REDIS_URL", None)),
+            broker_key_prefix=env.str("BROKER_KEY_PREFIX", ""),
+            host=env.str("HOST", "0.0.0.0"),  # noqa: S104 - see Settings.host
+            port=env.int("PORT", 8000, validate=validate.Range(min=1, max=65535)),
+            web_concurrency=env.int("WEB_CONCURRENCY", 2, validate=positive),
+            web_threads=env.int("WEB_THREADS", 1, validate=positive),
+            web_timeout_s=env.int("WEB_TIMEOUT_S", 30, validate=positive),
+            max_body_bytes=env.int("MAX_BODY_BYTES", 1_048_576, validate=validate.Range(min=1024)),
+            log_level=env.str("LOG_LEVEL", "INFO", validate=validate.OneOf(LOG_LEVELS)),
+            log_format=env.str("LOG_FORMAT", "json", validate=validate.OneOf(LOG_FORMATS)),
+            operator_api_keys=tuple(k for k in env.list("OPERATOR_API_KEYS", []) if k),
+            action_lease_s=env.float("ACTION_LEASE_S", 90.0, validate=validate.Range(min=1)),
+            action_max_attempts=env.int("ACTION_MAX_ATTEMPTS", 8, validate=positive),
+            dispatch_interval_s=env.float("DISPATCH_INTERVAL_S", 1.0, validate=validate.Range(min=0.1)),
+            dispatch_batch_size=env.int("DISPATCH_BATCH_SIZE", 500, validate=positive),
+            task_soft_time_limit_s=env.int("TASK_SOFT_TIME_LIMIT_S", 45, validate=positive),
+            task_time_limit_s=env.int("TASK_TIME_LIMIT_S", 60, validate=positive),
+            sandbox_port=env.int("SANDBOX_PORT", 8100, validate=validate.Range(min=1, max=65535)),
+            var_dir=env.str("VAR_DIR", "var"),
+        )
+    except EnvError as exc:
+        raise ConfigurationError(str(exc).replace("\n", " ")) from None
+
+
+def load_settings() -> Settings:
+    """Read the process environment once; on a bad value exit with one line naming the variable."""
+    try:
+        return read_settings()
+    except ConfigurationError as exc:
+        sys.exit(f"alarm-bridge: invalid configuration: {exc}")

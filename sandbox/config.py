@@ -1,0 +1,45 @@
+"""The simulators' configuration: one TOML file, one table per vendor, with a packaged default.
+
+Accounts, credentials, organizations, type codes, delay rules and coverage are data, not code, so a
+demo or a test can change what an upstream "knows" without touching a simulator. `default.toml` next
+to this module works out of the box; a file given by the user replaces, vendor by vendor, the tables it
+defines (a table it leaves out keeps its default), so a one-table file is enough to change one vendor.
+Whole tables are replaced rather than merged key by key so that a file can also remove an account or a
+token the default has.
+"""
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+VENDORS = ("alta", "tracktik", "callonalarm", "rapidsos", "cad")
+
+
+def load_default_config() -> dict[str, Any]:
+    """The packaged `sandbox/default.toml`."""
+    text = resources.files("sandbox").joinpath("default.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Load the simulators' configuration: the default, with each vendor table of `path` replacing its own.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        tomllib.TOMLDecodeError: `path` is not valid TOML.
+    """
+    config = load_default_config()
+    if path is None:
+        return config
+    with Path(path).open("rb") as handle:
+        config.update(tomllib.load(handle))
+    return config
+
+
+def vendor_table(config: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """One vendor's table from a whole configuration (None → the default), `{}` when it has none."""
+    table = (config if config is not None else load_default_config()).get(name, {})
+    if not isinstance(table, dict):
+        raise TypeError(f"[{name}] in the sandbox configuration must be a table")
+    return table

@@ -1,0 +1,182 @@
+"""Start the simulators: each on its own server (tests) or all under one port by prefix (`alarm-bridge sandbox`).
+
+Every simulator module `sandbox.<name>` exposes `create_app(config=None, clock=None) -> Flask`, where
+`config` is the whole loaded configuration. `build_apps` imports the ones asked for (an import error is
+not hidden: a missing simulator is a bug), `combined_app` mounts each under `/<name>` — so the CAD is
+`http://127.0.0.1:8100/cad/api/v1/external/incident` and its control API
+`http://127.0.0.1:8100/cad/_sandbox/journal` — and `serve_in_thread` runs any WSGI app on a threaded
+werkzeug server in the background (port 0 = a free port chosen by the OS), which is how tests and
+`alarm-bridge dev` start them. `main` is the command line (`python -m sandbox`, `alarm-bridge sandbox`).
+
+The werkzeug server is used, not gunicorn, because the drop and timeout faults need the raw client
+socket, which werkzeug hands to the app as `environ["werkzeug.socket"]`.
+"""
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from sandbox.clock import Clock
+from sandbox.config import load_config
+
+# name -> "module:factory"; the name is also the mount prefix and the configuration table.
+SIMULATORS: dict[str, str] = {
+    "alta": "sandbox.alta:create_app",
+    "tracktik": "sandbox.tracktik:create_app",
+    "callonalarm": "sandbox.callonalarm:create_app",
+    "rapidsos": "sandbox.rapidsos:create_app",
+    "cad": "sandbox.cad:create_app",
+}
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8100
+
+
+def build_apps(
+    config: dict[str, Any] | None = None, only: Iterable[str] | None = None, clock: Clock | None = None
+) -> dict[str, Flask]:
+    """Create the simulators named in `only` (default: all), in `SIMULATORS` order.
+
+    Args:
+        config: the whole loaded configuration; None = the packaged default.
+        only: simulator names; an unknown name is a ValueError.
+        clock: one clock for all of them (the command line shares one), None = one each.
+    """
+    config = config if config is not None else load_config()
+    wanted = list(SIMULATORS) if only is None else list(only)
+    unknown = sorted(set(wanted) - set(SIMULATORS))
+    if unknown:
+        raise ValueError(f"unknown simulator(s) {', '.join(unknown)}; known: {', '.join(SIMULATORS)}")
+    apps: dict[str, Flask] = {}
+    for name in SIMULATORS:
+        if name in wanted:
+            module_name, _, factory = SIMULATORS[name].partition(":")
+            apps[name] = getattr(importlib.import_module(module_name), factory)(config=config, clock=clock)
+    return apps
+
+
+def combined_app(apps: dict[str, Flask]) -> WSGIApplication:
+    """One WSGI app with each simulator under `/<name>`; `/` lists the mounted simulators as JSON."""
+
+    def index(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        if request.path != "/":
+            response = Response('{"error": "no simulator here"}', status=404, mimetype="application/json")
+        else:
+            prefix = request.script_root
+            response = Response(
+                json.dumps({name: f"{prefix}/{name}" for name in apps}), mimetype="application/json"
+            )
+        return response(environ, start_response)
+
+    return DispatcherMiddleware(index, {f"/{name}": app for name, app in apps.items()})
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler without the per-request access log line (tests start many servers)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
+@dataclass
+class RunningServer:
+    """A werkzeug server running in a daemon thread; stop it with `stop()` or a `with` block."""
+
+    server: BaseWSGIServer
+    thread: threading.Thread
+    host: str
+
+    @property
+    def port(self) -> int:
+        """The bound port (the OS's choice when started with port 0)."""
+        return self.server.server_port
+
+    @property
+    def base_url(self) -> str:
+        """`http://host:port`, without a trailing slash."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop accepting requests, wait for the serving loop to end and close the listening socket."""
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.thread.join()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def serve_in_thread(
+    wsgi_app: WSGIApplication, host: str = DEFAULT_HOST, port: int = 0, *, log_requests: bool = False
+) -> RunningServer:
+    """Serve a WSGI app (one simulator or `combined_app`) on a threaded werkzeug server in the background."""
+    handler = WSGIRequestHandler if log_requests else _QuietRequestHandler
+    server = make_server(host, port, wsgi_app, threaded=True, request_handler=handler)
+    thread = threading.Thread(target=server.serve_forever, name=f"sandbox-{server.server_port}", daemon=True)
+    thread.start()
+    return RunningServer(server=server, thread=thread, host=host)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: start the simulators under one port, print their base URLs, serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="alarm-bridge sandbox", description="Run the vendor simulators.")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
+    parser.add_argument("--config", metavar="PATH", help="TOML file; its vendor tables replace the defaults")
+    parser.add_argument(
+        "--only", metavar="NAME[,NAME]", help=f"start only these simulators ({', '.join(SIMULATORS)})"
+    )
+    parser.add_argument("--log-requests", action="store_true", help="print one line per request")
+    args = parser.parse_args(argv)
+
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    try:
+        apps = build_apps(load_config(args.config), only=only, clock=Clock())
+    except (OSError, ValueError) as exc:  # a missing/invalid config file, an unknown name
+        sys.stderr.write(f"alarm-bridge sandbox: {exc}\n")
+        return 2
+    try:
+        running = serve_in_thread(combined_app(apps), args.host, args.port, log_requests=args.log_requests)
+    except SystemExit:  # werkzeug has already said why (e.g. the port is in use)
+        return 1
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        width = max(len(name) for name in apps)
+        for name in apps:
+            sys.stdout.write(f"{name:<{width}}  {running.base_url}/{name}\n")
+        sys.stdout.write("control API: <base URL>/_sandbox/ (journal, faults, reset, clock); Ctrl-C stops\n")
+        sys.stdout.flush()
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        running.stop()
+    return 0

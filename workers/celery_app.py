@@ -1,0 +1,50 @@
+"""The Celery application the worker and beat processes run (``celery --app workers.celery_app``).
+
+A process entry point, so it is allowed to build things at import: it reads the settings once and
+configures logging. It never builds the Flask app: workers need the ledger and the clients only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+from celery import Celery, Task, signals
+
+from config.celery import beat_schedule, celery_config
+from config.logging import configure_logging
+from config.settings import load_settings
+from workers import runtime
+
+TASK_MODULES = ["workers.dispatcher", "workers.tasks.system"]
+
+settings = load_settings()
+Path(settings.var_dir).mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file here
+celery_app = Celery("alarm_bridge", include=TASK_MODULES)
+celery_app.conf.update(celery_config(settings))
+celery_app.conf.beat_schedule = beat_schedule(settings)
+celery_app.conf.beat_schedule_filename = f"{settings.var_dir}/celerybeat-schedule"
+app = celery_app  # `celery --app workers.celery_app` looks for `app` or `celery`
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    configure_logging(settings)
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime_after_fork(**_: Any) -> None:
+    runtime.configure(settings)
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str, task: Task, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    structlog.contextvars.bind_contextvars(
+        task_id=task_id, task=task.name, action_id=(kwargs or {}).get("action_id")
+    )
+
+
+@signals.task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()

@@ -1,0 +1,39 @@
+"""The one error family every upstream client raises, so perform() can classify without vendor code.
+
+- ``UpstreamUnavailableError``: the request did not land or the vendor is struggling (connect error,
+  5xx, 429). Retry later, honouring ``retry_after_s`` when the vendor said how long.
+- ``OutcomeUnknownError``: the request may have been applied (read timeout or dropped connection
+  after send). Retry only after checking whether the first attempt created something.
+- ``UpstreamRejectedError``: the vendor refused the request as such (other 4xx). Retrying will not
+  help; a person must look.
+"""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """Base of every upstream failure; ``upstream`` names the vendor for logs and metrics."""
+
+    def __init__(self, upstream: str, message: str) -> None:
+        super().__init__(f"{upstream}: {message}")
+        self.upstream = upstream
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """Retryable: nothing was applied, or the vendor asked us to come back later."""
+
+    def __init__(self, upstream: str, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(upstream, message)
+        self.retry_after_s = retry_after_s
+
+
+class OutcomeUnknownError(UpstreamError):
+    """Retryable after reconciliation: the vendor may have applied the request."""
+
+
+class UpstreamRejectedError(UpstreamError):
+    """Permanent: the vendor refused the request (4xx other than 429)."""
+
+    def __init__(self, upstream: str, status: int, message: str) -> None:
+        super().__init__(upstream, f"HTTP {status}: {message}")
+        self.status = status

@@ -1,0 +1,32 @@
+"""Self-test: a round trip through web → ledger → broker → worker → ledger with no upstream.
+
+An operator (or a deploy check) asks for it to prove that the pipeline that carries alarms is
+moving, without sending anything to a vendor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from celery import shared_task
+
+from app.domain import task_names
+from app.domain.actions import ClaimedAction
+from workers.perform import Outcome, perform
+from workers.runtime import Runtime
+
+
+@shared_task(name=task_names.SYSTEM_SELFTEST, ignore_result=True)
+def selftest(action_id: int) -> str:
+    """Complete a self-test action, recording which worker process did it."""
+    return perform(action_id, _selftest)
+
+
+def _selftest(action: ClaimedAction, rt: Runtime) -> Outcome:
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    return Outcome(
+        external_id=worker,
+        result={"worker": worker, "attempt": action.attempts},
+        message=f"self-test completed by worker {worker}",
+    )

@@ -131,11 +131,14 @@ def dev(broker: str) -> None:
 
 
 def _sandbox_available() -> bool:
+    """True when every simulator the sandbox server lists is present."""
+    import importlib.util
+
     try:
-        import sandbox.server  # noqa: F401
+        from sandbox.server import SIMULATORS
     except ImportError:
         return False
-    return True
+    return all(importlib.util.find_spec(target.split(":")[0]) for target in SIMULATORS.values())
 
 
 @contextmanager

@@ -24,7 +24,7 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 _SECRET_IN_TEXT = re.compile(
-    r"((?:[?&](?:token|access_token|api_key|key|signature)=)[^&\s\"']+)"
+    r"((?:\b(?:token|access_token|refresh_token|api_key|key|signature|password|secret)=)[^&\s\"']+)"
     r"|((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"
     r"|(va=)[^;\s\"']+",
     re.IGNORECASE,
@@ -60,6 +60,21 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now, not what it was when logging was configured."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def configure_logging(settings: Settings) -> None:
     """Route structlog and the standard library through one redacting renderer on stderr."""
     level = getattr(logging, settings.log_level)
@@ -82,7 +97,7 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

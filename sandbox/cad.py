@@ -41,13 +41,13 @@ import copy
 import threading
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from sandbox.clock import Clock
-from sandbox.simulator import SimulatorState, current_state, make_simulator, reason_phrase
+from sandbox.simulator import current_state, make_simulator, reason_phrase
 
 NAME = "cad"
 INCIDENT_PATH = "/api/v1/external/incident"
@@ -88,7 +88,12 @@ INCIDENT_FIELDS: tuple[tuple[str, str], ...] = (
     ("responders", RESPONDERS),
     ("relatedSysId", TEXT),
 )
-NOTE_FIELDS: tuple[tuple[str, str], ...] = (("noteId", TEXT), ("note", TEXT), ("noteBy", TEXT), ("noteAt", TIME))
+NOTE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("noteId", TEXT),
+    ("note", TEXT),
+    ("noteBy", TEXT),
+    ("noteAt", TIME),
+)
 RESPONDER_FIELDS: tuple[tuple[str, str], ...] = (
     ("personnelId", TEXT),
     ("personnelFirstName", TEXT),
@@ -167,7 +172,9 @@ class IncidentConverter:
                 errors.append(f"{label}: {exc}")
         return converted
 
-    def _convert_value(self, value: Any, kind: str, label: str, convert_from_utc: bool, errors: list[str]) -> Any:
+    def _convert_value(
+        self, value: Any, kind: str, label: str, convert_from_utc: bool, errors: list[str]
+    ) -> Any:
         if kind == TEXT:
             return _text(value)
         if kind == TIME:
@@ -182,7 +189,9 @@ class IncidentConverter:
             if not isinstance(item, dict):
                 errors.append(f"{label}[{index}]: must be an object")
                 continue
-            items.append(self._convert_object(item, item_schema, f"{label}[{index}].", convert_from_utc, errors))
+            items.append(
+                self._convert_object(item, item_schema, f"{label}[{index}].", convert_from_utc, errors)
+            )
         return items
 
     def local_time(self, value: Any, *, convert_from_utc: bool) -> str:
@@ -209,7 +218,12 @@ class IncidentStore:
         self._clock = clock
         self.update_on_reupload = bool(settings.get("update_on_reupload", False))
         self.first_id = int(settings.get("first_incident_id", 1))
-        self.converter = IncidentConverter(ZoneInfo(str(settings.get("tenant_time_zone", "UTC"))))
+        zone_name = str(settings.get("tenant_time_zone", "UTC"))
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"[cad] tenant_time_zone {zone_name!r} is not an IANA time zone") from None
+        self.converter = IncidentConverter(zone)
         self._seed: list[dict[str, Any]] = list(settings.get("incidents", []))
         self._by_sys_id: dict[str, dict[str, Any]] = {}
         self._next_id = self.first_id
@@ -233,7 +247,11 @@ class IncidentStore:
             stored = self._by_sys_id.get(fields["sysId"])
             created = stored is None
             if stored is None:
-                stored = {"id": self._next_id, **{name: None for name, _ in INCIDENT_FIELDS}, "createdAt": None}
+                stored = {
+                    "id": self._next_id,
+                    **{name: None for name, _ in INCIDENT_FIELDS},
+                    "createdAt": None,
+                }
                 stored.update(fields)
                 stored["createdAt"] = _utc_timestamp(self._clock.now())
                 self._next_id += 1
@@ -273,7 +291,9 @@ def upload_incident() -> ResponseReturnValue:
         raise CadError(400, "JSON parse error: the request body must be a JSON object (an incident)")
     if "id" in body:
         raise CadError(
-            400, "Do not include the 'id' field in your request - use 'sysId' to identify incidents from your source system"
+            400,
+            "Do not include the 'id' field in your request - "
+            "use 'sysId' to identify incidents from your source system",
         )
     store = incident_store()
     fields = store.converter.convert(body, convert_from_utc=convert_from_utc)
@@ -325,7 +345,9 @@ def _parse_convert_from_utc(raw: str | None) -> bool:
         return True
     if raw.strip().lower() in _FALSE_WORDS:
         return False
-    raise CadError(400, f"Failed to convert value of type 'java.lang.String' to required type 'boolean': {raw!r}")
+    raise CadError(
+        400, f"Failed to convert value of type 'java.lang.String' to required type 'boolean': {raw!r}"
+    )
 
 
 def _text(value: Any) -> str:
@@ -348,7 +370,11 @@ def _coordinate(value: Any, limit: float) -> str:
 
 def _fill_call_times(incident: dict[str, Any]) -> None:
     """Seed 003's fallback for the call-audio times."""
-    received, pickup, created_in_cad = incident["callReceivedTime"], incident["callPickupTime"], incident["incidentDate"]
+    received, pickup, created_in_cad = (
+        incident["callReceivedTime"],
+        incident["callPickupTime"],
+        incident["incidentDate"],
+    )
     if received is None and pickup is None:
         incident["callReceivedTime"] = created_in_cad
     if pickup is None:
@@ -357,4 +383,3 @@ def _fill_call_times(incident: dict[str, Any]) -> None:
 
 def _utc_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-

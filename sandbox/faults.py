@@ -28,8 +28,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
-
+from typing import Any
 from wsgiref.types import WSGIEnvironment
 
 DEFAULT_HOLD_S = 30.0
@@ -89,7 +88,9 @@ class Fault:
             if on
         ]
         if len(chosen) != 1:
-            raise ValueError(f"a fault needs exactly one of status, delay_s, drop, timeout_after_commit (got {chosen})")
+            raise ValueError(
+                f"a fault needs exactly one of status, delay_s, drop, timeout_after_commit (got {chosen})"
+            )
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
             raise ValueError("count must be an integer >= 1")
         if self.status is not None and (
@@ -98,7 +99,9 @@ class Fault:
             raise ValueError("status must be an integer HTTP status (100-599)")
         for name in ("delay_s", "hold_s"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0
+            ):
                 raise ValueError(f"{name} must be a number of seconds >= 0")
         if not isinstance(self.headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
@@ -207,19 +210,19 @@ class FaultQueue:
             self._faults.clear()
 
 
-def drop_connection(environ: WSGIEnvironment) -> NoReturn:
-    """Close the client's TCP connection without a response.
+def drop_connection(environ: WSGIEnvironment) -> FaultDroppedConnectionError:
+    """Close the client's TCP connection without a response; return the exception to raise next.
 
     Shutting the socket down makes the client read end-of-stream before any status line (requests
-    raises `ConnectionError`); the exception then tells werkzeug the connection is gone, which it
-    handles silently. Without a werkzeug socket (another server, Flask's test client) only the
-    exception is raised.
+    raises `ConnectionError`); raising the returned exception out of the WSGI app then tells werkzeug
+    the connection is gone, which it handles silently. Without a werkzeug socket (another server,
+    Flask's test client) only the exception remains.
     """
     sock = environ.get("werkzeug.socket")
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):  # the client may already have gone
             sock.shutdown(socket.SHUT_RDWR)
-    raise FaultDroppedConnectionError("sandbox fault: connection dropped")
+    return FaultDroppedConnectionError("sandbox fault: connection dropped")
 
 
 def hold_connection(environ: WSGIEnvironment, hold_s: float) -> None:

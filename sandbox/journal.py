@@ -23,7 +23,9 @@ SECRET_HEADERS = frozenset(
 )
 SECRET_WORDS = ("token", "secret", "password")
 # Query parameters and body fields whose values are masked (lower case).
-SECRET_QUERY_KEYS = frozenset({"token", "access_token", "refresh_token", "client_secret", "password", "api_key"})
+SECRET_QUERY_KEYS = frozenset(
+    {"token", "access_token", "refresh_token", "client_secret", "password", "api_key"}
+)
 SECRET_BODY_KEYS = frozenset({"password", "client_secret", "refresh_token", "access_token"})
 
 # Auth schemes worth keeping in view: "Bearer ***" still tells a test which scheme the client used.
@@ -101,7 +103,8 @@ def mask_json(value: Any) -> Any:
     """Copy a parsed JSON value, masking secret fields at any depth."""
     if isinstance(value, Mapping):
         return {
-            key: MASK if str(key).lower() in SECRET_BODY_KEYS else mask_json(item) for key, item in value.items()
+            key: MASK if str(key).lower() in SECRET_BODY_KEYS else mask_json(item)
+            for key, item in value.items()
         }
     if isinstance(value, list):
         return [mask_json(item) for item in value]
@@ -164,4 +167,3 @@ class Journal:
         """Forget every entry."""
         with self._lock:
             self._entries.clear()
-

@@ -1,4 +1,4 @@
-"""Start the simulators: each on its own server (tests) or all under one port by prefix (`alarm-bridge sandbox`).
+"""Start the simulators: each on its own server (tests), or all under one port by prefix (the CLI).
 
 Every simulator module `sandbox.<name>` exposes `create_app(config=None, clock=None) -> Flask`, where
 `config` is the whole loaded configuration. `build_apps` imports the ones asked for (an import error is
@@ -22,12 +22,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Self
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sandbox.clock import Clock
 from sandbox.config import load_config
@@ -133,7 +133,13 @@ def serve_in_thread(
     """Serve a WSGI app (one simulator or `combined_app`) on a threaded werkzeug server in the background."""
     handler = WSGIRequestHandler if log_requests else _QuietRequestHandler
     server = make_server(host, port, wsgi_app, threaded=True, request_handler=handler)
-    thread = threading.Thread(target=server.serve_forever, name=f"sandbox-{server.server_port}", daemon=True)
+    # A short poll interval: `stop()` waits up to one interval for the serving loop to notice.
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"sandbox-{server.server_port}",
+        daemon=True,
+    )
     thread.start()
     return RunningServer(server=server, thread=thread, host=host)
 
@@ -142,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: start the simulators under one port, print their base URLs, serve until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="alarm-bridge sandbox", description="Run the vendor simulators.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)"
+    )
     parser.add_argument("--config", metavar="PATH", help="TOML file; its vendor tables replace the defaults")
     parser.add_argument(
         "--only", metavar="NAME[,NAME]", help=f"start only these simulators ({', '.join(SIMULATORS)})"
@@ -156,17 +164,34 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # a missing/invalid config file, an unknown name
         sys.stderr.write(f"alarm-bridge sandbox: {exc}\n")
         return 2
-    try:
-        running = serve_in_thread(combined_app(apps), args.host, args.port, log_requests=args.log_requests)
-    except SystemExit:  # werkzeug has already said why (e.g. the port is in use)
-        return 1
+    if not apps:
+        sys.stderr.write("alarm-bridge sandbox: no simulator selected\n")
+        return 2
 
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, request_stop)
+    # Ctrl-C and SIGTERM both end the wait. SIGINT gets an explicit handler too, because a process
+    # started in the background by a shell inherits SIGINT as *ignored* and would never see Ctrl-C.
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _serve_until_stopped(apps, args.host, args.port, args.log_requests, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve_until_stopped(
+    apps: dict[str, Flask], host: str, port: int, log_requests: bool, stop: threading.Event
+) -> int:
+    try:
+        running = serve_in_thread(combined_app(apps), host, port, log_requests=log_requests)
+    except SystemExit:  # werkzeug has already said why (e.g. the port is in use)
+        return 1
     try:
         width = max(len(name) for name in apps)
         for name in apps:
@@ -174,9 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("control API: <base URL>/_sandbox/ (journal, faults, reset, clock); Ctrl-C stops\n")
         sys.stdout.flush()
         stop.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # only if SIGINT arrived before our handler was installed
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
         running.stop()
     return 0

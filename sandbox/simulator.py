@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
-from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sandbox.clock import Clock
 from sandbox.config import vendor_table
@@ -206,7 +206,9 @@ class _SocketFaults:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         captured: list[Any] = []
 
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+        def capture(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
             captured[:] = [status, headers, exc_info]
             return _refuse_write
 
@@ -231,7 +233,7 @@ class _SocketFaults:
             if seq is not None:
                 self.state.journal.complete(seq, status=status)
             hold_connection(environ, fault.hold_s)
-        drop_connection(environ)
+        raise drop_connection(environ)
 
 
 def _refuse_write(data: bytes) -> object:

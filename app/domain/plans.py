@@ -6,10 +6,10 @@ and a flag saying whether a cancel stops it. Intake turns the steps into action 
 running them is the workers' business. This module holds only the model and its invariants, so that
 a plan built in code obeys the same safety rules as one read from the file.
 
-The one rule that must never bend: fire, medical, holdup, panic, gas and emergency alarms are never
-held for a cancel window. A user who opens the panel seconds after a fire alarm has not put out the
-fire, so a step on those families may not be cancellable, and neither may a ``default`` step that
-those families would fall back to.
+The one rule that must never bend: life-safety alarms (``NEVER_HELD_FAMILIES``) are never held for a
+cancel window. A user who opens the panel seconds after a fire alarm has not put out the fire, so a
+step on those families may not be cancellable, and neither may a ``default`` step that those
+families would fall back to.
 """
 
 from collections.abc import Mapping
@@ -19,9 +19,9 @@ from types import MappingProxyType
 
 from app.domain.task_names import PLAN_STEP_KINDS
 
-# These two sets mirror app.domain.sia (Family and the event kinds). They are spelled out here rather
-# than imported so that the plan model, and the sites file that validates against it, do not depend on
-# the SIA catalogue; a unit test on the catalogue side can assert that both agree.
+# These sets mirror app.domain.sia (Family, Kind and NEVER_HELD_FAMILIES). They are spelled out here
+# rather than imported so that the plan model, and the sites file that validates against it, do not
+# load the SIA catalogue; tests/unit/app/domain/test_plans.py checks that they agree.
 FAMILIES: frozenset[str] = frozenset(
     {
         "fire",
@@ -63,8 +63,13 @@ KINDS: frozenset[str] = frozenset(
     }
 )
 
-# Life-safety families: their alarms are acted on at once and a cancel never stops them.
-NEVER_HELD_FAMILIES: frozenset[str] = frozenset({"fire", "medical", "holdup", "panic", "gas", "emergency"})
+# Families whose alarms are acted on at once and never stopped by a cancel. Mirrors
+# sia.NEVER_HELD_FAMILIES: fire, medical, holdup, panic, gas and emergency, plus sprinkler (water flow)
+# and heat, which are fire signals (CONTRACTS.md Part B §6.4), and unknown, because a code nobody can
+# read might be a fire.
+NEVER_HELD_FAMILIES: frozenset[str] = frozenset(
+    {"fire", "sprinkler", "heat", "gas", "medical", "emergency", "holdup", "panic", "unknown"}
+)
 
 TROUBLE_KEY = "trouble"
 DEFAULT_KEY = "default"

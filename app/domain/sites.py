@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, cast
+from typing import Literal, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.domain.plans import (
     DEFAULT_KEY,
-    MAX_STEP_DELAY,
     PLAN_KEYS,
     TROUBLE_KEY,
     TROUBLE_KINDS,
     Plan,
     Step,
+    format_duration,
     plan_problems,
 )
 
@@ -64,7 +64,7 @@ MAX_EMERGENCY_CONTACTS = 4
 # A shorter bearer token can be guessed; the check costs integrators nothing (`openssl rand -hex 32`).
 MIN_TOKEN_LENGTH = 16
 # Standard Webhooks recommends secrets of 24 to 64 random bytes, written "whsec_" + base64.
-SIGNING_SECRET_PREFIX = "whsec_"
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SIGNING_SECRET_BYTES = range(24, 65)
 
 # Which vendor table a step kind needs on the site that runs it (cad.* and alta.* need none: the CAD
@@ -79,7 +79,7 @@ _IDENTIFIER_PATTERN = re.compile(r"[^\s,]{1,64}")
 _TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: fits a header and a URL
 _E164_PATTERN = re.compile(r"\+?[1-9][0-9]{7,14}")
 _COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
-_DURATION_PATTERN = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_DURATION_PATTERN = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?")
 
 
 class SitesFileError(ValueError):
@@ -214,11 +214,37 @@ class _Claim:
     other_site: str
 
 
+class _Routable(Protocol):
+    """What routing needs of a site: a ``Site``, or the loader's record of a site that failed."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def sources(self) -> tuple[str, ...]: ...
+    @property
+    def accounts(self) -> tuple[str, ...]: ...
+    @property
+    def alta_zones(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _SiteRoutes:
+    """The routing part of a site as read, kept even when the site has other errors."""
+
+    key: str
+    sources: tuple[str, ...]
+    accounts: tuple[str, ...]
+    alta_zones: tuple[str, ...]
+
+
+_R = TypeVar("_R", bound=_Routable)
+
+
 def _route_index(
-    sources: Mapping[str, Source], sites: Iterable[Site], attribute: str, kind: SourceKind
-) -> tuple[dict[tuple[str, str], Site], list[_Claim]]:
+    sources: Mapping[str, Source], sites: Iterable[_R], attribute: str, kind: SourceKind
+) -> tuple[dict[tuple[str, str], _R], list[_Claim]]:
     """Map (source key, identifier) to the site that claims it, and list identifiers claimed twice."""
-    index: dict[tuple[str, str], Site] = {}
+    index: dict[tuple[str, str], _R] = {}
     claims: list[_Claim] = []
     for site in sites:
         for source_key in site.sources:
@@ -238,7 +264,15 @@ def _route_index(
 class Sites:
     """The whole directory: sources, sites and their plans, with O(1) lookups for intake."""
 
-    __slots__ = ("_account_routes", "_by_account", "_by_zone", "_sites", "_sources", "_tokens", "_zone_routes")
+    __slots__ = (
+        "_account_routes",
+        "_by_account",
+        "_by_zone",
+        "_sites",
+        "_sources",
+        "_tokens",
+        "_zone_routes",
+    )
 
     def __init__(self, sources: Iterable[Source] = (), sites: Iterable[Site] = ()) -> None:
         """Index ``sources`` and ``sites``; ``ValueError`` if they contradict each other.
@@ -258,12 +292,19 @@ class Sites:
                 problems.append(f"site {site.key!r} is defined twice")
             self._sites[site.key] = site
             problems.extend(
-                f"site {site.key!r} names unknown source {s!r}" for s in site.sources if s not in self._sources
+                f"site {site.key!r} names unknown source {s!r}"
+                for s in site.sources
+                if s not in self._sources
             )
-        self._account_routes, account_claims = _route_index(self._sources, self._sites.values(), "accounts", "panel")
-        self._zone_routes, zone_claims = _route_index(self._sources, self._sites.values(), "alta_zones", "alta")
+        self._account_routes, account_claims = _route_index(
+            self._sources, self._sites.values(), "accounts", "panel"
+        )
+        self._zone_routes, zone_claims = _route_index(
+            self._sources, self._sites.values(), "alta_zones", "alta"
+        )
         problems.extend(
-            f"{c.field} {c.identifier!r} of site {c.site!r} is already site {c.other_site!r}'s on source {c.source!r}"
+            f"{c.field} {c.identifier!r} of site {c.site!r} is already site {c.other_site!r}'s "
+            f"on source {c.source!r}"
             for c in account_claims + zone_claims
         )
         token_owner: dict[bytes, str] = {}
@@ -389,7 +430,9 @@ class _Report:
 class _Table:
     """One TOML table being read. Each getter records a problem and returns None on bad input."""
 
-    def __init__(self, report: _Report, where: str, raw: Mapping[str, object], allowed: Iterable[str]) -> None:
+    def __init__(
+        self, report: _Report, where: str, raw: Mapping[str, object], allowed: Iterable[str]
+    ) -> None:
         self.report = report
         self.where = where
         self.raw = raw
@@ -413,13 +456,21 @@ class _Table:
             return None
         return value
 
-    def text(self, key: str, *, required: bool = False, example: str = "a string", max_length: int = 200) -> str | None:
+    def text(
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        example: str = "a string",
+        min_length: int = 1,
+        max_length: int = 200,
+    ) -> str | None:
         value = self._get(key, required, str, example)
         if value is None:
             return None
         text = cast(str, value).strip()
-        if not text or len(text) > max_length:
-            self.report.add(self.at(key), f"must be 1 to {max_length} characters, not {len(text)}")
+        if not min_length <= len(text) <= max_length:
+            self.report.add(self.at(key), f"must be {min_length} to {max_length} characters, not {len(text)}")
             return None
         return text
 
@@ -446,7 +497,9 @@ class _Table:
             return None if key in self.raw else default
         return _duration(self.report, self.at(key), cast(str, value), maximum)
 
-    def table(self, key: str, *, required: bool = False, example: str = "a table") -> Mapping[str, object] | None:
+    def table(
+        self, key: str, *, required: bool = False, example: str = "a table"
+    ) -> Mapping[str, object] | None:
         return cast(Mapping[str, object] | None, self._get(key, required, dict, example))
 
     def array(self, key: str, *, required: bool = False, example: str = "an array") -> list[object] | None:
@@ -485,20 +538,16 @@ def _unknown_key(key: str, allowed: Sequence[str]) -> str:
 
 def _duration(report: _Report, where: str, text: str, maximum: timedelta) -> timedelta | None:
     if text.strip().startswith("-"):
-        report.add(where, f"{_show(text)} is negative; durations start at \"0s\"")
+        report.add(where, f'{_show(text)} is negative; durations start at "0s"')
         return None
     delta = parse_duration(text)
     if delta is None:
         report.add(where, f'{_show(text)} is not a duration like "90s" or "2m"')
         return None
     if delta > maximum:
-        report.add(where, f"{_show(text)} is longer than the maximum of {_show(_format_limit(maximum))}")
+        report.add(where, f'{_show(text)} is longer than the maximum of "{format_duration(maximum)}"')
         return None
     return delta
-
-
-def _format_limit(delta: timedelta) -> str:
-    return f"{int(delta.total_seconds() // 3600)}h"
 
 
 def _check_key(report: _Report, table: str, key: str) -> bool:
@@ -530,7 +579,9 @@ def _env_values(report: _Report, where: str, name: str, environ: Mapping[str, st
     return values
 
 
-def _load_source(report: _Report, key: str, raw: Mapping[str, object], environ: Mapping[str, str]) -> Source | None:
+def _load_source(
+    report: _Report, key: str, raw: Mapping[str, object], environ: Mapping[str, str]
+) -> Source | None:
     where = f"sources.{key}"
     table = _Table(report, where, raw, _SOURCE_KEYS)
     kind = table.text("kind", required=True, example='"panel" or "alta"')
@@ -540,7 +591,10 @@ def _load_source(report: _Report, key: str, raw: Mapping[str, object], environ: 
     token_env = table.text("token_env", example='a variable name like "ACME_PANELS_TOKEN"')
     secrets_env = table.text("signing_secrets_env", example='a variable name like "ACME_PANELS_WHSEC"')
     if "token_env" not in raw and "signing_secrets_env" not in raw:
-        report.add(table.at("token_env"), "is required unless signing_secrets_env is set (every source authenticates)")
+        report.add(
+            table.at("token_env"),
+            "is required unless signing_secrets_env is set (every source authenticates)",
+        )
     tokens: tuple[str, ...] | None = ()
     secrets: tuple[str, ...] | None = ()
     if token_env is not None:
@@ -579,9 +633,14 @@ def _is_signing_secret(secret: str) -> bool:
     return len(key) in SIGNING_SECRET_BYTES
 
 
-def _check_shared_credentials(report: _Report, sources: Mapping[str, Source], raw: Mapping[str, object]) -> None:
+def _check_shared_credentials(
+    report: _Report, sources: Mapping[str, Source], raw: Mapping[str, object]
+) -> None:
     """A token or secret that two sources share would let one pass as the other."""
-    for attribute, env_key, what in (("tokens", "token_env", "token"), ("signing_secrets", "signing_secrets_env", "secret")):
+    for attribute, env_key, what in (
+        ("tokens", "token_env", "token"),
+        ("signing_secrets", "signing_secrets_env", "secret"),
+    ):
         owner: dict[str, str] = {}
         for source in sources.values():
             for value in getattr(source, attribute):
@@ -604,7 +663,10 @@ def _load_plan(report: _Report, key: str, raw: Mapping[str, object]) -> Plan | N
     steps_by_key: dict[str, tuple[Step, ...]] = {}
     for plan_key, raw_steps in raw.items():
         if plan_key not in PLAN_KEYS:
-            report.add(f"{where}.{plan_key}", _unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")')
+            report.add(
+                f"{where}.{plan_key}",
+                _unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")',
+            )
             continue
         if not isinstance(raw_steps, list):
             report.add(f"{where}.{plan_key}", f"must be an array of steps, not {_toml_type(raw_steps)}")
@@ -627,7 +689,11 @@ def _load_step(report: _Report, where: str, raw: object) -> Step | None:
     if isinstance(raw, str):
         return Step(kind=raw.strip())
     if not isinstance(raw, dict):
-        report.add(where, f'must be a step kind or a table like {{ do = "callonalarm.trigger", after = "60s" }}, not {_toml_type(raw)}')
+        report.add(
+            where,
+            'must be a step kind or a table like { do = "callonalarm.trigger", after = "60s" }, '
+            f"not {_toml_type(raw)}",
+        )
         return None
     table = _Table(report, where, raw, _STEP_KEYS)
     kind = table.text("do", required=True, example='a step kind like "callonalarm.trigger"')
@@ -690,7 +756,9 @@ def _load_site(
     raw: Mapping[str, object],
     sources: Mapping[str, Source | None],
     plans: Mapping[str, Plan | None],
+    routes: list[_SiteRoutes],
 ) -> Site | None:
+    """The site called ``key``, or None after reporting its problems; its routing goes to ``routes``."""
     where = f"sites.{key}"
     errors_before = len(report.lines)
     table = _Table(report, where, raw, _SITE_KEYS)
@@ -698,15 +766,21 @@ def _load_site(
     site_sources = table.identifiers("sources", required=True, example='source names like ["acme-panels"]')
     for source_key in site_sources:
         if source_key not in sources:
-            report.add(table.at("sources"), f'"{source_key}" is not a source (no [sources.{source_key}] table)')
+            report.add(
+                table.at("sources"), f'"{source_key}" is not a source (no [sources.{source_key}] table)'
+            )
     accounts = table.identifiers("accounts", example='panel account numbers like ["ab-95367"]')
     alta_zones = table.identifiers("alta_zones", example='Alta alarm zone ids like ["az-5d1c"]')
+    routes.append(_SiteRoutes(key, site_sources, accounts, alta_zones))
     timezone = _timezone(report, table)
     site_type = table.text("site_type", required=True, example='"COMMERCIAL" or "RESIDENTIAL"')
     if site_type is not None and site_type not in SITE_TYPES:
-        report.add(table.at("site_type"), f"{_show(site_type)} is not one of RapidSOS's {', '.join(sorted(SITE_TYPES))}")
+        report.add(
+            table.at("site_type"),
+            f"{_show(site_type)} is not one of RapidSOS's {', '.join(sorted(SITE_TYPES))}",
+        )
         site_type = None
-    instructions = table.text("instructions", max_length=4000) or ""
+    instructions = table.text("instructions", min_length=0, max_length=4000) or ""
     cancel_window = table.duration("cancel_window", default=DEFAULT_CANCEL_WINDOW, maximum=MAX_CANCEL_WINDOW)
     plan_key = table.text("plan", required=True, example='a plan name like "commercial"')
     if plan_key is not None and plan_key not in plans:
@@ -718,8 +792,8 @@ def _load_site(
     callonalarm = _load_callonalarm(report, table)
     rapidsos = _load_rapidsos(report, table)
 
-    known_sources = [sources[s] for s in site_sources if sources.get(s) is not None]
-    _check_reachable(report, table, known_sources, accounts, alta_zones)
+    resolved = [source for s in site_sources if (source := sources.get(s)) is not None]
+    _check_reachable(report, table, resolved, len(resolved) == len(site_sources))
     if plan is not None:
         _check_vendor_tables(report, table, plan)
         if tracktik is not None:
@@ -727,10 +801,16 @@ def _load_site(
     if location is not None and "rapidsos" in raw:
         _check_rapidsos_location(report, table, location, site_type)
 
-    if len(report.lines) > errors_before:
+    if (
+        len(report.lines) > errors_before
+        or name is None
+        or timezone is None
+        or site_type is None
+        or cancel_window is None
+        or plan is None  # its own errors are reported under [plans]
+        or location is None
+    ):
         return None
-    assert name is not None and timezone is not None and site_type is not None  # noqa: PT018 (no errors)
-    assert cancel_window is not None and plan is not None and location is not None  # noqa: PT018
     return Site(
         key=key,
         name=name,
@@ -761,25 +841,35 @@ def _timezone(report: _Report, table: _Table) -> ZoneInfo | None:
 
 
 def _load_location(report: _Report, site: _Table) -> Location | None:
-    raw = site.table("location", required=True, example="a table with address_line1 or latitude and longitude")
+    """The site's location; a value that is wrong is reported and left out (the site then fails).
+
+    A partly wrong location is still returned, so that the RapidSOS checks can report on the rest.
+    """
+    raw = site.table(
+        "location", required=True, example="a table with address_line1 or latitude and longitude"
+    )
     if raw is None:
         return None
-    errors_before = len(report.lines)
     table = _Table(report, site.at("location"), raw, _LOCATION_KEYS)
-    texts = {key: table.text(key) for key in _LOCATION_KEYS if key not in ("latitude", "longitude", "postal_code")}
+    texts = {
+        key: table.text(key) for key in _LOCATION_KEYS if key not in ("latitude", "longitude", "postal_code")
+    }
     postal_code = table.text("postal_code", example='a string like "H2W 2R2" (quote it)')
     latitude = table.number("latitude", low=-90, high=90)
     longitude = table.number("longitude", low=-180, high=180)
     country = texts["country"]
     if country is not None and not _COUNTRY_PATTERN.fullmatch(country):
-        report.add(table.at("country"), f'{_show(country)} is not a two-letter ISO 3166 code like "CA" or "US"')
+        report.add(
+            table.at("country"), f'{_show(country)} is not a two-letter ISO 3166 code like "CA" or "US"'
+        )
+        country = None
     if ("latitude" in raw) != ("longitude" in raw):
         missing = "longitude" if "latitude" in raw else "latitude"
-        report.add(table.at(missing), "is required with " + ("latitude" if missing == "longitude" else "longitude"))
+        report.add(
+            table.at(missing), "is required with " + ("latitude" if missing == "longitude" else "longitude")
+        )
     if "address_line1" not in raw and "latitude" not in raw and "longitude" not in raw:
         report.add(table.at("address_line1"), "is required unless latitude and longitude are set")
-    if len(report.lines) > errors_before:
-        return None
     return Location(
         name=texts["name"],
         address_line1=texts["address_line1"],
@@ -808,9 +898,13 @@ def _load_tracktik(report: _Report, site: _Table) -> TrackTikSite | None:
     for plan_key, code in (raw_codes or {}).items():
         where = f"{table.at('alarm_type_codes')}.{plan_key}"
         if plan_key not in PLAN_KEYS:
-            report.add(where, _unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")')
+            report.add(
+                where, _unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")'
+            )
         elif not isinstance(code, str) or not code.strip():
-            report.add(where, f'must be a TrackTik alarm type code like "11111" (quote it), not {_show(code)}')
+            report.add(
+                where, f'must be a TrackTik alarm type code like "11111" (quote it), not {_show(code)}'
+            )
         else:
             codes[plan_key] = code.strip()
     if raw_codes is not None and not raw_codes:
@@ -839,10 +933,14 @@ def _load_rapidsos(report: _Report, site: _Table) -> RapidSOSSite | None:
         return None
     errors_before = len(report.lines)
     table = _Table(report, site.at("rapidsos"), raw, _RAPIDSOS_KEYS)
-    callflow = table.text("callflow", required=True, example='the agreed flow name like "CentralStationABCFireAlarmFlow"')
+    callflow = table.text(
+        "callflow", required=True, example='the agreed flow name like "CentralStationABCFireAlarmFlow"'
+    )
     permit = table.text("alarm_permit_number")
     site_phone = _phone(report, table, "site_phone", required=False)
-    raw_contacts = table.array("emergency_contacts", example='an array like [{ name = "Jane Roe", phone = "+15145550100" }]')
+    raw_contacts = table.array(
+        "emergency_contacts", example='an array like [{ name = "Jane Roe", phone = "+15145550100" }]'
+    )
     contacts: list[EmergencyContact] = []
     if raw_contacts is not None and len(raw_contacts) > MAX_EMERGENCY_CONTACTS:
         report.add(
@@ -853,7 +951,9 @@ def _load_rapidsos(report: _Report, site: _Table) -> RapidSOSSite | None:
     for index, raw_contact in enumerate(raw_contacts or ()):
         where = f"{table.at('emergency_contacts')}[{index}]"
         if not isinstance(raw_contact, dict):
-            report.add(where, f"must be a table like {{ name = ..., phone = ... }}, not {_toml_type(raw_contact)}")
+            report.add(
+                where, f"must be a table like {{ name = ..., phone = ... }}, not {_toml_type(raw_contact)}"
+            )
             continue
         contact = _Table(report, where, raw_contact, _CONTACT_KEYS)
         name = contact.text("name", required=True, example='a full name like "Jane Roe"')
@@ -861,11 +961,16 @@ def _load_rapidsos(report: _Report, site: _Table) -> RapidSOSSite | None:
         relationship = contact.text("relationship")
         language = contact.text("language")
         if name is not None and phone is not None:
-            contacts.append(EmergencyContact(name=name, phone=phone, relationship=relationship, language=language))
+            contacts.append(
+                EmergencyContact(name=name, phone=phone, relationship=relationship, language=language)
+            )
     if len(report.lines) > errors_before or callflow is None:
         return None
     return RapidSOSSite(
-        callflow=callflow, emergency_contacts=tuple(contacts), alarm_permit_number=permit, site_phone=site_phone
+        callflow=callflow,
+        emergency_contacts=tuple(contacts),
+        alarm_permit_number=permit,
+        site_phone=site_phone,
     )
 
 
@@ -877,20 +982,34 @@ def _phone(report: _Report, table: _Table, key: str, *, required: bool) -> str |
     return phone
 
 
-def _check_reachable(
-    report: _Report, table: _Table, sources: Sequence[Source], accounts: Sequence[str], alta_zones: Sequence[str]
-) -> None:
-    """Every identifier needs a source that can post it, and every source something to post."""
+def _check_reachable(report: _Report, table: _Table, sources: Sequence[Source], all_resolved: bool) -> None:
+    """Every identifier needs a source that can post it, and every source something to post.
+
+    Identifiers count as given when the file lists any, even malformed ones (already reported).
+    ``all_resolved`` is false when a listed source is unknown or broken (already reported): its kind
+    is then unknown, so the site is not also blamed for lacking one.
+    """
     kinds = {source.kind for source in sources}
-    if accounts and "panel" not in kinds and len(sources) == len(table.raw.get("sources") or ()):
-        report.add(table.at("accounts"), "are panel account numbers, but none of the site's sources is a panel source")
-    if alta_zones and "alta" not in kinds and len(sources) == len(table.raw.get("sources") or ()):
-        report.add(table.at("alta_zones"), "are Alta zone ids, but none of the site's sources is an alta source")
+    has_accounts = bool(table.raw.get("accounts"))
+    has_zones = bool(table.raw.get("alta_zones"))
+    if all_resolved and has_accounts and "panel" not in kinds:
+        report.add(
+            table.at("accounts"),
+            "are panel account numbers, but none of the site's sources is a panel source",
+        )
+    if all_resolved and has_zones and "alta" not in kinds:
+        report.add(
+            table.at("alta_zones"), "are Alta zone ids, but none of the site's sources is an alta source"
+        )
     for source in sources:
-        if source.kind == "panel" and not accounts:
-            report.add(table.at("accounts"), f'is empty, so panel source "{source.key}" cannot post for this site')
-        if source.kind == "alta" and not alta_zones:
-            report.add(table.at("alta_zones"), f'is empty, so alta source "{source.key}" cannot post for this site')
+        if source.kind == "panel" and not has_accounts:
+            report.add(
+                table.at("accounts"), f'is empty, so panel source "{source.key}" cannot post for this site'
+            )
+        if source.kind == "alta" and not has_zones:
+            report.add(
+                table.at("alta_zones"), f'is empty, so alta source "{source.key}" cannot post for this site'
+            )
 
 
 def _check_vendor_tables(report: _Report, table: _Table, plan: Plan) -> None:
@@ -907,45 +1026,68 @@ def _check_vendor_tables(report: _Report, table: _Table, plan: Plan) -> None:
 
 
 def _check_type_codes(report: _Report, table: _Table, plan: Plan, tracktik: TrackTikSite) -> None:
-    """Every plan list that creates a TrackTik alarm needs a type code for it (its own or ``default``)."""
-    for plan_key, steps in plan.steps_by_key.items():
-        if not any(step.kind.startswith("tracktik.") for step in steps):
-            continue
-        if plan_key not in tracktik.alarm_type_codes and DEFAULT_KEY not in tracktik.alarm_type_codes:
-            report.add(
-                f"{table.at('tracktik')}.alarm_type_codes",
-                f'has no code for "{plan_key}" and no "default", but plan "{plan.key}" creates TrackTik '
-                f"alarms for {plan_key}",
-            )
+    """Every plan list that creates a TrackTik alarm needs a type code: its own or ``default``."""
+    codes = tracktik.alarm_type_codes
+    if DEFAULT_KEY in codes:
+        return
+    uncovered = [
+        plan_key
+        for plan_key, steps in plan.steps_by_key.items()
+        if plan_key not in codes and any(step.kind.startswith("tracktik.") for step in steps)
+    ]
+    where = f"{table.at('tracktik')}.alarm_type_codes"
+    if DEFAULT_KEY in uncovered:
+        # Only a default code can serve families the plan does not name.
+        report.add(where, f'needs a "default" code: plan "{plan.key}" creates TrackTik alarms by default')
+    elif uncovered:
+        report.add(
+            where,
+            f'has no code for {", ".join(uncovered)} and no "default", but plan "{plan.key}" creates '
+            "TrackTik alarms for them",
+        )
 
 
-def _check_rapidsos_location(report: _Report, table: _Table, location: Location, site_type: str | None) -> None:
-    """RapidSOS needs coordinates or a complete civic address within its limits (seed 004)."""
+def _check_rapidsos_location(
+    report: _Report, table: _Table, location: Location, site_type: str | None
+) -> None:
+    """RapidSOS needs coordinates or a complete civic address within its limits (seed 004).
+
+    Presence is judged from the file, so that a value already reported as malformed is not also
+    reported as missing.
+    """
     where = table.at("location")
-    has_coordinates = location.latitude is not None and location.longitude is not None
+    present = cast(Mapping[str, object], table.raw["location"]).keys()
+    has_coordinates = "latitude" in present and "longitude" in present
     for key, (rapidsos_name, low, high) in _RAPIDSOS_CIVIC.items():
         value = getattr(location, key)
         if value is not None and not low <= len(value) <= high:
             size = f"exactly {low}" if low == high else f"{low} to {high}"
-            report.add(f"{where}.{key}", f"{_show(value)} does not fit RapidSOS ({rapidsos_name} is {size} characters)")
-    missing = [key for key in _RAPIDSOS_CIVIC_REQUIRED if getattr(location, key) is None]
+            report.add(
+                f"{where}.{key}",
+                f"{_show(value)} does not fit RapidSOS ({rapidsos_name} is {size} characters)",
+            )
+    missing = [key for key in _RAPIDSOS_CIVIC_REQUIRED if key not in present]
     if not has_coordinates and missing:
         report.add(
             f"{where}.{missing[0]}",
-            f"is required for RapidSOS: give latitude and longitude, or a full address ({', '.join(missing)} missing)",
+            "is required for RapidSOS: give latitude and longitude, or a full address "
+            f"({', '.join(missing)} missing)",
         )
     if site_type in GEODETIC_SITE_TYPES and not has_coordinates:
-        report.add(f"{where}.latitude", f"is required for RapidSOS: a {site_type} site is located by coordinates")
+        report.add(
+            f"{where}.latitude", f"is required for RapidSOS: a {site_type} site is located by coordinates"
+        )
 
 
-def _check_claims(report: _Report, sources: Mapping[str, Source], sites: Sequence[Site]) -> None:
+def _check_claims(report: _Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
     """An account or zone that two sites claim on the same source could route to either."""
     for attribute, kind in (("accounts", "panel"), ("alta_zones", "alta")):
         _, claims = _route_index(sources, sites, attribute, cast(SourceKind, kind))
         for claim in claims:
             report.add(
                 f"sites.{claim.site}.{claim.field}",
-                f'"{claim.identifier}" is already claimed by site "{claim.other_site}" on source "{claim.source}"',
+                f'"{claim.identifier}" is already claimed by site "{claim.other_site}" '
+                f'on source "{claim.source}"',
             )
 
 
@@ -991,16 +1133,19 @@ def load_sites(path: Path | None, environ: Mapping[str, str]) -> Sites:
     raw_sites = _section(report, document, "sites")
     for key in raw_plans:
         if key == "unrouted":
-            report.add("plans.unrouted", "the name is reserved for the built-in plan of alarms no site claims")
+            report.add(
+                "plans.unrouted", "the name is reserved for the built-in plan of alarms no site claims"
+            )
 
     # Entries that failed stay in the maps as None, so a reference to them is not reported again.
     sources = {key: _load_source(report, key, raw, environ) for key, raw in raw_sources.items()}
     loaded_sources = {key: s for key, s in sources.items() if s is not None}
     _check_shared_credentials(report, loaded_sources, raw_sources)
     plans = {key: _load_plan(report, key, raw) for key, raw in raw_plans.items()}
-    sites = [_load_site(report, key, raw, sources, plans) for key, raw in raw_sites.items()]
+    routes: list[_SiteRoutes] = []
+    sites = [_load_site(report, key, raw, sources, plans, routes) for key, raw in raw_sites.items()]
     loaded_sites = [site for site in sites if site is not None]
-    _check_claims(report, loaded_sources, loaded_sites)
+    _check_claims(report, loaded_sources, routes)
 
     if report.lines:
         raise SitesFileError(report.lines)

@@ -1,0 +1,53 @@
+# alarm-bridge: `make run` to try it, `make test` to check it. `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# The first Python >= 3.11 on PATH (override: make PYTHON=/path/to/python3.12 ...).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "make: alarm-bridge needs Python 3.11 or newer on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+.PHONY: help run sandbox test lint fmt migrate clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+run: $(VENV)/.installed ## install and run the whole service with embedded defaults (http://127.0.0.1:8000)
+	$(BIN)/alarm-bridge dev
+
+sandbox: $(VENV)/.installed ## run only the vendor simulators (http://127.0.0.1:8100)
+	$(BIN)/alarm-bridge sandbox
+
+test: $(VENV)/.installed-test ## install, make sure Redis and PostgreSQL answer, run the whole suite
+	$(BIN)/python .ci/services.py
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test ## ruff, formatting and the import contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+
+fmt: $(VENV)/.installed-test ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: $(VENV)/.installed ## apply ledger migrations to DATABASE_URL
+	$(BIN)/alarm-bridge db upgrade
+
+clean: ## remove the virtualenv and local state (var/)
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

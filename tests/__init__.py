@@ -1,0 +1,1 @@
+"""alarm-bridge test suite (unit, contract, integration, reliability, browser)."""

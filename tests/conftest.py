@@ -1,0 +1,174 @@
+"""Fixtures shared by the whole suite: Settings built in code, a fresh ledger per test on SQLite and
+PostgreSQL (copied from a template migrated once per run), the real Redis under a private key prefix,
+and a real Celery worker thread.
+
+A missing Redis or PostgreSQL skips the tests that need it, saying so; under CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from app.cli import alembic_config
+from app.ledger.session import make_engine
+from config.celery import QUEUES, celery_config
+from config.settings import Settings
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_URL = os.environ.get(
+    "TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/alarm_bridge_test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def service_unavailable(name: str, reason: str) -> None:
+    """Skip locally, fail under CI: a missing service is never silently fine in CI."""
+    message = f"{name} is not reachable ({reason})"
+    if CI:
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+def _pg_connect(dbname: str | None = None) -> psycopg.Connection[Any]:
+    url = make_url(PG_ADMIN_URL)
+    return psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        dbname=dbname or url.database,
+        autocommit=True,
+    )
+
+
+def _pg_url(dbname: str) -> str:
+    return make_url(PG_ADMIN_URL).set(database=dbname).render_as_string(hide_password=False)
+
+
+def migrate(database_url: str) -> None:
+    """Bring a ledger to the head revision, exactly as `alarm-bridge db upgrade` does."""
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "head")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        service_unavailable("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated once per run; each test copies it (CREATE DATABASE ... TEMPLATE)."""
+    try:
+        admin = _pg_connect()
+    except psycopg.Error as exc:
+        service_unavailable("PostgreSQL", f"{PG_ADMIN_URL}: {exc}")
+    name = f"ab_tpl_{RUN_ID}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    migrate(_pg_url(name))
+    yield name
+    with _pg_connect() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "ledger.sqlite3"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+def _sqlite_copy(template: Path, directory: Path) -> str:
+    target = directory / "ledger.sqlite3"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    return _sqlite_copy(sqlite_template, tmp_path)
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    template: str = request.getfixturevalue("pg_template")
+    name = f"ab_t_{RUN_ID}_{uuid.uuid4().hex[:10]}"
+    with _pg_connect() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _pg_url(name)
+    with _pg_connect() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated ledger of each kind: tests using it run once per database."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test: embedded-mode defaults, a private var dir, overrides as keywords."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"var_dir": str(tmp_path / "var"), "log_format": "console"}
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def broker_settings(make_settings: Callable[..., Settings], database_url: str, redis_url: str) -> Settings:
+    """Settings on the real Redis under a key prefix no other test (or run) shares."""
+    return make_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        broker_key_prefix=f"abtest:{uuid.uuid4().hex[:12]}:",
+        operator_api_keys=("test-operator-key",),
+    )
+
+
+@pytest.fixture
+def celery_worker(broker_settings: Settings) -> Iterator[Celery]:
+    """A real Celery worker thread consuming every queue of the test's private broker namespace."""
+    import workers.dispatcher
+    import workers.tasks.system  # noqa: F401 - registers the shared tasks with the test app
+    from workers import runtime
+
+    app = Celery("alarm_bridge_test", set_as_current=False)
+    app.conf.update(celery_config(broker_settings))
+    runtime.configure(broker_settings)
+    with start_worker(
+        app, pool="solo", concurrency=1, perform_ping_check=False, queues=list(QUEUES), shutdown_timeout=20
+    ):
+        yield app
+    runtime.runtime().engine.dispose()

@@ -1,0 +1,1 @@
+"""Contract tests: clients and simulators over real loopback HTTP."""

@@ -1,0 +1,119 @@
+"""`alarm-bridge dev` (what `make run` starts): ready within 60 s with nothing configured, on its own
+embedded broker rather than whatever Redis listens on 6379, moving real Celery messages, and stopped
+cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.integration
+READY_WITHIN_S = 60
+AUTH = {"Authorization": "Bearer dev-operator-key"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DevStack:
+    def __init__(self, workdir: Path, broker: str) -> None:
+        self.port = _free_port()
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "OPERATOR_API_KEYS")
+        }
+        env.update(PORT=str(self.port), SANDBOX_PORT=str(_free_port()), WEB_CONCURRENCY="1")
+        self.output: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "dev", "--broker", broker],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.http = requests.Session()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def ready(self) -> dict[str, object] | None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"alarm-bridge dev exited early:\n{self.text()[-3000:]}")
+        try:
+            response = self.http.get(f"{self.base}/readyz", timeout=2)
+        except requests.RequestException:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError(
+                    f"Ctrl-C did not stop alarm-bridge dev:\n{self.text()[-3000:]}"
+                ) from None
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.http.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(params=["auto", "fakeredis"])
+def dev_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DevStack]:
+    stack = DevStack(tmp_path, request.param)
+    yield stack
+    stack.stop()
+
+
+def test_dev_is_ready_with_nothing_configured_and_uses_its_own_broker(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    ready = wait_until(dev_stack.ready, timeout_s=READY_WITHIN_S, interval_s=0.2)
+    assert ready["checks"] == {"ledger": "ok", "broker": "ok"}
+
+    match = re.search(r"broker (.+?) at redis://127\.0\.0\.1:(\d+)/0", dev_stack.text())
+    assert match, dev_stack.text()
+    assert int(match.group(2)) != 6379  # never whatever Redis happens to listen on the usual port
+    assert (tmp_path / "var" / "ledger.sqlite3").exists()  # the embedded SQLite ledger
+
+    accepted = dev_stack.http.post(f"{dev_stack.base}/v1/system/selftest", headers=AUTH, timeout=5)
+    assert accepted.status_code == 202
+    status_url = dev_stack.base + accepted.json()["status_url"]
+    wait_until(
+        lambda: dev_stack.http.get(status_url, headers=AUTH, timeout=5).json()["state"] == "succeeded",
+        timeout_s=30,
+        interval_s=0.2,
+    )
+
+    assert dev_stack.stop() == 0 or "stopped" in dev_stack.text()
+    leftover = subprocess.run(["pgrep", "-s", str(dev_stack.proc.pid)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "processes survived Ctrl-C"

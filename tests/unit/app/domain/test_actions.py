@@ -1,0 +1,174 @@
+"""The lease rules that make at-least-once delivery act once: claim, retry, fail, succeed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.domain import actions
+from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
+from app.ledger.session import make_engine, make_sessionmaker
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=90)
+
+
+@pytest.fixture
+def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(sqlite_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def _add(sessions: sessionmaker[Session], *, alarm: bool = False, **overrides: object) -> int:
+    with sessions.begin() as session:
+        alarm_id = None
+        if alarm:
+            row = Alarm(family="burglary", priority="property", opened_at=T0, last_event_at=T0)
+            session.add(row)
+            session.flush()
+            alarm_id = row.id
+        values: dict[str, object] = {
+            "kind": "system.selftest",
+            "target": "system",
+            "queue": "default",
+            "due_at": T0,
+            "max_attempts": 3,
+            "alarm_id": alarm_id,
+        }
+        values.update(overrides)
+        action = actions.new_action(**values)  # type: ignore[arg-type]
+        session.add(action)
+        session.flush()
+        return action.id
+
+
+def _claim(sessions: sessionmaker[Session], action_id: int, now: datetime) -> actions.ClaimedAction | None:
+    with sessions.begin() as session:
+        return actions.claim(session, action_id, now=now, lease=LEASE)
+
+
+def _row(sessions: sessionmaker[Session], action_id: int) -> Action:
+    with sessions() as session:
+        return session.get_one(Action, action_id)
+
+
+def test_an_action_is_not_claimed_before_it_is_due(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions, due_at=T0 + timedelta(seconds=60))
+    assert _claim(sessions, action_id, T0) is None
+    assert _claim(sessions, action_id, T0 + timedelta(seconds=60)) is not None
+
+
+def test_a_live_lease_keeps_a_second_delivery_out(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions)
+    first = _claim(sessions, action_id, T0)
+    assert first is not None and first.attempts == 1
+    assert _claim(sessions, action_id, T0 + LEASE - timedelta(seconds=1)) is None
+
+
+def test_an_expired_lease_is_taken_over_and_counts_an_attempt(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions)
+    first = _claim(sessions, action_id, T0)
+    second = _claim(sessions, action_id, T0 + LEASE + timedelta(seconds=1))
+    assert first is not None and second is not None
+    assert second.attempts == 2
+    assert second.lease_token != first.lease_token
+
+
+def test_a_stale_worker_cannot_reschedule_an_action_it_no_longer_holds(
+    sessions: sessionmaker[Session],
+) -> None:
+    action_id = _add(sessions)
+    stale = _claim(sessions, action_id, T0)
+    current = _claim(sessions, action_id, T0 + LEASE + timedelta(seconds=1))
+    assert stale is not None and current is not None
+    with sessions.begin() as session:
+        state = actions.retry_later(session, stale, now=T0 + LEASE, error="late timeout")
+    assert state == ActionState.RUNNING
+    assert _row(sessions, action_id).lease_token == current.lease_token
+
+
+def test_a_success_is_recorded_even_after_the_lease_was_lost(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions)
+    stale = _claim(sessions, action_id, T0)
+    _claim(sessions, action_id, T0 + LEASE + timedelta(seconds=1))
+    assert stale is not None
+    with sessions.begin() as session:
+        assert actions.succeed(session, stale, now=T0 + LEASE, external_id="ext-1")
+    row = _row(sessions, action_id)
+    assert row.state == ActionState.SUCCEEDED and row.external_id == "ext-1"
+    assert _claim(sessions, action_id, T0 + 3 * LEASE) is None  # finished actions never run again
+
+
+def test_retry_later_gives_the_action_back_with_a_new_due_time(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions)
+    claimed = _claim(sessions, action_id, T0)
+    assert claimed is not None
+    with sessions.begin() as session:
+        actions.retry_later(session, claimed, now=T0, error="HTTP 503", delay_s=30, outcome_unknown=True)
+    row = _row(sessions, action_id)
+    assert row.state == ActionState.PENDING
+    assert row.due_at == T0 + timedelta(seconds=30)
+    assert row.enqueued_at is None  # the dispatcher will send it when due
+    assert row.outcome_unknown is True
+    assert row.last_error == "HTTP 503"
+
+
+def test_exhausted_attempts_fail_the_action_and_flag_the_alarm_for_a_person(
+    sessions: sessionmaker[Session],
+) -> None:
+    action_id = _add(sessions, alarm=True, max_attempts=1)
+    claimed = _claim(sessions, action_id, T0)
+    assert claimed is not None
+    with sessions.begin() as session:
+        assert actions.retry_later(session, claimed, now=T0, error="HTTP 503") == ActionState.FAILED
+    row = _row(sessions, action_id)
+    assert row.state == ActionState.FAILED
+    with sessions() as session:
+        alarm = session.get_one(Alarm, row.alarm_id)
+        assert alarm.needs_person is True
+        assert "HTTP 503" in (alarm.needs_person_reason or "")
+        kinds = [t.kind for t in session.query(TimelineEntry).filter_by(action_id=action_id)]
+    assert kinds == ["action.failed"]
+
+
+def test_a_lease_that_expires_on_the_last_attempt_fails_instead_of_running_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    action_id = _add(sessions, alarm=True, max_attempts=1)
+    assert _claim(sessions, action_id, T0) is not None  # the worker dies holding it
+    assert _claim(sessions, action_id, T0 + LEASE + timedelta(seconds=1)) is None
+    assert _row(sessions, action_id).state == ActionState.FAILED
+
+
+def test_a_cancellable_action_of_a_closed_alarm_is_cancelled_not_run(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions, alarm=True, cancellable=True)
+    with sessions.begin() as session:
+        alarm_id = session.get_one(Action, action_id).alarm_id
+        session.get_one(Alarm, alarm_id).state = AlarmState.CLOSED
+    assert _claim(sessions, action_id, T0) is None
+    assert _row(sessions, action_id).state == ActionState.CANCELLED
+
+
+def test_dispatch_collects_due_unsent_and_expired_leases_once(sessions: sessionmaker[Session]) -> None:
+    due_unsent = _add(sessions)
+    _add(sessions, due_at=T0 + timedelta(minutes=5))  # not due yet
+    sent_recently = _add(sessions, enqueued=True)
+    leased = _add(sessions)
+    assert _claim(sessions, leased, T0) is not None
+    resend = timedelta(seconds=90)
+
+    def collect(now: datetime) -> set[int]:
+        with sessions.begin() as session:
+            return {
+                d.id for d in actions.collect_for_dispatch(session, now=now, resend_after=resend, limit=100)
+            }
+
+    assert collect(T0) == {due_unsent}
+    assert collect(T0 + timedelta(seconds=1)) == set()  # just sent: not again
+    later = T0 + LEASE + timedelta(seconds=1)
+    assert collect(later) == {due_unsent, sent_recently, leased}  # lost messages and an expired lease

@@ -1,0 +1,48 @@
+"""Logs are JSON lines and never carry a secret, whatever a careless call passes."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import structlog
+
+from config.logging import configure_logging
+from config.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> pytest.CaptureFixture[str]:
+    configure_logging(Settings(log_format="json"))
+    return capsys
+
+
+def test_secret_keys_and_secrets_inside_text_are_masked(json_logs: pytest.CaptureFixture[str]) -> None:
+    log = structlog.get_logger("test")
+    log.warning(
+        "upstream.call",
+        password="hunter2",
+        api_key="ak-123",
+        headers={"Authorization": "Bearer tok-456", "Accept": "application/json"},
+        url="https://alta.example/cloud?t=guest&token=tok-789",
+        detail="sent Authorization: Bearer tok-abc and Cookie va=cookie-xyz",
+        alarm_id=7,
+    )
+    logging.getLogger("stdlib").warning("login with token=tok-std failed")
+    err = json_logs.readouterr().err
+    for secret in ("hunter2", "ak-123", "tok-456", "tok-789", "tok-abc", "cookie-xyz", "tok-std"):
+        assert secret not in err
+    line = json.loads(err.splitlines()[0])
+    assert line["event"] == "upstream.call"
+    assert line["alarm_id"] == 7
+    assert line["headers"]["Accept"] == "application/json"
+
+
+def test_every_line_is_json(json_logs: pytest.CaptureFixture[str]) -> None:
+    structlog.get_logger("a").info("one", n=1)
+    logging.getLogger("b").error("two")
+    lines = json_logs.readouterr().err.strip().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["one", "two"]

@@ -1,0 +1,80 @@
+"""Settings: embedded-mode defaults, and one clear line naming the variable when a value is bad."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from config.settings import ConfigurationError, Settings, load_settings, read_settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_serve_the_embedded_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = read_settings()
+    assert settings.database_url == "sqlite:///var/ledger.sqlite3"
+    assert settings.redis_url is None
+    assert settings.port == 8000
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db:5432/ledger", "postgresql+psycopg://u:p@db:5432/ledger"),
+        ("postgresql://db/ledger", "postgresql+psycopg://db/ledger"),
+        ("sqlite:////srv/ledger.sqlite3", "sqlite:////srv/ledger.sqlite3"),
+    ],
+)
+def test_platform_database_urls_are_pinned_to_the_shipped_driver(
+    monkeypatch: pytest.MonkeyPatch, given: str, expected: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    assert read_settings().database_url == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("DATABASE_URL", "mysql://db/ledger"),
+        ("REDIS_URL", "http://localhost:6379"),
+        ("LOG_LEVEL", "LOUD"),
+        ("ACTION_LEASE_S", "30"),
+        ("WEB_CONCURRENCY", "0"),
+    ],
+)
+def test_an_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        read_settings()
+
+
+def test_start_up_with_a_bad_value_exits_with_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from config.settings import load_settings; load_settings()"],
+        env={"PORT": "eighty", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("alarm-bridge: invalid configuration:")
+    assert "PORT" in lines[0]
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    settings = Settings(redis_url="redis://:hunter2@cache:6379/0", operator_api_keys=("op-secret",))
+    assert "hunter2" not in repr(settings)
+    assert "op-secret" not in repr(settings)
+
+
+def test_load_settings_is_the_process_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPERATOR_API_KEYS", "a,b")
+    assert load_settings().operator_api_keys == ("a", "b")

@@ -122,7 +122,7 @@ def test_seed_example_is_accepted_as_written_and_every_field_comes_back(govworx:
 
 
 def test_notes_and_responders_are_validated_and_their_times_converted(govworx: LiveSimulator) -> None:
-    body = {
+    body: dict[str, Any] = {
         "sysId": "INC-NOTES-1",
         "notes": [
             {"noteId": "N-1", "note": "Unit on scene", "noteBy": "CT-456", "noteAt": "2026-07-01T12:00:00Z"}

@@ -27,6 +27,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = PACKAGE_ROOT / "app" / "ledger" / "migrations"
 GUNICORN_CONF = PACKAGE_ROOT / "config" / "gunicorn.conf.py"
 DEV_OPERATOR_KEY = "dev-operator-key"
+EXAMPLE_SITES = PACKAGE_ROOT / "config" / "examples" / "sites.toml"
+# Credentials the example sites file names, set for `dev` when the environment leaves them unset.
+DEV_SOURCE_SECRETS = {
+    "ACME_PANELS_TOKEN": "dev-panel-token-change-me",
+    "ACME_PANELS_WHSEC": "whsec_ZGV2LXNpZ25pbmctc2VjcmV0LWNoYW5nZS1tZS0xMjM0",
+    "ALTA_MAIN_TOKEN": "dev-alta-token-change-me",
+}
 BROKER_START_TIMEOUT_S = 10.0
 
 
@@ -99,7 +106,11 @@ def dev(broker: str) -> None:
     env.setdefault("WEB_CONCURRENCY", "2")
     if not env.get("OPERATOR_API_KEYS"):
         env["OPERATOR_API_KEYS"] = DEV_OPERATOR_KEY
-    os.environ.update({k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS")})
+    if not env.get("SITES_FILE"):
+        env["SITES_FILE"] = str(EXAMPLE_SITES)
+        for name, value in DEV_SOURCE_SECRETS.items():
+            env.setdefault(name, value)
+    os.environ.update({k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS", "SITES_FILE")})
     settings = load_settings()
     Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
 
@@ -121,6 +132,10 @@ def dev(broker: str) -> None:
             processes["sandbox"] = [py, "-m", "app.cli", "sandbox", "--port", str(settings.sandbox_port)]
         click.echo(f"alarm-bridge dev: web on http://{env['HOST']}:{settings.port}")
         click.echo(f"alarm-bridge dev: operator key {env['OPERATOR_API_KEYS'].split(',')[0]}")
+        click.echo(f"alarm-bridge dev: sites file {env['SITES_FILE']}")
+        if env["SITES_FILE"] == str(EXAMPLE_SITES):
+            panel, alta = env["ACME_PANELS_TOKEN"], env["ALTA_MAIN_TOKEN"]
+            click.echo(f"alarm-bridge dev: panel token {panel}, alta token {alta}")
         if "sandbox" in processes:
             click.echo(f"alarm-bridge dev: sandbox on http://127.0.0.1:{settings.sandbox_port}")
         manager = Manager()

@@ -1,13 +1,16 @@
 """Runtime settings for every alarm-bridge process, read from the environment exactly once.
 
-This is the only module that reads ``os.environ``. Every value has a default that serves the
+This is the only module that reads ``os.environ`` (it also hands a copy to the sites file loader,
+which resolves the secrets each source names by variable). Every value has a default that serves the
 embedded mode (``alarm-bridge dev``: SQLite ledger, embedded broker, sandbox upstreams), and an
 invalid value stops start-up with one line naming the variable and why.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from environs import Env, EnvError, validate
@@ -47,6 +50,12 @@ class Settings:
     task_time_limit_s: int = 60
     sandbox_port: int = 8100
     var_dir: str = "var"
+    sites_file: str | None = None  # None: no sources, so every intake call is refused (401)
+    grouping_window_s: float = 300.0
+    dedupe_window_s: float = 300.0
+    clock_skew_tolerance_s: float = 300.0
+    # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def broker_url(self) -> str | None:
@@ -110,6 +119,11 @@ def read_settings() -> Settings:
             task_time_limit_s=env.int("TASK_TIME_LIMIT_S", 60, validate=positive),
             sandbox_port=env.int("SANDBOX_PORT", 8100, validate=validate.Range(min=1, max=65535)),
             var_dir=env.str("VAR_DIR", "var"),
+            sites_file=env.str("SITES_FILE", None) or None,
+            grouping_window_s=env.float("GROUPING_WINDOW_S", 300.0, validate=validate.Range(min=0)),
+            dedupe_window_s=env.float("DEDUPE_WINDOW_S", 300.0, validate=validate.Range(min=1)),
+            clock_skew_tolerance_s=env.float("CLOCK_SKEW_TOLERANCE_S", 300.0, validate=validate.Range(min=0)),
+            environ=dict(os.environ),
         )
     except EnvError as exc:
         raise ConfigurationError(str(exc).replace("\n", " ")) from None

@@ -46,7 +46,7 @@ class JournalEntry:
     body is JSON, otherwise the text (forms re-encoded with secrets masked), or None when empty.
     `status` is the status the simulator produced (also for a `timeout_after_commit` answer that was
     never delivered), None when nothing was produced (a dropped connection). `fault` names the fault
-    applied to this request, if any.
+    applied to this request, if any. `seq` numbers the simulator's entries from 1 in arrival order.
     """
 
     at: datetime
@@ -124,17 +124,22 @@ def mask_body(raw: bytes, content_type: str | None) -> Any:
             pass  # not JSON after all: fall through to text masking
     if media_type == "application/x-www-form-urlencoded":
         pairs = parse_qsl(text, keep_blank_values=True)
-        return urlencode([(k, MASK if k.lower() in SECRET_BODY_KEYS else v) for k, v in pairs])
+        return urlencode([(k, MASK if k.lower() in SECRET_BODY_KEYS else v) for k, v in pairs], safe="*")
     return _TEXT_SECRETS.sub(lambda m: f"{m.group('key')}{MASK}", text)
 
 
 class Journal:
-    """A thread-safe, append-only (until `clear()`) list of `JournalEntry`."""
+    """A thread-safe, append-only (until `clear()`) list of `JournalEntry`.
 
-    def __init__(self) -> None:
+    It keeps the newest `max_entries` (a long demo session must not grow without bound); `seq`
+    numbers keep counting, so a gap at the start shows that old entries were let go.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
         self._lock = threading.Lock()
         self._entries: list[JournalEntry] = []
         self._seq = 0
+        self.max_entries = max_entries
 
     def record(self, entry: JournalEntry) -> JournalEntry:
         """Append an entry (its secrets must already be masked) and return it with its sequence number."""
@@ -142,6 +147,8 @@ class Journal:
             self._seq += 1
             stored = replace(entry, seq=self._seq)
             self._entries.append(stored)
+            if len(self._entries) > self.max_entries:
+                del self._entries[: len(self._entries) - self.max_entries]
             return stored
 
     def complete(self, seq: int, *, status: int | None, fault: str | None = None) -> None:

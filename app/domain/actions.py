@@ -65,8 +65,10 @@ def new_action(
     cancellable: bool = False,
     params: dict[str, Any] | None = None,
     enqueued: bool = False,
+    now: datetime | None = None,
 ) -> Action:
     """A pending action row; ``enqueued`` says the caller will hand it to the broker after commit."""
+    now = now or due_at
     return Action(
         alarm_id=alarm_id,
         kind=kind,
@@ -74,15 +76,15 @@ def new_action(
         queue=queue,
         state=ActionState.PENDING,
         due_at=due_at,
-        enqueued_at=due_at if enqueued else None,
+        enqueued_at=now if enqueued else None,
         attempts=0,
         max_attempts=max_attempts,
         cancellable=cancellable,
         idempotency_key=str(uuid.uuid4()),
         outcome_unknown=False,
         params=params or {},
-        created_at=due_at,
-        updated_at=due_at,
+        created_at=now,
+        updated_at=now,
     )
 
 

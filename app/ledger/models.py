@@ -89,13 +89,17 @@ class Alarm(Base):
     __tablename__ = "alarms"
     __table_args__ = (
         CheckConstraint(_in("state", AlarmState), name="state"),
-        Index("ix_alarms_open_group", "site_key", "zone", "family", "state"),
+        Index("ix_alarms_open_group", "account", "zone", "family", "state"),
         Index("ix_alarms_state_opened_at", "state", "opened_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_key: Mapped[str | None] = mapped_column(String(64))  # None: no site claims it (unrouted)
+    source_key: Mapped[str | None] = mapped_column(String(64))
+    account: Mapped[str | None] = mapped_column(String(64))  # panel account or Alta alarm zone id
     zone: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str | None] = mapped_column(String(16))  # the SIA code that opened it (None: Alta)
+    description: Mapped[str | None] = mapped_column(Text)
     family: Mapped[str] = mapped_column(String(32))
     priority: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default=AlarmState.OPEN)
@@ -106,6 +110,7 @@ class Alarm(Base):
     opened_at: Mapped[datetime]
     last_event_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
+    restored_at: Mapped[datetime | None]  # the zone reported normal again (not a cancel)
 
     events: Mapped[list[Event]] = relationship(back_populates="alarm", order_by="Event.id")
     actions: Mapped[list[Action]] = relationship(back_populates="alarm", order_by="Action.id")

@@ -7,13 +7,18 @@ own Settings and may replace the outbox and the broker check.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 
 import redis
 from flask import Flask
 
+from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox, make_producer
+from app.domain.sites import Sites, SitesFileError, load_sites
 from app.ledger.session import make_engine, make_sessionmaker
-from app.web import errors, health
+from app.web import errors, health, openapi
+from app.web.intake import bp as intake_bp
 from app.web.operator import bp as operator_bp
 from app.web.services import AppServices
 from config.logging import configure_logging
@@ -31,6 +36,7 @@ def create_app(
     """Build the web app; gunicorn passes nothing, tests pass their own Settings and doubles."""
     settings = settings or load_settings()
     configure_logging(settings)
+    sites = read_sites(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -42,11 +48,33 @@ def create_app(
         sessions=sessions,
         outbox=outbox or Outbox(make_producer(settings), sessions),
         ping_broker=ping_broker or _redis_ping(settings.broker_url),
+        sites=sites,
+        intake_rules=intake_rules(settings),
     )
     errors.register(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(intake_bp, url_prefix="/v1")
     app.register_blueprint(operator_bp, url_prefix="/v1")
     return app
+
+
+def read_sites(settings: Settings) -> Sites:
+    """The sites file, validated; a bad file stops start-up with one line per problem."""
+    try:
+        return load_sites(Path(settings.sites_file) if settings.sites_file else None, settings.environ)
+    except SitesFileError as exc:
+        raise SystemExit(f"alarm-bridge: invalid sites file:\n{exc}") from None
+
+
+def intake_rules(settings: Settings) -> IntakeRules:
+    """The intake windows from the settings."""
+    return IntakeRules(
+        grouping_window=timedelta(seconds=settings.grouping_window_s),
+        dedupe_window_s=settings.dedupe_window_s,
+        clock_skew_tolerance=timedelta(seconds=settings.clock_skew_tolerance_s),
+        max_attempts=settings.action_max_attempts,
+    )
 
 
 def _redis_ping(broker_url: str | None) -> Callable[[], None]:

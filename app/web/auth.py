@@ -1,18 +1,24 @@
-"""Authentication of callers: operator API keys (bearer), compared in constant time.
+"""Authentication of callers, in constant time: operator API keys, and each signal source's bearer
+token (header or ``?token=``, since Alta can only template a URL and headers) or Standard Webhooks
+signature (HMAC-SHA256 over ``id.timestamp.body``, ±5 minutes, several secrets during a rotation).
 
 No endpoint that writes is open without credentials, in any mode: with no operator key configured
-every operator call is refused.
+every operator call is refused, and with no sources configured every intake call is.
 """
 
 from __future__ import annotations
 
+import binascii
 import hmac
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
 from flask import request
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from app.domain.events import SourceKind
+from app.domain.sites import Sites, Source
 from app.web.errors import ApiError
 from app.web.services import services
 
@@ -50,3 +56,45 @@ def require_operator(view: Callable[P, R]) -> Callable[P, R]:
         return view(*args, **kwargs)
 
     return wrapped
+
+
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def authenticate_source(sites: Sites, kind: SourceKind) -> Source:
+    """The source this request comes from, proven by a Standard Webhooks signature or a bearer token.
+
+    401 for a missing or wrong credential; 403 for a valid credential of a source of another kind
+    (an Alta token posting panel events). A signature, when present, is the only credential looked at.
+    """
+    if request.headers.get("webhook-signature") is not None:
+        source = _source_by_signature(sites)
+        if source is None:
+            raise ApiError(401, "unauthenticated", "the webhook signature does not verify")
+    else:
+        token = bearer_token() or request.args.get("token")
+        if not token:
+            raise ApiError(401, "unauthenticated", "a source credential is required (Authorization: Bearer)")
+        source = sites.source_for_token(token)
+        if source is None:
+            raise ApiError(401, "unauthenticated", "the source credential is not valid")
+    if source.kind != kind:
+        raise ApiError(
+            403, "forbidden", f"source {source.key!r} is a {source.kind} source; it cannot post here"
+        )
+    return source
+
+
+def _source_by_signature(sites: Sites) -> Source | None:
+    """The source whose current or rotated-out secret signed this body within ±5 minutes."""
+    headers = {name: request.headers.get(name, "") for name in SIGNATURE_HEADERS}
+    body = request.get_data(cache=True)
+    found: Source | None = None
+    for source in sites.sources:
+        for secret in source.signing_secrets:
+            try:
+                Webhook(secret).verify(body, headers, json_parse=False)
+            except (WebhookVerificationError, ValueError, binascii.Error, UnicodeDecodeError):
+                continue
+            found = found or source  # keep checking: the time taken does not depend on which matched
+    return found

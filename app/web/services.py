@@ -9,7 +9,9 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox
+from app.domain.sites import Sites
 from config.settings import Settings
 
 
@@ -22,6 +24,8 @@ class AppServices:
     sessions: sessionmaker[Session]
     outbox: Outbox
     ping_broker: Callable[[], None]
+    sites: Sites
+    intake_rules: IntakeRules
 
 
 def services() -> AppServices:

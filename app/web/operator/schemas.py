@@ -14,3 +14,15 @@ class SelftestRequestSchema(ma.Schema):
         unknown = ma.RAISE
 
     queue = ma.fields.String(load_default=DEFAULT_QUEUE, validate=ma.validate.OneOf(QUEUES))
+
+
+class AlarmListQuerySchema(ma.Schema):
+    """Filters of the alarm queue (`GET /v1/alarms`)."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    state = ma.fields.String(load_default="open", validate=ma.validate.OneOf(["open", "closed", "all"]))
+    unrouted = ma.fields.Boolean(load_default=None)
+    needs_person = ma.fields.Boolean(load_default=None)
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))

@@ -12,7 +12,7 @@ from app.ledger.models import utcnow
 from app.web.auth import require_operator
 from app.web.errors import ApiError
 from app.web.operator import bp
-from app.web.operator.schemas import SelftestRequestSchema
+from app.web.operator.schemas import AlarmListQuerySchema, SelftestRequestSchema
 from app.web.services import services
 
 
@@ -40,3 +40,31 @@ def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
     if view is None or view["kind"] != "system.selftest":
         raise ApiError(404, "not_found", f"no self-test {action_id}")
     return view, 200
+
+
+@bp.get("/alarms")
+@require_operator
+def list_alarms() -> tuple[dict[str, Any], int]:
+    """The alarm queue, life-safety first then oldest first; filter unrouted or needs-a-person."""
+    params = AlarmListQuerySchema().load(request.args.to_dict())
+    state = None if params["state"] == "all" else params["state"]
+    with services().sessions() as session:
+        alarms = queries.list_alarms(
+            session,
+            state=state,
+            unrouted=params["unrouted"],
+            needs_person=params["needs_person"],
+            limit=params["limit"],
+        )
+    return {"alarms": alarms}, 200
+
+
+@bp.get("/alarms/<int:alarm_id>")
+@require_operator
+def show_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
+    """One alarm: its events, every action with its state, and the timeline."""
+    with services().sessions() as session:
+        detail = queries.alarm_detail(session, alarm_id)
+    if detail is None:
+        raise ApiError(404, "not_found", f"no alarm {alarm_id}")
+    return detail, 200

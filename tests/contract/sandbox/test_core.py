@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from sandbox import cad
 from sandbox.clock import Clock
+from sandbox.journal import Journal, JournalEntry
 from sandbox.server import combined_app, serve_in_thread
 from sandbox.simulator import current_state, make_simulator
 from tests.contract.sandbox.conftest import ServeSimulator
@@ -143,7 +144,7 @@ def test_journal_masks_form_bodies(toy: LiveSimulator) -> None:
     assert "form-s3cr3t" not in raw
     assert "rt-s3cr3t" not in raw
     (entry,) = toy.journal()
-    assert entry["body"] == "grant_type=password&username=ops&password=%2A%2A%2A&refresh_token=%2A%2A%2A"
+    assert entry["body"] == "grant_type=password&username=ops&password=***&refresh_token=***"
     assert entry["status"] == 400  # the toy wants JSON: the vendor error is journaled too
 
 
@@ -158,6 +159,17 @@ def test_journal_filters_and_clear_and_control_requests_are_not_journaled(toy: L
     assert [e.path for e in toy.state.journal.entries(path_prefix="/v2")] == ["/v2/unknown"]
     assert toy.request("DELETE", "/_sandbox/journal").status_code == 204
     assert toy.journal() == []
+
+
+def test_the_journal_keeps_the_newest_entries_up_to_its_cap() -> None:
+    journal = Journal(max_entries=2)
+    for path in ("/a", "/b", "/c"):
+        journal.record(
+            JournalEntry(
+                at=Clock().now(), simulator="toy", method="GET", path=path, query={}, headers={}, body=None
+            )
+        )
+    assert [(e.seq, e.path) for e in journal.entries()] == [(2, "/b"), (3, "/c")]
 
 
 def test_unknown_paths_and_methods_get_the_vendor_error_body(toy: LiveSimulator) -> None:

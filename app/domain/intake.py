@@ -1,0 +1,421 @@
+"""record_event(): one signal into the ledger, in ONE transaction, exactly once.
+
+Everything that makes a signal an alarm happens here, without Flask and before the sender hears
+"accepted": recognise a retried delivery (the dedupe key, enforced by the database), route it to a
+site (or record it as unrouted for a person), group repeats into the open alarm, apply restore and
+cancel rules, materialise the site's plan as action rows with their due times, and write the
+timeline. The caller commits, then hands ``Receipt.due_actions`` to the outbox.
+
+Rules (DESIGN.md, CONTRACTS §6.4):
+- A restore is not a cancel: it records that the zone is normal again and stops nothing. A restore
+  that arrives before its alarm is kept and matched when the alarm opens.
+- A cancel (BC, OC, an opening by a user) within the site's cancel window stops the steps marked
+  cancellable that have not started. Fire, medical, holdup, panic (and the other never-held
+  families) are never held: their steps cannot be cancellable and their alarms are not cancelled.
+- Nothing that could be a real alarm is dropped: an unknown code or an unclaimed account opens an
+  alarm flagged for a person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app.domain import sia
+from app.domain.actions import DueAction, due_action, new_action
+from app.domain.events import Classification, Event
+from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
+from app.domain.sites import Site, Sites
+from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
+from app.ledger.models import Event as EventRow
+
+OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
+RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.UNBYPASS})
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeRules:
+    """The windows intake applies; from Settings, fixed for a process."""
+
+    grouping_window: timedelta = timedelta(minutes=5)
+    dedupe_window_s: float = 300.0
+    clock_skew_tolerance: timedelta = timedelta(minutes=5)
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the sender is told, and what the outbox must send once the transaction commits."""
+
+    event_id: int
+    alarm_id: int | None
+    duplicate: bool
+    due_actions: tuple[DueAction, ...] = field(default=())
+
+    def as_json(self) -> dict[str, Any]:
+        """The intake answer body."""
+        return {"alarm_id": self.alarm_id, "event_id": self.event_id, "duplicate": self.duplicate}
+
+
+def route(event: Event, sites: Sites) -> Site | None:
+    """The site that claims this event through its source, or None (unrouted)."""
+    if event.source_kind == "alta":
+        return sites.site_for_alta_zone(event.source_key, event.account)
+    return sites.site_for_account(event.source_key, event.account)
+
+
+def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeRules) -> Receipt:
+    """Record one event and everything it implies; the caller's transaction makes it atomic."""
+    _serialise_per_account(session, event)
+    key = event.dedupe_key(rules.dedupe_window_s)
+    existing = session.execute(
+        select(EventRow.id, EventRow.alarm_id).where(EventRow.dedupe_key == key)
+    ).first()
+    if existing is not None:
+        return Receipt(existing.id, existing.alarm_id, duplicate=True)
+
+    site = route(event, sites)
+    skew_s = (event.received_at - event.occurred_at).total_seconds() if event.occurred_at else None
+    event_id = _insert_event(session, event, key, site, skew_s)
+    if event_id is None:  # a concurrent writer recorded it first (only without the advisory lock)
+        row = session.execute(select(EventRow.id, EventRow.alarm_id).where(EventRow.dedupe_key == key)).one()
+        return Receipt(row.id, row.alarm_id, duplicate=True)
+
+    cls = event.classify()
+    recorder = _Recorder(session, event, event_id, site, cls, rules)
+    alarm, due = recorder.apply()
+    if alarm is not None:
+        session.execute(update(EventRow).where(EventRow.id == event_id).values(alarm_id=alarm.id))
+        if skew_s is not None and abs(skew_s) > rules.clock_skew_tolerance.total_seconds():
+            recorder.note(
+                alarm.id,
+                "event.clock_skew",
+                f"sender clock differs from ours by {skew_s:+.0f}s",
+                skew_s=skew_s,
+            )
+    return Receipt(event_id, alarm.id if alarm else None, duplicate=False, due_actions=tuple(due))
+
+
+def _serialise_per_account(session: Session, event: Event) -> None:
+    """One writer at a time per (source, account) on PostgreSQL: grouping and dedupe stay exact.
+
+    SQLite needs nothing: every ledger transaction there starts with BEGIN IMMEDIATE.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{event.source_key}\x00{event.account.casefold()}".encode()).digest()
+    lock_id = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+
+def _insert_event(
+    session: Session, event: Event, key: str, site: Site | None, skew_s: float | None
+) -> int | None:
+    values = {
+        "dedupe_key": key,
+        "source": event.source_key,
+        "sender_event_id": event.sender_event_id,
+        "received_at": event.received_at,
+        "occurred_at": event.occurred_at,
+        "clock_skew_s": skew_s,
+        "account": event.account,
+        "zone": event.zone,
+        "code": event.code,
+        "site_key": site.key if site else None,
+        "payload": event.payload,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return session.execute(statement.returning(EventRow.id)).scalar_one_or_none()
+
+
+class _Recorder:
+    """The rules for one new event, applied inside the intake transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        event: Event,
+        event_id: int,
+        site: Site | None,
+        cls: Classification,
+        rules: IntakeRules,
+    ) -> None:
+        self.session = session
+        self.event = event
+        self.event_id = event_id
+        self.site = site
+        self.cls = cls
+        self.rules = rules
+        self.now = event.received_at
+
+    def apply(self) -> tuple[Alarm | None, list[DueAction]]:
+        kind = self.cls.kind
+        if self.site is None or kind in OPENING_KINDS:
+            return self._open_or_join()
+        if self.event.code and sia.is_cancel(self.event.code):
+            return self._cancel(), []
+        if kind in RESTORE_KINDS:
+            return self._restore(), []
+        return None, []  # openings, closings, bypasses, tests, status: recorded as events only
+
+    # -- alarms --------------------------------------------------------------------------------
+
+    def _same_place(self) -> list[Any]:
+        """Conditions selecting alarms of this site (or, unrouted, this source) and account."""
+        conditions: list[Any] = [Alarm.account == self.event.account]
+        if self.site is not None:
+            conditions.append(Alarm.site_key == self.site.key)
+        else:
+            conditions += [Alarm.site_key.is_(None), Alarm.source_key == self.event.source_key]
+        return conditions
+
+    def _zone_is(self, zone: str | None) -> Any:
+        return Alarm.zone.is_(None) if zone is None else Alarm.zone == zone
+
+    def _open_or_join(self) -> tuple[Alarm, list[DueAction]]:
+        since = self.now - self.rules.grouping_window
+        alarm = self.session.execute(
+            select(Alarm)
+            .where(
+                *self._same_place(),
+                self._zone_is(self.event.zone),
+                Alarm.family == self.cls.family,
+                Alarm.state == AlarmState.OPEN,
+                Alarm.last_event_at >= since,
+            )
+            .order_by(Alarm.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if alarm is not None:
+            alarm.event_count += 1
+            alarm.last_event_at = self.now
+            self.note(alarm.id, "alarm.repeated", f"{self._what()} again ({alarm.event_count} events)")
+            return alarm, []
+        return self._open()
+
+    def _open(self) -> tuple[Alarm, list[DueAction]]:
+        reasons = []
+        if self.site is None:
+            reasons.append(
+                f"unrouted: no site claims {self.event.account!r} through source {self.event.source_key!r}"
+            )
+        if not self.cls.known:
+            reasons.append(f"unknown event code {self.event.code!r}")
+        alarm = Alarm(
+            site_key=self.site.key if self.site else None,
+            source_key=self.event.source_key,
+            account=self.event.account,
+            zone=self.event.zone,
+            code=self.event.code,
+            description=self.cls.description,
+            family=self.cls.family,
+            priority=self.cls.priority,
+            state=AlarmState.OPEN,
+            needs_person=bool(reasons),
+            needs_person_reason="; ".join(reasons) or None,
+            event_count=1,
+            opened_at=self.now,
+            last_event_at=self.now,
+        )
+        self.session.add(alarm)
+        self.session.flush()
+        where = f"site {self.site.key}" if self.site else "no site (unrouted)"
+        self.note(
+            alarm.id,
+            "alarm.opened",
+            f"{self._what()} at {where}",
+            family=alarm.family,
+            priority=alarm.priority,
+        )
+        for reason in reasons:
+            self.note(alarm.id, "alarm.needs_person", reason)
+        due = self._plan(alarm)
+        self._match_early_restores(alarm)
+        return alarm, due
+
+    def _plan(self, alarm: Alarm) -> list[DueAction]:
+        plan = self.site.plan if self.site else UNROUTED_PLAN
+        steps: Sequence[Step] = plan.steps_for(self.cls.family, self.cls.kind)
+        if not steps and self.cls.kind in ALARM_KINDS and self.site is not None:
+            alarm.needs_person = True
+            alarm.needs_person_reason = f"plan {plan.key!r} has no steps for a {self.cls.family} alarm"
+            self.note(alarm.id, "alarm.needs_person", alarm.needs_person_reason)
+        queue = sia.queue_for(self.cls.priority)
+        due: list[DueAction] = []
+        for index, step in enumerate(steps):
+            if step.kind.startswith("alta.") and self.event.source_kind != "alta":
+                self.note(
+                    alarm.id, "plan.step_skipped", f"{step.kind} skipped: the alarm did not come from Alta"
+                )
+                continue
+            immediate = step.after <= timedelta(0)
+            action = new_action(
+                kind=step.kind,
+                target=step.kind.split(".", 1)[0],
+                queue=queue,
+                due_at=self.now + step.after,
+                max_attempts=self.rules.max_attempts,
+                alarm_id=alarm.id,
+                cancellable=step.cancellable,
+                params={"step": index, "event_id": self.event_id},
+                enqueued=immediate,
+                now=self.now,
+            )
+            self.session.add(action)
+            self.session.flush()
+            when = "now" if immediate else f"in {step.after.total_seconds():g}s"
+            hold = " (a cancel in time stops it)" if step.cancellable else ""
+            self.note(alarm.id, "action.planned", f"{step.kind} {when}{hold}", action_id=action.id)
+            if immediate:
+                due.append(due_action(action))
+        return due
+
+    # -- restores --------------------------------------------------------------------------------
+
+    def _restore(self) -> Alarm | None:
+        cleared = sia.conditions_cleared_by(self.event.code or "")
+        alarm = self.session.execute(
+            select(Alarm)
+            .where(
+                *self._same_place(),
+                self._zone_is(self.event.zone),
+                Alarm.code.in_(cleared),
+                Alarm.state == AlarmState.OPEN,
+            )
+            .order_by(Alarm.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if alarm is None:
+            return None  # kept unattached; matched if its alarm arrives late (_match_early_restores)
+        if alarm.restored_at is None:
+            alarm.restored_at = self.now
+        self.note(
+            alarm.id, "alarm.zone_restored", f"{self._what()}: the zone is normal again; the response goes on"
+        )
+        return alarm
+
+    def _match_early_restores(self, alarm: Alarm) -> None:
+        restores = sia.restore_codes_for(self.event.code or "")
+        if not restores:
+            return
+        early = self.session.execute(
+            select(EventRow).where(
+                EventRow.alarm_id.is_(None),
+                EventRow.source == self.event.source_key,
+                EventRow.account == self.event.account,
+                (EventRow.zone.is_(None) if self.event.zone is None else EventRow.zone == self.event.zone),
+                EventRow.code.in_(restores),
+                EventRow.received_at >= self.now - self.rules.grouping_window,
+                EventRow.id != self.event_id,
+            )
+        ).scalars()
+        for restore in early:
+            restore.alarm_id = alarm.id
+            alarm.restored_at = alarm.restored_at or restore.received_at
+            self.note(
+                alarm.id,
+                "alarm.zone_restored",
+                f"restore {restore.code} had arrived before the alarm; the response goes on",
+                restore_event_id=restore.id,
+            )
+
+    # -- cancels ---------------------------------------------------------------------------------
+
+    def _cancel(self) -> Alarm | None:
+        assert self.site is not None
+        alarms = (
+            self.session.execute(
+                select(Alarm)
+                .where(*self._same_place(), Alarm.state == AlarmState.OPEN)
+                .order_by(Alarm.id.desc())
+            )
+            .scalars()
+            .all()
+        )
+        if not alarms:
+            return None
+        window_start = self.now - self.site.cancel_window
+        window_s = self.site.cancel_window.total_seconds()
+        for alarm in alarms:
+            if sia.never_held_for_cancel(alarm.family):
+                self.note(
+                    alarm.id,
+                    "alarm.cancel_ignored",
+                    f"{self._what()}: {alarm.family} is never held; it goes on",
+                )
+            elif alarm.opened_at < window_start:
+                self.note(
+                    alarm.id,
+                    "alarm.cancel_too_late",
+                    f"{self._what()} came after the {window_s:g}s cancel window; the response goes on",
+                )
+            else:
+                self._stop_cancellable(alarm)
+        return alarms[0]
+
+    def _stop_cancellable(self, alarm: Alarm) -> None:
+        stopped = (
+            self.session.execute(
+                select(Action)
+                .where(
+                    Action.alarm_id == alarm.id,
+                    Action.cancellable.is_(True),
+                    Action.state == ActionState.PENDING,
+                    Action.attempts == 0,
+                )
+                .with_for_update()
+            )
+            .scalars()
+            .all()
+        )
+        for action in stopped:
+            action.state = ActionState.CANCELLED
+            action.completed_at = self.now
+            action.updated_at = self.now
+            action.last_error = f"cancelled by {self.event.code}"
+            self.session.add(
+                TimelineEntry(
+                    alarm_id=alarm.id,
+                    action_id=action.id,
+                    event_id=self.event_id,
+                    at=self.now,
+                    kind="action.cancelled",
+                    message=f"{action.kind} stopped by {self.event.code} within the cancel window",
+                    data={},
+                )
+            )
+        self.note(
+            alarm.id,
+            "alarm.cancelled_by_user",
+            f"{self._what()} within the cancel window: {len(stopped)} held step(s) stopped",
+            stopped=len(stopped),
+        )
+
+    # -- timeline --------------------------------------------------------------------------------
+
+    def _what(self) -> str:
+        code = f"{self.event.code} " if self.event.code else ""
+        zone = f" zone {self.event.zone}" if self.event.zone else ""
+        return f"{code}{self.cls.description}{zone}".strip()
+
+    def note(self, alarm_id: int, kind: str, message: str, **data: Any) -> None:
+        self.session.add(
+            TimelineEntry(
+                alarm_id=alarm_id,
+                event_id=self.event_id,
+                action_id=data.pop("action_id", None),
+                at=self.now,
+                kind=kind,
+                message=message,
+                data=data,
+            )
+        )

@@ -1,0 +1,166 @@
+"""Request schemas for the intake surface: Alta zone webhooks and SIA panel events.
+
+Senders add fields, so unknown keys are tolerated (and kept in the raw payload). What we need is
+checked strictly, and every bad field is named in the 422.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import marshmallow as ma
+
+MAX_BATCH = 500
+NOT_SET = frozenset({"", "N/A", "n/a", "NA"})  # Alta renders unset template codes as "N/A"
+_IDENTIFIER = re.compile(r"^[^\s,]{1,64}$")
+_CODE = re.compile(r"^[A-Za-z0-9_]{2,10}$")  # SIA DC-05 codes, and CallOnAlarm custom codes (2-10)
+EPOCH_MS_THRESHOLD = 10**12  # CONTRACTS Part A item 5: a `$time` above 10^12 is milliseconds
+
+
+class Text(ma.fields.String):
+    """A string that also accepts a number (zones are often sent as 3, account numbers as 1001)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        if isinstance(value, int | float):
+            value = str(value)
+        return str(super()._deserialize(value, attr, data, **kwargs)).strip()
+
+
+class _Base(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+
+class PanelEventSchema(_Base):
+    """An SIA DC-05 event from a panel, gateway or script (`POST /v1/events`)."""
+
+    account = Text(
+        required=True, validate=ma.validate.Regexp(_IDENTIFIER, error="1-64 characters, no spaces")
+    )
+    code = Text(required=True, validate=ma.validate.Regexp(_CODE, error="an SIA event code such as BA or FA"))
+    zone = Text(load_default=None, allow_none=True, validate=ma.validate.Length(max=64))
+    message = Text(load_default=None, allow_none=True, validate=ma.validate.Length(max=500))
+    occurred_at = ma.fields.AwareDateTime(required=True, format="iso")
+    event_id = Text(load_default=None, allow_none=True, validate=ma.validate.Length(min=1, max=128))
+
+    @ma.post_load
+    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["code"] = data["code"].upper()
+        data["occurred_at"] = data["occurred_at"].astimezone(UTC)
+        return data
+
+
+class CallOnAlarmTriggerSchema(_Base):
+    """The body senders already post to CallOnAlarm's `POST /v1/alert/trigger` (seed 001), unchanged."""
+
+    accountNumber = Text(  # noqa: N815 - the vendor's field name
+        required=True, validate=ma.validate.Regexp(_IDENTIFIER, error="1-64 characters, no spaces")
+    )
+    eventCode = Text(  # noqa: N815
+        required=True, validate=ma.validate.Regexp(_CODE, error="an SIA event code such as BA or FA")
+    )
+    zone = Text(load_default=None, allow_none=True, validate=ma.validate.Length(max=64))
+    message = Text(load_default=None, allow_none=True, validate=ma.validate.Length(max=500))
+
+    @ma.post_load
+    def _as_panel_event(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {
+            "account": data["accountNumber"],
+            "code": data["eventCode"].upper(),
+            "zone": data["zone"],
+            "message": data["message"],
+            "occurred_at": None,  # CallOnAlarm's body carries no time: the receive time stands
+            "event_id": None,
+        }
+
+
+def is_callonalarm_body(body: dict[str, Any]) -> bool:
+    """True when the body is shaped like CallOnAlarm's trigger rather than ours."""
+    return "accountNumber" in body or "eventCode" in body
+
+
+class AltaWebhookSchema(_Base):
+    """The body an Alta Protect alarm-zone webhook action sends, written from our template
+    (README "Alta webhook template"; CONTRACTS Part B §1.8). ``N/A`` and empty values mean missing."""
+
+    alarmZoneId = Text(  # noqa: N815 - Alta's template variable names
+        required=True, validate=ma.validate.Regexp(_IDENTIFIER, error="the $alarmZoneId value")
+    )
+    alarmZoneName = Text(load_default=None, validate=ma.validate.Length(max=200))  # noqa: N815
+    deviceId = Text(load_default=None, validate=ma.validate.Length(max=128))  # noqa: N815
+    deviceName = Text(load_default=None, validate=ma.validate.Length(max=200))  # noqa: N815
+    siteId = Text(load_default=None, validate=ma.validate.Length(max=128))  # noqa: N815
+    siteName = Text(load_default=None, validate=ma.validate.Length(max=200))  # noqa: N815
+    triggerPhase = Text(load_default=None, validate=ma.validate.Length(max=64))  # noqa: N815
+    detection = Text(load_default=None, validate=ma.validate.Length(max=500))
+    verification = Text(load_default=None, validate=ma.validate.Length(max=64))
+    description = Text(load_default=None, validate=ma.validate.Length(max=2000))
+    address = Text(load_default=None, validate=ma.validate.Length(max=500))
+    url = Text(load_default=None, validate=ma.validate.Length(max=2000))
+    timeIso = Text(load_default=None, validate=ma.validate.Length(max=64))  # noqa: N815
+    time = Text(load_default=None, validate=ma.validate.Length(max=64))
+    eventId = Text(load_default=None, validate=ma.validate.Length(max=128))  # noqa: N815
+
+    @ma.pre_load
+    def _drop_unset(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() in NOT_SET)}
+
+    @ma.post_load
+    def _occurred_at(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["occurred_at"] = alta_time(data.get("timeIso"), data.get("time"))
+        return data
+
+
+def alta_time(time_iso: str | None, epoch: str | None) -> datetime | None:
+    """Alta's event time: ``$timeIso`` when it carries a zone, else ``$time`` (epoch s or ms).
+
+    An unusable time is dropped rather than refused: Alta cannot fix its template per request, and
+    an alarm is never rejected for its clock. The receive time is kept in any case.
+    """
+    if time_iso:
+        try:
+            parsed = datetime.fromisoformat(time_iso.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    if epoch:
+        try:
+            value = float(epoch)
+        except ValueError:
+            return None
+        if value > EPOCH_MS_THRESHOLD:
+            value /= 1000
+        if 0 < value < 32503680000:  # before year 3000
+            return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+class BatchSchema(_Base):
+    """Up to 500 panel events; each is validated and answered on its own."""
+
+    events = ma.fields.List(ma.fields.Raw(), required=True, validate=ma.validate.Length(min=1, max=MAX_BATCH))
+
+
+class IntakeReceiptSchema(ma.Schema):
+    """The answer to an accepted (202) or already-recorded (200, duplicate) event."""
+
+    alarm_id = ma.fields.Integer(
+        allow_none=True, metadata={"description": "null for events that open no alarm"}
+    )
+    event_id = ma.fields.Integer(required=True)
+    duplicate = ma.fields.Boolean(required=True)
+
+
+class ErrorSchema(ma.Schema):
+    """The error envelope of every 4xx/5xx."""
+
+    error = ma.fields.String(required=True)
+    message = ma.fields.String(required=True)
+    fields = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))

@@ -57,8 +57,9 @@ Choices the documents leave open, made here and nowhere else:
   the zone's site; other codes come from the zone and device tables and are missing when not set.
   Missing values become `missing_value` ("N/A"). The rendering rules are in `sandbox.alta_webhook`.
 - A detection in a zone configured `armed = false` raises no alert and sends nothing.
-- No rate limit is documented, so none is simulated. Other documented paths (arm/disarm, muting,
-  alarmZoneAlerts, publicIntrusion*) are not simulated: 404 with the error body.
+- No rate limit is documented, so none is simulated. The other paths seed 002 lists (arm/disarm,
+  muting, alarmZoneAlerts, publicIntrusion*, `GET /alerts`) are not simulated: 404 with the error body
+  (`GET /alerts/{guid}` is 405: only the verify POST exists there).
 """
 
 import threading
@@ -107,16 +108,19 @@ def alta_error_body(status: int, message: str) -> dict[str, Any]:
 class AltaDeployment:
     """The simulated deployment: accounts, zones, alerts, webhook actions and deliveries."""
 
-    def __init__(self, settings: dict[str, Any], clock: Clock) -> None:
-        self.clock = clock
-        accounts = [
-            Account(
-                username=str(raw["username"]),
-                password=str(raw["password"]),
-                permissions=frozenset(raw["permissions"]) if "permissions" in raw else None,
+    def __init__(self, settings: dict[str, Any]) -> None:
+        accounts = []
+        for raw in settings.get("accounts", []):
+            if not raw.get("username") or "password" not in raw:
+                raise ValueError("[[alta.accounts]]: every account needs a username and a password")
+            permissions = raw.get("permissions")
+            accounts.append(
+                Account(
+                    username=str(raw["username"]),
+                    password=str(raw["password"]),
+                    permissions=None if permissions is None else frozenset(map(str, permissions)),
+                )
             )
-            for raw in settings.get("accounts", [])
-        ]
         self.sessions = SessionBook(accounts, float(settings.get("cookie_ttl_s", 3600)))
         merge_window_s = float(settings.get("merge_window_s", 60))
         zones = [AlarmZone.from_settings(raw, merge_window_s) for raw in settings.get("alarm_zones", [])]
@@ -396,7 +400,7 @@ def list_deliveries() -> ResponseReturnValue:
 def create_app(config: dict[str, Any] | None = None, clock: Clock | None = None) -> Flask:
     """The Alta simulator; `config` is the whole sandbox configuration (None = the default)."""
     app, state = make_simulator(NAME, error_body=alta_error_body, config=config, clock=clock)
-    site = AltaDeployment(state.settings, state.clock)
+    site = AltaDeployment(state.settings)
     state.on_reset(site.reset)
     app.extensions[STORE_KEY] = site
     app.register_blueprint(bp)

@@ -129,9 +129,7 @@ bp = Blueprint(NAME, __name__)
 
 @bp.errorhandler(CallOnAlarmError)
 def _answer_error(exc: CallOnAlarmError) -> Response:
-    response = jsonify({"error": exc.title, "message": exc.message})
-    response.status_code = exc.status
-    return response
+    return _error_response(exc.status, exc.title, exc.message)
 
 
 @bp.post(TRIGGER_PATH)

@@ -113,7 +113,10 @@ def parse_utc_time(value: Any) -> datetime:
         raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"{value!r} has no UTC offset; send the time in UTC, e.g. 2026-05-26T14:36:37+00:00")
-    return parsed.astimezone(UTC).replace(microsecond=0)
+    try:
+        return parsed.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise ValueError(f"{value!r} is out of range") from None
 
 
 def format_utc_time(moment: datetime) -> str:

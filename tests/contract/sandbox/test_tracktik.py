@@ -7,12 +7,15 @@ per-minute rate limit; the core's faults in TrackTik's error shapes.
 """
 
 import base64
+import copy
 import uuid
 from datetime import datetime
 from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sandbox import tracktik
 from sandbox.config import load_config
@@ -417,6 +420,45 @@ def test_png_jpeg_gif_and_webp_are_images(portal: LiveSimulator, data_url: str, 
         "GET", f"{tracktik.ALARMS_PATH}/{alarm_id}", params={"include": "attachments"}, headers=auth
     ).json()
     assert alarm["attachments"][0]["format"] == fmt
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+FIELD_NAMES = st.sampled_from(
+    [*SEED_000_REQUEST, "location.latitude", "location.country", "notes.0", "attachments.0", "extra"]
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(changes=st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=4))
+def test_any_json_alarm_is_answered_201_or_422_never_500(
+    portal: LiveSimulator, changes: dict[str, Any]
+) -> None:
+    body: Any = copy.deepcopy(SEED_000_REQUEST)
+    for name, value in changes.items():
+        head, _, rest = name.partition(".")
+        if not rest:
+            body[head] = value
+        elif rest.isdigit():
+            body[head] = [value]
+        else:
+            body[head] = {**body[head], rest: value}
+    response = portal.request("POST", tracktik.ALARMS_PATH, json=body, headers=login(portal))
+    assert response.status_code in (201, 422), response.text
+    if response.status_code == 422:
+        assert response.json()["errors"]
 
 
 def test_every_invalid_field_is_named_at_once(portal: LiveSimulator) -> None:

@@ -1,0 +1,241 @@
+"""record_event's rules on both ledgers: dedupe, routing, grouping, restore vs cancel vs fire, plans."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.domain.events import Event
+from app.domain.intake import IntakeRules, Receipt, record_event
+from app.ledger.models import Action, ActionState, Alarm, TimelineEntry
+from app.ledger.models import Event as EventRow
+from app.ledger.session import make_sessionmaker
+from tests.sites_fixture import ALTA_ZONE, MONTREAL_ACCOUNT, NEWTON_ACCOUNT, example_sites
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
+SITES = example_sites()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+def panel(
+    code: str, *, at: datetime = T0, account: str = MONTREAL_ACCOUNT, zone: str | None = "3", **kw: Any
+) -> Event:
+    return Event(
+        source_key="acme-panels",
+        source_kind="panel",
+        received_at=at,
+        account=account,
+        code=code,
+        zone=zone,
+        occurred_at=kw.pop("occurred_at", at),
+        payload={"code": code},
+        **kw,
+    )
+
+
+def record(sessions: sessionmaker[Session], event: Event) -> Receipt:
+    with sessions.begin() as session:
+        return record_event(session, event, sites=SITES, rules=RULES)
+
+
+def actions_of(sessions: sessionmaker[Session], alarm_id: int | None) -> dict[str, str]:
+    with sessions() as session:
+        rows = session.execute(select(Action).where(Action.alarm_id == alarm_id)).scalars()
+        return {row.kind: row.state for row in rows}
+
+
+def alarm(sessions: sessionmaker[Session], alarm_id: int | None) -> Alarm:
+    with sessions() as session:
+        return session.get_one(Alarm, alarm_id)
+
+
+def timeline_kinds(sessions: sessionmaker[Session], alarm_id: int | None) -> list[str]:
+    with sessions() as session:
+        return list(
+            session.execute(
+                select(TimelineEntry.kind)
+                .where(TimelineEntry.alarm_id == alarm_id)
+                .order_by(TimelineEntry.id)
+            ).scalars()
+        )
+
+
+def test_a_burglary_opens_an_alarm_and_materialises_the_plan(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("BA"))
+    assert not receipt.duplicate
+    opened = alarm(sessions, receipt.alarm_id)
+    assert (opened.site_key, opened.family, opened.priority, opened.needs_person) == (
+        "montreal-hq", "burglary", "property", False,
+    )  # fmt: skip
+    with sessions() as session:
+        rows = {
+            a.kind: a for a in session.execute(select(Action).where(Action.alarm_id == opened.id)).scalars()
+        }
+    # alta.collect_video is skipped: a panel alarm has no Alta zone to look at.
+    assert set(rows) == {"tracktik.create_alarm", "callonalarm.trigger"}
+    assert rows["tracktik.create_alarm"].due_at == T0 and not rows["tracktik.create_alarm"].cancellable
+    assert rows["callonalarm.trigger"].due_at == T0 + timedelta(seconds=60)
+    assert rows["callonalarm.trigger"].cancellable
+    assert [d.task_name for d in receipt.due_actions] == ["tracktik.create_alarm"]  # the delayed one waits
+    assert "plan.step_skipped" in timeline_kinds(sessions, opened.id)
+
+
+def test_fire_goes_on_the_life_safety_queue(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("FA"))
+    assert {d.queue for d in receipt.due_actions} == {"life_safety"}
+    assert alarm(sessions, receipt.alarm_id).priority == "life_safety"
+
+
+def test_the_same_sender_event_id_is_one_event(sessions: sessionmaker[Session]) -> None:
+    first = record(sessions, panel("BA", sender_event_id="evt-1"))
+    again = record(sessions, panel("BA", at=T0 + timedelta(seconds=5), sender_event_id="evt-1"))
+    assert again.duplicate
+    assert (again.event_id, again.alarm_id) == (first.event_id, first.alarm_id)
+    assert again.due_actions == ()
+
+
+def test_an_identical_body_without_id_is_recognised_by_its_content(sessions: sessionmaker[Session]) -> None:
+    first = record(sessions, panel("BA"))
+    again = record(sessions, panel("BA", at=T0 + timedelta(seconds=20), occurred_at=T0))
+    assert again.duplicate and again.event_id == first.event_id
+
+
+def test_repeats_join_the_open_alarm_without_a_new_plan(sessions: sessionmaker[Session]) -> None:
+    first = record(sessions, panel("BA", sender_event_id="1"))
+    second = record(sessions, panel("BA", at=T0 + timedelta(minutes=1), sender_event_id="2"))
+    assert second.alarm_id == first.alarm_id and not second.duplicate
+    assert second.due_actions == ()
+    joined = alarm(sessions, first.alarm_id)
+    assert joined.event_count == 2 and joined.last_event_at == T0 + timedelta(minutes=1)
+    with sessions() as session:
+        assert session.execute(select(func.count()).select_from(Action)).scalar_one() == 2
+
+
+def test_a_repeat_after_the_grouping_window_opens_a_new_alarm(sessions: sessionmaker[Session]) -> None:
+    first = record(sessions, panel("BA", sender_event_id="1"))
+    later = record(sessions, panel("BA", at=T0 + timedelta(minutes=6), sender_event_id="2"))
+    assert later.alarm_id != first.alarm_id
+
+
+def test_another_zone_or_family_is_another_alarm(sessions: sessionmaker[Session]) -> None:
+    burglary = record(sessions, panel("BA", zone="3"))
+    other_zone = record(sessions, panel("BA", zone="4"))
+    fire = record(sessions, panel("FA", zone="3"))
+    assert len({burglary.alarm_id, other_zone.alarm_id, fire.alarm_id}) == 3
+
+
+def test_a_restore_records_the_zone_closed_and_stops_nothing(sessions: sessionmaker[Session]) -> None:
+    opened = record(sessions, panel("BA"))
+    restored = record(sessions, panel("BR", at=T0 + timedelta(seconds=10)))
+    assert restored.alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=10)
+    assert actions_of(sessions, opened.alarm_id) == {
+        "tracktik.create_alarm": ActionState.PENDING,
+        "callonalarm.trigger": ActionState.PENDING,
+    }
+
+
+def test_a_restore_before_its_alarm_is_kept_and_matched(sessions: sessionmaker[Session]) -> None:
+    early = record(sessions, panel("BH", occurred_at=T0 + timedelta(seconds=2)))
+    assert early.alarm_id is None
+    opened = record(
+        sessions, panel("BA", at=T0 + timedelta(seconds=3), occurred_at=T0 + timedelta(seconds=1))
+    )
+    assert alarm(sessions, opened.alarm_id).restored_at == T0
+    with sessions() as session:
+        assert session.get_one(EventRow, early.event_id).alarm_id == opened.alarm_id
+    assert actions_of(sessions, opened.alarm_id)["tracktik.create_alarm"] == ActionState.PENDING
+
+
+def test_a_user_opening_within_the_cancel_window_stops_only_held_steps(
+    sessions: sessionmaker[Session],
+) -> None:
+    opened = record(sessions, panel("BA"))
+    cancel = record(sessions, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
+    assert cancel.alarm_id == opened.alarm_id
+    assert actions_of(sessions, opened.alarm_id) == {
+        "tracktik.create_alarm": ActionState.PENDING,  # not cancellable: the guard still goes
+        "callonalarm.trigger": ActionState.CANCELLED,  # held 60 s: the owner disarmed in time
+    }
+    assert "alarm.cancelled_by_user" in timeline_kinds(sessions, opened.alarm_id)
+
+
+def test_a_cancel_after_the_window_stops_nothing(sessions: sessionmaker[Session]) -> None:
+    opened = record(sessions, panel("BA"))
+    record(sessions, panel("BC", at=T0 + timedelta(seconds=91)))  # Montréal's window is 90 s
+    assert actions_of(sessions, opened.alarm_id)["callonalarm.trigger"] == ActionState.PENDING
+    assert "alarm.cancel_too_late" in timeline_kinds(sessions, opened.alarm_id)
+
+
+def test_fire_is_never_held_for_a_cancel(sessions: sessionmaker[Session]) -> None:
+    fire = record(sessions, panel("FA"))
+    record(sessions, panel("OP", at=T0 + timedelta(seconds=5)))
+    assert set(actions_of(sessions, fire.alarm_id).values()) == {ActionState.PENDING}
+    assert "alarm.cancel_ignored" in timeline_kinds(sessions, fire.alarm_id)
+
+
+def test_an_unclaimed_account_opens_an_unrouted_alarm_for_a_person(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("BA", account="no-such-panel"))
+    unrouted = alarm(sessions, receipt.alarm_id)
+    assert unrouted.site_key is None
+    assert unrouted.needs_person
+    assert "unrouted" in (unrouted.needs_person_reason or "")
+    assert receipt.due_actions == () and actions_of(sessions, receipt.alarm_id) == {}
+
+
+def test_an_unknown_code_is_recorded_as_an_alarm_for_a_person(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("QZ9"))
+    flagged = alarm(sessions, receipt.alarm_id)
+    assert (flagged.family, flagged.needs_person) == ("unknown", True)
+    assert "QZ9" in (flagged.needs_person_reason or "")
+    assert receipt.due_actions  # the default plan still runs: it could be a real alarm
+
+
+def test_a_trouble_takes_the_trouble_plan_on_the_bulk_queue(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("AT"))
+    assert [(d.task_name, d.queue) for d in receipt.due_actions] == [("callonalarm.trigger", "bulk")]
+
+
+def test_closings_and_tests_are_recorded_without_an_alarm(sessions: sessionmaker[Session]) -> None:
+    for code in ("CL", "RP"):
+        receipt = record(sessions, panel(code))
+        assert receipt.alarm_id is None
+    with sessions() as session:
+        assert session.execute(select(func.count()).select_from(Alarm)).scalar_one() == 0
+        assert session.execute(select(func.count()).select_from(EventRow)).scalar_one() == 2
+
+
+def test_clock_skew_is_flagged_not_rejected(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("BA", occurred_at=T0 - timedelta(hours=2)))
+    assert "event.clock_skew" in timeline_kinds(sessions, receipt.alarm_id)
+    with sessions() as session:
+        assert session.get_one(EventRow, receipt.event_id).clock_skew_s == 7200
+
+
+def test_an_alta_zone_alarm_runs_the_alta_steps_too(sessions: sessionmaker[Session]) -> None:
+    event = Event(
+        source_key="alta-main",
+        source_kind="alta",
+        received_at=T0,
+        account=ALTA_ZONE,
+        zone=ALTA_ZONE,
+        details={"alarm_zone_name": "Loading dock"},
+    )
+    receipt = record(sessions, event)
+    assert [d.task_name for d in receipt.due_actions] == ["alta.collect_video", "tracktik.create_alarm"]
+    assert alarm(sessions, receipt.alarm_id).description == "Alta alarm zone Loading dock"
+
+
+def test_the_residential_site_follows_its_own_plan(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("MA", account=NEWTON_ACCOUNT))
+    assert [d.task_name for d in receipt.due_actions] == ["rapidsos.create_alert", "callonalarm.trigger"]

@@ -17,7 +17,7 @@ from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox, make_producer
 from app.domain.sites import Sites, SitesFileError, load_sites
 from app.ledger.session import make_engine, make_sessionmaker
-from app.web import errors, health, openapi
+from app.web import errors, health, metrics, openapi
 from app.web.intake import bp as intake_bp
 from app.web.operator import bp as operator_bp
 from app.web.services import AppServices
@@ -54,6 +54,7 @@ def create_app(
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(intake_bp, url_prefix="/v1")
     app.register_blueprint(operator_bp, url_prefix="/v1")
     return app

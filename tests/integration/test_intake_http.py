@@ -426,6 +426,9 @@ def test_an_unrouted_event_is_kept_and_listed_for_a_person(bridge: Bridge) -> No
     assert [a["id"] for a in listed] == [response.json()["alarm_id"]]
     assert listed[0]["needs_person"] is True and listed[0]["routed"] is False
     assert bridge.outbox.sent == []
+    metrics = bridge.http.get(f"{bridge.base}/metrics", timeout=10).text
+    assert "alarm_bridge_unrouted_open_alarms 1.0" in metrics
+    assert 'alarm_bridge_open_alarms{family="burglary",priority="property",routed="false"} 1.0' in metrics
 
 
 def test_the_queue_lists_life_safety_first(bridge: Bridge) -> None:

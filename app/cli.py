@@ -32,7 +32,9 @@ EXAMPLE_SITES = PACKAGE_ROOT / "config" / "examples" / "sites.toml"
 DEV_SOURCE_SECRETS = {
     "ACME_PANELS_TOKEN": "dev-panel-token-change-me",
     "ACME_PANELS_WHSEC": "whsec_ZGV2LXNpZ25pbmctc2VjcmV0LWNoYW5nZS1tZS0xMjM0",
-    "ALTA_MAIN_TOKEN": "dev-alta-token-change-me",
+    # The token the sandbox's Alta zones put on their webhooks (sandbox/default.toml), so a detection
+    # played in the sandbox reaches this bridge as it would from Alta Protect.
+    "ALTA_MAIN_TOKEN": "sandbox-alta-webhook-token",
 }
 BROKER_START_TIMEOUT_S = 10.0
 
@@ -74,13 +76,18 @@ def alembic_config(database_url: str) -> object:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Defaults to SANDBOX_PORT (8100).")
 @click.option("--config", "config_path", default=None, help="A sandbox TOML file (default: built in).")
-def sandbox(host: str, port: int | None, config_path: str | None) -> None:
+@click.option(
+    "--alta-webhook-base-url", default=None, help="Where Alta zone webhooks go (scheme://host:port)."
+)
+def sandbox(host: str, port: int | None, config_path: str | None, alta_webhook_base_url: str | None) -> None:
     """Run the vendor simulators (Alta, TrackTik, CallOnAlarm, RapidSOS, CAD) on one port."""
     from config.settings import load_settings
 
     args = ["--host", host, "--port", str(port or load_settings().sandbox_port)]
     if config_path:
         args += ["--config", config_path]
+    if alta_webhook_base_url:
+        args += ["--alta-webhook-base-url", alta_webhook_base_url]
     from sandbox.server import main as sandbox_main
 
     sys.exit(sandbox_main(args))
@@ -129,7 +136,10 @@ def dev(broker: str) -> None:
             "beat": [py, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"],
         }  # fmt: skip
         if _sandbox_available():
-            processes["sandbox"] = [py, "-m", "app.cli", "sandbox", "--port", str(settings.sandbox_port)]
+            processes["sandbox"] = [
+                py, "-m", "app.cli", "sandbox", "--port", str(settings.sandbox_port),
+                "--alta-webhook-base-url", f"http://127.0.0.1:{settings.port}",
+            ]  # fmt: skip
         click.echo(f"alarm-bridge dev: web on http://{env['HOST']}:{settings.port}")
         click.echo(f"alarm-bridge dev: operator key {env['OPERATOR_API_KEYS'].split(',')[0]}")
         click.echo(f"alarm-bridge dev: sites file {env['SITES_FILE']}")

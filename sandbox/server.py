@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", metavar="NAME[,NAME]", help=f"start only these simulators ({', '.join(SIMULATORS)})"
     )
     parser.add_argument("--log-requests", action="store_true", help="print one line per request")
+    parser.add_argument(
+        "--alta-webhook-base-url",
+        metavar="URL",
+        help="send Alta zone webhooks to this scheme://host:port (path and ?token= as configured)",
+    )
     args = parser.parse_args(argv)
 
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
@@ -167,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if not apps:
         sys.stderr.write("alarm-bridge sandbox: no simulator selected\n")
         return 2
+    if args.alta_webhook_base_url and "alta" in apps:
+        # The same lasting override as POST /_sandbox/webhook-target {"base_url": ...}.
+        from sandbox.alta import deployment
+
+        deployment(apps["alta"]).set_target(None, None, args.alta_webhook_base_url)
 
     stop = threading.Event()
 

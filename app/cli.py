@@ -83,7 +83,7 @@ def sandbox(host: str, port: int | None, config_path: str | None, alta_webhook_b
     """Run the vendor simulators (Alta, TrackTik, CallOnAlarm, RapidSOS, CAD) on one port."""
     from config.settings import load_settings
 
-    args = ["--host", host, "--port", str(port or load_settings().sandbox_port)]
+    args = ["--host", host, "--port", str(port if port is not None else load_settings().sandbox_port)]
     if config_path:
         args += ["--config", config_path]
     if alta_webhook_base_url:

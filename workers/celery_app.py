@@ -2,6 +2,8 @@
 
 A process entry point, so it is allowed to build things at import: it reads the settings once and
 configures logging. It never builds the Flask app: workers need the ledger and the clients only.
+Each worker process builds its own runtime (engine, clients) on first use and again after a fork
+(``workers.runtime``), so nothing here touches the ledger at import.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from celery import Celery, Task, signals
 from config.celery import beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
-from workers import runtime
 
 TASK_MODULES = ["workers.dispatcher", "workers.tasks.system"]
 
@@ -31,11 +32,6 @@ app = celery_app  # `celery --app workers.celery_app` looks for `app` or `celery
 @signals.setup_logging.connect
 def _configure_logging(**_: Any) -> None:
     configure_logging(settings)
-
-
-@signals.worker_process_init.connect
-def _fresh_runtime_after_fork(**_: Any) -> None:
-    runtime.configure(settings)
 
 
 @signals.task_prerun.connect

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain import task_names
 from app.ledger.models import (
     TERMINAL_ACTION_STATES,
     Action,
@@ -24,6 +25,16 @@ from app.ledger.models import (
     Alarm,
     AlarmState,
     TimelineEntry,
+)
+
+# Steps that close an alarm with the upstreams: they still run after the alarm has ended.
+CLOSING_KINDS = frozenset(
+    {
+        task_names.ALTA_VERIFY,
+        task_names.ALTA_END,
+        task_names.CALLONALARM_SEND_RESTORE,
+        task_names.RAPIDSOS_CANCEL_ALERT,
+    }
 )
 
 BACKOFF_BASE_S = 2.0
@@ -74,7 +85,7 @@ def new_action(
         kind=kind,
         target=target,
         queue=queue,
-        state=ActionState.PENDING,
+        state=ActionState.QUEUED if enqueued else ActionState.PENDING,
         due_at=due_at,
         enqueued_at=now if enqueued else None,
         attempts=0,
@@ -108,10 +119,10 @@ def claim(session: Session, action_id: int, *, now: datetime, lease: timedelta) 
         return None  # an early or stale message; the dispatcher sends it again when due
     if action.state == ActionState.RUNNING and action.lease_until is not None and action.lease_until > now:
         return None  # another delivery holds a live lease
-    if action.alarm_id is not None:
+    if action.alarm_id is not None and action.kind not in CLOSING_KINDS and action.attempts == 0:
         alarm = session.get(Alarm, action.alarm_id)
-        if alarm is not None and alarm.state == AlarmState.CLOSED and action.cancellable:
-            _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm is closed")
+        if alarm is not None and alarm.state == AlarmState.ENDED:
+            _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm has ended")
             return None
     if action.attempts >= action.max_attempts:
         _fail(session, action, now, error=action.last_error or "attempts exhausted (lease expired)")
@@ -212,11 +223,10 @@ def _fail(session: Session, action: Action, now: datetime, *, error: str) -> Non
     action.last_error = error
     _finish(session, action, ActionState.FAILED, now, message=f"{action.kind} failed: {error}")
     if action.alarm_id is not None:
-        session.execute(
-            update(Alarm)
-            .where(Alarm.id == action.alarm_id)
-            .values(needs_person=True, needs_person_reason=f"{action.kind} failed: {error}"[:500])
-        )
+        alarm = session.execute(
+            select(Alarm).where(Alarm.id == action.alarm_id).with_for_update()
+        ).scalar_one()
+        alarm.flag_for_person(f"{action.kind} failed: {error}"[:500])
 
 
 def _finish(session: Session, action: Action, state: ActionState, now: datetime, *, message: str) -> None:
@@ -246,7 +256,8 @@ def collect_for_dispatch(
 ) -> list[DueAction]:
     """Pick the actions the broker should hear about now, and stamp them as sent.
 
-    - pending and due, never sent or sent longer than ``resend_after`` ago (a lost message);
+    - pending and due (never handed to the broker, or handed back by a failed publish);
+    - queued longer than ``resend_after`` ago (a lost message);
     - running with an expired lease (a killed worker), not re-sent within ``resend_after``.
     Rows another dispatcher is handling are skipped (PostgreSQL ``SKIP LOCKED``), and a duplicate
     message is harmless anyway: the claim lets only one delivery act.
@@ -254,11 +265,12 @@ def collect_for_dispatch(
     stale = now - resend_after
     never_or_stale = (Action.enqueued_at.is_(None)) | (Action.enqueued_at <= stale)
     due_pending = (Action.state == ActionState.PENDING) & (Action.due_at <= now)
-    lease_expired = (Action.state == ActionState.RUNNING) & (Action.lease_until <= now)
+    lost_message = (Action.state == ActionState.QUEUED) & (Action.due_at <= now) & never_or_stale
+    lease_expired = (Action.state == ActionState.RUNNING) & (Action.lease_until <= now) & never_or_stale
     rows = (
         session.execute(
             select(Action)
-            .where((due_pending | lease_expired) & never_or_stale)
+            .where(due_pending | lost_message | lease_expired)
             .order_by(Action.due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -268,4 +280,6 @@ def collect_for_dispatch(
     )
     for action in rows:
         action.enqueued_at = now
+        if action.state == ActionState.PENDING:
+            action.state = ActionState.QUEUED
     return [due_action(action) for action in rows]

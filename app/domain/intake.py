@@ -34,7 +34,7 @@ from app.domain.actions import DueAction, due_action, new_action
 from app.domain.events import Classification, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
 from app.domain.sites import Site, Sites
-from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
+from app.ledger.models import ACTIVE_ALARM_STATES, Action, ActionState, Alarm, AlarmState, TimelineEntry
 from app.ledger.models import Event as EventRow
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
@@ -189,7 +189,7 @@ class _Recorder:
                 *self._same_place(),
                 self._zone_is(self.event.zone),
                 Alarm.family == self.cls.family,
-                Alarm.state == AlarmState.OPEN,
+                Alarm.state.in_(ACTIVE_ALARM_STATES),
                 Alarm.last_event_at >= since,
             )
             .order_by(Alarm.id.desc())
@@ -219,8 +219,7 @@ class _Recorder:
             description=self.cls.description,
             family=self.cls.family,
             priority=self.cls.priority,
-            state=AlarmState.OPEN,
-            needs_person=bool(reasons),
+            state=AlarmState.NEEDS_PERSON if reasons else AlarmState.OPEN,
             needs_person_reason="; ".join(reasons) or None,
             event_count=1,
             opened_at=self.now,
@@ -246,9 +245,9 @@ class _Recorder:
         plan = self.site.plan if self.site else UNROUTED_PLAN
         steps: Sequence[Step] = plan.steps_for(self.cls.family, self.cls.kind)
         if not steps and self.cls.kind in ALARM_KINDS and self.site is not None:
-            alarm.needs_person = True
-            alarm.needs_person_reason = f"plan {plan.key!r} has no steps for a {self.cls.family} alarm"
-            self.note(alarm.id, "alarm.needs_person", alarm.needs_person_reason)
+            reason = f"plan {plan.key!r} has no steps for a {self.cls.family} alarm"
+            alarm.flag_for_person(reason)
+            self.note(alarm.id, "alarm.needs_person", reason)
         queue = sia.queue_for(self.cls.priority)
         due: list[DueAction] = []
         for index, step in enumerate(steps):
@@ -289,7 +288,7 @@ class _Recorder:
                 *self._same_place(),
                 self._zone_is(self.event.zone),
                 Alarm.code.in_(cleared),
-                Alarm.state == AlarmState.OPEN,
+                Alarm.state.in_(ACTIVE_ALARM_STATES),
             )
             .order_by(Alarm.id.desc())
             .limit(1)
@@ -335,7 +334,7 @@ class _Recorder:
         alarms = (
             self.session.execute(
                 select(Alarm)
-                .where(*self._same_place(), Alarm.state == AlarmState.OPEN)
+                .where(*self._same_place(), Alarm.state.in_(ACTIVE_ALARM_STATES))
                 .order_by(Alarm.id.desc())
             )
             .scalars()
@@ -369,7 +368,7 @@ class _Recorder:
                 .where(
                     Action.alarm_id == alarm.id,
                     Action.cancellable.is_(True),
-                    Action.state == ActionState.PENDING,
+                    Action.state.in_((ActionState.PENDING, ActionState.QUEUED)),
                     Action.attempts == 0,
                 )
                 .with_for_update()

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain.actions import DueAction
-from app.ledger.models import Action
+from app.ledger.models import Action, ActionState
 from config.celery import celery_config
 from config.settings import Settings
 
@@ -68,7 +68,11 @@ class Outbox:
         assert self._sessions is not None
         try:
             with self._sessions.begin() as session:
-                session.execute(update(Action).where(Action.id.in_(action_ids)).values(enqueued_at=None))
+                session.execute(
+                    update(Action)
+                    .where(Action.id.in_(action_ids), Action.state == ActionState.QUEUED)
+                    .values(state=ActionState.PENDING, enqueued_at=None)
+                )
         except Exception as exc:  # noqa: BLE001 - the lease-expiry path still recovers these
             log.error("outbox.mark_unsent_failed", action_ids=action_ids, error=str(exc))
 

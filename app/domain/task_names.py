@@ -10,11 +10,11 @@ from typing import Final
 SYSTEM_SELFTEST: Final = "system.selftest"
 DISPATCHER_SEND_DUE_ACTIONS: Final = "dispatcher.send_due_actions"
 
+ALTA_FIND_ONGOING_ALERT: Final = "alta.find_ongoing_alert"
 ALTA_COLLECT_VIDEO: Final = "alta.collect_video"
-ALTA_VERIFY_ALERT: Final = "alta.verify_alert"
-ALTA_END_ALERT: Final = "alta.end_alert"
+ALTA_VERIFY: Final = "alta.verify"
+ALTA_END: Final = "alta.end"
 TRACKTIK_CREATE_ALARM: Final = "tracktik.create_alarm"
-TRACKTIK_ADD_NOTES: Final = "tracktik.add_notes"
 CALLONALARM_TRIGGER: Final = "callonalarm.trigger"
 CALLONALARM_FOLLOW_STATUS: Final = "callonalarm.follow_status"
 CALLONALARM_SEND_RESTORE: Final = "callonalarm.send_restore"
@@ -22,12 +22,12 @@ RAPIDSOS_CREATE_ALERT: Final = "rapidsos.create_alert"
 RAPIDSOS_CANCEL_ALERT: Final = "rapidsos.cancel_alert"
 CAD_UPLOAD_INCIDENT: Final = "cad.upload_incident"
 
-# The steps a site's action plan may name (the sites file validates against this set).
+# The steps a site's action plan may name (the sites file validates against this set). Verifying and
+# ending are operators' decisions (the operator API plans them), not plan steps.
 PLAN_STEP_KINDS: Final = frozenset(
     {
+        ALTA_FIND_ONGOING_ALERT,
         ALTA_COLLECT_VIDEO,
-        ALTA_VERIFY_ALERT,
-        ALTA_END_ALERT,
         TRACKTIK_CREATE_ALARM,
         CALLONALARM_TRIGGER,
         RAPIDSOS_CREATE_ALERT,

@@ -24,7 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -65,11 +67,25 @@ class Base(DeclarativeBase):
 
 class AlarmState(StrEnum):
     OPEN = "open"
-    CLOSED = "closed"
+    NEEDS_PERSON = "needs_person"  # still active; something only a person can resolve
+    ENDED = "ended"  # has an outcome; nothing new starts
+
+
+ACTIVE_ALARM_STATES = (AlarmState.OPEN, AlarmState.NEEDS_PERSON)
+
+
+class Outcome(StrEnum):
+    DISPATCHED = "dispatched"
+    CANCELLED = "cancelled"
+    FALSE_ALARM = "false_alarm"
+    VERIFIED = "verified"
+    UNROUTED = "unrouted"
+    TEST = "test"
 
 
 class ActionState(StrEnum):
-    PENDING = "pending"  # waiting for due_at, or sent and not yet claimed
+    PENDING = "pending"  # waiting for due_at (not handed to the broker)
+    QUEUED = "queued"  # handed to the broker, not yet claimed
     RUNNING = "running"  # claimed by a worker under a lease
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # permanent error or attempts exhausted: a person must look
@@ -89,6 +105,7 @@ class Alarm(Base):
     __tablename__ = "alarms"
     __table_args__ = (
         CheckConstraint(_in("state", AlarmState), name="state"),
+        CheckConstraint(f"outcome IS NULL OR {_in('outcome', Outcome)}", name="outcome"),
         Index("ix_alarms_open_group", "account", "zone", "family", "state"),
         Index("ix_alarms_state_opened_at", "state", "opened_at"),
     )
@@ -104,16 +121,44 @@ class Alarm(Base):
     priority: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default=AlarmState.OPEN)
     outcome: Mapped[str | None] = mapped_column(String(32))
-    needs_person: Mapped[bool] = mapped_column(default=False)
     needs_person_reason: Mapped[str | None] = mapped_column(Text)
+    verification: Mapped[str | None] = mapped_column(String(16))  # an operator's verdict: valid/false/none
     event_count: Mapped[int] = mapped_column(Integer, default=1)
     opened_at: Mapped[datetime]
     last_event_at: Mapped[datetime]
-    closed_at: Mapped[datetime | None]
     restored_at: Mapped[datetime | None]  # the zone reported normal again (not a cancel)
+    verified_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    # What the upstreams know this alarm as (Alta guid, video links, TrackTik dispatch task, ...):
+    # written by the workers, read by later steps and shown to operators.
+    refs: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     events: Mapped[list[Event]] = relationship(back_populates="alarm", order_by="Event.id")
     actions: Mapped[list[Action]] = relationship(back_populates="alarm", order_by="Action.id")
+
+    @hybrid_property
+    def needs_person(self) -> bool:
+        """True while something only a person can resolve is pending."""
+        return self.state == AlarmState.NEEDS_PERSON
+
+    @needs_person.inplace.expression
+    @classmethod
+    def _needs_person_expression(cls) -> ColumnElement[bool]:
+        return cls.state == AlarmState.NEEDS_PERSON
+
+    def flag_for_person(self, reason: str) -> None:
+        """Raise the alarm to a person (unless it has already ended); the first reason is kept in front."""
+        if self.state != AlarmState.ENDED:
+            self.state = AlarmState.NEEDS_PERSON
+        reasons = [r for r in (self.needs_person_reason or "").split("; ") if r]
+        if reason not in reasons:
+            reasons.append(reason)
+        self.needs_person_reason = "; ".join(reasons)[:2000]
+
+    @property
+    def is_active(self) -> bool:
+        return self.state != AlarmState.ENDED
 
 
 class Event(Base):

@@ -8,7 +8,11 @@ from typing import Any
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from app.ledger.models import Action, Alarm, Event, TimelineEntry
+from app.ledger.models import ACTIVE_ALARM_STATES, Action, Alarm, Event, TimelineEntry
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def action_view(session: Session, action_id: int) -> dict[str, Any] | None:
@@ -20,72 +24,98 @@ def action_view(session: Session, action_id: int) -> dict[str, Any] | None:
         select(TimelineEntry).where(TimelineEntry.action_id == action_id).order_by(TimelineEntry.id)
     ).scalars()
     return {
-        "id": action.id,
+        **_action(action),
         "alarm_id": action.alarm_id,
-        "kind": action.kind,
-        "queue": action.queue,
-        "state": action.state,
-        "attempts": action.attempts,
-        "due_at": action.due_at.isoformat(),
-        "completed_at": action.completed_at.isoformat() if action.completed_at else None,
-        "external_id": action.external_id,
-        "last_error": action.last_error,
+        "completed_at": _iso(action.completed_at),
         "result": action.result,
-        "timeline": [
-            {"at": line.at.isoformat(), "kind": line.kind, "message": line.message} for line in lines
-        ],
+        "timeline": [_line(line) for line in lines],
     }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _action(action: Action) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "kind": action.kind,
+        "queue": action.queue,
+        "state": action.state,
+        "due_at": _iso(action.due_at),
+        "attempts": action.attempts,
+        "cancellable": action.cancellable,
+        "external_id": action.external_id,
+        "last_error": action.last_error,
+    }
+
+
+def _line(line: TimelineEntry) -> dict[str, Any]:
+    return {
+        "at": _iso(line.at),
+        "kind": line.kind,
+        "what": line.message,
+        "action_id": line.action_id,
+        "event_id": line.event_id,
+    }
 
 
 def _alarm_summary(alarm: Alarm) -> dict[str, Any]:
     return {
         "id": alarm.id,
-        "site_key": alarm.site_key,
-        "source_key": alarm.source_key,
+        "state": alarm.state,
+        "outcome": alarm.outcome,
+        "site": alarm.site_key,
+        "source": alarm.source_key,
         "account": alarm.account,
         "zone": alarm.zone,
         "code": alarm.code,
         "description": alarm.description,
         "family": alarm.family,
         "priority": alarm.priority,
-        "state": alarm.state,
-        "outcome": alarm.outcome,
         "routed": alarm.site_key is not None,
         "needs_person": alarm.needs_person,
         "needs_person_reason": alarm.needs_person_reason,
+        "verification": alarm.verification,
         "event_count": alarm.event_count,
         "opened_at": _iso(alarm.opened_at),
         "last_event_at": _iso(alarm.last_event_at),
         "restored_at": _iso(alarm.restored_at),
-        "closed_at": _iso(alarm.closed_at),
+        "verified_at": _iso(alarm.verified_at),
+        "acknowledged_at": _iso(alarm.acknowledged_at),
+        "ended_at": _iso(alarm.ended_at),
+        "refs": alarm.refs,
     }
 
 
 def list_alarms(
     session: Session,
     *,
-    state: str | None = None,
+    states: tuple[str, ...] | None = ACTIVE_ALARM_STATES,
+    site: str | None = None,
+    priority: str | None = None,
     unrouted: bool | None = None,
     needs_person: bool | None = None,
+    opened_after: datetime | None = None,
+    opened_before: datetime | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Alarms for the queue: life-safety first, then oldest first."""
     query = select(Alarm)
-    if state is not None:
-        query = query.where(Alarm.state == state)
+    if states is not None:
+        query = query.where(Alarm.state.in_(states))
+    if site is not None:
+        query = query.where(Alarm.site_key == site)
+    if priority is not None:
+        query = query.where(Alarm.priority == priority)
     if unrouted is not None:
         query = query.where(Alarm.site_key.is_(None) if unrouted else Alarm.site_key.is_not(None))
     if needs_person is not None:
-        query = query.where(Alarm.needs_person.is_(needs_person))
+        query = query.where(Alarm.needs_person if needs_person else ~Alarm.needs_person)
+    if opened_after is not None:
+        query = query.where(Alarm.opened_at >= opened_after)
+    if opened_before is not None:
+        query = query.where(Alarm.opened_at < opened_before)
     life_safety_first = case((Alarm.priority == "life_safety", 0), else_=1)
-    rows = session.execute(
-        query.order_by(life_safety_first, Alarm.opened_at, Alarm.id).limit(limit)
-    ).scalars()
-    return [_alarm_summary(alarm) for alarm in rows]
+    query = query.order_by(life_safety_first, Alarm.opened_at, Alarm.id).limit(limit).offset(offset)
+    return [_alarm_summary(alarm) for alarm in session.execute(query).scalars()]
 
 
 def alarm_detail(session: Session, alarm_id: int) -> dict[str, Any] | None:
@@ -102,7 +132,7 @@ def alarm_detail(session: Session, alarm_id: int) -> dict[str, Any] | None:
         **_alarm_summary(alarm),
         "events": [
             {
-                "id": e.id,
+                "event_id": e.id,
                 "source": e.source,
                 "code": e.code,
                 "zone": e.zone,
@@ -112,28 +142,6 @@ def alarm_detail(session: Session, alarm_id: int) -> dict[str, Any] | None:
             }
             for e in events
         ],
-        "actions": [
-            {
-                "id": a.id,
-                "kind": a.kind,
-                "queue": a.queue,
-                "state": a.state,
-                "due_at": _iso(a.due_at),
-                "attempts": a.attempts,
-                "cancellable": a.cancellable,
-                "external_id": a.external_id,
-                "last_error": a.last_error,
-            }
-            for a in actions
-        ],
-        "timeline": [
-            {
-                "at": _iso(t.at),
-                "kind": t.kind,
-                "message": t.message,
-                "action_id": t.action_id,
-                "event_id": t.event_id,
-            }
-            for t in lines
-        ],
+        "actions": [_action(a) for a in actions],
+        "timeline": [_line(line) for line in lines],
     }

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.ledger.models import Action, Alarm, AlarmState
+from app.ledger.models import ACTIVE_ALARM_STATES, Action, Alarm
 from app.web.services import services
 
 bp = Blueprint("metrics", __name__)
@@ -31,22 +31,18 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         open_alarms = GaugeMetricFamily(
-            "alarm_bridge_open_alarms", "Open alarms", labels=["family", "priority", "routed"]
+            "alarm_bridge_open_alarms", "Alarms not yet ended", labels=["family", "priority", "routed"]
         )
         unrouted = GaugeMetricFamily("alarm_bridge_unrouted_open_alarms", "Open alarms no site claims")
-        needs_person = GaugeMetricFamily(
-            "alarm_bridge_alarms_needing_person", "Open alarms flagged for a person"
-        )
+        needs_person = GaugeMetricFamily("alarm_bridge_alarms_needing_person", "Alarms waiting for a person")
         actions = GaugeMetricFamily("alarm_bridge_actions", "Actions by state", labels=["state"])
         with self._sessions() as session:
             rows = session.execute(
                 select(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None), func.count())
-                .where(Alarm.state == AlarmState.OPEN)
+                .where(Alarm.state.in_(ACTIVE_ALARM_STATES))
                 .group_by(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None))
             ).all()
-            flagged = session.execute(
-                select(func.count()).where(Alarm.state == AlarmState.OPEN, Alarm.needs_person.is_(True))
-            ).scalar_one()
+            flagged = session.execute(select(func.count()).where(Alarm.needs_person)).scalar_one()
             by_state = session.execute(select(Action.state, func.count()).group_by(Action.state)).all()
         total_unrouted = 0
         for family, priority, routed, count in rows:

@@ -117,7 +117,12 @@ def build_spec() -> dict[str, Any]:
             "security": [{"bearer": []}],
             "parameters": [
                 {"in": "query", "name": "state",
-                 "schema": {"type": "string", "enum": ["open", "closed", "all"]}},
+                 "schema": {"type": "string", "enum": ["active", "open", "needs_person", "ended", "all"]}},
+                {"in": "query", "name": "site", "schema": {"type": "string"}},
+                {"in": "query", "name": "priority", "schema": {"type": "string"}},
+                {"in": "query", "name": "opened_after", "schema": {"type": "string", "format": "date-time"}},
+                {"in": "query", "name": "opened_before", "schema": {"type": "string", "format": "date-time"}},
+                {"in": "query", "name": "offset", "schema": {"type": "integer"}},
                 {"in": "query", "name": "unrouted", "schema": {"type": "boolean"}},
                 {"in": "query", "name": "needs_person", "schema": {"type": "boolean"}},
                 {"in": "query", "name": "limit", "schema": {"type": "integer", "maximum": 1000}},

@@ -152,8 +152,8 @@ def test_a_panel_event_is_accepted_with_202_and_its_ids(bridge: Bridge) -> None:
     body = response.json()
     assert set(body) == {"alarm_id", "event_id", "duplicate"} and body["duplicate"] is False
     detail = bridge.alarm(body["alarm_id"])
-    assert detail["site_key"] == "montreal-hq"
-    assert [e["id"] for e in detail["events"]] == [body["event_id"]]
+    assert detail["site"] == "montreal-hq"
+    assert [e["event_id"] for e in detail["events"]] == [body["event_id"]]
     assert [d.task_name for d in bridge.outbox.sent] == ["tracktik.create_alarm"]  # after commit, by name
 
 
@@ -413,8 +413,8 @@ def test_restore_is_not_cancel_but_a_user_opening_is_and_fire_is_never_held(brid
 
     bridge.post("/v1/events", burglary(code="OP", zone="1"), headers=PANEL)  # the owner disarms
     states = {a["kind"]: a["state"] for a in bridge.alarm(burglar)["actions"]}
-    assert states == {"tracktik.create_alarm": "pending", "callonalarm.trigger": "cancelled"}
-    assert {a["state"] for a in bridge.alarm(fire)["actions"]} == {"pending"}
+    assert states == {"tracktik.create_alarm": "queued", "callonalarm.trigger": "cancelled"}
+    assert {a["state"] for a in bridge.alarm(fire)["actions"]} == {"queued"}
 
 
 def test_an_unrouted_event_is_kept_and_listed_for_a_person(bridge: Bridge) -> None:

@@ -22,7 +22,19 @@ class AlarmListQuerySchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
-    state = ma.fields.String(load_default="open", validate=ma.validate.OneOf(["open", "closed", "all"]))
+    state = ma.fields.String(
+        load_default="active",
+        validate=ma.validate.OneOf(["active", "open", "needs_person", "ended", "all"]),
+        metadata={"description": "active = open or needs_person"},
+    )
+    site = ma.fields.String(load_default=None)
+    priority = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.OneOf(["life_safety", "property", "technical", "informational"]),
+    )
     unrouted = ma.fields.Boolean(load_default=None)
     needs_person = ma.fields.Boolean(load_default=None)
+    opened_after = ma.fields.AwareDateTime(load_default=None)
+    opened_before = ma.fields.AwareDateTime(load_default=None)
     limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))
+    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0))

@@ -8,7 +8,7 @@ from flask import request
 
 from app.domain.selftest import plan_selftest
 from app.ledger import queries
-from app.ledger.models import utcnow
+from app.ledger.models import ACTIVE_ALARM_STATES, utcnow
 from app.web.auth import require_operator
 from app.web.errors import ApiError
 from app.web.operator import bp
@@ -47,16 +47,11 @@ def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
 def list_alarms() -> tuple[dict[str, Any], int]:
     """The alarm queue, life-safety first then oldest first; filter unrouted or needs-a-person."""
     params = AlarmListQuerySchema().load(request.args.to_dict())
-    state = None if params["state"] == "all" else params["state"]
+    state = params.pop("state")
+    states = {"all": None, "active": ACTIVE_ALARM_STATES}.get(state, (state,))
     with services().sessions() as session:
-        alarms = queries.list_alarms(
-            session,
-            state=state,
-            unrouted=params["unrouted"],
-            needs_person=params["needs_person"],
-            limit=params["limit"],
-        )
-    return {"alarms": alarms}, 200
+        alarms = queries.list_alarms(session, states=states, **params)
+    return {"alarms": alarms, "limit": params["limit"], "offset": params["offset"]}, 200
 
 
 @bp.get("/alarms/<int:alarm_id>")

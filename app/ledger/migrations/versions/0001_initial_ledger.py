@@ -1,4 +1,4 @@
-"""The initial ledger: events, alarms, actions and the append-only timeline.
+"""The ledger: events, alarms, actions and the append-only timeline.
 
 Revision ID: 0001
 Revises:
@@ -23,22 +23,35 @@ def upgrade() -> None:
         "alarms",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("site_key", sa.String(length=64), nullable=True),
+        sa.Column("source_key", sa.String(length=64), nullable=True),
+        sa.Column("account", sa.String(length=64), nullable=True),
         sa.Column("zone", sa.String(length=64), nullable=True),
+        sa.Column("code", sa.String(length=16), nullable=True),
+        sa.Column("description", sa.Text(), nullable=True),
         sa.Column("family", sa.String(length=32), nullable=False),
         sa.Column("priority", sa.String(length=32), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("outcome", sa.String(length=32), nullable=True),
-        sa.Column("needs_person", sa.Boolean(), nullable=False),
         sa.Column("needs_person_reason", sa.Text(), nullable=True),
+        sa.Column("verification", sa.String(length=16), nullable=True),
         sa.Column("event_count", sa.Integer(), nullable=False),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("state IN ('open', 'closed')", name=op.f("ck_alarms_state")),
+        sa.Column("restored_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("refs", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.CheckConstraint(
+            "outcome IS NULL OR outcome IN "
+            "('dispatched', 'cancelled', 'false_alarm', 'verified', 'unrouted', 'test')",
+            name=op.f("ck_alarms_outcome"),
+        ),
+        sa.CheckConstraint("state IN ('open', 'needs_person', 'ended')", name=op.f("ck_alarms_state")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alarms")),
     )
     with op.batch_alter_table("alarms", schema=None) as batch_op:
-        batch_op.create_index("ix_alarms_open_group", ["site_key", "zone", "family", "state"], unique=False)
+        batch_op.create_index("ix_alarms_open_group", ["account", "zone", "family", "state"], unique=False)
         batch_op.create_index("ix_alarms_state_opened_at", ["state", "opened_at"], unique=False)
 
     op.create_table(
@@ -66,7 +79,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
-            "state IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')",
+            "state IN ('pending', 'queued', 'running', 'succeeded', 'failed', 'cancelled')",
             name=op.f("ck_actions_state"),
         ),
         sa.CheckConstraint("attempts >= 0", name=op.f("ck_actions_attempts_not_negative")),

@@ -145,13 +145,21 @@ def test_a_lease_that_expires_on_the_last_attempt_fails_instead_of_running_again
     assert _row(sessions, action_id).state == ActionState.FAILED
 
 
-def test_a_cancellable_action_of_a_closed_alarm_is_cancelled_not_run(sessions: sessionmaker[Session]) -> None:
-    action_id = _add(sessions, alarm=True, cancellable=True)
+def test_a_step_of_an_ended_alarm_is_cancelled_not_run(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions, alarm=True, kind="tracktik.create_alarm", target="tracktik")
     with sessions.begin() as session:
         alarm_id = session.get_one(Action, action_id).alarm_id
-        session.get_one(Alarm, alarm_id).state = AlarmState.CLOSED
+        session.get_one(Alarm, alarm_id).state = AlarmState.ENDED
     assert _claim(sessions, action_id, T0) is None
     assert _row(sessions, action_id).state == ActionState.CANCELLED
+
+
+def test_a_closing_step_of_an_ended_alarm_still_runs(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions, alarm=True, kind="alta.end", target="alta")
+    with sessions.begin() as session:
+        alarm_id = session.get_one(Action, action_id).alarm_id
+        session.get_one(Alarm, alarm_id).state = AlarmState.ENDED
+    assert _claim(sessions, action_id, T0) is not None
 
 
 def test_dispatch_collects_due_unsent_and_expired_leases_once(sessions: sessionmaker[Session]) -> None:
@@ -170,5 +178,6 @@ def test_dispatch_collects_due_unsent_and_expired_leases_once(sessions: sessionm
 
     assert collect(T0) == {due_unsent}
     assert collect(T0 + timedelta(seconds=1)) == set()  # just sent: not again
+    assert _row(sessions, due_unsent).state == ActionState.QUEUED
     later = T0 + LEASE + timedelta(seconds=1)
     assert collect(later) == {due_unsent, sent_recently, leased}  # lost messages and an expired lease

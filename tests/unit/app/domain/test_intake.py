@@ -140,8 +140,8 @@ def test_a_restore_records_the_zone_closed_and_stops_nothing(sessions: sessionma
     assert restored.alarm_id == opened.alarm_id
     assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=10)
     assert actions_of(sessions, opened.alarm_id) == {
-        "tracktik.create_alarm": ActionState.PENDING,
-        "callonalarm.trigger": ActionState.PENDING,
+        "tracktik.create_alarm": ActionState.QUEUED,  # handed to the broker
+        "callonalarm.trigger": ActionState.PENDING,  # waiting for its 60 s
     }
 
 
@@ -154,7 +154,7 @@ def test_a_restore_before_its_alarm_is_kept_and_matched(sessions: sessionmaker[S
     assert alarm(sessions, opened.alarm_id).restored_at == T0
     with sessions() as session:
         assert session.get_one(EventRow, early.event_id).alarm_id == opened.alarm_id
-    assert actions_of(sessions, opened.alarm_id)["tracktik.create_alarm"] == ActionState.PENDING
+    assert actions_of(sessions, opened.alarm_id)["tracktik.create_alarm"] == ActionState.QUEUED
 
 
 def test_a_user_opening_within_the_cancel_window_stops_only_held_steps(
@@ -164,7 +164,7 @@ def test_a_user_opening_within_the_cancel_window_stops_only_held_steps(
     cancel = record(sessions, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
     assert cancel.alarm_id == opened.alarm_id
     assert actions_of(sessions, opened.alarm_id) == {
-        "tracktik.create_alarm": ActionState.PENDING,  # not cancellable: the guard still goes
+        "tracktik.create_alarm": ActionState.QUEUED,  # not cancellable: the guard still goes
         "callonalarm.trigger": ActionState.CANCELLED,  # held 60 s: the owner disarmed in time
     }
     assert "alarm.cancelled_by_user" in timeline_kinds(sessions, opened.alarm_id)
@@ -180,7 +180,7 @@ def test_a_cancel_after_the_window_stops_nothing(sessions: sessionmaker[Session]
 def test_fire_is_never_held_for_a_cancel(sessions: sessionmaker[Session]) -> None:
     fire = record(sessions, panel("FA"))
     record(sessions, panel("OP", at=T0 + timedelta(seconds=5)))
-    assert set(actions_of(sessions, fire.alarm_id).values()) == {ActionState.PENDING}
+    assert set(actions_of(sessions, fire.alarm_id).values()) == {ActionState.QUEUED}
     assert "alarm.cancel_ignored" in timeline_kinds(sessions, fire.alarm_id)
 
 

@@ -319,7 +319,7 @@ MESSAGES = [
     pytest.param(
         (('default = ["callonalarm.trigger"]', 'default = ["callonalarm.trigger", "cad.upload"]'),),
         'sites.toml: plans.residential.default[1]: "cad.upload" is not a step kind (alta.collect_video, '
-        "alta.end_alert, alta.verify_alert, cad.upload_incident, callonalarm.trigger, rapidsos.create_alert, "
+        "alta.find_ongoing_alert, cad.upload_incident, callonalarm.trigger, rapidsos.create_alert, "
         "tracktik.create_alarm)",
         id="step-kind",
     ),

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from environs import Env, EnvError, validate
 
@@ -54,6 +55,28 @@ class Settings:
     grouping_window_s: float = 300.0
     dedupe_window_s: float = 300.0
     clock_skew_tolerance_s: float = 300.0
+    http_connect_timeout_s: float = 3.05
+    http_read_timeout_s: float = 10.0
+    alta_base_url: str = "http://127.0.0.1:8100/alta"
+    alta_username: str = "api@sandbox.alta.example"
+    alta_password: str = field(default="sandbox-alta-password", repr=False)
+    alta_lookup_timeout_s: float = 120.0  # how long to keep looking for a webhook's ongoing alert
+    alta_video_wait_s: float = 30.0  # how long a TrackTik alarm waits for the video links
+    tracktik_base_url: str = "http://127.0.0.1:8100/tracktik"
+    tracktik_client_id: str = "sandbox-tracktik-client"
+    tracktik_client_secret: str = field(default="sandbox-tracktik-secret", repr=False)
+    tracktik_username: str = "alarm-bridge-api"
+    tracktik_password: str = field(default="sandbox-tracktik-password", repr=False)
+    callonalarm_base_url: str = "http://127.0.0.1:8100/callonalarm"
+    callonalarm_api_key: str = field(default="coa_sandbox_key_0001", repr=False)
+    callonalarm_hourly_budget: int = 100
+    callonalarm_poll_interval_s: float = 30.0
+    callonalarm_fallback_account: str | None = None  # the monitoring centre's own connection
+    rapidsos_base_url: str = "http://127.0.0.1:8100/rapidsos"
+    rapidsos_client_id: str = "sandbox-rapidsos-client"
+    rapidsos_client_secret: str = field(default="sandbox-rapidsos-secret", repr=False)
+    cad_base_url: str = "http://127.0.0.1:8100/cad"
+    cad_token: str = field(default="sandbox-cad-token", repr=False)
     # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -72,6 +95,19 @@ class Settings:
             )
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ConfigurationError("TASK_SOFT_TIME_LIMIT_S must be less than TASK_TIME_LIMIT_S")
+        # A sandbox credential aimed at a real vendor is a misconfiguration, never a test.
+        for vendor, url, secret in (
+            ("ALTA", self.alta_base_url, self.alta_password),
+            ("TRACKTIK", self.tracktik_base_url, self.tracktik_client_secret),
+            ("CALLONALARM", self.callonalarm_base_url, self.callonalarm_api_key),
+            ("RAPIDSOS", self.rapidsos_base_url, self.rapidsos_client_secret),
+            ("CAD", self.cad_base_url, self.cad_token),
+        ):
+            host = urlsplit(url).hostname or ""
+            if "sandbox" in secret and host not in ("127.0.0.1", "localhost", "::1"):
+                raise ConfigurationError(
+                    f"{vendor}_BASE_URL points at {host} with the sandbox's {vendor} credentials"
+                )
 
 
 def _database_url(raw: str) -> str:
@@ -123,6 +159,34 @@ def read_settings() -> Settings:
             grouping_window_s=env.float("GROUPING_WINDOW_S", 300.0, validate=validate.Range(min=0)),
             dedupe_window_s=env.float("DEDUPE_WINDOW_S", 300.0, validate=validate.Range(min=1)),
             clock_skew_tolerance_s=env.float("CLOCK_SKEW_TOLERANCE_S", 300.0, validate=validate.Range(min=0)),
+            http_connect_timeout_s=env.float(
+                "HTTP_CONNECT_TIMEOUT_S", 3.05, validate=validate.Range(min=0.1)
+            ),
+            http_read_timeout_s=env.float("HTTP_READ_TIMEOUT_S", 10.0, validate=validate.Range(min=0.1)),
+            alta_base_url=env.str("ALTA_BASE_URL", Settings.alta_base_url),
+            alta_username=env.str("ALTA_USERNAME", Settings.alta_username),
+            alta_password=env.str("ALTA_PASSWORD", "sandbox-alta-password"),
+            alta_lookup_timeout_s=env.float("ALTA_LOOKUP_TIMEOUT_S", 120.0, validate=validate.Range(min=1)),
+            alta_video_wait_s=env.float("ALTA_VIDEO_WAIT_S", 30.0, validate=validate.Range(min=0)),
+            tracktik_base_url=env.str("TRACKTIK_BASE_URL", Settings.tracktik_base_url),
+            tracktik_client_id=env.str("TRACKTIK_CLIENT_ID", Settings.tracktik_client_id),
+            tracktik_client_secret=env.str("TRACKTIK_CLIENT_SECRET", "sandbox-tracktik-secret"),
+            tracktik_username=env.str("TRACKTIK_USERNAME", Settings.tracktik_username),
+            tracktik_password=env.str("TRACKTIK_PASSWORD", "sandbox-tracktik-password"),
+            callonalarm_base_url=env.str("CALLONALARM_BASE_URL", Settings.callonalarm_base_url),
+            callonalarm_api_key=env.str("CALLONALARM_API_KEY", "coa_sandbox_key_0001"),
+            callonalarm_hourly_budget=env.int(
+                "CALLONALARM_HOURLY_BUDGET", 100, validate=validate.Range(min=1)
+            ),
+            callonalarm_poll_interval_s=env.float(
+                "CALLONALARM_POLL_INTERVAL_S", 30.0, validate=validate.Range(min=1)
+            ),
+            callonalarm_fallback_account=env.str("CALLONALARM_FALLBACK_ACCOUNT", None) or None,
+            rapidsos_base_url=env.str("RAPIDSOS_BASE_URL", Settings.rapidsos_base_url),
+            rapidsos_client_id=env.str("RAPIDSOS_CLIENT_ID", Settings.rapidsos_client_id),
+            rapidsos_client_secret=env.str("RAPIDSOS_CLIENT_SECRET", "sandbox-rapidsos-secret"),
+            cad_base_url=env.str("CAD_BASE_URL", Settings.cad_base_url),
+            cad_token=env.str("CAD_TOKEN", "sandbox-cad-token"),
             environ=dict(os.environ),
         )
     except EnvError as exc:

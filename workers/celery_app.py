@@ -18,7 +18,15 @@ from config.celery import beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
 
-TASK_MODULES = ["workers.dispatcher", "workers.tasks.system"]
+TASK_MODULES = [
+    "workers.dispatcher",
+    "workers.tasks.system",
+    "workers.tasks.alta",
+    "workers.tasks.tracktik",
+    "workers.tasks.callonalarm",
+    "workers.tasks.rapidsos",
+    "workers.tasks.cad",
+]
 
 settings = load_settings()
 Path(settings.var_dir).mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file here

@@ -2,38 +2,83 @@
 
 Task bodies stay thin and never catch upstream errors; the classification lives here:
 unavailable → retry later (honouring Retry-After), outcome unknown → retry after reconciling,
-rejected → failed and the alarm needs a person. Anything else is a bug: it is recorded on the action
-as a retry (so the alarm is never silently dropped) and re-raised for Celery to log.
+rejected → failed, the alarm needs a person and the fallback runs; not yet → wait without spending
+an attempt. Anything else is a bug: it is recorded on the action as a retry (so the alarm is never
+silently dropped) and re-raised for Celery to log.
+
+Whatever the handler learned (refs, follow-up steps, a reason for a person, a fallback) is applied
+in the same transaction that records its success; follow-ups due now are published after commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy import select
 
 from app.domain import actions
-from app.domain.actions import ClaimedAction
-from app.ledger.models import utcnow
-from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
+from app.domain.actions import ClaimedAction, DueAction
+from app.domain.alarms import (
+    FALLBACK_FROM,
+    AlarmContext,
+    load_context,
+    merge_refs,
+    note,
+    plan_fallback,
+    plan_step,
+)
+from app.ledger.models import Action, ActionState, Alarm, utcnow
+from config.settings import Settings
+from workers.clients import Clients
+from workers.clients.errors import (
+    NotYetError,
+    OutcomeUnknownError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+)
 from workers.runtime import Runtime, runtime
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A step a handler asks for next (e.g. the Alta guid is known: collect the video)."""
+
+    kind: str
+    after_s: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a handler reports on success: the upstream's id and anything worth keeping."""
+    """What a handler reports on success."""
 
     external_id: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
+    refs: dict[str, Any] = field(default_factory=dict)  # merged into the alarm's refs
+    follow_ups: tuple[FollowUp, ...] = ()
+    needs_person: str | None = None  # a reason: the alarm is raised to a person
+    fallback: str | None = None  # a reason: run the phone fallback (e.g. RapidSOS 216/217)
 
 
-Handler = Callable[[ClaimedAction, Runtime], Outcome]
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything a handler gets: its action, its alarm, the clients, the settings and the time."""
+
+    action: ClaimedAction
+    alarm: AlarmContext | None
+    clients: Clients
+    settings: Settings
+    now: datetime
+
+
+Handler = Callable[[Job], Outcome]
 
 
 def perform(action_id: int, handler: Handler) -> str:
@@ -45,35 +90,96 @@ def perform(action_id: int, handler: Handler) -> str:
     lease = timedelta(seconds=rt.settings.action_lease_s)
     with rt.sessions.begin() as session:
         claimed = actions.claim(session, action_id, now=utcnow(), lease=lease)
+        context = (
+            load_context(session, claimed.alarm_id, rt.sites)
+            if claimed is not None and claimed.alarm_id is not None
+            else None
+        )
     if claimed is None:
         log.info("action.skipped", action_id=action_id)
         return "skipped"
     log.info("action.claimed", action_id=action_id, kind=claimed.kind, attempt=claimed.attempts)
+    job = Job(claimed, context, rt.clients, rt.settings, utcnow())
     try:
-        outcome = handler(claimed, rt)
+        outcome = handler(job)
+    except NotYetError as exc:
+        return _defer(rt, claimed, exc)
     except UpstreamUnavailableError as exc:
         return _retry(rt, claimed, str(exc), delay_s=exc.retry_after_s)
     except OutcomeUnknownError as exc:
         return _retry(rt, claimed, str(exc), outcome_unknown=True)
     except UpstreamRejectedError as exc:
-        with rt.sessions.begin() as session:
-            actions.fail(session, claimed, now=utcnow(), error=str(exc))
-        log.warning("action.failed", action_id=action_id, error=str(exc))
-        return "failed"
+        return _fail(rt, claimed, str(exc))
     except Exception as exc:
         _retry(rt, claimed, f"internal error: {type(exc).__name__}: {exc}")
         raise
+    return _succeed(rt, claimed, outcome)
+
+
+def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
+    now = utcnow()
+    due: list[DueAction] = []
     with rt.sessions.begin() as session:
-        actions.succeed(
+        recorded = actions.succeed(
             session,
             claimed,
-            now=utcnow(),
+            now=now,
             external_id=outcome.external_id,
             result=outcome.result,
             message=outcome.message,
         )
-    log.info("action.succeeded", action_id=action_id, external_id=outcome.external_id)
-    return "succeeded"
+        if recorded and claimed.alarm_id is not None:
+            merge_refs(session, claimed.alarm_id, outcome.refs)
+            alarm = session.execute(
+                select(Alarm).where(Alarm.id == claimed.alarm_id).with_for_update()
+            ).scalar_one()
+            for follow_up in outcome.follow_ups:
+                step = plan_step(
+                    session,
+                    alarm,
+                    follow_up.kind,
+                    now=now,
+                    max_attempts=rt.settings.action_max_attempts,
+                    after_s=follow_up.after_s,
+                    params=follow_up.params,
+                )
+                due += [step] if step else []
+            if outcome.needs_person:
+                alarm.flag_for_person(outcome.needs_person)
+                note(session, alarm.id, now, "alarm.needs_person", outcome.needs_person, action_id=claimed.id)
+            if outcome.fallback:
+                due += _fallback(session, rt, claimed, outcome.fallback, now)
+    rt.outbox.publish(due)
+    log.info("action.succeeded", action_id=claimed.id, external_id=outcome.external_id)
+    return ActionState.SUCCEEDED.value
+
+
+def _fail(rt: Runtime, claimed: ClaimedAction, error: str) -> str:
+    now = utcnow()
+    due: list[DueAction] = []
+    with rt.sessions.begin() as session:
+        if actions.fail(session, claimed, now=now, error=error) and claimed.kind in FALLBACK_FROM:
+            due = _fallback(session, rt, claimed, f"{claimed.kind} failed", now)
+    rt.outbox.publish(due)
+    log.warning("action.failed", action_id=claimed.id, error=error)
+    return ActionState.FAILED.value
+
+
+def _fallback(
+    session: Any, rt: Runtime, claimed: ClaimedAction, reason: str, now: datetime
+) -> list[DueAction]:
+    if claimed.alarm_id is None:
+        return []
+    step = plan_fallback(
+        session,
+        claimed.alarm_id,
+        reason,
+        now=now,
+        max_attempts=rt.settings.action_max_attempts,
+        sites=rt.sites,
+        fallback_account=rt.settings.callonalarm_fallback_account,
+    )
+    return [step] if step else []
 
 
 def _retry(
@@ -84,9 +190,24 @@ def _retry(
     delay_s: float | None = None,
     outcome_unknown: bool = False,
 ) -> str:
+    now = utcnow()
+    due: list[DueAction] = []
     with rt.sessions.begin() as session:
         state = actions.retry_later(
-            session, claimed, now=utcnow(), error=error, delay_s=delay_s, outcome_unknown=outcome_unknown
+            session, claimed, now=now, error=error, delay_s=delay_s, outcome_unknown=outcome_unknown
         )
+        if state == ActionState.FAILED and claimed.kind in FALLBACK_FROM:
+            due = _fallback(session, rt, claimed, f"{claimed.kind} failed", now)
+    rt.outbox.publish(due)
     log.warning("action.retry", action_id=claimed.id, state=state.value, error=error)
     return state.value
+
+
+def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError) -> str:
+    with rt.sessions.begin() as session:
+        state = actions.defer(session, claimed, now=utcnow(), reason=exc.reason, delay_s=exc.retry_after_s)
+    log.info("action.deferred", action_id=claimed.id, reason=exc.reason, delay_s=exc.retry_after_s)
+    return state.value
+
+
+__all__ = ["Action", "FollowUp", "Handler", "Job", "Outcome", "perform"]

@@ -283,3 +283,26 @@ def collect_for_dispatch(
         if action.state == ActionState.PENDING:
             action.state = ActionState.QUEUED
     return [due_action(action) for action in rows]
+
+
+def defer(
+    session: Session, claimed: ClaimedAction, *, now: datetime, reason: str, delay_s: float
+) -> ActionState:
+    """Give the action back without spending an attempt: it could not run yet (not an upstream error).
+
+    The timeline says why once per reason, so an operator sees what the alarm is waiting for.
+    """
+    action = _held(session, claimed)
+    if action is None:
+        return ActionState.RUNNING
+    action.attempts = max(0, action.attempts - 1)
+    action.state = ActionState.PENDING
+    action.due_at = now + timedelta(seconds=max(delay_s, 0.1))
+    action.enqueued_at = None
+    action.lease_token = None
+    action.lease_until = None
+    action.updated_at = now
+    if action.last_error != reason:
+        _timeline(session, action, now, "action.waiting", f"{action.kind} waits: {reason}")
+    action.last_error = reason
+    return ActionState.PENDING

@@ -37,3 +37,18 @@ class UpstreamRejectedError(UpstreamError):
     def __init__(self, upstream: str, status: int, message: str) -> None:
         super().__init__(upstream, f"HTTP {status}: {message}")
         self.status = status
+
+
+class NotYetError(Exception):
+    """Not an error of the upstream: the step cannot run yet (an alert not listed yet, a shared budget
+    spent). The action waits ``retry_after_s`` without spending an attempt; the handler bounds how
+    long it keeps waiting."""
+
+    def __init__(self, reason: str, *, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExhaustedError(NotYetError):
+    """A shared rate budget (CallOnAlarm's 100 requests/hour) is spent until ``retry_after_s``."""

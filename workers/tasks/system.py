@@ -12,9 +12,7 @@ import socket
 from celery import shared_task
 
 from app.domain import task_names
-from app.domain.actions import ClaimedAction
-from workers.perform import Outcome, perform
-from workers.runtime import Runtime
+from workers.perform import Job, Outcome, perform
 
 
 @shared_task(name=task_names.SYSTEM_SELFTEST, ignore_result=True)
@@ -23,10 +21,10 @@ def selftest(action_id: int) -> str:
     return perform(action_id, _selftest)
 
 
-def _selftest(action: ClaimedAction, rt: Runtime) -> Outcome:
+def _selftest(job: Job) -> Outcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return Outcome(
         external_id=worker,
-        result={"worker": worker, "attempt": action.attempts},
+        result={"worker": worker, "attempt": job.action.attempts},
         message=f"self-test completed by worker {worker}",
     )

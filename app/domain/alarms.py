@@ -1,0 +1,200 @@
+"""What a step knows about its alarm, and what a finished step may change on it.
+
+Handlers get an ``AlarmContext`` snapshot (site, first event, refs) instead of ORM rows; what they
+learn comes back as refs to merge (Alta guid, video links, TrackTik dispatch task, ...), follow-up
+steps to plan, a reason for a person, or a request for the fallback step. All of it is applied in
+the same transaction that records the step's success or failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.domain import sia, task_names
+from app.domain.actions import DueAction, due_action, new_action
+from app.domain.sites import Site, Sites
+from app.ledger.models import Action, ActionState, Alarm, AlarmState, Event, TimelineEntry
+
+# A permanent failure (or a "no PSAP can take it") of these steps calls a person by phone instead.
+FALLBACK_FROM = frozenset({task_names.RAPIDSOS_CREATE_ALERT, task_names.TRACKTIK_CREATE_ALARM})
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmContext:
+    """A read-only snapshot of an alarm for a step handler."""
+
+    id: int
+    state: str
+    site: Site | None
+    source_kind: str  # "alta" or "panel"
+    account: str | None
+    zone: str | None
+    code: str | None
+    family: str
+    priority: str
+    description: str | None
+    opened_at: datetime
+    occurred_at: datetime | None  # the first event's own time, when it carried one
+    message: str | None
+    payload: dict[str, Any]  # the first event's body as received
+    refs: dict[str, Any]
+    verification: str | None
+    event_count: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_context(session: Session, alarm_id: int, sites: Sites) -> AlarmContext | None:
+    """The snapshot of one alarm (None when it does not exist)."""
+    alarm = session.get(Alarm, alarm_id)
+    if alarm is None:
+        return None
+    first = session.execute(
+        select(Event).where(Event.alarm_id == alarm_id).order_by(Event.id).limit(1)
+    ).scalar_one_or_none()
+    payload = dict(first.payload) if first is not None else {}
+    return AlarmContext(
+        id=alarm.id,
+        state=alarm.state,
+        site=sites.site(alarm.site_key) if alarm.site_key else None,
+        source_kind="alta" if alarm.code is None else "panel",
+        account=alarm.account,
+        zone=alarm.zone,
+        code=alarm.code,
+        family=alarm.family,
+        priority=alarm.priority,
+        description=alarm.description,
+        opened_at=alarm.opened_at,
+        occurred_at=first.occurred_at if first is not None else None,
+        message=payload.get("message") or payload.get("description") or payload.get("detection"),
+        payload=payload,
+        refs=dict(alarm.refs or {}),
+        verification=alarm.verification,
+        event_count=alarm.event_count,
+    )
+
+
+def merge_refs(session: Session, alarm_id: int, refs: dict[str, Any]) -> None:
+    """Add what an upstream told us to the alarm (under the row lock, so steps never lose each other's)."""
+    if not refs:
+        return
+    alarm = session.execute(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).scalar_one()
+    alarm.refs = {**(alarm.refs or {}), **refs}
+
+
+def note(session: Session, alarm_id: int | None, now: datetime, kind: str, message: str, **data: Any) -> None:
+    """Append a line to an alarm's timeline."""
+    session.add(
+        TimelineEntry(
+            alarm_id=alarm_id,
+            action_id=data.pop("action_id", None),
+            at=now,
+            kind=kind,
+            message=message,
+            data=data,
+        )
+    )
+
+
+def plan_step(
+    session: Session,
+    alarm: Alarm,
+    kind: str,
+    *,
+    now: datetime,
+    max_attempts: int,
+    after_s: float = 0.0,
+    params: dict[str, Any] | None = None,
+    cancellable: bool = False,
+) -> DueAction | None:
+    """Add one step to an alarm; returns it when due now (the caller publishes after commit)."""
+    immediate = after_s <= 0
+    action = new_action(
+        kind=kind,
+        target=kind.split(".", 1)[0],
+        queue=sia.queue_for(alarm.priority),
+        due_at=now + timedelta(seconds=max(after_s, 0)),
+        max_attempts=max_attempts,
+        alarm_id=alarm.id,
+        cancellable=cancellable,
+        params=params or {},
+        enqueued=immediate,
+        now=now,
+    )
+    session.add(action)
+    session.flush()
+    when = "now" if immediate else f"in {after_s:g}s"
+    note(session, alarm.id, now, "action.planned", f"{kind} {when}", action_id=action.id)
+    return due_action(action) if immediate else None
+
+
+def plan_fallback(
+    session: Session,
+    alarm_id: int,
+    reason: str,
+    *,
+    now: datetime,
+    max_attempts: int,
+    sites: Sites,
+    fallback_account: str | None,
+) -> DueAction | None:
+    """Call a person by phone (CallOnAlarm) because a dispatch step could not do its job.
+
+    A call already planned but waiting is made due now and no longer cancellable; one already placed
+    stands; otherwise a new call goes to the site's connection, else the monitoring centre's.
+    """
+    alarm = session.execute(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).scalar_one()
+    alarm.flag_for_person(reason)
+    calls = (
+        session.execute(
+            select(Action)
+            .where(Action.alarm_id == alarm_id, Action.kind == task_names.CALLONALARM_TRIGGER)
+            .with_for_update()
+        )
+        .scalars()
+        .all()
+    )
+    for call in calls:
+        if call.state in (ActionState.PENDING, ActionState.QUEUED):
+            call.due_at = min(call.due_at, now)
+            call.cancellable = False
+            note(
+                session,
+                alarm_id,
+                now,
+                "fallback.call_now",
+                f"{reason}: the planned call goes now",
+                action_id=call.id,
+            )
+            if call.state == ActionState.PENDING:
+                call.state = ActionState.QUEUED
+                call.enqueued_at = now
+                return due_action(call)
+            return None
+        if call.state in (ActionState.RUNNING, ActionState.SUCCEEDED):
+            note(session, alarm_id, now, "fallback.call_placed", f"{reason}: a call is already placed")
+            return None
+    site = sites.site(alarm.site_key) if alarm.site_key else None
+    account = site.callonalarm.account_number if site and site.callonalarm else fallback_account
+    if account is None or alarm.state == AlarmState.ENDED:
+        note(
+            session,
+            alarm_id,
+            now,
+            "fallback.none",
+            f"{reason}: no phone fallback configured; a person must act",
+        )
+        return None
+    note(session, alarm_id, now, "fallback.call", f"{reason}: calling {account} by phone")
+    return plan_step(
+        session,
+        alarm,
+        task_names.CALLONALARM_TRIGGER,
+        now=now,
+        max_attempts=max_attempts,
+        params={"fallback": True, "account": account, "reason": reason},
+    )

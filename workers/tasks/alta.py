@@ -1,0 +1,1 @@
+"""Tasks that drive alta: placeholder until they are written."""

@@ -1,0 +1,1 @@
+"""Tasks that drive cad: placeholder until they are written."""

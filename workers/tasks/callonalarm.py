@@ -1,0 +1,1 @@
+"""Tasks that drive callonalarm: placeholder until they are written."""

@@ -1,0 +1,1 @@
+"""Tasks that drive rapidsos: placeholder until they are written."""

@@ -1,0 +1,1 @@
+"""Tasks that drive tracktik: placeholder until they are written."""

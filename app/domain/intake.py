@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.domain import sia
+from app.domain import sia, task_names
 from app.domain.actions import DueAction, due_action, new_action
 from app.domain.events import Classification, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
@@ -257,15 +257,22 @@ class _Recorder:
                 )
                 continue
             immediate = step.after <= timedelta(0)
+            kind, params = step.kind, {"step": index, "event_id": self.event_id}
+            if kind == task_names.ALTA_COLLECT_VIDEO:
+                # The video belongs to the ongoing Alta alert, which must be found first.
+                kind, params = (
+                    task_names.ALTA_FIND_ONGOING_ALERT,
+                    {**params, "then": task_names.ALTA_COLLECT_VIDEO},
+                )
             action = new_action(
-                kind=step.kind,
-                target=step.kind.split(".", 1)[0],
+                kind=kind,
+                target=kind.split(".", 1)[0],
                 queue=queue,
                 due_at=self.now + step.after,
                 max_attempts=self.rules.max_attempts,
                 alarm_id=alarm.id,
                 cancellable=step.cancellable,
-                params={"step": index, "event_id": self.event_id},
+                params=params,
                 enqueued=immediate,
                 now=self.now,
             )
@@ -273,7 +280,7 @@ class _Recorder:
             self.session.flush()
             when = "now" if immediate else f"in {step.after.total_seconds():g}s"
             hold = " (a cancel in time stops it)" if step.cancellable else ""
-            self.note(alarm.id, "action.planned", f"{step.kind} {when}{hold}", action_id=action.id)
+            self.note(alarm.id, "action.planned", f"{kind} {when}{hold}", action_id=action.id)
             if immediate:
                 due.append(due_action(action))
         return due

@@ -176,7 +176,7 @@ def test_an_alta_webhook_from_our_template_is_accepted(bridge: Bridge) -> None:
     detail = bridge.alarm(response.json()["alarm_id"])
     assert detail["events"][0]["occurred_at"].startswith("2026-11-23T12:00:00")
     kinds = [a["kind"] for a in detail["actions"]]
-    assert kinds == ["alta.collect_video", "tracktik.create_alarm", "callonalarm.trigger"]
+    assert kinds == ["alta.find_ongoing_alert", "tracktik.create_alarm", "callonalarm.trigger"]
 
 
 def test_the_alta_token_may_come_in_the_url(bridge: Bridge) -> None:

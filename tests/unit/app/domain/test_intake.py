@@ -232,7 +232,7 @@ def test_an_alta_zone_alarm_runs_the_alta_steps_too(sessions: sessionmaker[Sessi
         details={"alarm_zone_name": "Loading dock"},
     )
     receipt = record(sessions, event)
-    assert [d.task_name for d in receipt.due_actions] == ["alta.collect_video", "tracktik.create_alarm"]
+    assert [d.task_name for d in receipt.due_actions] == ["alta.find_ongoing_alert", "tracktik.create_alarm"]
     assert alarm(sessions, receipt.alarm_id).description == "Alta alarm zone Loading dock"
 
 

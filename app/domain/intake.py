@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.domain import sia, task_names
 from app.domain.actions import DueAction, due_action, new_action
+from app.domain.alarms import plan_step
 from app.domain.events import Classification, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
 from app.domain.sites import Site, Sites
@@ -162,7 +163,7 @@ class _Recorder:
         if self.site is None or kind in OPENING_KINDS:
             return self._open_or_join()
         if self.event.code and sia.is_cancel(self.event.code):
-            return self._cancel(), []
+            return self._cancel()
         if kind in RESTORE_KINDS:
             return self._restore(), []
         return None, []  # openings, closings, bypasses, tests, status: recorded as events only
@@ -336,7 +337,7 @@ class _Recorder:
 
     # -- cancels ---------------------------------------------------------------------------------
 
-    def _cancel(self) -> Alarm | None:
+    def _cancel(self) -> tuple[Alarm | None, list[DueAction]]:
         assert self.site is not None
         alarms = (
             self.session.execute(
@@ -348,7 +349,8 @@ class _Recorder:
             .all()
         )
         if not alarms:
-            return None
+            return None, []
+        due: list[DueAction] = []
         window_start = self.now - self.site.cancel_window
         window_s = self.site.cancel_window.total_seconds()
         for alarm in alarms:
@@ -365,10 +367,10 @@ class _Recorder:
                     f"{self._what()} came after the {window_s:g}s cancel window; the response goes on",
                 )
             else:
-                self._stop_cancellable(alarm)
-        return alarms[0]
+                due += self._stop_cancellable(alarm)
+        return alarms[0], due
 
-    def _stop_cancellable(self, alarm: Alarm) -> None:
+    def _stop_cancellable(self, alarm: Alarm) -> list[DueAction]:
         stopped = (
             self.session.execute(
                 select(Action)
@@ -405,6 +407,27 @@ class _Recorder:
             f"{self._what()} within the cancel window: {len(stopped)} held step(s) stopped",
             stopped=len(stopped),
         )
+        # A cancellable call already handed to CallOnAlarm may still be in CallOnAlarm's own delay:
+        # the restore code stops it there (CONTRACTS Part A 11).
+        placed = self.session.execute(
+            select(Action.id).where(
+                Action.alarm_id == alarm.id,
+                Action.kind == task_names.CALLONALARM_TRIGGER,
+                Action.cancellable.is_(True),
+                Action.state.in_((ActionState.RUNNING, ActionState.SUCCEEDED)),
+            )
+        ).first()
+        if placed is None:
+            return []
+        step = plan_step(
+            self.session,
+            alarm,
+            task_names.CALLONALARM_SEND_RESTORE,
+            now=self.now,
+            max_attempts=self.rules.max_attempts,
+            params={"cancelled_by": self.event.code},
+        )
+        return [step] if step else []
 
     # -- timeline --------------------------------------------------------------------------------
 

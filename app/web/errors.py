@@ -1,8 +1,9 @@
 """One JSON error envelope for every failure the web side answers, mapped in one place.
 
 ``{"error": <code>, "message": <text>, "fields": {name: [messages]}}``: 400 for malformed bodies,
-401/403 for credentials, 404, 413 for oversized bodies, 415 for a wrong content type, 422 for
-well-formed but invalid input. Anything unexpected is a 500 with a request id (logged), never a 4xx.
+401/403 for credentials, 404, 409 for a command the alarm's state refuses, 413 for large bodies,
+415 for a wrong content type, 422 for well-formed but invalid input. Anything unexpected is a 500
+with a request id (logged), never a 4xx.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import marshmallow as ma
 import structlog
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
+
+from app.domain.operations import ActionNotRetryableError, AlarmEndedError, AlarmNotFoundError
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +57,15 @@ def register(app: Flask) -> None:
         messages = exc.normalized_messages()
         fields = messages if isinstance(messages, dict) else {"_schema": messages}
         return error_response(422, "invalid_request", "the request failed validation", fields)
+
+    @app.errorhandler(AlarmNotFoundError)
+    def _not_found(exc: AlarmNotFoundError) -> Response:
+        return error_response(404, "not_found", str(exc))
+
+    @app.errorhandler(AlarmEndedError)
+    @app.errorhandler(ActionNotRetryableError)
+    def _conflict(exc: Exception) -> Response:
+        return error_response(409, "conflict", str(exc))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

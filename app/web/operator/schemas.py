@@ -38,3 +38,33 @@ class AlarmListQuerySchema(ma.Schema):
     opened_before = ma.fields.AwareDateTime(load_default=None)
     limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))
     offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0))
+
+
+class VerifyRequestSchema(ma.Schema):
+    """An operator's verdict on an alarm."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    verdict = ma.fields.String(required=True, validate=ma.validate.OneOf(["valid", "false", "none"]))
+
+
+class EndRequestSchema(ma.Schema):
+    """End an alarm; without an outcome: dispatched if a step reached a responder, else cancelled."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    outcome = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.OneOf(
+            ["dispatched", "cancelled", "false_alarm", "verified", "unrouted", "test"]
+        ),
+    )
+
+
+class EmptySchema(ma.Schema):
+    """No fields."""
+
+    class Meta:
+        unknown = ma.RAISE

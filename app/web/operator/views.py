@@ -6,13 +6,21 @@ from typing import Any
 
 from flask import request
 
+from app.domain import operations
 from app.domain.selftest import plan_selftest
 from app.ledger import queries
 from app.ledger.models import ACTIVE_ALARM_STATES, utcnow
 from app.web.auth import require_operator
+from app.web.bodies import json_object
 from app.web.errors import ApiError
 from app.web.operator import bp
-from app.web.operator.schemas import AlarmListQuerySchema, SelftestRequestSchema
+from app.web.operator.schemas import (
+    AlarmListQuerySchema,
+    EmptySchema,
+    EndRequestSchema,
+    SelftestRequestSchema,
+    VerifyRequestSchema,
+)
 from app.web.services import services
 
 
@@ -63,3 +71,68 @@ def show_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     if detail is None:
         raise ApiError(404, "not_found", f"no alarm {alarm_id}")
     return detail, 200
+
+
+def _command_body() -> dict[str, Any]:
+    return json_object() if request.content_length else {}
+
+
+def _alarm_after(alarm_id: int) -> dict[str, Any]:
+    with services().sessions() as session:
+        detail = queries.alarm_detail(session, alarm_id)
+    assert detail is not None
+    return detail
+
+
+@bp.post("/alarms/<int:alarm_id>/verify")
+@require_operator
+def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
+    """Record the operator's verdict (valid / false / none) and carry it to Alta; false ends the alarm."""
+    verdict = VerifyRequestSchema().load(_command_body())["verdict"]
+    svc = services()
+    with svc.sessions.begin() as session:
+        due = operations.verify(
+            session, alarm_id, verdict, now=utcnow(), max_attempts=svc.settings.action_max_attempts
+        )
+    svc.outbox.publish(due)
+    return _alarm_after(alarm_id), 200
+
+
+@bp.post("/alarms/<int:alarm_id>/acknowledge")
+@require_operator
+def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
+    """A person has taken the alarm."""
+    EmptySchema().load(_command_body())
+    with services().sessions.begin() as session:
+        operations.acknowledge(session, alarm_id, now=utcnow())
+    return _alarm_after(alarm_id), 200
+
+
+@bp.post("/alarms/<int:alarm_id>/end")
+@require_operator
+def end_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
+    """End the alarm: stops what has not started, ends the Alta alert, stands responders down."""
+    outcome = EndRequestSchema().load(_command_body())["outcome"]
+    svc = services()
+    with svc.sessions.begin() as session:
+        due = operations.end(
+            session, alarm_id, outcome, now=utcnow(), max_attempts=svc.settings.action_max_attempts
+        )
+    svc.outbox.publish(due)
+    return _alarm_after(alarm_id), 200
+
+
+@bp.post("/actions/<int:action_id>/retry")
+@require_operator
+def retry_action(action_id: int) -> tuple[dict[str, Any], int]:
+    """Run a failed action again with a fresh set of attempts."""
+    EmptySchema().load(_command_body())
+    svc = services()
+    with svc.sessions.begin() as session:
+        due = operations.retry_action(
+            session, action_id, now=utcnow(), max_attempts=svc.settings.action_max_attempts
+        )
+    svc.outbox.publish([due])
+    with svc.sessions() as session:
+        view = queries.action_view(session, action_id)
+    return view or {}, 202

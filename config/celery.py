@@ -23,8 +23,9 @@ QUEUES = (LIFE_SAFETY_QUEUE, DEFAULT_QUEUE, BULK_QUEUE)
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration mapping for one process."""
     transport_options: dict[str, Any] = {
-        # Longer than any task may run, so Redis does not redeliver a message still being worked.
-        "visibility_timeout": max(3600, settings.task_time_limit_s * 4),
+        # Redis redelivers an unacknowledged message after this. Delays never live in the broker (they
+        # wait in the ledger), so this only bounds how long a message held by a dead worker stays hidden.
+        "visibility_timeout": settings.broker_visibility_timeout_s,
     }
     if settings.broker_key_prefix:
         # Lets several deployments (or test runs) share one Redis without seeing each other's queues.

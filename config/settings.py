@@ -49,6 +49,7 @@ class Settings:
     dispatch_batch_size: int = 500
     task_soft_time_limit_s: int = 45
     task_time_limit_s: int = 60
+    broker_visibility_timeout_s: int = 3600
     sandbox_port: int = 8100
     var_dir: str = "var"
     sites_file: str | None = None  # None: no sources, so every intake call is refused (401)
@@ -153,6 +154,7 @@ def read_settings() -> Settings:
             dispatch_batch_size=env.int("DISPATCH_BATCH_SIZE", 500, validate=positive),
             task_soft_time_limit_s=env.int("TASK_SOFT_TIME_LIMIT_S", 45, validate=positive),
             task_time_limit_s=env.int("TASK_TIME_LIMIT_S", 60, validate=positive),
+            broker_visibility_timeout_s=env.int("BROKER_VISIBILITY_TIMEOUT_S", 3600, validate=positive),
             sandbox_port=env.int("SANDBOX_PORT", 8100, validate=validate.Range(min=1, max=65535)),
             var_dir=env.str("VAR_DIR", "var"),
             sites_file=env.str("SITES_FILE", None) or None,

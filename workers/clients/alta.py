@@ -1,19 +1,271 @@
-"""AltaClient: placeholder until the alta client is written (it replaces this file)."""
+"""AltaClient: Avigilon Alta Video (Alta Protect) — login cookie, ongoing alert by zone, bookmarks and
+guest links, verification, end (seed 002; CONTRACTS Part A items 1-5, Part B §1).
+
+Alta authenticates with a session cookie ``va`` from ``POST /api/v1/dologin``. Every worker process
+shares one cookie through Redis (``cache_key(settings, "alta", "cookie")``) so that a fleet of
+workers does not log in once per process or per call; the Redis entry expires a minute before the
+cookie does. A 401 means the cookie expired or was revoked: the client logs in again once and
+retries once; a second 401 is a real refusal.
+
+Nothing the bridge sends to Alta creates anything: verify sets a status and end is idempotent
+(Part A item 4), so both are sent as idempotent calls — a lost answer is "unavailable, try again",
+never "outcome unknown".
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from urllib.parse import quote
 
 import redis
+import requests
+import structlog
 
 from config.settings import Settings
+from workers.clients.alta_models import (
+    ACKNOWLEDGMENT_CODES,
+    Bookmark,
+    EndResult,
+    OngoingAlert,
+    parse_alerts,
+    parse_bookmarks,
+)
 from workers.clients.base import BaseClient
+from workers.clients.errors import UpstreamRejectedError
+
+__all__ = ["AltaClient", "Bookmark", "EndResult", "OngoingAlert"]
+
+log = structlog.get_logger(__name__)
+
+COOKIE_NAME = "va"
+# Kept in Redis this long before the cookie's own expiry, so a cached cookie is never a dead one.
+COOKIE_MARGIN_S = 60.0
+# When Alta sends no Expires/Max-Age: below the 3600 s lifetime of Part A item 1.
+DEFAULT_COOKIE_CACHE_S = 3000.0
 
 
 class AltaClient(BaseClient):
+    """The Alta Video API of one deployment, logged in as one API user."""
+
     upstream = "alta"
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: tuple[float, float],
+        *,
+        username: str,
+        password: str,
+        cache: redis.Redis[Any],
+        cookie_key: str,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout, session)
+        self._username = username
+        self._password = password
+        self._cache = cache
+        self._cookie_key = cookie_key
 
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> AltaClient:
-        """The client for this deployment; `cache` is the shared Redis (tokens, cookies, budgets)."""
-        return cls(settings.alta_base_url, (settings.http_connect_timeout_s, settings.http_read_timeout_s))
+        """The client for this deployment; `cache` is the shared Redis that holds the login cookie."""
+        from workers.clients import cache_key  # the package imports this module: import late
+
+        return cls(
+            settings.alta_base_url,
+            (settings.http_connect_timeout_s, settings.http_read_timeout_s),
+            username=settings.alta_username,
+            password=settings.alta_password,
+            cache=cache,
+            cookie_key=cache_key(settings, "alta", "cookie"),
+        )
+
+    # --- API ---------------------------------------------------------------------------------------
+
+    def ongoing_alerts(self) -> list[OngoingAlert]:
+        """Every ongoing alert, oldest first as Alta lists them (seed 002; Part A item 2).
+
+        Raises:
+            UpstreamUnavailableError: Alta unreachable, 5xx or 429.
+            UpstreamRejectedError: login refused, another 4xx, or a body that is not a list of alerts.
+        """
+        response = self._call("GET", "/api/v1/ongoingAlerts")
+        return parse_alerts(_json(response))
+
+    def find_ongoing_alert(self, alarm_zone_id: str) -> OngoingAlert | None:
+        """The newest ongoing alert of an alarm zone, or None while Alta does not list one.
+
+        Seed 002: "Find the alarm guid by matching the alarm_zone_id in the response with the
+        $alarmZoneId in the webhook payload." Alta may list an alert only after its webhook fired
+        (Part A item 2), so None is normal for the first seconds. Newest = latest ``start_time``; an
+        alert without one counts by its position (Alta lists oldest first).
+
+        Raises:
+            UpstreamUnavailableError: Alta unreachable, 5xx or 429.
+            UpstreamRejectedError: login refused, another 4xx, or an unreadable body.
+        """
+        wanted = str(alarm_zone_id).strip()
+        matches = [
+            (alert.start_time_ms if alert.start_time_ms is not None else -1, position, alert)
+            for position, alert in enumerate(self.ongoing_alerts())
+            if alert.alarm_zone_id.strip() == wanted
+        ]
+        return max(matches, key=lambda match: (match[0], match[1]))[2] if matches else None
+
+    def bookmarks(self, guid: str) -> list[Bookmark]:
+        """The alert's bookmarks that exist so far (seed 002 "View alarm video using a shared link").
+
+        Bookmarks may appear some time after the alert (Part A item 3); an empty list is normal early.
+
+        Raises:
+            UpstreamUnavailableError: Alta unreachable, 5xx or 429.
+            UpstreamRejectedError: 403 (the API user lacks "Share video"), 404 (unknown guid), another
+                4xx, or an unreadable body.
+        """
+        response = self._call("GET", f"/api/v1/alerts/{_segment(guid)}/bookmarks")
+        return parse_bookmarks(_json(response))
+
+    def guest_link(self, guest_token: str) -> str:
+        """The shareable video link of a bookmark: ``{ALTA_BASE_URL}/cloud?t={guest_token}`` (seed 002)."""
+        return f"{self.base_url}/cloud?t={quote(guest_token, safe='')}"
+
+    def verify(
+        self, guid: str, acknowledgment_code: int, merged: bool, origin_name: str
+    ) -> OngoingAlert | None:
+        """Set the alert's verification: 101 none, 201 valid, 202 false (seed 002; Part A item 4).
+
+        202 also ends the alert in Alta. Setting a status twice has the effect of setting it once, so
+        the call is idempotent: a lost answer is retried, not reconciled. Returns the alert Alta
+        answers with (None if the 200 body is not an alert).
+
+        Raises:
+            ValueError: a code other than 101, 201, 202 (a bug of the caller; nothing is sent).
+            UpstreamUnavailableError: Alta unreachable, 5xx, 429, or no answer.
+            UpstreamRejectedError: 404 (unknown guid), 400 (body refused), another 4xx.
+        """
+        if acknowledgment_code not in ACKNOWLEDGMENT_CODES:
+            raise ValueError(f"acknowledgment_code must be one of 101, 201, 202, not {acknowledgment_code!r}")
+        body = {
+            "acknowledgment_code": acknowledgment_code,
+            "guid": guid,
+            "merged": merged,
+            "origin_name": origin_name,
+        }
+        response = self._call("POST", f"/api/v1/alerts/{_segment(guid)}", idempotent=True, json=body)
+        return OngoingAlert.from_json(_json(response, required=False))
+
+    def end(self, guid: str) -> EndResult:
+        """End the alert (seed 002 "End an ongoing alarm"; Part A item 4).
+
+        Ending an ended alert answers 200 again, so the call is idempotent. A 404 (Alta does not know
+        the guid) is not an error here: there is nothing left to end, so ``known`` is False.
+
+        Raises:
+            UpstreamUnavailableError: Alta unreachable, 5xx, 429, or no answer.
+            UpstreamRejectedError: a 4xx other than 404.
+        """
+        response = self._call(
+            "POST", f"/api/v1/alerts/{_segment(guid)}/end", idempotent=True, expected=(404,)
+        )
+        if response.status_code == 404:
+            return EndResult(guid=guid, known=False)
+        return EndResult(guid=guid, known=True, alert=OngoingAlert.from_json(_json(response, required=False)))
+
+    # --- session -----------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = False,
+        expected: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One API call with the shared cookie; on 401, one new login and one retry (Part A item 1)."""
+        response = self._request(
+            method,
+            path,
+            idempotent=idempotent,
+            expected=(*expected, 401),
+            headers=_cookie_header(self._cookie()),
+            **kwargs,
+        )
+        if response.status_code != 401:
+            return response
+        log.info("alta.session_expired", path=path.split("?", 1)[0])
+        return self._request(
+            method,
+            path,
+            idempotent=idempotent,
+            expected=expected,
+            headers=_cookie_header(self._login()),
+            **kwargs,
+        )
+
+    def _cookie(self) -> str:
+        """The shared cookie from Redis, or a new login when there is none."""
+        try:
+            cached = self._cache.get(self._cookie_key)
+        except redis.RedisError as exc:  # Redis holds only what can be rebuilt: log in instead
+            log.warning("alta.cookie_cache_unavailable", error=type(exc).__name__)
+            cached = None
+        if cached:
+            return cached.decode() if isinstance(cached, bytes) else str(cached)
+        return self._login()
+
+    def _login(self) -> str:
+        """``POST /api/v1/dologin``; store the ``va`` cookie in Redis for every worker.
+
+        Logging in twice is harmless (a new login leaves older cookies valid), so the call is
+        idempotent and two workers racing to log in need no lock.
+
+        Raises:
+            UpstreamUnavailableError: Alta unreachable, 5xx or 429.
+            UpstreamRejectedError: 401 wrong credentials (permanent: never retried in a loop), another
+                4xx, or a 200 without the cookie.
+        """
+        response = self._request(
+            "POST",
+            "/api/v1/dologin",
+            idempotent=True,
+            json={"username": self._username, "password": self._password},
+        )
+        jar = response.cookies
+        # The shared Redis entry is the only copy: the session's own jar would be per process.
+        self.session.cookies.clear()
+        value = jar.get(COOKIE_NAME)
+        if not value:
+            raise UpstreamRejectedError(
+                self.upstream, response.status_code, "login answered without a va cookie"
+            )
+        expires = next((c.expires for c in jar if c.name == COOKIE_NAME and c.expires), None)
+        ttl = DEFAULT_COOKIE_CACHE_S if expires is None else float(expires) - time.time() - COOKIE_MARGIN_S
+        if ttl >= 1:
+            try:
+                self._cache.set(self._cookie_key, value, ex=int(ttl))
+            except redis.RedisError as exc:
+                log.warning("alta.cookie_cache_unavailable", error=type(exc).__name__)
+        return str(value)
+
+
+def _cookie_header(cookie: str) -> dict[str, str]:
+    return {"Cookie": f"{COOKIE_NAME}={cookie}"}
+
+
+def _segment(value: str) -> str:
+    """A guid as one path segment (it comes from Alta, but a stray '/' must not change the path)."""
+    return quote(str(value), safe="")
+
+
+def _json(response: requests.Response, *, required: bool = True) -> Any:
+    """The JSON body; an unreadable one is a refusal when the caller needs it, else None."""
+    try:
+        return response.json()
+    except ValueError:
+        if required:
+            raise UpstreamRejectedError(
+                "alta", response.status_code, f"{response.request.method} answered with non-JSON"
+            ) from None
+        return None

@@ -1,21 +1,290 @@
-"""CallOnAlarmClient: placeholder until the callonalarm client is written (it replaces this file)."""
+"""CallOnAlarm public API v1 client: trigger a phone alert, follow its status, acknowledge it (seed
+001; CONTRACTS Part A items 10-12, Part B §3).
+
+Auth is a static Bearer API key (no renewal: a 401 is permanent). Every request, status polls
+included, first takes a unit of the deployment's shared hourly budget (callonalarm_budget.py); the
+vendor's ``X-RateLimit-*`` headers and 429 ``Retry-After`` feed the same budget, and the 429 itself is
+mapped by BaseClient to ``UpstreamUnavailableError(retry_after_s=...)``.
+
+CallOnAlarm has no idempotency key and no way to look an alert up by anything but its id, so a
+trigger whose answer was lost cannot be reconciled: the caller decides (workers/tasks/callonalarm.py
+triggers again — a second phone call is safer than none).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
+import requests
 
 from config.settings import Settings
-from workers.clients.base import BaseClient
+from workers.clients.base import BaseClient, excerpt, retry_after_s
+from workers.clients.callonalarm_budget import HourlyBudget
+from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
+
+UPSTREAM = "callonalarm"
+
+# Seed 001's trigger statuses that end the procedure at once, and the webhook page's final statuses
+# (CONTRACTS Part A item 12). Anything else — call_delayed, call_immediate, a status CallOnAlarm adds
+# later — is still running: followed, never taken as an end.
+FINAL_STATUSES = frozenset(
+    {
+        "acknowledged",
+        "timeout",
+        "failed",
+        "cancelled",
+        "cancelled_during_calls",
+        "ignored",
+        "technical_only",
+        "logged_inactive",
+    }
+)
+ALREADY_ACKNOWLEDGED = "Alert Already Acknowledged"
+
+
+def is_final(status: str) -> bool:
+    """True when the procedure of an alert in ``status`` has ended (unknown statuses have not)."""
+    return status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """The answer to ``POST /v1/alert/trigger`` (seed 001 "Response Fields")."""
+
+    alert_id: str
+    status: str
+    delay_seconds: int
+    requires_calls: bool
+    contacts_to_call: int
+    language: str | None
+    technical_email_sent: bool
+
+    @property
+    def is_final(self) -> bool:
+        """True when no call will follow (ignored, technical_only, logged_inactive)."""
+        return is_final(self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    """The answer to ``GET /v1/alert/{id}/status`` (CONTRACTS Part A item 12)."""
+
+    alert_id: str
+    status: str
+    account_number: str | None
+    event_code: str | None
+    zone: str | None
+    created_at: datetime | None
+    calls_start_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    cancelled_at: datetime | None
+    calls_made: int
+
+    @property
+    def is_final(self) -> bool:
+        """True when the procedure has ended; a status we do not know is not an end."""
+        return is_final(self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTest:
+    """The answer to ``GET /v1/connection/test``."""
+
+    valid: bool
+    account_numbers: tuple[str, ...]
 
 
 class CallOnAlarmClient(BaseClient):
-    upstream = "callonalarm"
+    """The CallOnAlarm API for one API key, within the deployment's shared hourly budget."""
+
+    upstream = UPSTREAM
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: tuple[float, float],
+        *,
+        api_key: str,
+        budget: HourlyBudget,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout, session)
+        self._api_key = api_key
+        self.budget = budget
+        self.session.hooks["response"].append(self._note_rate_limit)
 
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> CallOnAlarmClient:
-        """The client for this deployment; `cache` is the shared Redis (tokens, cookies, budgets)."""
-        return cls(
-            settings.callonalarm_base_url, (settings.http_connect_timeout_s, settings.http_read_timeout_s)
+        """The client for this deployment; ``cache`` is the shared Redis that holds the budget."""
+        from workers.clients import cache_key  # the package imports this module: import late
+
+        budget = HourlyBudget.from_redis(
+            cache, cache_key(settings, "callonalarm", "budget"), settings.callonalarm_hourly_budget
         )
+        return cls(
+            settings.callonalarm_base_url,
+            (settings.http_connect_timeout_s, settings.http_read_timeout_s),
+            api_key=settings.callonalarm_api_key,
+            budget=budget,
+        )
+
+    def trigger(
+        self, account_number: str, event_code: str, zone: str | None = None, message: str | None = None
+    ) -> Trigger:
+        """Start the account's procedure for ``event_code`` (seed 001 "Trigger Alert").
+
+        Every trigger creates a new alert; a Cancel-ticked code (restores, cancels, disarms in the usual
+        rules) also cancels the account's pending alerts, whatever their zone.
+
+        Raises:
+            BudgetExhaustedError: the hourly budget is spent; nothing was sent.
+            UpstreamUnavailableError: not sent, 5xx, or 429 (``retry_after_s`` from ``Retry-After``).
+            OutcomeUnknownError: sent but no (readable) answer: the alert may exist.
+            UpstreamRejectedError: 400 (missing field, invalid eventCode), 401 (bad or expired key),
+                404 (connection not found).
+        """
+        body: dict[str, str] = {"accountNumber": account_number, "eventCode": event_code}
+        if zone:
+            body["zone"] = zone
+        if message:
+            body["message"] = message
+        response = self._call("POST", "/v1/alert/trigger", json=body)
+        data = _json_object(response)
+        try:
+            return Trigger(
+                alert_id=str(data["alertId"]),
+                status=str(data["status"]),
+                delay_seconds=int(data.get("delaySeconds") or 0),
+                requires_calls=bool(data.get("requiresCalls")),
+                contacts_to_call=int(data.get("contactsToCall") or 0),
+                language=data.get("language"),
+                technical_email_sent=bool(data.get("technicalEmailSent")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # The vendor answered 2xx, so the alert exists; without its id we cannot follow it.
+            raise OutcomeUnknownError(UPSTREAM, f"trigger answer unreadable: {type(exc).__name__}") from exc
+
+    def status(self, alert_id: str) -> AlertStatus:
+        """The alert's procedure as of now (seed 001 "Get Alert Status").
+
+        Raises:
+            BudgetExhaustedError: the hourly budget is spent; nothing was sent.
+            UpstreamUnavailableError: not answered, 5xx, 429, or an unreadable answer.
+            UpstreamRejectedError: 401, or 404 (unknown alert, or another key's).
+        """
+        response = self._call("GET", f"/v1/alert/{alert_id}/status")
+        return _alert_status(_json_object(response))
+
+    def acknowledge(self, alert_id: str, phone_number: str) -> AlertStatus:
+        """End a running procedure as acknowledged by ``phone_number`` (seed 001 "Acknowledge Alert").
+
+        Acknowledging twice is not an error for us: the vendor's 400 "Alert Already Acknowledged"
+        (the answer to a retry whose first answer was lost) is read as done, and the status returned.
+
+        Raises:
+            BudgetExhaustedError: the hourly budget is spent; nothing was sent.
+            UpstreamUnavailableError: not answered, 5xx, 429.
+            UpstreamRejectedError: 400 (the alert ended otherwise), 401, 404.
+        """
+        response = self._call(
+            "POST",
+            f"/v1/alert/{alert_id}/acknowledge",
+            idempotent=True,
+            expected=(400,),
+            json={"phoneNumber": phone_number},
+        )
+        if response.status_code == 400:
+            if _error_title(response) == ALREADY_ACKNOWLEDGED:
+                return self.status(alert_id)
+            raise UpstreamRejectedError(UPSTREAM, 400, excerpt(response))
+        return _alert_status(_json_object(response))
+
+    def test_connection(self) -> ConnectionTest:
+        """Check the API key and list its account numbers (seed 001 "Test Connection").
+
+        Raises:
+            BudgetExhaustedError: the hourly budget is spent; nothing was sent.
+            UpstreamUnavailableError: not answered, 5xx, 429.
+            UpstreamRejectedError: 401 (missing, invalid or expired key).
+        """
+        data = _json_object(self._call("GET", "/v1/connection/test"))
+        accounts = data.get("accountNumbers") or []
+        return ConnectionTest(valid=bool(data.get("valid")), account_numbers=tuple(str(a) for a in accounts))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Take a budget unit, then send with the API key."""
+        self.budget.take()
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        return self._request(method, path, headers=headers, **kwargs)
+
+    def _note_rate_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Response hook: when the vendor says the window is full, every worker waits for it."""
+        if response.status_code == 429:
+            self.budget.note_vendor_exhausted(retry_after_s(response) or 60.0)
+            return
+        if response.headers.get("X-RateLimit-Remaining", "").strip() == "0":
+            reset = retry_after_from_reset(response.headers.get("X-RateLimit-Reset"), self.budget.clock())
+            if reset is not None:
+                self.budget.note_vendor_exhausted(reset)
+
+
+def retry_after_from_reset(reset: str | None, now: float) -> float | None:
+    """Seconds until ``X-RateLimit-Reset`` (epoch seconds), or None when absent or unreadable."""
+    if not reset:
+        return None
+    try:
+        return float(reset) - now
+    except ValueError:
+        return None
+
+
+def _json_object(response: requests.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise UpstreamUnavailableError(UPSTREAM, f"HTTP {response.status_code}: body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise UpstreamUnavailableError(UPSTREAM, f"HTTP {response.status_code}: body is not an object")
+    return data
+
+
+def _error_title(response: requests.Response) -> str | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data.get("error") if isinstance(data, dict) else None
+
+
+def _alert_status(data: dict[str, Any]) -> AlertStatus:
+    try:
+        return AlertStatus(
+            alert_id=str(data["alertId"]),
+            status=str(data["status"]),
+            account_number=_text(data.get("accountNumber")),
+            event_code=_text(data.get("eventCode")),
+            zone=_text(data.get("zone")),
+            created_at=_time(data.get("createdAt")),
+            calls_start_at=_time(data.get("callsStartAt")),
+            acknowledged_at=_time(data.get("acknowledgedAt")),
+            acknowledged_by=_text(data.get("acknowledgedBy")),
+            cancelled_at=_time(data.get("cancelledAt")),
+            calls_made=int(data.get("callsMade") or 0),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UpstreamUnavailableError(UPSTREAM, f"status answer unreadable: {type(exc).__name__}") from exc
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _time(value: Any) -> datetime | None:
+    """ISO 8601 with ``Z`` (the vendor's times are UTC); None stays None."""
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

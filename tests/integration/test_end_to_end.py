@@ -1,0 +1,111 @@
+"""End to end through the real stack: web over HTTP, a real Celery worker on the real Redis,
+PostgreSQL, the dispatcher, and the five simulators over HTTP."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings
+from tests.polling import wait_until
+from tests.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def event(account: str, code: str, zone: str = "3", **kw: Any) -> dict[str, Any]:
+    body = {"account": account, "code": code, "zone": zone, "occurred_at": datetime.now(UTC).isoformat()}
+    body["event_id"] = uuid.uuid4().hex
+    body.update(kw)
+    return body
+
+
+@pytest.fixture
+def stack(
+    make_settings: Callable[..., Settings], postgres_url: str, redis_url: str, tmp_path: Path
+) -> Iterator[Stack]:
+    settings = make_settings(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        broker_key_prefix=f"abe2e:{uuid.uuid4().hex[:10]}:",
+        alta_lookup_timeout_s=30,
+        alta_video_wait_s=20,
+        callonalarm_poll_interval_s=2,
+    )
+    with Stack(settings, tmp_path).running() as running:
+        yield running
+
+
+def _after(moment: str, seconds: float) -> Callable[[], bool]:
+    deadline = datetime.fromisoformat(moment) + timedelta(seconds=seconds)
+    return lambda: datetime.now(UTC) > deadline
+
+
+def test_an_alta_webhook_finds_the_alert_shares_video_creates_tracktik_and_verifies(stack: Stack) -> None:
+    played = stack.http.post(
+        f"{stack.sandbox.base_url}/alta/_sandbox/detections",
+        json={"alarm_zone_id": "az-5d1c", "device_id": "dev-2"},
+        timeout=10,
+    ).json()
+    assert played["webhook"]["status"] == 202, played["webhook"]
+    alarm_id = int(json.loads(played["webhook"]["response_body"])["alarm_id"])
+    stack.advance(10)  # Alta lists the alert and adds its bookmark a few seconds after the webhook
+
+    alarm = stack.wait_for(alarm_id, "tracktik.create_alarm")
+    links = alarm["refs"]["video_links"]
+    assert links and all("/cloud?t=" in link for link in links)
+    assert alarm["refs"]["alta_alert_guid"] == played["alert"]["guid"]
+    [created] = stack.sandbox_get("/tracktik/_sandbox/alarms")
+    notes = " ".join(note["comment"] for note in created["notes"])
+    assert all(link in notes for link in links)
+
+    stack.command(f"/v1/alarms/{alarm_id}/verify", {"verdict": "valid"})
+    stack.wait_for(alarm_id, "alta.verify")
+    [alert] = [a for a in stack.sandbox_get("/alta/_sandbox/alerts") if a["guid"] == played["alert"]["guid"]]
+    assert alert["acknowledgment_code"] == 201
+
+
+def test_a_panel_burglary_dispatches_and_a_cancel_in_time_stops_the_delayed_call(stack: Stack) -> None:
+    alarm_id = stack.post_event(event("ab-95367", "BA"))["alarm_id"]
+    stack.post_event(event("ab-95367", "BC"))
+    alarm = stack.wait_for(alarm_id, "tracktik.create_alarm")
+    assert stack.actions(alarm_id)["callonalarm.trigger"] == "cancelled"
+    wait_until(_after(alarm["opened_at"], 5), timeout_s=15)  # well past the 3 s the call waited
+    assert stack.sandbox_get("/callonalarm/_sandbox/alerts") == []
+
+
+def test_a_restore_does_not_stop_the_delayed_call(stack: Stack) -> None:
+    alarm_id = stack.post_event(event("ab-95367", "BA", zone="4"))["alarm_id"]
+    stack.post_event(event("ab-95367", "BR", zone="4"))
+    stack.wait_for(alarm_id, "callonalarm.trigger", timeout_s=30)
+    calls = stack.sandbox_get("/callonalarm/_sandbox/alerts")
+    assert [(c["accountNumber"], c["eventCode"]) for c in calls] == [("1001", "BA")]
+    assert stack.alarm(alarm_id)["restored_at"] is not None
+
+
+def test_a_fire_reaches_rapidsos_tracktik_and_the_cad_without_delay(stack: Stack) -> None:
+    alarm_id = stack.post_event(event("ny-1", "FA"))["alarm_id"]
+    for kind in ("rapidsos.create_alert", "tracktik.create_alarm", "cad.upload_incident"):
+        alarm = stack.wait_for(alarm_id, kind)
+    assert {a["due_at"] for a in alarm["actions"]} == {alarm["opened_at"]}  # none was held
+    assert all(a["queue"] == "life_safety" for a in alarm["actions"])
+    assert alarm["refs"]["rapidsos_alert_id"]
+    assert len(stack.sandbox_get("/rapidsos/_sandbox/alerts")) == 1
+    assert len(stack.sandbox_get("/tracktik/_sandbox/alarms")) == 1
+    assert len(stack.sandbox_get("/cad/_sandbox/incidents")) == 1
+
+
+def test_a_216_from_rapidsos_falls_back_to_a_phone_call(stack: Stack) -> None:
+    alarm_id = stack.post_event(event("fl-1", "FA"))["alarm_id"]  # Florida: no PSAP in the sandbox's map
+    alarm = stack.wait_for(alarm_id, "callonalarm.trigger", timeout_s=30)
+    assert alarm["needs_person"] is True
+    assert "PSAP" in (alarm["needs_person_reason"] or "")
+    calls = stack.sandbox_get("/callonalarm/_sandbox/alerts")
+    assert [(c["accountNumber"], c["eventCode"]) for c in calls] == [("1005", "FA")]
+    assert any(line["kind"].startswith("fallback") for line in alarm["timeline"])

@@ -1,0 +1,256 @@
+"""The whole stack in one test process: the five simulators, the web app over real HTTP, a real
+Celery worker on the real Redis, the dispatcher ticking (what beat triggers), and a ledger of its own.
+
+Used by the end-to-end and fault tests. Time-dependent behaviour of the vendors runs on the sandbox
+clock (``advance``); the bridge's own delays are real but short in the test plans.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import requests
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from app.web import create_app
+from config.celery import QUEUES, celery_config
+from config.settings import Settings
+from sandbox.alta import deployment
+from sandbox.clock import Clock
+from sandbox.config import load_config
+from sandbox.server import build_apps, combined_app, serve_in_thread
+from tests.polling import wait_until
+from tests.sites_fixture import ALTA_TOKEN, PANEL_TOKEN, SOURCE_ENV
+
+OPERATOR = {"Authorization": "Bearer op-key"}
+# The Alta zone webhooks of the sandbox carry this token (sandbox/default.toml).
+SANDBOX_ALTA_TOKEN = "sandbox-alta-webhook-token"
+
+E2E_SITES = """
+[sources.acme-panels]
+kind = "panel"
+token_env = "ACME_PANELS_TOKEN"
+
+[sources.alta-main]
+kind = "alta"
+token_env = "ALTA_MAIN_TOKEN"
+
+[sites.montreal-hq]
+name = "Montreal HQ"
+sources = ["acme-panels", "alta-main"]
+accounts = ["ab-95367"]
+alta_zones = ["az-5d1c"]
+timezone = "America/Montreal"
+site_type = "COMMERCIAL"
+instructions = "Loading dock; ask the security desk for the key."
+cancel_window = "90s"
+plan = "commercial"
+callonalarm = { account_number = "1001" }
+
+
+[sites.montreal-hq.location]
+name = "Acme HQ"
+address_line1 = "4200 Blvd Saint-Laurent"
+city = "Montreal"
+state = "QC"
+country = "CA"
+postal_code = "H2W 2R2"
+latitude = 45.5183
+longitude = -73.5822
+
+[sites.montreal-hq.tracktik]
+alarm_organization = 687
+alarm_connection_custom_id = "alarm-bridge"
+alarm_type_codes = { burglary = "11111", fire = "FIRE", trouble = "TECHNICAL", default = "INTRUSION" }
+[sites.nyc-office]
+name = "NYC office"
+sources = ["acme-panels"]
+accounts = ["ny-1"]
+timezone = "America/New_York"
+site_type = "COMMERCIAL"
+instructions = "Fire panel in the lobby."
+plan = "life"
+tracktik = { alarm_organization = 687, alarm_type_codes = { fire = "FIRE", default = "INTRUSION" } }
+callonalarm = { account_number = "1005" }
+
+
+[sites.nyc-office.location]
+name = "Acme NYC"
+address_line1 = "350 5th Ave"
+city = "New York"
+state = "NY"
+country = "US"
+postal_code = "10118"
+latitude = 40.7484
+longitude = -73.9857
+
+[sites.nyc-office.rapidsos]
+callflow = "AcmeMonitoringAlarmFlow"
+site_phone = "+12125550100"
+emergency_contacts = [{ name = "Dana Lee", phone = "+16175550142" }]
+[sites.miami-shop]
+name = "Miami shop"
+sources = ["acme-panels"]
+accounts = ["fl-1"]
+timezone = "America/New_York"
+site_type = "COMMERCIAL"
+plan = "life"
+tracktik = { alarm_organization = 687, alarm_type_codes = { fire = "FIRE", default = "INTRUSION" } }
+callonalarm = { account_number = "1005" }
+rapidsos = { callflow = "AcmeMonitoringAlarmFlow" }
+
+
+[sites.miami-shop.location]
+name = "Acme Miami"
+address_line1 = "100 Biscayne Blvd"
+city = "Miami"
+state = "FL"
+country = "US"
+postal_code = "33132"
+latitude = 25.7753
+longitude = -80.1888
+
+[plans.commercial]
+burglary = [
+    "alta.collect_video",
+    "tracktik.create_alarm",
+    { do = "callonalarm.trigger", after = "3s", cancellable = true },
+]
+fire = ["tracktik.create_alarm", "cad.upload_incident"]
+default = ["tracktik.create_alarm"]
+
+[plans.life]
+fire = ["rapidsos.create_alert", "tracktik.create_alarm", "cad.upload_incident"]
+default = ["tracktik.create_alarm"]
+"""
+
+
+class Stack:
+    """A running bridge with its upstreams; ``close()`` stops everything."""
+
+    def __init__(
+        self, settings: Settings, tmp_path: Path, sandbox_config: dict[str, Any] | None = None
+    ) -> None:
+        self.clock = Clock()
+        self.sandbox_apps = build_apps(sandbox_config or load_config(), clock=self.clock)
+        self.sandbox = serve_in_thread(combined_app(self.sandbox_apps))
+        sb = self.sandbox.base_url
+        sites = tmp_path / "e2e-sites.toml"
+        sites.write_text(E2E_SITES)
+        environ = {**SOURCE_ENV, "ALTA_MAIN_TOKEN": f"{ALTA_TOKEN},{SANDBOX_ALTA_TOKEN}"}
+        self.settings = replace(
+            settings,
+            sites_file=str(sites),
+            environ=environ,
+            operator_api_keys=("op-key",),
+            alta_base_url=f"{sb}/alta",
+            tracktik_base_url=f"{sb}/tracktik",
+            callonalarm_base_url=f"{sb}/callonalarm",
+            rapidsos_base_url=f"{sb}/rapidsos",
+            cad_base_url=f"{sb}/cad",
+        )
+        self.web_app = create_app(self.settings)
+        self.web = serve_in_thread(self.web_app)
+        deployment(self.sandbox_apps["alta"]).set_target(None, None, self.web.base_url)
+        self.http = requests.Session()
+        self._stop = threading.Event()
+        self._worker_cm: Any = None
+        self._dispatcher: threading.Thread | None = None
+
+    @contextmanager
+    def running(self) -> Iterator[Stack]:
+        """Start the worker and the dispatcher; stop them and the servers on exit."""
+        import workers.dispatcher
+        import workers.tasks.alta
+        import workers.tasks.cad
+        import workers.tasks.callonalarm
+        import workers.tasks.rapidsos
+        import workers.tasks.system
+        import workers.tasks.tracktik  # noqa: F401 - registers the shared tasks
+        from workers import runtime
+
+        runtime.configure(self.settings)
+        app = Celery(f"e2e-{uuid.uuid4().hex[:6]}", set_as_current=False)
+        app.conf.update(celery_config(self.settings))
+        self._dispatcher = threading.Thread(target=self._tick, name="dispatcher", daemon=True)
+        try:
+            with start_worker(
+                app,
+                pool="solo",
+                concurrency=1,
+                perform_ping_check=False,
+                queues=list(QUEUES),
+                shutdown_timeout=30,
+            ):
+                self._dispatcher.start()
+                yield self
+        finally:
+            self._stop.set()
+            if self._dispatcher.is_alive():
+                self._dispatcher.join(timeout=10)
+            self.close()
+            runtime.runtime().engine.dispose()
+
+    def _tick(self) -> None:
+        from workers.dispatcher import send_due_actions
+
+        while not self._stop.wait(0.2):
+            send_due_actions()
+
+    def close(self) -> None:
+        self.http.close()
+        self.web.stop()
+        self.sandbox.stop()
+        self.web_app.extensions["alarm_bridge"].engine.dispose()
+
+    # -- driving it ---------------------------------------------------------------------------------
+
+    def post_event(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post(
+            f"{self.web.base_url}/v1/events",
+            json=body,
+            headers={"Authorization": f"Bearer {PANEL_TOKEN}"},
+            timeout=10,
+        )
+        assert response.status_code in (200, 202), response.text
+        return dict(response.json())
+
+    def command(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = self.http.post(f"{self.web.base_url}{path}", json=body or {}, headers=OPERATOR, timeout=10)
+        assert response.status_code in (200, 202), response.text
+        return dict(response.json())
+
+    def alarm(self, alarm_id: int) -> dict[str, Any]:
+        response = self.http.get(f"{self.web.base_url}/v1/alarms/{alarm_id}", headers=OPERATOR, timeout=10)
+        assert response.status_code == 200
+        return dict(response.json())
+
+    def actions(self, alarm_id: int) -> dict[str, str]:
+        return {a["kind"]: a["state"] for a in self.alarm(alarm_id)["actions"]}
+
+    def wait_for(
+        self, alarm_id: int, kind: str, state: str = "succeeded", timeout_s: float = 60
+    ) -> dict[str, Any]:
+        """Wait until the alarm's action of ``kind`` reaches ``state``; returns the alarm."""
+
+        def probe() -> dict[str, Any] | None:
+            alarm = self.alarm(alarm_id)
+            found = [a for a in alarm["actions"] if a["kind"] == kind and a["state"] == state]
+            return alarm if found else None
+
+        return wait_until(probe, timeout_s=timeout_s, interval_s=0.1)
+
+    def sandbox_get(self, path: str) -> Any:
+        response = self.http.get(f"{self.sandbox.base_url}{path}", timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)

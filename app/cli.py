@@ -118,6 +118,10 @@ def dev(broker: str) -> None:
         for name, value in DEV_SOURCE_SECRETS.items():
             env.setdefault(name, value)
     os.environ.update({k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS", "SITES_FILE")})
+    sandbox_port = env.get("SANDBOX_PORT", "8100")
+    for vendor in ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD"):  # the clients talk to the sandbox
+        env.setdefault(f"{vendor}_BASE_URL", f"http://127.0.0.1:{sandbox_port}/{vendor.lower()}")
+        os.environ[f"{vendor}_BASE_URL"] = env[f"{vendor}_BASE_URL"]
     settings = load_settings()
     Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
 

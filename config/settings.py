@@ -165,17 +165,17 @@ def read_settings() -> Settings:
                 "HTTP_CONNECT_TIMEOUT_S", 3.05, validate=validate.Range(min=0.1)
             ),
             http_read_timeout_s=env.float("HTTP_READ_TIMEOUT_S", 10.0, validate=validate.Range(min=0.1)),
-            alta_base_url=env.str("ALTA_BASE_URL", Settings.alta_base_url),
-            alta_username=env.str("ALTA_USERNAME", Settings.alta_username),
+            alta_base_url=env.str("ALTA_BASE_URL", "http://127.0.0.1:8100/alta"),
+            alta_username=env.str("ALTA_USERNAME", "api@sandbox.alta.example"),
             alta_password=env.str("ALTA_PASSWORD", "sandbox-alta-password"),
             alta_lookup_timeout_s=env.float("ALTA_LOOKUP_TIMEOUT_S", 120.0, validate=validate.Range(min=1)),
             alta_video_wait_s=env.float("ALTA_VIDEO_WAIT_S", 30.0, validate=validate.Range(min=0)),
-            tracktik_base_url=env.str("TRACKTIK_BASE_URL", Settings.tracktik_base_url),
-            tracktik_client_id=env.str("TRACKTIK_CLIENT_ID", Settings.tracktik_client_id),
+            tracktik_base_url=env.str("TRACKTIK_BASE_URL", "http://127.0.0.1:8100/tracktik"),
+            tracktik_client_id=env.str("TRACKTIK_CLIENT_ID", "sandbox-tracktik-client"),
             tracktik_client_secret=env.str("TRACKTIK_CLIENT_SECRET", "sandbox-tracktik-secret"),
-            tracktik_username=env.str("TRACKTIK_USERNAME", Settings.tracktik_username),
+            tracktik_username=env.str("TRACKTIK_USERNAME", "alarm-bridge-api"),
             tracktik_password=env.str("TRACKTIK_PASSWORD", "sandbox-tracktik-password"),
-            callonalarm_base_url=env.str("CALLONALARM_BASE_URL", Settings.callonalarm_base_url),
+            callonalarm_base_url=env.str("CALLONALARM_BASE_URL", "http://127.0.0.1:8100/callonalarm"),
             callonalarm_api_key=env.str("CALLONALARM_API_KEY", "coa_sandbox_key_0001"),
             callonalarm_hourly_budget=env.int(
                 "CALLONALARM_HOURLY_BUDGET", 100, validate=validate.Range(min=1)
@@ -184,10 +184,10 @@ def read_settings() -> Settings:
                 "CALLONALARM_POLL_INTERVAL_S", 30.0, validate=validate.Range(min=1)
             ),
             callonalarm_fallback_account=env.str("CALLONALARM_FALLBACK_ACCOUNT", None) or None,
-            rapidsos_base_url=env.str("RAPIDSOS_BASE_URL", Settings.rapidsos_base_url),
-            rapidsos_client_id=env.str("RAPIDSOS_CLIENT_ID", Settings.rapidsos_client_id),
+            rapidsos_base_url=env.str("RAPIDSOS_BASE_URL", "http://127.0.0.1:8100/rapidsos"),
+            rapidsos_client_id=env.str("RAPIDSOS_CLIENT_ID", "sandbox-rapidsos-client"),
             rapidsos_client_secret=env.str("RAPIDSOS_CLIENT_SECRET", "sandbox-rapidsos-secret"),
-            cad_base_url=env.str("CAD_BASE_URL", Settings.cad_base_url),
+            cad_base_url=env.str("CAD_BASE_URL", "http://127.0.0.1:8100/cad"),
             cad_token=env.str("CAD_TOKEN", "sandbox-cad-token"),
             environ=dict(os.environ),
         )

@@ -1,1 +1,249 @@
-"""Tasks that drive callonalarm: placeholder until they are written."""
+"""Tasks that drive CallOnAlarm: trigger the site's phone alert, follow it until someone acknowledges
+(or nobody does), and send the restore code that cancels calls still waiting in their delay.
+
+Refs written on the alarm: ``callonalarm_alert_id``, ``callonalarm_account``, ``callonalarm_status``,
+``callonalarm_delay_s``, ``callonalarm_acknowledged_by``/``_at``, ``callonalarm_calls_made``,
+``callonalarm_restore_sent``, ``callonalarm_restore_code``, ``callonalarm_restore_alert_id``.
+
+Every request counts against the deployment's 100 requests/hour, so polls are spaced by
+``callonalarm_poll_interval_s`` (the first one not before the vendor's own delay ends) and capped.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import shared_task
+
+from app.domain import sia, task_names
+from app.domain.alarms import AlarmContext
+from workers.clients.callonalarm import is_final
+from workers.clients.errors import NotYetError, UpstreamRejectedError
+from workers.perform import FollowUp, Job, Outcome, perform
+
+UPSTREAM = "callonalarm"
+ALTA_EVENT_CODE = "BA"  # an Alta Protect detection is a video-verified intrusion: Burglary Alarm
+CANCEL_EVENT_CODE = "OC"  # "Cancel Report": what we mean when the alarm's code has no restore pair
+MAX_POLLS = 40
+NOBODY_ANSWERED = frozenset({"timeout", "failed"})
+# Trigger statuses that place no call at all.
+NO_CALL_STATUSES = frozenset({"ignored", "technical_only", "logged_inactive"})
+TRIGGER_IN_FLIGHT_RECHECK_S = 2.0
+
+
+@shared_task(name=task_names.CALLONALARM_TRIGGER, ignore_result=True)
+def trigger(action_id: int) -> str:
+    """Trigger the site's CallOnAlarm phone alert for the alarm."""
+    return perform(action_id, _trigger)
+
+
+@shared_task(name=task_names.CALLONALARM_FOLLOW_STATUS, ignore_result=True)
+def follow_status(action_id: int) -> str:
+    """Poll one CallOnAlarm alert's status and record it; poll again until it ends."""
+    return perform(action_id, _follow_status)
+
+
+@shared_task(name=task_names.CALLONALARM_SEND_RESTORE, ignore_result=True)
+def send_restore(action_id: int) -> str:
+    """Send the restore code that cancels the alarm's pending CallOnAlarm calls."""
+    return perform(action_id, _send_restore)
+
+
+def _trigger(job: Job) -> Outcome:
+    """Call the site's contacts (or, as the phone fallback, the given account).
+
+    Idempotency: CallOnAlarm has no idempotency key and no lookup but by alert id, so an attempt whose
+    outcome is unknown (``action.outcome_unknown``: the answer was lost after sending) cannot be
+    reconciled. The rule is to trigger again: for a life-safety alarm a duplicate phone call is
+    safer than none. The retry's message says so, so the person called twice knows why.
+    """
+    alarm = _require_alarm(job)
+    params = job.action.params
+    account = _account(job, alarm)
+    code = alarm.code or ALTA_EVENT_CODE
+    message = _message(alarm, code, params)
+    if job.action.outcome_unknown:
+        message += " (repeat: the previous call request may have gone through)"
+    result = job.clients.callonalarm.trigger(account, code, alarm.zone, message)
+    refs: dict[str, Any] = {
+        "callonalarm_alert_id": result.alert_id,
+        "callonalarm_account": account,
+        "callonalarm_status": result.status,
+        "callonalarm_delay_s": result.delay_seconds,
+    }
+    follow_ups: tuple[FollowUp, ...] = ()
+    if not result.is_final:
+        # Polling during the vendor's delay learns nothing a restore would not tell us, and each
+        # poll spends 1% of the hourly budget: the first one waits for the calls to start.
+        follow_ups = (
+            FollowUp(
+                task_names.CALLONALARM_FOLLOW_STATUS,
+                after_s=max(job.settings.callonalarm_poll_interval_s, float(result.delay_seconds)),
+                params={"alert_id": result.alert_id},
+            ),
+        )
+    needs_person = None
+    if result.status in NO_CALL_STATUSES and (params.get("fallback") or result.status == "logged_inactive"):
+        needs_person = f"CallOnAlarm placed no call ({result.status}) on account {account}"
+    return Outcome(
+        external_id=result.alert_id,
+        result={
+            "alert_id": result.alert_id,
+            "account": account,
+            "event_code": code,
+            "status": result.status,
+            "delay_s": result.delay_seconds,
+            "requires_calls": result.requires_calls,
+            "contacts_to_call": result.contacts_to_call,
+            "technical_email_sent": result.technical_email_sent,
+        },
+        message=f"CallOnAlarm alert {result.alert_id}: {result.status} ({code} on account {account})",
+        refs=refs,
+        follow_ups=follow_ups,
+        needs_person=needs_person,
+    )
+
+
+def _follow_status(job: Job) -> Outcome:
+    """Record the alert's status; poll again while it runs, at most ``MAX_POLLS`` times in all.
+
+    A status GET changes nothing upstream, so a retry is always safe.
+    """
+    params = job.action.params
+    alert_id = params.get("alert_id")
+    if not alert_id:
+        raise UpstreamRejectedError(UPSTREAM, 0, "follow_status without an alert_id")
+    polls = int(params.get("polls", 0)) + 1
+    status = job.clients.callonalarm.status(str(alert_id))
+    refs: dict[str, Any] = {"callonalarm_status": status.status, "callonalarm_calls_made": status.calls_made}
+    if status.acknowledged_by:
+        refs["callonalarm_acknowledged_by"] = status.acknowledged_by
+    if status.acknowledged_at:
+        refs["callonalarm_acknowledged_at"] = status.acknowledged_at.isoformat()
+    follow_ups: tuple[FollowUp, ...] = ()
+    needs_person = None
+    if status.status in NOBODY_ANSWERED:
+        needs_person = f"CallOnAlarm: nobody acknowledged ({status.status})"
+    elif not status.is_final:
+        if polls < MAX_POLLS:
+            follow_ups = (
+                FollowUp(
+                    task_names.CALLONALARM_FOLLOW_STATUS,
+                    after_s=job.settings.callonalarm_poll_interval_s,
+                    params={"alert_id": alert_id, "polls": polls},
+                ),
+            )
+        else:
+            needs_person = (
+                f"CallOnAlarm: alert {alert_id} still {status.status} after {polls} polls; check it there"
+            )
+    return Outcome(
+        external_id=str(alert_id),
+        result={"status": status.status, "polls": polls, "calls_made": status.calls_made},
+        message=f"CallOnAlarm alert {alert_id}: {status.status}",
+        refs=refs,
+        follow_ups=follow_ups,
+        needs_person=needs_person,
+    )
+
+
+def _send_restore(job: Job) -> Outcome:
+    """Cancel the calls still pending for the alarm's alert by sending its restore code.
+
+    CallOnAlarm cancels on any code whose rule has Cancel ticked, and cancels every pending alert of
+    the account, whatever the zone. The code: ``params.code`` (the restore the panel sent), else the
+    alarm code's first restore pair ending in "R" (BA -> BR, IA -> IR), else its first pair, else
+    ``OC`` (Cancel Report: says "cancelled" without claiming a disarm, which ``OP`` would). The
+    panel's own cancel (``params.cancelled_by``: BC, OP, OS...) is not forwarded as the code: the
+    customer's delay rules may not tick Cancel on it, while the alarm's restore pairs are what seed
+    001's example uses; it is kept in the result.
+
+    Nothing is sent when the alarm has no CallOnAlarm alert, or when that alert has already ended.
+    A user cancel (``params.cancelled_by``) is planned when a trigger is running or done: while that
+    trigger is still in flight (no alert id yet) the restore waits for it, at most until the cancel
+    window plus one action lease after the alarm opened — by then the trigger has ended one way or
+    the other.
+    Idempotency: a repeat after an unknown outcome sends the code again; a second restore cancels
+    nothing more, it only logs one more event upstream.
+    """
+    alarm = _require_alarm(job)
+    alert_id = alarm.refs.get("callonalarm_alert_id")
+    if not alert_id and job.action.params.get("cancelled_by") and _trigger_may_be_in_flight(job, alarm):
+        raise NotYetError(
+            "the CallOnAlarm trigger has not answered yet", retry_after_s=TRIGGER_IN_FLIGHT_RECHECK_S
+        )
+    if not alert_id:
+        return Outcome(result={"skipped": "no CallOnAlarm alert"}, message="no CallOnAlarm alert to cancel")
+    known_status = alarm.refs.get("callonalarm_status")
+    if isinstance(known_status, str) and is_final(known_status):
+        return Outcome(
+            external_id=str(alert_id),
+            result={"skipped": f"alert already {known_status}"},
+            message=f"CallOnAlarm alert {alert_id} already {known_status}: no restore sent",
+        )
+    account = job.action.params.get("account") or alarm.refs.get("callonalarm_account")
+    account = account or _account(job, alarm)
+    code = _restore_code(alarm, job.action.params)
+    result = job.clients.callonalarm.trigger(
+        str(account), code, alarm.zone, f"alarm-bridge: restore for alert {alert_id}"
+    )
+    return Outcome(
+        external_id=result.alert_id,
+        result={
+            "code": code,
+            "account": account,
+            "status": result.status,
+            "cancels": alert_id,
+            "cancelled_by": job.action.params.get("cancelled_by"),
+        },
+        message=f"CallOnAlarm restore {code} sent for alert {alert_id}",
+        refs={
+            "callonalarm_restore_sent": True,
+            "callonalarm_restore_code": code,
+            "callonalarm_restore_alert_id": result.alert_id,
+        },
+    )
+
+
+def _trigger_may_be_in_flight(job: Job, alarm: AlarmContext) -> bool:
+    window = alarm.site.cancel_window if alarm.site is not None else timedelta(0)
+    return job.now < alarm.opened_at + window + timedelta(seconds=job.settings.action_lease_s)
+
+
+def _require_alarm(job: Job) -> AlarmContext:
+    if job.alarm is None:
+        raise UpstreamRejectedError(UPSTREAM, 0, f"{job.action.kind} has no alarm")
+    return job.alarm
+
+
+def _account(job: Job, alarm: AlarmContext) -> str:
+    """The account whose contacts are called: the action's (the fallback's), else the site's."""
+    account = job.action.params.get("account")
+    if account:
+        return str(account)
+    site = alarm.site
+    if site is not None and site.callonalarm is not None:
+        return site.callonalarm.account_number
+    raise UpstreamRejectedError(UPSTREAM, 0, "no CallOnAlarm account for this alarm's site")
+
+
+def _message(alarm: AlarmContext, code: str, params: dict[str, Any]) -> str:
+    """The voice/log message: what happened, where, and why a fallback is calling."""
+    parts = [alarm.description or alarm.message or sia.lookup(code).description]
+    if alarm.zone:
+        parts.append(f"zone {alarm.zone}")
+    text = ", ".join(parts)
+    if params.get("fallback"):
+        text += f"; fallback: {params.get('reason') or 'dispatch failed'}"
+    return text
+
+
+def _restore_code(alarm: AlarmContext, params: dict[str, Any]) -> str:
+    if params.get("code"):
+        return str(params["code"])
+    pairs = sia.restore_codes_for(alarm.code or ALTA_EVENT_CODE)
+    restorals = [code for code in pairs if code.endswith("R")]
+    if restorals:
+        return restorals[0]
+    return pairs[0] if pairs else CANCEL_EVENT_CODE

@@ -1,1 +1,311 @@
-"""Tasks that drive rapidsos: placeholder until they are written."""
+"""Tasks that drive RapidSOS (seed 004; CONTRACTS Part A 13-15, Part B §4 and §6.4).
+
+``rapidsos.create_alert`` asks for emergency dispatch: it sends the alarm's event core (source id,
+incident time, location, emergency type, site type) and the security fields seed 004 recommends, and
+keeps the alert id. A 216 (no PSAP takes RapidSOS alerts there) or 217 (supplemental data only) still
+creates the alert, but nobody will dispatch from it alone, so the handler asks perform() for the phone
+fallback and the alarm goes to a person. ``rapidsos.cancel_alert`` stands the alert down when the alarm
+ends as false, cancelled or a test.
+
+Idempotency of the create (decided here, because seed 004 is silent and RapidSOS offers no dedupe on
+``source_id`` and no way to find an alert except by its id): when an earlier attempt's answer was lost
+(``outcome_unknown``), we **send again**, with the same ``source_id``. The first attempt either reached
+the PSAP or did not, and we cannot tell which. A duplicate alert carrying the same source id, address
+and incident time is a nuisance a telecommunicator recognises (duplicate 911 calls for one incident
+are routine); a missing one is a fire or a hold-up nobody is sent to. The alarm is flagged for a
+person, with the source id, so the extra alert can be closed with the PSAP if one exists; only the
+alert whose id we hold can be cancelled from here. Retries are bounded by the action's max attempts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import shared_task
+
+from app.domain import sia, task_names
+from app.domain.alarms import AlarmContext
+from app.domain.plans import TROUBLE_KINDS
+from app.domain.sites import Location, Site
+from workers.clients.errors import UpstreamRejectedError
+from workers.clients.rapidsos import SUPPLEMENTAL_ONLY, UNSUPPORTED_LOCATION, CreatedAlert
+from workers.perform import Job, Outcome, perform
+
+UPSTREAM = "rapidsos"
+
+# SIA family -> RapidSOS emergency_type (CONTRACTS §6.4; seed 004's enum). The type picks the discipline
+# the PSAP routes to. Panic is HOLDUP: §6.4 allows HOLDUP or SILENT_ALARM "per site setting", and until
+# sites can say so (a `panic_emergency_type` key in the site's [rapidsos] table would be the place),
+# HOLDUP sends law enforcement to a person pressing a panic button, which is what it is for.
+# Gas is CO: seed 001's GA is the gas/CO detector and CO is the enum's only gas type.
+EMERGENCY_TYPES: dict[str, str] = {
+    sia.Family.BURGLARY: "BURGLARY",
+    sia.Family.HOLDUP: "HOLDUP",
+    sia.Family.PANIC: "HOLDUP",
+    sia.Family.FIRE: "FIRE",
+    sia.Family.SPRINKLER: "FIRE",
+    sia.Family.HEAT: "FIRE",
+    sia.Family.GAS: "CO",
+    sia.Family.MEDICAL: "MEDICAL",
+    sia.Family.EMERGENCY: "MEDICAL",
+}
+OTHER = "OTHER"
+
+# Seed 004's civic limits: our Location field -> (RapidSOS field, min length, max length).
+CIVIC_FIELDS: dict[str, tuple[str, int, int]] = {
+    "name": ("name", 1, 200),
+    "address_line1": ("street_1", 1, 200),
+    "address_line2": ("street_2", 1, 200),
+    "city": ("city", 1, 30),
+    "state": ("state", 2, 2),
+    "country": ("country", 1, 30),
+    "postal_code": ("zip_code", 5, 5),
+}
+CIVIC_REQUIRED = ("street_1", "city", "state", "country", "zip_code")
+
+# A sender's clock is trusted for incident_time only near our own receipt time; a panel whose clock
+# says 1970 or next week would otherwise misinform the PSAP (and 1970 is refused as "seconds, not ms").
+OCCURRED_AT_EARLIEST = timedelta(hours=24)
+OCCURRED_AT_LATEST = timedelta(minutes=5)
+_MISSING = frozenset({"", "n/a"})
+
+
+@shared_task(name=task_names.RAPIDSOS_CREATE_ALERT, ignore_result=True)
+def create_alert(action_id: int) -> str:
+    """Ask RapidSOS for emergency dispatch for one alarm; 216/217 fall back to a phone call."""
+    return perform(action_id, _create_alert)
+
+
+@shared_task(name=task_names.RAPIDSOS_CANCEL_ALERT, ignore_result=True)
+def cancel_alert(action_id: int) -> str:
+    """Cancel the alarm's RapidSOS alert (the alarm ended as false, cancelled or a test)."""
+    return perform(action_id, _cancel_alert)
+
+
+def _create_alert(job: Job) -> Outcome:
+    alarm = job.alarm
+    if alarm is None:
+        raise UpstreamRejectedError(UPSTREAM, 0, "the step has no alarm to report")
+    site = alarm.site
+    if site is None or site.rapidsos is None:
+        raise UpstreamRejectedError(UPSTREAM, 0, "the alarm's site has no [rapidsos] settings")
+    existing = alarm.refs.get("rapidsos_alert_id")
+    if existing:
+        # One RapidSOS alert per alarm: a second create step for it would only duplicate the dispatch.
+        return Outcome(external_id=str(existing), message=f"RapidSOS alert {existing} already exists")
+    body = alert_body(alarm, site)
+    created = job.clients.rapidsos.create_alert(body)
+    source_id = body["variables"]["event"]["source_id"]
+    refs: dict[str, Any] = {"rapidsos_source_id": source_id, "rapidsos_status_code": created.status_code}
+    if created.alert_id is not None:
+        refs["rapidsos_alert_id"] = created.alert_id
+    needs_person = None
+    if job.action.outcome_unknown:
+        refs["rapidsos_possible_duplicate"] = True
+        needs_person = (
+            f"RapidSOS create retried after a lost answer: the PSAP may hold a second alert with "
+            f"source_id {source_id}; only {created.alert_id or 'the new one'} can be cancelled from here"
+        )
+    return Outcome(
+        external_id=created.alert_id,
+        result=_result(created),
+        message=_message(created),
+        refs=refs,
+        needs_person=needs_person,
+        fallback=_fallback_reason(created),
+    )
+
+
+def _cancel_alert(job: Job) -> Outcome:
+    alarm = job.alarm
+    if alarm is None:
+        raise UpstreamRejectedError(UPSTREAM, 0, "the step has no alarm whose alert to cancel")
+    alert_id = alarm.refs.get("rapidsos_alert_id")
+    if not alert_id:
+        return Outcome(message="no RapidSOS alert: nothing to cancel", result={"cancelled": False})
+    state = job.clients.rapidsos.cancel_alert(str(alert_id))
+    if state is None:
+        return Outcome(
+            external_id=str(alert_id),
+            message=f"RapidSOS no longer holds alert {alert_id} (alerts are kept 12 h): nothing to cancel",
+            result={"cancelled": False},
+            refs={"rapidsos_cancelled": False},
+        )
+    return Outcome(
+        external_id=str(alert_id),
+        message=f"RapidSOS alert {alert_id} cancelled",
+        result={"cancelled": True, "status": state.status, "disposition": state.disposition},
+        refs={"rapidsos_cancelled": True},
+    )
+
+
+# --- the alert body (seed 004 "Body Params and Field Information", "Security and Fire") ------------
+
+
+def alert_body(alarm: AlarmContext, site: Site) -> dict[str, Any]:
+    """The ``POST /v1/alerts/`` body for an alarm at a site with a [rapidsos] table.
+
+    ``blocking: true`` because only a blocking create tells us the alert id and whether a PSAP takes
+    it. Empty values are left out rather than sent empty or null (RapidSOS refuses both).
+
+    Raises:
+        UpstreamRejectedError: the site has neither coordinates nor a civic address RapidSOS accepts
+            (the sites file should have caught this; a person must fix the site).
+    """
+    assert site.rapidsos is not None  # the caller checked
+    location = rapidsos_location(site.location)
+    if not location:
+        raise UpstreamRejectedError(
+            UPSTREAM, 0, f"site {site.key!r} has no coordinates and no complete civic address"
+        )
+    event: dict[str, Any] = {
+        "source_id": f"alarm-bridge-{alarm.id}",
+        "incident_time": incident_time_ms(alarm),
+        "location": location,
+        "emergency_type": emergency_type(alarm),
+        "site_type": site.site_type,
+    }
+    variables: dict[str, Any] = {"event": event}
+    optional = {
+        "alarm_description": _description(alarm),
+        "zone_description": _zone_description(alarm),
+        "alarm_permit_number": site.rapidsos.alarm_permit_number,
+        "instructions": site.instructions,
+        "site_phone": site.rapidsos.site_phone,
+    }
+    variables.update({key: value for key, value in optional.items() if _present(value)})
+    variables["visually_verified"] = visually_verified(alarm)
+    contacts = [
+        {
+            key: value
+            for key, value in (
+                ("name", contact.name),
+                ("phone", contact.phone),
+                ("relationship", contact.relationship),
+                ("language", contact.language),
+            )
+            if _present(value)
+        }
+        for contact in site.rapidsos.emergency_contacts
+    ]
+    if contacts:
+        # The sites file allows the keyholder plus three (seed 004's recommended maximum).
+        variables["emergency_contacts"] = contacts
+    return {"blocking": True, "callflow": site.rapidsos.callflow, "variables": variables}
+
+
+def emergency_type(alarm: AlarmContext) -> str:
+    """The RapidSOS emergency type of an alarm's family; a trouble is never its family's emergency.
+
+    A fire *trouble* (FT) sent as FIRE would roll an engine to a dirty detector, so troubles and
+    supervisory signals are OTHER whatever their family.
+    """
+    if alarm.code is not None and sia.lookup(alarm.code).kind in TROUBLE_KINDS:
+        return OTHER
+    return EMERGENCY_TYPES.get(alarm.family, OTHER)
+
+
+def incident_time_ms(alarm: AlarmContext) -> int:
+    """When it happened, in epoch ms: the sender's time when plausible, else when we opened the alarm."""
+    when = alarm.opened_at
+    occurred = alarm.occurred_at
+    if occurred is not None and (
+        alarm.opened_at - OCCURRED_AT_EARLIEST <= occurred <= alarm.opened_at + OCCURRED_AT_LATEST
+    ):
+        when = occurred
+    return _epoch_ms(when)
+
+
+def rapidsos_location(location: Location) -> dict[str, Any]:
+    """Geodetic when the site has coordinates, plus civic when its address fits RapidSOS's limits.
+
+    Seed 004: geodetic takes precedence when both are sent; the civic part still helps a person read
+    the alert. An address field beyond a limit drops an optional field, or the whole civic part if the
+    field is required (a bad civic part would make RapidSOS refuse the whole alert).
+    """
+    result: dict[str, Any] = {}
+    if location.latitude is not None and location.longitude is not None:
+        result["geodetic"] = {"latitude": location.latitude, "longitude": location.longitude}
+    civic: dict[str, str] = {}
+    for ours, (theirs, low, high) in CIVIC_FIELDS.items():
+        value = getattr(location, ours)
+        if isinstance(value, str) and low <= len(value.strip()) <= high:
+            civic[theirs] = value.strip()
+    if "zip_code" in civic and not civic["zip_code"].isdigit():
+        del civic["zip_code"]  # RapidSOS takes 5-digit US zip codes only
+    if all(name in civic for name in CIVIC_REQUIRED):
+        result["civic"] = civic
+    return result
+
+
+def visually_verified(alarm: AlarmContext) -> bool:
+    """Someone has confirmed the alarm as real: an operator's "valid" verdict (or Alta's, in refs)."""
+    return alarm.verification == "valid" or alarm.refs.get("alta_verification") == "valid"
+
+
+def _description(alarm: AlarmContext) -> str | None:
+    """A short overview, e.g. "Burglary Alarm: Back door glass break" (description, then message)."""
+    parts: list[str] = []
+    for part in (alarm.description, alarm.message):
+        if part is not None and _present(part) and part.strip() not in parts:
+            parts.append(part.strip())
+    return ": ".join(parts) or None
+
+
+def _zone_description(alarm: AlarmContext) -> str | None:
+    """The zone's name when it tells a responder something (seed 004: not "Zone 3").
+
+    Alta sends the zone's name in the webhook; a panel sends a zone number, which is left out.
+    """
+    if alarm.source_kind == "alta":
+        name = alarm.payload.get("alarmZoneName")
+        return name.strip() if isinstance(name, str) and _present(name) else None
+    zone = alarm.zone
+    if zone is None or not _present(zone) or zone.strip().isdigit():
+        return None
+    return zone.strip()
+
+
+def _present(value: object) -> bool:
+    return value is not None and not (isinstance(value, str) and value.strip().casefold() in _MISSING)
+
+
+def _epoch_ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+# --- outcome ------------------------------------------------------------------------------------------
+
+
+def _psap(created: CreatedAlert) -> dict[str, Any]:
+    psap = created.body.get("covering_psap")
+    return psap if isinstance(psap, dict) else {}
+
+
+def _result(created: CreatedAlert) -> dict[str, Any]:
+    psap = _psap(created)
+    return {
+        "status_code": created.status_code,
+        "alert_id": created.alert_id,
+        "covering_psap": psap.get("id"),
+    }
+
+
+def _message(created: CreatedAlert) -> str:
+    psap = _psap(created)
+    where = f"; covering PSAP {psap.get('name') or psap.get('id')}" if psap else ""
+    return f"RapidSOS {created.status_code}: alert {created.alert_id or '(no id)'}{where}"
+
+
+def _fallback_reason(created: CreatedAlert) -> str | None:
+    """Why a person must call the PSAP, or None when RapidSOS took the alert for dispatch."""
+    if created.status_code == UNSUPPORTED_LOCATION:
+        return "RapidSOS 216: no PSAP can take it — call the PSAP by phone"
+    if created.status_code == SUPPLEMENTAL_ONLY:
+        psap = _psap(created)
+        who = f" ({psap.get('name')}, {psap.get('phone')})" if psap.get("phone") else ""
+        return f"RapidSOS 217: the PSAP{who} takes it as supplemental data only — call the PSAP by phone"
+    if created.alert_id is None:
+        return f"RapidSOS {created.status_code} without an alert id — call the PSAP by phone"
+    return None

@@ -78,3 +78,21 @@ def test_secrets_stay_out_of_repr() -> None:
 def test_load_settings_is_the_process_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPERATOR_API_KEYS", "a,b")
     assert load_settings().operator_api_keys == ("a", "b")
+
+
+def test_upstream_defaults_are_the_sandbox_and_the_environment_overrides_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for vendor in ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD"):
+        monkeypatch.delenv(f"{vendor}_BASE_URL", raising=False)
+    defaults = read_settings()
+    assert defaults.tracktik_base_url == "http://127.0.0.1:8100/tracktik"
+    assert defaults.cad_base_url == "http://127.0.0.1:8100/cad"
+    monkeypatch.setenv("RAPIDSOS_BASE_URL", "http://127.0.0.1:9999/rapidsos")
+    assert read_settings().rapidsos_base_url == "http://127.0.0.1:9999/rapidsos"
+
+
+def test_a_sandbox_credential_aimed_at_a_real_vendor_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKTIK_BASE_URL", "https://acme.tracktik.com/rest")
+    with pytest.raises(ConfigurationError, match="TRACKTIK_BASE_URL"):
+        read_settings()

@@ -1,0 +1,253 @@
+"""BaseClient's error mapping over real loopback HTTP: what each failure becomes for perform().
+
+A tiny Flask app answers with any status and headers asked for, or holds its answer until the test
+releases it (a read timeout without sleeping); the CAD simulator's drop fault closes a connection
+after the request was sent. Together they pin down the rule of workers/clients/base.py: a request
+that may have landed is "outcome unknown" unless repeating it is harmless.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask, Response, jsonify, request
+from structlog.testing import capture_logs
+
+from sandbox.cad import create_app as create_cad_app
+from sandbox.config import load_config
+from sandbox.server import RunningServer, serve_in_thread
+from workers.clients.base import BaseClient
+from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
+
+pytestmark = pytest.mark.unit
+
+# The held route never answers within it, so it decides nothing but how long those tests take.
+SHORT_READ_TIMEOUT_S = 0.3
+HOLD_LIMIT_S = 10.0  # the held route gives up by itself if a test forgets to release it
+
+
+class DemoClient(BaseClient):
+    """The smallest concrete client: BaseClient as every vendor client uses it."""
+
+    upstream = "demo"
+
+
+class RecordingSession(requests.Session):
+    """A real session that remembers the keyword arguments of each request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict[str, Any]] = []
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        self.calls.append(kwargs)
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_upstream(release: threading.Event) -> Flask:
+    """`/status/<code>`: that status, every query parameter as a response header; `/held`: no answer
+    until `release` is set."""
+    app = Flask("demo-upstream")
+
+    @app.route("/status/<int:code>", methods=["GET", "POST", "PUT"])
+    def status(code: int) -> Response:
+        response = jsonify(error=f"status {code}", secret_field="never logged")
+        response.status_code = code
+        for name, value in request.args.items():
+            response.headers[name] = value
+        return response
+
+    @app.route("/held", methods=["GET", "POST", "PUT"])
+    def held() -> Response:
+        release.wait(HOLD_LIMIT_S)
+        return jsonify(done=True)
+
+    return app
+
+
+@pytest.fixture
+def upstream() -> Iterator[RunningServer]:
+    release = threading.Event()
+    server = serve_in_thread(make_upstream(release), port=0)
+    yield server
+    release.set()  # let held requests finish so the server stops at once
+    server.stop()
+
+
+@pytest.fixture
+def client(upstream: RunningServer) -> Iterator[DemoClient]:
+    demo = DemoClient(upstream.base_url + "/", (2.0, 5.0))
+    yield demo
+    demo.session.close()
+
+
+@pytest.fixture
+def impatient(upstream: RunningServer) -> Iterator[DemoClient]:
+    """A client whose read timeout the held route always outlasts."""
+    demo = DemoClient(upstream.base_url, (2.0, SHORT_READ_TIMEOUT_S))
+    yield demo
+    demo.session.close()
+
+
+def test_a_success_is_returned_as_the_response(client: DemoClient) -> None:
+    response = client._request("GET", "/status/200")
+
+    assert response.status_code == 200
+    assert response.json()["error"] == "status 200"
+
+
+def test_every_call_carries_the_connect_and_read_timeout(upstream: RunningServer) -> None:
+    session = RecordingSession()
+    demo = DemoClient(upstream.base_url, (1.5, 4.0), session)
+
+    demo._request("POST", "/status/201", json={"a": 1})
+    demo._request("GET", "/status/200")
+
+    assert [call["timeout"] for call in session.calls] == [(1.5, 4.0), (1.5, 4.0)]
+    session.close()
+
+
+def test_a_refused_connection_is_unavailable_even_for_a_post() -> None:
+    server = serve_in_thread(make_upstream(threading.Event()), port=0)
+    base_url = server.base_url
+    server.stop()  # nothing listens on that port any more
+    demo = DemoClient(base_url, (2.0, 2.0))
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        demo._request("POST", "/status/201")
+
+    assert caught.value.upstream == "demo"
+    assert caught.value.retry_after_s is None
+    demo.session.close()
+
+
+def test_a_read_timeout_on_a_post_leaves_the_outcome_unknown(impatient: DemoClient) -> None:
+    with pytest.raises(OutcomeUnknownError):
+        impatient._request("POST", "/held", json={"create": "something"})
+
+
+def test_a_read_timeout_on_a_get_is_merely_unavailable(impatient: DemoClient) -> None:
+    with pytest.raises(UpstreamUnavailableError):
+        impatient._request("GET", "/held")
+
+
+def test_a_read_timeout_on_an_idempotent_put_is_merely_unavailable(impatient: DemoClient) -> None:
+    with pytest.raises(UpstreamUnavailableError):
+        impatient._request("PUT", "/held", idempotent=True, json={"sysId": "x"})
+
+
+@pytest.fixture
+def cad_upstream() -> Iterator[RunningServer]:
+    server = serve_in_thread(create_cad_app(load_config()), port=0)
+    yield server
+    server.stop()
+
+
+def add_drop_fault(server: RunningServer, session: requests.Session) -> None:
+    fault = {"path": "/api/v1/external/incident", "drop": True}
+    response = session.post(server.base_url + "/_sandbox/faults", json=fault, timeout=5)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "idempotent", "error"),
+    [
+        ("PUT", False, OutcomeUnknownError),
+        ("PUT", True, UpstreamUnavailableError),
+        ("GET", False, UpstreamUnavailableError),
+    ],
+)
+def test_a_connection_dropped_after_sending_is_unknown_unless_repeating_is_harmless(
+    cad_upstream: RunningServer, method: str, idempotent: bool, error: type[Exception]
+) -> None:
+    demo = DemoClient(cad_upstream.base_url, (2.0, 5.0))
+    add_drop_fault(cad_upstream, demo.session)
+
+    with pytest.raises(error):
+        demo._request(method, "/api/v1/external/incident", idempotent=idempotent, json={"sysId": "x"})
+    demo.session.close()
+
+
+def test_a_503_with_retry_after_seconds_is_unavailable_for_that_long(client: DemoClient) -> None:
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        client._request("POST", "/status/503", params={"Retry-After": "7"})
+
+    assert caught.value.retry_after_s == 7
+    assert "HTTP 503" in str(caught.value)
+
+
+def test_a_429_with_an_http_date_retry_after_waits_until_that_date(client: DemoClient) -> None:
+    until = datetime.now(UTC) + timedelta(seconds=120)
+    http_date = email.utils.format_datetime(until, usegmt=True)
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        client._request("GET", "/status/429", params={"Retry-After": http_date})
+
+    # The date has one-second resolution and some time passes before it is read.
+    assert caught.value.retry_after_s is not None
+    assert 100 <= caught.value.retry_after_s <= 120
+
+
+def test_a_429_without_retry_after_uses_the_rate_limit_reset_epoch(client: DemoClient) -> None:
+    reset = int(datetime.now(UTC).timestamp()) + 60
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        client._request("GET", "/status/429", params={"X-RateLimit-Reset": str(reset)})
+
+    assert caught.value.retry_after_s is not None
+    assert 40 <= caught.value.retry_after_s <= 60
+
+
+def test_a_retry_after_beyond_an_hour_is_capped(client: DemoClient) -> None:
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        client._request("GET", "/status/503", params={"Retry-After": "86400"})
+
+    assert caught.value.retry_after_s == 3600
+
+
+def test_a_500_without_retry_after_leaves_the_delay_to_the_backoff(client: DemoClient) -> None:
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        client._request("POST", "/status/500")
+
+    assert caught.value.retry_after_s is None
+
+
+def test_a_404_is_rejected_with_its_status(client: DemoClient) -> None:
+    with pytest.raises(UpstreamRejectedError) as caught:
+        client._request("GET", "/status/404")
+
+    assert caught.value.status == 404
+    assert caught.value.upstream == "demo"
+    assert "status 404" in str(caught.value)  # the start of the error body, for the action's last_error
+
+
+def test_an_expected_status_is_returned_to_the_caller(client: DemoClient) -> None:
+    response = client._request("GET", "/status/404", expected=(404, 409))
+
+    assert response.status_code == 404
+
+
+def test_an_expected_status_does_not_hide_other_errors(client: DemoClient) -> None:
+    with pytest.raises(UpstreamRejectedError) as caught:
+        client._request("GET", "/status/400", expected=(404,))
+
+    assert caught.value.status == 400
+
+
+def test_each_call_is_logged_without_query_or_body(client: DemoClient) -> None:
+    with capture_logs() as logs:
+        client._request("POST", "/status/201?token=abc", json={"password": "hunter2"})
+
+    [entry] = [log for log in logs if log["event"] == "upstream.call"]
+    assert entry["upstream"] == "demo"
+    assert entry["method"] == "POST"
+    assert entry["path"] == "/status/201"
+    assert entry["status"] == 201
+    assert "hunter2" not in repr(logs)
+    assert "abc" not in repr(logs)

@@ -95,7 +95,8 @@ def configure_logging(settings: Settings) -> None:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=True,
+        # Not cached: a logger then always follows the current configuration (tests capture it).
+        cache_logger_on_first_use=False,
     )
     handler = _StderrHandler()
     handler.setFormatter(

@@ -306,7 +306,10 @@ def test_the_api_key_never_reaches_the_journal(coa: LiveSimulator) -> None:
 def test_connection_test_lists_the_keys_account_numbers(coa: LiveSimulator) -> None:
     response = connection_test(coa)
     assert response.status_code == 200
-    assert response.json() == {"valid": True, "accountNumbers": ["1001", "1002", "1003", "1004", "1005", "9000"]}
+    assert response.json() == {
+        "valid": True,
+        "accountNumbers": ["1001", "1002", "1003", "1004", "1005", "9000"],
+    }
     assert connection_test(coa, key=OTHER_KEY).json() == {"valid": True, "accountNumbers": ["2001"]}
 
 

@@ -20,7 +20,8 @@ from app.domain.outbox import Outbox, make_producer
 from app.domain.sites import Sites, load_sites
 from app.ledger.session import make_engine, make_sessionmaker
 from config.settings import Settings, load_settings
-from workers.clients import Clients, shared_cache
+from workers.clients import Clients
+from workers.clients.cache import shared_cache
 
 
 @dataclass(slots=False)

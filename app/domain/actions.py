@@ -169,6 +169,7 @@ def succeed(
     action.external_id = external_id
     action.result = result
     action.outcome_unknown = False
+    action.last_error = None  # what it waited for or failed on before is on the timeline
     _finish(session, action, ActionState.SUCCEEDED, now, message=message or f"{action.kind} succeeded")
     return True
 

@@ -19,6 +19,8 @@ from workers.clients.callonalarm import CallOnAlarmClient
 from workers.clients.rapidsos import RapidSOSClient
 from workers.clients.tracktik import TrackTikClient
 
+__all__ = ["Clients"]
+
 
 @dataclass(frozen=True, slots=True)
 class Clients:
@@ -40,15 +42,3 @@ class Clients:
             rapidsos=RapidSOSClient.from_settings(settings, cache),
             cad=CadClient.from_settings(settings, cache),
         )
-
-
-def shared_cache(settings: Settings) -> redis.Redis[Any]:
-    """The Redis that holds what clients share across processes (the broker's Redis)."""
-    if settings.redis_url is None:
-        raise RuntimeError("REDIS_URL is not set: workers need Redis")
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-
-
-def cache_key(settings: Settings, *parts: str) -> str:
-    """A Redis key under the deployment's prefix, so deployments (and test runs) never collide."""
-    return settings.broker_key_prefix + "ab:" + ":".join(parts)

@@ -32,6 +32,7 @@ from workers.clients.alta_models import (
     parse_bookmarks,
 )
 from workers.clients.base import BaseClient
+from workers.clients.cache import cache_key
 from workers.clients.errors import UpstreamRejectedError
 
 __all__ = ["AltaClient", "Bookmark", "EndResult", "OngoingAlert"]
@@ -70,7 +71,6 @@ class AltaClient(BaseClient):
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> AltaClient:
         """The client for this deployment; `cache` is the shared Redis that holds the login cookie."""
-        from workers.clients import cache_key  # the package imports this module: import late
 
         return cls(
             settings.alta_base_url,

@@ -22,6 +22,7 @@ import requests
 
 from config.settings import Settings
 from workers.clients.base import BaseClient, excerpt, retry_after_s
+from workers.clients.cache import cache_key
 from workers.clients.callonalarm_budget import HourlyBudget
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 
@@ -120,7 +121,6 @@ class CallOnAlarmClient(BaseClient):
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> CallOnAlarmClient:
         """The client for this deployment; ``cache`` is the shared Redis that holds the budget."""
-        from workers.clients import cache_key  # the package imports this module: import late
 
         budget = HourlyBudget.from_redis(
             cache, cache_key(settings, "callonalarm", "budget"), settings.callonalarm_hourly_budget

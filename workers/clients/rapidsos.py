@@ -28,6 +28,7 @@ import requests
 
 from config.settings import Settings
 from workers.clients.base import BaseClient, excerpt
+from workers.clients.cache import cache_key
 from workers.clients.errors import UpstreamRejectedError
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
@@ -101,7 +102,6 @@ class RapidSOSClient(BaseClient):
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> RapidSOSClient:
         """The client for this deployment; `cache` is the shared Redis (tokens, cookies, budgets)."""
-        from workers.clients import cache_key  # the package imports this module first
 
         return cls(
             settings.rapidsos_base_url,

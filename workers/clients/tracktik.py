@@ -18,6 +18,7 @@ import requests
 
 from config.settings import Settings
 from workers.clients.base import BaseClient
+from workers.clients.cache import cache_key
 from workers.clients.errors import OutcomeUnknownError, UpstreamUnavailableError
 from workers.clients.tracktik_alarms import (
     AlarmAttachment,
@@ -70,7 +71,6 @@ class TrackTikClient(BaseClient):
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> TrackTikClient:
         """The client for this deployment; `cache` is the shared Redis (tokens, cookies, budgets)."""
-        from workers.clients import cache_key  # the package imports this module: import at call time
 
         return cls(
             settings.tracktik_base_url,

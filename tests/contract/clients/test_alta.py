@@ -18,8 +18,8 @@ import requests
 from config.settings import Settings
 from sandbox.alta import create_app
 from sandbox.server import RunningServer, serve_in_thread
-from workers.clients import cache_key
 from workers.clients.alta import AltaClient
+from workers.clients.cache import cache_key
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.contract

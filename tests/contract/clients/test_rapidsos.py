@@ -20,7 +20,7 @@ from sandbox.config import load_config
 from sandbox.rapidsos import create_app
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
-from workers.clients import cache_key
+from workers.clients.cache import cache_key
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 from workers.clients.rapidsos import RapidSOSClient, token_cache_ttl_s
 

@@ -23,7 +23,7 @@ from config.settings import Settings
 from sandbox.alta_webhook import THUMBNAIL_B64
 from sandbox.server import RunningServer, serve_in_thread
 from sandbox.tracktik import create_app
-from workers.clients import cache_key
+from workers.clients.cache import cache_key
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 from workers.clients.tracktik import (
     ALARMS_PATH,

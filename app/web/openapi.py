@@ -18,7 +18,7 @@ from app.web.intake.schemas import (
     IntakeReceiptSchema,
     PanelEventSchema,
 )
-from app.web.operator.schemas import SelftestRequestSchema
+from app.web.operator.schemas import EndRequestSchema, SelftestRequestSchema, VerifyRequestSchema
 
 bp = Blueprint("openapi", __name__, template_folder="templates")
 
@@ -75,6 +75,8 @@ def build_spec() -> dict[str, Any]:
         ("IntakeReceipt", IntakeReceiptSchema),
         ("Error", ErrorSchema),
         ("SelftestRequest", SelftestRequestSchema),
+        ("VerifyRequest", VerifyRequestSchema),
+        ("EndRequest", EndRequestSchema),
     ):
         spec.components.schema(name, schema=schema)
     intake_errors = ("400", "401", "403", "413", "415", "422")
@@ -150,6 +152,46 @@ def build_spec() -> dict[str, Any]:
             "responses": {
                 "202": {"description": "`{action_id, queue, status_url}`"}, **_responses({}, ("401", "422"))
             },
+        }},
+    )  # fmt: skip
+    alarm_id = [{"in": "path", "name": "alarm_id", "required": True, "schema": {"type": "integer"}}]
+    command_answers = {
+        "200": {"description": "the alarm after the command (as GET /v1/alarms/{alarm_id})"},
+        "404": {"description": "no such alarm"},
+        "409": {"description": "the alarm has ended"},
+        **_responses({}, ("401", "422")),
+    }
+    commands = (
+        (
+            "verify",
+            "Record the verdict (valid / false / none), carry it to Alta; false ends it",
+            "VerifyRequest",
+        ),
+        ("acknowledge", "A person has taken the alarm (it leaves the needs-a-person list)", None),
+        (
+            "end",
+            "End with an outcome: stop what has not started, end the Alta alert, stand down",
+            "EndRequest",
+        ),
+    )
+    for name, summary, schema in commands:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "parameters": alarm_id,
+            "responses": command_answers,
+        }
+        if schema:
+            operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
+        spec.path(path=f"/v1/alarms/{{alarm_id}}/{name}", operations={"post": operation})
+    spec.path(
+        path="/v1/actions/{action_id}/retry",
+        operations={"post": {
+            "summary": "Run a failed action again with fresh attempts (operator key)",
+            "security": [{"bearer": []}],
+            "parameters": [{"in": "path", "name": "action_id", "required": True, "schema": {"type": "integer"}}],
+            "responses": {"202": {"description": "the action, queued"}, "404": {"description": "no such action"},
+                          "409": {"description": "not failed, or its alarm has ended"}},
         }},
     )  # fmt: skip
     spec.path(

@@ -441,6 +441,9 @@ def test_the_queue_lists_life_safety_first(bridge: Bridge) -> None:
 def test_the_openapi_document_and_its_page_are_served(bridge: Bridge) -> None:
     spec = bridge.http.get(f"{bridge.base}/openapi.json", timeout=10).json()
     assert {"/v1/events", "/v1/events:batch", "/v1/webhooks/alta"} <= set(spec["paths"])
+    alarm = "/v1/alarms/{alarm_id}"
+    operator = {"/v1/alarms", alarm, f"{alarm}/verify", f"{alarm}/end", f"{alarm}/acknowledge"}
+    assert operator | {"/v1/actions/{action_id}/retry"} <= set(spec["paths"])
     assert "occurred_at" in spec["components"]["schemas"]["PanelEvent"]["properties"]
     page = bridge.http.get(f"{bridge.base}/docs", timeout=10)
     assert page.status_code == 200 and "/v1/events:batch" in page.text

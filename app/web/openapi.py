@@ -189,9 +189,14 @@ def build_spec() -> dict[str, Any]:
         operations={"post": {
             "summary": "Run a failed action again with fresh attempts (operator key)",
             "security": [{"bearer": []}],
-            "parameters": [{"in": "path", "name": "action_id", "required": True, "schema": {"type": "integer"}}],
-            "responses": {"202": {"description": "the action, queued"}, "404": {"description": "no such action"},
-                          "409": {"description": "not failed, or its alarm has ended"}},
+            "parameters": [
+                {"in": "path", "name": "action_id", "required": True, "schema": {"type": "integer"}}
+            ],
+            "responses": {
+                "202": {"description": "the action, queued"},
+                "404": {"description": "no such action"},
+                "409": {"description": "not failed, or its alarm has ended"},
+            },
         }},
     )  # fmt: skip
     spec.path(

@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
-from app.domain import actions
+from app.domain import actions, task_names
 from app.domain.actions import ClaimedAction, DueAction
 from app.domain.alarms import (
     FALLBACK_FROM,
@@ -31,10 +32,12 @@ from app.domain.alarms import (
     plan_fallback,
     plan_step,
 )
-from app.ledger.models import Action, ActionState, Alarm, utcnow
+from app.domain.operations import STAND_DOWN
+from app.ledger.models import Action, ActionState, Alarm, AlarmState, utcnow
 from config.settings import Settings
 from workers.clients import Clients
 from workers.clients.errors import (
+    BudgetExhaustedError,
     NotYetError,
     OutcomeUnknownError,
     UpstreamRejectedError,
@@ -88,13 +91,20 @@ def perform(action_id: int, handler: Handler) -> str:
     """
     rt = runtime()
     lease = timedelta(seconds=rt.settings.action_lease_s)
+    fallback: list[DueAction] = []
+
+    def exhausted(session: Any, action: Action) -> None:
+        if action.kind in FALLBACK_FROM and action.alarm_id is not None:
+            fallback.extend(_plan_fallback(session, rt, action.alarm_id, f"{action.kind} failed", utcnow()))
+
     with rt.sessions.begin() as session:
-        claimed = actions.claim(session, action_id, now=utcnow(), lease=lease)
+        claimed = actions.claim(session, action_id, now=utcnow(), lease=lease, on_exhausted=exhausted)
         context = (
             load_context(session, claimed.alarm_id, rt.sites)
             if claimed is not None and claimed.alarm_id is not None
             else None
         )
+    rt.outbox.publish(fallback)
     if claimed is None:
         log.info("action.skipped", action_id=action_id)
         return "skipped"
@@ -110,6 +120,10 @@ def perform(action_id: int, handler: Handler) -> str:
         return _retry(rt, claimed, str(exc), outcome_unknown=True)
     except UpstreamRejectedError as exc:
         return _fail(rt, claimed, str(exc))
+    except SoftTimeLimitExceeded:
+        # Cut off mid-call: the upstream may have applied the request.
+        _retry(rt, claimed, "task time limit reached", outcome_unknown=True)
+        raise
     except Exception as exc:
         _retry(rt, claimed, f"internal error: {type(exc).__name__}: {exc}")
         raise
@@ -149,6 +163,8 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
                 note(session, alarm.id, now, "alarm.needs_person", outcome.needs_person, action_id=claimed.id)
             if outcome.fallback:
                 due += _fallback(session, rt, claimed, outcome.fallback, now)
+            if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
+                due += _stand_down_late(session, rt, alarm, outcome, now)
     rt.outbox.publish(due)
     log.info("action.succeeded", action_id=claimed.id, external_id=outcome.external_id)
     return ActionState.SUCCEEDED.value
@@ -165,14 +181,34 @@ def _fail(rt: Runtime, claimed: ClaimedAction, error: str) -> str:
     return ActionState.FAILED.value
 
 
+def _stand_down_late(
+    session: Any, rt: Runtime, alarm: Alarm, outcome: Outcome, now: datetime
+) -> list[DueAction]:
+    """A step that finished after the alarm ended (as false or cancelled) created something upstream:
+    stand it down too, as ending the alarm would have if it had known."""
+    kinds = []
+    if outcome.refs.get("rapidsos_alert_id"):
+        kinds.append(task_names.RAPIDSOS_CANCEL_ALERT)
+    if outcome.refs.get("callonalarm_alert_id"):
+        kinds.append(task_names.CALLONALARM_SEND_RESTORE)
+    steps = [
+        plan_step(session, alarm, k, now=now, max_attempts=rt.settings.action_max_attempts) for k in kinds
+    ]
+    return [step for step in steps if step is not None]
+
+
 def _fallback(
     session: Any, rt: Runtime, claimed: ClaimedAction, reason: str, now: datetime
 ) -> list[DueAction]:
     if claimed.alarm_id is None:
         return []
+    return _plan_fallback(session, rt, claimed.alarm_id, reason, now)
+
+
+def _plan_fallback(session: Any, rt: Runtime, alarm_id: int, reason: str, now: datetime) -> list[DueAction]:
     step = plan_fallback(
         session,
-        claimed.alarm_id,
+        alarm_id,
         reason,
         now=now,
         max_attempts=rt.settings.action_max_attempts,
@@ -204,8 +240,18 @@ def _retry(
 
 
 def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError) -> str:
+    now = utcnow()
     with rt.sessions.begin() as session:
-        state = actions.defer(session, claimed, now=utcnow(), reason=exc.reason, delay_s=exc.retry_after_s)
+        state = actions.defer(session, claimed, now=now, reason=exc.reason, delay_s=exc.retry_after_s)
+        if isinstance(exc, BudgetExhaustedError) and claimed.alarm_id is not None:
+            # A call that cannot be placed for a while is a person's to make.
+            alarm = session.execute(
+                select(Alarm).where(Alarm.id == claimed.alarm_id).with_for_update()
+            ).scalar_one()
+            reason = f"{claimed.kind} waits {exc.retry_after_s:.0f}s: {exc.reason}"
+            if alarm.is_active and not alarm.needs_person:
+                alarm.flag_for_person(reason)
+                note(session, alarm.id, now, "alarm.needs_person", reason, action_id=claimed.id)
     log.info("action.deferred", action_id=claimed.id, reason=exc.reason, delay_s=exc.retry_after_s)
     return state.value
 

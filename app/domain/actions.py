@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,9 +28,11 @@ from app.ledger.models import (
     TimelineEntry,
 )
 
-# Steps that close an alarm with the upstreams: they still run after the alarm has ended.
+# Steps that still run after the alarm has ended: those that close it with the upstreams, and the
+# read-only Alta lookup they need (ending an Alta alarm needs the alert's guid).
 CLOSING_KINDS = frozenset(
     {
+        task_names.ALTA_FIND_ONGOING_ALERT,
         task_names.ALTA_VERIFY,
         task_names.ALTA_END,
         task_names.CALLONALARM_SEND_RESTORE,
@@ -104,11 +107,19 @@ def due_action(action: Action) -> DueAction:
     return DueAction(id=action.id, task_name=action.kind, queue=action.queue)
 
 
-def claim(session: Session, action_id: int, *, now: datetime, lease: timedelta) -> ClaimedAction | None:
+def claim(
+    session: Session,
+    action_id: int,
+    *,
+    now: datetime,
+    lease: timedelta,
+    on_exhausted: Callable[[Session, Action], None] | None = None,
+) -> ClaimedAction | None:
     """Take the lease on an action if it is due, wanted and not held; None means "do nothing".
 
     Called inside a transaction that commits right after, so the lease is visible to every other
-    delivery of the same message before any upstream call is made.
+    delivery of the same message before any upstream call is made. ``on_exhausted`` runs (in the same
+    transaction) when the action fails here because its attempts ran out under expired leases.
     """
     action = session.execute(
         select(Action).where(Action.id == action_id).with_for_update()
@@ -116,16 +127,25 @@ def claim(session: Session, action_id: int, *, now: datetime, lease: timedelta) 
     if action is None or action.state in TERMINAL_ACTION_STATES:
         return None
     if action.due_at > now:
-        return None  # an early or stale message; the dispatcher sends it again when due
+        if action.state == ActionState.QUEUED:
+            # Early (clocks differ between hosts): hand it back so the next dispatcher tick sends it.
+            action.state = ActionState.PENDING
+            action.enqueued_at = None
+        return None
     if action.state == ActionState.RUNNING and action.lease_until is not None and action.lease_until > now:
         return None  # another delivery holds a live lease
-    if action.alarm_id is not None and action.kind not in CLOSING_KINDS and action.attempts == 0:
+    if action.alarm_id is not None and action.kind not in CLOSING_KINDS:
         alarm = session.get(Alarm, action.alarm_id)
         if alarm is not None and alarm.state == AlarmState.ENDED:
             _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm has ended")
             return None
+    if action.state == ActionState.RUNNING:
+        # The previous holder's lease expired mid-attempt: its request may have reached the upstream.
+        action.outcome_unknown = True
     if action.attempts >= action.max_attempts:
         _fail(session, action, now, error=action.last_error or "attempts exhausted (lease expired)")
+        if on_exhausted is not None:
+            on_exhausted(session, action)
         return None
     action.state = ActionState.RUNNING
     action.attempts += 1

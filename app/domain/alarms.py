@@ -45,6 +45,7 @@ class AlarmContext:
     refs: dict[str, Any]
     verification: str | None
     event_count: int = 1
+    action_kinds: tuple[str, ...] = ()  # the kinds of the alarm's steps, in order
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +58,9 @@ def load_context(session: Session, alarm_id: int, sites: Sites) -> AlarmContext 
         select(Event).where(Event.alarm_id == alarm_id).order_by(Event.id).limit(1)
     ).scalar_one_or_none()
     payload = dict(first.payload) if first is not None else {}
+    kinds = session.execute(
+        select(Action.kind).where(Action.alarm_id == alarm_id).order_by(Action.id)
+    ).scalars()
     return AlarmContext(
         id=alarm.id,
         state=alarm.state,
@@ -75,6 +79,7 @@ def load_context(session: Session, alarm_id: int, sites: Sites) -> AlarmContext 
         refs=dict(alarm.refs or {}),
         verification=alarm.verification,
         event_count=alarm.event_count,
+        action_kinds=tuple(kinds),
     )
 
 

@@ -195,7 +195,10 @@ class _Recorder:
             )
             .order_by(Alarm.id.desc())
             .limit(1)
+            .with_for_update()  # an operator ending it concurrently: wait, then see it ended
         ).scalar_one_or_none()
+        if alarm is not None and alarm.state not in ACTIVE_ALARM_STATES:
+            alarm = None  # it ended while we waited for its lock
         if alarm is not None:
             alarm.event_count += 1
             alarm.last_event_at = self.now
@@ -378,13 +381,14 @@ class _Recorder:
                     Action.alarm_id == alarm.id,
                     Action.cancellable.is_(True),
                     Action.state.in_((ActionState.PENDING, ActionState.QUEUED)),
-                    Action.attempts == 0,
                 )
                 .with_for_update()
             )
             .scalars()
             .all()
         )
+        # A stopped step that had already tried may have placed its call: send the restore too.
+        maybe_placed = any(a.attempts > 0 or a.outcome_unknown for a in stopped)
         for action in stopped:
             action.state = ActionState.CANCELLED
             action.completed_at = self.now
@@ -417,7 +421,7 @@ class _Recorder:
                 Action.state.in_((ActionState.RUNNING, ActionState.SUCCEEDED)),
             )
         ).first()
-        if placed is None:
+        if placed is None and not maybe_placed:
             return []
         step = plan_step(
             self.session,

@@ -73,6 +73,12 @@ class Outbox:
                     .where(Action.id.in_(action_ids), Action.state == ActionState.QUEUED)
                     .values(state=ActionState.PENDING, enqueued_at=None)
                 )
+                # A lease-expired row the dispatcher tried to re-send: re-send it on the next tick.
+                session.execute(
+                    update(Action)
+                    .where(Action.id.in_(action_ids), Action.state == ActionState.RUNNING)
+                    .values(enqueued_at=None)
+                )
         except Exception as exc:  # noqa: BLE001 - the lease-expiry path still recovers these
             log.error("outbox.mark_unsent_failed", action_ids=action_ids, error=str(exc))
 

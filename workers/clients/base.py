@@ -30,8 +30,13 @@ def retry_after_s(response: requests.Response) -> float | None:
         try:
             return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                parsed = None  # an unreadable header: fall back to our own backoff
             if parsed is not None:
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=UTC)
                 return min(MAX_RETRY_AFTER_S, max(0.0, (parsed - datetime.now(UTC)).total_seconds()))
     reset = response.headers.get("X-RateLimit-Reset")
     if reset and response.status_code == 429:
@@ -91,7 +96,14 @@ class BaseClient:
                 self.upstream, f"{method} {path}: no answer within the timeout"
             ) from exc
         except requests.RequestException as exc:
-            raise UpstreamUnavailableError(self.upstream, f"{method} {path}: {type(exc).__name__}") from exc
+            if method in SAFE_METHODS or idempotent:
+                raise UpstreamUnavailableError(
+                    self.upstream, f"{method} {path}: {type(exc).__name__}"
+                ) from exc
+            # Failed while reading the answer (e.g. a broken chunked body): the request was sent.
+            raise OutcomeUnknownError(
+                self.upstream, f"{method} {path}: {type(exc).__name__} after send"
+            ) from exc
         finally:
             log.info(
                 "upstream.call",
@@ -103,6 +115,11 @@ class BaseClient:
             )
         if response.status_code in expected:
             return response
+        if response.status_code in (502, 504) and method not in SAFE_METHODS and not idempotent:
+            # A gateway gave up waiting for the vendor, which may still have applied the request.
+            raise OutcomeUnknownError(
+                self.upstream, f"{method} {path}: HTTP {response.status_code} from a gateway"
+            )
         if response.status_code == 429 or response.status_code >= 500:
             raise UpstreamUnavailableError(
                 self.upstream,

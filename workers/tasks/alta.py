@@ -166,7 +166,12 @@ def _end(job: Job) -> Outcome:
     alarm = _alarm(job)
     guid = alarm.refs.get("alta_alert_guid")
     if not guid:
-        return Outcome(message="no Alta alert to end")
+        # The lookup may still be running (it is not cancelled when an alarm ends): wait for it, bounded.
+        elapsed = _elapsed_s(job, alarm)
+        if alarm.source_kind == "alta" and elapsed < job.settings.alta_lookup_timeout_s:
+            raise NotYetError("the Alta alert guid is not known yet", retry_after_s=RETRY_S)
+        reason = f"no Alta alert known after {elapsed:.0f} s: end it in Alta by hand if it is still open"
+        return Outcome(message=reason, needs_person=reason if alarm.source_kind == "alta" else None)
     ended = job.clients.alta.end(guid)
     if not ended.known:
         return Outcome(

@@ -241,7 +241,8 @@ def rapidsos_location(location: Location) -> dict[str, Any]:
 
 def visually_verified(alarm: AlarmContext) -> bool:
     """Someone has confirmed the alarm as real: an operator's "valid" verdict (or Alta's, in refs)."""
-    return alarm.verification == "valid" or alarm.refs.get("alta_verification") == "valid"
+    alta = alarm.refs.get("alta_verification")
+    return alarm.verification == "valid" or (isinstance(alta, dict) and alta.get("verdict") == "valid")
 
 
 def _description(alarm: AlarmContext) -> str | None:

@@ -51,7 +51,8 @@ def _create_alarm(job: Job) -> Outcome:
     site = alarm.site
     if site is None or site.tracktik is None:
         raise UpstreamRejectedError(UPSTREAM, 0, "site has no tracktik table")
-    is_alta = alarm.source_kind == "alta"
+    # Wait for the links only when the plan looks for the Alta alert (and so for its video).
+    is_alta = alarm.source_kind == "alta" and task_names.ALTA_FIND_ONGOING_ALERT in alarm.action_kinds
     links = _video_links(alarm.refs.get(VIDEO_LINKS_REF))
     waited_s = (job.now - alarm.opened_at).total_seconds()
     if is_alta and VIDEO_LINKS_REF not in alarm.refs and waited_s < job.settings.alta_video_wait_s:

@@ -181,3 +181,53 @@ def test_dispatch_collects_due_unsent_and_expired_leases_once(sessions: sessionm
     assert _row(sessions, due_unsent).state == ActionState.QUEUED
     later = T0 + LEASE + timedelta(seconds=1)
     assert collect(later) == {due_unsent, sent_recently, leased}  # lost messages and an expired lease
+
+
+def test_a_step_retried_after_its_alarm_ended_is_cancelled_not_run(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions, alarm=True, kind="callonalarm.trigger", target="callonalarm")
+    first = _claim(sessions, action_id, T0)
+    assert first is not None
+    with sessions.begin() as session:
+        actions.retry_later(session, first, now=T0, error="HTTP 503", delay_s=1)
+        session.get_one(Alarm, session.get_one(Action, action_id).alarm_id).state = AlarmState.ENDED
+    assert _claim(sessions, action_id, T0 + timedelta(seconds=2)) is None
+    assert _row(sessions, action_id).state == ActionState.CANCELLED
+
+
+def test_an_early_message_hands_the_action_back_to_the_next_dispatcher_tick(
+    sessions: sessionmaker[Session],
+) -> None:
+    action_id = _add(sessions, due_at=T0 + timedelta(milliseconds=5), enqueued=True)
+    assert _row(sessions, action_id).state == ActionState.QUEUED
+    assert _claim(sessions, action_id, T0) is None  # this worker's clock is a little behind
+    row = _row(sessions, action_id)
+    assert (row.state, row.enqueued_at) == (ActionState.PENDING, None)
+    with sessions.begin() as session:
+        due = actions.collect_for_dispatch(
+            session, now=T0 + timedelta(seconds=1), resend_after=timedelta(seconds=90), limit=10
+        )
+    assert [d.id for d in due] == [action_id]
+
+
+def test_taking_over_an_expired_lease_marks_the_outcome_unknown(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions)
+    assert _claim(sessions, action_id, T0) is not None
+    second = _claim(sessions, action_id, T0 + LEASE + timedelta(seconds=1))
+    assert second is not None and second.outcome_unknown is True
+
+
+def test_attempts_exhausted_under_an_expired_lease_report_it_for_the_fallback(
+    sessions: sessionmaker[Session],
+) -> None:
+    action_id = _add(sessions, alarm=True, max_attempts=1)
+    assert _claim(sessions, action_id, T0) is not None
+    seen: list[int] = []
+    with sessions.begin() as session:
+        result = actions.claim(
+            session,
+            action_id,
+            now=T0 + LEASE + timedelta(seconds=1),
+            lease=LEASE,
+            on_exhausted=lambda _s, action: seen.append(action.id),
+        )
+    assert result is None and seen == [action_id]

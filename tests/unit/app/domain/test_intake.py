@@ -239,3 +239,26 @@ def test_an_alta_zone_alarm_runs_the_alta_steps_too(sessions: sessionmaker[Sessi
 def test_the_residential_site_follows_its_own_plan(sessions: sessionmaker[Session]) -> None:
     receipt = record(sessions, panel("MA", account=NEWTON_ACCOUNT))
     assert [d.task_name for d in receipt.due_actions] == ["rapidsos.create_alert", "callonalarm.trigger"]
+
+
+def test_a_cancel_stops_a_held_call_that_already_retried_and_sends_the_restore(
+    sessions: sessionmaker[Session],
+) -> None:
+    from app.domain import actions as action_rules
+
+    opened = record(sessions, panel("BA"))
+    with sessions.begin() as session:
+        call = session.execute(
+            select(Action).where(Action.alarm_id == opened.alarm_id, Action.kind == "callonalarm.trigger")
+        ).scalar_one()
+        call.due_at = T0  # its delay is over; its first attempt got a 503
+        call_id = call.id
+    with sessions.begin() as session:
+        claimed = action_rules.claim(
+            session, call_id, now=T0 + timedelta(seconds=1), lease=timedelta(seconds=90)
+        )
+        assert claimed is not None
+        action_rules.retry_later(session, claimed, now=T0 + timedelta(seconds=1), error="HTTP 503", delay_s=5)
+    cancel = record(sessions, panel("BC", at=T0 + timedelta(seconds=30)))
+    assert actions_of(sessions, opened.alarm_id)["callonalarm.trigger"] == ActionState.CANCELLED
+    assert [d.task_name for d in cancel.due_actions] == ["callonalarm.send_restore"]

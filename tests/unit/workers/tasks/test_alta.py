@@ -374,7 +374,10 @@ def test_end_of_an_alert_alta_no_longer_knows_succeeds(clients: Clients, setting
     assert outcome.needs_person is None
 
 
-def test_end_without_an_alta_alert_has_nothing_to_do(sim: Sim, clients: Clients, settings: Settings) -> None:
-    outcome = _end(job(clients, settings, task_names.ALTA_END, context=alarm()))
-    assert outcome.message == "no Alta alert to end"
+def test_end_waits_for_the_lookup_then_asks_a_person(sim: Sim, clients: Clients, settings: Settings) -> None:
+    with pytest.raises(NotYetError):
+        _end(job(clients, settings, task_names.ALTA_END, context=alarm(), after_s=1.0))
+    late = settings.alta_lookup_timeout_s + 1
+    outcome = _end(job(clients, settings, task_names.ALTA_END, context=alarm(), after_s=late))
+    assert outcome.needs_person and "by hand" in outcome.needs_person
     assert sim.journal("/api/v1") == []

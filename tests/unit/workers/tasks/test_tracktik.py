@@ -110,6 +110,7 @@ def panel_alarm(site: Site | None, **overrides: Any) -> AlarmContext:
 def alta_alarm(site: Site, **overrides: Any) -> AlarmContext:
     values: dict[str, Any] = {
         "source_kind": "alta",
+        "action_kinds": ("alta.find_ongoing_alert", "tracktik.create_alarm"),
         "account": None,
         "zone": "az-5d1c",
         "code": None,
@@ -302,3 +303,12 @@ def test_retry_after_a_failure_that_created_nothing_creates_the_alarm(
 
     assert outcome.result["adopted"] is False
     assert len(stored_alarms(http, server)) == 1
+
+
+def test_an_alta_alarm_whose_plan_does_not_look_for_the_alert_does_not_wait_for_video(
+    site: Site, clients: Clients, settings: Settings
+) -> None:
+    outcome = _create_alarm(
+        job(clients, settings, alta_alarm(site, action_kinds=("tracktik.create_alarm",)), now=OPENED_AT)
+    )
+    assert outcome.refs["tracktik_alarm_id"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from app.domain.sites import Sites, load_sites
+from app.domain.sites import Sites
+from app.domain.sites_file import load_sites
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SITES = REPO / "config" / "examples" / "sites.toml"

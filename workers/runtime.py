@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain.outbox import Outbox, make_producer
-from app.domain.sites import Sites, load_sites
+from app.domain.sites import Sites
+from app.domain.sites_file import load_sites
 from app.ledger.session import make_engine, make_sessionmaker
 from config.settings import Settings, load_settings
 from workers.clients import Clients

@@ -15,7 +15,8 @@ from flask import Flask
 
 from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox, make_producer
-from app.domain.sites import Sites, SitesFileError, load_sites
+from app.domain.sites import Sites, SitesFileError
+from app.domain.sites_file import load_sites
 from app.ledger.session import make_engine, make_sessionmaker
 from app.web import errors, health, metrics, openapi
 from app.web.intake import bp as intake_bp

@@ -21,9 +21,8 @@ from app.domain.sites import (
     Sites,
     SitesFileError,
     Source,
-    load_sites,
-    parse_duration,
 )
+from app.domain.sites_file import load_sites, parse_duration
 
 pytestmark = pytest.mark.unit
 

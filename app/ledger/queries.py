@@ -145,3 +145,14 @@ def alarm_detail(session: Session, alarm_id: int) -> dict[str, Any] | None:
         "actions": [_action(a) for a in actions],
         "timeline": [_line(line) for line in lines],
     }
+
+
+def list_actions(
+    session: Session, *, states: tuple[str, ...], limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Actions in the given states, newest first: with ``failed`` this is the dead-letter view."""
+    rows = session.execute(
+        select(Action).where(Action.state.in_(states)).order_by(Action.updated_at.desc(), Action.id.desc())
+        .limit(limit).offset(offset)
+    ).scalars()  # fmt: skip
+    return [{**_action(a), "alarm_id": a.alarm_id, "updated_at": _iso(a.updated_at)} for a in rows]

@@ -185,6 +185,15 @@ def build_spec() -> dict[str, Any]:
             operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
         spec.path(path=f"/v1/alarms/{{alarm_id}}/{name}", operations={"post": operation})
     spec.path(
+        path="/v1/actions",
+        operations={"get": {
+            "summary": "Actions by state (operator key); ?state=failed (the default) is the dead-letter view",
+            "security": [{"bearer": []}],
+            "parameters": [{"in": "query", "name": "state", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "`{actions: [...]}`"}, **_responses({}, ("401", "422"))},
+        }},
+    )  # fmt: skip
+    spec.path(
         path="/v1/actions/{action_id}/retry",
         operations={"post": {
             "summary": "Run a failed action again with fresh attempts (operator key)",

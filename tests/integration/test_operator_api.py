@@ -133,12 +133,15 @@ def test_a_failed_action_can_be_retried_and_nothing_else_can(console: Console) -
         action.state = ActionState.FAILED
         action.attempts = 8
         action_id = action.id
+    dead = console.client.get("/v1/actions?state=failed", headers=OP).json["actions"]
+    assert [(a["id"], a["alarm_id"]) for a in dead] == [(action_id, alarm_id)]
     response = console.command(f"/v1/actions/{action_id}/retry")
     assert response.status_code == 202 and response.json["state"] == "queued"
     assert console.sent()[-1] == "tracktik.create_alarm"
     with console.sessions() as session:
         assert session.get_one(Action, action_id).max_attempts > 8
     assert console.command(f"/v1/actions/{action_id}/retry").status_code == 409
+    assert console.client.get("/v1/actions?state=failed", headers=OP).json["actions"] == []
 
 
 @pytest.mark.parametrize(

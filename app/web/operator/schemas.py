@@ -68,3 +68,17 @@ class EmptySchema(ma.Schema):
 
     class Meta:
         unknown = ma.RAISE
+
+
+class ActionListQuerySchema(ma.Schema):
+    """Filters of `GET /v1/actions` (the dead-letter view is `?state=failed`)."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    state = ma.fields.String(
+        load_default="failed",
+        validate=ma.validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]),
+    )
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))
+    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0))

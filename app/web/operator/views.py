@@ -15,6 +15,7 @@ from app.web.bodies import json_object
 from app.web.errors import ApiError
 from app.web.operator import bp
 from app.web.operator.schemas import (
+    ActionListQuerySchema,
     AlarmListQuerySchema,
     EmptySchema,
     EndRequestSchema,
@@ -136,3 +137,15 @@ def retry_action(action_id: int) -> tuple[dict[str, Any], int]:
     with svc.sessions() as session:
         view = queries.action_view(session, action_id)
     return view or {}, 202
+
+
+@bp.get("/actions")
+@require_operator
+def list_actions() -> tuple[dict[str, Any], int]:
+    """Actions by state, newest first; `?state=failed` (the default) is the dead-letter view."""
+    params = ActionListQuerySchema().load(request.args.to_dict())
+    with services().sessions() as session:
+        rows = queries.list_actions(
+            session, states=(params["state"],), limit=params["limit"], offset=params["offset"]
+        )
+    return {"actions": rows, "limit": params["limit"], "offset": params["offset"]}, 200

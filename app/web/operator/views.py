@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
+from sqlalchemy.orm import Session
 
 from app.domain import operations
+from app.domain.actions import DueAction
 from app.domain.selftest import plan_selftest
 from app.ledger import queries
 from app.ledger.models import ACTIVE_ALARM_STATES, utcnow
@@ -78,8 +81,13 @@ def _command_body() -> dict[str, Any]:
     return json_object() if request.content_length else {}
 
 
-def _alarm_after(alarm_id: int) -> dict[str, Any]:
-    with services().sessions() as session:
+def _run_on_alarm(alarm_id: int, command: Callable[[Session, int], list[DueAction]]) -> dict[str, Any]:
+    """One command in one transaction, its upstream steps published after commit; the alarm after it."""
+    svc = services()
+    with svc.sessions.begin() as session:
+        due = command(session, svc.settings.action_max_attempts)
+    svc.outbox.publish(due)
+    with svc.sessions() as session:
         detail = queries.alarm_detail(session, alarm_id)
     assert detail is not None
     return detail
@@ -90,13 +98,10 @@ def _alarm_after(alarm_id: int) -> dict[str, Any]:
 def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """Record the operator's verdict (valid / false / none) and carry it to Alta; false ends the alarm."""
     verdict = VerifyRequestSchema().load(_command_body())["verdict"]
-    svc = services()
-    with svc.sessions.begin() as session:
-        due = operations.verify(
-            session, alarm_id, verdict, now=utcnow(), max_attempts=svc.settings.action_max_attempts
-        )
-    svc.outbox.publish(due)
-    return _alarm_after(alarm_id), 200
+    return _run_on_alarm(
+        alarm_id,
+        lambda s, attempts: operations.verify(s, alarm_id, verdict, now=utcnow(), max_attempts=attempts),
+    ), 200
 
 
 @bp.post("/alarms/<int:alarm_id>/acknowledge")
@@ -104,9 +109,7 @@ def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """A person has taken the alarm."""
     EmptySchema().load(_command_body())
-    with services().sessions.begin() as session:
-        operations.acknowledge(session, alarm_id, now=utcnow())
-    return _alarm_after(alarm_id), 200
+    return _run_on_alarm(alarm_id, lambda s, _: operations.acknowledge(s, alarm_id, now=utcnow()) or []), 200
 
 
 @bp.post("/alarms/<int:alarm_id>/end")
@@ -114,13 +117,10 @@ def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 def end_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """End the alarm: stops what has not started, ends the Alta alert, stands responders down."""
     outcome = EndRequestSchema().load(_command_body())["outcome"]
-    svc = services()
-    with svc.sessions.begin() as session:
-        due = operations.end(
-            session, alarm_id, outcome, now=utcnow(), max_attempts=svc.settings.action_max_attempts
-        )
-    svc.outbox.publish(due)
-    return _alarm_after(alarm_id), 200
+    return _run_on_alarm(
+        alarm_id,
+        lambda s, attempts: operations.end(s, alarm_id, outcome, now=utcnow(), max_attempts=attempts),
+    ), 200
 
 
 @bp.post("/actions/<int:action_id>/retry")

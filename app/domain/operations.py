@@ -73,13 +73,16 @@ def verify(
     return due
 
 
-def acknowledge(session: Session, alarm_id: int, *, now: datetime) -> None:
-    """A person has taken the alarm: it leaves the needs-a-person list (the reason stays on record)."""
+def acknowledge(session: Session, alarm_id: int, *, now: datetime) -> list[DueAction]:
+    """A person has taken the alarm: it leaves the needs-a-person list (the reason stays on record).
+
+    Nothing goes upstream; the empty list keeps the shape of the other commands."""
     alarm = _active_alarm(session, alarm_id)
     alarm.acknowledged_at = now
     if alarm.state == AlarmState.NEEDS_PERSON:
         alarm.state = AlarmState.OPEN
     note(session, alarm.id, now, "alarm.acknowledged", "acknowledged by an operator")
+    return []
 
 
 def end(

@@ -109,7 +109,7 @@ def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """A person has taken the alarm."""
     EmptySchema().load(_command_body())
-    return _run_on_alarm(alarm_id, lambda s, _: operations.acknowledge(s, alarm_id, now=utcnow()) or []), 200
+    return _run_on_alarm(alarm_id, lambda s, _: operations.acknowledge(s, alarm_id, now=utcnow())), 200
 
 
 @bp.post("/alarms/<int:alarm_id>/end")

@@ -8,6 +8,7 @@ invalid value stops start-up with one line naming the variable and why.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -78,8 +79,33 @@ class Settings:
     rapidsos_client_secret: str = field(default="sandbox-rapidsos-secret", repr=False)
     cad_base_url: str = "http://127.0.0.1:8100/cad"
     cad_token: str = field(default="sandbox-cad-token", repr=False)
+    # Signs the dashboard's session cookie. Empty: derived from OPERATOR_API_KEYS (stable across
+    # processes; rotating the keys signs everyone out).
+    secret_key: str = field(default="", repr=False)
+    flower_basic_auth: tuple[str, ...] = field(default=(), repr=False)  # "user:password" pairs
+    # Where every process on this host writes its Prometheus samples (prometheus_client multiprocess
+    # mode); None: `{var_dir}/prometheus`.
+    metrics_dir: str | None = None
+    worker_metrics_port: int | None = None  # a worker host without a web process serves /metrics here
+    watchdog_interval_s: float = 30.0
+    watchdog_grace_s: float = 60.0  # how late a step may run before a person is called
+    watchdog_failing_s: float = 300.0  # how long a step may keep failing before a person is called
+    watchdog_heartbeat_url: str | None = field(default=None, repr=False)  # pinged after every check
     # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def prometheus_dir(self) -> str:
+        """The directory this host's processes share their Prometheus samples through."""
+        return self.metrics_dir or f"{self.var_dir}/prometheus"
+
+    @property
+    def session_secret(self) -> str:
+        """The dashboard cookie's signing key: SECRET_KEY, else one derived from the operator keys."""
+        if self.secret_key:
+            return self.secret_key
+        material = "\n".join(sorted(self.operator_api_keys)).encode()
+        return hashlib.sha256(b"alarm-bridge dashboard session\n" + material).hexdigest()
 
     @property
     def broker_url(self) -> str | None:
@@ -189,6 +215,16 @@ def read_settings() -> Settings:
             rapidsos_client_secret=env.str("RAPIDSOS_CLIENT_SECRET", "sandbox-rapidsos-secret"),
             cad_base_url=env.str("CAD_BASE_URL", "http://127.0.0.1:8100/cad"),
             cad_token=env.str("CAD_TOKEN", "sandbox-cad-token"),
+            secret_key=env.str("SECRET_KEY", ""),
+            flower_basic_auth=tuple(a for a in env.list("FLOWER_BASIC_AUTH", []) if a),
+            metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR", None) or None,
+            worker_metrics_port=env.int(
+                "WORKER_METRICS_PORT", None, validate=validate.Range(min=1, max=65535)
+            ),
+            watchdog_interval_s=env.float("WATCHDOG_INTERVAL_S", 30.0, validate=validate.Range(min=1)),
+            watchdog_grace_s=env.float("WATCHDOG_GRACE_S", 60.0, validate=validate.Range(min=1)),
+            watchdog_failing_s=env.float("WATCHDOG_FAILING_S", 300.0, validate=validate.Range(min=1)),
+            watchdog_heartbeat_url=env.str("WATCHDOG_HEARTBEAT_URL", None) or None,
             environ=dict(os.environ),
         )
     except EnvError as exc:

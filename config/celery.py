@@ -56,7 +56,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
-    """The dispatcher tick: frequent, on the life-safety queue, and discarded if it goes stale."""
+    """The dispatcher tick and the watchdog: on the life-safety queue, discarded if they go stale."""
     interval = settings.dispatch_interval_s
     return {
         "send-due-actions": {
@@ -68,5 +68,14 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
                 "routing_key": LIFE_SAFETY_QUEUE,
                 "expires": interval * 5,
             },
-        }
+        },
+        "watchdog": {
+            "task": "system.watchdog",
+            "schedule": settings.watchdog_interval_s,
+            "options": {
+                "queue": LIFE_SAFETY_QUEUE,
+                "routing_key": LIFE_SAFETY_QUEUE,
+                "expires": settings.watchdog_interval_s,
+            },
+        },
     }

@@ -1,9 +1,10 @@
 """Structured logging for every alarm-bridge process, with secrets redacted before output.
 
 One configuration for web, worker, beat and the dev supervisor: JSON lines by default (one event per
-line, machine-readable), a console renderer for people. Any key that names a secret has its value
-replaced, and ``token=`` query parameters are cut out of any string, so a careless log call cannot
-leak a credential.
+line, machine-readable), a console renderer for people. Any key that names a secret (or a person's
+contact or medical details, and TrackTik's ``sensitiveInformation``) has its value replaced, and
+``token=`` query parameters, bearer credentials and the Alta cookie are cut out of any string, so a
+careless log call cannot leak them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from config.settings import Settings
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(
-    r"(pass(word)?|secret|token|authorization|cookie|signature|api[_-]?key|credential|sensitive)",
+    r"(pass(word)?|secret|token|authorization|cookie|signature|api[_-]?key|credential|sensitive"
+    r"|medical|emergency|contact|phone)",
     re.IGNORECASE,
 )
 _SECRET_IN_TEXT = re.compile(

@@ -173,30 +173,39 @@ class Stack:
         import workers.tasks.callonalarm
         import workers.tasks.rapidsos
         import workers.tasks.system
-        import workers.tasks.tracktik  # noqa: F401 - registers the shared tasks
+        import workers.tasks.tracktik
+        import workers.tasks.watchdog  # noqa: F401 - registers the shared tasks
         from workers import runtime
 
         runtime.configure(self.settings)
         app = Celery(f"e2e-{uuid.uuid4().hex[:6]}", set_as_current=False)
         app.conf.update(celery_config(self.settings))
         self._dispatcher = threading.Thread(target=self._tick, name="dispatcher", daemon=True)
+        self._worker_cm = start_worker(
+            app,
+            pool="solo",
+            concurrency=1,
+            perform_ping_check=False,
+            queues=list(QUEUES),
+            shutdown_timeout=30,
+        )
         try:
-            with start_worker(
-                app,
-                pool="solo",
-                concurrency=1,
-                perform_ping_check=False,
-                queues=list(QUEUES),
-                shutdown_timeout=30,
-            ):
-                self._dispatcher.start()
-                yield self
+            self._worker_cm.__enter__()
+            self._dispatcher.start()
+            yield self
         finally:
+            self.stop_worker()
             self._stop.set()
             if self._dispatcher.is_alive():
                 self._dispatcher.join(timeout=10)
             self.close()
             runtime.runtime().engine.dispose()
+
+    def stop_worker(self) -> None:
+        """Stop the Celery worker (the dispatcher keeps ticking), as a crashed worker pool would."""
+        if self._worker_cm is not None:
+            cm, self._worker_cm = self._worker_cm, None
+            cm.__exit__(None, None, None)
 
     def _tick(self) -> None:
         from workers.dispatcher import send_due_actions

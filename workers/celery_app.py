@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from celery import Celery, Task, signals
 
+from app import telemetry
 from config.celery import beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
@@ -21,6 +22,7 @@ from config.settings import load_settings
 TASK_MODULES = [
     "workers.dispatcher",
     "workers.tasks.system",
+    "workers.tasks.watchdog",
     "workers.tasks.alta",
     "workers.tasks.tracktik",
     "workers.tasks.callonalarm",
@@ -40,6 +42,16 @@ app = celery_app  # `celery --app workers.celery_app` looks for `app` or `celery
 @signals.setup_logging.connect
 def _configure_logging(**_: Any) -> None:
     configure_logging(settings)
+
+
+@signals.worker_init.connect
+def _share_metrics(sender: Any = None, **_: Any) -> None:
+    """Before the pool forks: every child records its metrics where this host's /metrics reads them."""
+    if getattr(sender, "app", None) is not celery_app:
+        return  # a worker some test built on its own app
+    telemetry.use_multiprocess_metrics(settings.prometheus_dir)
+    if settings.worker_metrics_port is not None:
+        telemetry.serve_metrics(settings.worker_metrics_port)
 
 
 @signals.task_prerun.connect

@@ -12,7 +12,9 @@ in the same transaction that records its success; follow-ups due now are publish
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +23,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
+from app import telemetry
 from app.domain import actions, task_names
 from app.domain.actions import ClaimedAction, DueAction
 from app.domain.alarms import (
@@ -36,6 +39,8 @@ from app.domain.operations import STAND_DOWN
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, utcnow
 from config.settings import Settings
 from workers.clients import Clients
+from workers.clients.base import FirstRequestProbe, first_request_probe
+from workers.clients.cache import cache_key
 from workers.clients.errors import (
     BudgetExhaustedError,
     NotYetError,
@@ -46,6 +51,7 @@ from workers.clients.errors import (
 from workers.runtime import Runtime, runtime
 
 log = structlog.get_logger(__name__)
+FIRST_REQUEST_MEMORY_S = 7 * 24 * 3600  # longer than any alarm stays open
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +100,12 @@ def perform(action_id: int, handler: Handler) -> str:
     fallback: list[DueAction] = []
 
     def exhausted(session: Any, action: Action) -> None:
+        telemetry.DEAD_LETTERS.labels(action.kind).inc()
+        telemetry.ACTIONS_FINISHED.labels(action.kind, ActionState.FAILED.value).inc()
         if action.kind in FALLBACK_FROM and action.alarm_id is not None:
             fallback.extend(_plan_fallback(session, rt, action.alarm_id, f"{action.kind} failed", utcnow()))
 
-    with rt.sessions.begin() as session:
+    with _ledger_write("claim"), rt.sessions.begin() as session:
         claimed = actions.claim(session, action_id, now=utcnow(), lease=lease, on_exhausted=exhausted)
         context = (
             load_context(session, claimed.alarm_id, rt.sites)
@@ -108,32 +116,56 @@ def perform(action_id: int, handler: Handler) -> str:
     if claimed is None:
         log.info("action.skipped", action_id=action_id)
         return "skipped"
-    log.info("action.claimed", action_id=action_id, kind=claimed.kind, attempt=claimed.attempts)
+    structlog.contextvars.bind_contextvars(action_id=claimed.id, alarm_id=claimed.alarm_id)
+    log.info("action.claimed", kind=claimed.kind, attempt=claimed.attempts)
     job = Job(claimed, context, rt.clients, rt.settings, utcnow())
+    probe_token = first_request_probe.set(_first_request_probe(rt, context))
     try:
         outcome = handler(job)
     except NotYetError as exc:
         return _defer(rt, claimed, exc)
     except UpstreamUnavailableError as exc:
-        return _retry(rt, claimed, str(exc), delay_s=exc.retry_after_s)
+        return _retry(rt, claimed, str(exc), "unavailable", delay_s=exc.retry_after_s)
     except OutcomeUnknownError as exc:
-        return _retry(rt, claimed, str(exc), outcome_unknown=True)
+        return _retry(rt, claimed, str(exc), "outcome_unknown", outcome_unknown=True)
     except UpstreamRejectedError as exc:
         return _fail(rt, claimed, str(exc))
     except SoftTimeLimitExceeded:
         # Cut off mid-call: the upstream may have applied the request.
-        _retry(rt, claimed, "task time limit reached", outcome_unknown=True)
+        _retry(rt, claimed, "task time limit reached", "time_limit", outcome_unknown=True)
         raise
     except Exception as exc:
-        _retry(rt, claimed, f"internal error: {type(exc).__name__}: {exc}")
+        _retry(rt, claimed, f"internal error: {type(exc).__name__}: {exc}", "internal")
         raise
+    finally:
+        first_request_probe.reset(probe_token)
     return _succeed(rt, claimed, outcome)
+
+
+@contextmanager
+def _ledger_write(operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    telemetry.LEDGER_WRITES.labels(operation).observe(time.perf_counter() - started)
+
+
+def _first_request_probe(rt: Runtime, context: AlarmContext | None) -> FirstRequestProbe | None:
+    """Times the alarm's first request to each upstream, whichever step and process sends it."""
+    if context is None:
+        return None
+    cache = rt.cache
+
+    def first(upstream: str) -> bool:
+        key = cache_key(rt.settings, "first-request", str(context.id), upstream)
+        return bool(cache.set(key, 1, nx=True, ex=FIRST_REQUEST_MEMORY_S))
+
+    return FirstRequestProbe(context.opened_at, first)
 
 
 def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
     now = utcnow()
     due: list[DueAction] = []
-    with rt.sessions.begin() as session:
+    with _ledger_write("record"), rt.sessions.begin() as session:
         recorded = actions.succeed(
             session,
             claimed,
@@ -166,18 +198,24 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
             if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
                 due += _stand_down_late(session, rt, alarm, outcome, now)
     rt.outbox.publish(due)
-    log.info("action.succeeded", action_id=claimed.id, external_id=outcome.external_id)
+    if recorded:
+        telemetry.ACTIONS_FINISHED.labels(claimed.kind, ActionState.SUCCEEDED.value).inc()
+    log.info("action.succeeded", external_id=outcome.external_id)
     return ActionState.SUCCEEDED.value
 
 
 def _fail(rt: Runtime, claimed: ClaimedAction, error: str) -> str:
     now = utcnow()
     due: list[DueAction] = []
-    with rt.sessions.begin() as session:
-        if actions.fail(session, claimed, now=now, error=error) and claimed.kind in FALLBACK_FROM:
+    with _ledger_write("record"), rt.sessions.begin() as session:
+        failed = actions.fail(session, claimed, now=now, error=error)
+        if failed and claimed.kind in FALLBACK_FROM:
             due = _fallback(session, rt, claimed, f"{claimed.kind} failed", now)
     rt.outbox.publish(due)
-    log.warning("action.failed", action_id=claimed.id, error=error)
+    if failed:
+        telemetry.DEAD_LETTERS.labels(claimed.kind).inc()
+        telemetry.ACTIONS_FINISHED.labels(claimed.kind, ActionState.FAILED.value).inc()
+    log.warning("action.failed", error=error)
     return ActionState.FAILED.value
 
 
@@ -222,26 +260,36 @@ def _retry(
     rt: Runtime,
     claimed: ClaimedAction,
     error: str,
+    reason: str,
     *,
     delay_s: float | None = None,
     outcome_unknown: bool = False,
 ) -> str:
     now = utcnow()
     due: list[DueAction] = []
-    with rt.sessions.begin() as session:
+    with _ledger_write("record"), rt.sessions.begin() as session:
         state = actions.retry_later(
             session, claimed, now=now, error=error, delay_s=delay_s, outcome_unknown=outcome_unknown
         )
         if state == ActionState.FAILED and claimed.kind in FALLBACK_FROM:
             due = _fallback(session, rt, claimed, f"{claimed.kind} failed", now)
     rt.outbox.publish(due)
-    log.warning("action.retry", action_id=claimed.id, state=state.value, error=error)
+    if state == ActionState.FAILED:
+        telemetry.DEAD_LETTERS.labels(claimed.kind).inc()
+        telemetry.ACTIONS_FINISHED.labels(claimed.kind, ActionState.FAILED.value).inc()
+    elif state != ActionState.CANCELLED:
+        telemetry.RETRIES.labels(claimed.kind, reason).inc()
+    log.warning("action.retry", state=state.value, reason=reason, error=error)
     return state.value
 
 
 def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError) -> str:
     now = utcnow()
-    with rt.sessions.begin() as session:
+    if isinstance(exc, BudgetExhaustedError):
+        upstream = claimed.kind.split(".", 1)[0]
+        telemetry.RATE_LIMIT_WAITS.labels(upstream, "budget").inc()
+        telemetry.RATE_LIMIT_WAIT_SECONDS.labels(upstream, "budget").inc(exc.retry_after_s)
+    with _ledger_write("record"), rt.sessions.begin() as session:
         state = actions.defer(session, claimed, now=now, reason=exc.reason, delay_s=exc.retry_after_s)
         if isinstance(exc, BudgetExhaustedError) and claimed.alarm_id is not None:
             # A call that cannot be placed for a while is a person's to make.
@@ -252,7 +300,7 @@ def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError) -> str:
             if alarm.is_active and not alarm.needs_person:
                 alarm.flag_for_person(reason)
                 note(session, alarm.id, now, "alarm.needs_person", reason, action_id=claimed.id)
-    log.info("action.deferred", action_id=claimed.id, reason=exc.reason, delay_s=exc.retry_after_s)
+    log.info("action.deferred", reason=exc.reason, delay_s=exc.retry_after_s)
     return state.value
 
 

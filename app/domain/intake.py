@@ -60,6 +60,7 @@ class Receipt:
     alarm_id: int | None
     duplicate: bool
     due_actions: tuple[DueAction, ...] = field(default=())
+    opened: tuple[str, str] | None = None  # (family, priority) when this event opened the alarm
 
     def as_json(self) -> dict[str, Any]:
         """The intake answer body."""
@@ -102,7 +103,13 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
                 f"sender clock differs from ours by {skew_s:+.0f}s",
                 skew_s=skew_s,
             )
-    return Receipt(event_id, alarm.id if alarm else None, duplicate=False, due_actions=tuple(due))
+    return Receipt(
+        event_id,
+        alarm.id if alarm else None,
+        duplicate=False,
+        due_actions=tuple(due),
+        opened=(alarm.family, alarm.priority) if alarm is not None and recorder.opened else None,
+    )
 
 
 def _serialise_per_account(session: Session, event: Event) -> None:
@@ -154,6 +161,7 @@ class _Recorder:
         self.event = event
         self.event_id = event_id
         self.site = site
+        self.opened = False
         self.cls = cls
         self.rules = rules
         self.now = event.received_at
@@ -231,6 +239,7 @@ class _Recorder:
         )
         self.session.add(alarm)
         self.session.flush()
+        self.opened = True
         where = f"site {self.site.key}" if self.site else "no site (unrouted)"
         self.note(
             alarm.id,

@@ -9,6 +9,7 @@ from typing import Final
 
 SYSTEM_SELFTEST: Final = "system.selftest"
 DISPATCHER_SEND_DUE_ACTIONS: Final = "dispatcher.send_due_actions"
+SYSTEM_WATCHDOG: Final = "system.watchdog"
 
 ALTA_FIND_ONGOING_ALERT: Final = "alta.find_ongoing_alert"
 ALTA_COLLECT_VIDEO: Final = "alta.collect_video"

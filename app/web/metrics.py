@@ -1,33 +1,50 @@
-"""Prometheus ``/metrics``: the ledger's state, read at scrape time.
+"""Prometheus ``/metrics``: counters and histograms from every process of the host, plus the state of
+the ledger and the broker read at scrape time.
 
-Gauges computed from the ledger are correct however many gunicorn workers and Celery processes run,
-because the ledger is shared and nothing is counted in process memory: open alarms by family,
-priority and routing (unrouted alarms are a gauge of their own), alarms waiting for a person, and
-actions by state.
+Counters and histograms (app/telemetry.py) are summed over the files every gunicorn worker and Celery
+process writes when multiprocess mode is on, which the entry points switch on. Gauges that describe
+the deployment — open alarms by family, priority and routing, alarms waiting for a person, actions
+by state, overdue steps, the depth of each Celery queue — are computed from the ledger and Redis on
+each scrape, so they are right whatever runs where. Request metrics and intake rejections are
+recorded here, around every request.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 
-from flask import Blueprint, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+import redis
+import structlog
+from flask import Blueprint, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.ledger.models import ACTIVE_ALARM_STATES, Action, Alarm
+from app import telemetry
+from app.ledger.models import ACTIVE_ALARM_STATES, Action, ActionState, Alarm, utcnow
 from app.web.services import services
+from config.celery import QUEUES
+from config.settings import Settings
 
 bp = Blueprint("metrics", __name__)
+log = structlog.get_logger(__name__)
+# kombu's Redis transport keeps a list per queue and priority step: "name", "name\x06\x163", ...
+PRIORITY_SEPARATOR = "\x06\x16"
+PRIORITY_STEPS = ("", "3", "6", "9")
+BROKER_TIMEOUT_S = 0.5
 
 
 class LedgerCollector(Collector):
     """Reads the ledger on each scrape."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], overdue_after: timedelta) -> None:
         self._sessions = sessions
+        self._overdue_after = overdue_after
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         open_alarms = GaugeMetricFamily(
@@ -36,6 +53,14 @@ class LedgerCollector(Collector):
         unrouted = GaugeMetricFamily("alarm_bridge_unrouted_open_alarms", "Open alarms no site claims")
         needs_person = GaugeMetricFamily("alarm_bridge_alarms_needing_person", "Alarms waiting for a person")
         actions = GaugeMetricFamily("alarm_bridge_actions", "Actions by state", labels=["state"])
+        overdue = GaugeMetricFamily(
+            "alarm_bridge_overdue_actions",
+            "Steps past their due time by more than the watchdog's grace, not yet running",
+        )
+        oldest = GaugeMetricFamily(
+            "alarm_bridge_oldest_open_alarm_age_seconds", "Age of the oldest alarm not yet ended"
+        )
+        now = utcnow()
         with self._sessions() as session:
             rows = session.execute(
                 select(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None), func.count())
@@ -44,6 +69,15 @@ class LedgerCollector(Collector):
             ).all()
             flagged = session.execute(select(func.count()).where(Alarm.needs_person)).scalar_one()
             by_state = session.execute(select(Action.state, func.count()).group_by(Action.state)).all()
+            late = session.execute(
+                select(func.count()).where(
+                    Action.state.in_((ActionState.PENDING, ActionState.QUEUED)),
+                    Action.due_at < now - self._overdue_after,
+                )
+            ).scalar_one()
+            first_opened = session.execute(
+                select(func.min(Alarm.opened_at)).where(Alarm.state.in_(ACTIVE_ALARM_STATES))
+            ).scalar_one()
         total_unrouted = 0
         for family, priority, routed, count in rows:
             open_alarms.add_metric([family, priority, "true" if routed else "false"], count)
@@ -52,12 +86,109 @@ class LedgerCollector(Collector):
         needs_person.add_metric([], flagged)
         for state, count in by_state:
             actions.add_metric([state], count)
-        yield from (open_alarms, unrouted, needs_person, actions)
+        overdue.add_metric([], late)
+        oldest.add_metric([], (now - first_opened).total_seconds() if first_opened else 0.0)
+        yield from (open_alarms, unrouted, needs_person, actions, overdue, oldest)
+
+
+class QueueCollector(Collector):
+    """Messages waiting in each Celery queue, read from Redis on each scrape."""
+
+    def __init__(self, client: redis.Redis | None, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("alarm_bridge_queue_depth", "Messages waiting per queue", labels=["queue"])
+        up = GaugeMetricFamily("alarm_bridge_broker_up", "1 when the broker answered this scrape")
+        if self._client is None:
+            up.add_metric([], 0)
+            yield from (depth, up)
+            return
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for queue in QUEUES:
+                    for step in PRIORITY_STEPS:
+                        pipe.llen(f"{self._prefix}{queue}{PRIORITY_SEPARATOR + step if step else ''}")
+                lengths = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("metrics.broker_unavailable", error=type(exc).__name__)
+            up.add_metric([], 0)
+            yield from (depth, up)
+            return
+        per_queue = len(PRIORITY_STEPS)
+        for index, queue in enumerate(QUEUES):
+            depth.add_metric([queue], sum(lengths[index * per_queue : (index + 1) * per_queue]))
+        up.add_metric([], 1)
+        yield from (depth, up)
+
+
+def _broker_client(settings: Settings) -> redis.Redis | None:
+    if settings.broker_url is None:
+        return None
+    return redis.Redis.from_url(
+        settings.broker_url, socket_timeout=BROKER_TIMEOUT_S, socket_connect_timeout=BROKER_TIMEOUT_S
+    )
 
 
 @bp.get("/metrics")
 def export_metrics() -> Response:
     """The Prometheus text exposition."""
+    svc = services()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(services().sessions))
+    directory = telemetry.multiprocess_dir()
+    if directory is not None:
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(_ProcessLocal())
+    registry.register(LedgerCollector(svc.sessions, timedelta(seconds=svc.settings.watchdog_grace_s)))
+    client = _queue_client()
+    registry.register(QueueCollector(client, svc.settings.broker_key_prefix))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+class _ProcessLocal(Collector):
+    """This process's own counters, when no multiprocess directory is in use (tests, one process)."""
+
+    def collect(self) -> Iterator[object]:  # type: ignore[override]
+        yield from REGISTRY.collect()
+
+
+def _queue_client() -> redis.Redis | None:
+    cached: redis.Redis | bool | None = current_app.extensions.get("alarm_bridge.metrics_redis", False)
+    if cached is False:
+        cached = _broker_client(services().settings)
+        current_app.extensions["alarm_bridge.metrics_redis"] = cached
+    return cached  # type: ignore[return-value]
+
+
+@bp.before_app_request
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+@bp.after_app_request
+def _observe(response: Response) -> Response:
+    """Time every request; count every refused intake call against its source and reason."""
+    started = g.pop("request_started", None)
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    status = response.status_code
+    if started is not None:
+        telemetry.HTTP_REQUESTS.labels(route, request.method, str(status)).observe(
+            time.perf_counter() - started
+        )
+    if request.blueprint == "intake" and status >= 400:
+        body = response.get_json(silent=True) if response.is_json else None
+        reason = body.get("error") if isinstance(body, dict) else None
+        source = g.get("intake_source") or "unauthenticated"
+        telemetry.EVENTS_RECEIVED.labels(source, "rejected", reason or str(status)).inc()
+        # Which URL a misconfigured sender calls is what an integrator needs; `?token=` is masked.
+        log.info(
+            "intake.rejected",
+            status=status,
+            reason=reason,
+            source=source,
+            url=request.full_path,
+            user_agent=request.user_agent.string[:200],
+        )
+    return response

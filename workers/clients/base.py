@@ -10,17 +10,53 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import requests
 import structlog
 
+from app import telemetry
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 
 log = structlog.get_logger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 MAX_RETRY_AFTER_S = 3600.0
+
+
+@dataclass(slots=True)
+class FirstRequestProbe:
+    """Set by perform() while an alarm's step runs: the first request the alarm makes to each upstream
+    is timed against the signal's arrival.
+
+    ``first`` answers whether this is the alarm's first request to that upstream in the whole
+    deployment (a shared SET NX in Redis), so retries, deferred steps and later steps are not counted
+    twice. It is asked after the request, to keep it out of the time measured.
+    """
+
+    signal_at: datetime
+    first: Callable[[str], bool]
+    seen: set[str] = field(default_factory=set)
+
+    def sending(self, upstream: str) -> float | None:
+        """Seconds since the signal, when this is the step's first request to ``upstream``."""
+        if upstream in self.seen:
+            return None
+        self.seen.add(upstream)
+        return max(0.0, (datetime.now(UTC) - self.signal_at).total_seconds())
+
+    def sent(self, upstream: str, elapsed_s: float) -> None:
+        try:
+            if self.first(upstream):
+                telemetry.SIGNAL_TO_FIRST_REQUEST.labels(upstream).observe(elapsed_s)
+        except Exception as exc:  # noqa: BLE001 - a metric must never fail the step
+            log.warning("metrics.first_request_unrecorded", error=type(exc).__name__)
+
+
+first_request_probe: ContextVar[FirstRequestProbe | None] = ContextVar("first_request_probe", default=None)
 
 
 def retry_after_s(response: requests.Response) -> float | None:
@@ -78,6 +114,8 @@ class BaseClient:
         ``idempotent``: repeating the call cannot create a second effect (GET, a PUT keyed by sysId),
         so a lost answer is merely "unavailable". ``expected``: statuses >= 400 the caller handles.
         """
+        probe = first_request_probe.get()
+        since_signal_s = probe.sending(self.upstream) if probe is not None else None
         started = time.monotonic()
         status: int | str = "error"
         try:
@@ -105,13 +143,17 @@ class BaseClient:
                 self.upstream, f"{method} {path}: {type(exc).__name__} after send"
             ) from exc
         finally:
+            elapsed = time.monotonic() - started
+            telemetry.UPSTREAM_CALLS.labels(self.upstream, method, str(status)).observe(elapsed)
+            if probe is not None and since_signal_s is not None:
+                probe.sent(self.upstream, since_signal_s)
             log.info(
                 "upstream.call",
                 upstream=self.upstream,
                 method=method,
                 path=path.split("?", 1)[0],
                 status=status,
-                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                duration_ms=round(elapsed * 1000, 1),
             )
         if response.status_code in expected:
             return response
@@ -121,10 +163,12 @@ class BaseClient:
                 self.upstream, f"{method} {path}: HTTP {response.status_code} from a gateway"
             )
         if response.status_code == 429 or response.status_code >= 500:
+            wait_s = retry_after_s(response)
+            if response.status_code == 429:
+                telemetry.RATE_LIMIT_WAITS.labels(self.upstream, "429").inc()
+                telemetry.RATE_LIMIT_WAIT_SECONDS.labels(self.upstream, "429").inc(wait_s or 0.0)
             raise UpstreamUnavailableError(
-                self.upstream,
-                f"HTTP {response.status_code}: {excerpt(response)}",
-                retry_after_s=retry_after_s(response),
+                self.upstream, f"HTTP {response.status_code}: {excerpt(response)}", retry_after_s=wait_s
             )
         if response.status_code >= 400:
             raise UpstreamRejectedError(self.upstream, response.status_code, excerpt(response))

@@ -6,12 +6,15 @@ the same ids. Views stay glue: the rules live in app.domain.intake.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
 import marshmallow as ma
 import structlog
+from flask import g
 
+from app import telemetry
 from app.domain import intake
 from app.domain.events import Event
 from app.domain.intake import Receipt
@@ -53,7 +56,7 @@ ALTA_DETAILS = {
 @bp.post("/webhooks/alta")
 def receive_alta_webhook() -> tuple[dict[str, Any], int]:
     """Record one Alta Protect alarm-zone webhook."""
-    source = authenticate_source(services().sites, "alta")
+    source = _authenticated(authenticate_source(services().sites, "alta"))
     body = json_object()
     data = _alta_schema.load(body)
     event = Event(
@@ -75,7 +78,7 @@ def receive_alta_webhook() -> tuple[dict[str, Any], int]:
 @bp.post("/events")
 def receive_panel_event() -> tuple[dict[str, Any], int]:
     """Record one SIA event, in our body or in CallOnAlarm's trigger body."""
-    source = authenticate_source(services().sites, "panel")
+    source = _authenticated(authenticate_source(services().sites, "panel"))
     body = json_object()
     event = _panel_event(source, body, received_at=utcnow())
     receipt = _record(event)
@@ -85,7 +88,7 @@ def receive_panel_event() -> tuple[dict[str, Any], int]:
 @bp.post("/events:batch")
 def receive_panel_events() -> tuple[dict[str, Any], int]:
     """Record up to 500 SIA events; each is answered on its own, one bad event rejects no other."""
-    source = authenticate_source(services().sites, "panel")
+    source = _authenticated(authenticate_source(services().sites, "panel"))
     events = _batch_schema.load(json_object())["events"]
     received_at = utcnow()
     results: list[dict[str, Any]] = []
@@ -98,9 +101,11 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
         except ma.ValidationError as exc:
             messages = exc.normalized_messages()
             results.append({"index": index, "status": 422, "error": "invalid_request", "fields": messages})
+            telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", "invalid_request").inc()
             continue
         except ApiError as exc:
             results.append({"index": index, "status": exc.status, "error": exc.error, "message": exc.message})
+            telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", exc.error).inc()
             continue
         due.extend(receipt.due_actions)
         results.append({"index": index, "status": 200 if receipt.duplicate else 202, **receipt.as_json()})
@@ -125,13 +130,26 @@ def _panel_event(source: Source, body: dict[str, Any], *, received_at: datetime)
     )
 
 
+def _authenticated(source: Source) -> Source:
+    """Remember who is calling, so that a rejection is counted against its source."""
+    g.intake_source = source.key
+    return source
+
+
 def _record(event: Event, *, publish: bool = True) -> Receipt:
     svc = services()
     _refuse_foreign_identifier(event)
+    started = time.perf_counter()
     with svc.sessions.begin() as session:
         receipt = intake.record_event(session, event, sites=svc.sites, rules=svc.intake_rules)
+    telemetry.LEDGER_WRITES.labels("intake").observe(time.perf_counter() - started)
     if publish:
         svc.outbox.publish(receipt.due_actions)
+    telemetry.EVENTS_RECEIVED.labels(
+        event.source_key, "duplicate" if receipt.duplicate else "accepted", ""
+    ).inc()
+    if receipt.opened is not None:
+        telemetry.ALARMS_OPENED.labels(*receipt.opened).inc()
     log.info(
         "intake.duplicate" if receipt.duplicate else "intake.recorded",
         source=event.source_key,

@@ -1,0 +1,166 @@
+"""The watchdog's rules: which alarms are raised to a person, once, with the reason on the timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.domain import actions, watchdog
+from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
+from app.ledger.session import make_engine, make_sessionmaker
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+LIMITS = watchdog.Limits(grace=timedelta(seconds=60), failing=timedelta(seconds=300))
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def _alarm_with_step(
+    sessions: sessionmaker[Session], *, alarm_state: str = AlarmState.OPEN, **step: object
+) -> tuple[int, int]:
+    with sessions.begin() as session:
+        alarm = Alarm(
+            family="burglary", priority="property", opened_at=T0, last_event_at=T0, state=alarm_state
+        )
+        session.add(alarm)
+        session.flush()
+        action = actions.new_action(
+            kind="tracktik.create_alarm",
+            target="tracktik",
+            queue="default",
+            due_at=T0,
+            max_attempts=5,
+            alarm_id=alarm.id,
+        )
+        for name, value in step.items():
+            setattr(action, name, value)
+        session.add(action)
+        session.flush()
+        return alarm.id, action.id
+
+
+def _check(sessions: sessionmaker[Session], now: datetime) -> list[watchdog.Finding]:
+    with sessions.begin() as session:
+        return watchdog.check(session, now=now, limits=LIMITS)
+
+
+def _alarm(sessions: sessionmaker[Session], alarm_id: int) -> Alarm:
+    with sessions() as session:
+        return session.get_one(Alarm, alarm_id)
+
+
+def test_a_step_within_its_grace_is_left_alone(sessions: sessionmaker[Session]) -> None:
+    alarm_id, _ = _alarm_with_step(sessions, state=ActionState.QUEUED)
+
+    assert _check(sessions, T0 + timedelta(seconds=59)) == []
+    assert _alarm(sessions, alarm_id).state == AlarmState.OPEN
+
+
+def test_a_queued_step_nobody_started_raises_the_alarm_once(sessions: sessionmaker[Session]) -> None:
+    alarm_id, action_id = _alarm_with_step(sessions, state=ActionState.QUEUED)
+
+    found = _check(sessions, T0 + timedelta(seconds=61))
+    again = _check(sessions, T0 + timedelta(seconds=120))
+
+    assert [(f.alarm_id, f.action_id, f.reason) for f in found] == [(alarm_id, action_id, watchdog.OVERDUE)]
+    assert again == []
+    alarm = _alarm(sessions, alarm_id)
+    assert alarm.state == AlarmState.NEEDS_PERSON
+    assert "tracktik.create_alarm is 61s overdue (queued but not started)" in (
+        alarm.needs_person_reason or ""
+    )
+    with sessions() as session:
+        lines = (
+            session.execute(
+                select(TimelineEntry).where(
+                    TimelineEntry.alarm_id == alarm_id, TimelineEntry.kind == "alarm.needs_person"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(lines) == 1
+    assert lines[0].action_id == action_id
+    assert lines[0].data == {"raised_by": "watchdog", "reason": "overdue"}
+
+
+def test_a_delayed_step_the_dispatcher_never_sent_is_overdue(sessions: sessionmaker[Session]) -> None:
+    _alarm_with_step(sessions, due_at=T0 + timedelta(seconds=90))
+
+    assert _check(sessions, T0 + timedelta(seconds=149)) == []
+    found = _check(sessions, T0 + timedelta(seconds=151))
+
+    assert [f.reason for f in found] == [watchdog.OVERDUE]
+    assert "(not sent)" in found[0].message
+
+
+def test_an_expired_lease_not_redriven_raises_the_alarm(sessions: sessionmaker[Session]) -> None:
+    lease_until = T0 + timedelta(seconds=90)
+    alarm_id, _ = _alarm_with_step(sessions, state=ActionState.RUNNING, attempts=1, lease_until=lease_until)
+
+    assert _check(sessions, lease_until + timedelta(seconds=30)) == []
+    found = _check(sessions, lease_until + timedelta(seconds=61))
+
+    assert [f.reason for f in found] == [watchdog.LEASE_EXPIRED]
+    assert _alarm(sessions, alarm_id).needs_person
+
+
+def test_a_step_failing_longer_than_allowed_raises_the_alarm(sessions: sessionmaker[Session]) -> None:
+    # Retrying with backoff: always due a little later, so never "overdue", but failing for 5 minutes.
+    now = T0 + timedelta(seconds=301)
+    alarm_id, _ = _alarm_with_step(
+        sessions, due_at=now + timedelta(seconds=20), attempts=4, last_error="tracktik: HTTP 503: busy"
+    )
+
+    assert _check(sessions, T0 + timedelta(seconds=299)) == []
+    found = _check(sessions, now)
+
+    assert [f.reason for f in found] == [watchdog.FAILING]
+    assert "has been failing for 301s: tracktik: HTTP 503: busy" in found[0].message
+    assert _alarm(sessions, alarm_id).needs_person
+
+
+@pytest.mark.parametrize("alarm_state", [AlarmState.ENDED, AlarmState.NEEDS_PERSON])
+def test_alarms_that_are_not_open_are_not_raised(sessions: sessionmaker[Session], alarm_state: str) -> None:
+    alarm_id, _ = _alarm_with_step(sessions, alarm_state=alarm_state, state=ActionState.QUEUED)
+
+    assert _check(sessions, T0 + timedelta(hours=1)) == []
+    assert _alarm(sessions, alarm_id).state == alarm_state
+
+
+@pytest.mark.parametrize("state", [ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED])
+def test_finished_steps_are_not_overdue(sessions: sessionmaker[Session], state: str) -> None:
+    alarm_id, _ = _alarm_with_step(sessions, state=state, last_error="x")
+
+    assert _check(sessions, T0 + timedelta(hours=1)) == []
+    assert _alarm(sessions, alarm_id).state == AlarmState.OPEN
+
+
+def test_one_finding_per_alarm_and_oldest_first(sessions: sessionmaker[Session]) -> None:
+    first, _ = _alarm_with_step(sessions, state=ActionState.QUEUED)
+    with sessions.begin() as session:
+        session.add(
+            actions.new_action(
+                kind="callonalarm.trigger", target="callonalarm", queue="default", due_at=T0, max_attempts=3,
+                alarm_id=first,
+            )
+        )  # fmt: skip
+    second, _ = _alarm_with_step(sessions, state=ActionState.QUEUED)
+    with sessions.begin() as session:
+        session.get_one(Alarm, second).opened_at = T0 - timedelta(minutes=1)
+
+    found = _check(sessions, T0 + timedelta(minutes=5))
+
+    assert [f.alarm_id for f in found] == [second, first]
+    with sessions() as session:
+        assert session.execute(select(Action).where(Action.alarm_id == first)).scalars().all()

@@ -1,10 +1,15 @@
-"""The ``alarm-bridge`` command: ``dev`` (the whole service in one command), ``db upgrade``, ``sandbox``.
+"""The ``alarm-bridge`` command: ``dev`` (the whole service in one command), ``db upgrade``, ``flower``,
+``sandbox``, and the integrator's tools (``sites check``, ``send-test-event``, ``alarms show``, in
+``app.cli_tools``).
 
 ``dev`` is the embedded mode a newcomer starts with: no Redis, no database server, no vendor
 accounts. It picks an embedded broker (a private ``redis-server`` on a free loopback port when one is
 installed, else fakeredis's TCP server in this process), migrates the SQLite ledger, and supervises
-the same processes the Procfile runs in production — web (gunicorn), worker, urgent, beat and the
-sandbox — with real Celery messages. Ctrl-C stops all of them.
+the same processes the Procfile runs in production — web (gunicorn), worker, urgent, beat, Flower and
+the sandbox — with real Celery messages. Ctrl-C stops all of them.
+
+``flower`` runs the Celery monitor, which can revoke tasks and shut workers down: it serves anything
+but loopback only behind the basic auth of ``FLOWER_BASIC_AUTH``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 
 import click
 
+from app.cli_tools import alarms, is_loopback, send_test_event, sites
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = PACKAGE_ROOT / "app" / "ledger" / "migrations"
 GUNICORN_CONF = PACKAGE_ROOT / "config" / "gunicorn.conf.py"
@@ -37,11 +44,19 @@ DEV_SOURCE_SECRETS = {
     "ALTA_MAIN_TOKEN": "sandbox-alta-webhook-token",
 }
 BROKER_START_TIMEOUT_S = 10.0
+FLOWER_PORT = 5555  # Flower's own default; `dev` takes another free port when it is busy
+# What prometheus_client writes in a multiprocess directory: `dev` empties only a directory holding these.
+PROMETHEUS_SAMPLE_GLOB = "*.db"
 
 
 @click.group()
 def main() -> None:
     """alarm-bridge: alarm signals in, a coordinated and audited response out."""
+
+
+main.add_command(sites)
+main.add_command(send_test_event)
+main.add_command(alarms)
 
 
 @main.group()
@@ -94,6 +109,42 @@ def sandbox(host: str, port: int | None, config_path: str | None, alta_webhook_b
 
 
 @main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=FLOWER_PORT, show_default=True)
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="The interface to listen on; anything but loopback needs FLOWER_BASIC_AUTH.",
+)
+def flower(port: int, address: str) -> None:
+    """Run Flower, the Celery monitor, with basic auth from FLOWER_BASIC_AUTH.
+
+    Flower can revoke tasks and shut workers down, so it refuses to listen beyond loopback without
+    FLOWER_BASIC_AUTH (user:password pairs, comma-separated).
+    """
+    from config.settings import load_settings
+
+    settings = load_settings()
+    if not settings.flower_basic_auth and not is_loopback(address):
+        sys.exit(
+            f"alarm-bridge flower: refusing to serve Flower on {address or 'every interface'} without "
+            "FLOWER_BASIC_AUTH (user:password pairs, comma-separated)"
+        )
+    # Flower reads FLOWER_BASIC_AUTH itself; handing it over in the environment rather than as
+    # --basic-auth keeps the passwords out of the process list. It gets exactly what Settings
+    # parsed, or nothing.
+    env = {k: v for k, v in settings.environ.items() if k != "FLOWER_BASIC_AUTH"}
+    if settings.flower_basic_auth:
+        env["FLOWER_BASIC_AUTH"] = ",".join(settings.flower_basic_auth)
+    argv = [sys.executable, "-m", "celery", "--app", "workers.celery_app", "flower",
+            f"--port={port}", f"--address={address}"]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Flower takes this process over, so the platform's signals reach it directly.
+    os.execve(sys.executable, argv, env)  # noqa: S606 - a fixed argv, no shell
+
+
+@main.command()
 @click.option(
     "--broker",
     type=click.Choice(["auto", "redis-server", "fakeredis"]),
@@ -101,8 +152,14 @@ def sandbox(host: str, port: int | None, config_path: str | None, alta_webhook_b
     show_default=True,
     help="Embedded broker when REDIS_URL is unset: a private redis-server if installed, else fakeredis.",
 )
-def dev(broker: str) -> None:
-    """Run web, worker, urgent, beat and the sandbox together with embedded defaults."""
+@click.option(
+    "--flower-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help=f"Flower's port on 127.0.0.1 [default: {FLOWER_PORT}, or a free one when it is taken].",
+)
+def dev(broker: str, flower_port: int | None) -> None:
+    """Run web, worker, urgent, beat, Flower and the sandbox together with embedded defaults."""
     from honcho.manager import Manager
 
     from config.settings import load_settings
@@ -124,6 +181,12 @@ def dev(broker: str) -> None:
         os.environ[f"{vendor}_BASE_URL"] = env[f"{vendor}_BASE_URL"]
     settings = load_settings()
     Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
+    # prometheus_client's multiprocess mode adds up the sample files every process leaves in this
+    # directory, so each run starts from an empty one (files of a previous run's dead processes would
+    # count again).
+    metrics_dir = _fresh_metrics_dir(Path(settings.prometheus_dir))
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    flower_port = flower_port or _port_or_free(FLOWER_PORT)
 
     with _embedded_broker(env.get("REDIS_URL"), broker, settings.var_dir) as (redis_url, broker_name):
         env["REDIS_URL"] = redis_url
@@ -139,12 +202,16 @@ def dev(broker: str) -> None:
                        "life_safety", "--concurrency", "1", "--hostname", "urgent@%h", "--loglevel", "INFO"],
             "beat": [py, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"],
         }  # fmt: skip
+        processes["flower"] = [py, "-m", "app.cli", "flower", "--port", str(flower_port),
+                               "--address", "127.0.0.1"]  # fmt: skip
         if _sandbox_available():
             processes["sandbox"] = [
                 py, "-m", "app.cli", "sandbox", "--port", str(settings.sandbox_port),
                 "--alta-webhook-base-url", f"http://127.0.0.1:{settings.port}",
             ]  # fmt: skip
         click.echo(f"alarm-bridge dev: web on http://{env['HOST']}:{settings.port}")
+        click.echo(f"alarm-bridge dev: flower on http://127.0.0.1:{flower_port}")
+        click.echo(f"alarm-bridge dev: metrics samples in {metrics_dir}")
         click.echo(f"alarm-bridge dev: operator key {env['OPERATOR_API_KEYS'].split(',')[0]}")
         click.echo(f"alarm-bridge dev: sites file {env['SITES_FILE']}")
         if env["SITES_FILE"] == str(EXAMPLE_SITES):
@@ -157,6 +224,38 @@ def dev(broker: str) -> None:
             manager.add_process(name, subprocess.list2cmdline(cmd), env=env)
         manager.loop()
     sys.exit(manager.returncode)
+
+
+def _fresh_metrics_dir(path: Path) -> Path:
+    """Empty (or create) the directory the processes share their Prometheus samples through.
+
+    It is emptied only when it holds nothing but sample files: PROMETHEUS_MULTIPROC_DIR pointed at a
+    directory with anything else in it is a mistake to report, never to delete.
+    """
+    from app import telemetry
+
+    path = path.resolve()
+    if path.exists():
+        if not path.is_dir():
+            raise click.ClickException(f"PROMETHEUS_MULTIPROC_DIR: {path} is not a directory")
+        strangers = [p.name for p in path.iterdir() if not (p.is_file() and p.match(PROMETHEUS_SAMPLE_GLOB))]
+        if strangers:
+            raise click.ClickException(
+                f"PROMETHEUS_MULTIPROC_DIR: {path} holds more than Prometheus samples ({strangers[0]}); "
+                "give the metrics a directory of their own"
+            )
+    telemetry.use_multiprocess_metrics(str(path), fresh=True)  # empties it, and this process uses it
+    return path
+
+
+def _port_or_free(preferred: int) -> int:
+    """``preferred`` if nothing listens on it on loopback, else any free port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return _free_port()
+    return preferred
 
 
 def _sandbox_available() -> bool:

@@ -1,6 +1,7 @@
 """`alarm-bridge dev` (what `make run` starts): ready within 60 s with nothing configured, on its own
-embedded broker rather than whatever Redis listens on 6379, moving real Celery messages, and stopped
-cleanly by Ctrl-C."""
+embedded broker rather than whatever Redis listens on 6379, moving real Celery messages, with Flower
+answering on the address it prints and a fresh Prometheus sample directory, and stopped cleanly by
+Ctrl-C."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from tests.polling import wait_until
 pytestmark = pytest.mark.integration
 READY_WITHIN_S = 60
 AUTH = {"Authorization": "Bearer dev-operator-key"}
+# What a developer's shell may hold that would make this run differ from "nothing configured".
+NOT_INHERITED = (
+    "REDIS_URL", "DATABASE_URL", "OPERATOR_API_KEYS", "PROMETHEUS_MULTIPROC_DIR", "FLOWER_BASIC_AUTH",
+)  # fmt: skip
 
 
 def _free_port() -> int:
@@ -33,9 +38,7 @@ def _free_port() -> int:
 class DevStack:
     def __init__(self, workdir: Path, broker: str) -> None:
         self.port = _free_port()
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "OPERATOR_API_KEYS")
-        }
+        env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
         env.update(PORT=str(self.port), SANDBOX_PORT=str(_free_port()), WEB_CONCURRENCY="1")
         self.output: list[str] = []
         self.proc = subprocess.Popen(
@@ -69,6 +72,12 @@ class DevStack:
             return None
         return response.json() if response.status_code == 200 else None
 
+    def answers(self, url: str) -> bool:
+        try:
+            return self.http.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -89,6 +98,9 @@ class DevStack:
 
 @pytest.fixture(params=["auto", "fakeredis"])
 def dev_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DevStack]:
+    stale = tmp_path / "var" / "prometheus"  # a previous run's samples: dev must start without them
+    stale.mkdir(parents=True)
+    (stale / "stale_1.db").write_bytes(b"")
     stack = DevStack(tmp_path, request.param)
     yield stack
     stack.stop()
@@ -113,6 +125,18 @@ def test_dev_is_ready_with_nothing_configured_and_uses_its_own_broker(
         timeout_s=30,
         interval_s=0.2,
     )
+
+    printed = re.search(r"alarm-bridge dev: flower on (http://127\.0\.0\.1:\d+)\n", dev_stack.text())
+    assert printed, dev_stack.text()
+    flower = printed.group(1)
+    wait_until(lambda: dev_stack.answers(f"{flower}/healthcheck"), timeout_s=30, interval_s=0.2)
+    assert dev_stack.http.get(f"{flower}/", timeout=5).status_code == 200  # on loopback: no auth needed
+
+    # The children share a fresh Prometheus directory, named in the environment they inherit.
+    metrics = re.search(r"alarm-bridge dev: metrics samples in (.+)\n", dev_stack.text())
+    assert metrics, dev_stack.text()
+    assert Path(metrics.group(1)) == (tmp_path / "var" / "prometheus").resolve()
+    assert not (tmp_path / "var" / "prometheus" / "stale_1.db").exists()
 
     assert dev_stack.stop() == 0 or "stopped" in dev_stack.text()
     leftover = subprocess.run(["pgrep", "-s", str(dev_stack.proc.pid)], capture_output=True, text=True)

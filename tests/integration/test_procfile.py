@@ -1,6 +1,7 @@
 """The Procfile's lines, run as written against PostgreSQL and Redis, make a working deployment:
 `release` migrates, `web` serves, `worker` and `urgent` consume their queues, `beat` ticks and
-`flower` answers."""
+`flower` answers behind its basic auth, showing the tasks by name; without FLOWER_BASIC_AUTH the
+`flower` line refuses to start."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.polling import wait_until
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer procfile-key"}
+FLOWER_USER = ("ops", "procfile-flower-password")
 
 
 def _free_port() -> int:
@@ -55,6 +57,7 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         WEB_CONCURRENCY="1",
         VAR_DIR=str(tmp_path / "var"),
         LOG_FORMAT="console",
+        FLOWER_BASIC_AUTH=f"someone:else,{':'.join(FLOWER_USER)}",
     )
     return env
 
@@ -98,15 +101,29 @@ def running(deploy_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, in
 
 def test_every_procfile_line_runs_against_real_services(running: dict[str, int]) -> None:
     web = f"http://127.0.0.1:{running['web']}"
+    flower = f"http://127.0.0.1:{running['flower']}"
     with requests.Session() as http:
 
-        def ready() -> bool:
+        def answers(url: str) -> bool:
             try:
-                return http.get(f"{web}/readyz", timeout=2).status_code == 200
+                return http.get(url, timeout=2).status_code == 200
             except requests.RequestException:
                 return False
 
-        wait_until(ready, timeout_s=60, interval_s=0.2)
+        wait_until(lambda: answers(f"{web}/readyz"), timeout_s=60, interval_s=0.2)
+        wait_until(lambda: answers(f"{flower}/healthcheck"), timeout_s=60, interval_s=0.2)
+        assert http.get(f"{flower}/", timeout=5).status_code == 401  # never open on 0.0.0.0
+        assert http.get(f"{flower}/", auth=("ops", "wrong"), timeout=5).status_code == 401
+        assert http.get(f"{flower}/", auth=FLOWER_USER, timeout=5).status_code == 200
+
+        def flower_task_names() -> set[str]:
+            answer = http.get(f"{flower}/api/tasks", auth=FLOWER_USER, timeout=5)
+            assert answer.status_code == 200, answer.text
+            return {task.get("name") for task in answer.json().values()} - {None}
+
+        # Beat's dispatcher tick runs every second: once Flower shows it, Flower receives task events.
+        wait_until(flower_task_names, timeout_s=60, interval_s=0.5)
+
         urls = []
         for queue in ("life_safety", "default", "bulk"):  # urgent takes the first, worker the others
             accepted = http.post(f"{web}/v1/system/selftest", headers=AUTH, json={"queue": queue}, timeout=5)
@@ -118,14 +135,25 @@ def test_every_procfile_line_runs_against_real_services(running: dict[str, int])
                 timeout_s=60,
                 interval_s=0.2,
             )
+        # Tasks show by name (worker_send_task_events), as the workers ran them.
+        wait_until(lambda: "system.selftest" in flower_task_names(), timeout_s=30, interval_s=0.5)
 
-        def flower_up() -> bool:
-            try:
-                return http.get(f"http://127.0.0.1:{running['flower']}/healthcheck", timeout=2).ok
-            except requests.RequestException:
-                return False
 
-        wait_until(flower_up, timeout_s=60, interval_s=0.2)
+def test_the_flower_line_refuses_to_listen_on_every_interface_without_basic_auth(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
+    env.update(PORT=str(_free_port()), VAR_DIR=str(tmp_path / "var"))
+
+    done = subprocess.run(
+        _argv(procfile()["flower"], env), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "alarm-bridge flower: refusing to serve Flower on 0.0.0.0 without FLOWER_BASIC_AUTH "
+        "(user:password pairs, comma-separated)"
+    )
+    with socket.socket() as sock:  # nothing was left listening
+        assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
 
 
 def test_the_web_process_loads_no_worker_client_or_sandbox_code(tmp_path: Path) -> None:

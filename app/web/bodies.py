@@ -1,7 +1,8 @@
 """Reading a JSON request body: 415 for another content type, 400 for malformed JSON, 413 when large.
 
 The size limit is Flask's ``MAX_CONTENT_LENGTH`` (MAX_BODY_BYTES): werkzeug refuses a larger body
-before it is read into memory.
+before it is read into memory. A NUL character (``\u0000``), which neither PostgreSQL text nor JSONB
+can store, is replaced by U+FFFD: a panel that pads a field with NULs still gets its alarm recorded.
 """
 
 from __future__ import annotations
@@ -25,4 +26,16 @@ def json_object() -> dict[str, Any]:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    if b"\\u0000" in raw or b"\x00" in raw:
+        body = _without_nul(body)
     return body
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value

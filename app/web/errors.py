@@ -75,6 +75,6 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        request_id = uuid.uuid4().hex
+        request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex[:16]
         log.exception("web.unhandled_error", request_id=request_id, error_type=type(exc).__name__)
         return error_response(500, "internal_error", f"unexpected error; request id {request_id}")

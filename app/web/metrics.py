@@ -12,6 +12,7 @@ recorded here, around every request.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -163,8 +164,12 @@ def _queue_client() -> redis.Redis | None:
 
 
 @bp.before_app_request
-def _start_timer() -> None:
+def _start_request() -> None:
+    """Time the request, and put its id and the alarm or action it is about on every log line."""
     g.request_started = time.perf_counter()
+    structlog.contextvars.clear_contextvars()
+    ids = {k: v for k, v in (request.view_args or {}).items() if k in ("alarm_id", "action_id")}
+    structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:16], **ids)
 
 
 @bp.after_app_request

@@ -157,6 +157,16 @@ def test_a_panel_event_is_accepted_with_202_and_its_ids(bridge: Bridge) -> None:
     assert [d.task_name for d in bridge.outbox.sent] == ["tracktik.create_alarm"]  # after commit, by name
 
 
+def test_a_nul_character_postgresql_cannot_store_does_not_lose_the_alarm(bridge: Bridge) -> None:
+    body = burglary(message="Front\u0000door", extra={"pad\u0000": ["\u0000"]})
+    response = bridge.post("/v1/events", body, headers=PANEL)
+    assert response.status_code == 202, response.text
+    with bridge.sessions() as session:
+        row = session.execute(select(EventRow).where(EventRow.id == response.json()["event_id"])).scalar_one()
+    assert row.payload["message"] == "Front\ufffddoor"
+    assert row.payload["extra"] == {"pad\ufffd": ["\ufffd"]}
+
+
 def test_callonalarms_trigger_body_is_accepted_unchanged(bridge: Bridge) -> None:
     body = {"accountNumber": MONTREAL_ACCOUNT, "eventCode": "FA", "zone": "Kitchen", "message": "Smoke"}
     response = bridge.post("/v1/events", body, headers=PANEL)

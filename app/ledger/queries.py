@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
+from app.domain.sia import Priority
 from app.ledger.models import ACTIVE_ALARM_STATES, Action, Alarm, Event, TimelineEntry
 
 
@@ -116,6 +117,55 @@ def list_alarms(
     life_safety_first = case((Alarm.priority == "life_safety", 0), else_=1)
     query = query.order_by(life_safety_first, Alarm.opened_at, Alarm.id).limit(limit).offset(offset)
     return [_alarm_summary(alarm) for alarm in session.execute(query).scalars()]
+
+
+def alarm_queue(
+    session: Session,
+    *,
+    unrouted: bool | None = None,
+    needs_person: bool | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Active alarms in the order a person should take them: by priority (life-safety, property,
+    technical, informational, as Priority declares them), then oldest first."""
+    query = select(Alarm).where(Alarm.state.in_(ACTIVE_ALARM_STATES))
+    if unrouted is not None:
+        query = query.where(Alarm.site_key.is_(None) if unrouted else Alarm.site_key.is_not(None))
+    if needs_person is not None:
+        query = query.where(Alarm.needs_person if needs_person else ~Alarm.needs_person)
+    rank = case({p.value: i for i, p in enumerate(Priority)}, value=Alarm.priority, else_=len(Priority))
+    query = query.order_by(rank, Alarm.opened_at, Alarm.id).limit(limit)
+    return [_alarm_summary(alarm) for alarm in session.execute(query).scalars()]
+
+
+def alarm_page(session: Session, alarm_id: int) -> dict[str, Any] | None:
+    """``alarm_detail`` and what the dashboard shows beside it: each event's own text, each action's
+    target and attempt budget. None if absent."""
+    detail = alarm_detail(session, alarm_id)
+    if detail is None:
+        return None
+    events = {e.id: e for e in session.execute(select(Event).where(Event.alarm_id == alarm_id)).scalars()}
+    actions = {a.id: a for a in session.execute(select(Action).where(Action.alarm_id == alarm_id)).scalars()}
+    for event in detail["events"]:
+        event["text"] = _event_text(events[event["event_id"]].payload)
+    for action in detail["actions"]:
+        row = actions[action["id"]]
+        action.update(target=row.target, max_attempts=row.max_attempts, updated_at=_iso(row.updated_at))
+    return detail
+
+
+# Where each sender puts its own words: a panel's `message`, Alta's `description` or `detection`
+# (Alta renders an unset template variable as "N/A").
+_EVENT_TEXT_FIELDS = ("message", "description", "detection")
+_UNSET = frozenset({"", "N/A", "n/a", "NA"})
+
+
+def _event_text(payload: dict[str, Any]) -> str | None:
+    for name in _EVENT_TEXT_FIELDS:
+        value = payload.get(name)
+        if isinstance(value, str) and value.strip() not in _UNSET:
+            return value.strip()
+    return None
 
 
 def alarm_detail(session: Session, alarm_id: int) -> dict[str, Any] | None:

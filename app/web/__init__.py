@@ -11,14 +11,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import redis
-from flask import Flask
+from flask import Flask, redirect
+from werkzeug.wrappers import Response
 
+from app import telemetry
 from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox, make_producer
 from app.domain.sites import Sites, SitesFileError
 from app.domain.sites_file import load_sites
 from app.ledger.session import make_engine, make_sessionmaker
 from app.web import errors, health, metrics, openapi
+from app.web.dashboard import bp as dashboard_bp
 from app.web.intake import bp as intake_bp
 from app.web.operator import bp as operator_bp
 from app.web.services import AppServices
@@ -26,6 +29,7 @@ from config.logging import configure_logging
 from config.settings import Settings, load_settings
 
 BROKER_PING_TIMEOUT_S = 1.0
+DASHBOARD_SESSION_LIFETIME = timedelta(hours=12)  # one shift; then the operator key is asked again
 
 
 def create_app(
@@ -35,11 +39,19 @@ def create_app(
     ping_broker: Callable[[], None] | None = None,
 ) -> Flask:
     """Build the web app; gunicorn passes nothing, tests pass their own Settings and doubles."""
-    settings = settings or load_settings()
+    if settings is None:  # a process entry point (gunicorn): share metrics with the host's processes
+        settings = load_settings()
+        telemetry.use_multiprocess_metrics(settings.prometheus_dir)
     configure_logging(settings)
     sites = read_sites(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.secret_key = settings.session_secret
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=DASHBOARD_SESSION_LIFETIME,
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
@@ -58,7 +70,13 @@ def create_app(
     app.register_blueprint(metrics.bp)
     app.register_blueprint(intake_bp, url_prefix="/v1")
     app.register_blueprint(operator_bp, url_prefix="/v1")
+    app.register_blueprint(dashboard_bp, url_prefix="/dashboard")
+    app.add_url_rule("/", "index", _open_dashboard)
     return app
+
+
+def _open_dashboard() -> Response:
+    return redirect("/dashboard/")
 
 
 def read_sites(settings: Settings) -> Sites:

@@ -1,0 +1,117 @@
+"""How the dashboard shows ledger values: UTC times to the millisecond, ages, labels, and which of an
+alarm's refs are upstream ids, video links or other notes.
+
+Everything shown comes from outside at some point (zone names, descriptions, links from Alta), so it
+goes through Jinja's autoescaping; a link is only made clickable when it is plain http(s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+# The refs the workers write that name the alarm upstream, in the order an operator looks for them.
+UPSTREAM_IDS = {
+    "alta_alert_guid": "Alta alert guid",
+    "tracktik_dispatch_task_id": "TrackTik dispatch task",
+    "tracktik_alarm_id": "TrackTik alarm",
+    "callonalarm_alert_id": "CallOnAlarm alert",
+    "callonalarm_status": "CallOnAlarm status",
+    "rapidsos_alert_id": "RapidSOS alert",
+    "cad_incident_id": "CAD incident",
+    "cad_sys_id": "CAD sysId",
+}
+VIDEO_LINKS = "video_links"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A link as shown: ``url`` is None when it is not plain http(s), and then only its text shows."""
+
+    text: str
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    """An alarm's refs sorted for the page."""
+
+    upstream_ids: list[tuple[str, str]]
+    video_links: list[Link]
+    other: list[tuple[str, str]]
+
+
+def parse(iso: str | None) -> datetime | None:
+    """The ledger's ISO-8601 time back as a datetime (the queries hand out strings)."""
+    return datetime.fromisoformat(iso) if iso else None
+
+
+def clock(iso: str | None) -> str:
+    """``HH:MM:SS.mmm`` (UTC), or an empty string."""
+    moment = parse(iso)
+    return f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d}" if moment else ""
+
+
+def stamp(iso: str | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS.mmm UTC``, or an empty string."""
+    moment = parse(iso)
+    return f"{moment:%Y-%m-%d} {clock(iso)} UTC" if moment else ""
+
+
+def age(iso: str | None, now: datetime) -> str:
+    """How long ago, coarsely: ``42 s``, ``7 min``, ``3 h 05 min``, ``2 d 4 h``."""
+    moment = parse(iso)
+    if moment is None:
+        return ""
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours == 0:
+        return f"{minutes} min"
+    if days == 0:
+        return f"{hours} h {minutes % 60:02d} min"
+    return f"{days} d {hours % 24} h"
+
+
+def label(value: str | None) -> str:
+    """A ledger word (``life_safety``, ``needs_person``) as people read it."""
+    return (value or "").replace("_", " ")
+
+
+def http_url(value: Any) -> str | None:
+    """The value when it is an absolute http(s) URL (never ``javascript:`` and the like), else None."""
+    if not isinstance(value, str):
+        return None
+    parts = urlsplit(value.strip())
+    return value.strip() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def sort_refs(refs: dict[str, Any] | None) -> Refs:
+    """Upstream ids first (known names, in order), then the video links, then anything else."""
+    refs = refs or {}
+    upstream = [(name, _text(refs[key])) for key, name in UPSTREAM_IDS.items() if refs.get(key) is not None]
+    links = refs.get(VIDEO_LINKS)
+    if isinstance(links, str | dict):
+        links = [links]
+    video = [_link(item) for item in links] if isinstance(links, list) else []
+    other = [
+        (label(key), _text(value))
+        for key, value in sorted(refs.items())
+        if key not in UPSTREAM_IDS and key != VIDEO_LINKS
+    ]
+    return Refs(upstream_ids=upstream, video_links=video, other=other)
+
+
+def _link(item: Any) -> Link:
+    # Workers write a list of URLs; a list of {"url": ...} objects is read the same way.
+    url = item.get("url") if isinstance(item, dict) else item
+    return Link(text=_text(url), url=http_url(url))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)

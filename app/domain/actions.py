@@ -121,6 +121,7 @@ def claim(
     delivery of the same message before any upstream call is made. ``on_exhausted`` runs (in the same
     transaction) when the action fails here because its attempts ran out under expired leases.
     """
+    lock_alarm_first(session, session.execute(select(Action.alarm_id).where(Action.id == action_id)).scalar())
     action = session.execute(
         select(Action).where(Action.id == action_id).with_for_update()
     ).scalar_one_or_none()
@@ -165,8 +166,19 @@ def claim(
     )
 
 
+def lock_alarm_first(session: Session, alarm_id: int | None) -> None:
+    """Take the alarm's row lock before any of its actions' rows.
+
+    Every writer locks in this order — alarm, then actions — (an operator ending an alarm, intake
+    cancelling its steps, a worker recording a result), so two of them can never deadlock.
+    """
+    if alarm_id is not None:
+        session.execute(select(Alarm.id).where(Alarm.id == alarm_id).with_for_update())
+
+
 def _held(session: Session, claimed: ClaimedAction) -> Action | None:
     """The row, locked, if this worker's lease is still the current one."""
+    lock_alarm_first(session, claimed.alarm_id)
     action = session.execute(select(Action).where(Action.id == claimed.id).with_for_update()).scalar_one()
     if action.lease_token != claimed.lease_token or action.state != ActionState.RUNNING:
         return None
@@ -183,6 +195,7 @@ def succeed(
     message: str | None = None,
 ) -> bool:
     """Record success. A success is kept even if the lease was lost: the upstream did it."""
+    lock_alarm_first(session, claimed.alarm_id)
     action = session.execute(select(Action).where(Action.id == claimed.id).with_for_update()).scalar_one()
     if action.state == ActionState.SUCCEEDED:
         return False

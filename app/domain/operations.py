@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.domain import task_names
-from app.domain.actions import CLOSING_KINDS, DueAction, due_action
+from app.domain.actions import CLOSING_KINDS, DueAction, due_action, lock_alarm_first
 from app.domain.alarms import note, plan_step
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, Outcome
 
@@ -139,6 +139,7 @@ def end(
 
 def retry_action(session: Session, action_id: int, *, now: datetime, max_attempts: int) -> DueAction:
     """Give a failed action a fresh set of attempts, due now."""
+    lock_alarm_first(session, session.execute(select(Action.alarm_id).where(Action.id == action_id)).scalar())
     action = session.execute(
         select(Action).where(Action.id == action_id).with_for_update()
     ).scalar_one_or_none()

@@ -17,7 +17,10 @@ from config.settings import Settings
 LIFE_SAFETY_QUEUE = "life_safety"
 DEFAULT_QUEUE = "default"
 BULK_QUEUE = "bulk"
-QUEUES = (LIFE_SAFETY_QUEUE, DEFAULT_QUEUE, BULK_QUEUE)
+# The dispatcher's ticks have a queue of their own: behind a backlog of life-safety steps they would
+# expire unread, and lost leases, delayed steps and unsent actions would wait for the backlog to drain.
+DISPATCH_QUEUE = "dispatch"
+QUEUES = (LIFE_SAFETY_QUEUE, DEFAULT_QUEUE, BULK_QUEUE, DISPATCH_QUEUE)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -56,7 +59,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
-    """The dispatcher tick and the watchdog: on the life-safety queue, discarded if they go stale."""
+    """The dispatcher tick and the watchdog: on their own queue, discarded if they go stale."""
     interval = settings.dispatch_interval_s
     return {
         "send-due-actions": {
@@ -64,8 +67,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "schedule": interval,
             # A backlog of old ticks is worthless: the next tick does the same work.
             "options": {
-                "queue": LIFE_SAFETY_QUEUE,
-                "routing_key": LIFE_SAFETY_QUEUE,
+                "queue": DISPATCH_QUEUE,
+                "routing_key": DISPATCH_QUEUE,
                 "expires": interval * 5,
             },
         },
@@ -73,8 +76,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": "system.watchdog",
             "schedule": settings.watchdog_interval_s,
             "options": {
-                "queue": LIFE_SAFETY_QUEUE,
-                "routing_key": LIFE_SAFETY_QUEUE,
+                "queue": DISPATCH_QUEUE,
+                "routing_key": DISPATCH_QUEUE,
                 "expires": settings.watchdog_interval_s,
             },
         },

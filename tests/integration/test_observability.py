@@ -258,6 +258,7 @@ def test_metrics_add_up_every_process_and_time_the_first_request_to_each_upstrea
         '{queue="life_safety"}',
         '{queue="default"}',
         '{queue="bulk"}',
+        '{queue="dispatch"}',
     }
     assert _samples(text, "alarm_bridge_actions")['{state="succeeded"}'] >= 13
 

@@ -21,14 +21,20 @@ def test_configured_for_not_losing_work() -> None:
     assert conf["task_soft_time_limit"] < conf["task_time_limit"]
     # Redis must not redeliver a message while its task may still legitimately run.
     assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
-    assert [q.name for q in conf["task_queues"]] == ["life_safety", "default", "bulk"] == list(QUEUES)
+    names = [q.name for q in conf["task_queues"]]
+    assert names == ["life_safety", "default", "bulk", "dispatch"] == list(QUEUES)
 
 
-def test_the_dispatcher_tick_is_urgent_and_expires() -> None:
-    entry = beat_schedule(Settings(dispatch_interval_s=1.0))["send-due-actions"]
+def test_the_dispatcher_tick_and_the_watchdog_have_their_own_queue_and_expire() -> None:
+    # Behind a backlog of fire alarms on `life_safety`, the ticks would expire unread (issue 8).
+    schedule = beat_schedule(Settings(dispatch_interval_s=1.0, watchdog_interval_s=30.0))
+    entry = schedule["send-due-actions"]
     assert entry["task"] == "dispatcher.send_due_actions"
-    assert entry["options"]["queue"] == "life_safety"
+    assert entry["options"]["queue"] == "dispatch"
     assert entry["options"]["expires"] <= 10
+    watchdog = schedule["watchdog"]
+    assert (watchdog["task"], watchdog["options"]["queue"]) == ("system.watchdog", "dispatch")
+    assert watchdog["options"]["expires"] <= 30
 
 
 def test_a_key_prefix_isolates_deployments_sharing_one_redis() -> None:

@@ -158,9 +158,45 @@ class IntakeReceiptSchema(ma.Schema):
     duplicate = ma.fields.Boolean(required=True)
 
 
+# What a 422 says about one field: its messages, or, for a nested object or a list, the same shape
+# again keyed by the inner field's name or the item's index (`{"events": {"0": ["..."]}}`).
+FIELD_MESSAGES = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "object", "additionalProperties": True},
+    ]
+}
+
+
+def field_messages(**kwargs: Any) -> ma.fields.Dict:
+    """`{field: messages}` as marshmallow reports it (documented as FIELD_MESSAGES)."""
+    return ma.fields.Dict(
+        keys=ma.fields.String(), metadata={"additionalProperties": FIELD_MESSAGES, **kwargs}
+    )
+
+
 class ErrorSchema(ma.Schema):
     """The error envelope of every 4xx/5xx."""
 
     error = ma.fields.String(required=True)
     message = ma.fields.String(required=True)
-    fields = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()))
+    fields = field_messages(description="422 only: each bad field with its messages")
+
+
+class BatchResultSchema(ma.Schema):
+    """The answer to `events[index]` of a batch: the ids (202 recorded, 200 duplicate) or its own error."""
+
+    index = ma.fields.Integer(required=True)
+    status = ma.fields.Integer(required=True, validate=ma.validate.OneOf([200, 202, 403, 422]))
+    alarm_id = ma.fields.Integer(allow_none=True)
+    event_id = ma.fields.Integer()
+    duplicate = ma.fields.Boolean()
+    error = ma.fields.String()
+    message = ma.fields.String()
+    fields = field_messages()
+
+
+class BatchReceiptSchema(ma.Schema):
+    """The answer to a batch: `results[i]` answers `events[i]`."""
+
+    results = ma.fields.List(ma.fields.Nested(BatchResultSchema), required=True)

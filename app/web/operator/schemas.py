@@ -6,6 +6,10 @@ import marshmallow as ma
 
 from config.celery import DEFAULT_QUEUE, QUEUES
 
+# The ledger's ids are PostgreSQL `integer`: the routes take no larger id (a larger one is a 404, not
+# a database error).
+LEDGER_ID_MAX = 2**31 - 1
+
 
 class SelftestRequestSchema(ma.Schema):
     """Ask for a self-test, optionally on a given queue (to check the `urgent` worker too)."""
@@ -82,3 +86,129 @@ class ActionListQuerySchema(ma.Schema):
     )
     limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))
     offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0))
+
+
+# -- answers (documented in /openapi.json; the views build them from app.ledger.queries) -------------
+# Every key is always present, hence ``required``; a value the ledger may not have yet is nullable.
+
+
+class TimelineLineSchema(ma.Schema):
+    """One line of an alarm's or an action's timeline."""
+
+    at = ma.fields.AwareDateTime(required=True)
+    kind = ma.fields.String(required=True)
+    what = ma.fields.String(required=True)
+    action_id = ma.fields.Integer(required=True, allow_none=True)
+    event_id = ma.fields.Integer(required=True, allow_none=True)
+
+
+class ActionSchema(ma.Schema):
+    """One step of an alarm's plan, as the alarm shows it."""
+
+    id = ma.fields.Integer(required=True)
+    kind = ma.fields.String(
+        required=True, metadata={"description": "the task name, e.g. tracktik.create_alarm"}
+    )
+    queue = ma.fields.String(required=True)
+    state = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]),
+    )
+    due_at = ma.fields.AwareDateTime(required=True)
+    attempts = ma.fields.Integer(required=True)
+    cancellable = ma.fields.Boolean(required=True)
+    external_id = ma.fields.String(required=True, allow_none=True)
+    last_error = ma.fields.String(required=True, allow_none=True)
+
+
+class ActionViewSchema(ActionSchema):
+    """One action with its outcome and timeline (a retried action, a self-test)."""
+
+    alarm_id = ma.fields.Integer(
+        required=True, allow_none=True, metadata={"description": "null: a system action"}
+    )
+    completed_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    result = ma.fields.Dict(required=True, allow_none=True)
+    timeline = ma.fields.List(ma.fields.Nested(TimelineLineSchema), required=True)
+
+
+class ActionRowSchema(ActionSchema):
+    """One action of `GET /v1/actions`."""
+
+    alarm_id = ma.fields.Integer(required=True, allow_none=True)
+    updated_at = ma.fields.AwareDateTime(required=True)
+
+
+class ActionListSchema(ma.Schema):
+    """`GET /v1/actions`: newest first."""
+
+    actions = ma.fields.List(ma.fields.Nested(ActionRowSchema), required=True)
+    limit = ma.fields.Integer(required=True)
+    offset = ma.fields.Integer(required=True)
+
+
+class AlarmSummarySchema(ma.Schema):
+    """An alarm as the queue lists it."""
+
+    id = ma.fields.Integer(required=True)
+    state = ma.fields.String(required=True, validate=ma.validate.OneOf(["open", "needs_person", "ended"]))
+    outcome = ma.fields.String(required=True, allow_none=True)
+    site = ma.fields.String(required=True, allow_none=True, metadata={"description": "null: unrouted"})
+    source = ma.fields.String(required=True, allow_none=True)
+    account = ma.fields.String(required=True, allow_none=True)
+    zone = ma.fields.String(required=True, allow_none=True)
+    code = ma.fields.String(required=True, allow_none=True)
+    description = ma.fields.String(required=True, allow_none=True)
+    family = ma.fields.String(required=True)
+    priority = ma.fields.String(required=True)
+    routed = ma.fields.Boolean(required=True)
+    needs_person = ma.fields.Boolean(required=True)
+    needs_person_reason = ma.fields.String(required=True, allow_none=True)
+    verification = ma.fields.String(required=True, allow_none=True)
+    event_count = ma.fields.Integer(required=True)
+    opened_at = ma.fields.AwareDateTime(required=True)
+    last_event_at = ma.fields.AwareDateTime(required=True)
+    restored_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    verified_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    acknowledged_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    ended_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    refs = ma.fields.Dict(
+        required=True,
+        metadata={"description": "the upstreams' ids: Alta alert guid, TrackTik dispatch task…"},
+    )
+
+
+class AlarmEventSchema(ma.Schema):
+    """One event an alarm absorbed."""
+
+    event_id = ma.fields.Integer(required=True)
+    source = ma.fields.String(required=True)
+    code = ma.fields.String(required=True, allow_none=True)
+    zone = ma.fields.String(required=True, allow_none=True)
+    received_at = ma.fields.AwareDateTime(required=True)
+    occurred_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    clock_skew_s = ma.fields.Float(required=True, allow_none=True)
+
+
+class AlarmDetailSchema(AlarmSummarySchema):
+    """One alarm with its events, every action and the timeline."""
+
+    events = ma.fields.List(ma.fields.Nested(AlarmEventSchema), required=True)
+    actions = ma.fields.List(ma.fields.Nested(ActionSchema), required=True)
+    timeline = ma.fields.List(ma.fields.Nested(TimelineLineSchema), required=True)
+
+
+class AlarmListSchema(ma.Schema):
+    """`GET /v1/alarms`: life-safety first, then oldest."""
+
+    alarms = ma.fields.List(ma.fields.Nested(AlarmSummarySchema), required=True)
+    limit = ma.fields.Integer(required=True)
+    offset = ma.fields.Integer(required=True)
+
+
+class SelftestReceiptSchema(ma.Schema):
+    """The answer to `POST /v1/system/selftest`: poll `status_url`."""
+
+    action_id = ma.fields.Integer(required=True)
+    queue = ma.fields.String(required=True)
+    status_url = ma.fields.String(required=True)

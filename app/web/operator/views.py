@@ -18,6 +18,7 @@ from app.web.bodies import json_object
 from app.web.errors import ApiError
 from app.web.operator import bp
 from app.web.operator.schemas import (
+    LEDGER_ID_MAX,
     ActionListQuerySchema,
     AlarmListQuerySchema,
     EmptySchema,
@@ -26,6 +27,8 @@ from app.web.operator.schemas import (
     VerifyRequestSchema,
 )
 from app.web.services import services
+
+LEDGER_ID = f"int(max={LEDGER_ID_MAX})"  # a larger id is a 404 from the router, not a database error
 
 
 @bp.post("/system/selftest")
@@ -43,7 +46,7 @@ def request_selftest() -> tuple[dict[str, Any], int]:
     return {"action_id": due.id, "queue": due.queue, "status_url": f"/v1/system/selftest/{due.id}"}, 202
 
 
-@bp.get("/system/selftest/<int:action_id>")
+@bp.get(f"/system/selftest/<{LEDGER_ID}:action_id>")
 @require_operator
 def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
     """The self-test action: state, attempts, which worker completed it, and its timeline."""
@@ -66,7 +69,7 @@ def list_alarms() -> tuple[dict[str, Any], int]:
     return {"alarms": alarms, "limit": params["limit"], "offset": params["offset"]}, 200
 
 
-@bp.get("/alarms/<int:alarm_id>")
+@bp.get(f"/alarms/<{LEDGER_ID}:alarm_id>")
 @require_operator
 def show_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """One alarm: its events, every action with its state, and the timeline."""
@@ -93,7 +96,7 @@ def _run_on_alarm(alarm_id: int, command: Callable[[Session, int], list[DueActio
     return detail
 
 
-@bp.post("/alarms/<int:alarm_id>/verify")
+@bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/verify")
 @require_operator
 def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """Record the operator's verdict (valid / false / none) and carry it to Alta; false ends the alarm."""
@@ -104,7 +107,7 @@ def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     ), 200
 
 
-@bp.post("/alarms/<int:alarm_id>/acknowledge")
+@bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/acknowledge")
 @require_operator
 def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """A person has taken the alarm."""
@@ -112,7 +115,7 @@ def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     return _run_on_alarm(alarm_id, lambda s, _: operations.acknowledge(s, alarm_id, now=utcnow())), 200
 
 
-@bp.post("/alarms/<int:alarm_id>/end")
+@bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/end")
 @require_operator
 def end_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """End the alarm: stops what has not started, ends the Alta alert, stands responders down."""
@@ -123,7 +126,7 @@ def end_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     ), 200
 
 
-@bp.post("/actions/<int:action_id>/retry")
+@bp.post(f"/actions/<{LEDGER_ID}:action_id>/retry")
 @require_operator
 def retry_action(action_id: int) -> tuple[dict[str, Any], int]:
     """Run a failed action again with a fresh set of attempts."""

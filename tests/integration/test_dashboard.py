@@ -335,6 +335,9 @@ def test_a_missing_alarm_is_404(console: Console) -> None:
     console.sign_in()
     assert console.client.get("/dashboard/alarms/999999").status_code == 404
     assert console.client.get("/dashboard/alarms/999999/live").status_code == 404
+    # Beyond the ledger's integer range: still a 404, never a database error.
+    assert console.client.get(f"/dashboard/alarms/{2**63}").status_code == 404
+    assert console.client.get(f"/dashboard/alarms/{2**63}/live").status_code == 404
 
 
 def test_the_end_outcomes_offered_are_the_ones_the_api_accepts(console: Console) -> None:

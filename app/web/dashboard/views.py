@@ -22,6 +22,7 @@ from app.ledger import queries
 from app.ledger.models import Outcome, utcnow
 from app.web.auth import CSRF_HEADER, csrf_token, has_operator_session, is_valid_csrf, start_operator_session
 from app.web.dashboard import bp, display
+from app.web.operator.schemas import LEDGER_ID_MAX
 from app.web.services import services
 
 P = ParamSpec("P")
@@ -225,7 +226,7 @@ def _list_context(chosen: AlarmList) -> dict[str, Any]:
 # -- one alarm -------------------------------------------------------------------------------------
 
 
-@bp.get("/alarms/<int:alarm_id>")
+@bp.get(f"/alarms/<int(max={LEDGER_ID_MAX}):alarm_id>")
 @signed_in
 def show_alarm(alarm_id: int) -> View:
     """One alarm: its state, events, every step with its upstream ids and errors, refs, timeline."""
@@ -235,7 +236,7 @@ def show_alarm(alarm_id: int) -> View:
     return render_template("dashboard/alarm.html", alarm=alarm, outcomes=END_OUTCOMES)
 
 
-@bp.get("/alarms/<int:alarm_id>/live")
+@bp.get(f"/alarms/<int(max={LEDGER_ID_MAX}):alarm_id>/live")
 @signed_in_fragment
 def show_alarm_parts(alarm_id: int) -> View:
     """The parts of the alarm's page that change, for its script to swap in."""

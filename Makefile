@@ -22,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
-.PHONY: help run sandbox test lint fmt migrate clean
+.PHONY: help run sandbox test bench lint fmt migrate clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ sandbox: $(VENV)/.installed ## run only the vendor simulators (http://127.0.0.1:
 test: $(VENV)/.installed-test ## install, make sure Redis and PostgreSQL answer, run the whole suite
 	$(BIN)/python .ci/services.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test ## benchmark ingest, signal to first request and the storm (BENCH_ARGS=--quick)
+	$(BIN)/python .ci/services.py
+	$(BIN)/python .ci/bench.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff, formatting and the import contracts
 	$(BIN)/ruff check .

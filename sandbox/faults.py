@@ -14,13 +14,25 @@ does exactly one of four things:
   is the case idempotency keys and reconcile-before-retry exist for.
 
 Faults are consumed in order of registration: each matching request takes one use from the oldest
-fault that still has uses left. Dropping a connection needs the socket, which the werkzeug server
-(`sandbox.server.serve_in_thread`) exposes as `environ["werkzeug.socket"]`; the simulator wiring in
-`sandbox.simulator` calls `drop_connection` / `hold_connection` from a WSGI middleware, outside Flask,
-because an exception raised inside Flask would become a 500 answer instead of a dropped connection.
+fault that still has uses left.
+
+A fault may apply only sometimes: `probability` p (0 < p <= 1, default 1) makes it catch each matching
+request with chance p. The draws come from a `random.Random` of the fault's own, seeded with `seed`
+(default: the fault's id), so a run that sends the same requests in the same order sees the same
+faults. `count` counts applications, not matching requests: `{"status": 503, "probability": 0.3,
+"count": 100}` answers 100 requests with 503, about one in three of the matching ones, then is used
+up. There is no "forever" value: for a whole test, give a count larger than the test can use. A
+request the fault lets through goes on to the next matching fault (which draws for itself), so two
+faults of p1 and p2 on the same requests catch p1 and (1 - p1) * p2 of them.
+
+Dropping a connection needs the socket, which the werkzeug server (`sandbox.server.serve_in_thread`)
+exposes as `environ["werkzeug.socket"]`; the simulator wiring in `sandbox.simulator` calls
+`drop_connection` / `hold_connection` from a WSGI middleware, outside Flask, because an exception
+raised inside Flask would become a 500 answer instead of a dropped connection.
 """
 
 import contextlib
+import random
 import re
 import select
 import socket
@@ -47,6 +59,8 @@ _FIELDS = frozenset(
         "drop",
         "timeout_after_commit",
         "hold_s",
+        "probability",
+        "seed",
     }
 )
 
@@ -57,10 +71,12 @@ class FaultDroppedConnectionError(ConnectionAbortedError):
 
 @dataclass(slots=True)
 class Fault:
-    """One injected failure; `count` is the number of uses left.
+    """One injected failure; `count` is the number of uses (applications) left.
 
     Matching: `method` (case-insensitive, None = any), `path` (a prefix of the simulator-relative path,
-    None = any) and `path_regex` (searched in that path, None = any) must all match.
+    None = any) and `path_regex` (searched in that path, None = any) must all match. A matching
+    request is then caught with chance `probability`, drawn from a generator seeded with `seed`
+    (None: the fault's id, given when it is registered).
     """
 
     method: str | None = None
@@ -74,8 +90,11 @@ class Fault:
     drop: bool = False
     timeout_after_commit: bool = False
     hold_s: float = DEFAULT_HOLD_S
+    probability: float = 1.0
+    seed: int | None = None
     id: int = 0
     _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _random: random.Random | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         chosen = [
@@ -93,6 +112,14 @@ class Fault:
             )
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
             raise ValueError("count must be an integer >= 1")
+        if (
+            isinstance(self.probability, bool)
+            or not isinstance(self.probability, int | float)
+            or not 0 < self.probability <= 1
+        ):
+            raise ValueError("probability must be a number > 0 and <= 1")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError("seed must be an integer")
         if self.status is not None and (
             isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 599
         ):
@@ -132,8 +159,9 @@ class Fault:
         for flag in ("drop", "timeout_after_commit"):
             if flag in values and not isinstance(values[flag], bool):
                 raise ValueError(f"{flag} must be true or false")
-        if values.get("hold_s") is None:
-            values.pop("hold_s", None)
+        for name in ("hold_s", "probability"):
+            if values.get(name) is None:
+                values.pop(name, None)
         return cls(**values)
 
     @property
@@ -153,6 +181,14 @@ class Fault:
             return False
         return self._pattern is None or self._pattern.search(path) is not None
 
+    def applies(self) -> bool:
+        """Draw whether this matching request is caught (always, at probability 1)."""
+        if self.probability >= 1:
+            return True
+        if self._random is None:
+            self._random = random.Random(self.id if self.seed is None else self.seed)
+        return self._random.random() < self.probability
+
     def to_json(self) -> dict[str, Any]:
         """The fault as listed by `GET /_sandbox/faults`."""
         return {
@@ -169,6 +205,8 @@ class Fault:
             "drop": self.drop,
             "timeout_after_commit": self.timeout_after_commit,
             "hold_s": self.hold_s,
+            "probability": self.probability,
+            "seed": self.seed,
         }
 
 
@@ -189,10 +227,13 @@ class FaultQueue:
             return fault
 
     def take(self, method: str, path: str) -> Fault | None:
-        """Use up one count of the oldest fault matching this request, or return None."""
+        """Use up one count of the oldest fault matching and catching this request, or return None.
+
+        A probabilistic fault that lets the request through leaves it to the next matching fault.
+        """
         with self._lock:
             for fault in self._faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path) and fault.applies():
                     fault.count -= 1
                     if fault.count == 0:
                         self._faults.remove(fault)

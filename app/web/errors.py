@@ -2,8 +2,10 @@
 
 ``{"error": <code>, "message": <text>, "fields": {name: [messages]}}``: 400 for malformed bodies,
 401/403 for credentials, 404, 409 for a command the alarm's state refuses, 413 for large bodies,
-415 for a wrong content type, 422 for well-formed but invalid input. Anything unexpected is a 500
-with a request id (logged), never a 4xx.
+415 for a wrong content type, 422 for well-formed but invalid input. A ledger that cannot be reached
+(PostgreSQL restarting, a connection cut mid-request) is a 503 ``unavailable`` with ``Retry-After: 1``:
+nothing was committed, so the sender must try again (a 2xx always means committed). Anything else
+unexpected is a 500 with a request id (logged), never a 4xx.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import uuid
 from typing import Any
 
 import marshmallow as ma
+import psycopg
 import structlog
 from flask import Flask, Response, jsonify
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from app.domain.operations import ActionNotRetryableError, AlarmEndedError, AlarmNotFoundError
 
 log = structlog.get_logger(__name__)
+LEDGER_RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
@@ -73,8 +78,42 @@ def register(app: Flask) -> None:
         name = (exc.name or "error").lower().replace(" ", "_")
         return error_response(status, name, exc.description or name)
 
+    @app.errorhandler(sa_exc.DBAPIError)
+    @app.errorhandler(psycopg.OperationalError)
+    def _ledger_error(exc: Exception) -> Response:
+        if not ledger_unreachable(exc):
+            return _unexpected(exc)
+        request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex[:16]
+        cause = getattr(exc, "orig", None) or exc
+        log.warning(
+            "web.ledger_unavailable",
+            request_id=request_id,
+            error_type=type(cause).__name__,
+            error=str(cause).splitlines()[0][:200] if str(cause) else "",
+        )
+        response = error_response(
+            503,
+            "unavailable",
+            f"the ledger is unavailable; try again (a repeated event is recognised); request id {request_id}",
+        )
+        response.headers["Retry-After"] = str(LEDGER_RETRY_AFTER_S)
+        return response
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex[:16]
         log.exception("web.unhandled_error", request_id=request_id, error_type=type(exc).__name__)
         return error_response(500, "internal_error", f"unexpected error; request id {request_id}")
+
+
+def ledger_unreachable(exc: BaseException) -> bool:
+    """Whether a database error means "the ledger cannot be reached now" rather than a bug.
+
+    SQLAlchemy's ``OperationalError`` and ``InterfaceError`` (refused or cut connections, a server
+    shutting down, SQLite busy) and any DBAPI error whose connection was invalidated; psycopg's own
+    ``OperationalError`` when it escapes unwrapped. An ``IntegrityError`` or a ``ProgrammingError``
+    stays a 500: retrying would not help.
+    """
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | psycopg.OperationalError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)

@@ -6,6 +6,7 @@ simulated time (computed lazily, as every simulator must) and reseeds them on re
 """
 
 import json
+import random
 import threading
 import time
 from typing import Any
@@ -257,6 +258,64 @@ def test_timeout_after_commit_drops_after_the_hold(toy: LiveSimulator) -> None:
     assert "held" in names(toy)
 
 
+def caught_by(seed: int, probability: float, requests_sent: int) -> list[bool]:
+    """Which of the next requests a fault of this seed and probability catches (its documented draws)."""
+    draws = random.Random(seed)
+    return [draws.random() < probability for _ in range(requests_sent)]
+
+
+def test_a_probabilistic_fault_catches_the_requests_its_seeded_draws_pick(toy: LiveSimulator) -> None:
+    added = toy.add_fault(method="POST", path=THINGS, status=503, probability=0.3, count=1000, seed=42)
+    assert (added["probability"], added["seed"], added["count"]) == (0.3, 42, 1000)
+
+    statuses = [toy.request("POST", THINGS, json={"name": f"n{i}"}).status_code for i in range(60)]
+
+    expected = caught_by(42, 0.3, 60)
+    assert [status == 503 for status in statuses] == expected
+    assert 5 <= sum(expected) <= 35  # a storm, not every request and not none
+    assert [e["fault"] == "status" for e in toy.journal(method="POST")] == expected
+    assert toy.request("GET", THINGS).status_code == 200  # another method: never drawn for
+    (left,) = toy.request("GET", "/_sandbox/faults").json()
+    assert left["count"] == 1000 - sum(expected)  # count counts applications, not matches
+
+
+def test_a_probabilistic_fault_is_used_up_after_count_applications(toy: LiveSimulator) -> None:
+    toy.add_fault(method="POST", status=429, headers={"Retry-After": "1"}, probability=0.5, count=3, seed=5)
+
+    statuses = [toy.request("POST", THINGS, json={"name": f"n{i}"}).status_code for i in range(40)]
+
+    assert statuses.count(429) == 3
+    draws = caught_by(5, 0.5, 40)
+    third = [i for i, caught in enumerate(draws) if caught][2]
+    assert [status == 429 for status in statuses[: third + 1]] == draws[: third + 1]
+    assert set(statuses[third + 1 :]) == {201}
+    assert toy.request("GET", "/_sandbox/faults").json() == []
+
+
+def test_the_same_seed_replays_the_same_faults_and_the_default_seed_is_the_fault_id(
+    toy: LiveSimulator,
+) -> None:
+    def run(**fault: Any) -> list[int]:
+        toy.request("DELETE", "/_sandbox/faults")
+        toy.add_fault(method="GET", status=500, probability=0.4, count=100, **fault)
+        return [toy.request("GET", THINGS).status_code for _ in range(30)]
+
+    assert run(seed=9) == run(seed=9)
+    first_id = toy.add_fault(method="PUT", status=500)["id"] + 1  # the next fault's id
+    toy.request("DELETE", "/_sandbox/faults")
+    by_default = run()
+    assert [status == 500 for status in by_default] == caught_by(first_id, 0.4, 30)
+
+
+def test_a_request_a_probabilistic_fault_lets_through_goes_to_the_next_fault(toy: LiveSimulator) -> None:
+    toy.add_fault(path=THINGS, status=503, probability=0.5, count=1000, seed=1)
+    toy.add_fault(path=THINGS, status=429, count=1000)  # probability 1: takes whatever the first leaves
+
+    statuses = [toy.request("GET", THINGS).status_code for _ in range(20)]
+
+    assert [503 if caught else 429 for caught in caught_by(1, 0.5, 20)] == statuses
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -268,6 +327,12 @@ def test_timeout_after_commit_drops_after_the_hold(toy: LiveSimulator) -> None:
         {"status": 503, "count": 0},
         {"status": 503, "path_regex": "("},
         {"status": 503, "colour": "red"},
+        {"status": 503, "probability": 0},
+        {"status": 503, "probability": 1.5},
+        {"status": 503, "probability": "half"},
+        {"status": 503, "probability": True},
+        {"status": 503, "seed": "seven"},
+        {"status": 503, "seed": 1.5},
         [],
     ],
 )

@@ -106,6 +106,7 @@ def end(
     alarm.outcome = outcome
     alarm.ended_at = now
     stopped = 0
+    uncertain: list[Action] = []
     for action in actions:
         if action.state in (ActionState.PENDING, ActionState.QUEUED) and action.kind not in CLOSING_KINDS:
             action.state = ActionState.CANCELLED
@@ -113,9 +114,20 @@ def end(
             action.updated_at = now
             action.last_error = f"alarm ended ({outcome})"
             stopped += 1
+            if action.outcome_unknown:
+                uncertain.append(action)
     note(
         session, alarm.id, now, "alarm.ended", f"ended: {outcome}; {stopped} step(s) not started were stopped"
     )
+    for action in uncertain:
+        # Its last attempt lost its answer: the upstream may hold what it created, and nothing will
+        # look for it now. Say so on the alarm rather than let a dispatch run on unseen.
+        reason = (
+            f"{action.kind} may have reached {action.target} before the alarm ended (its answer was "
+            f"lost): check {action.target} and stand it down there"
+        )
+        alarm.flag_for_person(reason)
+        note(session, alarm.id, now, "upstream.check_by_hand", reason, action_id=action.id)
     refs = alarm.refs or {}
     kinds: list[str] = []
     if end_alta and _is_alta(alarm):

@@ -18,19 +18,21 @@ Rules (DESIGN.md, CONTRACTS §6.4):
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.domain import sia, task_names
-from app.domain.actions import DueAction, due_action, new_action
+from app.domain.actions import DueAction
 from app.domain.alarms import plan_step
 from app.domain.events import Classification, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
@@ -40,6 +42,85 @@ from app.ledger.models import Event as EventRow
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
 RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.UNBYPASS})
+
+# The common path (a new event that opens or joins an alarm) runs as a handful of prepared Core
+# statements, built once: at alarm rates the ORM's per-statement work was most of intake's CPU.
+EVENTS, ALARMS = EventRow.__table__, Alarm.__table__
+ACTIONS, TIMELINE = Action.__table__, TimelineEntry.__table__
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
+_INSERT_EVENT = {
+    dialect: insert_(EVENTS).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(EVENTS.c.id)
+    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_FIND_EVENT = select(EVENTS.c.id, EVENTS.c.alarm_id).where(EVENTS.c.dedupe_key == bindparam("key"))
+_ACTIVE = [state.value for state in ACTIVE_ALARM_STATES]
+_INSERT_ALARM = insert(ALARMS).returning(ALARMS.c.id)
+_INSERT_ACTIONS = insert(ACTIONS).returning(ACTIONS.c.id, sort_by_parameter_order=True)
+_INSERT_TIMELINE = insert(TIMELINE)
+_ATTACH_EVENT = (
+    update(EVENTS).where(EVENTS.c.id == bindparam("p_event_id")).values(alarm_id=bindparam("p_alarm_id"))
+)
+
+
+@functools.cache
+def _join_statement(routed: bool, zoned: bool) -> Any:
+    """Find and join the open alarm of this place, zone and family in one statement.
+
+    The outer state test is evaluated again on the row the UPDATE locks, so an alarm an operator
+    ends meanwhile is not joined: a new one opens instead.
+    """
+    place = [ALARMS.c.account == bindparam("p_account")]
+    if routed:
+        place.append(ALARMS.c.site_key == bindparam("p_site_key"))
+    else:
+        place += [ALARMS.c.site_key.is_(None), ALARMS.c.source_key == bindparam("p_source_key")]
+    place.append(ALARMS.c.zone == bindparam("p_zone") if zoned else ALARMS.c.zone.is_(None))
+    latest = (
+        select(ALARMS.c.id)
+        .where(
+            *place,
+            ALARMS.c.family == bindparam("p_family"),
+            ALARMS.c.state.in_(_ACTIVE),
+            ALARMS.c.last_event_at >= bindparam("p_since", type_=ALARMS.c.last_event_at.type),
+        )
+        .order_by(ALARMS.c.id.desc())
+        .limit(1)
+        .correlate(None)  # its own FROM alarms, not the UPDATE's row
+        .scalar_subquery()
+    )
+    return (
+        update(ALARMS)
+        .where(ALARMS.c.id == latest, ALARMS.c.state.in_(_ACTIVE))
+        .values(
+            event_count=ALARMS.c.event_count + 1,
+            last_event_at=bindparam("p_now", type_=ALARMS.c.last_event_at.type),
+        )
+        .returning(ALARMS.c.id, ALARMS.c.event_count, ALARMS.c.family, ALARMS.c.priority)
+    )
+
+
+@functools.cache
+def _attach_with_restores_statement(zoned: bool) -> Any:
+    """Attach the event to its new alarm, and adopt restores of its zone that came first."""
+    early = (
+        EVENTS.c.alarm_id.is_(None)
+        & (EVENTS.c.source == bindparam("p_source"))
+        & (EVENTS.c.account == bindparam("p_account"))
+        & (EVENTS.c.zone == bindparam("p_zone") if zoned else EVENTS.c.zone.is_(None))
+        & EVENTS.c.code.in_(bindparam("p_codes", expanding=True))
+        & (EVENTS.c.received_at >= bindparam("p_since", type_=EVENTS.c.received_at.type))
+    )
+    return (
+        update(EVENTS)
+        .where((EVENTS.c.id == bindparam("p_event_id")) | early)
+        .values(alarm_id=bindparam("p_alarm_id"))
+        .returning(
+            EVENTS.c.id,
+            EVENTS.c.code,
+            EVENTS.c.received_at,
+            (EVENTS.c.id != bindparam("p_event_id")).label("early"),
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,26 +157,22 @@ def route(event: Event, sites: Sites) -> Site | None:
 
 def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeRules) -> Receipt:
     """Record one event and everything it implies; the caller's transaction makes it atomic."""
-    _serialise_per_account(session, event)
+    dialect = session.get_bind().dialect.name
+    _serialise_per_account(session, event, dialect)
     key = event.dedupe_key(rules.dedupe_window_s)
-    existing = session.execute(
-        select(EventRow.id, EventRow.alarm_id).where(EventRow.dedupe_key == key)
-    ).first()
-    if existing is not None:
-        return Receipt(existing.id, existing.alarm_id, duplicate=True)
-
     site = route(event, sites)
     skew_s = (event.received_at - event.occurred_at).total_seconds() if event.occurred_at else None
-    event_id = _insert_event(session, event, key, site, skew_s)
-    if event_id is None:  # a concurrent writer recorded it first (only without the advisory lock)
-        row = session.execute(select(EventRow.id, EventRow.alarm_id).where(EventRow.dedupe_key == key)).one()
+    # The unique dedupe key answers "seen before?" in the insert itself: no lookup on the common path.
+    event_id = _insert_event(session, dialect, event, key, site, skew_s)
+    if event_id is None:  # a retried delivery (or a concurrent writer, without the advisory lock)
+        row = session.execute(_FIND_EVENT, {"key": key}).one()
         return Receipt(row.id, row.alarm_id, duplicate=True)
 
     cls = event.classify()
     recorder = _Recorder(session, event, event_id, site, cls, rules)
     alarm, due = recorder.apply()
     if alarm is not None:
-        session.execute(update(EventRow).where(EventRow.id == event_id).values(alarm_id=alarm.id))
+        recorder.attach_event(alarm)
         if skew_s is not None and abs(skew_s) > rules.clock_skew_tolerance.total_seconds():
             recorder.note(
                 alarm.id,
@@ -103,6 +180,7 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
                 f"sender clock differs from ours by {skew_s:+.0f}s",
                 skew_s=skew_s,
             )
+    recorder.write_notes()
     return Receipt(
         event_id,
         alarm.id if alarm else None,
@@ -112,20 +190,29 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
     )
 
 
-def _serialise_per_account(session: Session, event: Event) -> None:
+@dataclass(slots=True)
+class _AlarmRef:
+    """The alarm an event opened or joined, as far as intake needs it (no ORM object on this path)."""
+
+    id: int
+    family: str
+    priority: str
+
+
+def _serialise_per_account(session: Session, event: Event, dialect: str) -> None:
     """One writer at a time per (source, account) on PostgreSQL: grouping and dedupe stay exact.
 
     SQLite needs nothing: every ledger transaction there starts with BEGIN IMMEDIATE.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if dialect != "postgresql":
         return
     digest = hashlib.sha256(f"{event.source_key}\x00{event.account.casefold()}".encode()).digest()
     lock_id = int.from_bytes(digest[:8], "big", signed=True)
-    session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+    session.execute(_ADVISORY_LOCK, {"id": lock_id})
 
 
 def _insert_event(
-    session: Session, event: Event, key: str, site: Site | None, skew_s: float | None
+    session: Session, dialect: str, event: Event, key: str, site: Site | None, skew_s: float | None
 ) -> int | None:
     values = {
         "dedupe_key": key,
@@ -140,9 +227,8 @@ def _insert_event(
         "site_key": site.key if site else None,
         "payload": event.payload,
     }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(EventRow).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return session.execute(statement.returning(EventRow.id)).scalar_one_or_none()
+    statement = _INSERT_EVENT["postgresql" if dialect == "postgresql" else "sqlite"]
+    return session.execute(statement, values).scalar_one_or_none()
 
 
 class _Recorder:
@@ -165,6 +251,7 @@ class _Recorder:
         self.cls = cls
         self.rules = rules
         self.now = event.received_at
+        self.notes: list[dict[str, Any]] = []  # written in one statement by write_notes()
 
     def apply(self) -> tuple[Alarm | None, list[DueAction]]:
         kind = self.cls.kind
@@ -190,31 +277,27 @@ class _Recorder:
     def _zone_is(self, zone: str | None) -> Any:
         return Alarm.zone.is_(None) if zone is None else Alarm.zone == zone
 
-    def _open_or_join(self) -> tuple[Alarm, list[DueAction]]:
-        since = self.now - self.rules.grouping_window
-        alarm = self.session.execute(
-            select(Alarm)
-            .where(
-                *self._same_place(),
-                self._zone_is(self.event.zone),
-                Alarm.family == self.cls.family,
-                Alarm.state.in_(ACTIVE_ALARM_STATES),
-                Alarm.last_event_at >= since,
-            )
-            .order_by(Alarm.id.desc())
-            .limit(1)
-            .with_for_update()  # an operator ending it concurrently: wait, then see it ended
-        ).scalar_one_or_none()
-        if alarm is not None and alarm.state not in ACTIVE_ALARM_STATES:
-            alarm = None  # it ended while we waited for its lock
-        if alarm is not None:
-            alarm.event_count += 1
-            alarm.last_event_at = self.now
-            self.note(alarm.id, "alarm.repeated", f"{self._what()} again ({alarm.event_count} events)")
+    def _open_or_join(self) -> tuple[_AlarmRef, list[DueAction]]:
+        routed, zoned = self.site is not None, self.event.zone is not None
+        joined = self.session.execute(
+            _join_statement(routed, zoned),
+            {
+                "p_account": self.event.account,
+                "p_site_key": self.site.key if self.site is not None else None,
+                "p_source_key": self.event.source_key,
+                "p_zone": self.event.zone,
+                "p_family": self.cls.family,
+                "p_since": self.now - self.rules.grouping_window,
+                "p_now": self.now,
+            },
+        ).first()
+        if joined is not None:
+            alarm = _AlarmRef(joined.id, joined.family, joined.priority)
+            self.note(alarm.id, "alarm.repeated", f"{self._what()} again ({joined.event_count} events)")
             return alarm, []
         return self._open()
 
-    def _open(self) -> tuple[Alarm, list[DueAction]]:
+    def _open(self) -> tuple[_AlarmRef, list[DueAction]]:
         reasons = []
         if self.site is None:
             reasons.append(
@@ -222,23 +305,30 @@ class _Recorder:
             )
         if not self.cls.known:
             reasons.append(f"unknown event code {self.event.code!r}")
-        alarm = Alarm(
-            site_key=self.site.key if self.site else None,
-            source_key=self.event.source_key,
-            account=self.event.account,
-            zone=self.event.zone,
-            code=self.event.code,
-            description=self.cls.description,
-            family=self.cls.family,
-            priority=self.cls.priority,
-            state=AlarmState.NEEDS_PERSON if reasons else AlarmState.OPEN,
-            needs_person_reason="; ".join(reasons) or None,
-            event_count=1,
-            opened_at=self.now,
-            last_event_at=self.now,
-        )
-        self.session.add(alarm)
-        self.session.flush()
+        plan = self.site.plan if self.site else UNROUTED_PLAN
+        steps: Sequence[Step] = plan.steps_for(self.cls.family, self.cls.kind)
+        if not steps and self.cls.kind in ALARM_KINDS and self.site is not None:
+            reasons.append(f"plan {plan.key!r} has no steps for a {self.cls.family} alarm")
+        alarm_id = self.session.execute(
+            _INSERT_ALARM,
+            {
+                "site_key": self.site.key if self.site else None,
+                "source_key": self.event.source_key,
+                "account": self.event.account,
+                "zone": self.event.zone,
+                "code": self.event.code,
+                "description": self.cls.description,
+                "family": self.cls.family,
+                "priority": self.cls.priority,
+                "state": AlarmState.NEEDS_PERSON.value if reasons else AlarmState.OPEN.value,
+                "needs_person_reason": "; ".join(reasons)[:2000] or None,
+                "event_count": 1,
+                "opened_at": self.now,
+                "last_event_at": self.now,
+                "refs": {},
+            },
+        ).scalar_one()
+        alarm = _AlarmRef(alarm_id, self.cls.family, self.cls.priority)
         self.opened = True
         where = f"site {self.site.key}" if self.site else "no site (unrouted)"
         self.note(
@@ -250,19 +340,12 @@ class _Recorder:
         )
         for reason in reasons:
             self.note(alarm.id, "alarm.needs_person", reason)
-        due = self._plan(alarm)
-        self._match_early_restores(alarm)
+        due = self._plan(alarm, steps)
         return alarm, due
 
-    def _plan(self, alarm: Alarm) -> list[DueAction]:
-        plan = self.site.plan if self.site else UNROUTED_PLAN
-        steps: Sequence[Step] = plan.steps_for(self.cls.family, self.cls.kind)
-        if not steps and self.cls.kind in ALARM_KINDS and self.site is not None:
-            reason = f"plan {plan.key!r} has no steps for a {self.cls.family} alarm"
-            alarm.flag_for_person(reason)
-            self.note(alarm.id, "alarm.needs_person", reason)
+    def _plan(self, alarm: _AlarmRef, steps: Sequence[Step]) -> list[DueAction]:
         queue = sia.queue_for(self.cls.priority)
-        due: list[DueAction] = []
+        planned: list[tuple[dict[str, Any], str]] = []
         for index, step in enumerate(steps):
             if step.kind.startswith("alta.") and self.event.source_kind != "alta":
                 self.note(
@@ -277,26 +360,72 @@ class _Recorder:
                     task_names.ALTA_FIND_ONGOING_ALERT,
                     {**params, "then": task_names.ALTA_COLLECT_VIDEO},
                 )
-            action = new_action(
-                kind=kind,
-                target=kind.split(".", 1)[0],
-                queue=queue,
-                due_at=self.now + step.after,
-                max_attempts=self.rules.max_attempts,
-                alarm_id=alarm.id,
-                cancellable=step.cancellable,
-                params=params,
-                enqueued=immediate,
-                now=self.now,
-            )
-            self.session.add(action)
-            self.session.flush()
+            row = {
+                "alarm_id": alarm.id,
+                "kind": kind,
+                "target": kind.split(".", 1)[0],
+                "queue": queue,
+                "state": (ActionState.QUEUED if immediate else ActionState.PENDING).value,
+                "due_at": self.now + step.after,
+                "enqueued_at": self.now if immediate else None,
+                "attempts": 0,
+                "max_attempts": self.rules.max_attempts,
+                "lease_token": None,
+                "lease_until": None,
+                "cancellable": step.cancellable,
+                "idempotency_key": str(uuid.uuid4()),
+                "outcome_unknown": False,
+                "params": params,
+                "created_at": self.now,
+                "updated_at": self.now,
+            }
             when = "now" if immediate else f"in {step.after.total_seconds():g}s"
             hold = " (a cancel in time stops it)" if step.cancellable else ""
-            self.note(alarm.id, "action.planned", f"{kind} {when}{hold}", action_id=action.id)
-            if immediate:
-                due.append(due_action(action))
+            planned.append((row, f"{kind} {when}{hold}"))
+        if not planned:
+            return []
+        ids = self.session.execute(_INSERT_ACTIONS, [row for row, _ in planned]).scalars().all()
+        due: list[DueAction] = []
+        for action_id, (row, message) in zip(ids, planned, strict=True):
+            self.note(alarm.id, "action.planned", message, action_id=action_id)
+            if row["state"] == ActionState.QUEUED.value:
+                due.append(DueAction(id=action_id, task_name=row["kind"], queue=row["queue"]))
         return due
+
+    def attach_event(self, alarm: Any) -> None:
+        """Point the event at its alarm, and adopt restores that arrived before the alarm opened."""
+        restores = sia.restore_codes_for(self.event.code or "") if self.opened else ()
+        if not restores:
+            self.session.execute(update(EVENTS).where(EVENTS.c.id == self.event_id).values(alarm_id=alarm.id))
+            return
+        # One statement for both: this event, and any early restore of this zone (usually none).
+        rows = self.session.execute(
+            _attach_with_restores_statement(self.event.zone is not None),
+            {
+                "p_event_id": self.event_id,
+                "p_alarm_id": alarm.id,
+                "p_source": self.event.source_key,
+                "p_account": self.event.account,
+                "p_zone": self.event.zone,
+                "p_codes": list(restores),
+                "p_since": self.now - self.rules.grouping_window,
+            },
+        ).all()
+        restored = sorted((r for r in rows if r.early), key=lambda r: r.id)
+        if not restored:
+            return
+        self.session.execute(
+            update(ALARMS)
+            .where(ALARMS.c.id == alarm.id)
+            .values(restored_at=func.coalesce(ALARMS.c.restored_at, restored[0].received_at))
+        )
+        for restore in restored:
+            self.note(
+                alarm.id,
+                "alarm.zone_restored",
+                f"restore {restore.code} had arrived before the alarm; the response goes on",
+                restore_event_id=restore.id,
+            )
 
     # -- restores --------------------------------------------------------------------------------
 
@@ -321,31 +450,6 @@ class _Recorder:
             alarm.id, "alarm.zone_restored", f"{self._what()}: the zone is normal again; the response goes on"
         )
         return alarm
-
-    def _match_early_restores(self, alarm: Alarm) -> None:
-        restores = sia.restore_codes_for(self.event.code or "")
-        if not restores:
-            return
-        early = self.session.execute(
-            select(EventRow).where(
-                EventRow.alarm_id.is_(None),
-                EventRow.source == self.event.source_key,
-                EventRow.account == self.event.account,
-                (EventRow.zone.is_(None) if self.event.zone is None else EventRow.zone == self.event.zone),
-                EventRow.code.in_(restores),
-                EventRow.received_at >= self.now - self.rules.grouping_window,
-                EventRow.id != self.event_id,
-            )
-        ).scalars()
-        for restore in early:
-            restore.alarm_id = alarm.id
-            alarm.restored_at = alarm.restored_at or restore.received_at
-            self.note(
-                alarm.id,
-                "alarm.zone_restored",
-                f"restore {restore.code} had arrived before the alarm; the response goes on",
-                restore_event_id=restore.id,
-            )
 
     # -- cancels ---------------------------------------------------------------------------------
 
@@ -403,16 +507,11 @@ class _Recorder:
             action.completed_at = self.now
             action.updated_at = self.now
             action.last_error = f"cancelled by {self.event.code}"
-            self.session.add(
-                TimelineEntry(
-                    alarm_id=alarm.id,
-                    action_id=action.id,
-                    event_id=self.event_id,
-                    at=self.now,
-                    kind="action.cancelled",
-                    message=f"{action.kind} stopped by {self.event.code} within the cancel window",
-                    data={},
-                )
+            self.note(
+                alarm.id,
+                "action.cancelled",
+                f"{action.kind} stopped by {self.event.code} within the cancel window",
+                action_id=action.id,
             )
         self.note(
             alarm.id,
@@ -432,6 +531,7 @@ class _Recorder:
         ).first()
         if placed is None and not maybe_placed:
             return []
+        self.write_notes()  # plan_step writes its own line: keep the timeline in order
         step = plan_step(
             self.session,
             alarm,
@@ -450,14 +550,20 @@ class _Recorder:
         return f"{code}{self.cls.description}{zone}".strip()
 
     def note(self, alarm_id: int, kind: str, message: str, **data: Any) -> None:
-        self.session.add(
-            TimelineEntry(
-                alarm_id=alarm_id,
-                event_id=self.event_id,
-                action_id=data.pop("action_id", None),
-                at=self.now,
-                kind=kind,
-                message=message,
-                data=data,
-            )
+        self.notes.append(
+            {
+                "alarm_id": alarm_id,
+                "event_id": self.event_id,
+                "action_id": data.pop("action_id", None),
+                "at": self.now,
+                "kind": kind,
+                "message": message,
+                "data": data,
+            }
         )
+
+    def write_notes(self) -> None:
+        """Write the buffered timeline lines, in order, in one statement."""
+        if self.notes:
+            self.session.execute(_INSERT_TIMELINE, self.notes)
+            self.notes = []

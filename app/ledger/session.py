@@ -20,8 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """An engine for the ledger URL, with the durability pragmas for SQLite."""
+def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """An engine for the ledger URL, with the durability pragmas for SQLite.
+
+    ``pre_ping`` tests each pooled PostgreSQL connection before use (a round trip). Workers keep it:
+    a stale connection would cost an attempt. Intake turns it off: after a database restart a stale
+    connection answers one request 503, SQLAlchemy then replaces the pool, and the sender retries.
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -33,7 +38,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         )
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
 
 
 def _tune_sqlite(engine: Engine) -> None:

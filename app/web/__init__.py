@@ -53,7 +53,7 @@ def create_app(
         PERMANENT_SESSION_LIFETIME=DASHBOARD_SESSION_LIFETIME,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pre_ping=False)  # see make_engine
     sessions = make_sessionmaker(engine)
     app.extensions["alarm_bridge"] = AppServices(
         settings=settings,

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+import redis
+from fakeredis import TcpFakeServer
 
-from app.domain.actions import new_action
+from app.domain.actions import DueAction, new_action
 from app.domain.outbox import Outbox, make_producer
 from app.ledger.models import Action
 from app.ledger.session import make_engine, make_sessionmaker
@@ -40,9 +48,71 @@ def test_a_dead_broker_marks_actions_unsent_instead_of_raising(sqlite_url: str) 
         action_id = action.id
     settings = Settings(database_url=sqlite_url, redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
     outbox = Outbox(make_producer(settings), sessions)
-    from app.domain.actions import DueAction
-
     assert outbox.publish([DueAction(action_id, "system.selftest", "default")]) == [action_id]
     with sessions() as session:
         assert session.get_one(Action, action_id).enqueued_at is None
     engine.dispose()
+
+
+@contextmanager
+def _fake_redis_server(port: int = 0) -> Iterator[tuple[str, redis.Redis]]:
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"redis://127.0.0.1:{server.server_address[1]}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        yield url, client
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _messages(client: redis.Redis, key: str) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in client.lrange(key, 0, -1)]
+
+
+def test_each_due_action_is_one_message_on_its_queue_and_nothing_else(sqlite_url: str) -> None:
+    """One LPUSH per action: no "task-sent" event beside it (it doubled the intake path's publish)."""
+    with _fake_redis_server() as (url, client):
+        settings = Settings(database_url=sqlite_url, redis_url=url, broker_key_prefix="t:")
+        listener = client.pubsub()
+        listener.psubscribe("*")
+        outbox = Outbox(make_producer(settings))
+        due = [
+            DueAction(7, "tracktik.create_alarm", "default"),
+            DueAction(8, "rapidsos.create_alert", "life_safety"),
+        ]
+        assert outbox.publish(due) == []
+        assert outbox.publish([DueAction(9, "cad.upload_incident", "default")]) == []
+
+        assert sorted(k.decode() for k in client.keys("t:*") if b"binding" not in k) == [
+            "t:default",
+            "t:life_safety",
+        ]
+        sent = _messages(client, "t:default")[::-1] + _messages(client, "t:life_safety")
+        assert [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[1]) for m in sent] == [
+            ("tracktik.create_alarm", {"action_id": 7}),
+            ("cad.upload_incident", {"action_id": 9}),
+            ("rapidsos.create_alert", {"action_id": 8}),
+        ]
+        heard = list(iter(lambda: listener.get_message(timeout=0.2), None))
+        published = [m["channel"] for m in heard if m and m["type"] == "pmessage"]
+        # Newer fakeredis also reports keyspace notifications (kombu's binding SADDs); those are not
+        # messages anyone publishes, a task-sent event would be.
+        assert [c for c in published if not c.startswith((b"__keyspace@", b"__keyevent@"))] == []
+        listener.close()
+
+
+def test_the_shared_publishing_client_survives_a_broker_restart(sqlite_url: str) -> None:
+    """The producer keeps one Redis client; a restarted broker must still receive the next message."""
+    with _fake_redis_server() as (url, client):
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        outbox = Outbox(make_producer(Settings(database_url=sqlite_url, redis_url=url)))
+        assert outbox.publish([DueAction(1, "tracktik.create_alarm", "default")]) == []
+        assert client.llen("default") == 1
+    with _fake_redis_server(port) as (_, client):  # the same address, empty (no persistence)
+        assert outbox.publish([DueAction(2, "tracktik.create_alarm", "default")]) == []
+        [message] = _messages(client, "default")
+        assert json.loads(base64.b64decode(message["body"]))[1] == {"action_id": 2}

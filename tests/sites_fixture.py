@@ -1,9 +1,12 @@
-"""The example sites file with test credentials: shared by the intake tests."""
+"""The example sites file with test credentials, shared by the intake tests; and what the deployment
+tests build their own sites files from (``site_toml``)."""
 
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
+from typing import Any
 
 from app.domain.sites import Sites
 from app.domain.sites_file import load_sites
@@ -30,3 +33,70 @@ ALTA_ZONE = "az-5d1c"
 def example_sites() -> Sites:
     """The example sites file, loaded with the test credentials."""
     return load_sites(EXAMPLE_SITES, SOURCE_ENV)
+
+
+# -- sites files of the deployment tests --------------------------------------------------------------
+# Each stack writes a sites file of its own: its sources and plans as TOML text, and its sites with
+# ``site_toml``, which renders one site's table and its location table from Python values.
+
+TRACKTIK_FIRE = {"alarm_organization": 687, "alarm_type_codes": {"fire": "FIRE", "default": "INTRUSION"}}
+TRACKTIK_INTRUSION = {"alarm_organization": 687, "alarm_type_codes": {"default": "INTRUSION"}}
+
+
+def location(
+    name: str,
+    address_line1: str,
+    city: str,
+    state: str,
+    country: str,
+    postal_code: str,
+    coordinates: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """A site's ``location`` table; ``coordinates`` are (latitude, longitude)."""
+    found: dict[str, Any] = {
+        "name": name,
+        "address_line1": address_line1,
+        "city": city,
+        "state": state,
+        "country": country,
+        "postal_code": postal_code,
+    }
+    if coordinates is not None:
+        found["latitude"], found["longitude"] = coordinates
+    return found
+
+
+def new_york(name: str, *, coordinates: bool = True) -> dict[str, Any]:
+    """A location at 350 5th Ave, New York, where most test sites are."""
+    where = (40.7484, -73.9857) if coordinates else None
+    return location(name, "350 5th Ave", "New York", "NY", "US", "10118", where)
+
+
+def site_toml(
+    key: str,
+    *,
+    location: dict[str, Any],
+    timezone: str = "America/New_York",
+    site_type: str = "COMMERCIAL",
+    **fields: Any,
+) -> str:
+    """``[sites.<key>]`` with ``fields`` (tables inline) and ``[sites.<key>.location]``, as TOML."""
+    values = {**fields, "timezone": timezone, "site_type": site_type}
+    body = "".join(f"{name} = {toml_value(value)}\n" for name, value in values.items())
+    where = "".join(f"{name} = {toml_value(value)}\n" for name, value in location.items())
+    return f"\n[sites.{key}]\n{body}\n[sites.{key}.location]\n{where}"
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value (inline) for a string, number, boolean, list or mapping."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: the same escapes
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML value for {value!r}")

@@ -27,13 +27,22 @@ from sandbox.clock import Clock
 from sandbox.config import load_config
 from sandbox.server import build_apps, combined_app, serve_in_thread
 from tests.polling import wait_until
-from tests.sites_fixture import ALTA_TOKEN, PANEL_TOKEN, SOURCE_ENV
+from tests.sites_fixture import (
+    ALTA_TOKEN,
+    PANEL_TOKEN,
+    SOURCE_ENV,
+    TRACKTIK_FIRE,
+    location,
+    new_york,
+    site_toml,
+)
 
 OPERATOR = {"Authorization": "Bearer op-key"}
 # The Alta zone webhooks of the sandbox carry this token (sandbox/default.toml).
 SANDBOX_ALTA_TOKEN = "sandbox-alta-webhook-token"
 
-E2E_SITES = """
+E2E_SITES = (
+    """
 [sources.acme-panels]
 kind = "panel"
 token_env = "ACME_PANELS_TOKEN"
@@ -41,81 +50,6 @@ token_env = "ACME_PANELS_TOKEN"
 [sources.alta-main]
 kind = "alta"
 token_env = "ALTA_MAIN_TOKEN"
-
-[sites.montreal-hq]
-name = "Montreal HQ"
-sources = ["acme-panels", "alta-main"]
-accounts = ["ab-95367"]
-alta_zones = ["az-5d1c"]
-timezone = "America/Montreal"
-site_type = "COMMERCIAL"
-instructions = "Loading dock; ask the security desk for the key."
-cancel_window = "90s"
-plan = "commercial"
-callonalarm = { account_number = "1001" }
-
-
-[sites.montreal-hq.location]
-name = "Acme HQ"
-address_line1 = "4200 Blvd Saint-Laurent"
-city = "Montreal"
-state = "QC"
-country = "CA"
-postal_code = "H2W 2R2"
-latitude = 45.5183
-longitude = -73.5822
-
-[sites.montreal-hq.tracktik]
-alarm_organization = 687
-alarm_connection_custom_id = "alarm-bridge"
-alarm_type_codes = { burglary = "11111", fire = "FIRE", trouble = "TECHNICAL", default = "INTRUSION" }
-[sites.nyc-office]
-name = "NYC office"
-sources = ["acme-panels"]
-accounts = ["ny-1"]
-timezone = "America/New_York"
-site_type = "COMMERCIAL"
-instructions = "Fire panel in the lobby."
-plan = "life"
-tracktik = { alarm_organization = 687, alarm_type_codes = { fire = "FIRE", default = "INTRUSION" } }
-callonalarm = { account_number = "1005" }
-
-
-[sites.nyc-office.location]
-name = "Acme NYC"
-address_line1 = "350 5th Ave"
-city = "New York"
-state = "NY"
-country = "US"
-postal_code = "10118"
-latitude = 40.7484
-longitude = -73.9857
-
-[sites.nyc-office.rapidsos]
-callflow = "AcmeMonitoringAlarmFlow"
-site_phone = "+12125550100"
-emergency_contacts = [{ name = "Dana Lee", phone = "+16175550142" }]
-[sites.miami-shop]
-name = "Miami shop"
-sources = ["acme-panels"]
-accounts = ["fl-1"]
-timezone = "America/New_York"
-site_type = "COMMERCIAL"
-plan = "life"
-tracktik = { alarm_organization = 687, alarm_type_codes = { fire = "FIRE", default = "INTRUSION" } }
-callonalarm = { account_number = "1005" }
-rapidsos = { callflow = "AcmeMonitoringAlarmFlow" }
-
-
-[sites.miami-shop.location]
-name = "Acme Miami"
-address_line1 = "100 Biscayne Blvd"
-city = "Miami"
-state = "FL"
-country = "US"
-postal_code = "33132"
-latitude = 25.7753
-longitude = -80.1888
 
 [plans.commercial]
 burglary = [
@@ -130,6 +64,61 @@ default = ["tracktik.create_alarm"]
 fire = ["rapidsos.create_alert", "tracktik.create_alarm", "cad.upload_incident"]
 default = ["tracktik.create_alarm"]
 """
+    + site_toml(
+        "montreal-hq",
+        name="Montreal HQ",
+        sources=["acme-panels", "alta-main"],
+        accounts=["ab-95367"],
+        alta_zones=["az-5d1c"],
+        timezone="America/Montreal",
+        instructions="Loading dock; ask the security desk for the key.",
+        cancel_window="90s",
+        plan="commercial",
+        callonalarm={"account_number": "1001"},
+        tracktik={
+            "alarm_organization": 687,
+            "alarm_connection_custom_id": "alarm-bridge",
+            "alarm_type_codes": {
+                "burglary": "11111",
+                "fire": "FIRE",
+                "trouble": "TECHNICAL",
+                "default": "INTRUSION",
+            },
+        },
+        location=location(
+            "Acme HQ", "4200 Blvd Saint-Laurent", "Montreal", "QC", "CA", "H2W 2R2", (45.5183, -73.5822)
+        ),
+    )
+    + site_toml(
+        "nyc-office",
+        name="NYC office",
+        sources=["acme-panels"],
+        accounts=["ny-1"],
+        instructions="Fire panel in the lobby.",
+        plan="life",
+        tracktik=TRACKTIK_FIRE,
+        callonalarm={"account_number": "1005"},
+        rapidsos={
+            "callflow": "AcmeMonitoringAlarmFlow",
+            "site_phone": "+12125550100",
+            "emergency_contacts": [{"name": "Dana Lee", "phone": "+16175550142"}],
+        },
+        location=new_york("Acme NYC"),
+    )
+    + site_toml(
+        "miami-shop",
+        name="Miami shop",
+        sources=["acme-panels"],
+        accounts=["fl-1"],
+        plan="life",
+        tracktik=TRACKTIK_FIRE,
+        callonalarm={"account_number": "1005"},
+        rapidsos={"callflow": "AcmeMonitoringAlarmFlow"},
+        location=location(
+            "Acme Miami", "100 Biscayne Blvd", "Miami", "FL", "US", "33132", (25.7753, -80.1888)
+        ),
+    )
+)
 
 
 class Stack:

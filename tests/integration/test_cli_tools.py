@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from app.ledger.models import Event as EventRow
 from app.web import create_app
 from config.settings import Settings
 from sandbox.server import RunningServer, serve_in_thread
+from tests.processes import REPO, free_port
 from tests.sites_fixture import (
     ALTA_TOKEN,
     ALTA_ZONE,
@@ -36,15 +36,8 @@ from tests.sites_fixture import (
 )
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 OPERATOR_KEY = "cli-operator-key"
 MILLISECOND_TIME = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z\b")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def check(*args: str, env: dict[str, str | None]) -> Result:
@@ -278,7 +271,7 @@ def test_send_test_event_with_a_wrong_token_fails_with_one_readable_line(bridge:
 
 
 def test_send_test_event_reports_a_bridge_that_does_not_answer() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
 
     done = cli("send-test-event", "--url", url, "--token", PANEL_TOKEN, "--account", MONTREAL_ACCOUNT)
 
@@ -345,7 +338,7 @@ def test_alarms_show_refuses_clearly_on_a_wrong_key_a_missing_alarm_or_no_bridge
         missing.stderr.strip() == f"Error: no alarm 424242 at {bridge.base} (404 not_found: no alarm 424242)"
     )
 
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     down = cli("alarms", "show", "1", "--url", url, "--key", OPERATOR_KEY)
     assert down.returncode == 1
     assert down.stderr.startswith(f"Error: cannot reach {url}/v1/alarms/1: ")

@@ -8,10 +8,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import requests
 
 from tests.polling import wait_until
+from tests.processes import free_port, start, wait_answers
 
 pytestmark = pytest.mark.integration
 READY_WITHIN_S = 60
@@ -29,42 +28,21 @@ NOT_INHERITED = (
 )  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class DevStack:
     def __init__(self, workdir: Path, broker: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-        env.update(PORT=str(self.port), SANDBOX_PORT=str(_free_port()), WEB_CONCURRENCY="1")
-        self.output: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "dev", "--broker", broker],
-            cwd=workdir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        env.update(PORT=str(self.port), SANDBOX_PORT=str(free_port()), WEB_CONCURRENCY="1")
+        argv = [sys.executable, "-m", "app.cli", "dev", "--broker", broker]
+        self.proc = start("dev", argv, env, workdir / "dev.log", cwd=workdir)
         self.http = requests.Session()
         self.base = f"http://127.0.0.1:{self.port}"
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
     def text(self) -> str:
-        return "".join(self.output)
+        return self.proc.current_output()
 
     def ready(self) -> dict[str, object] | None:
-        if self.proc.poll() is not None:
+        if not self.proc.alive():
             raise AssertionError(f"alarm-bridge dev exited early:\n{self.text()[-3000:]}")
         try:
             response = self.http.get(f"{self.base}/readyz", timeout=2)
@@ -72,28 +50,16 @@ class DevStack:
             return None
         return response.json() if response.status_code == 200 else None
 
-    def answers(self, url: str) -> bool:
-        try:
-            return self.http.get(url, timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                raise AssertionError(
-                    f"Ctrl-C did not stop alarm-bridge dev:\n{self.text()[-3000:]}"
-                ) from None
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if self.proc.alive():
+            os.kill(self.proc.pid, signal.SIGINT)  # Ctrl-C
+            if self.proc.wait(timeout_s=30) is None:
+                self.proc.kill()
+                raise AssertionError(f"Ctrl-C did not stop alarm-bridge dev:\n{self.text()[-3000:]}")
         self.http.close()
-        return self.proc.returncode
+        status = self.proc.wait(timeout_s=0)
+        assert status is not None
+        return status
 
 
 @pytest.fixture(params=["auto", "fakeredis"])
@@ -129,7 +95,7 @@ def test_dev_is_ready_with_nothing_configured_and_uses_its_own_broker(
     printed = re.search(r"alarm-bridge dev: flower on (http://127\.0\.0\.1:\d+)\n", dev_stack.text())
     assert printed, dev_stack.text()
     flower = printed.group(1)
-    wait_until(lambda: dev_stack.answers(f"{flower}/healthcheck"), timeout_s=30, interval_s=0.2)
+    wait_answers(dev_stack.http, f"{flower}/healthcheck", timeout_s=30)
     assert dev_stack.http.get(f"{flower}/", timeout=5).status_code == 200  # on loopback: no auth needed
 
     # The children share a fresh Prometheus directory, named in the environment they inherit.

@@ -14,13 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import shlex
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,10 +29,18 @@ import requests
 
 from sandbox.server import build_apps, combined_app, serve_in_thread
 from tests.polling import wait_until
+from tests.processes import (
+    deployment_env,
+    free_port,
+    procfile_argv,
+    start,
+    stop_all,
+    unique_prefix,
+    wait_answers,
+)
 from tests.stack import E2E_SITES
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 # Every secret the deployment is given or handles; none may appear in any log line.
 PANEL_TOKEN = "PLANTED-panel-token-5c2e09d1"
@@ -57,17 +59,6 @@ SANDBOX_CREDENTIALS = (  # the sandbox's vendor credentials (sandbox/default.tom
     "sandbox-rapidsos-secret",
     "sandbox-cad-token",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _procfile() -> dict[str, str]:
-    lines = (REPO / "Procfile").read_text().splitlines()
-    return {name.strip(): cmd.strip() for name, _, cmd in (ln.partition(":") for ln in lines if ln.strip())}
 
 
 @dataclass
@@ -114,76 +105,48 @@ def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[De
     text = text.replace("+16175550142", CONTACT_PHONE)
     signed = 'token_env = "ACME_PANELS_TOKEN"\nsigning_secrets_env = "ACME_PANELS_WHSEC"'
     sites.write_text(text.replace('token_env = "ACME_PANELS_TOKEN"', signed))
-    prefix = f"abobs:{uuid.uuid4().hex[:10]}:"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "PROMETHEUS"))}
-    env.update(
-        DATABASE_URL=postgres_url,
-        REDIS_URL=redis_url,
-        BROKER_KEY_PREFIX=prefix,
+    prefix = unique_prefix("abobs")
+    env = deployment_env(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        key_prefix=prefix,
+        sites=sites,
+        var_dir=tmp_path / "var",
+        prometheus=tmp_path / "prometheus",
+        sandbox=sandbox.base_url,
         OPERATOR_API_KEYS=OPERATOR_KEY,
         SECRET_KEY=SESSION_SECRET,
-        SITES_FILE=str(sites),
         ACME_PANELS_TOKEN=PANEL_TOKEN,
         ACME_PANELS_WHSEC=SIGNING_SECRET,
         ALTA_MAIN_TOKEN=ALTA_TOKEN,
         HOST="127.0.0.1",
         WEB_CONCURRENCY="2",
-        VAR_DIR=str(tmp_path / "var"),
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
         LOG_LEVEL="DEBUG",
         LOG_FORMAT="json",
         ALTA_LOOKUP_TIMEOUT_S="3",
         ALTA_VIDEO_WAIT_S="0",
         DISPATCH_INTERVAL_S="0.2",
-        **{f"{v}_BASE_URL": f"{sandbox.base_url}/{v.lower()}" for v in ("ALTA", "TRACKTIK", "CALLONALARM")},
-        **{f"{v}_BASE_URL": f"{sandbox.base_url}/{v.lower()}" for v in ("RAPIDSOS", "CAD")},
     )
-    (tmp_path / "prometheus").mkdir()
-    web_port = _free_port()
-    lines = _procfile()
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-    bindir = Path(sys.executable).parent
+    web_port = free_port()
+    procs = []
     for name in ("web", "worker", "urgent", "beat"):
-        argv = shlex.split(lines[name].replace("$PORT", str(web_port)))
-        path = tmp_path / f"{name}.log"
-        logs.append(path)
-        with path.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [str(bindir / argv[0]), *argv[1:]],
-                    cwd=REPO,
-                    env={**env, "PORT": str(web_port if name == "web" else _free_port())},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-    found = Deployment(f"http://127.0.0.1:{web_port}", sandbox.base_url, redis_url, prefix, logs)
-
-    def ready() -> bool:
-        try:
-            return found.http.get(f"{found.web}/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        port = web_port if name == "web" else free_port()
+        procs.append(
+            start(name, procfile_argv(name, port), {**env, "PORT": str(port)}, tmp_path / f"{name}.log")
+        )
+    found = Deployment(
+        f"http://127.0.0.1:{web_port}", sandbox.base_url, redis_url, prefix, [p.log for p in procs]
+    )
 
     try:
         try:
-            wait_until(ready, timeout_s=60, interval_s=0.2)
+            wait_answers(found.http, f"{found.web}/readyz", timeout_s=60)
         except AssertionError:
-            pytest.fail("the web process did not become ready:\n" + logs[0].read_text()[-3000:])
+            pytest.fail("the web process did not become ready:\n" + procs[0].tail())
         yield found
     finally:
         found.http.close()
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_all(procs, grace_s=30)
         sandbox.stop()
 
 

@@ -5,13 +5,9 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import signal
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,99 +15,63 @@ import pytest
 import requests
 
 from tests.polling import wait_until
+from tests.processes import (
+    REPO,
+    deployment_env,
+    free_port,
+    inherited_env,
+    procfile,
+    procfile_argv,
+    start,
+    stop_all,
+    unique_prefix,
+    wait_answers,
+)
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer procfile-key"}
 FLOWER_USER = ("ops", "procfile-flower-password")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def procfile() -> dict[str, str]:
-    lines = (REPO / "Procfile").read_text().splitlines()
-    return {
-        name.strip(): cmd.strip() for name, _, cmd in (line.partition(":") for line in lines if line.strip())
-    }
-
-
-def _argv(command: str, env: dict[str, str]) -> list[str]:
-    argv = shlex.split(command.replace("$PORT", env["PORT"]))
-    bindir = Path(sys.executable).parent
-    return [str(bindir / argv[0]), *argv[1:]]
-
-
 @pytest.fixture
 def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
-    env.update(
-        DATABASE_URL=postgres_url.replace("postgresql+psycopg://", "postgres://"),  # as platforms hand it out
-        REDIS_URL=redis_url,
-        BROKER_KEY_PREFIX=f"abproc:{uuid.uuid4().hex[:10]}:",
+    return deployment_env(
+        database_url=postgres_url.replace("postgresql+psycopg://", "postgres://"),  # as platforms hand it out
+        redis_url=redis_url,
+        key_prefix=unique_prefix("abproc"),
+        var_dir=tmp_path / "var",
+        drop=("DATABASE_", "REDIS_"),
         OPERATOR_API_KEYS="procfile-key",
         HOST="127.0.0.1",
         WEB_CONCURRENCY="1",
-        VAR_DIR=str(tmp_path / "var"),
         LOG_FORMAT="console",
         FLOWER_BASIC_AUTH=f"someone:else,{':'.join(FLOWER_USER)}",
     )
-    return env
 
 
 @pytest.fixture
 def running(deploy_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, int]]:
-    lines = procfile()
-    assert set(lines) == {"release", "web", "worker", "urgent", "beat", "flower"}
+    assert set(procfile()) == {"release", "web", "worker", "urgent", "beat", "flower"}
     release = subprocess.run(
-        _argv(lines["release"], {**deploy_env, "PORT": str(_free_port())}), cwd=REPO, env=deploy_env,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        procfile_argv("release"), cwd=REPO, env=deploy_env, capture_output=True, text=True, timeout=120
+    )
     assert release.returncode == 0, release.stderr
-    ports = {"web": _free_port(), "flower": _free_port()}
-    procs: list[subprocess.Popen[bytes]] = []
+    ports = {"web": free_port(), "flower": free_port()}
+    procs = []
     for name in ("web", "worker", "urgent", "beat", "flower"):
-        env = {**deploy_env, "PORT": str(ports.get(name) or _free_port())}  # platforms set PORT for all
-        log = (tmp_path / f"{name}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                _argv(lines[name], env),
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        log.close()
+        port = ports.get(name) or free_port()  # platforms set PORT for all
+        env = {**deploy_env, "PORT": str(port)}
+        procs.append(start(name, procfile_argv(name, port), env, tmp_path / f"{name}.log"))
     yield ports
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_all(procs, grace_s=30)
 
 
 def test_every_procfile_line_runs_against_real_services(running: dict[str, int]) -> None:
     web = f"http://127.0.0.1:{running['web']}"
     flower = f"http://127.0.0.1:{running['flower']}"
     with requests.Session() as http:
-
-        def answers(url: str) -> bool:
-            try:
-                return http.get(url, timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(lambda: answers(f"{web}/readyz"), timeout_s=60, interval_s=0.2)
-        wait_until(lambda: answers(f"{flower}/healthcheck"), timeout_s=60, interval_s=0.2)
+        wait_answers(http, f"{web}/readyz", timeout_s=60)
+        wait_answers(http, f"{flower}/healthcheck", timeout_s=60)
         assert http.get(f"{flower}/", timeout=5).status_code == 401  # never open on 0.0.0.0
         assert http.get(f"{flower}/", auth=("ops", "wrong"), timeout=5).status_code == 401
         assert http.get(f"{flower}/", auth=FLOWER_USER, timeout=5).status_code == 200
@@ -140,11 +100,11 @@ def test_every_procfile_line_runs_against_real_services(running: dict[str, int])
 
 
 def test_the_flower_line_refuses_to_listen_on_every_interface_without_basic_auth(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
-    env.update(PORT=str(_free_port()), VAR_DIR=str(tmp_path / "var"))
+    env = inherited_env(drop=["FLOWER_BASIC_AUTH"])
+    env.update(PORT=str(free_port()), VAR_DIR=str(tmp_path / "var"))
 
     done = subprocess.run(
-        _argv(procfile()["flower"], env), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        procfile_argv("flower", env["PORT"]), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
 
     assert done.returncode == 1

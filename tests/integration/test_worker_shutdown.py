@@ -5,10 +5,7 @@ Nothing is lost and nothing is sent twice."""
 from __future__ import annotations
 
 import os
-import shlex
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,11 +21,11 @@ from app.web import create_app
 from config.settings import read_settings
 from sandbox.server import build_apps, combined_app, serve_in_thread
 from tests.polling import wait_until
+from tests.processes import Proc, deployment_env, procfile_argv, start, unique_prefix
 from tests.sites_fixture import PANEL_TOKEN, SOURCE_ENV
 from tests.stack import E2E_SITES
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Deployment:
@@ -38,19 +35,16 @@ class Deployment:
         self.sandbox = serve_in_thread(combined_app(build_apps()))
         sites = tmp_path / "sites.toml"
         sites.write_text(E2E_SITES)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
-        self.env.update(
-            SOURCE_ENV,
-            DATABASE_URL=postgres_url,
-            REDIS_URL=redis_url,
-            BROKER_KEY_PREFIX=f"abterm:{uuid.uuid4().hex[:10]}:",
-            SITES_FILE=str(sites),
-            VAR_DIR=str(tmp_path / "var"),
+        self.env = deployment_env(
+            database_url=postgres_url,
+            redis_url=redis_url,
+            key_prefix=unique_prefix("abterm"),
+            sites=sites,
+            var_dir=tmp_path / "var",
+            sandbox=self.sandbox.base_url,
+            drop=("DATABASE_", "REDIS_"),
             LOG_FORMAT="console",
-            **{
-                f"{vendor}_BASE_URL": f"{self.sandbox.base_url}/{vendor.lower()}"
-                for vendor in ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD")
-            },
+            **SOURCE_ENV,
         )
         self.tmp_path = tmp_path
         saved = dict(os.environ)
@@ -64,16 +58,13 @@ class Deployment:
         self.web = serve_in_thread(self.app)
         self.engine = make_engine(postgres_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.workers: list[Proc] = []
         self.http = requests.Session()
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        procfile = dict(line.split(":", 1) for line in (REPO / "Procfile").read_text().splitlines() if line)
-        argv = shlex.split(procfile["worker"])
-        argv = [str(Path(sys.executable).parent / argv[0]), *argv[1:]]
+    def start_worker(self, name: str) -> Proc:
+        argv = procfile_argv("worker")
         argv += ["--queues", "life_safety,default,bulk", "--concurrency", "1", "--hostname", f"{name}@%h"]
-        with (self.tmp_path / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc = start(name, argv, self.env, self.tmp_path / f"{name}.log")
         self.workers.append(proc)
         return proc
 
@@ -85,9 +76,7 @@ class Deployment:
     def close(self) -> None:
         self.http.close()
         for proc in self.workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            proc.kill()
         self.web.stop()
         self.sandbox.stop()
         self.app.extensions["alarm_bridge"].engine.dispose()
@@ -126,8 +115,8 @@ def test_sigterm_lets_the_running_step_finish_and_hands_back_the_next(deployment
     # The commercial plan's fire steps: TrackTik (slow), then the CAD, one at a time (concurrency 1).
     wait_until(lambda: deployment.states(alarm_id).get("tracktik.create_alarm") == "running", timeout_s=30)
 
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=30) == 0  # a warm shutdown: it waited for the step, then left
+    os.kill(first.pid, signal.SIGTERM)  # the worker itself, not its pool
+    assert first.wait(timeout_s=30) == 0  # a warm shutdown: it waited for the step, then left
 
     states = deployment.states(alarm_id)
     assert states["tracktik.create_alarm"] == "succeeded"

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,16 +44,30 @@ from sqlalchemy import Engine, func, select
 from app.ledger.models import TERMINAL_ACTION_STATES, Action
 from app.ledger.session import make_engine
 from tests.polling import wait_until
+from tests.processes import (
+    BIN,
+    SERVICE_VARIABLES,
+    Proc,
+    answers,
+    celery_ready,
+    deployment_env,
+    free_port,
+    port_open,
+    procfile_argv,
+    start,
+    stop_all,
+    unique_prefix,
+)
+from tests.sites_fixture import TRACKTIK_FIRE, TRACKTIK_INTRUSION, new_york, site_toml
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PANEL_TOKEN = "fault-suite-panel-token-5e0c1d"
 OPERATOR_KEY = "fault-suite-operator-key-77ab20"
 # Ten accounts for the bulk site: intake serialises writers per (source, account), as it must.
 BULK_ACCOUNTS = tuple(f"fs-{n}" for n in range(10))
 
-FAULT_SITES = f"""
+FAULT_SITES = (
+    """
 [sources.panels]
 kind = "panel"
 token_env = "FAULT_PANELS_TOKEN"
@@ -74,90 +85,53 @@ default = ["tracktik.create_alarm"]
 [plans.delayed]
 default = [
     "tracktik.create_alarm",
-    {{ do = "cad.upload_incident", after = "6s" }},
-    {{ do = "callonalarm.trigger", after = "6s" }},
+    { do = "cad.upload_incident", after = "6s" },
+    { do = "callonalarm.trigger", after = "6s" },
 ]
-
-# Most cases: every alarm creates a TrackTik alarm (adopted by its ref note after an unknown outcome)
-# and uploads a CAD incident (deduplicated upstream by sysId).
-[sites.bulk]
-name = "Fault suite warehouse"
-sources = ["panels"]
-accounts = {list(BULK_ACCOUNTS)!r}
-timezone = "America/New_York"
-site_type = "COMMERCIAL"
-plan = "guard"
-tracktik = {{ alarm_organization = 687, alarm_type_codes = {{ fire = "FIRE", default = "INTRUSION" }} }}
-
-[sites.bulk.location]
-name = "Acme warehouse"
-address_line1 = "350 5th Ave"
-city = "New York"
-state = "NY"
-country = "US"
-postal_code = "10118"
-latitude = 40.7484
-longitude = -73.9857
-
-# CallOnAlarm account 1003 (sandbox default) answers "ignored": one request, no polling afterwards.
-[sites.phone]
-name = "Fault suite phone tree"
-sources = ["panels"]
-accounts = ["fs-phone"]
-timezone = "America/New_York"
-site_type = "COMMERCIAL"
-plan = "phone"
-tracktik = {{ alarm_organization = 687, alarm_type_codes = {{ default = "INTRUSION" }} }}
-callonalarm = {{ account_number = "1003" }}
-
-[sites.phone.location]
-name = "Acme phones"
-address_line1 = "350 5th Ave"
-city = "New York"
-state = "NY"
-country = "US"
-postal_code = "10118"
-
-[sites.life]
-name = "Fault suite life safety"
-sources = ["panels"]
-accounts = ["fs-life"]
-timezone = "America/New_York"
-site_type = "COMMERCIAL"
-plan = "life"
-tracktik = {{ alarm_organization = 687, alarm_type_codes = {{ fire = "FIRE", default = "INTRUSION" }} }}
-rapidsos = {{ callflow = "AcmeMonitoringAlarmFlow" }}
-
-[sites.life.location]
-name = "Acme NYC"
-address_line1 = "350 5th Ave"
-city = "New York"
-state = "NY"
-country = "US"
-postal_code = "10118"
-latitude = 40.7484
-longitude = -73.9857
-
-[sites.delayed]
-name = "Fault suite delayed steps"
-sources = ["panels"]
-accounts = ["fs-delay"]
-timezone = "America/New_York"
-site_type = "COMMERCIAL"
-plan = "delayed"
-tracktik = {{ alarm_organization = 687, alarm_type_codes = {{ default = "INTRUSION" }} }}
-callonalarm = {{ account_number = "1003" }}
-
-[sites.delayed.location]
-name = "Acme delayed"
-address_line1 = "350 5th Ave"
-city = "New York"
-state = "NY"
-country = "US"
-postal_code = "10118"
-latitude = 40.7484
-longitude = -73.9857
 """
+    # Most cases: every alarm creates a TrackTik alarm (adopted by its ref note after an unknown
+    # outcome) and uploads a CAD incident (deduplicated upstream by sysId).
+    + site_toml(
+        "bulk",
+        name="Fault suite warehouse",
+        sources=["panels"],
+        accounts=list(BULK_ACCOUNTS),
+        plan="guard",
+        tracktik=TRACKTIK_FIRE,
+        location=new_york("Acme warehouse"),
+    )
+    # CallOnAlarm account 1003 (sandbox default) answers "ignored": one request, no polling afterwards.
+    + site_toml(
+        "phone",
+        name="Fault suite phone tree",
+        sources=["panels"],
+        accounts=["fs-phone"],
+        plan="phone",
+        tracktik=TRACKTIK_INTRUSION,
+        callonalarm={"account_number": "1003"},
+        location=new_york("Acme phones", coordinates=False),
+    )
+    + site_toml(
+        "life",
+        name="Fault suite life safety",
+        sources=["panels"],
+        accounts=["fs-life"],
+        plan="life",
+        tracktik=TRACKTIK_FIRE,
+        rapidsos={"callflow": "AcmeMonitoringAlarmFlow"},
+        location=new_york("Acme NYC"),
+    )
+    + site_toml(
+        "delayed",
+        name="Fault suite delayed steps",
+        sources=["panels"],
+        accounts=["fs-delay"],
+        plan="delayed",
+        tracktik=TRACKTIK_INTRUSION,
+        callonalarm={"account_number": "1003"},
+        location=new_york("Acme delayed"),
+    )
+)
 
 # Short leases and time limits so that a killed worker's steps are re-driven within seconds
 # (Settings: ACTION_LEASE_S > TASK_TIME_LIMIT_S > TASK_SOFT_TIME_LIMIT_S), and a read timeout well
@@ -173,26 +147,6 @@ FAST_RECOVERY = {
 }
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (loopback)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    """Whether something accepts connections on the loopback port."""
-    with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
-
-
-def procfile() -> dict[str, str]:
-    """The Procfile's command lines by process type."""
-    lines = (REPO / "Procfile").read_text().splitlines()
-    return {name.strip(): cmd.strip() for name, _, cmd in (ln.partition(":") for ln in lines if ln.strip())}
-
-
 def child_pids(pid: int) -> list[int]:
     """The direct children of a process (read from /proc)."""
     found = []
@@ -205,77 +159,6 @@ def child_pids(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return sorted(found)
-
-
-# -- processes ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """One process (and whatever it forks), in a session of its own: killed as a group."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    popen: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    log_offset: int = 0  # where the current start's output begins in the log
-
-    def start(self) -> Proc:
-        self.starts += 1
-        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            out.write(f"\n===== start {self.starts} at {datetime.now(UTC).isoformat()} =====\n".encode())
-            out.flush()
-            self.popen = subprocess.Popen(
-                self.argv,
-                cwd=REPO,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal_group(self, sig: signal.Signals) -> None:
-        if self.popen is not None:
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (a container dying), and reap the main process."""
-        self.signal_group(signal.SIGKILL)
-        if self.popen is not None:
-            with suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=10)
-
-    def stop(self, timeout_s: float = 15) -> None:
-        """SIGTERM the group, then SIGKILL what is left after ``timeout_s``."""
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=timeout_s)
-        self.kill()  # stragglers of the group (orphaned pool children) too
-
-    def current_output(self) -> str:
-        """What the process wrote since it was last started."""
-        with self.log.open("rb") as log:
-            log.seek(self.log_offset)
-            return log.read().decode(errors="replace")
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
 class PrivateRedis:
@@ -435,35 +318,25 @@ class FaultStack:
         self.web_port = free_port()
         sites = tmp_path / "fault-sites.toml"
         sites.write_text(FAULT_SITES)
-        (tmp_path / "prometheus").mkdir(exist_ok=True)
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DATABASE_", "REDIS_", "PROMETHEUS", "BROKER_", "ACTION_", "TASK_"))
-        }
-        self.env = {
-            **inherited,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": self.redis.url,
-            "BROKER_KEY_PREFIX": f"abfault:{uuid.uuid4().hex[:10]}:",
-            "OPERATOR_API_KEYS": OPERATOR_KEY,
-            "SECRET_KEY": "fault-suite-session-secret",
-            "SITES_FILE": str(sites),
-            "FAULT_PANELS_TOKEN": PANEL_TOKEN,
-            "HOST": "127.0.0.1",
-            "WEB_CONCURRENCY": "2",
-            "VAR_DIR": str(tmp_path / "var"),
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
-            "LOG_LEVEL": "INFO",
-            "LOG_FORMAT": "json",
-            "SANDBOX_PORT": str(self.sandbox_port),
-            **{
-                f"{vendor}_BASE_URL": f"http://127.0.0.1:{self.sandbox_port}/{vendor.lower()}"
-                for vendor in ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD")
-            },
-            **FAST_RECOVERY,
-            **(env or {}),
-        }
+        self.env = deployment_env(
+            database_url=database_url,
+            redis_url=self.redis.url,
+            key_prefix=unique_prefix("abfault"),
+            sites=sites,
+            var_dir=tmp_path / "var",
+            prometheus=tmp_path / "prometheus",
+            sandbox=self.sandbox,
+            drop=(*SERVICE_VARIABLES, "BROKER_", "ACTION_", "TASK_"),
+            OPERATOR_API_KEYS=OPERATOR_KEY,
+            SECRET_KEY="fault-suite-session-secret",
+            FAULT_PANELS_TOKEN=PANEL_TOKEN,
+            HOST="127.0.0.1",
+            WEB_CONCURRENCY="2",
+            LOG_LEVEL="INFO",
+            LOG_FORMAT="json",
+            SANDBOX_PORT=str(self.sandbox_port),
+        )
+        self.env.update({**FAST_RECOVERY, **(env or {})})
         self.wanted = tuple(processes)
         # What the platform does for a Procfile: a process that exits is started again.
         self.restarts: list[tuple[str, int | None, float]] = []  # (name, exit status, seconds in)
@@ -476,12 +349,12 @@ class FaultStack:
 
     def start(self) -> FaultStack:
         self.redis.start()
-        self.procs["sandbox"] = Proc(
+        self.procs["sandbox"] = start(
             "sandbox",
             [str(BIN / "alarm-bridge"), "sandbox", "--port", str(self.sandbox_port)],
             self.env,
             self.tmp_path / "sandbox.log",
-        ).start()
+        )
         for name in self.wanted:
             self.start_process(name)
         self._supervisor.start()
@@ -496,15 +369,14 @@ class FaultStack:
 
     def start_process(self, name: str, process_type: str | None = None, extra: Sequence[str] = ()) -> Proc:
         """Start one Procfile process type (as ``name``; a second worker needs its own ``--hostname``)."""
-        argv = shlex.split(procfile()[process_type or name].replace("$PORT", str(self.web_port)))
         port = self.web_port if name == "web" else free_port()
         with self._lock:
-            self.procs[name] = Proc(
+            self.procs[name] = start(
                 name,
-                [str(BIN / argv[0]), *argv[1:], *extra],
+                [*procfile_argv(process_type or name, port), *extra],
                 {**self.env, "PORT": str(port)},
                 self.tmp_path / f"{name}.log",
-            ).start()
+            )
             return self.procs[name]
 
     def _supervise(self) -> None:
@@ -529,19 +401,12 @@ class FaultStack:
         return [r for r in self.restarts if r[1] != -signal.SIGKILL and name in (None, r[0])]
 
     def ready(self) -> bool:
-        try:
-            return self.http.get(f"{self.web}/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        return answers(self.http, f"{self.web}/readyz")
 
     def wait_worker_ready(self, name: str, timeout_s: float = 60) -> None:
-        """Until the worker logs that it is consuming (its pool is up)."""
-
-        def up() -> bool:  # a process that died meanwhile is restarted by the platform: wait for that one
-            current = self.procs[name]
-            return current.alive() and " ready." in current.current_output()
-
-        wait_until(up, timeout_s=timeout_s, interval_s=0.1)
+        """Until the worker logs that it is consuming (its pool is up). A process that died meanwhile
+        is restarted by the platform: this waits for that one."""
+        wait_until(lambda: celery_ready(self.procs[name]), timeout_s=timeout_s, interval_s=0.1)
 
     def close(self) -> None:
         """Stop everything this stack started, whatever state it is in."""
@@ -550,13 +415,7 @@ class FaultStack:
             self._supervisor.join(timeout=10)
         for session in [self.http, *self._sessions]:
             session.close()
-        for proc in self.procs.values():  # all at once: a graceful stop each, within one deadline
-            if proc.alive():
-                proc.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for proc in self.procs.values():
-            with suppress(Exception):
-                proc.stop(timeout_s=max(0.1, deadline - time.monotonic()))
+        stop_all(self.procs.values(), grace_s=5)  # all at once: a graceful stop each, one deadline
         with suppress(Exception):
             self.redis.close()
         self.engine.dispose()

@@ -1,5 +1,5 @@
-"""Test hosts on one machine: Linux network namespaces joined by veth pairs to a bridge, and the
-processes that run "on" them (``ip netns exec``).
+"""Test hosts on one machine: Linux network namespaces joined by veth pairs to a bridge; a process
+runs "on" a host by ``Lab.exec_argv`` (``ip netns exec``), started with tests/processes.py.
 
 A ``Lab`` makes a services namespace holding a bridge, one namespace per host with a veth pair into
 that bridge, and one more veth pair from the test's own namespace into it, so that the test reaches
@@ -7,22 +7,18 @@ every host. All addresses are in one private /24 that no route of the machine al
 traffic stays on this machine. ``cut(host)`` takes a host's link down: its established connections
 hang, new ones fail, exactly as when a machine's network goes away.
 
-Everything made is undone by ``close()``, which never raises: processes first (each by its own
-process group, which this module started), then the namespaces (their veths go with them), then the
-test's own veth.
+Everything made is undone by ``close()``, which never raises: the namespaces (their veths go with
+them), then the test's own veth. The processes on the hosts are stopped before it, by their owner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import secrets
 import shutil
-import signal
 import subprocess
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,65 +153,3 @@ def probe_lab() -> str | None:
         return f"`ip netns add` failed: {done.stderr.strip() or done.returncode}"
     ip("netns", "del", name, check=False)
     return None
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-
-@dataclass
-class Processes:
-    """Processes started by the test, each in a process group of its own; ``stop_all`` ends them."""
-
-    logs: Path
-    running: list[Process] = field(default_factory=list)
-
-    def start(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
-    ) -> Process:
-        path = self.logs / f"{name}.log"
-        with path.open("ab") as out:
-            popen = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=dict(env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        process = Process(name, popen, path)
-        self.running.append(process)
-        return process
-
-    def alive(self, name: str) -> bool:
-        return any(p.name == name and p.popen.poll() is None for p in self.running)
-
-    def stop_all(self, grace_s: float = 10.0) -> None:
-        """SIGTERM every group (newest first), wait, then SIGKILL what is left. Never raises."""
-        for process in reversed(self.running):
-            _signal_group(process.popen, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for process in reversed(self.running):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for process in reversed(self.running):
-            _signal_group(process.popen, signal.SIGKILL)  # stragglers, and any child left in the group
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.popen.wait(timeout=5)
-        self.running.clear()
-
-    def tail(self, name: str, chars: int = 3000) -> str:
-        for process in self.running:
-            if process.name == name and process.log.exists():
-                return process.log.read_text(errors="replace")[-chars:]
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
-def _signal_group(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(popen.pid, sig)

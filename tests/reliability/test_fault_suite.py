@@ -34,10 +34,9 @@ from app.domain import task_names
 from app.ledger.models import Action, Alarm, utcnow
 from tests.conftest import service_unavailable
 from tests.polling import wait_until
+from tests.processes import BIN, REPO
 from tests.reliability.faultstack import (
-    BIN,
     PG_BIN,
-    REPO,
     Chaos,
     FaultStack,
     Posted,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shlex
 import shutil
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,13 +57,23 @@ from app.ledger.session import make_engine
 from config.celery import QUEUES
 from tests.conftest import migrate, service_unavailable
 from tests.polling import wait_until
-from tests.reliability.netns import Lab, LabUnavailableError, Processes, probe_lab
+from tests.processes import (
+    REPO,
+    Proc,
+    answers,
+    celery_ready,
+    deployment_env,
+    procfile_argv,
+    start,
+    stop_all,
+    wait_answers,
+)
+from tests.reliability.netns import Lab, LabUnavailableError, probe_lab
 from tests.reliability.reconcile import Posted, reconcile
+from tests.sites_fixture import TRACKTIK_FIRE, new_york, site_toml
 
 pytestmark = [pytest.mark.faults, pytest.mark.reliability, pytest.mark.timeout(240)]
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 ALARMS = 500
@@ -80,7 +89,7 @@ OPERATOR_KEY = "multi-host-operator-key-0b7c9a"
 ACCOUNTS = tuple(f"mh-{n}" for n in range(10))
 PORTS = {"postgres": 5432, "redis": 6379, "sandbox": 8100, "web": 8000}
 
-SITES = f"""
+SITES = """
 [sources.panels]
 kind = "panel"
 token_env = "MH_PANELS_TOKEN"
@@ -88,26 +97,15 @@ token_env = "MH_PANELS_TOKEN"
 [plans.fire]
 fire = ["tracktik.create_alarm", "cad.upload_incident"]
 default = ["tracktik.create_alarm", "cad.upload_incident"]
-
-[sites.warehouse]
-name = "Multi-host warehouse"
-sources = ["panels"]
-accounts = {list(ACCOUNTS)!r}
-timezone = "America/New_York"
-site_type = "COMMERCIAL"
-plan = "fire"
-tracktik = {{ alarm_organization = 687, alarm_type_codes = {{ fire = "FIRE", default = "INTRUSION" }} }}
-
-[sites.warehouse.location]
-name = "Acme warehouse"
-address_line1 = "350 5th Ave"
-city = "New York"
-state = "NY"
-country = "US"
-postal_code = "10118"
-latitude = 40.7484
-longitude = -73.9857
-"""
+""" + site_toml(
+    "warehouse",
+    name="Multi-host warehouse",
+    sources=["panels"],
+    accounts=list(ACCOUNTS),
+    plan="fire",
+    tracktik=TRACKTIK_FIRE,
+    location=new_york("Acme warehouse"),
+)
 EXPECTED_KINDS = {task_names.TRACKTIK_CREATE_ALARM, task_names.CAD_UPLOAD_INCIDENT}
 # Settings refuse a sandbox credential aimed anywhere but loopback (a misconfiguration in production),
 # and here the vendors are on another host: the sandbox runs with credentials of this test's own.
@@ -121,24 +119,13 @@ CREDENTIALS = {  # variable: (the sandbox's default, this test's)
 }
 
 
-def _procfile() -> dict[str, list[str]]:
-    lines = (REPO / "Procfile").read_text().splitlines()
-    found = {}
-    for line in lines:
-        name, _, command = line.partition(":")
-        if command.strip():
-            argv = shlex.split(command)
-            found[name.strip()] = [str(BIN / argv[0]), *argv[1:]]
-    return found
-
-
 @dataclass
 class Deployment:
     """The three hosts and what runs on them; ``close()`` removes everything."""
 
     root: Path
     lab: Lab = field(default_factory=Lab)
-    processes: Processes | None = None
+    procs: dict[str, Proc] = field(default_factory=dict)
     engine: Engine | None = None
     http: requests.Session = field(default_factory=requests.Session)
     phases: dict[str, float] = field(default_factory=dict)
@@ -163,8 +150,7 @@ class Deployment:
     def start(self) -> None:
         began = time.monotonic()
         self.lab.open(["A", "B"])
-        self.processes = Processes(self.root / "logs")
-        self.processes.logs.mkdir()
+        (self.root / "logs").mkdir()
         services = self.lab.services
         assert services is not None
         self._start_postgres(services.ns)
@@ -172,24 +158,29 @@ class Deployment:
         self._start_sandbox(services.ns)
         self.engine = make_engine(self.database_url)
         env = self._env()
-        procfile = _procfile()
-        worker = [*procfile["worker"], "--queues", ",".join(QUEUES), "--concurrency", "3"]
+        worker = [*procfile_argv("worker"), "--queues", ",".join(QUEUES), "--concurrency", "3"]
         a, b = self.lab.hosts["A"], self.lab.hosts["B"]
-        self._run("web", a.ns, procfile["web"], {**env, "HOST": a.address, "PORT": str(PORTS["web"])})
+        web_env = {**env, "HOST": a.address, "PORT": str(PORTS["web"])}
+        self._run("web", a.ns, procfile_argv("web", PORTS["web"]), web_env)
         self._run("worker-A", a.ns, [*worker, "--hostname", "worker@host-a"], env)
         self._run("worker-B", b.ns, [*worker, "--hostname", "worker@host-b"], env)
-        self._run("beat", services.ns, procfile["beat"], env)
+        self._run("beat", services.ns, procfile_argv("beat"), env)
         self.phases["services"] = time.monotonic() - began
         self._wait_ready()
         self.phases["ready"] = time.monotonic() - began
 
     def _run(self, name: str, ns: str, argv: list[str], env: dict[str, str]) -> None:
-        assert self.processes is not None
+        """A process of the bridge's, with a var directory of its own."""
         var = self.root / "var" / name
         var.mkdir(parents=True)
         (var / "prometheus").mkdir()
         env = {**env, "VAR_DIR": str(var), "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus")}
-        self.processes.start(name, self.lab.exec_argv(ns, argv), env, cwd=REPO)
+        self._start(name, ns, argv, env)
+
+    def _start(self, name: str, ns: str, argv: list[str], env: Mapping[str, str], cwd: Path = REPO) -> None:
+        """Start ``argv`` on the host of namespace ``ns``, its output in logs/<name>.log."""
+        log = self.root / "logs" / f"{name}.log"
+        self.procs[name] = start(name, self.lab.exec_argv(ns, argv), env, log, cwd=cwd)
 
     def _start_postgres(self, ns: str) -> None:
         """initdb as ``postgres`` in a directory it owns; the server listens on the services address.
@@ -259,7 +250,6 @@ class Deployment:
             )
 
     def _start_redis(self, ns: str) -> None:
-        assert self.processes is not None
         home = self.root / "redis"
         home.mkdir()
         argv = [
@@ -267,7 +257,7 @@ class Deployment:
             "--bind", self.services_address, "--port", str(PORTS["redis"]),
             "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", str(home),
         ]  # fmt: skip
-        self.processes.start("redis", self.lab.exec_argv(ns, argv), os.environ, cwd=home)
+        self._start("redis", ns, argv, os.environ, cwd=home)
         client = redis.Redis(host=self.services_address, port=PORTS["redis"], socket_connect_timeout=1)
         try:
             wait_until(lambda: _answers(client.ping), timeout_s=20, interval_s=0.1)
@@ -275,7 +265,6 @@ class Deployment:
             client.close()
 
     def _start_sandbox(self, ns: str) -> None:
-        assert self.processes is not None
         config = (REPO / "sandbox" / "default.toml").read_text()
         for default, ours in CREDENTIALS.values():
             assert f'"{default}"' in config, f"sandbox/default.toml no longer holds {default}"
@@ -285,10 +274,8 @@ class Deployment:
             sys.executable, "-m", "sandbox", "--host", self.services_address, "--port", str(PORTS["sandbox"]),
             "--config", str(self.root / "sandbox.toml"),
         ]  # fmt: skip
-        self.processes.start("sandbox", self.lab.exec_argv(ns, argv), os.environ, cwd=REPO)
-        wait_until(
-            lambda: _answers(lambda: self.http.get(self.sandbox, timeout=2).ok), timeout_s=30, interval_s=0.2
-        )
+        self._start("sandbox", ns, argv, os.environ)
+        wait_answers(self.http, self.sandbox, timeout_s=30)
         fault = {"method": "POST", "path": "/rest/v1/alarms", "delay_s": TRACKTIK_DELAY_S, "count": 100_000}
         answer = self.http.post(f"{self.sandbox}/tracktik/_sandbox/faults", json=fault, timeout=5)
         assert answer.status_code == 201, answer.text
@@ -296,12 +283,11 @@ class Deployment:
     def _env(self) -> dict[str, str]:
         sites = self.root / "sites.toml"
         sites.write_text(SITES)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "PROMETHEUS"))}
-        vendors = ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD")
-        env.update(
-            DATABASE_URL=self.database_url,
-            REDIS_URL=f"redis://{self.services_address}:{PORTS['redis']}/0",
-            SITES_FILE=str(sites),
+        return deployment_env(
+            database_url=self.database_url,
+            redis_url=f"redis://{self.services_address}:{PORTS['redis']}/0",
+            sites=sites,
+            sandbox=self.sandbox,
             MH_PANELS_TOKEN=PANEL_TOKEN,
             OPERATOR_API_KEYS=OPERATOR_KEY,
             WEB_CONCURRENCY="2",
@@ -315,22 +301,15 @@ class Deployment:
             HTTP_CONNECT_TIMEOUT_S="1",
             HTTP_READ_TIMEOUT_S="3",
             **{name: ours for name, (_, ours) in CREDENTIALS.items()},
-            **{f"{v}_BASE_URL": f"{self.sandbox}/{v.lower()}" for v in vendors},
         )
-        return env
 
     def _wait_ready(self) -> None:
-        assert self.processes is not None
-        processes = self.processes
-
         def ready() -> bool:
             for name in ("web", "worker-A", "worker-B", "beat"):
-                if not processes.alive(name):
-                    raise AssertionError(f"{name} exited:\n{processes.tail(name)}")
-            workers = all(" ready." in processes.tail(n, 200_000) for n in ("worker-A", "worker-B"))
-            return workers and _answers(
-                lambda: self.http.get(f"{self.web}/readyz", timeout=2).status_code == 200
-            )
+                if not self.procs[name].alive():
+                    raise AssertionError(f"{name} exited:\n{self.procs[name].tail()}")
+            workers = all(celery_ready(self.procs[n]) for n in ("worker-A", "worker-B"))
+            return workers and answers(self.http, f"{self.web}/readyz")
 
         try:
             wait_until(ready, timeout_s=90, interval_s=0.3)
@@ -338,18 +317,14 @@ class Deployment:
             raise AssertionError(f"the deployment did not start: {exc}\n{self.logs_tail()}") from None
 
     def logs_tail(self) -> str:
-        if self.processes is None:
-            return ""
-        names = ("web", "worker-A", "worker-B", "beat", "sandbox", "redis")
-        return "\n".join(f"--- {n} ---\n{self.processes.tail(n, 1500)}" for n in names)
+        return "\n".join(f"--- {name} ---\n{proc.tail(1500)}" for name, proc in self.procs.items())
 
     def close(self) -> list[str]:
         """Stop everything and remove what was made; returns what could not be removed."""
         self.http.close()
         if self.engine is not None:
             self.engine.dispose()
-        if self.processes is not None:
-            self.processes.stop_all(grace_s=5)  # host A is cut off: its processes cannot finish anyway
+        stop_all(self.procs.values(), grace_s=5)  # host A is cut off: its processes cannot finish anyway
         self._stop_postgres()
         left = self.lab.close()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -475,11 +450,11 @@ def _running(engine: Engine) -> list[Lease]:
     return [Lease(r.id, r.attempts, str(r.lease_token), r.lease_until) for r in rows]
 
 
-def _held_by_a(engine: Engine, processes: Processes) -> bool:
+def _held_by_a(engine: Engine, worker_b: Proc) -> bool:
     """True when some action has been running for a moment under a lease B's log does not show."""
     settled = datetime.now(UTC) + timedelta(seconds=LEASE_S - 0.3)  # claimed at least 0.3 s ago
     running = [lease for lease in _running(engine) if lease.until <= settled]
-    claims_b = _claims(processes.tail("worker-B", 10_000_000))
+    claims_b = _claims(worker_b.tail(10_000_000))
     return any((lease.action_id, lease.attempts) not in claims_b for lease in running)
 
 
@@ -526,7 +501,8 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
     deployment: Deployment,
 ) -> None:
     engine = deployment.engine
-    assert engine is not None and deployment.processes is not None
+    assert engine is not None
+    worker_a, worker_b = deployment.procs["worker-A"], deployment.procs["worker-B"]
     storm = Storm(deployment.web)
     started = time.monotonic()
     storm.start()
@@ -534,7 +510,7 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
     # Cut while A's worker holds a lease (an action running that B did not claim), so that the case
     # always has something of A's to re-drive.
     try:
-        wait_until(lambda: _held_by_a(engine, deployment.processes), timeout_s=20, interval_s=0.05)
+        wait_until(lambda: _held_by_a(engine, worker_b), timeout_s=20, interval_s=0.05)
     except AssertionError:
         raise AssertionError(
             "host A's worker held no lease for 20 s after half the storm\n" + deployment.logs_tail()
@@ -550,8 +526,8 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
     redriven = _watch_redrives(engine, leases, timeout_s=LEASE_S + REDRIVE_MARGIN_S + 10)
     _wait_settled(engine, deployment)
     settled_s = time.monotonic() - cut_s
-    claims_b = _claims(deployment.processes.tail("worker-B", 10_000_000))
-    claims_a = _claims(deployment.processes.tail("worker-A", 10_000_000))
+    claims_b = _claims(worker_b.tail(10_000_000))
+    claims_a = _claims(worker_a.tail(10_000_000))
     held_by_a = [lease for lease in leases if (lease.action_id, lease.attempts) not in claims_b]
     assert held_by_a, (
         f"no action was leased by host A's worker at the cut ({len(leases)} running, all B's): "
@@ -604,9 +580,7 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
                 (lease.action_id, lease.until.isoformat(), taken_at.isoformat() if taken_at else None)
             )
     if late:
-        discarded = deployment.processes.tail("worker-B", 10_000_000).count(
-            "Discarding revoked task: dispatcher.send_due_actions"
-        )
+        discarded = worker_b.tail(10_000_000).count("Discarding revoked task: dispatcher.send_due_actions")
         raise AssertionError(
             f"leases of host A not re-driven within lease + {REDRIVE_MARGIN_S:g} s (action, lease until, "
             f"taken over at): {late}; worker B discarded {discarded} expired dispatcher ticks meanwhile"

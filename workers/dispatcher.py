@@ -2,35 +2,75 @@
 
 Delayed steps wait in the ledger, not in the broker (Redis redelivers long ETAs past its visibility
 timeout), so this tick is what turns "call in 60 s unless restored" into a message at the right time.
-It also re-sends actions whose lease expired: the message was lost or the worker was killed.
+It also re-sends actions whose lease expired (the worker was killed), and queued actions whose
+message the broker no longer holds (lost): it reads how many messages each queue holds first, so that
+a backlog of messages still waiting in Redis is not sent a second time every lease period.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import redis
 import structlog
 from celery import shared_task
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
 
 from app.domain import actions, task_names
 from app.ledger.models import utcnow
-from workers.runtime import runtime
+from config.celery import QUEUES
+from config.settings import Settings
+from workers.runtime import Runtime, runtime
 
 log = structlog.get_logger(__name__)
 
 
 @shared_task(name=task_names.DISPATCHER_SEND_DUE_ACTIONS, ignore_result=True)
 def send_due_actions() -> int:
-    """Send every action that has come due or whose lease expired; returns how many were sent."""
+    """Send every action that has come due, whose lease expired or whose message was lost; returns how
+    many were sent."""
     rt = runtime()
+    waiting = waiting_messages(rt.settings, _broker(rt))
     with rt.sessions.begin() as session:
         due = actions.collect_for_dispatch(
             session,
             now=utcnow(),
             resend_after=timedelta(seconds=rt.settings.action_lease_s),
             limit=rt.settings.dispatch_batch_size,
+            waiting=waiting,
         )
     if due:
         failed = rt.outbox.publish(due)
         log.info("dispatcher.sent", sent=len(due) - len(failed), unsent=len(failed))
     return len(due)
+
+
+def waiting_messages(settings: Settings, client: redis.Redis | None) -> dict[str, int] | None:
+    """Messages waiting in each queue (kombu keeps one Redis list per queue and priority, under the
+    deployment's key prefix), or None when the broker cannot be read: the ledger then re-sends every
+    queued action older than the lease, as it would for lost messages."""
+    if client is None:
+        return None
+    keys = [
+        settings.broker_key_prefix + (f"{queue}{RedisChannel.sep}{step}" if step else queue)
+        for queue in QUEUES
+        for step in PRIORITY_STEPS
+    ]
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.llen(key)
+            lengths = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("dispatcher.broker_unreadable", error=type(exc).__name__)
+        return None
+    per_queue = len(PRIORITY_STEPS)
+    return {queue: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, queue in enumerate(QUEUES)}
+
+
+def _broker(rt: Runtime) -> redis.Redis | None:
+    try:
+        return rt.cache  # the broker's Redis (REDIS_URL), as shared by this process's clients
+    except RuntimeError:
+        return None  # no REDIS_URL: nothing to read

@@ -30,6 +30,7 @@ from app.domain.alarms import (
     FALLBACK_FROM,
     AlarmContext,
     load_context,
+    locked_alarm,
     merge_refs,
     note,
     plan_fallback,
@@ -106,9 +107,11 @@ def perform(action_id: int, handler: Handler) -> str:
             fallback.extend(_plan_fallback(session, rt, action.alarm_id, f"{action.kind} failed", utcnow()))
 
     with _ledger_write("claim"), rt.sessions.begin() as session:
-        claimed = actions.claim(session, action_id, now=utcnow(), lease=lease, on_exhausted=exhausted)
+        claimed, alarm = actions.claim_with_alarm(
+            session, action_id, now=utcnow(), lease=lease, on_exhausted=exhausted
+        )
         context = (
-            load_context(session, claimed.alarm_id, rt.sites)
+            load_context(session, claimed.alarm_id, rt.sites, alarm=alarm)
             if claimed is not None and claimed.alarm_id is not None
             else None
         )
@@ -166,6 +169,7 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
     now = utcnow()
     due: list[DueAction] = []
     with _ledger_write("record"), rt.sessions.begin() as session:
+        locked = locked_alarm(session, claimed.alarm_id)
         recorded = actions.succeed(
             session,
             claimed,
@@ -173,35 +177,45 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
             external_id=outcome.external_id,
             result=outcome.result,
             message=outcome.message,
+            alarm_locked=locked is not None,
         )
-        if recorded and claimed.alarm_id is not None:
-            merge_refs(session, claimed.alarm_id, outcome.refs)
-            alarm = session.execute(
-                select(Alarm).where(Alarm.id == claimed.alarm_id).with_for_update()
-            ).scalar_one()
-            for follow_up in outcome.follow_ups:
-                step = plan_step(
-                    session,
-                    alarm,
-                    follow_up.kind,
-                    now=now,
-                    max_attempts=rt.settings.action_max_attempts,
-                    after_s=follow_up.after_s,
-                    params=follow_up.params,
-                )
-                due += [step] if step else []
-            if outcome.needs_person:
-                alarm.flag_for_person(outcome.needs_person)
-                note(session, alarm.id, now, "alarm.needs_person", outcome.needs_person, action_id=claimed.id)
-            if outcome.fallback:
-                due += _fallback(session, rt, claimed, outcome.fallback, now)
-            if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
-                due += _stand_down_late(session, rt, alarm, outcome, now)
+        if recorded and locked is not None:
+            merge_refs(session, locked.id, outcome.refs, current=locked.refs)
+            stand_down = locked.state == AlarmState.ENDED and locked.outcome in STAND_DOWN
+            if outcome.follow_ups or outcome.needs_person or outcome.fallback or stand_down:
+                due += _after_success(session, rt, claimed, outcome, now)
     rt.outbox.publish(due)
     if recorded:
         telemetry.ACTIONS_FINISHED.labels(claimed.kind, ActionState.SUCCEEDED.value).inc()
     log.info("action.succeeded", external_id=outcome.external_id)
     return ActionState.SUCCEEDED.value
+
+
+def _after_success(
+    session: Any, rt: Runtime, claimed: ClaimedAction, outcome: Outcome, now: datetime
+) -> list[DueAction]:
+    """What a success changes on the alarm besides its refs; the alarm's lock is already held."""
+    due: list[DueAction] = []
+    alarm = session.execute(select(Alarm).where(Alarm.id == claimed.alarm_id)).scalar_one()
+    for follow_up in outcome.follow_ups:
+        step = plan_step(
+            session,
+            alarm,
+            follow_up.kind,
+            now=now,
+            max_attempts=rt.settings.action_max_attempts,
+            after_s=follow_up.after_s,
+            params=follow_up.params,
+        )
+        due += [step] if step else []
+    if outcome.needs_person:
+        alarm.flag_for_person(outcome.needs_person)
+        note(session, alarm.id, now, "alarm.needs_person", outcome.needs_person, action_id=claimed.id)
+    if outcome.fallback:
+        due += _fallback(session, rt, claimed, outcome.fallback, now)
+    if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
+        due += _stand_down_late(session, rt, alarm, outcome, now)
+    return due
 
 
 def _fail(rt: Runtime, claimed: ClaimedAction, error: str) -> str:

@@ -12,16 +12,32 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from app.domain import sia, task_names
-from app.domain.actions import DueAction, due_action, new_action
+from app.domain.actions import ALARM_SNAPSHOT, DueAction, core, due_action, new_action, written_behind
 from app.domain.sites import Site, Sites
-from app.ledger.models import Action, ActionState, Alarm, AlarmState, Event, TimelineEntry
+from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
 
 # A permanent failure (or a "no PSAP can take it") of these steps calls a person by phone instead.
 FALLBACK_FROM = frozenset({task_names.RAPIDSOS_CREATE_ALERT, task_names.TRACKTIK_CREATE_ALARM})
+
+# Every step reads its context and most record refs: prebuilt Core statements, not ORM loads (cheaper
+# by a multiple in CPU on this hot path).
+_ALARMS = Alarm.__table__
+_ACTIONS = Action.__table__
+_SNAPSHOT = select(*ALARM_SNAPSHOT).where(_ALARMS.c.id == bindparam("alarm_id"))
+_LOCKED_ALARM = (
+    select(_ALARMS.c.id, _ALARMS.c.state, _ALARMS.c.outcome, _ALARMS.c.refs)
+    .where(_ALARMS.c.id == bindparam("alarm_id"))
+    .with_for_update()
+)
+_ACTION_KINDS = (
+    select(_ACTIONS.c.kind).where(_ACTIONS.c.alarm_id == bindparam("alarm_id")).order_by(_ACTIONS.c.id)
+)
+_SET_REFS = update(_ALARMS).where(_ALARMS.c.id == bindparam("alarm_id")).values(refs=bindparam("merged"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +65,21 @@ class AlarmContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_context(session: Session, alarm_id: int, sites: Sites) -> AlarmContext | None:
-    """The snapshot of one alarm (None when it does not exist)."""
-    alarm = session.get(Alarm, alarm_id)
+def load_context(
+    session: Session, alarm_id: int, sites: Sites, *, alarm: Row[Any] | None = None
+) -> AlarmContext | None:
+    """The snapshot of one alarm (None when it does not exist).
+
+    ``alarm``: its ``ALARM_SNAPSHOT`` row when the caller has just read it (the claim does, as it
+    locks the alarm), so that it is not read twice.
+    """
+    connection = core(session)
     if alarm is None:
-        return None
-    first = session.execute(
-        select(Event).where(Event.alarm_id == alarm_id).order_by(Event.id).limit(1)
-    ).scalar_one_or_none()
-    payload = dict(first.payload) if first is not None else {}
-    kinds = session.execute(
-        select(Action.kind).where(Action.alarm_id == alarm_id).order_by(Action.id)
-    ).scalars()
+        alarm = connection.execute(_SNAPSHOT, {"alarm_id": alarm_id}).first()
+        if alarm is None:
+            return None
+    payload = dict(alarm.first_event_payload or {})
+    kinds = connection.execute(_ACTION_KINDS, {"alarm_id": alarm_id}).scalars()
     return AlarmContext(
         id=alarm.id,
         state=alarm.state,
@@ -73,7 +92,7 @@ def load_context(session: Session, alarm_id: int, sites: Sites) -> AlarmContext 
         priority=alarm.priority,
         description=alarm.description,
         opened_at=alarm.opened_at,
-        occurred_at=first.occurred_at if first is not None else None,
+        occurred_at=alarm.first_event_occurred_at,
         message=payload.get("message") or payload.get("description") or payload.get("detection"),
         payload=payload,
         refs=dict(alarm.refs or {}),
@@ -83,12 +102,30 @@ def load_context(session: Session, alarm_id: int, sites: Sites) -> AlarmContext 
     )
 
 
-def merge_refs(session: Session, alarm_id: int, refs: dict[str, Any]) -> None:
-    """Add what an upstream told us to the alarm (under the row lock, so steps never lose each other's)."""
+def locked_alarm(session: Session, alarm_id: int | None) -> Row[Any] | None:
+    """The alarm's id, state, outcome and refs, under its row lock (taken before any action's)."""
+    if alarm_id is None:
+        return None
+    return core(session).execute(_LOCKED_ALARM, {"alarm_id": alarm_id}).first()
+
+
+def merge_refs(
+    session: Session, alarm_id: int, refs: dict[str, Any], *, current: dict[str, Any] | None = None
+) -> None:
+    """Add what an upstream told us to the alarm (under the row lock, so steps never lose each other's).
+
+    ``current``: the refs the caller read under that lock in this transaction (``locked_alarm``).
+    """
     if not refs:
         return
-    alarm = session.execute(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).scalar_one()
-    alarm.refs = {**(alarm.refs or {}), **refs}
+    if current is None:
+        row = locked_alarm(session, alarm_id)
+        if row is None:
+            raise NoResultFound(f"no alarm {alarm_id}")
+        current = row.refs
+    merged = {**(current or {}), **refs}
+    core(session).execute(_SET_REFS, {"alarm_id": alarm_id, "merged": merged})
+    written_behind(session, Alarm, alarm_id)
 
 
 def note(session: Session, alarm_id: int | None, now: datetime, kind: str, message: str, **data: Any) -> None:

@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from sandbox.cad import create_app as create_cad_app
 from sandbox.config import load_config
 from sandbox.server import RunningServer, serve_in_thread
-from workers.clients.base import BaseClient
+from workers.clients.base import BaseClient, EnvironmentOnceSession
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.unit
@@ -251,3 +251,34 @@ def test_each_call_is_logged_without_query_or_body(client: DemoClient) -> None:
     assert entry["status"] == 201
     assert "hunter2" not in repr(logs)
     assert "abc" not in repr(logs)
+
+
+def test_the_environment_is_read_once_per_origin_and_still_applies(
+    upstream: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/bundle-for-this-test.pem")
+    urls = ("https://vendor.example/a", "https://vendor.example/b?x=1", "http://127.0.0.1:9/c")
+    expected = [requests.Session().merge_environment_settings(u, {}, None, None, None) for u in urls]
+    scans: list[str] = []
+    real = requests.sessions.get_environ_proxies
+
+    def counting(url: str, no_proxy: str | None = None) -> dict[str, str]:
+        scans.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
+    session = EnvironmentOnceSession()
+
+    for _ in range(3):
+        assert [session.merge_environment_settings(u, {}, None, None, None) for u in urls] == expected
+    assert scans == ["https://vendor.example/a", "http://127.0.0.1:9/c"]  # once per origin
+    https = session.merge_environment_settings(urls[0], {}, None, None, None)
+    assert https["proxies"]["https"] == "http://proxy.invalid:3128"
+    assert https["verify"] == "/etc/ssl/certs/bundle-for-this-test.pem"
+    assert session.merge_environment_settings(urls[2], {}, None, None, None)["proxies"] == {}  # NO_PROXY
+    https["proxies"]["https"] = "changed by a caller"  # a caller's change never reaches the cache
+    assert session.merge_environment_settings(urls[0], {}, None, None, None) == expected[0]
+    assert session.merge_environment_settings(urls[0], {}, None, False, None)["verify"] is False
+    assert DemoClient(upstream.base_url, (2.0, 5.0)).session.__class__ is EnvironmentOnceSession

@@ -1,4 +1,6 @@
-"""The lease rules that make at-least-once delivery act once: claim, retry, fail, succeed."""
+"""The lease rules that make at-least-once delivery act once: claim, retry, fail, succeed (on SQLite
+and PostgreSQL: the common claim and success are single Core statements, the rest goes through the
+ORM)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import actions
-from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
+from app.ledger.models import Action, ActionState, Alarm, AlarmState, Event, TimelineEntry
 from app.ledger.session import make_engine, make_sessionmaker
 
 pytestmark = pytest.mark.unit
@@ -18,8 +20,8 @@ LEASE = timedelta(seconds=90)
 
 
 @pytest.fixture
-def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(sqlite_url)
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
     yield make_sessionmaker(engine)
     engine.dispose()
 
@@ -231,3 +233,89 @@ def test_attempts_exhausted_under_an_expired_lease_report_it_for_the_fallback(
             on_exhausted=lambda _s, action: seen.append(action.id),
         )
     assert result is None and seen == [action_id]
+
+
+def test_a_success_is_recorded_once_with_one_timeline_line(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions, alarm=True, params={"account": "ab-1"})
+    claimed = _claim(sessions, action_id, T0)
+    assert claimed is not None and claimed.params == {"account": "ab-1"}
+    done_at = T0 + timedelta(seconds=2)
+    with sessions.begin() as session:
+        assert actions.succeed(session, claimed, now=done_at, external_id="ext-9", result={"n": 1})
+    with sessions.begin() as session:
+        assert not actions.succeed(session, claimed, now=done_at, external_id="ext-10")  # a late twin
+    row = _row(sessions, action_id)
+    assert (row.state, row.external_id, row.result, row.completed_at) == (
+        "succeeded",
+        "ext-9",
+        {"n": 1},
+        done_at,
+    )
+    assert (row.lease_token, row.lease_until, row.outcome_unknown, row.last_error) == (
+        None,
+        None,
+        False,
+        None,
+    )
+    with sessions() as session:
+        lines = session.query(TimelineEntry).filter_by(action_id=action_id).all()
+    assert [(t.kind, t.message, t.data, t.alarm_id) for t in lines] == [
+        (
+            "action.succeeded",
+            "system.selftest succeeded",
+            {"kind": "system.selftest", "attempts": 1},
+            row.alarm_id,
+        )
+    ]
+
+
+def test_a_retry_after_a_lost_answer_is_claimed_still_marked_outcome_unknown(
+    sessions: sessionmaker[Session],
+) -> None:
+    action_id = _add(sessions)
+    first = _claim(sessions, action_id, T0)
+    assert first is not None and first.outcome_unknown is False
+    with sessions.begin() as session:
+        actions.retry_later(session, first, now=T0, error="read timeout", delay_s=1, outcome_unknown=True)
+    second = _claim(sessions, action_id, T0 + timedelta(seconds=1))
+    assert second is not None
+    assert (second.attempts, second.outcome_unknown) == (2, True)
+    assert _row(sessions, action_id).lease_until == T0 + timedelta(seconds=1) + LEASE
+
+
+def test_the_claim_returns_the_alarm_it_locked_with_its_first_event(sessions: sessionmaker[Session]) -> None:
+    action_id = _add(sessions, alarm=True)
+    with sessions.begin() as session:
+        alarm_id = session.get_one(Action, action_id).alarm_id
+        for n, at in ((1, T0 - timedelta(seconds=3)), (2, T0 - timedelta(seconds=1))):
+            session.add(
+                Event(
+                    dedupe_key=f"e{n}",
+                    source="panels",
+                    received_at=T0,
+                    occurred_at=at,
+                    payload={"message": f"event {n}"},
+                    alarm_id=alarm_id,
+                )
+            )
+    with sessions.begin() as session:
+        claimed, alarm = actions.claim_with_alarm(session, action_id, now=T0, lease=LEASE)
+    assert claimed is not None and alarm is not None
+    assert (alarm.id, alarm.state, alarm.family) == (alarm_id, AlarmState.OPEN, "burglary")
+    assert alarm.first_event_payload == {"message": "event 1"}
+    assert alarm.first_event_occurred_at == T0 - timedelta(seconds=3)
+
+
+def test_claim_and_success_agree_with_rows_the_same_session_already_holds(
+    sessions: sessionmaker[Session],
+) -> None:
+    action_id = _add(sessions, alarm=True, due_at=T0 + timedelta(minutes=5))
+    with sessions.begin() as session:
+        row = session.get_one(Action, action_id)
+        row.due_at = T0  # a change not yet written: the claim must see it
+        claimed = actions.claim(session, action_id, now=T0, lease=LEASE)
+        assert claimed is not None
+        assert (row.state, row.attempts, row.lease_token) == (ActionState.RUNNING, 1, claimed.lease_token)
+        assert actions.succeed(session, claimed, now=T0, external_id="ext-1")
+        assert (row.state, row.external_id, row.lease_token) == (ActionState.SUCCEEDED, "ext-1", None)
+    assert _row(sessions, action_id).state == ActionState.SUCCEEDED

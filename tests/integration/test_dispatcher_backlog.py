@@ -16,7 +16,7 @@ from config.settings import Settings
 from workers import runtime
 from workers.dispatcher import send_due_actions, waiting_messages
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 PRIORITY_3 = "\x06\x163"  # kombu's key suffix for the priority-3 list of a queue
 
 

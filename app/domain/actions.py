@@ -243,6 +243,7 @@ def claim_with_alarm(
 
 
 def _claimed(row: Any, lease_token: str) -> ClaimedAction:
+    """What a worker holds of its action: from the lease statement's row or from the loaded Action."""
     return ClaimedAction(
         id=row.id,
         alarm_id=row.alarm_id,
@@ -297,17 +298,7 @@ def _claim_slowly(
     action.lease_token = str(uuid.uuid4())
     action.lease_until = now + lease
     action.updated_at = now
-    return ClaimedAction(
-        id=action.id,
-        alarm_id=action.alarm_id,
-        kind=action.kind,
-        attempts=action.attempts,
-        max_attempts=action.max_attempts,
-        lease_token=action.lease_token,
-        idempotency_key=action.idempotency_key,
-        outcome_unknown=action.outcome_unknown,
-        params=dict(action.params),
-    )
+    return _claimed(action, action.lease_token)
 
 
 def lock_alarm_first(session: Session, alarm_id: int | None) -> None:

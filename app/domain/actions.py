@@ -177,24 +177,54 @@ def new_action(
     now: datetime | None = None,
 ) -> Action:
     """A pending action row; ``enqueued`` says the caller will hand it to the broker after commit."""
-    now = now or due_at
     return Action(
-        alarm_id=alarm_id,
-        kind=kind,
-        target=target,
-        queue=queue,
-        state=ActionState.QUEUED if enqueued else ActionState.PENDING,
-        due_at=due_at,
-        enqueued_at=now if enqueued else None,
-        attempts=0,
-        max_attempts=max_attempts,
-        cancellable=cancellable,
-        idempotency_key=str(uuid.uuid4()),
-        outcome_unknown=False,
-        params=params or {},
-        created_at=now,
-        updated_at=now,
+        **action_values(
+            kind=kind,
+            target=target,
+            queue=queue,
+            due_at=due_at,
+            max_attempts=max_attempts,
+            alarm_id=alarm_id,
+            cancellable=cancellable,
+            params=params,
+            enqueued=enqueued,
+            now=now,
+        )
     )
+
+
+def action_values(
+    *,
+    kind: str,
+    target: str,
+    queue: str,
+    due_at: datetime,
+    max_attempts: int,
+    alarm_id: int | None = None,
+    cancellable: bool = False,
+    params: dict[str, Any] | None = None,
+    enqueued: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A new action's column values: for ``new_action`` and for intake's multi-row Core insert."""
+    now = now or due_at
+    return {
+        "alarm_id": alarm_id,
+        "kind": kind,
+        "target": target,
+        "queue": queue,
+        "state": ActionState.QUEUED if enqueued else ActionState.PENDING,
+        "due_at": due_at,
+        "enqueued_at": now if enqueued else None,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "cancellable": cancellable,
+        "idempotency_key": str(uuid.uuid4()),
+        "outcome_unknown": False,
+        "params": params or {},
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def due_action(action: Action) -> DueAction:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,7 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.domain import sia, task_names
-from app.domain.actions import DueAction
+from app.domain.actions import DueAction, action_values
 from app.domain.alarms import plan_step
 from app.domain.events import Classification, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
@@ -360,25 +359,18 @@ class _Recorder:
                     task_names.ALTA_FIND_ONGOING_ALERT,
                     {**params, "then": task_names.ALTA_COLLECT_VIDEO},
                 )
-            row = {
-                "alarm_id": alarm.id,
-                "kind": kind,
-                "target": kind.split(".", 1)[0],
-                "queue": queue,
-                "state": (ActionState.QUEUED if immediate else ActionState.PENDING).value,
-                "due_at": self.now + step.after,
-                "enqueued_at": self.now if immediate else None,
-                "attempts": 0,
-                "max_attempts": self.rules.max_attempts,
-                "lease_token": None,
-                "lease_until": None,
-                "cancellable": step.cancellable,
-                "idempotency_key": str(uuid.uuid4()),
-                "outcome_unknown": False,
-                "params": params,
-                "created_at": self.now,
-                "updated_at": self.now,
-            }
+            row = action_values(
+                kind=kind,
+                target=kind.split(".", 1)[0],
+                queue=queue,
+                due_at=self.now + step.after,
+                max_attempts=self.rules.max_attempts,
+                alarm_id=alarm.id,
+                cancellable=step.cancellable,
+                params=params,
+                enqueued=immediate,
+                now=self.now,
+            )
             when = "now" if immediate else f"in {step.after.total_seconds():g}s"
             hold = " (a cancel in time stops it)" if step.cancellable else ""
             planned.append((row, f"{kind} {when}{hold}"))
@@ -388,7 +380,7 @@ class _Recorder:
         due: list[DueAction] = []
         for action_id, (row, message) in zip(ids, planned, strict=True):
             self.note(alarm.id, "action.planned", message, action_id=action_id)
-            if row["state"] == ActionState.QUEUED.value:
+            if row["state"] == ActionState.QUEUED:
                 due.append(DueAction(id=action_id, task_name=row["kind"], queue=row["queue"]))
         return due
 
@@ -396,7 +388,7 @@ class _Recorder:
         """Point the event at its alarm, and adopt restores that arrived before the alarm opened."""
         restores = sia.restore_codes_for(self.event.code or "") if self.opened else ()
         if not restores:
-            self.session.execute(update(EVENTS).where(EVENTS.c.id == self.event_id).values(alarm_id=alarm.id))
+            self.session.execute(_ATTACH_EVENT, {"p_event_id": self.event_id, "p_alarm_id": alarm.id})
             return
         # One statement for both: this event, and any early restore of this zone (usually none).
         rows = self.session.execute(

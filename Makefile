@@ -22,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
-.PHONY: help run sandbox test bench lint fmt migrate clean
+.PHONY: help run sandbox test bench bench-growth lint fmt migrate clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ test: $(VENV)/.installed-test ## install, make sure Redis and PostgreSQL answer,
 bench: $(VENV)/.installed-test ## benchmark ingest, signal to first request and the storm (BENCH_ARGS=--quick)
 	$(BIN)/python .ci/services.py
 	$(BIN)/python .ci/bench.py $(BENCH_ARGS)
+
+bench-growth: $(VENV)/.installed-test ## a year of alarms against an empty ledger: intake, lists, metrics, retention
+	$(BIN)/python .ci/services.py
+	$(BIN)/python .ci/bench_growth.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff, formatting and the import contracts
 	$(BIN)/ruff check .

@@ -91,6 +91,9 @@ class Settings:
     watchdog_grace_s: float = 60.0  # how late a step may run before a person is called
     watchdog_failing_s: float = 300.0  # how long a step may keep failing before a person is called
     watchdog_heartbeat_url: str | None = field(default=None, repr=False)  # pinged after every check
+    # `alarm-bridge ledger archive`: how long an ended alarm stays in the ledger, and its batch size.
+    archive_after_days: float = 180.0
+    archive_batch_size: int = 500
     # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -225,6 +228,8 @@ def read_settings() -> Settings:
             watchdog_grace_s=env.float("WATCHDOG_GRACE_S", 60.0, validate=validate.Range(min=1)),
             watchdog_failing_s=env.float("WATCHDOG_FAILING_S", 300.0, validate=validate.Range(min=1)),
             watchdog_heartbeat_url=env.str("WATCHDOG_HEARTBEAT_URL", None) or None,
+            archive_after_days=env.float("ARCHIVE_AFTER_DAYS", 180.0, validate=validate.Range(min=1)),
+            archive_batch_size=env.int("ARCHIVE_BATCH_SIZE", 500, validate=validate.Range(min=1, max=10_000)),
             environ=dict(os.environ),
         )
     except EnvError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -92,6 +94,8 @@ class ActionState(StrEnum):
     CANCELLED = "cancelled"  # no longer wanted (cancel code, alarm ended)
 
 
+# What is still to happen: the only actions a gauge counts or a scan of "work to do" reads.
+LIVE_ACTION_STATES = (ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING)
 TERMINAL_ACTION_STATES = frozenset({ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED})
 
 
@@ -106,8 +110,13 @@ class Alarm(Base):
     __table_args__ = (
         CheckConstraint(_in("state", AlarmState), name="state"),
         CheckConstraint(f"outcome IS NULL OR {_in('outcome', Outcome)}", name="outcome"),
-        Index("ix_alarms_open_group", "account", "zone", "family", "state"),
+        # Every hot read is bounded by live rows or by its page, never by history (migration 0002).
+        Index("ix_alarms_account_state", "account", "state", "zone", "family"),
         Index("ix_alarms_state_opened_at", "state", "opened_at"),
+        Index("ix_alarms_priority_opened_at", "priority", "opened_at", "id"),
+        Index("ix_alarms_opened_at", "opened_at", "id"),
+        Index("ix_alarms_site_opened_at", "site_key", "opened_at", "id"),
+        Index("ix_alarms_state_ended_at", "state", "ended_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -165,6 +174,18 @@ class Event(Base):
     """One signal exactly as received, with the key that recognises a retried delivery."""
 
     __tablename__ = "events"
+    __table_args__ = (
+        # Restores waiting for their alarm: the only events intake searches, whatever the history.
+        Index(
+            "ix_events_unattached",
+            "source",
+            "account",
+            "zone",
+            "received_at",
+            postgresql_where=text("alarm_id IS NULL"),
+            sqlite_where=text("alarm_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Enforced by the database: a retried webhook or a racing duplicate cannot make a second row.
@@ -193,6 +214,7 @@ class Action(Base):
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
         Index("ix_actions_state_due_at", "state", "due_at"),
         Index("ix_actions_state_lease_until", "state", "lease_until"),
+        Index("ix_actions_state_updated_at", "state", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -230,12 +252,46 @@ class TimelineEntry(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"))
-    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id"))
-    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("actions.id"), index=True)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"), index=True)
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class TimelinePurgePermit(Base):
+    """Lets the transaction that holds it delete timeline lines (the retention command, nobody else).
+
+    Inserted and removed inside that one transaction, so it is never visible to another; the
+    database's trigger refuses every other delete (migration 0002).
+    """
+
+    __tablename__ = "timeline_purge_permits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    txid: Mapped[int | None] = mapped_column(BigInteger)  # PostgreSQL: the transaction it opens
+    granted_at: Mapped[datetime]
+
+
+class ArchiveRun(Base):
+    """What one run of ``alarm-bridge ledger archive`` removed: the ledger's record of letting go."""
+
+    __tablename__ = "archive_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    ended_before: Mapped[datetime]
+    alarms: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(Integer)
+    actions: Mapped[int] = mapped_column(Integer)
+    timeline_entries: Mapped[int] = mapped_column(Integer)
+    first_alarm_id: Mapped[int | None] = mapped_column(Integer)
+    last_alarm_id: Mapped[int | None] = mapped_column(Integer)
+    oldest_ended_at: Mapped[datetime | None]
+    newest_ended_at: Mapped[datetime | None]
+    export_path: Mapped[str | None] = mapped_column(Text)
 
 
 def utcnow() -> datetime:

@@ -3,9 +3,11 @@ the ledger and the broker read at scrape time.
 
 Counters and histograms (app/telemetry.py) are summed over the files every gunicorn worker and Celery
 process writes when multiprocess mode is on, which the entry points switch on. Gauges that describe
-the deployment — open alarms by family, priority and routing, alarms waiting for a person, actions
-by state, overdue steps, the depth of each Celery queue — are computed from the ledger and Redis on
-each scrape, so they are right whatever runs where. Request metrics and intake rejections are
+the deployment — open alarms by family, priority and routing, alarms waiting for a person, live
+actions by state, overdue steps, the depth of each Celery queue — are computed from the ledger and
+Redis on each scrape, so they are right whatever runs where. A scrape reads live rows only (through
+indexes that lead with the state): history is counted by counters, never re-counted per scrape, so
+its cost stays flat however long the ledger has been running. Request metrics and intake rejections are
 recorded here, around every request.
 """
 
@@ -20,14 +22,22 @@ import redis
 import structlog
 from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import telemetry
-from app.ledger.models import ACTIVE_ALARM_STATES, Action, ActionState, Alarm, utcnow
+from app.ledger.models import (
+    ACTIVE_ALARM_STATES,
+    LIVE_ACTION_STATES,
+    Action,
+    ActionState,
+    Alarm,
+    ArchiveRun,
+    utcnow,
+)
 from app.web.services import services
 from config.celery import QUEUES
 from config.settings import Settings
@@ -47,13 +57,27 @@ class LedgerCollector(Collector):
         self._sessions = sessions
         self._overdue_after = overdue_after
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         open_alarms = GaugeMetricFamily(
             "alarm_bridge_open_alarms", "Alarms not yet ended", labels=["family", "priority", "routed"]
         )
         unrouted = GaugeMetricFamily("alarm_bridge_unrouted_open_alarms", "Open alarms no site claims")
         needs_person = GaugeMetricFamily("alarm_bridge_alarms_needing_person", "Alarms waiting for a person")
-        actions = GaugeMetricFamily("alarm_bridge_actions", "Actions by state", labels=["state"])
+        actions = GaugeMetricFamily(
+            "alarm_bridge_actions",
+            "Live actions by state (pending, queued, running); finished ones are counted by "
+            "alarm_bridge_actions_finished_total",
+            labels=["state"],
+        )
+        archived = CounterMetricFamily(
+            "alarm_bridge_ledger_archived",
+            "Rows `alarm-bridge ledger archive` exported and removed, by kind",
+            labels=["kind"],
+        )
+        last_archive = GaugeMetricFamily(
+            "alarm_bridge_ledger_last_archive_timestamp_seconds",
+            "When `alarm-bridge ledger archive` last finished (Unix time; 0: never)",
+        )
         overdue = GaugeMetricFamily(
             "alarm_bridge_overdue_actions",
             "Steps past their due time by more than the watchdog's grace, not yet running",
@@ -69,7 +93,11 @@ class LedgerCollector(Collector):
                 .group_by(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None))
             ).all()
             flagged = session.execute(select(func.count()).where(Alarm.needs_person)).scalar_one()
-            by_state = session.execute(select(Action.state, func.count()).group_by(Action.state)).all()
+            by_state = session.execute(
+                select(Action.state, func.count())
+                .where(Action.state.in_(LIVE_ACTION_STATES))
+                .group_by(Action.state)
+            ).all()
             late = session.execute(
                 select(func.count()).where(
                     Action.state.in_((ActionState.PENDING, ActionState.QUEUED)),
@@ -79,17 +107,33 @@ class LedgerCollector(Collector):
             first_opened = session.execute(
                 select(func.min(Alarm.opened_at)).where(Alarm.state.in_(ACTIVE_ALARM_STATES))
             ).scalar_one()
+            # One row per archive run (a few a week): summing them stays cheap for decades.
+            runs = session.execute(
+                select(
+                    func.coalesce(func.sum(ArchiveRun.alarms), 0),
+                    func.coalesce(func.sum(ArchiveRun.events), 0),
+                    func.coalesce(func.sum(ArchiveRun.actions), 0),
+                    func.coalesce(func.sum(ArchiveRun.timeline_entries), 0),
+                )
+            ).one()
+            last_run = session.execute(
+                select(ArchiveRun.finished_at).order_by(ArchiveRun.id.desc()).limit(1)
+            ).scalar_one_or_none()
         total_unrouted = 0
         for family, priority, routed, count in rows:
             open_alarms.add_metric([family, priority, "true" if routed else "false"], count)
             total_unrouted += 0 if routed else count
         unrouted.add_metric([], total_unrouted)
         needs_person.add_metric([], flagged)
-        for state, count in by_state:
-            actions.add_metric([state], count)
+        counts = dict(by_state)
+        for state in LIVE_ACTION_STATES:
+            actions.add_metric([state], counts.get(state, 0))
+        for kind, count in zip(("alarms", "events", "actions", "timeline_entries"), runs, strict=True):
+            archived.add_metric([kind], count)
+        last_archive.add_metric([], last_run.timestamp() if last_run else 0.0)
         overdue.add_metric([], late)
         oldest.add_metric([], (now - first_opened).total_seconds() if first_opened else 0.0)
-        yield from (open_alarms, unrouted, needs_person, actions, overdue, oldest)
+        yield from (open_alarms, unrouted, needs_person, actions, overdue, oldest, archived, last_archive)
 
 
 class QueueCollector(Collector):

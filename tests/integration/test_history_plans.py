@@ -48,8 +48,9 @@ def _seed(engine: Engine) -> None:
             insert(Alarm.__table__),
             [
                 {
-                    "id": i, "site_key": "montreal-hq", "source_key": "acme-panels", "account": MONTREAL_ACCOUNT,
-                    "zone": str(i % 8), "code": "FA" if i % 10 == 0 else "BA", "description": "seeded",
+                    "id": i, "site_key": "montreal-hq", "source_key": "acme-panels",
+                    "account": MONTREAL_ACCOUNT, "zone": str(i % 8), "code": "FA" if i % 10 == 0 else "BA",
+                    "description": "seeded",
                     "family": "fire" if i % 10 == 0 else "burglary",
                     "priority": "life_safety" if i % 10 == 0 else "property", "state": "ended",
                     "outcome": "dispatched", "event_count": 1, "opened_at": start + i * step,
@@ -63,7 +64,8 @@ def _seed(engine: Engine) -> None:
             insert(EventRow.__table__),
             [
                 {
-                    "id": i, "dedupe_key": f"seed:{i}", "source": "acme-panels", "received_at": start + i * step / 2,
+                    "id": i, "dedupe_key": f"seed:{i}", "source": "acme-panels",
+                    "received_at": start + i * step / 2,
                     "account": MONTREAL_ACCOUNT, "zone": str(i % 8), "code": "BA" if i <= HISTORY else "RP",
                     "site_key": "montreal-hq", "payload": {}, "alarm_id": i if i <= HISTORY else None,
                 }
@@ -75,7 +77,8 @@ def _seed(engine: Engine) -> None:
             [
                 {
                     "id": i, "alarm_id": (i - 1) % HISTORY + 1, "kind": "tracktik.create_alarm",
-                    "target": "tracktik", "queue": "default", "state": "failed" if i % 50 == 0 else "succeeded",
+                    "target": "tracktik", "queue": "default",
+                    "state": "failed" if i % 50 == 0 else "succeeded",
                     "due_at": start + i * step / 2, "attempts": 1, "max_attempts": 8, "cancellable": False,
                     "idempotency_key": f"seed-{i}", "outcome_unknown": False, "params": {},
                     "created_at": start + i * step / 2, "updated_at": start + i * step / 2,

@@ -22,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
-.PHONY: help run sandbox test bench bench-growth lint fmt migrate clean
+.PHONY: help run sandbox test soak bench bench-growth lint fmt migrate clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ sandbox: $(VENV)/.installed ## run only the vendor simulators (http://127.0.0.1:
 test: $(VENV)/.installed-test ## install, make sure Redis and PostgreSQL answer, run the whole suite
 	$(BIN)/python .ci/services.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+soak: $(VENV)/.installed-test ## 10,000 alarms through 20 kills, 2 Redis restarts and a slow, stormy vendor (up to 15 min)
+	$(BIN)/python .ci/services.py
+	$(BIN)/python -m pytest -m soak -s tests/reliability/test_soak.py $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test ## benchmark ingest, signal to first request and the storm (BENCH_ARGS=--quick)
 	$(BIN)/python .ci/services.py

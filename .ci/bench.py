@@ -62,6 +62,8 @@ GOAL_INGEST_P99_MS = 25.0
 GOAL_E2E_P50_MS = 15.0
 GOAL_E2E_P99_MS = 50.0
 GOAL_STORM_FACTOR = 2.0
+GOAL_LATENCY_FIRE_P99_MS = 100.0  # slow vendors: fire -> RapidSOS request (issue 13)
+GOAL_LATENCY_BURGLARY_P99_MS = 250.0  # slow vendors: burglary -> TrackTik request
 IDLE_SATURATED_MS = 1000.0  # an idle p99 above this means the idle system could not keep up
 
 
@@ -98,6 +100,9 @@ class Plan:
         self.life_s = 5.0 if quick else 30.0
         self.storm_drain_s = 60.0 if quick else 240.0
         self.warmup_alarms = 10 if quick else 20
+        self.latency_s = 5.0 if quick else 60.0
+        self.latency_burglary_rate = 50.0
+        self.latency_fire_rate = 10.0
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -406,13 +411,19 @@ def first_requests(
             creates[source_id] = creates.get(source_id, 0) + 1
         key_of = {row[0]: f"alarm-bridge-{row[0]}" for row in rows}
     latencies = []
+    by_alarm: dict[int, float] = {}
     states: dict[str, int] = {}
     for alarm_id, received_at, _key, state, _attempts in rows:
         states[state] = states.get(state, 0) + 1
         at = first.get(key_of[alarm_id])
-        latencies.append((at - received_at).total_seconds() if at else math.inf)
+        by_alarm[alarm_id] = (at - received_at).total_seconds() if at else math.inf
+        latencies.append(by_alarm[alarm_id])
     more_than_once = sum(1 for alarm_id in key_of if creates.get(key_of[alarm_id], 0) > 1)
-    return latencies, {"action_states": states, "created_more_than_once": more_than_once}
+    return latencies, {
+        "action_states": states,
+        "created_more_than_once": more_than_once,
+        "by_alarm": by_alarm,
+    }
 
 
 HIST = re.compile(
@@ -486,6 +497,7 @@ def signal_run(
             time.sleep(1.5)  # PostgreSQL publishes a backend's counters within a second of its commits
             commits = _commits(services) - commits0
         latencies, detail = first_requests(stack, last_warm, code, first_kind)
+        detail.pop("by_alarm")
         after = histogram(stack.metrics(), metric_target)
         count, metric_p99 = metric_quantile(before, after, 0.99)
         _, metric_p50 = metric_quantile(before, after, 0.50)
@@ -517,6 +529,88 @@ def signal_run(
     if not troubles and done:
         figures["cost_per_alarm"] = _cost(whole_cpu, whole.wall, len(latencies), done, commits)
     return figures, cpu
+
+
+# -- phase 4: vendor latency ------------------------------------------------------------------------
+
+# What real vendors take to answer a create (issue 13): the sandbox's `delay_s` fault on each.
+VENDOR_DELAYS = (
+    ("tracktik", "POST", "/rest/v1/alarms", 0.5),
+    ("cad", "PUT", "/api/v1/external/incident", 0.5),
+    ("rapidsos", "POST", "/v1/alerts", 2.0),
+)
+
+
+def latency_run(
+    plan: Plan, services: stk.Services, run_dir: Path, redis_pid: int | None, *, slow: bool
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Burglary and fire alarms offered together, with the vendors slow (``slow``) or at loopback
+    speed: signal -> first TrackTik request per burglary, first RapidSOS request per fire."""
+    name = "latency-slow" if slow else "latency-loopback"
+    tag = f"{services.run_id}-{name}"
+    stack = stk.Stack(services, run_dir / name, f"{services.prefix_root}{name}:", ALL)
+    rates = {"BA": plan.latency_burglary_rate, "FA": plan.latency_fire_rate}
+    print(f"bench: {name}: {rates['BA']:g} burglary + {rates['FA']:g} fire alarms/s for {plan.latency_s:g} s",
+          flush=True)  # fmt: skip
+    with stk.running(stack):
+        last_warm = warm_up(stack, plan, tag, [("BA", "bp"), ("FA", "bl")])
+        if slow:
+            for vendor, method, path, delay in VENDOR_DELAYS:
+                answer = stk.HTTP.post(
+                    f"{stack.sandbox_url}/{vendor}/_sandbox/faults",
+                    json={"method": method, "path": path, "delay_s": delay, "count": 10_000_000},
+                    timeout=10,
+                )
+                answer.raise_for_status()
+        window = CpuWindow(stack, services, redis_pid)
+        window.start()
+        results: dict[str, load.LoadResult] = {}
+
+        def offer(code: str, prefix: str) -> None:
+            results[code] = load.open_loop(
+                intake_target(stack), rates[code], plan.latency_s, bodies(f"{tag}-m{code}", code, prefix)
+            )
+
+        loads = [threading.Thread(target=offer, args=args) for args in (("BA", "bp"), ("FA", "bl"))]
+        for thread in loads:
+            thread.start()
+        for thread in loads:
+            thread.join()
+        cpu = window.stop()
+        drain_start = time.monotonic()
+        drained = wait_drained(services, last_warm, plan.e2e_drain_s)
+        drain_s = time.monotonic() - drain_start
+        burglary, burglary_detail = first_requests(stack, last_warm, "BA", "tracktik.create_alarm")
+        fire, fire_detail = first_requests(stack, last_warm, "FA", "rapidsos.create_alert")
+        _, guard_detail = first_requests(stack, last_warm, "FA", "tracktik.create_alarm")
+    to_911, to_guard = fire_detail.pop("by_alarm"), guard_detail.pop("by_alarm")
+    burglary_detail.pop("by_alarm")
+    figures = {
+        "vendors": "slow: " + ", ".join(f"{v} {d:g} s" for v, _, _, d in VENDOR_DELAYS)
+        if slow
+        else "loopback",
+        "duration_s": plan.latency_s,
+        "rates": rates,
+        "burglary_to_tracktik": _reach(burglary),
+        "fire_to_rapidsos": _reach(fire),
+        # The 911 request leaves first: RapidSOS's first request no later than the guard's, per alarm.
+        "fire_rapidsos_first": sum(1 for a, t in to_911.items() if t <= to_guard.get(a, math.inf)),
+        "fire_alarms": len(fire),
+        "drained": drained,
+        "drain_s": round(drain_s, 1),
+        "ingest_ok": {code: result.ok for code, result in results.items()},
+        "created_more_than_once": burglary_detail["created_more_than_once"]
+        + fire_detail["created_more_than_once"],
+    }
+    return figures, cpu
+
+
+def _reach(latencies: list[float]) -> dict[str, Any]:
+    return {
+        "alarms": len(latencies),
+        "unreached": sum(1 for v in latencies if math.isinf(v)),
+        "latency_ms": latency_summary(latencies),
+    }
 
 
 BRIDGE = ("web", "worker", "urgent", "beat", "pg backends", "redis")
@@ -700,6 +794,21 @@ def goals(result: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
                 p99 is not None and p99 <= GOAL_E2E_P99_MS,
             )
         )
+    slow = result.get("latency", {}).get("slow vendors")
+    if slow:
+        for label, key, target in (
+            ("fire -> RapidSOS request", "fire_to_rapidsos", GOAL_LATENCY_FIRE_P99_MS),
+            ("burglary -> TrackTik request", "burglary_to_tracktik", GOAL_LATENCY_BURGLARY_P99_MS),
+        ):
+            figures = slow[key]
+            p99 = figures["latency_ms"].get("p99")
+            out.append(
+                goal(
+                    f"slow vendors: {label} p99 <= {target:g} ms, none unreached",
+                    f"{report.ms(p99)} ms ({figures['unreached']} of {figures['alarms']} unreached)",
+                    p99 is not None and p99 <= target and figures["unreached"] == 0,
+                )
+            )
     storm = result.get("storm")
     if storm and "idle" in storm and "storm" in storm:
         idle, busy = storm["idle"]["latency_ms"].get("p99"), storm["storm"]["latency_ms"].get("p99")
@@ -751,6 +860,29 @@ def render(result: dict[str, Any]) -> str:
             report.cost_table(rows),
             "",
         ]
+    latency = result.get("latency")
+    if latency:
+        parts += [
+            "## Vendor latency: burglary and fire alarms offered together",
+            "",
+            "| vendors | alarms/s | burglary -> TrackTik p50 / p95 / p99 / max ms (unreached) | "
+            "fire -> RapidSOS p50 / p95 / p99 / max ms (unreached) | 911 first | drained after |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for figures in latency.values():
+            cells = []
+            for key in ("burglary_to_tracktik", "fire_to_rapidsos"):
+                ms = figures[key]["latency_ms"]
+                cells.append(
+                    " / ".join(report.ms(ms.get(p)) for p in ("p50", "p95", "p99", "max"))
+                    + f" ({figures[key]['unreached']})"
+                )
+            parts.append(
+                f"| {figures['vendors']} | {figures['rates']['BA']:g} + {figures['rates']['FA']:g} for "
+                f"{figures['duration_s']:g} s | {cells[0]} | {cells[1]} | "
+                f"{figures['fire_rapidsos_first']}/{figures['fire_alarms']} | {figures['drain_s']} s |"
+            )
+        parts.append("")
     storm = result.get("storm")
     if storm:
         rows = [(f"{name}: fire {figures['offered_rate']:g}/s", figures) for name, figures in storm.items()]
@@ -907,6 +1039,13 @@ def run(args: argparse.Namespace) -> int:
                 )
                 result["signal"][key] = figures
                 result["cpu"][f"signal {key}"] = cpu
+        if "latency" in phases:
+            result["latency"] = {}
+            for slow in (True, False):
+                figures, cpu = latency_run(plan, services, run_dir, redis_pid, slow=slow)
+                key = "slow vendors" if slow else "loopback"
+                result["latency"][key] = figures
+                result["cpu"][f"latency {key}"] = cpu
         if "storm" in phases:
             result["storm"] = {}
             for name, troubles in (("idle", 0), ("storm", plan.storm_troubles)):
@@ -956,7 +1095,9 @@ def main(argv: list[str] | None = None) -> int:
         "--markdown", default="docs/benchmark.md", help="Markdown table (default docs/benchmark.md)"
     )
     parser.add_argument(
-        "--phases", default="ingest,signal,storm", help="comma-separated subset of ingest,signal,storm"
+        "--phases",
+        default="ingest,signal,latency,storm",
+        help="comma-separated subset of ingest,signal,latency,storm",
     )
     parser.add_argument("--repeat", type=int, default=0, help="ingest repetitions (default 3, --quick 1)")
     parser.add_argument(

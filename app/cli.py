@@ -269,11 +269,11 @@ def dev(broker: str, flower_port: int | None) -> None:
         py = sys.executable
         processes = {
             "web": [py, "-m", "gunicorn", "--config", str(GUNICORN_CONF)],
+            # The Procfile's model: thread pools of WORKER_CONCURRENCY and URGENT_CONCURRENCY.
             "worker": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
-                       "default,bulk", "--concurrency", "2", "--hostname", "worker@%h", "--loglevel", "INFO"],
+                       "default,bulk", "--hostname", "worker@%h", "--loglevel", "INFO"],
             "urgent": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
-                       "life_safety,dispatch", "--concurrency", "1", "--hostname", "urgent@%h",
-                       "--loglevel", "INFO"],
+                       "life_safety,dispatch", "--hostname", "urgent@%h", "--loglevel", "INFO"],
             "beat": [py, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"],
         }  # fmt: skip
         processes["flower"] = [py, "-m", "app.cli", "flower", "--port", str(flower_port),

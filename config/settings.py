@@ -20,6 +20,8 @@ from environs import Env, EnvError, validate
 DEFAULT_DATABASE_URL = "sqlite:///var/ledger.sqlite3"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Celery pools alarm-bridge runs under: threads (the default, sized for I/O), prefork, solo (one at a time).
+WORKER_POOLS = ("threads", "prefork", "solo")
 
 
 class ConfigurationError(ValueError):
@@ -48,8 +50,14 @@ class Settings:
     action_max_attempts: int = 8
     dispatch_interval_s: float = 1.0
     dispatch_batch_size: int = 500
+    # TASK_SOFT_TIME_LIMIT_S is also every step's own deadline, which alarm-bridge enforces itself on
+    # any pool (workers/perform.py): the thread pool enforces no Celery time limit.
     task_soft_time_limit_s: int = 45
     task_time_limit_s: int = 60
+    # Workers are sized for the vendors' latency, not the CPU: each thread holds one upstream call.
+    worker_pool: str = "threads"
+    worker_concurrency: int = 48  # `worker` (default, bulk)
+    urgent_concurrency: int = 48  # `urgent` (life_safety, dispatch)
     broker_visibility_timeout_s: int = 3600
     sandbox_port: int = 8100
     var_dir: str = "var"
@@ -183,6 +191,9 @@ def read_settings() -> Settings:
             dispatch_batch_size=env.int("DISPATCH_BATCH_SIZE", 500, validate=positive),
             task_soft_time_limit_s=env.int("TASK_SOFT_TIME_LIMIT_S", 45, validate=positive),
             task_time_limit_s=env.int("TASK_TIME_LIMIT_S", 60, validate=positive),
+            worker_pool=env.str("WORKER_POOL", "threads", validate=validate.OneOf(WORKER_POOLS)),
+            worker_concurrency=env.int("WORKER_CONCURRENCY", 48, validate=validate.Range(min=1, max=512)),
+            urgent_concurrency=env.int("URGENT_CONCURRENCY", 48, validate=validate.Range(min=1, max=512)),
             broker_visibility_timeout_s=env.int("BROKER_VISIBILITY_TIMEOUT_S", 3600, validate=positive),
             sandbox_port=env.int("SANDBOX_PORT", 8100, validate=validate.Range(min=1, max=65535)),
             var_dir=env.str("VAR_DIR", "var"),

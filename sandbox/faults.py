@@ -5,7 +5,9 @@ does exactly one of four things:
 
 - `status`: answer with that status instead of handling the request. The body is the simulator's own
   vendor error body for that status (or the `body` given), with any extra `headers` (`Retry-After`).
-- `delay_s`: wait that long, then handle the request normally (a slow upstream).
+- `delay_s`: wait that long, then handle the request normally (a slow upstream). With `delay_max_s`
+  too, each caught request waits a time drawn uniformly between the two (the fault's seeded draws):
+  a vendor whose latency varies.
 - `drop`: close the TCP connection without any response and without handling (the client sees a
   connection error; nothing happened upstream).
 - `timeout_after_commit`: handle the request normally, so its state change is made, then send
@@ -56,6 +58,7 @@ _FIELDS = frozenset(
         "body",
         "headers",
         "delay_s",
+        "delay_max_s",
         "drop",
         "timeout_after_commit",
         "hold_s",
@@ -87,6 +90,7 @@ class Fault:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float | None = None
+    delay_max_s: float | None = None
     drop: bool = False
     timeout_after_commit: bool = False
     hold_s: float = DEFAULT_HOLD_S
@@ -124,12 +128,14 @@ class Fault:
             isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 599
         ):
             raise ValueError("status must be an integer HTTP status (100-599)")
-        for name in ("delay_s", "hold_s"):
+        for name in ("delay_s", "delay_max_s", "hold_s"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0
             ):
                 raise ValueError(f"{name} must be a number of seconds >= 0")
+        if self.delay_max_s is not None and (self.delay_s is None or self.delay_max_s < self.delay_s):
+            raise ValueError("delay_max_s needs delay_s, and must not be less than it")
         if not isinstance(self.headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
@@ -189,6 +195,14 @@ class Fault:
             self._random = random.Random(self.id if self.seed is None else self.seed)
         return self._random.random() < self.probability
 
+    def delay(self) -> float:
+        """How long this caught request waits: ``delay_s``, or a draw up to ``delay_max_s``."""
+        if self.delay_max_s is None:
+            return self.delay_s or 0.0
+        if self._random is None:
+            self._random = random.Random(self.id if self.seed is None else self.seed)
+        return self._random.uniform(self.delay_s or 0.0, self.delay_max_s)
+
     def to_json(self) -> dict[str, Any]:
         """The fault as listed by `GET /_sandbox/faults`."""
         return {
@@ -202,6 +216,7 @@ class Fault:
             "body": self.body,
             "headers": self.headers,
             "delay_s": self.delay_s,
+            "delay_max_s": self.delay_max_s,
             "drop": self.drop,
             "timeout_after_commit": self.timeout_after_commit,
             "hold_s": self.hold_s,

@@ -166,7 +166,7 @@ def _journal_and_apply_fault() -> ResponseReturnValue | None:
     if fault.kind == "status":
         return _status_fault_response(state, fault)
     if fault.kind == "delay":
-        time.sleep(fault.delay_s or 0.0)  # the fault itself: a slow upstream
+        time.sleep(fault.delay())  # the fault itself: a slow upstream
         return None
     request.environ[_SOCKET_FAULT_KEY] = fault
     if fault.kind == "drop":

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from celery import Celery, Task, signals
+from celery import Celery, Task, bootsteps, signals
 
 from app import telemetry
-from config.celery import beat_schedule, celery_config
+from config.celery import LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
+from workers import runtime
 
 TASK_MODULES = [
     "workers.dispatcher",
@@ -37,6 +38,25 @@ celery_app.conf.update(celery_config(settings))
 celery_app.conf.beat_schedule = beat_schedule(settings)
 celery_app.conf.beat_schedule_filename = f"{settings.var_dir}/celerybeat-schedule"
 app = celery_app  # `celery --app workers.celery_app` looks for `app` or `celery`
+
+
+class SizeForTheQueues(bootsteps.Step):
+    """Before the pool starts: a worker that consumes the life-safety queue (the Procfile's `urgent`)
+    runs URGENT_CONCURRENCY steps at once, unless ``--concurrency`` said otherwise, and the runtime's
+    database and HTTP pools are sized to what the process runs at once."""
+
+    requires = ("celery.worker.components:Pool",)  # after Pool.__init__, before the pool is created
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        consumed = parent.app.amqp.queues.consume_from
+        serves_life_safety = consumed is None or LIFE_SAFETY_QUEUE in consumed
+        if serves_life_safety and parent.concurrency == parent.app.conf.worker_concurrency:
+            parent.concurrency = parent.min_concurrency = settings.urgent_concurrency
+        runtime.set_concurrency(int(parent.concurrency or 1))
+        super().__init__(parent, **kwargs)
+
+
+celery_app.steps["worker"].add(SizeForTheQueues)
 
 
 @signals.setup_logging.connect

@@ -37,10 +37,18 @@ from app.domain.alarms import (
     plan_step,
 )
 from app.domain.operations import STAND_DOWN
-from app.ledger.models import Action, ActionState, Alarm, AlarmState, utcnow
+from app.ledger.models import (
+    WAITING_FOR_911,
+    WAITING_FOR_REFS,
+    Action,
+    ActionState,
+    Alarm,
+    AlarmState,
+    utcnow,
+)
 from config.settings import Settings
 from workers.clients import Clients
-from workers.clients.base import FirstRequestProbe, first_request_probe
+from workers.clients.base import FirstRequestProbe, first_request_probe, step_deadline
 from workers.clients.cache import cache_key
 from workers.clients.errors import (
     BudgetExhaustedError,
@@ -77,15 +85,24 @@ class Outcome:
     fallback: str | None = None  # a reason: run the phone fallback (e.g. RapidSOS 216/217)
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
-    """Everything a handler gets: its action, its alarm, the clients, the settings and the time."""
+    """Everything a handler gets: its action, its alarm, the clients, the settings and the time.
+
+    ``release_911``: the RapidSOS create calls it just before sending, to start the alarm's steps held
+    until the 911 request leaves (perform() calls it anyway when the step ends).
+    """
 
     action: ClaimedAction
     alarm: AlarmContext | None
     clients: Clients
     settings: Settings
     now: datetime
+    release_911: Callable[[], None] = _nothing
 
 
 Handler = Callable[[Job], Outcome]
@@ -121,12 +138,23 @@ def perform(action_id: int, handler: Handler) -> str:
         return "skipped"
     structlog.contextvars.bind_contextvars(action_id=claimed.id, alarm_id=claimed.alarm_id)
     log.info("action.claimed", kind=claimed.kind, attempt=claimed.attempts)
-    job = Job(claimed, context, rt.clients, rt.settings, utcnow())
+    released = False
+
+    def release_911() -> None:
+        nonlocal released
+        if not released and context is not None:
+            released = True
+            _wake(rt, context.id, WAITING_FOR_911)
+
+    job = Job(claimed, context, rt.clients, rt.settings, utcnow(), release_911)
     probe_token = first_request_probe.set(_first_request_probe(rt, context))
+    # The step's own deadline (the soft time limit, below the lease): every upstream call is cut to it
+    # (base.py), on every pool; Celery enforces its time limits only under prefork.
+    deadline_token = step_deadline.set(time.monotonic() + rt.settings.task_soft_time_limit_s)
     try:
         outcome = handler(job)
     except NotYetError as exc:
-        return _defer(rt, claimed, exc)
+        return _defer(rt, claimed, exc, context)
     except UpstreamUnavailableError as exc:
         return _retry(rt, claimed, str(exc), "unavailable", delay_s=exc.retry_after_s)
     except OutcomeUnknownError as exc:
@@ -141,7 +169,10 @@ def perform(action_id: int, handler: Handler) -> str:
         _retry(rt, claimed, f"internal error: {type(exc).__name__}: {exc}", "internal")
         raise
     finally:
+        step_deadline.reset(deadline_token)
         first_request_probe.reset(probe_token)
+        if claimed.kind == task_names.RAPIDSOS_CREATE_ALERT:
+            release_911()  # whatever happened to the 911 request, the guard is not held any longer
     return _succeed(rt, claimed, outcome)
 
 
@@ -181,6 +212,8 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
         )
         if recorded and locked is not None:
             merge_refs(session, locked.id, outcome.refs, current=locked.refs)
+            if outcome.refs:  # steps waiting for what this one learned start now, not at their next poll
+                due += actions.wake(session, locked.id, WAITING_FOR_REFS, now=now)
             stand_down = locked.state == AlarmState.ENDED and locked.outcome in STAND_DOWN
             if outcome.follow_ups or outcome.needs_person or outcome.fallback or stand_down:
                 due += _after_success(session, rt, claimed, outcome, now)
@@ -297,14 +330,38 @@ def _retry(
     return state.value
 
 
-def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError) -> str:
+def _wake(rt: Runtime, alarm_id: int, waiting_on: str) -> None:
+    """Start the alarm's steps waiting on ``waiting_on``, in a transaction of its own."""
+    with rt.sessions.begin() as session:
+        due = (
+            actions.wake(session, alarm_id, waiting_on, now=utcnow())
+            if locked_alarm(session, alarm_id)
+            else []
+        )
+    rt.outbox.publish(due)
+
+
+def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError, context: AlarmContext | None) -> str:
     now = utcnow()
+    due: list[DueAction] = []
     if isinstance(exc, BudgetExhaustedError):
         upstream = claimed.kind.split(".", 1)[0]
         telemetry.RATE_LIMIT_WAITS.labels(upstream, "budget").inc()
         telemetry.RATE_LIMIT_WAIT_SECONDS.labels(upstream, "budget").inc(exc.retry_after_s)
+    wake_on_refs = exc.wake_on_refs and context is not None
     with _ledger_write("record"), rt.sessions.begin() as session:
-        state = actions.defer(session, claimed, now=now, reason=exc.reason, delay_s=exc.retry_after_s)
+        locked = locked_alarm(session, claimed.alarm_id) if wake_on_refs else None  # alarm before action
+        state = actions.defer(
+            session,
+            claimed,
+            now=now,
+            reason=exc.reason,
+            delay_s=exc.retry_after_s,
+            waiting_on=WAITING_FOR_REFS if wake_on_refs else None,
+        )
+        if locked is not None and context is not None and locked.refs != context.refs:
+            # Recorded while this step was looking: waiting would miss the wake-up that already passed.
+            due = actions.wake(session, locked.id, WAITING_FOR_REFS, now=now)
         if isinstance(exc, BudgetExhaustedError) and claimed.alarm_id is not None:
             # A call that cannot be placed for a while is a person's to make.
             alarm = session.execute(
@@ -314,6 +371,7 @@ def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError) -> str:
             if alarm.is_active and not alarm.needs_person:
                 alarm.flag_for_person(reason)
                 note(session, alarm.id, now, "alarm.needs_person", reason, action_id=claimed.id)
+    rt.outbox.publish(due)
     log.info("action.deferred", reason=exc.reason, delay_s=exc.retry_after_s)
     return state.value
 

@@ -205,10 +205,12 @@ def action_values(
     params: dict[str, Any] | None = None,
     enqueued: bool = False,
     now: datetime | None = None,
+    waiting_on: str | None = None,
 ) -> dict[str, Any]:
     """A new action's column values: for ``new_action`` and for intake's multi-row Core insert."""
     now = now or due_at
     return {
+        "waiting_on": waiting_on,
         "alarm_id": alarm_id,
         "kind": kind,
         "target": target,
@@ -225,6 +227,28 @@ def action_values(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def wake(session: Session, alarm_id: int, waiting_on: str, *, now: datetime) -> list[DueAction]:
+    """Start now the alarm's pending steps that were waiting on ``waiting_on``; returns them, for the
+    caller to publish after commit. The caller holds the alarm's lock (alarm before actions)."""
+    rows = (
+        core(session)
+        .execute(
+            update(_ACTIONS)
+            .where(
+                _ACTIONS.c.alarm_id == alarm_id,
+                _ACTIONS.c.state == ActionState.PENDING.value,
+                _ACTIONS.c.waiting_on == waiting_on,
+            )
+            .values(
+                state=ActionState.QUEUED.value, due_at=now, enqueued_at=now, waiting_on=None, updated_at=now
+            )
+            .returning(_ACTIONS.c.id, _ACTIONS.c.kind, _ACTIONS.c.queue)
+        )
+        .all()
+    )
+    return [DueAction(id=row.id, task_name=row.kind, queue=row.queue) for row in rows]
 
 
 def due_action(action: Action) -> DueAction:
@@ -407,6 +431,7 @@ def retry_later(
         return ActionState.FAILED
     wait = delay_s if delay_s is not None else backoff_s(action.attempts)
     action.state = ActionState.PENDING
+    action.waiting_on = None  # a backoff runs to its due time: nothing wakes it early
     action.due_at = now + timedelta(seconds=wait)
     action.enqueued_at = None
     action.lease_token = None
@@ -546,17 +571,26 @@ def _lost_messages(
 
 
 def defer(
-    session: Session, claimed: ClaimedAction, *, now: datetime, reason: str, delay_s: float
+    session: Session,
+    claimed: ClaimedAction,
+    *,
+    now: datetime,
+    reason: str,
+    delay_s: float,
+    waiting_on: str | None = None,
 ) -> ActionState:
     """Give the action back without spending an attempt: it could not run yet (not an upstream error).
 
-    The timeline says why once per reason, so an operator sees what the alarm is waiting for.
+    ``waiting_on``: what ends the wait (``WAITING_FOR_REFS``: ``wake`` starts it as soon as another
+    step records it); ``delay_s`` is then only the longest it waits. The timeline says why once per
+    reason, so an operator sees what the alarm is waiting for.
     """
     action = _held(session, claimed)
     if action is None:
         return ActionState.RUNNING
     action.attempts = max(0, action.attempts - 1)
     action.state = ActionState.PENDING
+    action.waiting_on = waiting_on
     action.due_at = now + timedelta(seconds=max(delay_s, 0.1))
     action.enqueued_at = None
     action.lease_token = None

@@ -36,10 +36,22 @@ from app.domain.alarms import plan_step
 from app.domain.events import Classification, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
 from app.domain.sites import Site, Sites
-from app.ledger.models import ACTIVE_ALARM_STATES, Action, ActionState, Alarm, AlarmState, TimelineEntry
+from app.ledger.models import (
+    ACTIVE_ALARM_STATES,
+    WAITING_FOR_911,
+    Action,
+    ActionState,
+    Alarm,
+    AlarmState,
+    TimelineEntry,
+)
 from app.ledger.models import Event as EventRow
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
+# A life-safety alarm's 911 request leaves first: its other immediate steps wait until the RapidSOS
+# create is about to be sent (workers/perform.py releases them), and never longer than this, so a
+# guard is not kept waiting by a RapidSOS step that cannot start (the dispatcher sends them then).
+HOLD_FOR_911 = timedelta(seconds=3)
 RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.UNBYPASS})
 
 # The common path (a new event that opens or joins an alarm) runs as a handful of prepared Core
@@ -345,6 +357,9 @@ class _Recorder:
     def _plan(self, alarm: _AlarmRef, steps: Sequence[Step]) -> list[DueAction]:
         queue = sia.queue_for(self.cls.priority)
         planned: list[tuple[dict[str, Any], str]] = []
+        hold_for_911 = self.cls.priority == sia.Priority.LIFE_SAFETY and any(
+            s.kind == task_names.RAPIDSOS_CREATE_ALERT and s.after <= timedelta(0) for s in steps
+        )
         for index, step in enumerate(steps):
             if step.kind.startswith("alta.") and self.event.source_kind != "alta":
                 self.note(
@@ -359,19 +374,27 @@ class _Recorder:
                     task_names.ALTA_FIND_ONGOING_ALERT,
                     {**params, "then": task_names.ALTA_COLLECT_VIDEO},
                 )
+            held = (
+                hold_for_911
+                and immediate
+                and kind != task_names.RAPIDSOS_CREATE_ALERT
+                and not kind.startswith("alta.")
+            )
             row = action_values(
                 kind=kind,
                 target=kind.split(".", 1)[0],
                 queue=queue,
-                due_at=self.now + step.after,
+                due_at=self.now + (HOLD_FOR_911 if held else step.after),
                 max_attempts=self.rules.max_attempts,
                 alarm_id=alarm.id,
                 cancellable=step.cancellable,
                 params=params,
-                enqueued=immediate,
+                enqueued=immediate and not held,
                 now=self.now,
+                waiting_on=WAITING_FOR_911 if held else None,
             )
             when = "now" if immediate else f"in {step.after.total_seconds():g}s"
+            when = "as soon as the 911 request leaves" if held else when
             hold = " (a cancel in time stops it)" if step.cancellable else ""
             planned.append((row, f"{kind} {when}{hold}"))
         if not planned:

@@ -94,6 +94,9 @@ class ActionState(StrEnum):
     CANCELLED = "cancelled"  # no longer wanted (cancel code, alarm ended)
 
 
+WAITING_FOR_911 = "911"  # a life-safety alarm's step held until the alarm's RapidSOS request leaves
+WAITING_FOR_REFS = "refs"  # a step deferred until another step records what it needs on the alarm
+
 # What is still to happen: the only actions a gauge counts or a scan of "work to do" reads.
 LIVE_ACTION_STATES = (ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING)
 TERMINAL_ACTION_STATES = frozenset({ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED})
@@ -233,6 +236,9 @@ class Action(Base):
     # Sent with every upstream call for this action, so a retry is recognised where the vendor allows.
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     outcome_unknown: Mapped[bool] = mapped_column(default=False)  # last attempt may have applied upstream
+    # What a pending step waits for besides its due time (WAITING_FOR_911, WAITING_FOR_REFS): the event
+    # that ends the wait starts it at once; its due_at is only the latest it waits.
+    waiting_on: Mapped[str | None] = mapped_column(String(16))
     external_id: Mapped[str | None] = mapped_column(String(128))
     last_error: Mapped[str | None] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)

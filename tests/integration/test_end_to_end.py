@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from app.domain.intake import HOLD_FOR_911
 from config.settings import Settings
 from tests.polling import wait_until
 from tests.stack import Stack
@@ -89,11 +90,20 @@ def test_a_restore_does_not_stop_the_delayed_call(stack: Stack) -> None:
     assert stack.alarm(alarm_id)["restored_at"] is not None
 
 
-def test_a_fire_reaches_rapidsos_tracktik_and_the_cad_without_delay(stack: Stack) -> None:
+def test_a_fire_reaches_rapidsos_first_then_tracktik_and_the_cad_without_delay(stack: Stack) -> None:
     alarm_id = stack.post_event(event("ny-1", "FA"))["alarm_id"]
     for kind in ("rapidsos.create_alert", "tracktik.create_alarm", "cad.upload_incident"):
         alarm = stack.wait_for(alarm_id, kind)
-    assert {a["due_at"] for a in alarm["actions"]} == {alarm["opened_at"]}  # none was held
+    opened = datetime.fromisoformat(alarm["opened_at"])
+    # Never held for a cancel window; the guard and the CAD only wait for the 911 request to leave.
+    assert all(datetime.fromisoformat(a["due_at"]) - opened < HOLD_FOR_911 for a in alarm["actions"])
+    sent = {
+        vendor: min(datetime.fromisoformat(e["at"]) for e in stack.sandbox_get(f"/{vendor}/_sandbox/journal")
+                    if e["method"] in ("POST", "PUT") and e["path"].startswith(path))
+        for vendor, path in (("rapidsos", "/v1/alerts"), ("tracktik", "/rest/v1/alarms"),
+                             ("cad", "/api/v1/external/incident"))
+    }  # fmt: skip
+    assert sent["rapidsos"] <= sent["tracktik"] and sent["rapidsos"] <= sent["cad"]
     assert all(a["queue"] == "life_safety" for a in alarm["actions"])
     assert alarm["refs"]["rapidsos_alert_id"]
     assert len(stack.sandbox_get("/rapidsos/_sandbox/alerts")) == 1

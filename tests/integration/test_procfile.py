@@ -46,6 +46,8 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         WEB_CONCURRENCY="1",
         LOG_FORMAT="console",
         FLOWER_BASIC_AUTH=f"someone:else,{':'.join(FLOWER_USER)}",
+        WORKER_CONCURRENCY="12",
+        URGENT_CONCURRENCY="24",
     )
 
 
@@ -66,7 +68,7 @@ def running(deploy_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, in
     stop_all(procs, grace_s=30)
 
 
-def test_every_procfile_line_runs_against_real_services(running: dict[str, int]) -> None:
+def test_every_procfile_line_runs_against_real_services(running: dict[str, int], tmp_path: Path) -> None:
     web = f"http://127.0.0.1:{running['web']}"
     flower = f"http://127.0.0.1:{running['flower']}"
     with requests.Session() as http:
@@ -97,6 +99,10 @@ def test_every_procfile_line_runs_against_real_services(running: dict[str, int])
             )
         # Tasks show by name (worker_send_task_events), as the workers ran them.
         wait_until(lambda: "system.selftest" in flower_task_names(), timeout_s=30, interval_s=0.5)
+    # Both Celery lines run thread pools sized by the settings, not by the CPU count: `urgent` (it
+    # consumes life_safety) takes URGENT_CONCURRENCY, `worker` WORKER_CONCURRENCY.
+    assert "concurrency: 12 (thread)" in (tmp_path / "worker.log").read_text()
+    assert "concurrency: 24 (thread)" in (tmp_path / "urgent.log").read_text()
 
 
 def test_the_flower_line_refuses_to_listen_on_every_interface_without_basic_auth(tmp_path: Path) -> None:

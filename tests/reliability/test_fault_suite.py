@@ -299,8 +299,8 @@ def test_a_delayed_step_longer_than_the_visibility_timeout_runs_once(
     """BROKER_VISIBILITY_TIMEOUT_S=3 and steps planned 6 s after the alarm: the delay waits in the
     ledger, not in the broker, so no message of it sits unacknowledged long enough to be redelivered.
     And a step that RUNS longer than the visibility timeout (TrackTik answering in 8 s) is redelivered
-    by Redis to a second worker that starts meanwhile (kombu restores old unacknowledged messages
-    when a consumer starts): that delivery finds the step's lease and does nothing. Each step runs
+    by Redis (kombu restores old unacknowledged messages, to the worker that holds it or to a second
+    one started meanwhile): that delivery finds the step's lease and does nothing. Each step runs
     once: one TrackTik alarm, one CAD upload and one phone call per alarm, each in one attempt."""
     timer = Timer()
     stack = make_stack(
@@ -350,7 +350,12 @@ def test_a_delayed_step_longer_than_the_visibility_timeout_runs_once(
     assert {row.attempts for row in rows} == {1}
     delayed = [row for row in rows if row.kind != task_names.TRACKTIK_CREATE_ALARM]
     assert all(row.completed_at - row.opened_at >= timedelta(seconds=6) for row in delayed)
-    redelivered = "\n".join(iter_lines(stack.procs["worker2"].log)).count('"action.skipped"')
+    # Whichever worker polls first gets the redelivery: with a thread pool the first worker has free
+    # threads and restores it to itself as often as the second one does.
+    redelivered = sum(
+        "\n".join(iter_lines(stack.procs[name].log)).count('"action.skipped"')
+        for name in ("worker", "worker2")
+    )
     print(f"redeliveries the lease turned away: {redelivered}; phases {timer.marks}")  # noqa: T201
     assert redelivered >= 1
 

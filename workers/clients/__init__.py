@@ -14,6 +14,7 @@ import redis
 
 from config.settings import Settings
 from workers.clients.alta import AltaClient
+from workers.clients.base import DEFAULT_POOL_MAXSIZE, EnvironmentOnceSession
 from workers.clients.cad import CadClient
 from workers.clients.callonalarm import CallOnAlarmClient
 from workers.clients.rapidsos import RapidSOSClient
@@ -33,12 +34,23 @@ class Clients:
     cad: CadClient
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> Clients:
-        """Build them all from the settings and the shared Redis."""
-        return cls(
+    def from_settings(cls, settings: Settings, cache: redis.Redis[Any], *, pool_maxsize: int = 0) -> Clients:
+        """Build them all from the settings and the shared Redis; ``pool_maxsize``: connections kept
+        per upstream (the steps this process runs at once; 0: the default)."""
+        clients = cls(
             alta=AltaClient.from_settings(settings, cache),
             tracktik=TrackTikClient.from_settings(settings, cache),
             callonalarm=CallOnAlarmClient.from_settings(settings, cache),
             rapidsos=RapidSOSClient.from_settings(settings, cache),
             cad=CadClient.from_settings(settings, cache),
         )
+        if pool_maxsize > DEFAULT_POOL_MAXSIZE:
+            for client in (
+                clients.alta,
+                clients.tracktik,
+                clients.callonalarm,
+                clients.rapidsos,
+                clients.cad,
+            ):
+                client.session = EnvironmentOnceSession(pool_maxsize=pool_maxsize)
+        return clients

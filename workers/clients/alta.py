@@ -14,6 +14,7 @@ never "outcome unknown".
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 from urllib.parse import quote
@@ -67,6 +68,7 @@ class AltaClient(BaseClient):
         self._password = password
         self._cache = cache
         self._cookie_key = cookie_key
+        self._login_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> AltaClient:
@@ -213,7 +215,15 @@ class AltaClient(BaseClient):
             cached = None
         if cached:
             return cached.decode() if isinstance(cached, bytes) else str(cached)
-        return self._login()
+        # One login per process however many steps need the cookie at once (the thread pool).
+        with self._login_lock:
+            try:
+                cached = self._cache.get(self._cookie_key)
+            except redis.RedisError:
+                cached = None
+            if cached:
+                return cached.decode() if isinstance(cached, bytes) else str(cached)
+            return self._login()
 
     def _login(self) -> str:
         """``POST /api/v1/dologin``; store the ``va`` cookie in Redis for every worker.

@@ -1,6 +1,11 @@
 """HTTP transport shared by every upstream client: one session, a (connect, read) timeout on every
 call, error mapping into workers.clients.errors, and one log line per call (never a body).
 
+Every step runs under a deadline of its own (``step_deadline``, set by perform()): each call's
+connect and read timeouts, and its total, are cut to the time the step has left, and a call that
+would start after the deadline is not sent. That is what bounds a step under the thread pool, where
+Celery enforces no time limit, so a hung upstream can never hold an action's lease.
+
 Only connection failures before sending are retried blindly. A read timeout or a dropped connection
 on a non-idempotent call becomes OutcomeUnknownError: the upstream may have applied it, so the
 handler must reconcile before trying again (STYLE anti-pattern 9).
@@ -19,6 +24,8 @@ from urllib.parse import urlsplit
 
 import requests
 import structlog
+from requests.adapters import HTTPAdapter
+from urllib3.util import Timeout
 
 from app import telemetry
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
@@ -26,6 +33,11 @@ from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, U
 log = structlog.get_logger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 MAX_RETRY_AFTER_S = 3600.0
+# Connections kept per upstream host: at least as many as the steps a worker process runs at once,
+# or urllib3 would drop (and reopen) a connection after every call beyond its pool.
+DEFAULT_POOL_MAXSIZE = 64
+# The step's deadline on time.monotonic(), set by perform() around each handler; None: no deadline.
+step_deadline: ContextVar[float | None] = ContextVar("step_deadline", default=None)
 
 
 @dataclass(slots=True)
@@ -99,9 +111,13 @@ class EnvironmentOnceSession(requests.Session):
     is the same every time; requests still computes it, once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pool_maxsize: int = DEFAULT_POOL_MAXSIZE) -> None:
         super().__init__()
         self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # One pool per host, sized for the steps in flight; retries are ours, never urllib3's.
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -143,6 +159,21 @@ class BaseClient:
         self.timeout = timeout
         self.session = session or EnvironmentOnceSession()
 
+    def _timeout(self, method: str, path: str) -> tuple[float, float] | Timeout:
+        """This call's timeouts: the client's, cut to what is left of the step's deadline.
+
+        Raises:
+            UpstreamUnavailableError: the deadline has passed; nothing was sent.
+        """
+        deadline = step_deadline.get()
+        if deadline is None:
+            return self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise UpstreamUnavailableError(self.upstream, f"{method} {path}: step deadline reached, not sent")
+        connect, read = self.timeout
+        return Timeout(connect=min(connect, left), read=min(read, left), total=left)
+
     def _request(
         self,
         method: str,
@@ -157,12 +188,13 @@ class BaseClient:
         ``idempotent``: repeating the call cannot create a second effect (GET, a PUT keyed by sysId),
         so a lost answer is merely "unavailable". ``expected``: statuses >= 400 the caller handles.
         """
+        timeout = self._timeout(method, path)
         probe = first_request_probe.get()
         since_signal_s = probe.sending(self.upstream) if probe is not None else None
         started = time.monotonic()
         status: int | str = "error"
         try:
-            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+            response = self.session.request(method, self.base_url + path, timeout=timeout, **kwargs)
             status = response.status_code
         except requests.ConnectionError as exc:
             if _never_sent(exc) or method in SAFE_METHODS or idempotent:

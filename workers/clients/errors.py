@@ -44,10 +44,13 @@ class NotYetError(Exception):
     spent). The action waits ``retry_after_s`` without spending an attempt; the handler bounds how
     long it keeps waiting."""
 
-    def __init__(self, reason: str, *, retry_after_s: float) -> None:
+    def __init__(self, reason: str, *, retry_after_s: float, wake_on_refs: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+        # True: what the step waits for is something another step records on the alarm (the Alta
+        # guid, the video links): it starts as soon as that is recorded; retry_after_s is the latest.
+        self.wake_on_refs = wake_on_refs
 
 
 class BudgetExhaustedError(NotYetError):

@@ -19,6 +19,7 @@ here, it raises ``OutcomeUnknownError`` and the task decides (workers/tasks/rapi
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,7 @@ class RapidSOSClient(BaseClient):
         self._client_secret = client_secret
         self._cache = cache
         self._token_key = token_key
+        self._token_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> RapidSOSClient:
@@ -181,11 +183,17 @@ class RapidSOSClient(BaseClient):
         cached = self._cached_token()
         if cached:
             return cached
-        token = self._fetch_token()
-        # Redis holds only what may be rebuilt: without it each call fetches its own token.
-        with contextlib.suppress(redis.RedisError):
-            self._cache.set(self._token_key, token.access_token, ex=token.cache_ttl_s)
-        return token.access_token
+        # One fetch per process however many steps need a token at once (the thread pool): the
+        # others wait for it and read it from Redis.
+        with self._token_lock:
+            cached = self._cached_token()
+            if cached:
+                return cached
+            token = self._fetch_token()
+            # Redis holds only what may be rebuilt: without it each call fetches its own token.
+            with contextlib.suppress(redis.RedisError):
+                self._cache.set(self._token_key, token.access_token, ex=token.cache_ttl_s)
+            return token.access_token
 
     def _cached_token(self) -> str | None:
         """The shared token, or None (also when Redis is unreachable: a 911 request must not wait)."""

@@ -103,7 +103,9 @@ def _collect_video(job: Job) -> Outcome:
     guid = alarm.refs.get("alta_alert_guid")
     if not guid:
         if elapsed < job.settings.alta_lookup_timeout_s:
-            raise NotYetError("the Alta alert guid is not known yet", retry_after_s=RETRY_S)
+            raise NotYetError(
+                "the Alta alert guid is not known yet", retry_after_s=RETRY_S, wake_on_refs=True
+            )
         return Outcome(
             message=f"no Alta alert found after {elapsed:.0f} s: no video links",
             refs={"video_links": []},
@@ -141,7 +143,9 @@ def _verify(job: Job) -> Outcome:
     if not guid:
         elapsed = _elapsed_s(job, alarm)
         if elapsed < job.settings.alta_lookup_timeout_s:
-            raise NotYetError("the Alta alert guid is not known yet", retry_after_s=RETRY_S)
+            raise NotYetError(
+                "the Alta alert guid is not known yet", retry_after_s=RETRY_S, wake_on_refs=True
+            )
         reason = f"verdict {verdict!r} not sent to Alta: no Alta alert known after {elapsed:.0f} s"
         return Outcome(message=reason, needs_person=reason)
     merged = alarm.refs.get("alta_merged") is True
@@ -169,7 +173,9 @@ def _end(job: Job) -> Outcome:
         # The lookup may still be running (it is not cancelled when an alarm ends): wait for it, bounded.
         elapsed = _elapsed_s(job, alarm)
         if alarm.source_kind == "alta" and elapsed < job.settings.alta_lookup_timeout_s:
-            raise NotYetError("the Alta alert guid is not known yet", retry_after_s=RETRY_S)
+            raise NotYetError(
+                "the Alta alert guid is not known yet", retry_after_s=RETRY_S, wake_on_refs=True
+            )
         reason = f"no Alta alert known after {elapsed:.0f} s: end it in Alta by hand if it is still open"
         return Outcome(message=reason, needs_person=reason if alarm.source_kind == "alta" else None)
     ended = job.clients.alta.end(guid)

@@ -58,7 +58,7 @@ def _create_alarm(job: Job) -> Outcome:
     if is_alta and VIDEO_LINKS_REF not in alarm.refs and waited_s < job.settings.alta_video_wait_s:
         # The guard should get the recording with the alarm; alta.collect_video adds it to the refs.
         # Bounded: after alta_video_wait_s the alarm goes without it (a note says so).
-        raise NotYetError("waiting for the Alta video links", retry_after_s=2)
+        raise NotYetError("waiting for the Alta video links", retry_after_s=2, wake_on_refs=True)
 
     tracktik_alarm = _payload(job, alarm, site, site.tracktik, links, is_alta=is_alta)
     client = job.clients.tracktik

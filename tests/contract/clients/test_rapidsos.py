@@ -8,7 +8,9 @@ never looped on), 201 / 216 / 217 returned by exact code, every error class, and
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fakeredis
@@ -164,6 +166,23 @@ def test_token_is_cached_in_redis_for_every_worker_until_a_minute_before_expiry(
     assert 3500 < ttl <= 3540
     first.session.close()
     second.session.close()
+
+
+def test_steps_running_at_once_in_one_process_fetch_one_token(
+    client: RapidSOSClient, sim: LiveSimulator
+) -> None:
+    """The thread pool: twenty steps need a token at the same moment; one is fetched, all use it."""
+    sim.add_fault(path="/oauth/token", delay_s=0.3)  # slow enough for every step to ask meanwhile
+    barrier = threading.Barrier(20)
+
+    def token() -> str:
+        barrier.wait(timeout=10)
+        return client.access_token()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        tokens = set(pool.map(lambda _: token(), range(20)))
+    assert len(tokens) == 1
+    assert len(token_calls(sim)) == 1
 
 
 def test_expired_token_is_renewed_once_the_simulator_clock_passes_the_hour(

@@ -227,6 +227,20 @@ def test_delay_fault_delays_then_handles(toy: LiveSimulator) -> None:
     assert "slow" in names(toy)
 
 
+def test_a_delay_range_draws_each_wait_between_its_bounds_from_its_seed(toy: LiveSimulator) -> None:
+    """A vendor whose latency varies (make soak): each caught request waits delay_s..delay_max_s."""
+    toy.add_fault(method="POST", delay_s=0.05, delay_max_s=0.25, count=6, seed=7)
+    waits = []
+    for n in range(6):
+        started = time.monotonic()
+        assert toy.request("POST", THINGS, json={"name": f"varied-{n}"}).status_code == 201
+        waits.append(time.monotonic() - started)
+    expected = random.Random(7)
+    drawn = [expected.uniform(0.05, 0.25) for _ in range(6)]
+    assert all(wait >= draw for wait, draw in zip(waits, drawn, strict=True))
+    assert max(drawn) - min(drawn) > 0.05  # not one fixed delay
+
+
 def test_drop_fault_closes_the_connection_without_handling(toy: LiveSimulator) -> None:
     toy.add_fault(method="POST", path=THINGS, drop=True)
     with pytest.raises(requests.ConnectionError):
@@ -323,6 +337,8 @@ def test_a_request_a_probabilistic_fault_lets_through_goes_to_the_next_fault(toy
         {"status": 503, "drop": True},
         {"status": 99},
         {"delay_s": -1},
+        {"delay_max_s": 1},
+        {"delay_s": 0.5, "delay_max_s": 0.1},
         {"drop": "yes"},
         {"status": 503, "count": 0},
         {"status": 503, "path_regex": "("},

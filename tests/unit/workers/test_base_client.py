@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from structlog.testing import capture_logs
 from sandbox.cad import create_app as create_cad_app
 from sandbox.config import load_config
 from sandbox.server import RunningServer, serve_in_thread
-from workers.clients.base import BaseClient, EnvironmentOnceSession
+from workers.clients.base import BaseClient, EnvironmentOnceSession, step_deadline
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.unit
@@ -282,3 +283,55 @@ def test_the_environment_is_read_once_per_origin_and_still_applies(
     assert session.merge_environment_settings(urls[0], {}, None, None, None) == expected[0]
     assert session.merge_environment_settings(urls[0], {}, None, False, None)["verify"] is False
     assert DemoClient(upstream.base_url, (2.0, 5.0)).session.__class__ is EnvironmentOnceSession
+
+
+# -- the step's deadline (what bounds a step under the thread pool, where Celery enforces no limit) --
+
+
+def test_a_hung_upstream_holds_a_step_no_longer_than_its_deadline(upstream: RunningServer) -> None:
+    """The read timeout alone (10 s) would let it hang; the step has 0.5 s left, and that decides."""
+    client = DemoClient(upstream.base_url, (2.0, 10.0))
+    token = step_deadline.set(time.monotonic() + 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OutcomeUnknownError, match="no answer within the timeout"):
+            client._request("POST", "/held", json={})  # sent: it may have applied
+        with pytest.raises(UpstreamUnavailableError):  # the deadline is spent: not even sent
+            client._request("GET", "/status/200")
+    finally:
+        step_deadline.reset(token)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_call_after_the_deadline_is_not_sent(upstream: RunningServer) -> None:
+    session = RecordingSession()
+    client = DemoClient(upstream.base_url, (2.0, 10.0), session)
+    token = step_deadline.set(time.monotonic() - 0.01)
+    try:
+        with pytest.raises(UpstreamUnavailableError, match="step deadline reached, not sent"):
+            client._request("POST", "/status/201", json={})
+    finally:
+        step_deadline.reset(token)
+    assert session.calls == []
+
+
+def test_each_call_gets_what_is_left_of_the_step_and_no_more(upstream: RunningServer) -> None:
+    session = RecordingSession()
+    client = DemoClient(upstream.base_url, (2.0, 10.0), session)
+    client._request("GET", "/status/200")
+    token = step_deadline.set(time.monotonic() + 5.0)
+    try:
+        client._request("GET", "/status/200")
+    finally:
+        step_deadline.reset(token)
+    without, within = (call["timeout"] for call in session.calls)
+    assert without == (2.0, 10.0)
+    assert within.connect_timeout == 2.0
+    assert 4.0 < within.total <= 5.0 and within.read_timeout <= 5.0
+
+
+def test_the_session_keeps_as_many_connections_as_steps_run_at_once() -> None:
+    session = EnvironmentOnceSession(pool_maxsize=96)
+    adapter = session.get_adapter("http://127.0.0.1:1/")
+    assert adapter._pool_maxsize == 96  # type: ignore[attr-defined]
+    assert adapter.max_retries.total == 0  # retries are perform()'s, never urllib3's

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain.events import Event
-from app.domain.intake import IntakeRules, Receipt, record_event
+from app.domain.intake import HOLD_FOR_911, IntakeRules, Receipt, record_event
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry
 from app.ledger.models import Event as EventRow
 from app.ledger.session import make_sessionmaker
@@ -238,7 +238,8 @@ def test_an_alta_zone_alarm_runs_the_alta_steps_too(sessions: sessionmaker[Sessi
 
 def test_the_residential_site_follows_its_own_plan(sessions: sessionmaker[Session]) -> None:
     receipt = record(sessions, panel("MA", account=NEWTON_ACCOUNT))
-    assert [d.task_name for d in receipt.due_actions] == ["rapidsos.create_alert", "callonalarm.trigger"]
+    assert [d.task_name for d in receipt.due_actions] == ["rapidsos.create_alert"]  # the call follows it
+    assert set(actions_of(sessions, receipt.alarm_id)) == {"rapidsos.create_alert", "callonalarm.trigger"}
 
 
 def test_a_cancel_stops_a_held_call_that_already_retried_and_sends_the_restore(
@@ -262,3 +263,32 @@ def test_a_cancel_stops_a_held_call_that_already_retried_and_sends_the_restore(
     cancel = record(sessions, panel("BC", at=T0 + timedelta(seconds=30)))
     assert actions_of(sessions, opened.alarm_id)["callonalarm.trigger"] == ActionState.CANCELLED
     assert [d.task_name for d in cancel.due_actions] == ["callonalarm.send_restore"]
+
+
+def test_a_life_safety_alarm_sends_its_911_request_first_and_holds_the_rest_briefly(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Residential fire: RapidSOS now; the call and the CAD wait until the 911 request leaves (the
+    worker releases them), and at most HOLD_FOR_911 if it never does."""
+    receipt = record(sessions, panel("FA", account=NEWTON_ACCOUNT, zone="1"))
+    assert [d.task_name for d in receipt.due_actions] == ["rapidsos.create_alert"]
+    with sessions() as session:
+        rows = session.execute(select(Action).where(Action.alarm_id == receipt.alarm_id).order_by(Action.id))
+        steps = {a.kind: (a.state, a.waiting_on, a.due_at - T0) for a in rows.scalars()}
+    assert steps == {
+        "rapidsos.create_alert": (ActionState.QUEUED, None, timedelta(0)),
+        "callonalarm.trigger": (ActionState.PENDING, "911", HOLD_FOR_911),
+        "cad.upload_incident": (ActionState.PENDING, "911", HOLD_FOR_911),
+    }
+
+
+def test_an_alarm_without_a_911_request_holds_nothing(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("FA", zone="1"))  # commercial fire: no RapidSOS step
+    assert [d.task_name for d in receipt.due_actions] == [
+        "tracktik.create_alarm",
+        "cad.upload_incident",
+        "callonalarm.trigger",
+    ]
+    with sessions() as session:
+        waiting = session.execute(select(Action.waiting_on).where(Action.alarm_id == receipt.alarm_id))
+        assert set(waiting.scalars()) == {None}

@@ -61,6 +61,9 @@ from workers.runtime import Runtime, runtime
 
 log = structlog.get_logger(__name__)
 FIRST_REQUEST_MEMORY_S = 7 * 24 * 3600  # longer than any alarm stays open
+# The refs a step may wait for (NotYetError(wake_on_refs=True)): the Alta alert, its video links.
+# Recording another ref wakes nobody, so it costs no statement.
+WAKING_REFS = frozenset({"alta_alert_guid", "video_links"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,7 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
         )
         if recorded and locked is not None:
             merge_refs(session, locked.id, outcome.refs, current=locked.refs)
-            if outcome.refs:  # steps waiting for what this one learned start now, not at their next poll
+            if WAKING_REFS & outcome.refs.keys():  # steps waiting for it start now, not at their next poll
                 due += actions.wake(session, locked.id, WAITING_FOR_REFS, now=now)
             stand_down = locked.state == AlarmState.ENDED and locked.outcome in STAND_DOWN
             if outcome.follow_ups or outcome.needs_person or outcome.fallback or stand_down:

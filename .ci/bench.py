@@ -724,8 +724,9 @@ def configuration(services: stk.Services, plan: Plan) -> dict[str, Any]:
             f"timeout {gunicorn['timeout']} s, preload_app {gunicorn['preload_app']}"
         ),
         "celery": (
-            f"worker (default,bulk) and urgent (life_safety): prefork, concurrency {os.cpu_count()} each "
-            f"(CPU count), prefetch {celery['worker_prefetch_multiplier']}, "
+            "worker (default,bulk) and urgent (life_safety,dispatch): thread pools, WORKER_CONCURRENCY "
+            f"and URGENT_CONCURRENCY ({settings.worker_concurrency} and {settings.urgent_concurrency}), "
+            f"pool {settings.worker_pool}, prefetch {celery['worker_prefetch_multiplier']}, "
             f"acks_late {celery['task_acks_late']}"
         ),
         "dispatcher": f"beat every {settings.dispatch_interval_s:g} s",

@@ -384,6 +384,9 @@ class AlarmStore:
         """Forget every alarm, note and attachment; ids start again from the configured first ids."""
         with self._lock:
             self._alarms = {}
+            # Alarm ids by triggeredOn: the search clients make to find an alarm again (reconcile
+            # after a lost answer) stays cheap with tens of thousands stored (make soak).
+            self._by_time: dict[str, list[int]] = {}
             self._media = {}
             self._next = {
                 "alarm": self.first_alarm_id,
@@ -436,6 +439,7 @@ class AlarmStore:
                 for comment in new.notes
             ]
             self._alarms[alarm["id"]] = {"alarm": alarm, "attachments": attachments, "notes": notes}
+            self._by_time.setdefault(str(alarm.get("triggeredOn")), []).append(alarm["id"])
             return copy.deepcopy(alarm)
 
     def get(self, alarm_id: int, include: frozenset[str], base_url: str) -> dict[str, Any] | None:
@@ -458,9 +462,10 @@ class AlarmStore:
         """Every alarm matching the exact-match filters, oldest (lowest id) first."""
         wanted_time = format_utc_time(triggered_on) if triggered_on is not None else None
         with self._lock:
+            ids = sorted(self._alarms) if wanted_time is None else self._by_time.get(wanted_time, [])
             return [
                 _render(record, include, base_url)
-                for _, record in sorted(self._alarms.items())
+                for record in (self._alarms[alarm_id] for alarm_id in ids)
                 if (organization is None or record["alarm"]["alarmOrganization"] == organization)
                 and (wanted_time is None or record["alarm"]["triggeredOn"] == wanted_time)
             ]

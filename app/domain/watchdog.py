@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select, union
 from sqlalchemy.orm import Session
 
 from app.domain.alarms import note
@@ -72,23 +72,45 @@ def check(session: Session, *, now: datetime, limits: Limits) -> list[Finding]:
 
 
 def find_overdue(session: Session, *, now: datetime, limits: Limits) -> list[Finding]:
-    """The first overdue step of each open alarm (oldest alarms first)."""
+    """The first overdue step of each open alarm (oldest alarms first).
+
+    Read as three walks of the live steps' indexes, each in its own order and stopped at the cap
+    (leases expired, due steps not started, steps failing for long), then joined to their alarms by
+    id: during a storm, tens of thousands of steps may be late at once, and a join driven from the
+    alarms (the planner's choice when its statistics lag behind a fast-growing backlog) took
+    minutes on every tick, starving the workers of the database it was watching.
+    """
     late = now - limits.grace
-    stuck = or_(
-        and_(Action.state == ActionState.RUNNING, Action.lease_until < late),
-        and_(Action.state.in_((ActionState.PENDING, ActionState.QUEUED)), Action.due_at < late),
-        and_(
-            Action.state.in_((ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING)),
+    cap = MAX_ALARMS_PER_CHECK * 4
+    live = (ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING)
+    walks = [
+        select(Action.id)
+        .where(Action.state == ActionState.RUNNING, Action.lease_until < late)
+        .order_by(Action.lease_until)
+        .limit(cap),
+        *(
+            select(Action.id)
+            .where(Action.state == state, Action.due_at < late)
+            .order_by(Action.due_at)
+            .limit(cap)
+            for state in (ActionState.PENDING, ActionState.QUEUED)
+        ),
+        select(Action.id)
+        .where(
+            Action.state.in_(live),
             Action.last_error.is_not(None),
             Action.created_at < now - limits.failing,
-        ),
-    )
+        )
+        .limit(cap),
+    ]
+    stuck = union(*(select(walk.subquery()) for walk in walks)).subquery()
     rows = session.execute(
         select(Action)
+        .join(stuck, stuck.c.id == Action.id)
         .join(Alarm, Alarm.id == Action.alarm_id)
-        .where(Alarm.state == AlarmState.OPEN, stuck)
+        .where(Alarm.state == AlarmState.OPEN)
         .order_by(Alarm.opened_at, Action.id)
-        .limit(MAX_ALARMS_PER_CHECK * 4)
+        .limit(cap)
     ).scalars()
     findings: dict[int, Finding] = {}
     for action in rows:

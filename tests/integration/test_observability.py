@@ -1,5 +1,5 @@
 """Metrics and logs of a real deployment: the Procfile's web (two gunicorn workers), worker and urgent
-(Celery prefork pools) and beat, on PostgreSQL and Redis, talking to the sandbox over loopback.
+(Celery thread pools) and beat, on PostgreSQL and Redis, talking to the sandbox over loopback.
 
 - ``/metrics`` on the web process adds up what every process recorded: after end-to-end alarms the
   signal → first upstream request histogram is populated for every upstream the alarms reached.

@@ -106,8 +106,9 @@ def test_1000_alarms_while_the_worker_is_sigkilled_ten_times(
     make_stack: Callable[..., FaultStack], postgres_url: str
 ) -> None:
     """The ``worker`` process (the queues these alarms use) is SIGKILLed at ten seeded random moments:
-    sometimes one prefork child mid-task, sometimes the whole process group, which is then started
-    again as a platform would. Steps held by a dead worker are re-driven once their lease expires."""
+    the whole process with every step its threads hold (under a prefork pool, sometimes one child
+    mid-task), which is then started again as a platform would. Steps held by a dead worker are
+    re-driven once their lease expires."""
     timer = Timer()
     stack = make_stack(postgres_url)
     timer.mark("started")

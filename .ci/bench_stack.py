@@ -352,7 +352,8 @@ class Stack:
         return {name: proc.cpu_s() for name, proc in self.procs.items()}
 
     def metrics(self) -> str:
-        return HTTP.get(f"{self.web_url}/metrics", timeout=10).text
+        # After an overload the web may still be answering the requests queued in its listen backlog.
+        return HTTP.get(f"{self.web_url}/metrics", timeout=120).text
 
     def journal(self, simulator: str, path: str, method: str = "POST") -> list[dict[str, Any]]:
         response = HTTP.get(

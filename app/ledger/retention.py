@@ -311,69 +311,72 @@ def _archive_event_batch(
     conn: Connection, report: ArchiveReport, out: IO[str] | None, after: tuple[Any, ...] | None, size: int
 ) -> tuple[bool, tuple[Any, ...] | None]:
     """Old events no alarm took (tests, openings, closings, stray restores), in id order."""
-    referenced = exists().where(TIMELINE.c.event_id == EVENTS.c.id, TIMELINE.c.alarm_id.is_not(None))
-    query = (
-        select(EVENTS)
-        .where(
-            EVENTS.c.alarm_id.is_(None),
-            EVENTS.c.received_at < ended_at_param(report.ended_before),
-            ~referenced,
-        )
-        .order_by(EVENTS.c.id)
-        .limit(size)
+    cutoff = ended_at_param(report.ended_before)
+    count = _archive_unowned(
+        conn, out, after, size, EVENTS, TIMELINE.c.event_id, "event", EVENTS.c.received_at < cutoff
     )
-    if after is not None:
-        query = query.where(EVENTS.c.id > after[0])
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    events = _rows(conn, query)
-    if not events:
+    if count is None:
         return True, None
-    ids = [e["id"] for e in events]
-    lines = _rows(conn, select(TIMELINE).where(TIMELINE.c.event_id.in_(ids)).order_by(TIMELINE.c.id))
-    if out is not None:
-        _write(out, ({"event": e} for e in events))
-        if lines:
-            _write(out, ({"timeline": line} for line in lines))
-    _purge(conn, [], ids, [])
-    report.events += len(ids)
-    report.timeline_entries += len(lines)
-    return False, (ids[-1],)
+    rows, lines, last = count
+    report.events += rows
+    report.timeline_entries += lines
+    return False, (last,)
 
 
 def _archive_system_action_batch(
     conn: Connection, report: ArchiveReport, out: IO[str] | None, after: tuple[Any, ...] | None, size: int
 ) -> tuple[bool, tuple[Any, ...] | None]:
     """Finished steps that belong to no alarm (self-tests), completed before the cut-off."""
-    referenced = exists().where(TIMELINE.c.action_id == ACTIONS.c.id, TIMELINE.c.alarm_id.is_not(None))
+    cutoff = ended_at_param(report.ended_before)
+    count = _archive_unowned(
+        conn, out, after, size, ACTIONS, TIMELINE.c.action_id, "action",
+        ACTIONS.c.state.not_in(LIVE), ACTIONS.c.completed_at < cutoff,
+    )  # fmt: skip
+    if count is None:
+        return True, None
+    rows, lines, last = count
+    report.actions += rows
+    report.timeline_entries += lines
+    return False, (last,)
+
+
+def _archive_unowned(
+    conn: Connection,
+    out: IO[str] | None,
+    after: tuple[Any, ...] | None,
+    size: int,
+    table: Table,
+    line_column: Any,
+    record_key: str,
+    *conditions: Any,
+) -> tuple[int, int, int] | None:
+    """One batch of rows of ``table`` that belong to no alarm and that no alarm's line points at:
+    exported with their own lines, then deleted. Returns (rows, lines, last id), or None when done."""
+    referenced = exists().where(line_column == table.c.id, TIMELINE.c.alarm_id.is_not(None))
     query = (
-        select(ACTIONS)
-        .where(
-            ACTIONS.c.alarm_id.is_(None),
-            ACTIONS.c.state.not_in(LIVE),
-            ACTIONS.c.completed_at < ended_at_param(report.ended_before),
-            ~referenced,
-        )
-        .order_by(ACTIONS.c.id)
+        select(table)
+        .where(table.c.alarm_id.is_(None), *conditions, ~referenced)
+        .order_by(table.c.id)
         .limit(size)
     )
     if after is not None:
-        query = query.where(ACTIONS.c.id > after[0])
+        query = query.where(table.c.id > after[0])
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    actions = _rows(conn, query)
-    if not actions:
-        return True, None
-    ids = [a["id"] for a in actions]
-    lines = _rows(conn, select(TIMELINE).where(TIMELINE.c.action_id.in_(ids)).order_by(TIMELINE.c.id))
+    rows = _rows(conn, query)
+    if not rows:
+        return None
+    ids = [row["id"] for row in rows]
+    lines = _rows(conn, select(TIMELINE).where(line_column.in_(ids)).order_by(TIMELINE.c.id))
     if out is not None:
-        _write(out, ({"action": a} for a in actions))
+        _write(out, ({record_key: row} for row in rows))
         if lines:
             _write(out, ({"timeline": line} for line in lines))
-    _purge(conn, [], [], ids)
-    report.actions += len(ids)
-    report.timeline_entries += len(lines)
-    return False, (ids[-1],)
+    if table is EVENTS:
+        _purge(conn, [], ids, [])
+    else:
+        _purge(conn, [], [], ids)
+    return len(ids), len(lines), ids[-1]
 
 
 # -- helpers ------------------------------------------------------------------------------------------

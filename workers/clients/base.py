@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import requests
 import structlog
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import Timeout
 
 from app import telemetry
@@ -38,6 +40,51 @@ MAX_RETRY_AFTER_S = 3600.0
 DEFAULT_POOL_MAXSIZE = 64
 # The step's deadline on time.monotonic(), set by perform() around each handler; None: no deadline.
 step_deadline: ContextVar[float | None] = ContextVar("step_deadline", default=None)
+# Called once the current call's request (headers and body) has been written to the socket, before its
+# answer is read: what must happen only after a request has left (the 911 request goes first).
+request_sent: ContextVar[Callable[[], None] | None] = ContextVar("request_sent", default=None)
+
+
+def _notify_sent() -> None:
+    callback = request_sent.get()
+    if callback is None:
+        return
+    request_sent.set(None)  # once per call, even if urllib3 sends again on a fresh connection
+    try:
+        callback()
+    except Exception as exc:  # noqa: BLE001 - never let it fail the request that has left
+        log.warning("upstream.request_sent_hook_failed", error=type(exc).__name__)
+
+
+class _SentHTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().request(*args, **kwargs)
+        _notify_sent()
+
+
+class _SentHTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().request(*args, **kwargs)
+        _notify_sent()
+
+
+class _SentHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _SentHTTPConnection
+
+
+class _SentHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _SentHTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter whose connections tell ``request_sent`` when a request has left."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _SentHTTPConnectionPool,
+            "https": _SentHTTPSConnectionPool,
+        }
 
 
 @dataclass(slots=True)
@@ -115,7 +162,7 @@ class EnvironmentOnceSession(requests.Session):
         super().__init__()
         self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
         # One pool per host, sized for the steps in flight; retries are ours, never urllib3's.
-        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
+        adapter = _Adapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
@@ -181,18 +228,21 @@ class BaseClient:
         *,
         idempotent: bool = False,
         expected: tuple[int, ...] = (),
+        on_sent: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request; map failures to the error family.
 
         ``idempotent``: repeating the call cannot create a second effect (GET, a PUT keyed by sysId),
         so a lost answer is merely "unavailable". ``expected``: statuses >= 400 the caller handles.
+        ``on_sent``: called once the request has been written to the socket, before its answer.
         """
         timeout = self._timeout(method, path)
         probe = first_request_probe.get()
         since_signal_s = probe.sending(self.upstream) if probe is not None else None
         started = time.monotonic()
         status: int | str = "error"
+        sent_token = request_sent.set(on_sent)
         try:
             response = self.session.request(method, self.base_url + path, timeout=timeout, **kwargs)
             status = response.status_code
@@ -218,6 +268,7 @@ class BaseClient:
                 self.upstream, f"{method} {path}: {type(exc).__name__} after send"
             ) from exc
         finally:
+            request_sent.reset(sent_token)
             elapsed = time.monotonic() - started
             telemetry.UPSTREAM_CALLS.labels(self.upstream, method, str(status)).observe(elapsed)
             if probe is not None and since_signal_s is not None:

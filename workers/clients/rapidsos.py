@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +117,9 @@ class RapidSOSClient(BaseClient):
 
     # --- alerts -------------------------------------------------------------------------------------
 
-    def create_alert(self, body: dict[str, Any]) -> CreatedAlert:
+    def create_alert(
+        self, body: dict[str, Any], *, on_sent: Callable[[], None] | None = None
+    ) -> CreatedAlert:
         """Create an alert (seed 004 "Create an Alert", ``POST /v1/alerts/``) and return the exact status.
 
         201, 216 and 217 are all returned, never raised: each created an alert; 216/217 mean a person
@@ -127,8 +130,12 @@ class RapidSOSClient(BaseClient):
                 client credentials, another 4xx.
             UpstreamUnavailableError: 429 (with ``retry_after_s``), 5xx, connection refused.
             OutcomeUnknownError: the request was sent but no answer came (the alert may exist).
+
+        ``on_sent``: called once the create has been written to the socket (not for the token call).
         """
-        response = self._authorized("POST", ALERTS_PATH, json=body, headers={"Accept": "application/json"})
+        response = self._authorized(
+            "POST", ALERTS_PATH, json=body, headers={"Accept": "application/json"}, on_sent=on_sent
+        )
         data = _json_object(response)
         alert_id = data.get("alert_id")
         return CreatedAlert(

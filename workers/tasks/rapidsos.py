@@ -95,8 +95,8 @@ def _create_alert(job: Job) -> Outcome:
         # One RapidSOS alert per alarm: a second create step for it would only duplicate the dispatch.
         return Outcome(external_id=str(existing), message=f"RapidSOS alert {existing} already exists")
     body = alert_body(alarm, site)
-    job.release_911()  # the guard, the CAD and the calls may go now: the 911 request leaves first
-    created = job.clients.rapidsos.create_alert(body)
+    # The guard, the CAD and the calls go once the 911 request has left (written to the socket).
+    created = job.clients.rapidsos.create_alert(body, on_sent=job.release_911)
     source_id = body["variables"]["event"]["source_id"]
     refs: dict[str, Any] = {"rapidsos_source_id": source_id, "rapidsos_status_code": created.status_code}
     if created.alert_id is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -182,6 +183,26 @@ def test_steps_running_at_once_in_one_process_fetch_one_token(
     with ThreadPoolExecutor(max_workers=20) as pool:
         tokens = set(pool.map(lambda _: token(), range(20)))
     assert len(tokens) == 1
+    assert len(token_calls(sim)) == 1
+
+
+def test_on_sent_runs_once_the_create_has_left_and_before_its_answer(
+    client: RapidSOSClient, sim: LiveSimulator
+) -> None:
+    """What the 911-first rule hangs on: the alarm's other steps start when the create has been
+    written to the socket (the simulator holds its answer 0.5 s), not before, and not for the token."""
+    sim.add_fault(method="POST", path=ALERTS, delay_s=0.5)
+    seen: list[tuple[int, float]] = []
+    started = time.monotonic()
+
+    def sent() -> None:
+        seen.append((len(alert_calls(sim)), time.monotonic() - started))
+
+    created = client.create_alert(civic_body("NY"), on_sent=sent)
+    assert created.status_code == 201
+    [(arrived, at_s)] = seen  # once: the token request (cold cache) did not call it
+    assert arrived == 1  # the simulator had the request when it was called...
+    assert at_s < 0.5 <= time.monotonic() - started  # ...and its answer had not come yet
     assert len(token_calls(sim)) == 1
 
 

@@ -96,8 +96,9 @@ def _nothing() -> None:
 class Job:
     """Everything a handler gets: its action, its alarm, the clients, the settings and the time.
 
-    ``release_911``: the RapidSOS create calls it just before sending, to start the alarm's steps held
-    until the 911 request leaves (perform() calls it anyway when the step ends).
+    ``release_911``: the RapidSOS create calls it once its request has been written to the socket, to
+    start the alarm's steps held until the 911 request leaves (perform() calls it anyway when the step
+    ends).
     """
 
     action: ClaimedAction

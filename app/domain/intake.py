@@ -49,8 +49,9 @@ from app.ledger.models import Event as EventRow
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
 # A life-safety alarm's 911 request leaves first: its other immediate steps wait until the RapidSOS
-# create is about to be sent (workers/perform.py releases them), and never longer than this, so a
-# guard is not kept waiting by a RapidSOS step that cannot start (the dispatcher sends them then).
+# create has been written to the socket (the RapidSOS task releases them), and never longer than
+# this, so a guard is not kept waiting by a RapidSOS step that cannot start (the dispatcher sends
+# them then).
 HOLD_FOR_911 = timedelta(seconds=3)
 RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.UNBYPASS})
 

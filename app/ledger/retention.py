@@ -274,9 +274,9 @@ def _timeline_of(alarm_ids: Sequence[int], event_ids: Sequence[int], action_ids:
 
 def _purge(
     conn: Connection,
-    alarm_ids: Sequence[int],
-    event_ids: Sequence[int],
-    action_ids: Sequence[int],
+    alarm_ids: Sequence[int] = (),
+    event_ids: Sequence[int] = (),
+    action_ids: Sequence[int] = (),
 ) -> None:
     """Delete in dependency order, the timeline under this transaction's own purge permit."""
     _with_permit(
@@ -312,15 +312,7 @@ def _archive_event_batch(
 ) -> tuple[bool, tuple[Any, ...] | None]:
     """Old events no alarm took (tests, openings, closings, stray restores), in id order."""
     cutoff = ended_at_param(report.ended_before)
-    count = _archive_unowned(
-        conn, out, after, size, EVENTS, TIMELINE.c.event_id, "event", EVENTS.c.received_at < cutoff
-    )
-    if count is None:
-        return True, None
-    rows, lines, last = count
-    report.events += rows
-    report.timeline_entries += lines
-    return False, (last,)
+    return _archive_unowned(conn, report, out, after, size, "events", EVENTS.c.received_at < cutoff)
 
 
 def _archive_system_action_batch(
@@ -328,30 +320,38 @@ def _archive_system_action_batch(
 ) -> tuple[bool, tuple[Any, ...] | None]:
     """Finished steps that belong to no alarm (self-tests), completed before the cut-off."""
     cutoff = ended_at_param(report.ended_before)
-    count = _archive_unowned(
-        conn, out, after, size, ACTIONS, TIMELINE.c.action_id, "action",
-        ACTIONS.c.state.not_in(LIVE), ACTIONS.c.completed_at < cutoff,
-    )  # fmt: skip
-    if count is None:
-        return True, None
-    rows, lines, last = count
-    report.actions += rows
-    report.timeline_entries += lines
-    return False, (last,)
+    return _archive_unowned(
+        conn,
+        report,
+        out,
+        after,
+        size,
+        "actions",
+        ACTIONS.c.state.not_in(LIVE),
+        ACTIONS.c.completed_at < cutoff,
+    )
+
+
+# The rows that may belong to no alarm: their table, the timeline column that points at them, and
+# the key of their export record.
+_UNOWNED = {
+    "events": (EVENTS, TIMELINE.c.event_id, "event"),
+    "actions": (ACTIONS, TIMELINE.c.action_id, "action"),
+}
 
 
 def _archive_unowned(
     conn: Connection,
+    report: ArchiveReport,
     out: IO[str] | None,
     after: tuple[Any, ...] | None,
     size: int,
-    table: Table,
-    line_column: Any,
-    record_key: str,
+    kind: str,
     *conditions: Any,
-) -> tuple[int, int, int] | None:
-    """One batch of rows of ``table`` that belong to no alarm and that no alarm's line points at:
-    exported with their own lines, then deleted. Returns (rows, lines, last id), or None when done."""
+) -> tuple[bool, tuple[Any, ...] | None]:
+    """One batch of ``kind`` rows that belong to no alarm and that no alarm's line points at,
+    exported with their own lines and deleted; returns (finished, where to go on from)."""
+    table, line_column, record_key = _UNOWNED[kind]
     referenced = exists().where(line_column == table.c.id, TIMELINE.c.alarm_id.is_not(None))
     query = (
         select(table)
@@ -365,18 +365,17 @@ def _archive_unowned(
         query = query.with_for_update(skip_locked=True)
     rows = _rows(conn, query)
     if not rows:
-        return None
+        return True, None
     ids = [row["id"] for row in rows]
     lines = _rows(conn, select(TIMELINE).where(line_column.in_(ids)).order_by(TIMELINE.c.id))
     if out is not None:
         _write(out, ({record_key: row} for row in rows))
         if lines:
             _write(out, ({"timeline": line} for line in lines))
-    if table is EVENTS:
-        _purge(conn, [], ids, [])
-    else:
-        _purge(conn, [], [], ids)
-    return len(ids), len(lines), ids[-1]
+    _purge(conn, **{f"{record_key}_ids": ids})
+    setattr(report, kind, getattr(report, kind) + len(ids))
+    report.timeline_entries += len(lines)
+    return False, (ids[-1],)
 
 
 # -- helpers ------------------------------------------------------------------------------------------

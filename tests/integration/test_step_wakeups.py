@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -31,13 +32,7 @@ RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
 
 @pytest.fixture
 def rt(broker_settings: Settings) -> Iterator[worker_runtime.Runtime]:
-    settings = Settings(
-        **{
-            **{f: getattr(broker_settings, f) for f in broker_settings.__dataclass_fields__},
-            "sites_file": str(EXAMPLE_SITES),
-            "environ": SOURCE_ENV,
-        }
-    )
+    settings = replace(broker_settings, sites_file=str(EXAMPLE_SITES), environ=SOURCE_ENV)
     runtime = worker_runtime.configure(settings)
     yield runtime
     runtime.engine.dispose()
@@ -130,7 +125,7 @@ def test_the_911_request_leaves_before_the_alarm_s_other_steps(rt: Any) -> None:
 
     def create_alert(job: Job) -> Outcome:
         seen["before"] = [_state(rt, a) for a in held]
-        job.release_911()  # what the RapidSOS task does just before it sends
+        job.release_911()  # what the RapidSOS task does once its request has left
         seen["after"] = [_state(rt, a)[0] for a in held]
         seen["published"] = _published(rt, "life_safety")
         return Outcome(external_id="rapidsos-1", refs={"rapidsos_alert_id": "rapidsos-1"})

@@ -23,6 +23,7 @@ from sandbox.config import load_config
 from sandbox.rapidsos import create_app
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
+from tests.polling import wait_until
 from workers.clients.cache import cache_key
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 from workers.clients.rapidsos import RapidSOSClient, token_cache_ttl_s
@@ -196,6 +197,9 @@ def test_on_sent_runs_once_the_create_has_left_and_before_its_answer(
     started = time.monotonic()
 
     def sent() -> None:
+        # The client's thread is held here: if the simulator receives the create meanwhile, it was
+        # written before this ran.
+        wait_until(lambda: len(alert_calls(sim)) == 1, timeout_s=0.4, interval_s=0.01)
         seen.append((len(alert_calls(sim)), time.monotonic() - started))
 
     created = client.create_alert(civic_body("NY"), on_sent=sent)

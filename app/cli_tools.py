@@ -31,6 +31,8 @@ from typing import Any
 
 import click
 
+from app.domain.plans import UNKNOWN_KEY, Plan
+
 HTTP_TIMEOUT_S = 10.0
 # SIA "Manual Test" (app/domain/sia_codes.toml): recorded as an event, opens no alarm, starts no step.
 DEFAULT_TEST_CODE = "RX"
@@ -126,8 +128,21 @@ def sites_check(file: Path | None, ignore_missing_secrets: bool) -> None:
         f"{_count(len(directory.sites), 'site')}, {_count(accounts, 'panel account')}, "
         f"{_count(zones, 'Alta zone')}, {_count(plans, 'plan')} in use"
     )
+    for plan in sorted({site.plan for site in directory.sites}, key=lambda p: p.key):
+        click.echo(f"{path}: {_unknown_code_rule(plan)}")
     if environ.missing:
         click.echo(f"{path}: not set here, checked with stand-ins: {', '.join(environ.missing)}")
+
+
+def _unknown_code_rule(plan: Plan) -> str:
+    """What a plan does with a code outside the SIA catalogue: the integrator's explicit opt-in."""
+    steps = plan.steps_by_key.get(UNKNOWN_KEY)
+    if steps:
+        names = ", ".join(step.kind for step in steps)
+        return f'plan "{plan.key}": an unknown code asks a person and runs its "unknown" list ({names})'
+    return (
+        f'plan "{plan.key}": an unknown code asks a person and runs nothing (an "unknown" list would opt in)'
+    )
 
 
 def _count(number: int, noun: str) -> str:

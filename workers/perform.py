@@ -37,6 +37,7 @@ from app.domain.alarms import (
     plan_step,
 )
 from app.domain.operations import STAND_DOWN
+from app.domain.stand_down import stand_down
 from app.ledger.models import (
     WAITING_FOR_911,
     WAITING_FOR_REFS,
@@ -218,8 +219,9 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
             merge_refs(session, locked.id, outcome.refs, current=locked.refs)
             if WAKING_REFS & outcome.refs.keys():  # steps waiting for it start now, not at their next poll
                 due += actions.wake(session, locked.id, WAITING_FOR_REFS, now=now)
-            stand_down = locked.state == AlarmState.ENDED and locked.outcome in STAND_DOWN
-            if outcome.follow_ups or outcome.needs_person or outcome.fallback or stand_down:
+            stood_down = locked.state == AlarmState.ENDED and locked.outcome in STAND_DOWN
+            stood_down = stood_down or locked.panel_cancelled_at is not None
+            if outcome.follow_ups or outcome.needs_person or outcome.fallback or stood_down:
                 due += _after_success(session, rt, claimed, outcome, now)
     rt.outbox.publish(due)
     if recorded:
@@ -251,7 +253,10 @@ def _after_success(
     if outcome.fallback:
         due += _fallback(session, rt, claimed, outcome.fallback, now)
     if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
-        due += _stand_down_late(session, rt, alarm, outcome, now)
+        why = f"created after the alarm ended ({alarm.outcome})"
+        due += _stand_down_late(session, rt, alarm, outcome, now, why)
+    elif alarm.state != AlarmState.ENDED and alarm.panel_cancelled_at is not None:
+        due += _stand_down_late(session, rt, alarm, outcome, now, "created after the panel's cancel")
     return due
 
 
@@ -271,19 +276,20 @@ def _fail(rt: Runtime, claimed: ClaimedAction, error: str) -> str:
 
 
 def _stand_down_late(
-    session: Any, rt: Runtime, alarm: Alarm, outcome: Outcome, now: datetime
+    session: Any, rt: Runtime, alarm: Alarm, outcome: Outcome, now: datetime, why: str
 ) -> list[DueAction]:
-    """A step that finished after the alarm ended (as false or cancelled) created something upstream:
-    stand it down too, as ending the alarm would have if it had known."""
-    kinds = []
-    if outcome.refs.get("rapidsos_alert_id"):
-        kinds.append(task_names.RAPIDSOS_CANCEL_ALERT)
-    if outcome.refs.get("callonalarm_alert_id"):
-        kinds.append(task_names.CALLONALARM_SEND_RESTORE)
-    steps = [
-        plan_step(session, alarm, k, now=now, max_attempts=rt.settings.action_max_attempts) for k in kinds
-    ]
-    return [step for step in steps if step is not None]
+    """A step that finished after the response was stood down (the alarm ended as false, cancelled or
+    a test, or a panel's cancel stood it down) created something upstream: stand that down too, by the
+    same table, and put what only a person can stand down in front of one."""
+    return stand_down(
+        session,
+        alarm,
+        outcome.refs,
+        why=why,
+        now=now,
+        max_attempts=rt.settings.action_max_attempts,
+        raise_to_person=True,
+    )
 
 
 def _fallback(

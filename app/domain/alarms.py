@@ -30,7 +30,7 @@ _ALARMS = Alarm.__table__
 _ACTIONS = Action.__table__
 _SNAPSHOT = select(*ALARM_SNAPSHOT).where(_ALARMS.c.id == bindparam("alarm_id"))
 _LOCKED_ALARM = (
-    select(_ALARMS.c.id, _ALARMS.c.state, _ALARMS.c.outcome, _ALARMS.c.refs)
+    select(_ALARMS.c.id, _ALARMS.c.state, _ALARMS.c.outcome, _ALARMS.c.refs, _ALARMS.c.panel_cancelled_at)
     .where(_ALARMS.c.id == bindparam("alarm_id"))
     .with_for_update()
 )
@@ -103,7 +103,7 @@ def load_context(
 
 
 def locked_alarm(session: Session, alarm_id: int | None) -> Row[Any] | None:
-    """The alarm's id, state, outcome and refs, under its row lock (taken before any action's)."""
+    """The alarm's id, state, outcome, refs and panel cancel, under its row lock (before any action's)."""
     if alarm_id is None:
         return None
     return core(session).execute(_LOCKED_ALARM, {"alarm_id": alarm_id}).first()

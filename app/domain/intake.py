@@ -30,12 +30,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.domain import sia, task_names
+from app.domain import operations, sia, task_names
 from app.domain.actions import DueAction, action_values
-from app.domain.alarms import plan_step
+from app.domain.alarms import note
 from app.domain.events import Classification, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
 from app.domain.sites import Site, Sites
+from app.domain.stand_down import BY_HAND_CREATES, engaged_by_hand, stand_down
 from app.ledger.models import (
     ACTIVE_ALARM_STATES,
     WAITING_FOR_911,
@@ -43,6 +44,7 @@ from app.ledger.models import (
     ActionState,
     Alarm,
     AlarmState,
+    Outcome,
     TimelineEntry,
 )
 from app.ledger.models import Event as EventRow
@@ -315,11 +317,16 @@ class _Recorder:
             reasons.append(
                 f"unrouted: no site claims {self.event.account!r} through source {self.event.source_key!r}"
             )
-        if not self.cls.known:
-            reasons.append(f"unknown event code {self.event.code!r}")
         plan = self.site.plan if self.site else UNROUTED_PLAN
         steps: Sequence[Step] = plan.steps_for(self.cls.family, self.cls.kind)
-        if not steps and self.cls.kind in ALARM_KINDS and self.site is not None:
+        if not self.cls.known:
+            # The bridge cannot know what the code means: a person reads it, raw, at the top of the queue.
+            text = f" with text {self.event.message!r}" if self.event.message else ""
+            runs = (
+                f'plan {plan.key!r} runs its "unknown" list' if steps else "nothing is dispatched on a guess"
+            )
+            reasons.append(f"unknown event code {self.event.code!r}{text}: {runs}")
+        elif not steps and self.cls.kind in ALARM_KINDS and self.site is not None:
             reasons.append(f"plan {plan.key!r} has no steps for a {self.cls.family} alarm")
         alarm_id = self.session.execute(
             _INSERT_ALARM,
@@ -470,18 +477,21 @@ class _Recorder:
     # -- cancels ---------------------------------------------------------------------------------
 
     def _cancel(self) -> tuple[Alarm | None, list[DueAction]]:
+        """Act on the account's live alarms of the families this cancel names, whatever their zone."""
         assert self.site is not None
+        families = sia.families_cancelled_by(self.event.code or "")
         alarms = (
             self.session.execute(
                 select(Alarm)
-                .where(*self._same_place(), Alarm.state.in_(ACTIVE_ALARM_STATES))
+                .where(*self._same_place(), Alarm.state.in_(ACTIVE_ALARM_STATES), Alarm.family.in_(families))
                 .order_by(Alarm.id.desc())
+                .with_for_update()
             )
             .scalars()
             .all()
         )
         if not alarms:
-            return None, []
+            return None, []  # recorded as an event: nothing of its families is live
         due: list[DueAction] = []
         window_start = self.now - self.site.cancel_window
         window_s = self.site.cancel_window.total_seconds()
@@ -498,65 +508,99 @@ class _Recorder:
                     "alarm.cancel_too_late",
                     f"{self._what()} came after the {window_s:g}s cancel window; the response goes on",
                 )
-            else:
-                due += self._stop_cancellable(alarm)
+            elif alarm.panel_cancelled_at is None:
+                due += self._stand_down(alarm)
         return alarms[0], due
 
-    def _stop_cancellable(self, alarm: Alarm) -> list[DueAction]:
-        stopped = (
-            self.session.execute(
-                select(Action)
-                .where(
-                    Action.alarm_id == alarm.id,
-                    Action.cancellable.is_(True),
-                    Action.state.in_((ActionState.PENDING, ActionState.QUEUED)),
+    def _stand_down(self, alarm: Alarm) -> list[DueAction]:
+        """A cancel in time: the response stands down as an operator's End with outcome cancelled.
+
+        Every step not started stops, RapidSOS is cancelled and a call CallOnAlarm may hold gets the
+        restore. The alarm then ends as cancelled, unless a responder only a person can recall (a
+        TrackTik dispatch) is or may be engaged: then it waits for a person, whose acknowledge or
+        End ends it as cancelled.
+        """
+        code = self.event.code or ""
+        self.write_notes()  # the helpers below write their own lines: keep the timeline in order
+        steps = self.session.execute(select(Action).where(Action.alarm_id == alarm.id)).scalars().all()
+        # A call that tried, runs or ran may be held by CallOnAlarm (in its own delay): restore it.
+        call_maybe_held = any(
+            a.kind == task_names.CALLONALARM_TRIGGER
+            and (
+                a.state in (ActionState.RUNNING, ActionState.SUCCEEDED) or a.attempts > 0 or a.outcome_unknown
+            )
+            for a in steps
+        )
+        # A TrackTik create running, or one that tried and lost its answer, may have dispatched a guard.
+        by_hand_in_flight = sorted(
+            {
+                vendor
+                for a in steps
+                for kind, vendor in BY_HAND_CREATES.items()
+                if a.kind == kind
+                and (
+                    a.state == ActionState.RUNNING or (a.state != ActionState.SUCCEEDED and a.outcome_unknown)
                 )
-                .with_for_update()
-            )
-            .scalars()
-            .all()
+            }
         )
-        # A stopped step that had already tried may have placed its call: send the restore too.
-        maybe_placed = any(a.attempts > 0 or a.outcome_unknown for a in stopped)
-        for action in stopped:
-            action.state = ActionState.CANCELLED
-            action.completed_at = self.now
-            action.updated_at = self.now
-            action.last_error = f"cancelled by {self.event.code}"
-            self.note(
+        refs = alarm.refs or {}
+        if not engaged_by_hand(refs) and not by_hand_in_flight:
+            note(
+                self.session,
                 alarm.id,
-                "action.cancelled",
-                f"{action.kind} stopped by {self.event.code} within the cancel window",
-                action_id=action.id,
+                self.now,
+                "alarm.cancelled_by_user",
+                f"{self._what()} within the cancel window: the response stands down",
             )
-        self.note(
-            alarm.id,
-            "alarm.cancelled_by_user",
-            f"{self._what()} within the cancel window: {len(stopped)} held step(s) stopped",
-            stopped=len(stopped),
+            due = operations.end(
+                self.session, alarm.id, Outcome.CANCELLED, now=self.now, max_attempts=self.rules.max_attempts
+            )
+            due += stand_down(
+                self.session,
+                alarm,
+                {},
+                why="cancelled at the panel",
+                now=self.now,
+                max_attempts=self.rules.max_attempts,
+                raise_to_person=True,
+                restore_call=call_maybe_held,
+                cancelled_by=code,
+            )
+            self.session.flush()
+            return due
+        stopped, uncertain = operations.stop_not_started(
+            self.session, alarm, now=self.now, why=f"cancelled by {code} within the cancel window"
         )
-        # A cancellable call already handed to CallOnAlarm may still be in CallOnAlarm's own delay:
-        # the restore code stops it there (CONTRACTS Part A 11).
-        placed = self.session.execute(
-            select(Action.id).where(
-                Action.alarm_id == alarm.id,
-                Action.kind == task_names.CALLONALARM_TRIGGER,
-                Action.cancellable.is_(True),
-                Action.state.in_((ActionState.RUNNING, ActionState.SUCCEEDED)),
-            )
-        ).first()
-        if placed is None and not maybe_placed:
-            return []
-        self.write_notes()  # plan_step writes its own line: keep the timeline in order
-        step = plan_step(
+        alarm.panel_cancelled_at = self.now
+        note(
+            self.session,
+            alarm.id,
+            self.now,
+            "alarm.cancelled_by_user",
+            f"{self._what()} within the cancel window: {stopped} step(s) not started were stopped; "
+            "a responder must be recalled by a person",
+        )
+        operations.flag_uncertain(self.session, alarm, uncertain, now=self.now, when="was cancelled")
+        due = stand_down(
             self.session,
             alarm,
-            task_names.CALLONALARM_SEND_RESTORE,
+            refs,
+            why="cancelled at the panel",
             now=self.now,
             max_attempts=self.rules.max_attempts,
-            params={"cancelled_by": self.event.code},
+            raise_to_person=True,
+            restore_call=call_maybe_held,
+            cancelled_by=code,
         )
-        return [step] if step else []
+        for vendor in by_hand_in_flight:
+            reason = (
+                f"cancelled at the panel — a {vendor} dispatch was being created: check {vendor} and "
+                "cancel it there"
+            )
+            alarm.flag_for_person(reason)
+            note(self.session, alarm.id, self.now, f"{vendor.lower()}.cancel_by_hand", reason)
+        self.session.flush()
+        return due
 
     # -- timeline --------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.domain import task_names
 from app.domain.actions import CLOSING_KINDS, DueAction, due_action, lock_alarm_first
 from app.domain.alarms import note, plan_step
+from app.domain.stand_down import stand_down
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, Outcome
 
 Verdict = Literal["valid", "false", "none"]
@@ -73,16 +74,57 @@ def verify(
     return due
 
 
-def acknowledge(session: Session, alarm_id: int, *, now: datetime) -> list[DueAction]:
+def acknowledge(session: Session, alarm_id: int, *, now: datetime, max_attempts: int) -> list[DueAction]:
     """A person has taken the alarm: it leaves the needs-a-person list (the reason stays on record).
 
-    Nothing goes upstream; the empty list keeps the shape of the other commands."""
+    An alarm a panel's cancel stood down, waiting only for a person to recall a responder, then ends
+    as ``cancelled``; otherwise nothing goes upstream."""
     alarm = _active_alarm(session, alarm_id)
     alarm.acknowledged_at = now
     if alarm.state == AlarmState.NEEDS_PERSON:
         alarm.state = AlarmState.OPEN
     note(session, alarm.id, now, "alarm.acknowledged", "acknowledged by an operator")
+    if alarm.panel_cancelled_at is not None:
+        return end(session, alarm_id, Outcome.CANCELLED, now=now, max_attempts=max_attempts)
     return []
+
+
+def stop_not_started(session: Session, alarm: Alarm, *, now: datetime, why: str) -> tuple[int, list[Action]]:
+    """Stop every step of the alarm that has not started (closing steps excepted).
+
+    Returns how many stopped, and those whose last attempt lost its answer: the upstream may hold what
+    they created, so the caller puts them in front of a person.
+    """
+    actions = (
+        session.execute(select(Action).where(Action.alarm_id == alarm.id).with_for_update()).scalars().all()
+    )
+    stopped = 0
+    uncertain: list[Action] = []
+    for action in actions:
+        if action.state in (ActionState.PENDING, ActionState.QUEUED) and action.kind not in CLOSING_KINDS:
+            action.state = ActionState.CANCELLED
+            action.completed_at = now
+            action.updated_at = now
+            action.waiting_on = None
+            action.last_error = why
+            stopped += 1
+            if action.outcome_unknown:
+                uncertain.append(action)
+    return stopped, uncertain
+
+
+def flag_uncertain(
+    session: Session, alarm: Alarm, uncertain: list[Action], *, now: datetime, when: str
+) -> None:
+    """Say on the alarm which stopped steps may have reached their upstream (their answer was lost)."""
+    for action in uncertain:
+        # Nothing will look for what it may have created now: a person must check.
+        reason = (
+            f"{action.kind} may have reached {action.target} before the alarm {when} (its answer was "
+            f"lost): check {action.target} and stand it down there"
+        )
+        alarm.flag_for_person(reason)
+        note(session, alarm.id, now, "upstream.check_by_hand", reason, action_id=action.id)
 
 
 def end(
@@ -94,59 +136,46 @@ def end(
     max_attempts: int,
     end_alta: bool = True,
 ) -> list[DueAction]:
-    """End the alarm with an outcome: stop what has not started and close it with the upstreams."""
+    """End the alarm with an outcome: stop what has not started and close it with the upstreams.
+
+    With no outcome: ``cancelled`` for an alarm a panel's cancel stood down, else ``dispatched`` when
+    a step reached a responder, else ``cancelled``.
+    """
     alarm = _active_alarm(session, alarm_id)
-    actions = (
-        session.execute(select(Action).where(Action.alarm_id == alarm_id).with_for_update()).scalars().all()
-    )
     if outcome is None:
-        dispatched = any(a.state == ActionState.SUCCEEDED and a.kind not in CLOSING_KINDS for a in actions)
-        outcome = Outcome.DISPATCHED if dispatched else Outcome.CANCELLED
+        dispatched = session.execute(
+            select(Action.id).where(
+                Action.alarm_id == alarm_id,
+                Action.state == ActionState.SUCCEEDED,
+                Action.kind.not_in(CLOSING_KINDS),
+            )
+        ).first()
+        panel_cancel = alarm.panel_cancelled_at is not None
+        outcome = Outcome.DISPATCHED if dispatched and not panel_cancel else Outcome.CANCELLED
     alarm.state = AlarmState.ENDED
     alarm.outcome = outcome
     alarm.ended_at = now
-    stopped = 0
-    uncertain: list[Action] = []
-    for action in actions:
-        if action.state in (ActionState.PENDING, ActionState.QUEUED) and action.kind not in CLOSING_KINDS:
-            action.state = ActionState.CANCELLED
-            action.completed_at = now
-            action.updated_at = now
-            action.last_error = f"alarm ended ({outcome})"
-            stopped += 1
-            if action.outcome_unknown:
-                uncertain.append(action)
+    stopped, uncertain = stop_not_started(session, alarm, now=now, why=f"alarm ended ({outcome})")
     note(
         session, alarm.id, now, "alarm.ended", f"ended: {outcome}; {stopped} step(s) not started were stopped"
     )
-    for action in uncertain:
-        # Its last attempt lost its answer: the upstream may hold what it created, and nothing will
-        # look for it now. Say so on the alarm rather than let a dispatch run on unseen.
-        reason = (
-            f"{action.kind} may have reached {action.target} before the alarm ended (its answer was "
-            f"lost): check {action.target} and stand it down there"
-        )
-        alarm.flag_for_person(reason)
-        note(session, alarm.id, now, "upstream.check_by_hand", reason, action_id=action.id)
-    refs = alarm.refs or {}
-    kinds: list[str] = []
+    flag_uncertain(session, alarm, uncertain, now=now, when="ended")
+    due: list[DueAction] = []
     if end_alta and _is_alta(alarm):
-        kinds.append(task_names.ALTA_END)
-    if outcome in STAND_DOWN and refs.get("rapidsos_alert_id"):
-        kinds.append(task_names.RAPIDSOS_CANCEL_ALERT)
-    if outcome in STAND_DOWN and refs.get("callonalarm_alert_id"):
-        kinds.append(task_names.CALLONALARM_SEND_RESTORE)
-    if outcome in STAND_DOWN and refs.get("tracktik_alarm_id"):
-        # TrackTik has no API to cancel an alarm (CONTRACTS Part A 9): a person must do it there.
-        note(
+        step = plan_step(session, alarm, task_names.ALTA_END, now=now, max_attempts=max_attempts)
+        due += [step] if step else []
+    if outcome in STAND_DOWN:
+        # The operator ending it is the person: the by-hand lines go on the timeline only.
+        due += stand_down(
             session,
-            alarm.id,
-            now,
-            "tracktik.cancel_by_hand",
-            f"dispatch active in TrackTik (alarm {refs['tracktik_alarm_id']}) — cancel it there",
+            alarm,
+            alarm.refs or {},
+            why=f"ended ({outcome})",
+            now=now,
+            max_attempts=max_attempts,
+            raise_to_person=False,
         )
-    due = [plan_step(session, alarm, kind, now=now, max_attempts=max_attempts) for kind in kinds]
-    return [step for step in due if step is not None]
+    return due
 
 
 def retry_action(session: Session, action_id: int, *, now: datetime, max_attempts: int) -> DueAction:

@@ -73,11 +73,14 @@ NEVER_HELD_FAMILIES: frozenset[str] = frozenset(
 
 TROUBLE_KEY = "trouble"
 DEFAULT_KEY = "default"
+# A code outside the SIA catalogue: the bridge cannot know what it means, so it dispatches nothing on a
+# guess. Only a list of this name (an explicit opt-in) runs for it; never "default".
+UNKNOWN_KEY = "unknown"
 # The keys a plan may have: one list per family, one for troubles, one fallback for alarms.
 PLAN_KEYS: frozenset[str] = FAMILIES | {TROUBLE_KEY, DEFAULT_KEY}
 
-# Kinds that start new work. An unknown kind is treated as an alarm: a signal nobody understands is
-# better shown to a guard than dropped.
+# Kinds that start new work. An unknown kind opens an alarm like an alarm does (a signal nobody
+# understands is shown to a person, never dropped), but runs only the plan's "unknown" list.
 ALARM_KINDS: frozenset[str] = frozenset({"alarm", "unknown"})
 TROUBLE_KINDS: frozenset[str] = frozenset({"trouble", "supervisory"})
 
@@ -125,8 +128,8 @@ def plan_problems(steps_by_key: Mapping[str, tuple[Step, ...]]) -> list[PlanProb
     """
     problems: list[PlanProblem] = []
     # Families with no list of their own fall back to the default steps, so those steps inherit the
-    # never-held rule for each of them.
-    exposed = sorted(NEVER_HELD_FAMILIES - steps_by_key.keys())
+    # never-held rule for each of them ("unknown" never falls back: it runs its own list or nothing).
+    exposed = sorted(NEVER_HELD_FAMILIES - steps_by_key.keys() - {UNKNOWN_KEY})
     for key, steps in steps_by_key.items():
         if key not in PLAN_KEYS:
             problems.append(PlanProblem(key, f'"{key}" is not a family, "trouble" or "default"'))
@@ -169,9 +172,12 @@ class Plan:
 
     Which steps an event calls for (``steps_for``):
 
-    - kind ``alarm`` or ``unknown``: the family's own list if the plan has one (even an empty one,
-      which means "do nothing for this family"), else the ``default`` list, else nothing. A family
-      the plan does not name, including ``unknown``, therefore takes the default steps.
+    - kind ``alarm``: the family's own list if the plan has one (even an empty one, which means "do
+      nothing for this family"), else the ``default`` list, else nothing. A family the plan does not
+      name therefore takes the default steps.
+    - kind ``unknown`` (a code outside the catalogue): the ``unknown`` list if the plan has one, else
+      nothing. Never ``default``: the bridge cannot know what the code means, so nothing is
+      dispatched on a guess unless the integrator opted in; a person is asked either way.
     - kind ``trouble`` or ``supervisory``: the ``trouble`` list, else nothing. Troubles never fall
       back to ``default``: a low battery must not dispatch a guard because the default says so.
     - every other kind (``restore``, ``trouble_restore``, ``cancel``, ``opening``, ``closing``,
@@ -194,6 +200,8 @@ class Plan:
 
     def steps_for(self, family: str, kind: str) -> tuple[Step, ...]:
         """The steps an event of ``family`` and ``kind`` calls for, by the rules in the class docstring."""
+        if kind == UNKNOWN_KEY or family == UNKNOWN_KEY:
+            return self.steps_by_key.get(UNKNOWN_KEY, ())
         if kind in ALARM_KINDS:
             if family in self.steps_by_key:
                 return self.steps_by_key[family]

@@ -7,15 +7,18 @@ its family, kind, priority and the codes it clears. It is loaded and validated o
 bad edit stops the process at start-up with the code named instead of misrouting the first alarm.
 
 Lookups never raise. A code outside the catalogue is accepted as family and kind ``unknown``, marked
-``known=False`` for a person to look at, and treated as a possible real alarm: property priority, and
-never held for a cancel window (CONTRACTS Part A item 17).
+``known=False`` for a person to look at, and treated as a possible life-threatening alarm: life-safety
+priority (the top of every queue), never held for a cancel window, and never dispatched on a guess:
+only a plan list named ``unknown`` runs for it (CONTRACTS Part A item 17).
 
 Decisions the contracts left open, recorded here and in the data file:
 
 - A restore is not a cancel (CONTRACTS §6.4). Cancels are the ``cancel`` kind (``BC``, ``FC``, ``OC``)
   and openings by a user's code or key (``OP``, ``OR``, ``OH``, ``OL``, ``OJ``, ``OK``, ``OS``).
   ``OA`` (automatic), ``OZ`` (one point) and ``OG`` (a partial disarm reported by area, with no user)
-  are not. ``FC`` is a cancel, but fire is never held, so it finds nothing to stop.
+  are not. Each cancel names the families it cancels (``cancels``): ``BC`` burglary; ``OC`` and the
+  openings by a user the intrusion families (burglary, access); ``FC`` fire, which is never held, so
+  it is recorded on the fire alarm and stops nothing.
 - Never held for a cancel window: fire, sprinkler, heat, gas, medical, emergency, holdup and panic (the
   families whose alarm is life-safety, gas included because ``GA`` is CO), and unknown codes.
 - Cancels carry no restore pairs: they act on the site's held alarms through the cancel window.
@@ -104,6 +107,7 @@ class SiaCode:
     by_user: bool = False  # an opening made with a user's code or key: a cancel
     from_alarm: bool = False  # an opening of an area that was in alarm (OR, OH, OL)
     raises_priority: bool = False  # makes the alarm it accompanies more likely real (CR)
+    cancels: tuple[str, ...] = ()  # a cancel: the families of the account's alarms it cancels
     known: bool = True  # False: not in the catalogue; flag the event for a person
 
 
@@ -151,7 +155,7 @@ _MUST_CLEAR_KINDS: Final = frozenset({Kind.RESTORE, Kind.TROUBLE_RESTORE, Kind.U
 _CODE_PATTERN: Final = re.compile(r"[A-Z]{2}")
 _REQUIRED_KEYS: Final = ("description", "family", "kind", "priority")
 _FLAG_KEYS: Final = ("by_user", "from_alarm", "raises_priority")
-_ENTRY_KEYS: Final = frozenset({*_REQUIRED_KEYS, "restores", *_FLAG_KEYS})
+_ENTRY_KEYS: Final = frozenset({*_REQUIRED_KEYS, "restores", "cancels", *_FLAG_KEYS})
 _DATA_FILE: Final = "sia_codes.toml"
 _UNKNOWN_DESCRIPTION: Final = "Unknown code (not in the SIA catalogue)"
 
@@ -247,6 +251,7 @@ def _parse_entry(code: object, entry: object) -> SiaCode:
         raise CatalogueError(f"{code}: by_user and from_alarm apply to openings only")
     if flags["from_alarm"] and not flags["by_user"]:
         raise CatalogueError(f"{code}: an opening from alarm is a disarm by a user (by_user = true)")
+    cancels = _cancelled_families(code, entry.get("cancels"), kind is Kind.CANCEL or flags["by_user"])
 
     return SiaCode(
         code=code,
@@ -258,7 +263,21 @@ def _parse_entry(code: object, entry: object) -> SiaCode:
         by_user=flags["by_user"],
         from_alarm=flags["from_alarm"],
         raises_priority=flags["raises_priority"],
+        cancels=cancels,
     )
+
+
+def _cancelled_families(code: str, raw: object, is_a_cancel: bool) -> tuple[str, ...]:
+    """A cancel must say which families it cancels, and nothing else may say it."""
+    if raw is None:
+        if is_a_cancel:
+            raise CatalogueError(f"{code}: a cancel or an opening by a user must list what it cancels")
+        return ()
+    if not is_a_cancel:
+        raise CatalogueError(f"{code}: only a cancel or an opening by a user (by_user) cancels families")
+    if not isinstance(raw, list) or not raw or len(set(map(str, raw))) != len(raw):
+        raise CatalogueError(f"{code}: cancels must be a non-empty list of distinct families")
+    return tuple(_member(code, "cancels", Family, value).value for value in raw)
 
 
 def _member(code: str, field: str, enum: type[_EnumT], value: object) -> _EnumT:
@@ -297,8 +316,9 @@ def lookup(code: str) -> SiaCode:
     """The catalogue entry for ``code``; never raises.
 
     Surrounding blanks and lower case are forgiven. Anything else outside the catalogue (``JC``,
-    ``"B"``, ``"garbage"``) comes back with family and kind ``unknown``, priority ``property`` (when in
-    doubt, a possible real alarm) and ``known=False``, so the caller can flag it for a person.
+    ``"B"``, ``"garbage"``) comes back with family and kind ``unknown``, priority ``life_safety`` (when
+    in doubt, it might be a fire: it goes to the top of the queue) and ``known=False``, so the caller
+    raises it to a person.
     """
     normalised = _normalise(code)
     entry = CATALOGUE.get(normalised)
@@ -309,7 +329,7 @@ def lookup(code: str) -> SiaCode:
         description=_UNKNOWN_DESCRIPTION,
         family=Family.UNKNOWN,
         kind=Kind.UNKNOWN,
-        priority=Priority.PROPERTY,
+        priority=Priority.LIFE_SAFETY,
         known=False,
     )
 
@@ -328,19 +348,27 @@ def conditions_cleared_by(code: str) -> tuple[str, ...]:
 
 
 def is_life_safety(code: str) -> bool:
-    """True for the alarms that threaten life: FA, FM, SA, GA, KA, HA, PA, MA, QA."""
+    """True for the alarms that threaten life (FA, FM, SA, GA, KA, HA, PA, MA, QA) and unknown codes."""
     return lookup(code).priority is Priority.LIFE_SAFETY
 
 
 def is_cancel(code: str) -> bool:
     """True for a cancel (``BC``, ``FC``, ``OC``) or an opening by a user's code or key.
 
-    Within the site's cancel window such a code stops the cancellable actions not yet started; it
-    never touches families that are never held (:func:`never_held_for_cancel`). Restores are not
-    cancels, and neither are openings nobody made (``OA`` automatic, ``OZ`` a point, ``OG`` an area).
+    Restores are not cancels, and neither are openings nobody made (``OA`` automatic, ``OZ`` a point,
+    ``OG`` an area). What a cancel acts on is :func:`families_cancelled_by`.
     """
-    entry = lookup(code)
-    return entry.kind is Kind.CANCEL or (entry.kind is Kind.OPENING and entry.by_user)
+    return bool(lookup(code).cancels)
+
+
+def families_cancelled_by(code: str) -> tuple[str, ...]:
+    """The families of the account's alarms ``code`` cancels (``BC`` -> burglary); empty if none.
+
+    Within the site's cancel window the cancel stands those alarms' response down, except for the
+    families that are never held (:func:`never_held_for_cancel`): ``FC`` lists fire, so it is recorded
+    on the fire alarm, and stops nothing.
+    """
+    return lookup(code).cancels
 
 
 def is_restore(code: str) -> bool:
@@ -368,7 +396,7 @@ def queue_for(priority_or_code: str) -> QueueName:
     """The Celery queue for a priority value (``"technical"``) or for a code's priority (``"FA"``).
 
     life_safety -> ``life_safety``; property -> ``default``; technical, informational -> ``bulk``.
-    A code outside the catalogue goes to ``default``, like any possible real alarm.
+    A code outside the catalogue goes to ``life_safety``: it might be a fire.
     """
     priority = _PRIORITIES.get(priority_or_code)
     if priority is None:

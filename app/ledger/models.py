@@ -142,6 +142,10 @@ class Alarm(Base):
     verified_at: Mapped[datetime | None]
     acknowledged_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # A panel's cancel stood the response down in time while a responder without a cancel API (a
+    # TrackTik dispatch) was engaged: the alarm waits for a person, whose acknowledge or End ends it
+    # as cancelled (migration 0004).
+    panel_cancelled_at: Mapped[datetime | None]
     # What the upstreams know this alarm as (Alta guid, video links, TrackTik dispatch task, ...):
     # written by the workers, read by later steps and shown to operators.
     refs: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -83,6 +83,7 @@ def _alarm_summary(alarm: Alarm) -> dict[str, Any]:
         "verified_at": _iso(alarm.verified_at),
         "acknowledged_at": _iso(alarm.acknowledged_at),
         "ended_at": _iso(alarm.ended_at),
+        "panel_cancelled_at": _iso(alarm.panel_cancelled_at),
         "refs": alarm.refs,
     }
 

@@ -67,10 +67,14 @@ def test_sites_check_passes_the_example_file_and_summarises_it() -> None:
     result = check(str(EXAMPLE_SITES), env=dict(SOURCE_ENV))
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == (
+    assert result.stdout.strip().splitlines() == [
         f"{EXAMPLE_SITES}: ok: 2 sources (1 panel, 1 alta), 2 sites, 2 panel accounts, 1 Alta zone, "
-        "2 plans in use"
-    )
+        "2 plans in use",
+        f'{EXAMPLE_SITES}: plan "commercial": an unknown code asks a person and runs nothing '
+        '(an "unknown" list would opt in)',
+        f'{EXAMPLE_SITES}: plan "residential": an unknown code asks a person and runs its "unknown" list '
+        "(callonalarm.trigger)",
+    ]
 
 
 def test_sites_check_reads_sites_file_when_no_file_is_given() -> None:

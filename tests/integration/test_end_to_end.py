@@ -15,7 +15,7 @@ import pytest
 from app.domain.intake import HOLD_FOR_911
 from config.settings import Settings
 from tests.polling import wait_until
-from tests.stack import Stack
+from tests.stack import OPERATOR, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,39 @@ def test_an_alta_webhook_finds_the_alert_shares_video_creates_tracktik_and_verif
     assert alert["acknowledgment_code"] == 201
 
 
-def test_a_panel_burglary_dispatches_and_a_cancel_in_time_stops_the_delayed_call(stack: Stack) -> None:
-    alarm_id = stack.post_event(event("ab-95367", "BA"))["alarm_id"]
-    stack.post_event(event("ab-95367", "BC"))
+def test_a_cancel_in_time_after_a_guard_was_dispatched_stands_down_and_asks_a_person(stack: Stack) -> None:
+    # Burglary: TrackTik now, a call after 3 s (cancellable); the window is 90 s.
+    alarm_id = stack.post_event(event("ab-95367", "BA", zone="3"))["alarm_id"]
     alarm = stack.wait_for(alarm_id, "tracktik.create_alarm")
+    [dispatch] = stack.sandbox_get("/tracktik/_sandbox/alarms")
+    assert str(alarm["refs"]["tracktik_alarm_id"]) == str(dispatch["id"])
+
+    stack.post_event(event("ab-95367", "BC", zone="12"))  # the zone of a cancel is the user number
+
+    alarm = stack.alarm(alarm_id)
+    assert alarm["state"] == "needs_person" and alarm["panel_cancelled_at"] is not None
+    assert alarm["needs_person_reason"] == (
+        f"cancelled at the panel — TrackTik dispatch {dispatch['id']} is active: cancel it there"
+    )
     assert stack.actions(alarm_id)["callonalarm.trigger"] == "cancelled"
+    flagged = stack.http.get(
+        f"{stack.web.base_url}/v1/alarms", params={"needs_person": "true"}, headers=OPERATOR, timeout=10
+    ).json()["alarms"]
+    assert [a["id"] for a in flagged] == [alarm_id]
     wait_until(_after(alarm["opened_at"], 5), timeout_s=15)  # well past the 3 s the call waited
     assert stack.sandbox_get("/callonalarm/_sandbox/alerts") == []
+
+    ended = stack.command(f"/v1/alarms/{alarm_id}/acknowledge")  # the operator recalled the guard
+    assert (ended["state"], ended["outcome"]) == ("ended", "cancelled")
+
+
+def test_a_cancel_before_anything_left_ends_the_alarm_as_cancelled(stack: Stack) -> None:
+    stack.stop_worker()  # nothing runs: the cancel finds every step still waiting
+    alarm_id = stack.post_event(event("ab-95367", "BA", zone="5"))["alarm_id"]
+    stack.post_event(event("ab-95367", "OP", zone="2"))
+    alarm = stack.alarm(alarm_id)
+    assert (alarm["state"], alarm["outcome"]) == ("ended", "cancelled")
+    assert set(stack.actions(alarm_id).values()) == {"cancelled"}
 
 
 def test_a_restore_does_not_stop_the_delayed_call(stack: Stack) -> None:

@@ -172,6 +172,14 @@ class AlarmSummarySchema(ma.Schema):
     verified_at = ma.fields.AwareDateTime(required=True, allow_none=True)
     acknowledged_at = ma.fields.AwareDateTime(required=True, allow_none=True)
     ended_at = ma.fields.AwareDateTime(required=True, allow_none=True)
+    panel_cancelled_at = ma.fields.AwareDateTime(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "a panel's cancel stood the response down in time while a TrackTik dispatch "
+            "was engaged: acknowledging or ending the alarm ends it as cancelled"
+        },
+    )
     refs = ma.fields.Dict(
         required=True,
         metadata={"description": "the upstreams' ids: Alta alert guid, TrackTik dispatch task…"},

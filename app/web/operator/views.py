@@ -110,9 +110,12 @@ def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 @bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/acknowledge")
 @require_operator
 def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
-    """A person has taken the alarm."""
+    """A person has taken the alarm; one a panel's cancel stood down ends as cancelled."""
     EmptySchema().load(_command_body())
-    return _run_on_alarm(alarm_id, lambda s, _: operations.acknowledge(s, alarm_id, now=utcnow())), 200
+    return _run_on_alarm(
+        alarm_id,
+        lambda s, attempts: operations.acknowledge(s, alarm_id, now=utcnow(), max_attempts=attempts),
+    ), 200
 
 
 @bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/end")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,10 +12,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain.events import Event
 from app.domain.intake import HOLD_FOR_911, IntakeRules, Receipt, record_event
+from app.domain.sites_file import load_sites
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry
 from app.ledger.models import Event as EventRow
 from app.ledger.session import make_sessionmaker
-from tests.sites_fixture import ALTA_ZONE, MONTREAL_ACCOUNT, NEWTON_ACCOUNT, example_sites
+from tests.sites_fixture import (
+    ALTA_ZONE,
+    EXAMPLE_SITES,
+    MONTREAL_ACCOUNT,
+    NEWTON_ACCOUNT,
+    SOURCE_ENV,
+    example_sites,
+)
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -157,17 +166,21 @@ def test_a_restore_before_its_alarm_is_kept_and_matched(sessions: sessionmaker[S
     assert actions_of(sessions, opened.alarm_id)["tracktik.create_alarm"] == ActionState.QUEUED
 
 
-def test_a_user_opening_within_the_cancel_window_stops_only_held_steps(
+def test_a_user_opening_within_the_cancel_window_stands_the_response_down_and_ends_the_alarm(
     sessions: sessionmaker[Session],
 ) -> None:
     opened = record(sessions, panel("BA"))
     cancel = record(sessions, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
     assert cancel.alarm_id == opened.alarm_id
     assert actions_of(sessions, opened.alarm_id) == {
-        "tracktik.create_alarm": ActionState.QUEUED,  # not cancellable: the guard still goes
+        "tracktik.create_alarm": ActionState.CANCELLED,  # never sent: no guard leaves for it
         "callonalarm.trigger": ActionState.CANCELLED,  # held 60 s: the owner disarmed in time
     }
-    assert "alarm.cancelled_by_user" in timeline_kinds(sessions, opened.alarm_id)
+    ended = alarm(sessions, opened.alarm_id)
+    assert (ended.state, ended.outcome, ended.needs_person_reason) == ("ended", "cancelled", None)
+    assert cancel.due_actions == ()  # nothing was engaged: nothing to stand down upstream
+    kinds = timeline_kinds(sessions, opened.alarm_id)
+    assert kinds.index("alarm.cancelled_by_user") < kinds.index("alarm.ended")
 
 
 def test_a_cancel_after_the_window_stops_nothing(sessions: sessionmaker[Session]) -> None:
@@ -179,9 +192,23 @@ def test_a_cancel_after_the_window_stops_nothing(sessions: sessionmaker[Session]
 
 def test_fire_is_never_held_for_a_cancel(sessions: sessionmaker[Session]) -> None:
     fire = record(sessions, panel("FA"))
-    record(sessions, panel("OP", at=T0 + timedelta(seconds=5)))
+    cancel = record(sessions, panel("FC", at=T0 + timedelta(seconds=5)))
+    assert cancel.alarm_id == fire.alarm_id and cancel.due_actions == ()
     assert set(actions_of(sessions, fire.alarm_id).values()) == {ActionState.QUEUED}
+    assert alarm(sessions, fire.alarm_id).state == "open"
     assert "alarm.cancel_ignored" in timeline_kinds(sessions, fire.alarm_id)
+
+
+def test_a_user_opening_does_not_touch_a_fire_alarm(sessions: sessionmaker[Session]) -> None:
+    fire = record(sessions, panel("FA", zone="5"))
+    burglary = record(sessions, panel("BA", zone="3", at=T0 + timedelta(seconds=1)))
+    cancel = record(sessions, panel("OP", zone="7", at=T0 + timedelta(seconds=5)))
+    assert cancel.alarm_id == burglary.alarm_id
+    assert set(actions_of(sessions, fire.alarm_id).values()) == {ActionState.QUEUED}
+    assert not {"alarm.cancel_ignored", "alarm.cancelled_by_user"} & set(
+        timeline_kinds(sessions, fire.alarm_id)
+    )
+    assert alarm(sessions, burglary.alarm_id).outcome == "cancelled"
 
 
 def test_an_unclaimed_account_opens_an_unrouted_alarm_for_a_person(sessions: sessionmaker[Session]) -> None:
@@ -193,12 +220,31 @@ def test_an_unclaimed_account_opens_an_unrouted_alarm_for_a_person(sessions: ses
     assert receipt.due_actions == () and actions_of(sessions, receipt.alarm_id) == {}
 
 
-def test_an_unknown_code_is_recorded_as_an_alarm_for_a_person(sessions: sessionmaker[Session]) -> None:
-    receipt = record(sessions, panel("QZ9"))
+def test_an_unknown_code_waits_for_a_person_at_life_safety_priority(sessions: sessionmaker[Session]) -> None:
+    # Montréal's plan has a default list (TrackTik, a call): an unknown code must not take it.
+    receipt = record(sessions, panel("QZ9", message="ZONE 9 LINE CUT?"))
     flagged = alarm(sessions, receipt.alarm_id)
-    assert (flagged.family, flagged.needs_person) == ("unknown", True)
-    assert "QZ9" in (flagged.needs_person_reason or "")
-    assert receipt.due_actions  # the default plan still runs: it could be a real alarm
+    assert (flagged.family, flagged.priority, flagged.needs_person) == ("unknown", "life_safety", True)
+    assert "'QZ9'" in (flagged.needs_person_reason or "")
+    assert "ZONE 9 LINE CUT?" in (flagged.needs_person_reason or "")
+    assert "nothing is dispatched on a guess" in (flagged.needs_person_reason or "")
+    assert receipt.due_actions == () and actions_of(sessions, receipt.alarm_id) == {}
+
+
+def test_an_unknown_code_runs_the_plan_s_unknown_list_when_it_has_one(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    text = EXAMPLE_SITES.read_text(encoding="utf-8")
+    opted = 'default  = ["tracktik.create_alarm", "callonalarm.trigger"]'
+    assert opted in text
+    path = tmp_path / "sites.toml"
+    path.write_text(text.replace(opted, opted + '\nunknown  = ["callonalarm.trigger"]'), encoding="utf-8")
+    sites = load_sites(path, SOURCE_ENV)
+    with sessions.begin() as session:
+        receipt = record_event(session, panel("QZ"), sites=sites, rules=RULES)
+    assert [(d.task_name, d.queue) for d in receipt.due_actions] == [("callonalarm.trigger", "life_safety")]
+    flagged = alarm(sessions, receipt.alarm_id)
+    assert flagged.needs_person and 'runs its "unknown" list' in (flagged.needs_person_reason or "")
 
 
 def test_a_trouble_takes_the_trouble_plan_on_the_bulk_queue(sessions: sessionmaker[Session]) -> None:

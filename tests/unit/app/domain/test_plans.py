@@ -57,12 +57,21 @@ def test_an_alarm_of_a_family_without_a_list_takes_the_default_steps() -> None:
     assert PLAN.steps_for("water", "alarm") == (TRACKTIK,)
 
 
-def test_an_unknown_kind_is_treated_as_an_alarm() -> None:
-    assert PLAN.steps_for("fire", "unknown") == (TRACKTIK, RAPIDSOS)
+def test_an_unknown_code_runs_nothing_without_an_unknown_list() -> None:
+    # PLAN has a default list: an unknown code must not take it (no dispatch on a guess).
+    assert PLAN.steps_for("unknown", "unknown") == ()
+    assert PLAN.steps_for("unknown", "alarm") == ()
+    assert PLAN.steps_for("fire", "unknown") == ()
 
 
-def test_an_unknown_family_alarm_takes_the_default_steps() -> None:
-    assert PLAN.steps_for("unknown", "alarm") == (TRACKTIK,)
+def test_an_unknown_code_runs_only_the_unknown_list_when_the_plan_opts_in() -> None:
+    plan = Plan(key="opt-in", steps_by_key={"unknown": (RAPIDSOS,), "default": (TRACKTIK,)})
+
+    assert plan.steps_for("unknown", "unknown") == (RAPIDSOS,)
+    assert plan.steps_for("burglary", "alarm") == (TRACKTIK,)
+
+
+def test_a_family_the_plan_does_not_know_takes_the_default_steps() -> None:
     assert PLAN.steps_for("not-a-family", "alarm") == (TRACKTIK,)
 
 

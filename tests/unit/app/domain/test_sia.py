@@ -20,6 +20,7 @@ from app.domain.sia import (
     Priority,
     build_catalogue,
     conditions_cleared_by,
+    families_cancelled_by,
     is_cancel,
     is_life_safety,
     is_restore,
@@ -424,8 +425,8 @@ def test_tests_and_routine_openings_and_closings_never_outrank_technical() -> No
         ("RP", "bulk"),
         ("YY", "bulk"),
         ("OP", "bulk"),
-        ("ZQ", "default"),
-        ("", "default"),
+        ("ZQ", "life_safety"),  # unknown: it might be a fire
+        ("", "life_safety"),
     ],
 )
 def test_queue_follows_priority(priority_or_code: str, queue: str) -> None:
@@ -470,18 +471,18 @@ LOOKALIKES = ["\u00df", "\ufb00", "\u017fs", "\u0392\u0391"]
     "text",
     ["", " ", "B", "BAA", "B A", "12", "ZQ", "JC", *LOOKALIKES, "FA;DROP", "\x00\x00", "\U0001f525"],
 )
-def test_unknown_and_malformed_codes_are_flagged_as_possible_real_alarms(text: str) -> None:
+def test_unknown_and_malformed_codes_are_flagged_at_life_safety_priority(text: str) -> None:
     entry = lookup(text)
 
     assert not entry.known
     assert entry.family is Family.UNKNOWN
     assert entry.kind is Kind.UNKNOWN
-    assert entry.priority is Priority.PROPERTY
-    assert entry.pairs == entry.restores == entry.cleared_by == ()
+    assert entry.priority is Priority.LIFE_SAFETY  # it might be a fire: the top of the queue
+    assert entry.pairs == entry.restores == entry.cleared_by == entry.cancels == ()
     assert not is_cancel(text)
     assert not is_restore(text)
-    assert not is_life_safety(text)
-    assert queue_for(text) == "default"
+    assert is_life_safety(text)
+    assert queue_for(text) == "life_safety"
 
 
 def test_a_non_text_code_is_unknown_rather_than_an_error() -> None:
@@ -544,7 +545,14 @@ def test_a_minimal_document_builds() -> None:
     [
         ({"BR": _entry(kind="restore", restores=["BX"])}, "BR"),
         ({"BR": _entry(kind="restore")}, "BR"),
-        ({"BC": _entry(kind="cancel", restores=["BA"])}, "BC"),
+        ({"BC": _entry(kind="cancel", restores=["BA"], cancels=["burglary"])}, "BC"),
+        ({"BC": _entry(kind="cancel")}, "BC"),  # a cancel must say what it cancels
+        ({"BC": _entry(kind="cancel", cancels=[])}, "BC"),
+        ({"BC": _entry(kind="cancel", cancels=["burgalry"])}, "BC"),
+        ({"BC": _entry(kind="cancel", cancels=["burglary", "burglary"])}, "BC"),
+        ({"BQ": _entry(cancels=["burglary"])}, "BQ"),  # an alarm cancels nothing
+        ({"OA": _entry(kind="opening", cancels=["burglary"])}, "OA"),  # nobody opened it
+        ({"OP": _entry(kind="opening", by_user=True)}, "OP"),
         ({"BJ": _entry(kind="trouble_restore", restores=["BA"])}, "BJ"),
         ({"BR": _entry(kind="restore", restores=["BR"])}, "BR"),
         ({"BR": _entry(kind="restore", restores=["BA", "BA"])}, "BR"),
@@ -573,3 +581,46 @@ def test_an_inconsistent_data_file_fails_loudly_naming_the_code(codes: dict[str,
 def test_a_document_without_a_codes_table_is_refused(document: dict[str, Any]) -> None:
     with pytest.raises(CatalogueError):
         build_catalogue(document)
+
+
+# --- what each cancel cancels (issue 15) ----------------------------------------------------------
+
+INTRUSION = ("burglary", "access")
+
+
+@pytest.mark.parametrize(
+    ("code", "families"),
+    [
+        ("BC", ("burglary",)),
+        ("FC", ("fire",)),
+        ("OC", INTRUSION),
+        ("OP", INTRUSION),
+        ("OR", INTRUSION),
+        ("OH", INTRUSION),
+        ("OL", INTRUSION),
+        ("OJ", INTRUSION),
+        ("OK", INTRUSION),
+        ("OS", INTRUSION),
+    ],
+)
+def test_each_cancel_names_the_families_it_cancels(code: str, families: tuple[str, ...]) -> None:
+    assert families_cancelled_by(code) == families
+
+
+def test_only_cancels_cancel_anything() -> None:
+    for code, entry in CATALOGUE.items():
+        assert bool(entry.cancels) == is_cancel(code), code
+    assert families_cancelled_by("BR") == families_cancelled_by("OA") == families_cancelled_by("QQ") == ()
+
+
+def test_no_cancel_reaches_a_family_it_does_not_name() -> None:
+    # Tamper, untyped and unknown alarms are never cancelled by a user arriving: a person looks.
+    reached = {family for entry in CATALOGUE.values() for family in entry.cancels}
+    assert reached == {"burglary", "access", "fire"}
+
+
+def test_a_life_safety_cancel_can_stop_nothing() -> None:
+    for code, entry in CATALOGUE.items():
+        for family in entry.cancels:
+            if never_held_for_cancel(family):
+                assert code == "FC", f"{code} cancels {family}, which is never held"

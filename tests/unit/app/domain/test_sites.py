@@ -484,7 +484,8 @@ def test_a_cancellable_default_step_is_refused_when_life_safety_families_fall_ba
     (line,) = errors_of(path)
 
     assert line.startswith("sites.toml: plans.residential.default[0].cancellable: ")
-    assert "emergency, gas, heat, holdup, medical, panic, sprinkler, unknown (no list of their own)" in line
+    # unknown is not among them: it never falls back to default.
+    assert "emergency, gas, heat, holdup, medical, panic, sprinkler (no list of their own)" in line
 
 
 def test_an_account_claimed_by_two_sites_on_the_same_source_is_refused(write: Write) -> None:

@@ -1,0 +1,134 @@
+"""A step that succeeds after the response was stood down is stood down by the same table (issue 15).
+
+perform() runs a handler that is in flight while the operator ends the alarm, or while the panel's
+cancel arrives, then reports what the upstream created, on both ledgers and the real Redis broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from app.domain import operations, task_names
+from app.domain.events import Event
+from app.domain.intake import IntakeRules, record_event
+from app.ledger.models import Action, ActionState, Alarm, TimelineEntry, utcnow
+from config.settings import Settings
+from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV
+from workers import runtime as worker_runtime
+from workers.perform import Job, Outcome, perform
+
+pytestmark = pytest.mark.integration
+RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
+
+
+@pytest.fixture
+def rt(broker_settings: Settings) -> Iterator[worker_runtime.Runtime]:
+    settings = replace(broker_settings, sites_file=str(EXAMPLE_SITES), environ=SOURCE_ENV)
+    runtime = worker_runtime.configure(settings)
+    yield runtime
+    runtime.engine.dispose()
+
+
+def _signal(rt: worker_runtime.Runtime, code: str, zone: str = "3") -> int | None:
+    now = utcnow()
+    event = Event(
+        source_key="acme-panels", source_kind="panel", received_at=now, account=MONTREAL_ACCOUNT, code=code,
+        zone=zone, occurred_at=now, payload={"code": code},
+    )  # fmt: skip
+    with rt.sessions.begin() as session:
+        return record_event(session, event, sites=rt.sites, rules=RULES).alarm_id
+
+
+def _step(rt: worker_runtime.Runtime, alarm_id: int | None, kind: str) -> int:
+    with rt.sessions() as session:
+        return session.execute(
+            select(Action.id).where(Action.alarm_id == alarm_id, Action.kind == kind)
+        ).scalar_one()
+
+
+def _published_kinds(rt: worker_runtime.Runtime, queue: str) -> list[str]:
+    client = redis.Redis.from_url(rt.settings.redis_url or "")
+    kinds = []
+    for raw in client.lrange(f"{rt.settings.broker_key_prefix}{queue}", 0, -1):
+        kinds.append(json.loads(raw)["headers"]["task"])
+        _args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    return kinds
+
+
+def _by_hand(rt: worker_runtime.Runtime, alarm_id: int | None) -> list[str]:
+    with rt.sessions() as session:
+        return list(
+            session.execute(
+                select(TimelineEntry.message)
+                .where(TimelineEntry.alarm_id == alarm_id, TimelineEntry.kind == "tracktik.cancel_by_hand")
+                .order_by(TimelineEntry.id)
+            ).scalars()
+        )
+
+
+def _alarm(rt: worker_runtime.Runtime, alarm_id: int | None) -> Alarm:
+    with rt.sessions() as session:
+        return session.get_one(Alarm, alarm_id)
+
+
+def test_a_tracktik_dispatch_created_after_the_alarm_ended_is_put_in_front_of_a_person(rt: Any) -> None:
+    alarm_id = _signal(rt, "BA")
+    assert alarm_id is not None
+
+    def create(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:  # the operator ends it as false while the create is in flight
+            operations.end(session, alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
+        return Outcome(external_id="77", refs={"tracktik_alarm_id": 77})
+
+    assert perform(_step(rt, alarm_id, task_names.TRACKTIK_CREATE_ALARM), create) == ActionState.SUCCEEDED
+    line = "created after the alarm ended (false_alarm) — TrackTik dispatch 77 is active: cancel it there"
+    assert _by_hand(rt, alarm_id) == [line]
+    assert line in (_alarm(rt, alarm_id).needs_person_reason or "")
+
+
+def test_a_rapidsos_alert_created_after_the_alarm_ended_is_cancelled(rt: Any) -> None:
+    alarm_id = _signal(rt, "BA")
+    assert alarm_id is not None
+    step = _step(rt, alarm_id, task_names.TRACKTIK_CREATE_ALARM)
+    with rt.sessions.begin() as session:  # this site's burglary plan has no RapidSOS step: give it one
+        session.get_one(Action, step).kind = task_names.RAPIDSOS_CREATE_ALERT
+
+    def create(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:
+            operations.end(session, alarm_id, "cancelled", now=utcnow(), max_attempts=5)
+        return Outcome(external_id="rs-1", refs={"rapidsos_alert_id": "rs-1"})
+
+    perform(step, create)
+    with rt.sessions() as session:
+        planned = session.execute(
+            select(Action.kind, Action.state).where(
+                Action.alarm_id == alarm_id, Action.kind == task_names.RAPIDSOS_CANCEL_ALERT
+            )
+        ).all()
+    assert [tuple(row) for row in planned] == [(task_names.RAPIDSOS_CANCEL_ALERT, ActionState.QUEUED)]
+    assert task_names.RAPIDSOS_CANCEL_ALERT in _published_kinds(rt, "default")
+
+
+def test_a_dispatch_in_flight_at_the_panel_s_cancel_names_itself_when_it_lands(rt: Any) -> None:
+    alarm_id = _signal(rt, "BA")
+
+    def create(job: Job) -> Outcome:
+        _signal(rt, "BC", zone="12")  # the user cancels at the panel while the request is on the wire
+        return Outcome(external_id="78", refs={"tracktik_alarm_id": 78})
+
+    perform(_step(rt, alarm_id, task_names.TRACKTIK_CREATE_ALARM), create)
+    alarm = _alarm(rt, alarm_id)
+    assert alarm.state == "needs_person" and alarm.panel_cancelled_at is not None
+    assert _by_hand(rt, alarm_id) == [
+        "cancelled at the panel — a TrackTik dispatch was being created: check TrackTik and cancel it there",
+        "created after the panel's cancel — TrackTik dispatch 78 is active: cancel it there",
+    ]

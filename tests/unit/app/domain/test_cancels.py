@@ -1,0 +1,282 @@
+"""A panel's cancel on both ledgers: it cancels its own family, stands the response down in time, and
+puts what it cannot stand down by API (a TrackTik dispatch) in front of a person (issue 15)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.domain import actions as action_rules
+from app.domain import operations, task_names
+from app.domain.events import Event
+from app.domain.intake import IntakeRules, Receipt, record_event
+from app.ledger.models import Action, ActionState, Alarm, TimelineEntry
+from app.ledger.session import make_sessionmaker
+from tests.sites_fixture import MONTREAL_ACCOUNT, NEWTON_ACCOUNT, example_sites
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
+SITES = example_sites()
+LEASE = timedelta(seconds=90)
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+def signal(
+    sessions: sessionmaker[Session], code: str, *, after_s: float = 0, zone: str | None = "3", **kw: Any
+) -> Receipt:
+    at = T0 + timedelta(seconds=after_s)
+    account = kw.pop("account", MONTREAL_ACCOUNT)
+    event = Event(
+        source_key="acme-panels", source_kind="panel", received_at=at, account=account,
+        code=code, zone=zone, occurred_at=at, payload={"code": code},
+    )  # fmt: skip
+    with sessions.begin() as session:
+        return record_event(session, event, sites=SITES, rules=RULES)
+
+
+def steps(sessions: sessionmaker[Session], alarm_id: int | None) -> dict[str, str]:
+    with sessions() as session:
+        rows = session.execute(select(Action).where(Action.alarm_id == alarm_id)).scalars()
+        return {row.kind: row.state for row in rows}
+
+
+def get(sessions: sessionmaker[Session], alarm_id: int | None) -> Alarm:
+    with sessions() as session:
+        return session.get_one(Alarm, alarm_id)
+
+
+def timeline(sessions: sessionmaker[Session], alarm_id: int | None) -> list[tuple[str, str]]:
+    with sessions() as session:
+        rows = session.execute(
+            select(TimelineEntry).where(TimelineEntry.alarm_id == alarm_id).order_by(TimelineEntry.id)
+        ).scalars()
+        return [(row.kind, row.message) for row in rows]
+
+
+def run_step(
+    sessions: sessionmaker[Session], alarm_id: int | None, kind: str, *, after_s: float, refs: dict[str, Any]
+) -> None:
+    """A worker ran the step and the upstream created something (what perform records on success)."""
+    now = T0 + timedelta(seconds=after_s)
+    with sessions.begin() as session:
+        step_id = session.execute(
+            select(Action.id).where(Action.alarm_id == alarm_id, Action.kind == kind)
+        ).scalar_one()
+        session.execute(select(Action).where(Action.id == step_id)).scalar_one().due_at = now
+        claimed = action_rules.claim(session, step_id, now=now, lease=LEASE)
+        assert claimed is not None
+        action_rules.succeed(session, claimed, now=now, external_id=None, result={}, message="done")
+        alarm = session.get_one(Alarm, alarm_id)
+        alarm.refs = {**(alarm.refs or {}), **refs}
+
+
+def start_step(sessions: sessionmaker[Session], alarm_id: int | None, kind: str, *, after_s: float) -> None:
+    """A worker holds the step's lease: its request may be on the wire."""
+    now = T0 + timedelta(seconds=after_s)
+    with sessions.begin() as session:
+        step_id = session.execute(
+            select(Action.id).where(Action.alarm_id == alarm_id, Action.kind == kind)
+        ).scalar_one()
+        assert action_rules.claim(session, step_id, now=now, lease=LEASE) is not None
+
+
+# -- a cancel in time with a guard on the road -------------------------------------------------------
+
+
+def test_a_cancel_in_time_with_a_tracktik_dispatch_raises_the_alarm_to_a_person(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Montréal burglary: TrackTik now, a call after 60 s (cancellable); the window is 90 s.
+    opened = signal(sessions, "BA")
+    run_step(
+        sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+    )
+    cancel = signal(sessions, "BC", after_s=2)
+
+    assert cancel.alarm_id == opened.alarm_id
+    assert steps(sessions, opened.alarm_id)[task_names.CALLONALARM_TRIGGER] == ActionState.CANCELLED
+    held = get(sessions, opened.alarm_id)
+    assert held.state == "needs_person" and held.panel_cancelled_at is not None
+    assert (
+        held.needs_person_reason == "cancelled at the panel — TrackTik dispatch 42 is active: cancel it there"
+    )
+    assert ("tracktik.cancel_by_hand", held.needs_person_reason) in timeline(sessions, opened.alarm_id)
+    assert cancel.due_actions == ()  # TrackTik has no cancel API; nothing else was engaged
+
+
+@pytest.mark.parametrize("command", ["acknowledge", "end"])
+def test_the_operator_s_acknowledge_or_end_then_ends_it_as_cancelled(
+    sessions: sessionmaker[Session], command: str
+) -> None:
+    opened = signal(sessions, "BA")
+    run_step(
+        sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+    )
+    signal(sessions, "BC", after_s=2)
+    now = T0 + timedelta(seconds=40)
+    assert opened.alarm_id is not None
+    with sessions.begin() as session:
+        if command == "acknowledge":
+            operations.acknowledge(session, opened.alarm_id, now=now, max_attempts=5)
+        else:
+            # Without an outcome, a dispatched TrackTik step would make it "dispatched": the panel's
+            # cancel wins.
+            operations.end(session, opened.alarm_id, None, now=now, max_attempts=5)
+    ended = get(sessions, opened.alarm_id)
+    assert (ended.state, ended.outcome) == ("ended", "cancelled")
+
+
+def test_a_tracktik_create_in_flight_at_the_cancel_is_put_in_front_of_a_person(
+    sessions: sessionmaker[Session],
+) -> None:
+    opened = signal(sessions, "BA")
+    start_step(sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=0.5)
+    signal(sessions, "BC", after_s=1)
+
+    held = get(sessions, opened.alarm_id)
+    assert held.state == "needs_person"
+    assert "a TrackTik dispatch was being created: check TrackTik and cancel it there" in (
+        held.needs_person_reason or ""
+    )
+    assert steps(sessions, opened.alarm_id) == {
+        task_names.TRACKTIK_CREATE_ALARM: ActionState.RUNNING,  # cannot be called back
+        task_names.CALLONALARM_TRIGGER: ActionState.CANCELLED,
+    }
+
+
+# -- the stand-down table ------------------------------------------------------------------------------
+
+
+def test_a_cancel_in_time_cancels_rapidsos_and_restores_a_held_call_then_ends_the_alarm(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Newton residential burglary: one call after 30 s, cancellable; the window is 2 min. The call was
+    # handed to CallOnAlarm (it may sit in CallOnAlarm's own delay) and a RapidSOS alert exists.
+    opened = signal(sessions, "BA", account=NEWTON_ACCOUNT)
+    run_step(
+        sessions, opened.alarm_id, task_names.CALLONALARM_TRIGGER, after_s=31,
+        refs={"callonalarm_alert_id": "coa-7", "rapidsos_alert_id": "rs-9"},
+    )  # fmt: skip
+    cancel = signal(sessions, "OP", account=NEWTON_ACCOUNT, zone="1", after_s=40)
+
+    assert sorted(d.task_name for d in cancel.due_actions) == [
+        task_names.CALLONALARM_SEND_RESTORE,
+        task_names.RAPIDSOS_CANCEL_ALERT,
+    ]
+    ended = get(sessions, opened.alarm_id)
+    assert (ended.state, ended.outcome, ended.panel_cancelled_at) == ("ended", "cancelled", None)
+
+
+def test_a_call_still_in_flight_gets_a_restore_that_waits_for_it(sessions: sessionmaker[Session]) -> None:
+    opened = signal(sessions, "BA", account=NEWTON_ACCOUNT)
+    with sessions.begin() as session:
+        call = session.execute(select(Action).where(Action.alarm_id == opened.alarm_id)).scalar_one()
+        call.due_at = T0 + timedelta(seconds=30)
+    start_step(sessions, opened.alarm_id, task_names.CALLONALARM_TRIGGER, after_s=30)
+    cancel = signal(sessions, "BC", account=NEWTON_ACCOUNT, after_s=31)
+
+    (restore,) = cancel.due_actions
+    assert restore.task_name == task_names.CALLONALARM_SEND_RESTORE
+    with sessions() as session:
+        assert session.get_one(Action, restore.id).params["cancelled_by"] == "BC"
+
+
+def test_the_operator_s_end_and_the_panel_s_cancel_plan_the_same_stand_down(
+    sessions: sessionmaker[Session],
+) -> None:
+    refs = {"callonalarm_alert_id": "coa-7", "rapidsos_alert_id": "rs-9", "tracktik_alarm_id": 42}
+    by_panel = signal(sessions, "BA", zone="3")
+    run_step(sessions, by_panel.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs=refs)
+    by_operator = signal(sessions, "BA", zone="4", account=NEWTON_ACCOUNT)
+    run_step(sessions, by_operator.alarm_id, task_names.CALLONALARM_TRIGGER, after_s=1, refs=refs)
+
+    panel = signal(sessions, "BC", after_s=2)
+    assert by_operator.alarm_id is not None
+    with sessions.begin() as session:
+        operator = operations.end(session, by_operator.alarm_id, "cancelled", now=T0, max_attempts=5)
+
+    def by_hand(alarm_id: int | None) -> list[str]:
+        return [m for k, m in timeline(sessions, alarm_id) if k == "tracktik.cancel_by_hand"]
+
+    assert sorted(d.task_name for d in panel.due_actions) == sorted(d.task_name for d in operator)
+    assert by_hand(by_panel.alarm_id) == [
+        "cancelled at the panel — TrackTik dispatch 42 is active: cancel it there"
+    ]
+    assert by_hand(by_operator.alarm_id) == [
+        "ended (cancelled) — TrackTik dispatch 42 is active: cancel it there"
+    ]
+
+
+# -- a cancel cancels its own family ------------------------------------------------------------------
+
+
+def test_a_fire_cancel_does_not_stop_a_burglary_s_held_call(sessions: sessionmaker[Session]) -> None:
+    burglary = signal(sessions, "BA", zone="3")
+    cancel = signal(sessions, "FC", zone="5", after_s=2)
+
+    assert cancel.alarm_id is None and cancel.due_actions == ()  # no fire alarm to record it on
+    assert steps(sessions, burglary.alarm_id)[task_names.CALLONALARM_TRIGGER] == ActionState.PENDING
+    assert get(sessions, burglary.alarm_id).state == "open"
+    assert not [k for k, _ in timeline(sessions, burglary.alarm_id) if k.startswith("alarm.cancel")]
+
+
+def test_a_burglary_cancel_matches_the_account_not_the_zone(sessions: sessionmaker[Session]) -> None:
+    zone_3 = signal(sessions, "BA", zone="3")
+    zone_4 = signal(sessions, "BV", zone="4", after_s=1)
+    signal(sessions, "BC", zone="12", after_s=5)  # the zone of a cancel is often the user number
+
+    for opened in (zone_3, zone_4):
+        assert get(sessions, opened.alarm_id).outcome == "cancelled"
+
+
+def test_a_burglary_cancel_leaves_other_families_alone(sessions: sessionmaker[Session]) -> None:
+    tamper = signal(sessions, "TA", zone="8")
+    door = signal(sessions, "DF", zone="9")
+    signal(sessions, "BC", zone="1", after_s=5)
+
+    for opened in (tamper, door):
+        assert get(sessions, opened.alarm_id).state == "open"
+        assert not [k for k, _ in timeline(sessions, opened.alarm_id) if k.startswith("alarm.cancel")]
+
+
+def test_a_user_opening_cancels_intrusion_alarms_but_not_a_tamper(sessions: sessionmaker[Session]) -> None:
+    door = signal(sessions, "DF", zone="9")  # door forced: an intrusion the arriving user explains
+    tamper = signal(sessions, "TA", zone="8")  # a device opened: a person must look
+    signal(sessions, "OP", zone="2", after_s=5)
+
+    assert get(sessions, door.alarm_id).outcome == "cancelled"
+    assert get(sessions, tamper.alarm_id).state == "open"
+
+
+def test_a_cancel_after_the_window_is_recorded_and_stops_nothing(sessions: sessionmaker[Session]) -> None:
+    opened = signal(sessions, "BA")
+    signal(sessions, "BC", after_s=91)  # Montréal's window is 90 s
+
+    assert steps(sessions, opened.alarm_id) == {
+        task_names.TRACKTIK_CREATE_ALARM: ActionState.QUEUED,
+        task_names.CALLONALARM_TRIGGER: ActionState.PENDING,
+    }
+    assert get(sessions, opened.alarm_id).state == "open"
+    assert [k for k, _ in timeline(sessions, opened.alarm_id)][-1] == "alarm.cancel_too_late"
+
+
+def test_a_second_cancel_does_not_stand_the_alarm_down_twice(sessions: sessionmaker[Session]) -> None:
+    opened = signal(sessions, "BA")
+    run_step(
+        sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+    )
+    signal(sessions, "BC", after_s=2)
+    again = signal(sessions, "OP", zone="1", after_s=3)
+
+    assert again.due_actions == ()
+    lines = [k for k, _ in timeline(sessions, opened.alarm_id)]
+    assert lines.count("tracktik.cancel_by_hand") == 1 and lines.count("alarm.cancelled_by_user") == 1

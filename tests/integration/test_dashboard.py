@@ -281,6 +281,25 @@ def test_the_lists_show_alarms_for_a_person_unrouted_ones_and_failed_steps(conso
     assert "unrouted: no site claims" in page
 
 
+def test_a_panel_cancel_with_a_guard_on_the_road_is_on_the_needs_a_person_list(console: Console) -> None:
+    burglary = console.panel("BA")
+    with console.sessions.begin() as session:  # the TrackTik dispatch was created
+        step = session.execute(
+            select(Action).where(Action.alarm_id == burglary, Action.kind == "tracktik.create_alarm")
+        ).scalar_one()
+        step.state = ActionState.SUCCEEDED
+        session.get_one(Alarm, burglary).refs = {"tracktik_alarm_id": 4242}
+    console.panel("BC", zone="12")
+    console.sign_in()
+
+    rows = console.client.get("/dashboard/queue/rows?list=needs_person").text
+    assert [int(i) for i in ROW_IDS.findall(rows)] == [burglary]
+    assert "cancelled at the panel — TrackTik dispatch 4242 is active: cancel it there" in rows
+    assert "cancelled at the panel — TrackTik dispatch 4242 is active" in console.client.get(
+        f"/dashboard/alarms/{burglary}"
+    ).text
+
+
 # -- one alarm -------------------------------------------------------------------------------------
 
 

@@ -422,9 +422,12 @@ def test_restore_is_not_cancel_but_a_user_opening_is_and_fire_is_never_held(brid
     assert {a["kind"]: a["state"] for a in detail["actions"]}["callonalarm.trigger"] == "pending"
 
     bridge.post("/v1/events", burglary(code="OP", zone="1"), headers=PANEL)  # the owner disarms
-    states = {a["kind"]: a["state"] for a in bridge.alarm(burglar)["actions"]}
-    assert states == {"tracktik.create_alarm": "queued", "callonalarm.trigger": "cancelled"}
+    stood_down = bridge.alarm(burglar)  # nothing had left (no worker here): it all stops, it ends
+    states = {a["kind"]: a["state"] for a in stood_down["actions"]}
+    assert states == {"tracktik.create_alarm": "cancelled", "callonalarm.trigger": "cancelled"}
+    assert (stood_down["state"], stood_down["outcome"]) == ("ended", "cancelled")
     assert {a["state"] for a in bridge.alarm(fire)["actions"]} == {"queued"}
+    assert bridge.alarm(fire)["state"] == "open"
 
 
 def test_an_unrouted_event_is_kept_and_listed_for_a_person(bridge: Bridge) -> None:

@@ -295,9 +295,10 @@ def test_a_panel_cancel_with_a_guard_on_the_road_is_on_the_needs_a_person_list(c
     rows = console.client.get("/dashboard/queue/rows?list=needs_person").text
     assert [int(i) for i in ROW_IDS.findall(rows)] == [burglary]
     assert "cancelled at the panel — TrackTik dispatch 4242 is active: cancel it there" in rows
-    assert "cancelled at the panel — TrackTik dispatch 4242 is active" in console.client.get(
-        f"/dashboard/alarms/{burglary}"
-    ).text
+    assert (
+        "cancelled at the panel — TrackTik dispatch 4242 is active"
+        in console.client.get(f"/dashboard/alarms/{burglary}").text
+    )
 
 
 # -- one alarm -------------------------------------------------------------------------------------

@@ -303,6 +303,7 @@ class Stack:
             "SITES_FILE": str(SITES_FILE),
             "BENCH_PANELS_TOKEN": PANEL_TOKEN,
             "OPERATOR_API_KEYS": OPERATOR_KEY,
+            "SECRET_KEY": "bench-secret-key-signing-dashboard-sessions",
             "HOST": "127.0.0.1",
             "VAR_DIR": str(self.phase_dir / "var"),
             "PROMETHEUS_MULTIPROC_DIR": str(self.phase_dir / "prometheus"),

@@ -15,6 +15,8 @@ but loopback only behind the basic auth of ``FLOWER_BASIC_AUTH``.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -74,7 +76,7 @@ def db_upgrade(revision: str) -> None:
 
     settings = load_settings()
     command.upgrade(alembic_config(settings.database_url), revision)
-    click.echo(f"ledger at {revision}: {_display_url(settings.database_url)}")
+    click.echo(f"ledger at {revision}: {display_url(settings.database_url)}")
 
 
 @main.group()
@@ -243,6 +245,10 @@ def dev(broker: str, flower_port: int | None) -> None:
     env.setdefault("WEB_CONCURRENCY", "2")
     if not env.get("OPERATOR_API_KEYS"):
         env["OPERATOR_API_KEYS"] = DEV_OPERATOR_KEY
+    if not env.get("SECRET_KEY"):
+        # Only here may the web app's signing key be made up: a new one each run, so restarting `dev`
+        # signs the dashboard out (its sessions lived in the embedded broker anyway).
+        env["SECRET_KEY"] = secrets.token_urlsafe(48)
     if not env.get("SITES_FILE"):
         env["SITES_FILE"] = str(EXAMPLE_SITES)
         for name, value in DEV_SOURCE_SECRETS.items():
@@ -263,8 +269,8 @@ def dev(broker: str, flower_port: int | None) -> None:
 
     with _embedded_broker(env.get("REDIS_URL"), broker, settings.var_dir) as (redis_url, broker_name):
         env["REDIS_URL"] = redis_url
-        click.echo(f"alarm-bridge dev: broker {broker_name} at {redis_url}")
-        click.echo(f"alarm-bridge dev: ledger {_display_url(settings.database_url)}")
+        click.echo(f"alarm-bridge dev: broker {broker_name} at {display_url(redis_url)}")
+        click.echo(f"alarm-bridge dev: ledger {display_url(settings.database_url)}")
         subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, check=True)
         py = sys.executable
         processes = {
@@ -286,10 +292,16 @@ def dev(broker: str, flower_port: int | None) -> None:
         click.echo(f"alarm-bridge dev: web on http://{env['HOST']}:{settings.port}")
         click.echo(f"alarm-bridge dev: flower on http://127.0.0.1:{flower_port}")
         click.echo(f"alarm-bridge dev: metrics samples in {metrics_dir}")
-        click.echo(f"alarm-bridge dev: operator key {env['OPERATOR_API_KEYS'].split(',')[0]}")
+        # Only the built-in demo credentials are printed: a key or token someone set stays out of
+        # terminals and their scrollback.
+        key = shown_credential("OPERATOR_API_KEYS", env["OPERATOR_API_KEYS"].split(",")[0], DEV_OPERATOR_KEY)
+        click.echo(f"alarm-bridge dev: operator key {key}")
         click.echo(f"alarm-bridge dev: sites file {env['SITES_FILE']}")
         if env["SITES_FILE"] == str(EXAMPLE_SITES):
-            panel, alta = env["ACME_PANELS_TOKEN"], env["ALTA_MAIN_TOKEN"]
+            panel, alta = (
+                shown_credential(name, env[name], DEV_SOURCE_SECRETS[name])
+                for name in ("ACME_PANELS_TOKEN", "ALTA_MAIN_TOKEN")
+            )
             click.echo(f"alarm-bridge dev: panel token {panel}, alta token {alta}")
         if "sandbox" in processes:
             click.echo(f"alarm-bridge dev: sandbox on http://127.0.0.1:{settings.sandbox_port}")
@@ -416,11 +428,31 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise click.ClickException(f"redis-server did not listen on {port} within {BROKER_START_TIMEOUT_S:g}s")
 
 
-def _display_url(url: str) -> str:
-    """The URL without its password, for printing."""
-    from sqlalchemy.engine import make_url
+# The user part of a URL shown beside a masked password; anything else in front of the `@` is masked.
+_URL_USER = re.compile(r"[A-Za-z0-9._~%+-]+")
+_SECRET_URL_PARAM = re.compile(
+    r"([?&;][^=&#;]*(?:pass|secret|token|key|auth|credential)[^=&#;]*=)[^&]*", re.IGNORECASE
+)
 
-    return make_url(url).render_as_string(hide_password=True)
+
+def display_url(url: str) -> str:
+    """The URL with its credentials masked, for printing: everything before the last ``@`` after the
+    scheme (a password holding ``@``, ``/`` or ``?`` included; a plain user name is kept) and the value
+    of any query parameter named like a secret (``?password=`` of a ``unix://`` Redis URL)."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        userinfo, at, host = rest.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            shown = f"{user}:" if colon and _URL_USER.fullmatch(user) else ""
+            rest = f"{shown}***@{host}"
+        url = f"{scheme}{sep}{rest}"
+    return _SECRET_URL_PARAM.sub(r"\g<1>***", url)
+
+
+def shown_credential(variable: str, value: str, demo: str) -> str:
+    """What `dev` prints for a credential: the built-in demo value, never one someone set."""
+    return value if value == demo else f"yours, from {variable} (not printed)"
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ One configuration for web, worker, beat and the dev supervisor: JSON lines by de
 line, machine-readable), a console renderer for people. Any key that names a secret (or a person's
 contact or medical details, and TrackTik's ``sensitiveInformation``) has its value replaced, and
 ``token=`` query parameters, bearer credentials and the Alta cookie are cut out of any string, so a
-careless log call cannot leak them.
+careless log call cannot leak them. A credential in text is masked up to the next whitespace (a
+cookie: up to ``;``), whatever printable characters it holds: quotes, ``&`` or ``=`` inside a token
+must not end the mask and leave its tail in the log.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 _SECRET_IN_TEXT = re.compile(
-    r"((?:\b(?:token|access_token|refresh_token|api_key|key|signature|password|secret)=)[^&\s\"']+)"
-    r"|((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"
-    r"|(va=)[^;\s\"']+",
+    r"((?:\b(?:token|access_token|refresh_token|api_key|key|signature|password|secret)=)\S+)"
+    r"|((?:Bearer|Basic)\s+)\S+"
+    r"|(va=)[^;\s]+",
     re.IGNORECASE,
 )
 

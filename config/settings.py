@@ -8,20 +8,29 @@ invalid value stops start-up with one line naming the variable and why.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from environs import Env, EnvError, validate
+from limits import parse as parse_rate_limit
 
 DEFAULT_DATABASE_URL = "sqlite:///var/ledger.sqlite3"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Celery pools alarm-bridge runs under: threads (the default, sized for I/O), prefork, solo (one at a time).
 WORKER_POOLS = ("threads", "prefork", "solo")
+URL_SCHEMES = ("http", "https")
+# A bearer credential for /metrics: long enough not to be guessed, printable ASCII without spaces.
+METRICS_TOKEN_MIN_LENGTH = 16
+_BEARER_TOKEN = re.compile(r"[\x21-\x7e]+")
+# The dashboard cookie's signing key, and the operator keys (the rule the sites file applies to source
+# tokens, app/domain/sites.py MIN_TOKEN_LENGTH): out of reach of guessing.
+MIN_SECRET_KEY_LENGTH = 32
+MIN_OPERATOR_KEY_LENGTH = 16
 
 
 class ConfigurationError(ValueError):
@@ -87,14 +96,25 @@ class Settings:
     rapidsos_client_secret: str = field(default="sandbox-rapidsos-secret", repr=False)
     cad_base_url: str = "http://127.0.0.1:8100/cad"
     cad_token: str = field(default="sandbox-cad-token", repr=False)
-    # Signs the dashboard's session cookie. Empty: derived from OPERATOR_API_KEYS (stable across
-    # processes; rotating the keys signs everyone out).
+    # Signs the dashboard's session cookie (which holds only a session id; the session itself is in
+    # Redis). The web process refuses to start without it (check_web); `alarm-bridge dev` makes one.
     secret_key: str = field(default="", repr=False)
+    # Wrong operator keys (sign-in form, operator API) and wrong source credentials per client address,
+    # each kind counted on its own: past the limit, 429 with Retry-After (app/web/auth.py).
+    auth_failure_limit: str = "10 per minute"
     flower_basic_auth: tuple[str, ...] = field(default=(), repr=False)  # "user:password" pairs
     # Where every process on this host writes its Prometheus samples (prometheus_client multiprocess
     # mode); None: `{var_dir}/prometheus`.
     metrics_dir: str | None = None
     worker_metrics_port: int | None = None  # a worker host without a web process serves /metrics here
+    # Set: the web process's /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (401 else).
+    metrics_token: str = field(default="", repr=False)
+    metrics_cache_s: float = 5.0  # how long a process reuses its ledger and Redis gauges between scrapes
+    # https: the app is reached over HTTPS only, so the session cookie is `Secure`.
+    preferred_url_scheme: str = "http"
+    # How many reverse proxies in front of the web process set X-Forwarded-For and X-Forwarded-Proto
+    # (0: the headers are not believed; the client address is the peer's).
+    trusted_proxy_count: int = 0
     watchdog_interval_s: float = 30.0
     watchdog_grace_s: float = 60.0  # how late a step may run before a person is called
     watchdog_failing_s: float = 300.0  # how long a step may keep failing before a person is called
@@ -110,13 +130,13 @@ class Settings:
         """The directory this host's processes share their Prometheus samples through."""
         return self.metrics_dir or f"{self.var_dir}/prometheus"
 
-    @property
-    def session_secret(self) -> str:
-        """The dashboard cookie's signing key: SECRET_KEY, else one derived from the operator keys."""
-        if self.secret_key:
-            return self.secret_key
-        material = "\n".join(sorted(self.operator_api_keys)).encode()
-        return hashlib.sha256(b"alarm-bridge dashboard session\n" + material).hexdigest()
+    def check_web(self) -> None:
+        """Refuse to serve the web app without a key to sign its sessions with (ConfigurationError)."""
+        if not self.secret_key:
+            raise ConfigurationError(
+                f"SECRET_KEY is required to serve the web app (at least {MIN_SECRET_KEY_LENGTH} random "
+                "characters; only `alarm-bridge dev` makes one up)"
+            )
 
     @property
     def broker_url(self) -> str | None:
@@ -124,6 +144,13 @@ class Settings:
         return self.redis_url
 
     def __post_init__(self) -> None:
+        if self.metrics_token and (
+            len(self.metrics_token) < METRICS_TOKEN_MIN_LENGTH
+            or not _BEARER_TOKEN.fullmatch(self.metrics_token)
+        ):
+            raise ConfigurationError(
+                f"METRICS_TOKEN: at least {METRICS_TOKEN_MIN_LENGTH} printable ASCII characters, no spaces"
+            )
         # The lease must outlive the hard time limit, or the dispatcher would re-drive an
         # action whose first attempt is still legitimately running.
         if self.action_lease_s <= self.task_time_limit_s:
@@ -133,6 +160,20 @@ class Settings:
             )
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ConfigurationError("TASK_SOFT_TIME_LIMIT_S must be less than TASK_TIME_LIMIT_S")
+        if self.secret_key and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigurationError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
+        for number, key in enumerate(self.operator_api_keys, start=1):
+            if len(key) < MIN_OPERATOR_KEY_LENGTH or not _BEARER_TOKEN.fullmatch(key):
+                raise ConfigurationError(  # never the key itself: this line ends up in logs
+                    f"OPERATOR_API_KEYS: key {number} must be at least {MIN_OPERATOR_KEY_LENGTH} "
+                    "printable ASCII characters, without spaces"
+                )
+        try:
+            parse_rate_limit(self.auth_failure_limit)
+        except ValueError:
+            raise ConfigurationError(
+                f"AUTH_FAILURE_LIMIT: {self.auth_failure_limit!r} is not a rate like '10 per minute'"
+            ) from None
         # A sandbox credential aimed at a real vendor is a misconfiguration, never a test.
         for vendor, url, secret in (
             ("ALTA", self.alta_base_url, self.alta_password),
@@ -230,11 +271,18 @@ def read_settings() -> Settings:
             cad_base_url=env.str("CAD_BASE_URL", "http://127.0.0.1:8100/cad"),
             cad_token=env.str("CAD_TOKEN", "sandbox-cad-token"),
             secret_key=env.str("SECRET_KEY", ""),
+            auth_failure_limit=env.str("AUTH_FAILURE_LIMIT", "10 per minute"),
             flower_basic_auth=tuple(a for a in env.list("FLOWER_BASIC_AUTH", []) if a),
             metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR", None) or None,
             worker_metrics_port=env.int(
                 "WORKER_METRICS_PORT", None, validate=validate.Range(min=1, max=65535)
             ),
+            metrics_token=env.str("METRICS_TOKEN", ""),
+            metrics_cache_s=env.float("METRICS_CACHE_S", 5.0, validate=validate.Range(min=0, max=300)),
+            preferred_url_scheme=env.str(
+                "PREFERRED_URL_SCHEME", "http", validate=validate.OneOf(URL_SCHEMES)
+            ),
+            trusted_proxy_count=env.int("TRUSTED_PROXY_COUNT", 0, validate=validate.Range(min=0, max=10)),
             watchdog_interval_s=env.float("WATCHDOG_INTERVAL_S", 30.0, validate=validate.Range(min=1)),
             watchdog_grace_s=env.float("WATCHDOG_GRACE_S", 60.0, validate=validate.Range(min=1)),
             watchdog_failing_s=env.float("WATCHDOG_FAILING_S", 300.0, validate=validate.Range(min=1)),

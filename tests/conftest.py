@@ -33,6 +33,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:8]
+SECRET_KEY = "test-secret-key-signing-dashboard-sessions"  # the web app needs one (32+ characters)
 
 
 def service_unavailable(name: str, reason: str) -> None:
@@ -139,7 +140,11 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a test: embedded-mode defaults, a private var dir, overrides as keywords."""
 
     def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"var_dir": str(tmp_path / "var"), "log_format": "console"}
+        values: dict[str, Any] = {
+            "var_dir": str(tmp_path / "var"),
+            "log_format": "console",
+            "secret_key": SECRET_KEY,
+        }
         values.update(overrides)
         return Settings(**values)
 

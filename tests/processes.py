@@ -109,6 +109,7 @@ def deployment_env(
     ``values`` last. Whatever is None is left as inherited."""
     env = inherited_env(drop)
     env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    env.setdefault("SECRET_KEY", "test-deployment-secret-key-signing-sessions")  # the web process needs one
     if key_prefix is not None:
         env["BROKER_KEY_PREFIX"] = key_prefix
     if sites is not None:

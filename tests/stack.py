@@ -37,7 +37,7 @@ from tests.sites_fixture import (
     site_toml,
 )
 
-OPERATOR = {"Authorization": "Bearer op-key"}
+OPERATOR = {"Authorization": "Bearer test-operator-key"}
 # The Alta zone webhooks of the sandbox carry this token (sandbox/default.toml).
 SANDBOX_ALTA_TOKEN = "sandbox-alta-webhook-token"
 
@@ -138,7 +138,7 @@ class Stack:
             settings,
             sites_file=str(sites),
             environ=environ,
-            operator_api_keys=("op-key",),
+            operator_api_keys=("test-operator-key",),
             alta_base_url=f"{sb}/alta",
             tracktik_base_url=f"{sb}/tracktik",
             callonalarm_base_url=f"{sb}/callonalarm",

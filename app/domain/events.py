@@ -3,6 +3,15 @@
 An Alta zone webhook and a panel's SIA event arrive in different bodies; from here on the ledger,
 the plans and the workers see one shape. The dedupe key that recognises a retried delivery and the
 classification (family, kind, priority) that picks the plan are decided here, once.
+
+A retried or replayed delivery is recognised by the first of these the event has:
+
+1. the sender's event id (per source): the same id is the same event, whenever it comes again;
+2. its own time: a hash of what it says and when it says it happened (a retry carries both);
+3. neither: a hash of what it says, matched against the events recorded within the dedupe window
+   of its receive time (a sliding window, looked up by intake), and, for a signed delivery, its
+   ``webhook-id`` (per source): a replay of a captured request is the same event for as long as the
+   ledger keeps it, far beyond the ±5 minutes its signature can be replayed in.
 """
 
 from __future__ import annotations
@@ -54,6 +63,10 @@ class Event:
     sender_event_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # source-specific extras (Alta device, url...)
     payload: dict[str, Any] = field(default_factory=dict)  # the body as received
+    # The signed delivery's `webhook-id` (with `#index` for an item of a batch); None when unsigned.
+    delivery_id: str | None = None
+    # A sender time that was given but could not be used (it was dropped; the receive time stands).
+    unusable_time: str | None = None
 
     def classify(self) -> Classification:
         """Family, kind and priority from the SIA catalogue (or the Alta convention above)."""
@@ -64,21 +77,27 @@ class Event:
         description = entry.description if entry.known else f"unknown event code {self.code!r}"
         return Classification(entry.family, entry.kind, entry.priority, description, entry.known)
 
-    def dedupe_key(self, window_s: float) -> str:
-        """The key that makes a retried delivery of this event recognisable.
+    def dedupe_key(self) -> DedupeKey:
+        """The keys that make a retried delivery of this event recognisable (module docstring).
 
-        With a sender event id: source + id. Without one: a hash of what the event says, and of its
-        own time when it carries one (a retry carries the same time); otherwise of the receive time
-        rounded to ``window_s``, so a re-sent identical body within the window is one event.
+        The first two are the keys rows were always written with: a retry that spans an upgrade is
+        still recognised.
         """
         if self.sender_event_id:
             digest = hashlib.sha256(f"{self.source_key}\x00{self.sender_event_id}".encode()).hexdigest()
-            return f"id:{digest}"
-        when = (
-            self.occurred_at.isoformat()
-            if self.occurred_at is not None
-            else f"bucket:{int(self.received_at.timestamp() // max(window_s, 1))}"
-        )
+            return DedupeKey(f"id:{digest}")
+        if self.occurred_at is not None:
+            return DedupeKey(f"content:{self._content_digest(self.occurred_at.isoformat())}")
+        content = self._content_digest(None)
+        if self.delivery_id:
+            digest = hashlib.sha256(f"{self.source_key}\x00{self.delivery_id}".encode()).hexdigest()
+            return DedupeKey(f"delivery:{digest}", content)
+        # Unique per receive time: two rows of one content collide only when received at the same
+        # instant, which makes them the same event anyway.
+        received = hashlib.sha256(f"{content}\x00{self.received_at.isoformat()}".encode()).hexdigest()
+        return DedupeKey(f"window:{received}", content)
+
+    def _content_digest(self, when: str | None) -> str:
         content = json.dumps(
             [
                 self.source_key,
@@ -92,4 +111,17 @@ class Event:
             separators=(",", ":"),
             default=str,
         )
-        return f"content:{hashlib.sha256(content.encode()).hexdigest()}"
+        return hashlib.sha256(content.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeKey:
+    """How intake recognises a retried delivery of an event.
+
+    ``unique``: the event row's ``dedupe_key``, which the database keeps unique. ``content``: set only
+    for an event without an id or a time of its own; an event of the same content recorded within
+    the dedupe window of this one's receive time is this event.
+    """
+
+    unique: str
+    content: str | None = None

@@ -1,7 +1,8 @@
 """record_event(): one signal into the ledger, in ONE transaction, exactly once.
 
 Everything that makes a signal an alarm happens here, without Flask and before the sender hears
-"accepted": recognise a retried delivery (the dedupe key, enforced by the database), route it to a
+"accepted": recognise a retried delivery (the dedupe key: unique in the database, and for events
+without an id or a time of their own a sliding-window lookup under the account's lock), route it to a
 site (or record it as unrouted for a person), group repeats into the open alarm, apply restore and
 cancel rules, materialise the site's plan as action rows with their due times, and write the
 timeline. The caller commits, then hands ``Receipt.due_actions`` to the outbox.
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 from app.domain import operations, sia, task_names
 from app.domain.actions import DueAction, action_values
 from app.domain.alarms import note
-from app.domain.events import Classification, Event
+from app.domain.events import Classification, DedupeKey, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
 from app.domain.sites import Site, Sites
 from app.domain.stand_down import BY_HAND_CREATES, engaged_by_hand, stand_down
@@ -67,6 +68,18 @@ _INSERT_EVENT = {
     for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
 _FIND_EVENT = select(EVENTS.c.id, EVENTS.c.alarm_id).where(EVENTS.c.dedupe_key == bindparam("key"))
+# The sliding window: the latest event of this content received within the window either side of
+# this one (a clock stepped back is still within it). One range read of ix_events_content_key.
+_FIND_RECENT = (
+    select(EVENTS.c.id, EVENTS.c.alarm_id)
+    .where(
+        EVENTS.c.content_key == bindparam("content"),
+        EVENTS.c.received_at >= bindparam("since", type_=EVENTS.c.received_at.type),
+        EVENTS.c.received_at <= bindparam("until", type_=EVENTS.c.received_at.type),
+    )
+    .order_by(EVENTS.c.received_at.desc())
+    .limit(1)
+)
 _ACTIVE = [state.value for state in ACTIVE_ALARM_STATES]
 _INSERT_ALARM = insert(ALARMS).returning(ALARMS.c.id)
 _INSERT_ACTIONS = insert(ACTIONS).returning(ACTIONS.c.id, sort_by_parameter_order=True)
@@ -173,13 +186,25 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
     """Record one event and everything it implies; the caller's transaction makes it atomic."""
     dialect = session.get_bind().dialect.name
     _serialise_per_account(session, event, dialect)
-    key = event.dedupe_key(rules.dedupe_window_s)
+    key = event.dedupe_key()
+    if key.content is not None:  # no id, no time of its own: was it recorded within the window?
+        window = timedelta(seconds=rules.dedupe_window_s)
+        recent = session.execute(
+            _FIND_RECENT,
+            {
+                "content": key.content,
+                "since": event.received_at - window,
+                "until": event.received_at + window,
+            },
+        ).first()
+        if recent is not None:
+            return Receipt(recent.id, recent.alarm_id, duplicate=True)
     site = route(event, sites)
     skew_s = (event.received_at - event.occurred_at).total_seconds() if event.occurred_at else None
     # The unique dedupe key answers "seen before?" in the insert itself: no lookup on the common path.
     event_id = _insert_event(session, dialect, event, key, site, skew_s)
     if event_id is None:  # a retried delivery (or a concurrent writer, without the advisory lock)
-        row = session.execute(_FIND_EVENT, {"key": key}).one()
+        row = session.execute(_FIND_EVENT, {"key": key.unique}).one()
         return Receipt(row.id, row.alarm_id, duplicate=True)
 
     cls = event.classify()
@@ -193,6 +218,13 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
                 "event.clock_skew",
                 f"sender clock differs from ours by {skew_s:+.0f}s",
                 skew_s=skew_s,
+            )
+        if event.unusable_time is not None:
+            recorder.note(
+                alarm.id,
+                "event.sender_time_dropped",
+                f"the sender's time {event.unusable_time!r} is not a usable time: the receive time stands",
+                sender_time=event.unusable_time,
             )
     recorder.write_notes()
     return Receipt(
@@ -226,10 +258,11 @@ def _serialise_per_account(session: Session, event: Event, dialect: str) -> None
 
 
 def _insert_event(
-    session: Session, dialect: str, event: Event, key: str, site: Site | None, skew_s: float | None
+    session: Session, dialect: str, event: Event, key: DedupeKey, site: Site | None, skew_s: float | None
 ) -> int | None:
     values = {
-        "dedupe_key": key,
+        "dedupe_key": key.unique,
+        "content_key": key.content,
         "source": event.source_key,
         "sender_event_id": event.sender_event_id,
         "received_at": event.received_at,

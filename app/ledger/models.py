@@ -192,11 +192,22 @@ class Event(Base):
             postgresql_where=text("alarm_id IS NULL"),
             sqlite_where=text("alarm_id IS NULL"),
         ),
+        # The sliding dedupe window of events without an id or a time of their own (migration 0005).
+        Index(
+            "ix_events_content_key",
+            "content_key",
+            "received_at",
+            postgresql_where=text("content_key IS NOT NULL"),
+            sqlite_where=text("content_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Enforced by the database: a retried webhook or a racing duplicate cannot make a second row.
     dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    # What the event says, hashed, for events without an id or a time of their own: intake looks it
+    # up within DEDUPE_WINDOW_S of the receive time, under the account's lock. NULL for the others.
+    content_key: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(64))
     sender_event_id: Mapped[str | None] = mapped_column(String(128))
     received_at: Mapped[datetime]

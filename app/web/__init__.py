@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 from flask import Flask, redirect
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from app import telemetry
@@ -20,13 +21,13 @@ from app.domain.outbox import Outbox, make_producer
 from app.domain.sites import Sites, SitesFileError
 from app.domain.sites_file import load_sites
 from app.ledger.session import make_engine, make_sessionmaker
-from app.web import errors, health, metrics, openapi
+from app.web import auth, errors, health, metrics, openapi
 from app.web.dashboard import bp as dashboard_bp
 from app.web.intake import bp as intake_bp
 from app.web.operator import bp as operator_bp
 from app.web.services import AppServices
 from config.logging import configure_logging
-from config.settings import Settings, load_settings
+from config.settings import ConfigurationError, Settings, load_settings
 
 BROKER_PING_TIMEOUT_S = 1.0
 DASHBOARD_SESSION_LIFETIME = timedelta(hours=12)  # one shift; then the operator key is asked again
@@ -43,15 +44,28 @@ def create_app(
         settings = load_settings()
         telemetry.use_multiprocess_metrics(settings.prometheus_dir)
     configure_logging(settings)
+    try:
+        settings.check_web()  # SECRET_KEY: the web process never signs sessions with a guessable key
+    except ConfigurationError as exc:
+        raise SystemExit(f"alarm-bridge: invalid configuration: {exc}") from None
     sites = read_sites(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.secret_key = settings.session_secret
+    app.secret_key = settings.secret_key
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=DASHBOARD_SESSION_LIFETIME,
+        # Behind HTTPS the cookie must never travel in clear: the browser sends it over HTTPS only.
+        SESSION_COOKIE_SECURE=settings.preferred_url_scheme == "https",
+        PREFERRED_URL_SCHEME=settings.preferred_url_scheme,
     )
+    if settings.trusted_proxy_count:
+        # The client's address (logs, rate limits) and scheme as the proxies in front saw them; only
+        # as many hops as are configured are believed, so a client cannot forge its own.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count
+        )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = make_engine(settings.database_url, pre_ping=False)  # see make_engine
     sessions = make_sessionmaker(engine)
@@ -65,6 +79,8 @@ def create_app(
         intake_rules=intake_rules(settings),
     )
     errors.register(app)
+    auth.init_app(app, settings)  # dashboard sessions and the limiter of wrong credentials
+    app.after_request(_harden_answer)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
@@ -77,6 +93,14 @@ def create_app(
 
 def _open_dashboard() -> Response:
     return redirect("/dashboard/")
+
+
+def _harden_answer(response: Response) -> Response:
+    """No answer is MIME-sniffed; a JSON answer (the API, every error) is never stored by a cache."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.is_json:
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def read_sites(settings: Settings) -> Sites:
@@ -101,7 +125,7 @@ def _redis_ping(broker_url: str | None) -> Callable[[], None]:
     if broker_url is None:
 
         def not_configured() -> None:
-            raise ConnectionError("REDIS_URL is not set")
+            raise health.BrokerNotConfiguredError("REDIS_URL is not set")
 
         return not_configured
     client = redis.Redis.from_url(

@@ -1,4 +1,8 @@
-"""Liveness and readiness: is the process up, and can it reach the ledger and the broker?"""
+"""Liveness and readiness: is the process up, and can it reach the ledger and the broker?
+
+Both answer anyone, so they name what is down (the ledger's database, Redis) and the kind of failure,
+never the error's text: that carries hosts, ports and paths. The text goes to the log.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ from app.web.services import services
 
 log = structlog.get_logger(__name__)
 bp = Blueprint("health", __name__)
+
+
+class BrokerNotConfiguredError(ConnectionError):
+    """REDIS_URL is not set: there is no broker to ask."""
 
 
 @bp.get("/healthz")
@@ -29,13 +37,15 @@ def report_ready() -> tuple[dict[str, Any], int]:
         ping(svc.engine)
         checks["ledger"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported
-        checks["ledger"] = f"down: {type(exc).__name__}"
-        log.warning("readyz.ledger_down", error=str(exc))
+        checks["ledger"] = f"down: {svc.engine.dialect.name} did not answer ({type(exc).__name__})"
+        log.warning("readyz.ledger_down", error_type=type(exc).__name__, error=str(exc)[:500])
     try:
         svc.ping_broker()
         checks["broker"] = "ok"
+    except BrokerNotConfiguredError:
+        checks["broker"] = "down: redis is not configured (REDIS_URL is not set)"
     except Exception as exc:  # noqa: BLE001 - as above
-        checks["broker"] = f"down: {type(exc).__name__}: {exc}"[:200]
-        log.warning("readyz.broker_down", error=str(exc))
+        checks["broker"] = f"down: redis did not answer ({type(exc).__name__})"
+        log.warning("readyz.broker_down", error_type=type(exc).__name__, error=str(exc)[:500])
     ready = all(value == "ok" for value in checks.values())
     return {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503

@@ -1,28 +1,31 @@
 """Prometheus ``/metrics``: counters and histograms from every process of the host, plus the state of
-the ledger and the broker read at scrape time.
+the ledger and the broker read at scrape time (at most once per ``METRICS_CACHE_S`` per process).
 
 Counters and histograms (app/telemetry.py) are summed over the files every gunicorn worker and Celery
 process writes when multiprocess mode is on, which the entry points switch on. Gauges that describe
 the deployment — open alarms by family, priority and routing, alarms waiting for a person, live
 actions by state, overdue steps, the depth of each Celery queue — are computed from the ledger and
-Redis on each scrape, so they are right whatever runs where. A scrape reads live rows only (through
-indexes that lead with the state): history is counted by counters, never re-counted per scrape, so
-its cost stays flat however long the ledger has been running. Request metrics and intake rejections are
-recorded here, around every request.
+Redis, so they are right whatever runs where. A read covers live rows only (through indexes that lead
+with the state): history is counted by counters, never re-counted per scrape, so its cost stays flat
+however long the ledger has been running. Each process keeps what it read for ``METRICS_CACHE_S``:
+however many scrapers ask at once, a process reads the ledger and Redis once per interval. With
+``METRICS_TOKEN`` set, a scrape must carry it as a bearer token. Request metrics and intake rejections
+are recorded here, around every request.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import redis
 import structlog
 from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -38,6 +41,8 @@ from app.ledger.models import (
     ArchiveRun,
     utcnow,
 )
+from app.web.auth import bearer_token, matches_any
+from app.web.errors import ApiError
 from app.web.services import services
 from config.celery import QUEUES
 from config.settings import Settings
@@ -145,7 +150,7 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("alarm_bridge_queue_depth", "Messages waiting per queue", labels=["queue"])
-        up = GaugeMetricFamily("alarm_bridge_broker_up", "1 when the broker answered this scrape")
+        up = GaugeMetricFamily("alarm_bridge_broker_up", "1 when the broker answered its latest read")
         if self._client is None:
             up.add_metric([], 0)
             yield from (depth, up)
@@ -168,6 +173,29 @@ class QueueCollector(Collector):
         yield from (depth, up)
 
 
+class CachedCollector(Collector):
+    """What another collector read, reused for ``max_age_s``: scrapes that arrive together, or within
+    the interval, cost one read between them (the first reads while the others wait for it)."""
+
+    def __init__(
+        self, inner: Collector, max_age_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._inner = inner
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._families: list[Metric] | None = None
+        self._read_at = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if self._families is None or self._clock() - self._read_at >= self._max_age_s:
+                self._families = list(self._inner.collect())
+                self._read_at = self._clock()
+            families = self._families
+        yield from families
+
+
 def _broker_client(settings: Settings) -> redis.Redis | None:
     if settings.broker_url is None:
         return None
@@ -180,15 +208,16 @@ def _broker_client(settings: Settings) -> redis.Redis | None:
 def export_metrics() -> Response:
     """The Prometheus text exposition."""
     svc = services()
+    if svc.settings.metrics_token and not matches_any(bearer_token() or "", (svc.settings.metrics_token,)):
+        raise ApiError(401, "unauthenticated", "a metrics token is required (Authorization: Bearer)")
     registry = CollectorRegistry(auto_describe=False)
     directory = telemetry.multiprocess_dir()
     if directory is not None:
         MultiProcessCollector(registry, path=directory)
     else:
         registry.register(_ProcessLocal())
-    registry.register(LedgerCollector(svc.sessions, timedelta(seconds=svc.settings.watchdog_grace_s)))
-    client = _queue_client()
-    registry.register(QueueCollector(client, svc.settings.broker_key_prefix))
+    for gauges in _deployment_gauges():
+        registry.register(gauges)
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
@@ -199,12 +228,25 @@ class _ProcessLocal(Collector):
         yield from REGISTRY.collect()
 
 
-def _queue_client() -> redis.Redis | None:
-    cached: redis.Redis | bool | None = current_app.extensions.get("alarm_bridge.metrics_redis", False)
-    if cached is False:
-        cached = _broker_client(services().settings)
-        current_app.extensions["alarm_bridge.metrics_redis"] = cached
-    return cached  # type: ignore[return-value]
+_GAUGES_LOCK = threading.Lock()
+
+
+def _deployment_gauges() -> tuple[CachedCollector, CachedCollector]:
+    """This app's ledger and queue collectors, built once and shared by every scrape it answers."""
+    with _GAUGES_LOCK:
+        found: tuple[CachedCollector, CachedCollector] | None = current_app.extensions.get(
+            "alarm_bridge.metrics_gauges"
+        )
+        if found is None:
+            settings = services().settings
+            ledger = LedgerCollector(services().sessions, timedelta(seconds=settings.watchdog_grace_s))
+            queues = QueueCollector(_broker_client(settings), settings.broker_key_prefix)
+            found = (
+                CachedCollector(ledger, settings.metrics_cache_s),
+                CachedCollector(queues, settings.metrics_cache_s),
+            )
+            current_app.extensions["alarm_bridge.metrics_gauges"] = found
+        return found
 
 
 @bp.before_app_request

@@ -21,6 +21,9 @@ from app.web.intake.schemas import (
 )
 from app.web.operator.schemas import (
     LEDGER_ID_MAX,
+    OFFSET_MAX,
+    PAGE_LIMIT_MAX,
+    SITE_KEY,
     ActionListSchema,
     ActionViewSchema,
     AlarmDetailSchema,
@@ -71,7 +74,7 @@ PANEL_SOURCE = [{"panelToken": []}, {"panelSignature": []}]
 ALTA_SOURCE = [{"altaToken": []}, {"altaTokenQuery": []}]
 
 _ERRORS = {
-    "400": "malformed JSON, or a body that is not a JSON object",
+    "400": "malformed JSON, JSON nested deeper than 32 levels, or a body that is not a JSON object",
     "401": "missing or wrong credential",
     "403": "valid credential, not for this source or site",
     "404": "no such resource",
@@ -79,10 +82,12 @@ _ERRORS = {
     "413": "body over MAX_BODY_BYTES",
     "415": "not application/json",
     "422": "invalid fields or query parameters, each named in `fields`",
+    "429": "too many wrong credentials from this address (AUTH_FAILURE_LIMIT): wait `Retry-After` seconds",
     "503": "the ledger cannot be reached: nothing was recorded; try again after `Retry-After` seconds",
 }
 _HEADERS = {
     "401": {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}},
+    "429": {"Retry-After": {"description": "seconds", "required": True, "schema": {"type": "integer"}}},
     "503": {"Retry-After": {"description": "seconds", "required": True, "schema": {"type": "integer"}}},
 }
 _RECEIPT = {
@@ -91,7 +96,9 @@ _RECEIPT = {
 }
 # Ids are PostgreSQL `integer` in the ledger; the routes answer 404 for any id beyond them.
 _ID = {"type": "integer", "minimum": 0, "maximum": LEDGER_ID_MAX}
-_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT_MAX}
+_OFFSET = {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX}
+_SITE = {"type": "string", "pattern": "^" + SITE_KEY.removesuffix("\\Z") + "$"}
 
 
 def _responses(
@@ -103,7 +110,9 @@ def _responses(
         code: {"description": text, "content": {"application/json": {"schema": schema}}}
         for code, (text, schema) in ok.items()
     }
-    for code in errors:
+    if "401" in errors and "429" not in errors:  # every credential check is rate-limited on failure
+        errors = (*errors, "429")
+    for code in sorted(errors):
         out[code] = {
             "description": descriptions.get(f"e{code}", _ERRORS[code]),
             "content": {"application/json": {"schema": "Error"}},
@@ -157,7 +166,7 @@ def build_spec() -> dict[str, Any]:
                        "description": "`ok`, or `down: <reason>`, for `ledger` and `broker`"},
         },
     })  # fmt: skip
-    intake_errors = ("400", "401", "403", "413", "415", "422", "503")
+    intake_errors = ("400", "401", "403", "413", "415", "422", "429", "503")
     spec.path(
         path="/v1/webhooks/alta",
         operations={"post": {
@@ -185,7 +194,8 @@ def build_spec() -> dict[str, Any]:
             "security": PANEL_SOURCE,
             "requestBody": {"required": True, "content": {"application/json": {"schema": "Batch"}}},
             "responses": _responses(
-                {"200": ("one result per event: 202/200 with ids, or its own 403/422", "BatchReceipt")},
+                {"200": ("one result per event: 202/200 with ids, or its own 403/422, or 500/503 (send the "
+                         "batch again: recorded events answer 200 duplicate)", "BatchReceipt")},
                 intake_errors,
             ),
         }},
@@ -198,17 +208,17 @@ def build_spec() -> dict[str, Any]:
             "parameters": [
                 {"in": "query", "name": "state",
                  "schema": {"type": "string", "enum": ["active", "open", "needs_person", "ended", "all"]}},
-                {"in": "query", "name": "site", "schema": {"type": "string"}},
+                {"in": "query", "name": "site", "schema": _SITE},
                 {"in": "query", "name": "priority", "schema": {
                     "type": "string", "enum": ["life_safety", "property", "technical", "informational"]}},
                 {"in": "query", "name": "opened_after", "schema": {"type": "string", "format": "date-time"}},
                 {"in": "query", "name": "opened_before", "schema": {"type": "string", "format": "date-time"}},
-                {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0}},
+                {"in": "query", "name": "offset", "schema": _OFFSET},
                 {"in": "query", "name": "unrouted", "schema": {"type": "boolean"}},
                 {"in": "query", "name": "needs_person", "schema": {"type": "boolean"}},
                 {"in": "query", "name": "limit", "schema": _LIMIT},
             ],
-            "responses": _responses({"200": ("the alarms", "AlarmList")}, ("401", "422", "503")),
+            "responses": _responses({"200": ("the alarms", "AlarmList")}, ("401", "422", "429", "503")),
         }},
     )  # fmt: skip
     spec.path(
@@ -229,7 +239,8 @@ def build_spec() -> dict[str, Any]:
             "security": OPERATOR,
             "requestBody": {"content": {"application/json": {"schema": "SelftestRequest"}}},
             "responses": _responses(
-                {"202": ("sent: poll `status_url`", "SelftestReceipt")}, ("400", "401", "413", "422", "503")
+                {"202": ("sent: poll `status_url`", "SelftestReceipt")},
+                ("400", "401", "413", "415", "422", "503"),
             ),
         }},
     )  # fmt: skip
@@ -281,11 +292,11 @@ def build_spec() -> dict[str, Any]:
             "parameters": [
                 {"in": "query", "name": "state", "schema": {"type": "string", "enum": [
                     "pending", "queued", "running", "succeeded", "failed", "cancelled"]}},
-                {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0}},
+                {"in": "query", "name": "offset", "schema": _OFFSET},
                 {"in": "query", "name": "limit", "schema": _LIMIT},
             ],
             "responses": _responses(
-                {"200": ("the actions, newest first", "ActionList")}, ("401", "422", "503")
+                {"200": ("the actions, newest first", "ActionList")}, ("401", "422", "429", "503")
             ),
         }},
     )  # fmt: skip

@@ -66,7 +66,7 @@ def test_an_operator_signs_in_takes_the_queue_in_order_and_verifies_an_alarm(
 
     page.goto(f"{base}/dashboard/")
     expect(page).to_have_url(re.compile(r"/dashboard/login\?next="))
-    page.get_by_label("Operator key").fill("op-key")
+    page.get_by_label("Operator key").fill("test-operator-key")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Queue")).to_be_visible()
     rows = page.locator("table.alarms tbody tr[data-alarm-id]")
@@ -108,7 +108,7 @@ def test_an_operator_signs_in_takes_the_queue_in_order_and_verifies_an_alarm(
 
 
 def test_a_wrong_operator_key_is_refused(page: Page, make_settings: Any, sqlite_url: str) -> None:
-    settings: Settings = make_settings(database_url=sqlite_url, operator_api_keys=("op-key",))
+    settings: Settings = make_settings(database_url=sqlite_url, operator_api_keys=("test-operator-key",))
     app = create_app(settings, outbox=RecordingOutbox(), ping_broker=lambda: None)
     web = serve_in_thread(app)
     try:

@@ -300,7 +300,7 @@ def test_alarms_show_renders_the_alarm_and_its_timeline_to_the_millisecond(bridg
     assert sent.returncode == 0, sent.stdout + sent.stderr
     alarm_id = _answer(sent)[1]["alarm_id"]
     # The defaults: the bridge at PORT on this machine, the first operator key.
-    env = {"PORT": str(bridge.port), "OPERATOR_API_KEYS": f"{OPERATOR_KEY},another-key"}
+    env = {"PORT": str(bridge.port), "OPERATOR_API_KEYS": f"{OPERATOR_KEY},another-operator-key"}
 
     shown = cli("alarms", "show", str(alarm_id), env=env)
     raw = cli("alarms", "show", str(alarm_id), "--json", env=env)

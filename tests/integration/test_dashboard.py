@@ -5,12 +5,14 @@ to a dashboard session."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
 import pytest
+import redis
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
@@ -30,7 +32,7 @@ from tests.sites_fixture import (
 )
 
 pytestmark = pytest.mark.integration
-KEY = "op-key"
+KEY = "test-operator-key"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 ROW_IDS = re.compile(r'data-alarm-id="(\d+)"')
 MILLISECOND_CLOCK = re.compile(r">\d\d:\d\d:\d\d\.\d{3}<")
@@ -181,6 +183,28 @@ def test_sign_in_never_redirects_out_of_the_dashboard(console: Console, target: 
     assert response.headers["Location"] == "/dashboard/"
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/dashboard/\r\nSet-Cookie: taken=1",
+        "/dashboard/\nx",
+        "/dashboard/\tx",
+        "/dashboard/\x00",
+        "/dashboard/\x85",
+    ],
+)
+def test_a_control_character_in_next_is_refused_and_signs_nobody_in(console: Console, target: str) -> None:
+    for response in (
+        console.client.post("/dashboard/login", data={"key": KEY, "next": target}),
+        console.client.get("/dashboard/login", query_string={"next": target}),
+    ):
+        assert response.status_code == 400
+        assert "Set-Cookie" not in response.headers
+        assert "not valid" in response.text
+    assert console.client.get_cookie("session") is None
+    assert console.client.get("/dashboard/").status_code == 302
+
+
 def test_signing_out_needs_the_csrf_token(console: Console) -> None:
     token = console.sign_in()
     console.client.post("/dashboard/logout", data={})
@@ -189,13 +213,46 @@ def test_signing_out_needs_the_csrf_token(console: Console) -> None:
     assert console.client.get("/dashboard/").status_code == 302
 
 
-def test_removing_the_key_that_signed_in_signs_its_sessions_out(make_console: Callable[..., Console]) -> None:
-    first = make_console(secret_key="fixed-secret", operator_api_keys=(KEY, "other-key"))
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(console: Console) -> None:
+    alarm_id = console.panel("BA")
+    token = console.sign_in()
+    cookie = console.client.get_cookie("session")
+    assert cookie is not None
+    copy = console.app.test_client()  # the same cookie, elsewhere (stolen, or another tab)
+    copy.set_cookie("session", cookie.value)
+    assert copy.get("/dashboard/").status_code == 200
+
+    console.client.post("/dashboard/logout", data={"csrf": token})
+
+    assert copy.get("/dashboard/").status_code == 302
+    assert copy.get("/dashboard/queue/rows").status_code == 401
+    refused = copy.post(f"/v1/alarms/{alarm_id}/acknowledge", json={}, headers={"X-CSRF-Token": token})
+    assert refused.status_code == 401
+    assert copy.get("/v1/alarms", headers={"X-CSRF-Token": token}).status_code == 401
+
+
+@pytest.fixture
+def shared_redis(redis_url: str) -> Iterator[dict[str, str]]:
+    """Settings of one deployment's Redis (under a prefix of its own): its web processes share it."""
+    prefix = f"abdash:{uuid.uuid4().hex[:10]}:"
+    yield {"redis_url": redis_url, "broker_key_prefix": prefix}
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_removing_the_key_that_signed_in_signs_its_sessions_out(
+    make_console: Callable[..., Console], shared_redis: dict[str, str]
+) -> None:
+    shared = shared_redis  # each console is another web process of the same deployment
+    first = make_console(operator_api_keys=(KEY, "other-operator-key"), **shared)
     first.sign_in()
     cookie = first.client.get_cookie("session")
     assert cookie is not None
-    for keys, status in (((KEY,), 200), (("other-key",), 302)):
-        later = make_console(secret_key="fixed-secret", operator_api_keys=keys)
+    for keys, status in (((KEY,), 200), (("other-operator-key",), 302)):
+        later = make_console(operator_api_keys=keys, **shared)
         later.client.set_cookie("session", cookie.value)
         assert later.client.get("/dashboard/").status_code == status
 

@@ -25,6 +25,7 @@ AUTH = {"Authorization": "Bearer dev-operator-key"}
 # What a developer's shell may hold that would make this run differ from "nothing configured".
 NOT_INHERITED = (
     "REDIS_URL", "DATABASE_URL", "OPERATOR_API_KEYS", "PROMETHEUS_MULTIPROC_DIR", "FLOWER_BASIC_AUTH",
+    "SECRET_KEY",
 )  # fmt: skip
 
 

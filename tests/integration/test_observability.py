@@ -2,7 +2,8 @@
 (Celery thread pools) and beat, on PostgreSQL and Redis, talking to the sandbox over loopback.
 
 - ``/metrics`` on the web process adds up what every process recorded: after end-to-end alarms the
-  signal → first upstream request histogram is populated for every upstream the alarms reached.
+  signal → first upstream request histogram is populated for every upstream the alarms reached. It
+  answers only a scrape carrying ``METRICS_TOKEN``.
 - Secrets planted in every input (credentials in the environment, tokens in headers and in
   ``?token=``, a webhook signature, emergency contacts in the sites file) never reach the logs, all
   processes logging at DEBUG.
@@ -46,7 +47,8 @@ pytestmark = pytest.mark.integration
 PANEL_TOKEN = "PLANTED-panel-token-5c2e09d1"
 ALTA_TOKEN = "PLANTED-alta-token-8d1f4b77"
 OPERATOR_KEY = "PLANTED-operator-key-7f3a61c2"
-SESSION_SECRET = "PLANTED-session-secret-91bd03aa"
+METRICS_TOKEN = "PLANTED-metrics-token-3e9b50d4"
+SESSION_SECRET = "PLANTED-session-secret-91bd03aa-5e27c4f8"
 SIGNING_KEY = b"PLANTED-signing-key-0123456789ab"
 SIGNING_SECRET = "whsec_" + base64.b64encode(SIGNING_KEY).decode()
 CONTACT_NAME = "Plantedname Contactperson"
@@ -89,7 +91,9 @@ class Deployment:
         return alarm if kinds <= done else None
 
     def metrics(self) -> str:
-        response = self.http.get(f"{self.web}/metrics", timeout=10)
+        response = self.http.get(
+            f"{self.web}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+        )
         assert response.status_code == 200
         return response.text
 
@@ -115,6 +119,7 @@ def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[De
         prometheus=tmp_path / "prometheus",
         sandbox=sandbox.base_url,
         OPERATOR_API_KEYS=OPERATOR_KEY,
+        METRICS_TOKEN=METRICS_TOKEN,
         SECRET_KEY=SESSION_SECRET,
         ACME_PANELS_TOKEN=PANEL_TOKEN,
         ACME_PANELS_WHSEC=SIGNING_SECRET,
@@ -183,6 +188,7 @@ def test_metrics_add_up_every_process_and_time_the_first_request_to_each_upstrea
     assert [r.status_code for r in [*fires, burglary, alta]] == [202] * 5
     assert (duplicate.status_code, refused.status_code, invalid.status_code) == (200, 401, 422)
 
+    assert deployment.http.get(f"{deployment.web}/metrics", timeout=10).status_code == 401  # no token
     kinds = {"rapidsos.create_alert", "tracktik.create_alarm", "cad.upload_incident"}
     for response in fires:
         wait_until(lambda r=response: deployment.settled(r.json()["alarm_id"], kinds), timeout_s=60)
@@ -271,6 +277,11 @@ def test_no_secret_planted_in_any_input_reaches_the_logs(deployment: Deployment)
     assert signed.status_code == 202, signed.text
     assert alta.status_code == 202, alta.text
     assert (wrong_token.status_code, wrong_query.status_code, operator.status_code) == (401, 403, 200)
+    wrong_scrape = deployment.http.get(
+        f"{deployment.web}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}x"}, timeout=10
+    )
+    assert wrong_scrape.status_code == 401
+    deployment.metrics()
     alarm_id = signed.json()["alarm_id"]
     kinds = {"rapidsos.create_alert", "tracktik.create_alarm", "cad.upload_incident"}
     wait_until(lambda: deployment.settled(alarm_id, kinds), timeout_s=60)
@@ -298,6 +309,7 @@ def test_no_secret_planted_in_any_input_reaches_the_logs(deployment: Deployment)
         PANEL_TOKEN,
         ALTA_TOKEN,
         OPERATOR_KEY,
+        METRICS_TOKEN,
         SESSION_SECRET,
         SIGNING_SECRET,
         SIGNING_SECRET.removeprefix("whsec_"),

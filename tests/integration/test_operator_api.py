@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -24,7 +24,8 @@ from tests.sites_fixture import (
 )
 
 pytestmark = pytest.mark.integration
-OP = {"Authorization": "Bearer op-key"}
+OPERATOR_KEY = "op-key-for-the-tests"  # the settings refuse a key under 16 characters
+OP = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 
 
 class Console:
@@ -71,7 +72,7 @@ def console(make_settings: Callable[..., Settings], database_url: str) -> Iterat
             database_url=database_url,
             sites_file=str(EXAMPLE_SITES),
             environ=SOURCE_ENV,
-            operator_api_keys=("op-key",),
+            operator_api_keys=(OPERATOR_KEY,),
         )
     )
     yield console
@@ -182,3 +183,78 @@ def test_the_queue_filters_by_site_priority_time_and_pages(console: Console) -> 
     future = "2999-01-01T00:00:00Z"
     assert console.client.get(f"/v1/alarms?opened_after={future}", headers=OP).json["alarms"] == []
     assert console.client.get("/v1/alarms?state=ended", headers=OP).json["alarms"] == []
+
+
+# -- parameters at and beyond their bounds (issue 16, finding 6) ------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/alarms", "/v1/actions"])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        (f"offset={10**30}", "offset"),  # was OverflowError (SQLite), bigint out of range (PostgreSQL)
+        (f"offset={2**63}", "offset"),
+        (f"offset={2**31}", "offset"),
+        ("offset=-1", "offset"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        (f"limit={10**30}", "limit"),
+    ],
+)
+def test_a_page_beyond_its_bounds_is_a_422_naming_the_parameter(
+    console: Console, path: str, query: str, field: str
+) -> None:
+    response = console.client.get(f"{path}?{query}", headers=OP)
+    assert response.status_code == 422, response.text
+    assert response.json["error"] == "invalid_request"
+    assert list(response.json["fields"]) == [field]
+
+
+@pytest.mark.parametrize("path", ["/v1/alarms", "/v1/actions"])
+def test_the_largest_offset_and_limit_are_answered_by_both_ledgers(console: Console, path: str) -> None:
+    console.panel("BA")
+    response = console.client.get(path, query_string={"limit": 1000, "offset": 2**31 - 1}, headers=OP)
+    assert response.status_code == 200, response.text
+    assert response.json["offset"] == 2**31 - 1
+    assert response.json["alarms" if path == "/v1/alarms" else "actions"] == []
+
+
+@pytest.mark.parametrize("field", ["opened_after", "opened_before"])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "0001-01-01T00:00:00+14:00",  # year 0 in UTC: was an OverflowError, a 500
+        "9999-12-31T23:59:59-14:00",  # year 10000 in UTC
+    ],
+)
+def test_a_time_outside_the_utc_calendar_is_a_422_naming_the_field(
+    console: Console, field: str, moment: str
+) -> None:
+    response = console.client.get("/v1/alarms", query_string={field: moment}, headers=OP)
+    assert response.status_code == 422, response.text
+    assert list(response.json["fields"]) == [field]
+    assert "UTC" in response.json["fields"][field][0]
+
+
+def test_times_at_the_calendars_ends_in_utc_or_any_offset_are_answered(console: Console) -> None:
+    alarm_id = console.panel("BA")
+    for query in (
+        {"opened_after": "0001-01-01T00:00:00Z", "opened_before": "9999-12-31T23:59:59Z"},
+        {"opened_after": "0001-01-01T00:00:00-14:00", "opened_before": "9999-12-31T23:59:59+14:00"},
+    ):
+        response = console.client.get("/v1/alarms", query_string=query, headers=OP)
+        assert response.status_code == 200, response.text
+        assert [a["id"] for a in response.json["alarms"]] == [alarm_id]
+    # An offset is honoured: the alarm opened a moment ago is after "now minus an hour" in any zone.
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).astimezone(timezone(timedelta(hours=-9)))
+    listed = console.client.get(
+        "/v1/alarms", query_string={"opened_after": an_hour_ago.isoformat()}, headers=OP
+    ).json["alarms"]
+    assert [a["id"] for a in listed] == [alarm_id]
+
+
+@pytest.mark.parametrize("site", ["\x00", "montreal-hq\x00", "x" * 65, "Montreal HQ", "../etc"])
+def test_a_site_that_is_no_site_key_is_a_422_naming_it(console: Console, site: str) -> None:
+    response = console.client.get("/v1/alarms", query_string={"site": site}, headers=OP)
+    assert response.status_code == 422, response.text  # a NUL was a 500 on PostgreSQL
+    assert list(response.json["fields"]) == ["site"]

@@ -29,7 +29,7 @@ from tests.processes import (
 )
 
 pytestmark = pytest.mark.integration
-AUTH = {"Authorization": "Bearer procfile-key"}
+AUTH = {"Authorization": "Bearer procfile-operator-key"}
 FLOWER_USER = ("ops", "procfile-flower-password")
 
 
@@ -41,7 +41,8 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         key_prefix=unique_prefix("abproc"),
         var_dir=tmp_path / "var",
         drop=("DATABASE_", "REDIS_"),
-        OPERATOR_API_KEYS="procfile-key",
+        OPERATOR_API_KEYS="procfile-operator-key",
+        SECRET_KEY="procfile-secret-key-signing-the-sessions",
         HOST="127.0.0.1",
         WEB_CONCURRENCY="1",
         LOG_FORMAT="console",
@@ -122,12 +123,27 @@ def test_the_flower_line_refuses_to_listen_on_every_interface_without_basic_auth
         assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
 
 
+def test_the_web_line_stops_at_once_without_a_secret_key(tmp_path: Path) -> None:
+    env = inherited_env(drop=["SECRET_KEY"])
+    env.update(PORT=str(free_port()), VAR_DIR=str(tmp_path / "var"))
+
+    done = subprocess.run(
+        procfile_argv("web", env["PORT"]), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode != 0  # the master stops: it does not restart workers that cannot start
+    assert "alarm-bridge: invalid configuration: SECRET_KEY is required" in done.stderr
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
+
+
 def test_the_web_process_loads_no_worker_client_or_sandbox_code(tmp_path: Path) -> None:
     probe = (
         "import sys\n"
         "from app.web import create_app\n"
         "from config.settings import Settings\n"
-        f"create_app(Settings(database_url='sqlite:///{tmp_path}/l.sqlite3', var_dir='{tmp_path}'))\n"
+        f"create_app(Settings(database_url='sqlite:///{tmp_path}/l.sqlite3', var_dir='{tmp_path}', "
+        "secret_key='probe-secret-key-signing-the-sessions'))\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('workers', 'sandbox', 'requests'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

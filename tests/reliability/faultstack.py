@@ -328,7 +328,7 @@ class FaultStack:
             sandbox=self.sandbox,
             drop=(*SERVICE_VARIABLES, "BROKER_", "ACTION_", "TASK_"),
             OPERATOR_API_KEYS=OPERATOR_KEY,
-            SECRET_KEY="fault-suite-session-secret",
+            SECRET_KEY="fault-suite-session-secret-signing-key",
             FAULT_PANELS_TOKEN=PANEL_TOKEN,
             HOST="127.0.0.1",
             WEB_CONCURRENCY="2",

@@ -290,6 +290,7 @@ class Deployment:
             sandbox=self.sandbox,
             MH_PANELS_TOKEN=PANEL_TOKEN,
             OPERATOR_API_KEYS=OPERATOR_KEY,
+            SECRET_KEY="multi-host-secret-key-signing-sessions",
             WEB_CONCURRENCY="2",
             LOG_FORMAT="json",
             LOG_LEVEL="INFO",

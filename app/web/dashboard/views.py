@@ -8,25 +8,35 @@ CSRF token, so the dashboard can do nothing the API would not let the same opera
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec
 from urllib.parse import urlsplit
 
-from flask import redirect, render_template, request, session, url_for
+import marshmallow as ma
+from flask import redirect, render_template, request, url_for
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from app.ledger import queries
 from app.ledger.models import Outcome, utcnow
-from app.web.auth import CSRF_HEADER, csrf_token, has_operator_session, is_valid_csrf, start_operator_session
+from app.web.auth import (
+    CSRF_HEADER,
+    TooManyFailuresError,
+    csrf_token,
+    end_operator_session,
+    has_operator_session,
+    is_valid_csrf,
+    start_operator_session,
+)
 from app.web.dashboard import bp, display
 from app.web.operator.schemas import LEDGER_ID_MAX
 from app.web.services import services
 
 P = ParamSpec("P")
-View = str | Response | tuple[str, int]
+View = str | Response | tuple[str, int] | tuple[str, int, dict[str, str]]
 
 QUEUE_LIMIT = 200
 REFRESH_S = 3  # how often an open page asks for its fragment
@@ -139,22 +149,36 @@ def _helpers() -> dict[str, Any]:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> View:
-    """The operator key form; a right key signs this browser in, a wrong one is refused with 401."""
-    target = _safe_next(request.values.get("next"))
+    """The operator key form; a right key signs this browser in, a wrong one is refused with 401, and
+    while this address is past the limit of wrong keys every try is a 429 (the key is not looked at)."""
+    asked = request.values.get("next")
+    if asked is not None and any(unicodedata.category(c) == "Cc" for c in asked):
+        # A CR or LF would split the redirect's header: refused before anyone is signed in.
+        page = render_template(
+            "dashboard/login.html", next=_safe_next(None), error="That page address is not valid."
+        )
+        return page, 400
+    target = _safe_next(asked)
     if request.method == "GET":
         if has_operator_session():
             return redirect(target)
         return render_template("dashboard/login.html", next=target, error=None)
-    if start_operator_session(request.form.get("key", "")):
+    try:
+        signed_in = start_operator_session(request.form.get("key", ""))
+    except TooManyFailuresError as exc:
+        wait = f"Too many wrong keys from this address: try again in {exc.retry_after_s} s."
+        page = render_template("dashboard/login.html", next=target, error=wait)
+        return page, 429, {"Retry-After": str(exc.retry_after_s)}
+    if signed_in:
         return redirect(target)
     return render_template("dashboard/login.html", next=target, error="That operator key is not valid."), 401
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    """Forget this browser's session (the form carries the CSRF token, like every change)."""
+    """End this browser's session everywhere (the form carries the CSRF token, like every change)."""
     if is_valid_csrf(request.form.get("csrf")):
-        session.clear()
+        end_operator_session()
     return redirect(url_for("dashboard.login"))
 
 
@@ -204,10 +228,20 @@ def show_failed_actions() -> View:
 @signed_in_fragment
 def show_list_rows() -> View:
     """The table of one list (``?list=queue|needs_person|unrouted|failed``), for the page's script."""
-    chosen = LISTS.get(request.args.get("list", "queue"))
+    chosen = LISTS.get(ListRowsQuerySchema().load(request.args.to_dict())["name"])
     if chosen is None:
         return "no such list", 404
     return render_template("dashboard/list_rows.html", **_list_context(chosen))
+
+
+class ListRowsQuerySchema(ma.Schema):
+    """The rows fragment takes the list's name and nothing else: any other parameter (a filter, a
+    page, a time its script never sends) is a 422 naming it."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    name = ma.fields.String(data_key="list", load_default="queue")
 
 
 def _list_page(name: str) -> str:

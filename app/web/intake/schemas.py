@@ -17,6 +17,7 @@ NOT_SET = frozenset({"", "N/A", "n/a", "NA"})  # Alta renders unset template cod
 _IDENTIFIER = re.compile(r"^[^\s,]{1,64}$")
 _CODE = re.compile(r"^[A-Za-z0-9_]{2,10}$")  # SIA DC-05 codes, and CallOnAlarm custom codes (2-10)
 EPOCH_MS_THRESHOLD = 10**12  # CONTRACTS Part A item 5: a `$time` above 10^12 is milliseconds
+MAX_TIME_TEXT = 64  # longer is no time Alta renders: dropped unread
 
 
 class Text(ma.fields.String):
@@ -36,7 +37,16 @@ class _Base(ma.Schema):
 
 
 class PanelEventSchema(_Base):
-    """An SIA DC-05 event from a panel, gateway or script (`POST /v1/events`)."""
+    """An SIA DC-05 event from a panel, gateway or script (`POST /v1/events`).
+
+    ``occurred_at`` is required and must be an ISO 8601 time with a zone: a value that is not one
+    (``"yesterday"``, no zone) is a 422 naming it, which a sender sees the day it is integrated. A
+    well-formed time that UTC cannot hold (``0001-01-01T00:00:00+14:00``, ``9999-12-31T23:59:59-14:00``)
+    is different: it is what a panel whose clock was reset sends, in the field, with a real alarm. That
+    one is dropped, not refused (``unusable_time`` keeps it for the alarm's timeline): the receive
+    time stands, and the event is recognised on a retry by its id or its content like any event
+    without a time of its own.
+    """
 
     account = Text(
         required=True, validate=ma.validate.Regexp(_IDENTIFIER, error="1-64 characters, no spaces")
@@ -50,7 +60,9 @@ class PanelEventSchema(_Base):
     @ma.post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         data["code"] = data["code"].upper()
-        data["occurred_at"] = data["occurred_at"].astimezone(UTC)
+        sender_time = data["occurred_at"]
+        data["occurred_at"] = in_utc(sender_time)
+        data["unusable_time"] = None if data["occurred_at"] else sender_time.isoformat()
         return data
 
 
@@ -74,6 +86,7 @@ class CallOnAlarmTriggerSchema(_Base):
             "zone": data["zone"],
             "message": data["message"],
             "occurred_at": None,  # CallOnAlarm's body carries no time: the receive time stands
+            "unusable_time": None,
             "event_id": None,
         }
 
@@ -101,8 +114,10 @@ class AltaWebhookSchema(_Base):
     description = Text(load_default=None, validate=ma.validate.Length(max=2000))
     address = Text(load_default=None, validate=ma.validate.Length(max=500))
     url = Text(load_default=None, validate=ma.validate.Length(max=2000))
-    timeIso = Text(load_default=None, validate=ma.validate.Length(max=64))  # noqa: N815
-    time = Text(load_default=None, validate=ma.validate.Length(max=64))
+    # Alta's clock is never a reason to refuse its alarm: whatever these hold, alta_time keeps a
+    # usable time or drops it.
+    timeIso = ma.fields.Raw(load_default=None, metadata={"type": "string"})  # noqa: N815
+    time = ma.fields.Raw(load_default=None, metadata={"type": "string"})
     eventId = Text(load_default=None, validate=ma.validate.Length(max=128))  # noqa: N815
 
     @ma.pre_load
@@ -113,33 +128,50 @@ class AltaWebhookSchema(_Base):
 
     @ma.post_load
     def _occurred_at(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data["occurred_at"] = alta_time(data.get("timeIso"), data.get("time"))
+        time_iso, epoch = data.get("timeIso"), data.get("time")
+        data["occurred_at"] = alta_time(time_iso, epoch)
+        given = time_iso if time_iso is not None else epoch
+        data["unusable_time"] = None if data["occurred_at"] or given is None else str(given)[:MAX_TIME_TEXT]
         return data
 
 
-def alta_time(time_iso: str | None, epoch: str | None) -> datetime | None:
+def alta_time(time_iso: Any, epoch: Any) -> datetime | None:
     """Alta's event time: ``$timeIso`` when it carries a zone, else ``$time`` (epoch s or ms).
 
-    An unusable time is dropped rather than refused: Alta cannot fix its template per request, and
-    an alarm is never rejected for its clock. The receive time is kept in any case.
+    An unusable time (not a string or a number, not a time, without a zone, outside what UTC can
+    hold, not a finite number of seconds) is dropped rather than refused: Alta cannot fix its
+    template per request, and an alarm is never rejected for its clock. The receive time is kept
+    in any case.
     """
-    if time_iso:
+    if isinstance(time_iso, str) and 0 < len(time_iso) <= MAX_TIME_TEXT:
         try:
-            parsed = datetime.fromisoformat(time_iso.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(time_iso.strip().replace("Z", "+00:00"))
         except ValueError:
             parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
-    if epoch:
+        if parsed is not None and parsed.tzinfo is not None and (when := in_utc(parsed)) is not None:
+            return when
+    if (
+        isinstance(epoch, int | float | str)
+        and not isinstance(epoch, bool)
+        and len(str(epoch)) <= MAX_TIME_TEXT
+    ):
         try:
             value = float(epoch)
         except ValueError:
             return None
         if value > EPOCH_MS_THRESHOLD:
             value /= 1000
-        if 0 < value < 32503680000:  # before year 3000
+        if 0 < value < 32503680000:  # before year 3000 (NaN and infinities fail both tests)
             return datetime.fromtimestamp(value, UTC)
     return None
+
+
+def in_utc(when: datetime) -> datetime | None:
+    """An aware time in UTC, or None when UTC cannot hold it (year 1 at +14:00, year 9999 at -14:00)."""
+    try:
+        return when.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 class BatchSchema(_Base):
@@ -187,7 +219,14 @@ class BatchResultSchema(ma.Schema):
     """The answer to `events[index]` of a batch: the ids (202 recorded, 200 duplicate) or its own error."""
 
     index = ma.fields.Integer(required=True)
-    status = ma.fields.Integer(required=True, validate=ma.validate.OneOf([200, 202, 403, 422]))
+    status = ma.fields.Integer(
+        required=True,
+        validate=ma.validate.OneOf([200, 202, 403, 422, 500, 503]),
+        metadata={
+            "description": "202 recorded, 200 duplicate, 403/422 refused (do not resend as is), "
+            "500/503 an error of ours (resend: an event that was recorded answers 200 duplicate)"
+        },
+    )
     alarm_id = ma.fields.Integer(allow_none=True)
     event_id = ma.fields.Integer()
     duplicate = ma.fields.Boolean()

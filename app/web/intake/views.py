@@ -2,27 +2,33 @@
 
 202 means committed: the sender may forget the event. A repeat of a recorded event answers 200 with
 the same ids. Views stay glue: the rules live in app.domain.intake.
+
+No body makes a 5xx: what JSON can hold but the ledger cannot is normalised by app.web.bodies, a
+value the ledger still refuses is the event's own 422, and only an error of ours (logged with its
+traceback) or an unreachable ledger (503) is a 5xx.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
 import marshmallow as ma
 import structlog
-from flask import g
+from flask import g, request
+from sqlalchemy import exc as sa_exc
 
 from app import telemetry
 from app.domain import intake
-from app.domain.events import Event
+from app.domain.events import Event, SourceKind
 from app.domain.intake import Receipt
 from app.domain.sites import Source
 from app.ledger.models import utcnow
 from app.web.auth import authenticate_source
-from app.web.bodies import json_object
-from app.web.errors import ApiError
+from app.web.bodies import json_object, read_body
+from app.web.errors import ApiError, ledger_unreachable
 from app.web.intake import bp
 from app.web.intake.schemas import (
     AltaWebhookSchema,
@@ -56,7 +62,7 @@ ALTA_DETAILS = {
 @bp.post("/webhooks/alta")
 def receive_alta_webhook() -> tuple[dict[str, Any], int]:
     """Record one Alta Protect alarm-zone webhook."""
-    source = _authenticated(authenticate_source(services().sites, "alta"))
+    source = _authenticated("alta")
     body = json_object()
     data = _alta_schema.load(body)
     event = Event(
@@ -70,6 +76,8 @@ def receive_alta_webhook() -> tuple[dict[str, Any], int]:
         sender_event_id=data.get("eventId"),
         details={ours: data[theirs] for theirs, ours in ALTA_DETAILS.items() if data.get(theirs)},
         payload=body,
+        delivery_id=_delivery_id(),
+        unusable_time=data["unusable_time"],
     )
     receipt = _record(event)
     return receipt.as_json(), 200 if receipt.duplicate else 202
@@ -78,26 +86,40 @@ def receive_alta_webhook() -> tuple[dict[str, Any], int]:
 @bp.post("/events")
 def receive_panel_event() -> tuple[dict[str, Any], int]:
     """Record one SIA event, in our body or in CallOnAlarm's trigger body."""
-    source = _authenticated(authenticate_source(services().sites, "panel"))
+    source = _authenticated("panel")
     body = json_object()
-    event = _panel_event(source, body, received_at=utcnow())
+    event = _panel_event(source, body, received_at=utcnow(), delivery_id=_delivery_id())
     receipt = _record(event)
     return receipt.as_json(), 200 if receipt.duplicate else 202
 
 
 @bp.post("/events:batch")
 def receive_panel_events() -> tuple[dict[str, Any], int]:
-    """Record up to 500 SIA events; each is answered on its own, one bad event rejects no other."""
-    source = _authenticated(authenticate_source(services().sites, "panel"))
+    """Record up to 500 SIA events, each in its own transaction and answered on its own.
+
+    Whatever one event does, the others are recorded: its result is its own 422 (naming the field)
+    or 403, or, for an error of ours, a 500 (logged with its traceback). Each event's due steps are
+    handed to the workers right after its own commit, so a fire alarm never waits for the events
+    after it. The sender resends the batch for any 5xx result: what was recorded answers 200
+    duplicate. An unreachable ledger answers 503 for that event and those after it, which are not
+    tried (each would wait for the same ledger).
+    """
+    source = _authenticated("panel")
     events = _batch_schema.load(json_object())["events"]
     received_at = utcnow()
+    delivery_id = _delivery_id()
     results: list[dict[str, Any]] = []
-    due = []
+    unavailable = False
     for index, body in enumerate(events):
+        if unavailable:
+            results.append(_unavailable(index))
+            continue
         try:
             if not isinstance(body, dict):
                 raise ApiError(422, "invalid_request", "each event must be a JSON object")
-            receipt = _record(_panel_event(source, body, received_at=received_at), publish=False)
+            item_delivery = f"{delivery_id}#{index}" if delivery_id else None
+            event = _panel_event(source, body, received_at=received_at, delivery_id=item_delivery)
+            receipt = _record(event)
         except ma.ValidationError as exc:
             messages = exc.normalized_messages()
             results.append({"index": index, "status": 422, "error": "invalid_request", "fields": messages})
@@ -107,13 +129,41 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
             results.append({"index": index, "status": exc.status, "error": exc.error, "message": exc.message})
             telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", exc.error).inc()
             continue
-        due.extend(receipt.due_actions)
+        except Exception as exc:  # noqa: BLE001 - one event's failure is its own answer, not the batch's
+            unavailable = ledger_unreachable(exc)
+            if unavailable:
+                log.warning(
+                    "intake.ledger_unavailable", source=source.key, index=index, error_type=type(exc).__name__
+                )
+            results.append(_unavailable(index) if unavailable else _failed(index, source, exc))
+            telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", results[-1]["error"]).inc()
+            continue
         results.append({"index": index, "status": 200 if receipt.duplicate else 202, **receipt.as_json()})
-    services().outbox.publish(due)
     return {"results": results}, 200
 
 
-def _panel_event(source: Source, body: dict[str, Any], *, received_at: datetime) -> Event:
+def _failed(index: int, source: Source, exc: Exception) -> dict[str, Any]:
+    """A 500 result for one event of a batch: logged with its traceback, the batch goes on."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex[:16]
+    log.exception(  # called in the except block: the traceback is logged
+        "intake.batch_event_failed",
+        source=source.key,
+        index=index,
+        error_type=type(exc).__name__,
+        request_id=request_id,
+    )
+    message = f"unexpected error; request id {request_id}; send the batch again"
+    return {"index": index, "status": 500, "error": "internal_error", "message": message}
+
+
+def _unavailable(index: int) -> dict[str, Any]:
+    message = "the ledger is unavailable; send the batch again (a recorded event answers 200 duplicate)"
+    return {"index": index, "status": 503, "error": "unavailable", "message": message}
+
+
+def _panel_event(
+    source: Source, body: dict[str, Any], *, received_at: datetime, delivery_id: str | None
+) -> Event:
     schema = _callonalarm_schema if is_callonalarm_body(body) else _panel_schema
     data = schema.load(body)
     return Event(
@@ -127,24 +177,53 @@ def _panel_event(source: Source, body: dict[str, Any], *, received_at: datetime)
         occurred_at=data["occurred_at"],
         sender_event_id=data["event_id"],
         payload=body,
+        delivery_id=delivery_id,
+        unusable_time=data["unusable_time"],
     )
 
 
-def _authenticated(source: Source) -> Source:
-    """Remember who is calling, so that a rejection is counted against its source."""
+def _authenticated(kind: SourceKind) -> Source:
+    """The calling source, remembered so that a rejection is counted against it.
+
+    The body is read first, within MAX_BODY_BYTES however it is framed: a signature check reads it
+    too, and must see the same bytes json_object() parses.
+    """
+    read_body()
+    source = authenticate_source(services().sites, kind)
     g.intake_source = source.key
     return source
 
 
-def _record(event: Event, *, publish: bool = True) -> Receipt:
+def _delivery_id() -> str | None:
+    """The ``webhook-id`` of a signed delivery; None for a bearer-token call.
+
+    The signature covers the id, and whenever a signature header is present it is the only
+    credential authenticate_source accepts: an id read here has been verified with the body.
+    """
+    if request.headers.get("webhook-signature") is None:
+        return None
+    return request.headers.get("webhook-id") or None
+
+
+def _record(event: Event) -> Receipt:
+    """Record the event in its own transaction, then hand its due steps to the workers."""
     svc = services()
     _refuse_foreign_identifier(event)
     started = time.perf_counter()
-    with svc.sessions.begin() as session:
-        receipt = intake.record_event(session, event, sites=svc.sites, rules=svc.intake_rules)
+    try:
+        with svc.sessions.begin() as session:
+            receipt = intake.record_event(session, event, sites=svc.sites, rules=svc.intake_rules)
+    except sa_exc.StatementError as exc:  # DataError among them
+        if not _refused_value(exc):
+            raise
+        # bodies.py normalises every value we know the ledger refuses; one it still refuses is this
+        # event's to fix (a retry would be refused again), and ours to learn about.
+        log.warning("intake.value_refused", source=event.source_key, error_type=type(exc.orig).__name__)
+        raise ApiError(
+            422, "unstorable_value", "the ledger cannot store a value of this event; none was recorded"
+        ) from None
     telemetry.LEDGER_WRITES.labels("intake").observe(time.perf_counter() - started)
-    if publish:
-        svc.outbox.publish(receipt.due_actions)
+    svc.outbox.publish(receipt.due_actions)
     telemetry.EVENTS_RECEIVED.labels(
         event.source_key, "duplicate" if receipt.duplicate else "accepted", ""
     ).inc()
@@ -169,10 +248,15 @@ def _refuse_foreign_identifier(event: Event) -> None:
         if event.source_kind == "alta"
         else sites.sites_for_account(event.account)
     )
-    if owners:
-        names = ", ".join(site.key for site in owners)
+    if owners:  # whose it is stays unsaid: the sites are other tenants'
+        what = "alarm zone" if event.source_kind == "alta" else "account"
         raise ApiError(
-            403,
-            "forbidden",
-            f"{event.account!r} belongs to {names}, which does not accept {event.source_key!r}",
+            403, "forbidden", f"source {event.source_key!r} may not post events for {what} {event.account!r}"
         )
+
+
+def _refused_value(exc: sa_exc.StatementError) -> bool:
+    """Whether the ledger (or its driver, encoding a parameter) refused a value, not failed."""
+    if isinstance(exc, sa_exc.DataError):
+        return True
+    return not isinstance(exc, sa_exc.DBAPIError) and isinstance(exc.orig, ValueError | OverflowError)

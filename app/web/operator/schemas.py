@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
 import marshmallow as ma
 
 from config.celery import DEFAULT_QUEUE, QUEUES
@@ -9,6 +13,48 @@ from config.celery import DEFAULT_QUEUE, QUEUES
 # The ledger's ids are PostgreSQL `integer`: the routes take no larger id (a larger one is a 404, not
 # a database error).
 LEDGER_ID_MAX = 2**31 - 1
+# No page can start past the last id the ledger can hold; beyond it an offset overflowed SQLite's
+# integers and PostgreSQL's bigint (a 500), now it is a 422 naming the field.
+OFFSET_MAX = LEDGER_ID_MAX
+PAGE_LIMIT_MAX = 1000
+# What the sites file accepts as a site key (app/domain/sites_file.py): anything else matches no alarm,
+# and a NUL would reach PostgreSQL as an error.
+SITE_KEY = r"[a-z0-9][a-z0-9_-]{0,63}\Z"
+
+
+class UtcDateTime(ma.fields.AwareDateTime):
+    """An aware date-time in any offset, loaded as UTC (the ledger's zone).
+
+    A time whose UTC instant falls outside years 1 to 9999 (``0001-01-01T00:00:00+14:00``) cannot be
+    compared with the ledger's: it is refused here, naming the field, instead of overflowing later.
+    """
+
+    default_error_messages = {  # marshmallow merges it with the parent's messages
+        "out_of_range": "Not a time the ledger can compare: in UTC it falls outside years 1 to 9999."
+    }
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise self.make_error("out_of_range") from None
+
+
+class PageQuerySchema(ma.Schema):
+    """``limit`` and ``offset`` of a list, both bounded; unknown parameters are refused."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=PAGE_LIMIT_MAX))
+    offset = ma.fields.Integer(
+        load_default=0,
+        validate=ma.validate.Range(min=0, max=OFFSET_MAX),
+        metadata={"description": "rows to skip (a deep page is better found with the filters)"},
+    )
 
 
 class SelftestRequestSchema(ma.Schema):
@@ -20,28 +66,23 @@ class SelftestRequestSchema(ma.Schema):
     queue = ma.fields.String(load_default=DEFAULT_QUEUE, validate=ma.validate.OneOf(QUEUES))
 
 
-class AlarmListQuerySchema(ma.Schema):
+class AlarmListQuerySchema(PageQuerySchema):
     """Filters of the alarm queue (`GET /v1/alarms`)."""
-
-    class Meta:
-        unknown = ma.RAISE
 
     state = ma.fields.String(
         load_default="active",
         validate=ma.validate.OneOf(["active", "open", "needs_person", "ended", "all"]),
         metadata={"description": "active = open or needs_person"},
     )
-    site = ma.fields.String(load_default=None)
+    site = ma.fields.String(load_default=None, validate=ma.validate.Regexp(SITE_KEY, error="Not a site key."))
     priority = ma.fields.String(
         load_default=None,
         validate=ma.validate.OneOf(["life_safety", "property", "technical", "informational"]),
     )
     unrouted = ma.fields.Boolean(load_default=None)
     needs_person = ma.fields.Boolean(load_default=None)
-    opened_after = ma.fields.AwareDateTime(load_default=None)
-    opened_before = ma.fields.AwareDateTime(load_default=None)
-    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))
-    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0))
+    opened_after = UtcDateTime(load_default=None)
+    opened_before = UtcDateTime(load_default=None)
 
 
 class VerifyRequestSchema(ma.Schema):
@@ -74,18 +115,13 @@ class EmptySchema(ma.Schema):
         unknown = ma.RAISE
 
 
-class ActionListQuerySchema(ma.Schema):
+class ActionListQuerySchema(PageQuerySchema):
     """Filters of `GET /v1/actions` (the dead-letter view is `?state=failed`)."""
-
-    class Meta:
-        unknown = ma.RAISE
 
     state = ma.fields.String(
         load_default="failed",
         validate=ma.validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]),
     )
-    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=1000))
-    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0))
 
 
 # -- answers (documented in /openapi.json; the views build them from app.ledger.queries) -------------

@@ -14,7 +14,7 @@ from app.domain.selftest import plan_selftest
 from app.ledger import queries
 from app.ledger.models import ACTIVE_ALARM_STATES, utcnow
 from app.web.auth import require_operator
-from app.web.bodies import json_object
+from app.web.bodies import optional_json_object
 from app.web.errors import ApiError
 from app.web.operator import bp
 from app.web.operator.schemas import (
@@ -35,10 +35,7 @@ LEDGER_ID = f"int(max={LEDGER_ID_MAX})"  # a larger id is a 404 from the router,
 @require_operator
 def request_selftest() -> tuple[dict[str, Any], int]:
     """Send a self-test through the broker to a worker; poll its action to see it complete."""
-    body = request.get_json(silent=True) if request.content_length else {}
-    if body is None:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON")
-    params = SelftestRequestSchema().load(body)
+    params = SelftestRequestSchema().load(optional_json_object())
     svc = services()
     with svc.sessions.begin() as session:
         due = plan_selftest(session, now=utcnow(), queue=params["queue"])
@@ -81,7 +78,7 @@ def show_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 
 
 def _command_body() -> dict[str, Any]:
-    return json_object() if request.content_length else {}
+    return optional_json_object()
 
 
 def _run_on_alarm(alarm_id: int, command: Callable[[Session, int], list[DueAction]]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,15 +70,78 @@ def test_start_up_with_a_bad_value_exits_with_one_line() -> None:
     assert "PORT" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        ("SECRET_KEY", "s" * 31, True),
+        ("OPERATOR_API_KEYS", "dev-operator", True),
+        ("OPERATOR_API_KEYS", "a-long-enough-operator-key,short-key", True),
+        ("OPERATOR_API_KEYS", "an operator key with spaces", True),
+        ("AUTH_FAILURE_LIMIT", "often", False),
+    ],
+)
+def test_short_secrets_and_bad_limits_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, secret: bool
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name) as refused:
+        read_settings()
+    if secret:  # the message ends up in logs: it never shows the key
+        assert all(part not in str(refused.value) for part in value.split(","))
+
+
+def test_long_enough_secrets_and_a_rate_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_KEY", "s" * 32)
+    monkeypatch.setenv("OPERATOR_API_KEYS", "sixteen-chars-ok,another-operator-key")
+    monkeypatch.setenv("AUTH_FAILURE_LIMIT", "5/minute")
+    settings = read_settings()
+    settings.check_web()
+    assert settings.operator_api_keys == ("sixteen-chars-ok", "another-operator-key")
+    assert settings.auth_failure_limit == "5/minute"
+    assert Settings().auth_failure_limit == "10 per minute"
+
+
+def test_the_web_app_needs_a_secret_key() -> None:
+    with pytest.raises(ConfigurationError, match="SECRET_KEY is required"):
+        Settings().check_web()
+
+
+@pytest.mark.parametrize(("secret_key", "problem"), [(None, "is required"), ("too-short", "at least 32")])
+def test_the_web_process_refuses_to_start_without_a_proper_secret_key_in_one_line(
+    tmp_path: Path, secret_key: str | None, problem: str
+) -> None:
+    env = {"PATH": "", "VAR_DIR": str(tmp_path / "var"), "LOG_FORMAT": "console"}
+    if secret_key is not None:
+        env["SECRET_KEY"] = secret_key
+    done = subprocess.run(  # what gunicorn's workers run (config/gunicorn.conf.py)
+        [sys.executable, "-c", "from app.web import create_app; create_app()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("alarm-bridge: invalid configuration: SECRET_KEY")
+    assert problem in lines[0]
+    assert "too-short" not in lines[0]
+
+
 def test_secrets_stay_out_of_repr() -> None:
-    settings = Settings(redis_url="redis://:hunter2@cache:6379/0", operator_api_keys=("op-secret",))
+    settings = Settings(
+        redis_url="redis://:hunter2@cache:6379/0",
+        operator_api_keys=("op-secret-0123456789",),
+        secret_key="session-signing-secret-0123456789",
+    )
     assert "hunter2" not in repr(settings)
     assert "op-secret" not in repr(settings)
+    assert "session-signing-secret" not in repr(settings)
 
 
 def test_load_settings_is_the_process_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPERATOR_API_KEYS", "a,b")
-    assert load_settings().operator_api_keys == ("a", "b")
+    monkeypatch.setenv("OPERATOR_API_KEYS", "first-operator-key,second-operator-key")
+    assert load_settings().operator_api_keys == ("first-operator-key", "second-operator-key")
 
 
 def test_upstream_defaults_are_the_sandbox_and_the_environment_overrides_them(

@@ -19,12 +19,12 @@ UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # nothing listens 
 
 def test_an_unreachable_ledger_answers_503_with_retry_after(make_settings: Callable[..., Settings]) -> None:
     app = create_app(
-        make_settings(database_url=UNREACHABLE, operator_api_keys=("op-key",)),
+        make_settings(database_url=UNREACHABLE, operator_api_keys=("test-operator-key",)),
         outbox=RecordingOutbox(),
         ping_broker=lambda: None,
     )
     try:
-        response = app.test_client().get("/v1/alarms", headers={"Authorization": "Bearer op-key"})
+        response = app.test_client().get("/v1/alarms", headers={"Authorization": "Bearer test-operator-key"})
     finally:
         app.extensions["alarm_bridge"].engine.dispose()
     assert response.status_code == 503

@@ -12,7 +12,7 @@ from app.web import create_app
 from config.settings import Settings
 
 pytestmark = pytest.mark.unit
-AUTH = {"Authorization": "Bearer op-key"}
+AUTH = {"Authorization": "Bearer test-operator-key"}
 
 
 def _down() -> None:
@@ -31,7 +31,7 @@ def make_client(
     apps = []
 
     def build(ping_broker: Callable[[], None] = lambda: None, **overrides: object) -> FlaskClient:
-        values: dict[str, object] = {"database_url": sqlite_url, "operator_api_keys": ("op-key",)}
+        values: dict[str, object] = {"database_url": sqlite_url, "operator_api_keys": ("test-operator-key",)}
         values.update(overrides)
         app = create_app(make_settings(**values), outbox=outbox, ping_broker=ping_broker)
         apps.append(app)
@@ -80,7 +80,7 @@ def test_readyz_with_no_broker_configured_says_so(
 
 
 @pytest.mark.parametrize(
-    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic op-key"}]
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic test-operator-key"}]
 )
 def test_operator_calls_without_a_valid_key_are_401(
     make_client: Callable[..., FlaskClient], outbox: RecordingOutbox, headers: dict[str, str]

@@ -718,9 +718,9 @@ def configuration(services: stk.Services, plan: Plan) -> dict[str, Any]:
     pg = facts["postgresql"]
     return {
         "gunicorn": (
-            f"{gunicorn['workers']} workers x {gunicorn['threads']} threads "
-            f"({'sync' if gunicorn['threads'] == 1 else 'gthread'} worker class), "
-            f"keepalive {gunicorn['keepalive']} s, "
+            f"{gunicorn['workers']} workers, worker class {gunicorn['worker_class'].rsplit('.', 1)[-1]} "
+            f"({gunicorn['worker_connections']} connections; threads {gunicorn['threads']} for gthread), "
+            f"keepalive and read timeout {gunicorn['keepalive']} s, "
             f"timeout {gunicorn['timeout']} s, preload_app {gunicorn['preload_app']}"
         ),
         "celery": (

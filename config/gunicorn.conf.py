@@ -20,10 +20,19 @@ except ConfigurationError as exc:
 wsgi_app = "app.web:create_app()"
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
+# gevent (the default): every connection is a greenlet, so idle or slow clients cost memory, not the
+# door; config/web_worker.py bounds how long any of them may take to send a request.
+worker_class = (
+    "config.web_worker.ReadTimeoutGeventWorker"
+    if _settings.web_worker_class == "gevent"
+    else _settings.web_worker_class
+)
+worker_connections = _settings.web_worker_connections
 threads = _settings.web_threads
 timeout = _settings.web_timeout_s
 graceful_timeout = _settings.web_timeout_s
-keepalive = 5
+# With gevent this is also the deadline for a request's head, and each read of its body.
+keepalive = _settings.web_read_timeout_s
 # Each worker builds its own engine and broker connection after the fork (no preload): a
 # connection pool shared across a fork corrupts both ends.
 preload_app = False

@@ -37,6 +37,9 @@ class ConfigurationError(ValueError):
     """A setting is missing or invalid; the message is one line naming the variable."""
 
 
+WEB_WORKER_CLASSES = ("gevent", "gthread", "sync")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a process needs to know about its environment; tests build it directly."""
@@ -49,8 +52,14 @@ class Settings:
     host: str = "0.0.0.0"  # noqa: S104 - platforms route to the container; dev binds loopback
     port: int = 8000
     web_concurrency: int = 2
+    # gevent: a connection costs a greenlet, not a worker, so no slow client can hold the door shut;
+    # gthread/sync stay available (WEB_THREADS threads each) for a platform without gevent.
+    web_worker_class: str = "gevent"
+    web_worker_connections: int = 1000
     web_threads: int = 1
     web_timeout_s: int = 30
+    # A request's head must arrive within it, each read of its body too; an idle connection is closed.
+    web_read_timeout_s: int = 5
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"
     log_format: str = "json"
@@ -220,8 +229,13 @@ def read_settings() -> Settings:
             host=env.str("HOST", "0.0.0.0"),  # noqa: S104 - see Settings.host
             port=env.int("PORT", 8000, validate=validate.Range(min=1, max=65535)),
             web_concurrency=env.int("WEB_CONCURRENCY", 2, validate=positive),
+            web_worker_class=env.str(
+                "WEB_WORKER_CLASS", "gevent", validate=validate.OneOf(WEB_WORKER_CLASSES)
+            ),
+            web_worker_connections=env.int("WEB_WORKER_CONNECTIONS", 1000, validate=positive),
             web_threads=env.int("WEB_THREADS", 1, validate=positive),
             web_timeout_s=env.int("WEB_TIMEOUT_S", 30, validate=positive),
+            web_read_timeout_s=env.int("WEB_READ_TIMEOUT_S", 5, validate=validate.Range(min=1, max=300)),
             max_body_bytes=env.int("MAX_BODY_BYTES", 1_048_576, validate=validate.Range(min=1024)),
             log_level=env.str("LOG_LEVEL", "INFO", validate=validate.OneOf(LOG_LEVELS)),
             log_format=env.str("LOG_FORMAT", "json", validate=validate.OneOf(LOG_FORMATS)),

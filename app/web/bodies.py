@@ -26,7 +26,7 @@ import re
 from typing import Any
 
 from flask import current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from app.web.errors import ApiError
 
@@ -48,13 +48,21 @@ def read_body() -> bytes:
     sees exactly these bytes.
     """
     limit: int | None = current_app.config["MAX_CONTENT_LENGTH"]
-    if limit is None:
-        return request.get_data(cache=True)
-    # One byte over the limit is let through, so that a longer chunked body is told from one that
-    # ends exactly at the limit (werkzeug stops a chunked read at the limit without a word).
-    request.max_content_length = limit + 1
-    raw = request.get_data(cache=True)
-    if len(raw) > limit:
+    if limit is not None:
+        # One byte over the limit is let through, so that a longer chunked body is told from one that
+        # ends exactly at the limit (werkzeug stops a chunked read at the limit without a word).
+        request.max_content_length = limit + 1
+    try:
+        raw = request.get_data(cache=True)
+    except (TimeoutError, ClientDisconnected) as exc:
+        # The web worker's socket timeout (config/web_worker.py): the body stopped arriving. werkzeug
+        # reports it as a disconnection, whose context is the timeout.
+        if not isinstance(exc, TimeoutError) and not isinstance(exc.__context__, TimeoutError):
+            raise
+        raise ApiError(
+            408, "request_timeout", "the body stopped arriving (WEB_READ_TIMEOUT_S); send it again"
+        ) from None
+    if limit is not None and len(raw) > limit:
         raise RequestEntityTooLarge()
     return raw
 

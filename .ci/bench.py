@@ -709,7 +709,16 @@ def versions(services: stk.Services, wrk: str | None) -> dict[str, Any]:
 
 def configuration(services: stk.Services, plan: Plan) -> dict[str, Any]:
     facts = services.server_facts()
-    gunicorn = runpy.run_path(str(REPO / "config" / "gunicorn.conf.py"))
+    # Read as the web processes read it (their SECRET_KEY included: the file refuses to load without one).
+    saved = os.environ.get("SECRET_KEY")
+    os.environ["SECRET_KEY"] = stk.BENCH_SECRET_KEY
+    try:
+        gunicorn = runpy.run_path(str(REPO / "config" / "gunicorn.conf.py"))
+    finally:
+        if saved is None:
+            os.environ.pop("SECRET_KEY", None)
+        else:
+            os.environ["SECRET_KEY"] = saved
     from config.celery import celery_config
     from config.settings import read_settings
 

@@ -31,6 +31,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GUNICORN_CONF = "config/gunicorn.conf.py"
+BENCH_SECRET_KEY = "bench-secret-key-signing-dashboard-sessions"  # noqa: S105 - the bench's own
 SITES_FILE = REPO / ".ci" / "bench_sites.toml"
 PANEL_TOKEN = "bench-panel-token-3f9c2d7a51e8"  # noqa: S105 - a loopback benchmark's own credential
 OPERATOR_KEY = "bench-operator-key-8b1e44c0"
@@ -303,7 +304,7 @@ class Stack:
             "SITES_FILE": str(SITES_FILE),
             "BENCH_PANELS_TOKEN": PANEL_TOKEN,
             "OPERATOR_API_KEYS": OPERATOR_KEY,
-            "SECRET_KEY": "bench-secret-key-signing-dashboard-sessions",
+            "SECRET_KEY": BENCH_SECRET_KEY,
             "HOST": "127.0.0.1",
             "VAR_DIR": str(self.phase_dir / "var"),
             "PROMETHEUS_MULTIPROC_DIR": str(self.phase_dir / "prometheus"),

@@ -577,7 +577,8 @@ class _Recorder:
             }
         )
         refs = alarm.refs or {}
-        if not engaged_by_hand(refs) and not by_hand_in_flight:
+        waits_for_person = engaged_by_hand(refs) or bool(by_hand_in_flight)
+        if not waits_for_person:
             note(
                 self.session,
                 alarm.id,
@@ -585,36 +586,28 @@ class _Recorder:
                 "alarm.cancelled_by_user",
                 f"{self._what()} within the cancel window: the response stands down",
             )
+            # The operator's End does the stand-down of what the refs show; what is left below is a
+            # call that may be held without an alert id yet.
             due = operations.end(
                 self.session, alarm.id, Outcome.CANCELLED, now=self.now, max_attempts=self.rules.max_attempts
             )
-            due += stand_down(
-                self.session,
-                alarm,
-                {},
-                why="cancelled at the panel",
-                now=self.now,
-                max_attempts=self.rules.max_attempts,
-                raise_to_person=True,
-                restore_call=call_maybe_held,
-                cancelled_by=code,
+            refs = {}
+        else:
+            stopped, uncertain = operations.stop_not_started(
+                self.session, alarm, now=self.now, why=f"cancelled by {code} within the cancel window"
             )
-            self.session.flush()
-            return due
-        stopped, uncertain = operations.stop_not_started(
-            self.session, alarm, now=self.now, why=f"cancelled by {code} within the cancel window"
-        )
-        alarm.panel_cancelled_at = self.now
-        note(
-            self.session,
-            alarm.id,
-            self.now,
-            "alarm.cancelled_by_user",
-            f"{self._what()} within the cancel window: {stopped} step(s) not started were stopped; "
-            "a responder must be recalled by a person",
-        )
-        operations.flag_uncertain(self.session, alarm, uncertain, now=self.now, when="was cancelled")
-        due = stand_down(
+            alarm.panel_cancelled_at = self.now
+            note(
+                self.session,
+                alarm.id,
+                self.now,
+                "alarm.cancelled_by_user",
+                f"{self._what()} within the cancel window: {stopped} step(s) not started were stopped; "
+                "a responder must be recalled by a person",
+            )
+            operations.flag_uncertain(self.session, alarm, uncertain, now=self.now, when="was cancelled")
+            due = []
+        due += stand_down(
             self.session,
             alarm,
             refs,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,21 +19,12 @@ from app.domain import operations, task_names
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry, utcnow
-from config.settings import Settings
-from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV
+from tests.sites_fixture import MONTREAL_ACCOUNT
 from workers import runtime as worker_runtime
 from workers.perform import Job, Outcome, perform
 
 pytestmark = pytest.mark.integration
 RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
-
-
-@pytest.fixture
-def rt(broker_settings: Settings) -> Iterator[worker_runtime.Runtime]:
-    settings = replace(broker_settings, sites_file=str(EXAMPLE_SITES), environ=SOURCE_ENV)
-    runtime = worker_runtime.configure(settings)
-    yield runtime
-    runtime.engine.dispose()
 
 
 def _signal(rt: worker_runtime.Runtime, code: str, zone: str = "3") -> int | None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,22 +19,13 @@ from sqlalchemy import select
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.ledger.models import WAITING_FOR_REFS, Action, ActionState, utcnow
-from config.settings import Settings
-from tests.sites_fixture import ALTA_ZONE, EXAMPLE_SITES, NEWTON_ACCOUNT, SOURCE_ENV
+from tests.sites_fixture import ALTA_ZONE, NEWTON_ACCOUNT
 from workers import runtime as worker_runtime
 from workers.clients.errors import NotYetError, UpstreamUnavailableError
 from workers.perform import Job, Outcome, perform
 
 pytestmark = pytest.mark.integration
 RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
-
-
-@pytest.fixture
-def rt(broker_settings: Settings) -> Iterator[worker_runtime.Runtime]:
-    settings = replace(broker_settings, sites_file=str(EXAMPLE_SITES), environ=SOURCE_ENV)
-    runtime = worker_runtime.configure(settings)
-    yield runtime
-    runtime.engine.dispose()
 
 
 def _published(rt: worker_runtime.Runtime, queue: str) -> list[int]:

@@ -152,6 +152,10 @@ class CpuWindow:
         self.ours0 = self.stack.cpu()
         self.pg_pids = self.services.backend_pids() if "web" in self.stack.procs else []
         self.pg0 = stk.pids_cpu_s(self.pg_pids)
+        # Backends a pool opens and closes within the window (more requests in flight than pooled
+        # connections) are caught at the end (still open) or by the postmaster's reaped-children CPU.
+        self.postmaster = stk.parent_pid(self.pg_pids[0]) if self.pg_pids else None
+        self.reaped0 = stk.reaped_children_cpu_s(self.postmaster) if self.postmaster else 0.0
         self.redis0 = stk.pids_cpu_s([self.redis_pid]) if self.redis_pid else {}
         self.gen0 = _own_cpu()
         self.machine0 = stk.machine_cpu()
@@ -160,12 +164,16 @@ class CpuWindow:
         wall = self.wall = max(1e-6, time.monotonic() - self.t0)
         ours1 = self.stack.cpu()
         pg1 = stk.pids_cpu_s(self.pg_pids)
+        opened = [p for p in self.services.backend_pids() if p not in self.pg0] if self.pg_pids else []
+        opened_cpu = sum(stk.pids_cpu_s(opened).values())
+        reaped = stk.reaped_children_cpu_s(self.postmaster) - self.reaped0 if self.postmaster else 0.0
         redis1 = stk.pids_cpu_s([self.redis_pid]) if self.redis_pid else {}
         gen = _own_cpu() - self.gen0
         busy = stk.machine_cpu()[0] - self.machine0[0]
         result = {name: 100 * (ours1[name] - self.ours0.get(name, 0.0)) / wall for name in ours1}
         result["generator"] = 100 * gen / wall
-        result["pg backends"] = 100 * sum(pg1[p] - self.pg0[p] for p in pg1 if p in self.pg0) / wall
+        kept = sum(pg1[p] - self.pg0[p] for p in pg1 if p in self.pg0)
+        result["pg backends"] = 100 * (kept + opened_cpu + reaped) / wall
         if redis1:
             result["redis"] = 100 * sum(redis1[p] - self.redis0.get(p, redis1[p]) for p in redis1) / wall
         counted = sum(result.values())

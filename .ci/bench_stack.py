@@ -106,6 +106,18 @@ def pids_cpu_s(pids: list[int]) -> dict[int, float]:
     return found
 
 
+def reaped_children_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``'s children that have exited (cutime + cstime): for the postmaster, the
+    backends a connection pool opened and closed within a window, which no pid list can catch."""
+    fields = _stat_fields(pid)
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK if fields else 0.0
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, all cores."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

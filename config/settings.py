@@ -60,6 +60,9 @@ class Settings:
     web_timeout_s: int = 30
     # A request's head must arrive within it, each read of its body too; an idle connection is closed.
     web_read_timeout_s: int = 5
+    # Life-safety first at the door: at most this many other events are recorded at once per web
+    # process (app/web/admission.py); 0 turns the gate off. 1 measured best with the ledger near.
+    web_intake_concurrency: int = 1
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"
     log_format: str = "json"
@@ -236,6 +239,9 @@ def read_settings() -> Settings:
             web_threads=env.int("WEB_THREADS", 1, validate=positive),
             web_timeout_s=env.int("WEB_TIMEOUT_S", 30, validate=positive),
             web_read_timeout_s=env.int("WEB_READ_TIMEOUT_S", 5, validate=validate.Range(min=1, max=300)),
+            web_intake_concurrency=env.int(
+                "WEB_INTAKE_CONCURRENCY", 1, validate=validate.Range(min=0, max=1000)
+            ),
             max_body_bytes=env.int("MAX_BODY_BYTES", 1_048_576, validate=validate.Range(min=1024)),
             log_level=env.str("LOG_LEVEL", "INFO", validate=validate.OneOf(LOG_LEVELS)),
             log_format=env.str("LOG_FORMAT", "json", validate=validate.OneOf(LOG_FORMATS)),

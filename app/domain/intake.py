@@ -252,9 +252,13 @@ def _serialise_per_account(session: Session, event: Event, dialect: str) -> None
     """
     if dialect != "postgresql":
         return
-    digest = hashlib.sha256(f"{event.source_key}\x00{event.account.casefold()}".encode()).digest()
-    lock_id = int.from_bytes(digest[:8], "big", signed=True)
-    session.execute(_ADVISORY_LOCK, {"id": lock_id})
+    session.execute(_ADVISORY_LOCK, {"id": account_lock_id(event.source_key, event.account)})
+
+
+def account_lock_id(source_key: str, account: str) -> int:
+    """The PostgreSQL advisory lock that serialises one account's signals (a bigint from its key)."""
+    digest = hashlib.sha256(f"{source_key}\x00{account.casefold()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _insert_event(

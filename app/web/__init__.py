@@ -22,6 +22,7 @@ from app.domain.sites import Sites, SitesFileError
 from app.domain.sites_file import load_sites
 from app.ledger.session import make_engine, make_sessionmaker
 from app.web import auth, errors, health, metrics, openapi
+from app.web.admission import PriorityGate
 from app.web.dashboard import bp as dashboard_bp
 from app.web.intake import bp as intake_bp
 from app.web.operator import bp as operator_bp
@@ -77,6 +78,7 @@ def create_app(
         ping_broker=ping_broker or _redis_ping(settings.broker_url),
         sites=sites,
         intake_rules=intake_rules(settings),
+        gate=PriorityGate(settings.web_intake_concurrency),
     )
     errors.register(app)
     auth.init_app(app, settings)  # dashboard sessions and the limiter of wrong credentials

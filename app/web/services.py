@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox
 from app.domain.sites import Sites
+from app.web.admission import PriorityGate
 from config.settings import Settings
 
 
@@ -26,6 +27,7 @@ class AppServices:
     ping_broker: Callable[[], None]
     sites: Sites
     intake_rules: IntakeRules
+    gate: PriorityGate
 
 
 def services() -> AppServices:

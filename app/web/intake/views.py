@@ -21,11 +21,12 @@ from flask import g, request
 from sqlalchemy import exc as sa_exc
 
 from app import telemetry
-from app.domain import intake
+from app.domain import intake, sia
 from app.domain.events import Event, SourceKind
 from app.domain.intake import Receipt
 from app.domain.sites import Source
 from app.ledger.models import utcnow
+from app.web.admission import LIFE_SAFETY
 from app.web.auth import authenticate_source
 from app.web.bodies import json_object, read_body
 from app.web.errors import ApiError, ledger_unreachable
@@ -108,11 +109,12 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
     events = _batch_schema.load(json_object())["events"]
     received_at = utcnow()
     delivery_id = _delivery_id()
-    results: list[dict[str, Any]] = []
+    results: dict[int, dict[str, Any]] = {}
     unavailable = False
-    for index, body in enumerate(events):
+    for index in _life_safety_first(events):
+        body = events[index]
         if unavailable:
-            results.append(_unavailable(index))
+            results[index] = _unavailable(index)
             continue
         try:
             if not isinstance(body, dict):
@@ -122,11 +124,16 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
             receipt = _record(event)
         except ma.ValidationError as exc:
             messages = exc.normalized_messages()
-            results.append({"index": index, "status": 422, "error": "invalid_request", "fields": messages})
+            results[index] = {"index": index, "status": 422, "error": "invalid_request", "fields": messages}
             telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", "invalid_request").inc()
             continue
         except ApiError as exc:
-            results.append({"index": index, "status": exc.status, "error": exc.error, "message": exc.message})
+            results[index] = {
+                "index": index,
+                "status": exc.status,
+                "error": exc.error,
+                "message": exc.message,
+            }
             telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", exc.error).inc()
             continue
         except Exception as exc:  # noqa: BLE001 - one event's failure is its own answer, not the batch's
@@ -135,11 +142,30 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
                 log.warning(
                     "intake.ledger_unavailable", source=source.key, index=index, error_type=type(exc).__name__
                 )
-            results.append(_unavailable(index) if unavailable else _failed(index, source, exc))
-            telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", results[-1]["error"]).inc()
+            results[index] = _unavailable(index) if unavailable else _failed(index, source, exc)
+            telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", results[index]["error"]).inc()
             continue
-        results.append({"index": index, "status": 200 if receipt.duplicate else 202, **receipt.as_json()})
-    return {"results": results}, 200
+        results[index] = {"index": index, "status": 200 if receipt.duplicate else 202, **receipt.as_json()}
+    return {"results": [results[index] for index in range(len(events))]}, 200
+
+
+def _life_safety_first(events: list[Any]) -> list[int]:
+    """The order a batch is recorded in: life-safety events first, unless one of their account's
+    signals comes earlier in the batch (one account's signals keep their order: a fire restore never
+    overtakes its fire); then the rest as sent. Results are answered in the batch's own order.
+    """
+    seen: set[str] = set()
+    first: list[int] = []
+    rest: list[int] = []
+    for index, body in enumerate(events):
+        account = body.get("account") if isinstance(body, dict) else None
+        key = account.strip().casefold() if isinstance(account, str) else None
+        code = body.get("code") if isinstance(body, dict) else None
+        urgent = isinstance(code, str) and sia.lookup(code).priority == LIFE_SAFETY
+        (first if urgent and key is not None and key not in seen else rest).append(index)
+        if key is not None:
+            seen.add(key)
+    return first + rest
 
 
 def _failed(index: int, source: Source, exc: Exception) -> dict[str, Any]:
@@ -209,21 +235,23 @@ def _record(event: Event) -> Receipt:
     """Record the event in its own transaction, then hand its due steps to the workers."""
     svc = services()
     _refuse_foreign_identifier(event)
-    started = time.perf_counter()
-    try:
-        with svc.sessions.begin() as session:
-            receipt = intake.record_event(session, event, sites=svc.sites, rules=svc.intake_rules)
-    except sa_exc.StatementError as exc:  # DataError among them
-        if not _refused_value(exc):
-            raise
-        # bodies.py normalises every value we know the ledger refuses; one it still refuses is this
-        # event's to fix (a retry would be refused again), and ours to learn about.
-        log.warning("intake.value_refused", source=event.source_key, error_type=type(exc.orig).__name__)
-        raise ApiError(
-            422, "unstorable_value", "the ledger cannot store a value of this event; none was recorded"
-        ) from None
-    telemetry.LEDGER_WRITES.labels("intake").observe(time.perf_counter() - started)
-    svc.outbox.publish(receipt.due_actions)
+    # Life-safety first at the door: other events wait for one of a few slots (app.web.admission).
+    with svc.gate.admit(event.classify().priority):
+        started = time.perf_counter()
+        try:
+            with svc.sessions.begin() as session:
+                receipt = intake.record_event(session, event, sites=svc.sites, rules=svc.intake_rules)
+        except sa_exc.StatementError as exc:  # DataError among them
+            if not _refused_value(exc):
+                raise
+            # bodies.py normalises every value we know the ledger refuses; one it still refuses is
+            # this event's to fix (a retry would be refused again), and ours to learn about.
+            log.warning("intake.value_refused", source=event.source_key, error_type=type(exc.orig).__name__)
+            raise ApiError(
+                422, "unstorable_value", "the ledger cannot store a value of this event; none was recorded"
+            ) from None
+        telemetry.LEDGER_WRITES.labels("intake").observe(time.perf_counter() - started)
+        svc.outbox.publish(receipt.due_actions)
     telemetry.EVENTS_RECEIVED.labels(
         event.source_key, "duplicate" if receipt.duplicate else "accepted", ""
     ).inc()

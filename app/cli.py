@@ -1,12 +1,12 @@
 """The ``alarm-bridge`` command: ``dev`` (the whole service in one command), ``db upgrade``, ``flower``,
-``sandbox``, ``ledger archive`` (retention), and the integrator's tools (``sites check``,
-``send-test-event``, ``alarms show``, in ``app.cli_tools``).
+``receiver`` (the SIA DC-09 receiver), ``sandbox``, ``ledger archive`` (retention), and the
+integrator's tools (``sites check``, ``send-test-event``, ``alarms show``, in ``app.cli_tools``).
 
 ``dev`` is the embedded mode a newcomer starts with: no Redis, no database server, no vendor
 accounts. It picks an embedded broker (a private ``redis-server`` on a free loopback port when one is
 installed, else fakeredis's TCP server in this process), migrates the SQLite ledger, and supervises
-the same processes the Procfile runs in production — web (gunicorn), worker, urgent, beat, Flower and
-the sandbox — with real Celery messages. Ctrl-C stops all of them.
+the same processes the Procfile runs in production — web (gunicorn), worker, urgent, beat, the DC-09
+receiver, Flower and the sandbox — with real Celery messages. Ctrl-C stops all of them.
 
 ``flower`` runs the Celery monitor, which can revoke tasks and shut workers down: it serves anything
 but loopback only behind the basic auth of ``FLOWER_BASIC_AUTH``.
@@ -47,6 +47,7 @@ DEV_SOURCE_SECRETS = {
 }
 BROKER_START_TIMEOUT_S = 10.0
 FLOWER_PORT = 5555  # Flower's own default; `dev` takes another free port when it is busy
+RECEIVER_PORT = 7777  # SIA_RECEIVER_PORT's default; `dev` takes another free port when it is busy
 # What prometheus_client writes in a multiprocess directory: `dev` empties only a directory holding these.
 PROMETHEUS_SAMPLE_GLOB = "*.db"
 
@@ -220,6 +221,20 @@ def flower(port: int, address: str) -> None:
 
 
 @main.command()
+def receiver() -> None:
+    """Run the SIA DC-09 receiver (the Procfile's `receiver`): TCP and UDP on SIA_RECEIVER_PORT.
+
+    Panels and IP communicators send SIA-DCS, ADM-CID and NULL frames (AES-128/192/256 when their
+    account has a key in the sites file); each is answered ACK only once what it reports is committed
+    to the ledger. SIGTERM stops accepting, lets the frames in flight finish, and exits.
+    """
+    from app.receiver.server import run
+    from config.settings import load_settings
+
+    sys.exit(run(load_settings()))
+
+
+@main.command()
 @click.option(
     "--broker",
     type=click.Choice(["auto", "redis-server", "fakeredis"]),
@@ -234,7 +249,7 @@ def flower(port: int, address: str) -> None:
     help=f"Flower's port on 127.0.0.1 [default: {FLOWER_PORT}, or a free one when it is taken].",
 )
 def dev(broker: str, flower_port: int | None) -> None:
-    """Run web, worker, urgent, beat, Flower and the sandbox together with embedded defaults."""
+    """Run web, worker, urgent, beat, the DC-09 receiver, Flower and the sandbox with embedded defaults."""
     from honcho.manager import Manager
 
     from config.settings import load_settings
@@ -243,6 +258,7 @@ def dev(broker: str, flower_port: int | None) -> None:
     env.setdefault("HOST", "127.0.0.1")
     env.setdefault("LOG_FORMAT", "console")
     env.setdefault("WEB_CONCURRENCY", "2")
+    env.setdefault("SIA_RECEIVER_HOST", "127.0.0.1")
     if not env.get("OPERATOR_API_KEYS"):
         env["OPERATOR_API_KEYS"] = DEV_OPERATOR_KEY
     if not env.get("SECRET_KEY"):
@@ -253,7 +269,11 @@ def dev(broker: str, flower_port: int | None) -> None:
         env["SITES_FILE"] = str(EXAMPLE_SITES)
         for name, value in DEV_SOURCE_SECRETS.items():
             env.setdefault(name, value)
-    os.environ.update({k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS", "SITES_FILE")})
+    if "SIA_RECEIVER_PORT" not in env:  # like Flower's: the usual port, or a free one when it is taken
+        env["SIA_RECEIVER_PORT"] = str(_port_or_free(RECEIVER_PORT))
+    os.environ.update(
+        {k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS", "SITES_FILE", "SIA_RECEIVER_PORT")}
+    )
     sandbox_port = env.get("SANDBOX_PORT", "8100")
     for vendor in ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD"):  # the clients talk to the sandbox
         env.setdefault(f"{vendor}_BASE_URL", f"http://127.0.0.1:{sandbox_port}/{vendor.lower()}")
@@ -281,6 +301,7 @@ def dev(broker: str, flower_port: int | None) -> None:
             "urgent": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
                        "life_safety,dispatch", "--hostname", "urgent@%h", "--loglevel", "INFO"],
             "beat": [py, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"],
+            "receiver": [py, "-m", "app.cli", "receiver"],
         }  # fmt: skip
         processes["flower"] = [py, "-m", "app.cli", "flower", "--port", str(flower_port),
                                "--address", "127.0.0.1"]  # fmt: skip
@@ -291,6 +312,10 @@ def dev(broker: str, flower_port: int | None) -> None:
             ]  # fmt: skip
         click.echo(f"alarm-bridge dev: web on http://{env['HOST']}:{settings.port}")
         click.echo(f"alarm-bridge dev: flower on http://127.0.0.1:{flower_port}")
+        click.echo(
+            f"alarm-bridge dev: DC-09 receiver on {env['SIA_RECEIVER_HOST']}:{env['SIA_RECEIVER_PORT']} "
+            "(TCP and UDP)"
+        )
         click.echo(f"alarm-bridge dev: metrics samples in {metrics_dir}")
         # Only the built-in demo credentials are printed: a key or token someone set stays out of
         # terminals and their scrollback.

@@ -18,6 +18,10 @@ import hashlib
 import http.client
 import ipaddress
 import json
+import re
+import secrets
+import socket
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,12 +55,21 @@ class _SecretsView(Mapping[str, str]):
     With ``placeholders`` an unset variable reads as a stand-in secret, so the rest of the file (the
     sites that use that source, their routes and plans) is still checked on a machine that does not
     hold the production secrets. The stand-in is valid both as a bearer token and as a Standard
-    Webhooks secret, and differs per variable name, so it raises no problem of its own.
+    Webhooks secret, and differs per variable name, so it raises no problem of its own; a dc09
+    source's ``encryption_keys_env`` reads as a key for each account its sites route to it
+    (``dc09_stand_ins``).
     """
 
-    def __init__(self, environ: Mapping[str, str], *, placeholders: bool) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        *,
+        placeholders: bool,
+        dc09_stand_ins: Mapping[str, str] | None = None,
+    ) -> None:
         self._environ = environ
         self._placeholders = placeholders
+        self._dc09_stand_ins = dc09_stand_ins or {}
         self.missing: list[str] = []
 
     def __getitem__(self, name: str) -> str:
@@ -66,6 +79,8 @@ class _SecretsView(Mapping[str, str]):
             self.missing.append(name)
         if not self._placeholders:
             raise KeyError(name)
+        if name in self._dc09_stand_ins:
+            return self._dc09_stand_ins[name]
         digest = hashlib.sha256(f"alarm-bridge sites check placeholder {name}".encode()).digest()
         return "whsec_" + base64.b64encode(digest).decode()
 
@@ -74,6 +89,35 @@ class _SecretsView(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._environ)
+
+
+def dc09_stand_ins(path: Path) -> dict[str, str]:
+    """Stand-in values of the file's dc09 key variables: a well-formed key for every account its
+    sites route through that source (so neither a stray key nor a missing one is reported)."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}  # load_sites reports it
+    sources, sites = document.get("sources"), document.get("sites")
+    if not isinstance(sources, dict) or not isinstance(sites, dict):
+        return {}
+    found: dict[str, str] = {}
+    for key, source in sources.items():
+        if not isinstance(source, dict) or source.get("kind") != "dc09":
+            continue
+        name = source.get("encryption_keys_env")
+        ascii_keys = source.get("encryption_keys_format") == "ascii"
+        accounts = {
+            account.strip()
+            for site in sites.values()
+            if isinstance(site, dict) and key in (site.get("sources") or ())
+            for account in site.get("accounts") or ()
+            if isinstance(account, str) and _DC09_ACCOUNT.fullmatch(account.strip())
+        }
+        if isinstance(name, str) and accounts:
+            stand_in = "k" * 16 if ascii_keys else "0" * 32
+            found[name] = ",".join(f"{account}={stand_in}" for account in sorted(accounts))
+    return found
 
 
 @click.group()
@@ -103,7 +147,9 @@ def sites_check(file: Path | None, ignore_missing_secrets: bool) -> None:
     path = file or (Path(settings.sites_file) if settings.sites_file else None)
     if path is None:
         raise click.UsageError("give the FILE to check, or set SITES_FILE")
-    environ = _SecretsView(settings.environ, placeholders=ignore_missing_secrets)
+    environ = _SecretsView(
+        settings.environ, placeholders=ignore_missing_secrets, dc09_stand_ins=dc09_stand_ins(path)
+    )
     try:
         directory = load_sites(path, environ)
     except SitesFileError as exc:
@@ -119,12 +165,13 @@ def sites_check(file: Path | None, ignore_missing_secrets: bool) -> None:
             )
         raise SystemExit(1) from None
     sources = directory.sources
-    panels = sum(1 for source in sources if source.kind == "panel")
+    kinds = {kind: sum(1 for source in sources if source.kind == kind) for kind in ("panel", "alta", "dc09")}
+    dc09 = f", {kinds['dc09']} dc09" if kinds["dc09"] else ""
     accounts = sum(len(site.accounts) for site in directory.sites)
     zones = sum(len(site.alta_zones) for site in directory.sites)
     plans = len({site.plan.key for site in directory.sites})
     click.echo(
-        f"{path}: ok: {_count(len(sources), 'source')} ({panels} panel, {len(sources) - panels} alta), "
+        f"{path}: ok: {_count(len(sources), 'source')} ({kinds['panel']} panel, {kinds['alta']} alta{dc09}), "
         f"{_count(len(directory.sites), 'site')}, {_count(accounts, 'panel account')}, "
         f"{_count(zones, 'Alta zone')}, {_count(plans, 'plan')} in use"
     )
@@ -267,6 +314,39 @@ def _answer(status: int, reason: str, raw: bytes) -> _Answer:
     default=None,
     help="The sender's event id [default: a new one]; send one twice to see the duplicate answer (200).",
 )
+@click.option(
+    "--dc09",
+    is_flag=True,
+    help="Send a real SIA DC-09 frame to the receiver (alarm-bridge receiver) instead, over TCP.",
+)
+@click.option(
+    "--to",
+    "dc09_to",
+    default=None,
+    metavar="HOST[:PORT]",
+    help="With --dc09: the receiver [default: 127.0.0.1:$SIA_RECEIVER_PORT].",
+)
+@click.option("--udp", is_flag=True, help="With --dc09: send the frame in a UDP datagram.")
+@click.option(
+    "--key",
+    default=None,
+    help="With --dc09: the account's AES key; the frame is then encrypted (AES-128/192/256).",
+)
+@click.option(
+    "--key-format",
+    type=click.Choice(["hex", "ascii"]),
+    default="hex",
+    show_default=True,
+    help="With --key: 32/48/64 hex digits, or the 16/24/32 characters themselves (pysiaalarm's form).",
+)
+@click.option(
+    "--sequence",
+    type=click.IntRange(0, 9999),
+    default=None,
+    help="With --dc09: the frame's sequence number [default: a random one]; the same number and "
+    "timestamp again is a retransmission, recorded once.",
+)
+@click.option("--null", "link_test", is_flag=True, help="With --dc09: send a NULL (link test) frame.")
 def send_test_event(
     url: str | None,
     token: str | None,
@@ -276,6 +356,13 @@ def send_test_event(
     zone: str | None,
     alta: bool,
     event_id: str | None,
+    dc09: bool,
+    dc09_to: str | None,
+    udp: bool,
+    key: str | None,
+    key_format: str,
+    sequence: int | None,
+    link_test: bool,
 ) -> None:
     """Post one authenticated test signal to a running bridge and print its answer.
 
@@ -283,9 +370,20 @@ def send_test_event(
     alarm-bridge send-test-event --token "$ACME_PANELS_TOKEN" --account ab-95367
     alarm-bridge send-test-event --signing-secret "$ACME_PANELS_WHSEC" --account ab-95367 --code BA --zone 3
     alarm-bridge send-test-event --alta --token "$ALTA_MAIN_TOKEN" --zone az-5d1c
+    alarm-bridge send-test-event --dc09 --account 1234 --code BA --zone 3 --key "$KEY_OF_1234"
 
-    Exits 0 on a 2xx answer (202 recorded, 200 already recorded), 1 otherwise.
+    Exits 0 on a 2xx answer (202 recorded, 200 already recorded) or a DC-09 ACK, 1 otherwise.
     """
+    if dc09:
+        if token or signing_secret or alta or event_id or url:
+            raise click.UsageError("--dc09 takes no --url, --token, --signing-secret, --alta or --event-id")
+        send_dc09_test(
+            dc09_to, account=account, code=code, zone=zone, key=key, key_format=key_format,
+            sequence=sequence, udp=udp, link_test=link_test,
+        )  # fmt: skip
+        return
+    if dc09_to or udp or key or sequence is not None or link_test:
+        raise click.UsageError("--to, --udp, --key, --sequence and --null are for --dc09")
     if (token is None) == (signing_secret is None):
         raise click.UsageError("give either --token or --signing-secret")
     now = datetime.now(UTC)
@@ -334,6 +432,111 @@ def send_test_event(
     click.echo(answer.shown())
     if not answer.ok:
         raise click.ClickException(f"the bridge did not accept the event: {answer.problem()}")
+
+
+DC09_TIMEOUT_S = 10.0
+_DC09_ACCOUNT = re.compile(r"[0-9A-Fa-f]{3,16}")
+
+
+def send_dc09_test(
+    to: str | None,
+    *,
+    account: str | None,
+    code: str | None,
+    zone: str | None,
+    key: str | None,
+    key_format: str,
+    sequence: int | None,
+    udp: bool,
+    link_test: bool,
+) -> None:
+    """Send one DC-09 frame (encrypted with ``key``) to a receiver, print it and its answer.
+
+    Exits 0 on an ACK whose CRC is right; a NAK, a DUH, silence or a garbled answer is one line and
+    exit 1.
+    """
+    from app.receiver.frames import NULL, SIA_DCS, build_frame, read_reply
+
+    if not account or not _DC09_ACCOUNT.fullmatch(account):
+        raise click.UsageError("--dc09 needs --account, 3 to 16 hex digits (the panel's DC-09 account)")
+    if link_test and (code or zone):
+        raise click.UsageError("--null sends a link test: it takes no --code or --zone")
+    secret = None if key is None else _dc09_key(key, key_format)
+    host, port = _dc09_address(to)
+    code = None if link_test else (code or DEFAULT_TEST_CODE).upper()
+    number = secrets.randbelow(9999) + 1 if sequence is None else sequence
+    frame = build_frame(
+        account, code, zone, sequence=number, key=secret, message_type=NULL if link_test else SIA_DCS
+    )
+    what = "NULL (link test)" if link_test else f"SIA-DCS {code}{f' zone {zone}' if zone else ''}"
+    cipher = f", AES-{len(secret) * 8}" if secret else ""
+    click.echo(
+        f"DC-09 over {'UDP' if udp else 'TCP'} to {host}:{port}: {what} for account {account}, "
+        f"sequence {number:04d}{cipher}"
+    )
+    click.echo(f"sent:   {frame.decode('ascii').strip()}")
+    raw = _dc09_exchange(host, port, frame, udp=udp)
+    reply = read_reply(raw, secret, account)
+    click.echo(f"answer: {reply.text}")
+    if not reply.crc_ok:
+        raise click.ClickException("the answer is not a DC-09 answer with a valid CRC")
+    if reply.kind != "ACK":
+        hint = " (refused: see the receiver's log for the reason)" if reply.kind == "NAK" else ""
+        raise click.ClickException(f"the receiver answered {reply.kind}{hint}")
+    click.echo("ACK: the receiver has committed the frame")
+
+
+def _dc09_key(text: str, key_format: str) -> bytes:
+    """The AES key bytes of ``--key`` (the sites file's rule: 16, 24 or 32 bytes)."""
+    try:
+        secret = bytes.fromhex(text) if key_format == "hex" else text.encode("ascii")
+    except (ValueError, UnicodeEncodeError):
+        secret = b""
+    if len(secret) not in (16, 24, 32):
+        shape = "32, 48 or 64 hex digits" if key_format == "hex" else "16, 24 or 32 ASCII characters"
+        raise click.BadParameter(f"an AES key is {shape}", param_hint="--key")
+    return secret
+
+
+def _dc09_address(to: str | None) -> tuple[str, int]:
+    """``--to`` as (host, port); the port defaults to SIA_RECEIVER_PORT."""
+    from config.settings import load_settings
+
+    if to is None:
+        return "127.0.0.1", load_settings().sia_receiver_port
+    host, _, port = to.rpartition(":") if to.count(":") == 1 else (to, "", "")
+    if not port:
+        return to.strip("[]"), load_settings().sia_receiver_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{to!r} is not HOST or HOST:PORT", param_hint="--to")
+    return host, int(port)
+
+
+def _dc09_exchange(host: str, port: int, frame: bytes, *, udp: bool) -> bytes:
+    """Send ``frame`` and read one answer (up to its CR); a ClickException when none comes."""
+    where = f"{host}:{port}"
+    try:
+        if udp:
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(DC09_TIMEOUT_S)
+                sock.sendto(frame, address)
+                return sock.recvfrom(8192)[0]
+        with socket.create_connection((host, port), timeout=DC09_TIMEOUT_S) as sock:
+            sock.sendall(frame)
+            answer = b""
+            while not answer.endswith(b"\r") and len(answer) < 8192:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    except TimeoutError:
+        raise click.ClickException(f"no answer from {where} within {DC09_TIMEOUT_S:g}s") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach {where}: {exc.strerror or exc}") from None
+    if not answer:
+        raise click.ClickException(f"{where} closed the connection without an answer")
+    return answer
 
 
 def _signature_headers(secret: str, body: str, now: datetime) -> dict[str, str]:

@@ -91,6 +91,32 @@ INTAKE_GATE_WAITING = Gauge(
     "Events waiting for a write slot in the web processes (life-safety events never wait)",
     multiprocess_mode="livesum",
 )
+SUPERVISION_TROUBLES = Counter(
+    "alarm_bridge_supervision_troubles",
+    "Trouble alarms opened because a supervised account missed a deadline, by kind (link, test)",
+    ["kind"],
+)
+SUPERVISION_RESTORED = Counter(
+    "alarm_bridge_supervision_restored",
+    "Supervision troubles the account's next message restored, by kind (link, test)",
+    ["kind"],
+)
+DC09_FRAMES = Counter(
+    "alarm_bridge_dc09_frames",
+    "SIA DC-09 frames the receiver answered, by answer (ack, nak, duh; none: the sender left first) "
+    "and frame type (SIA-DCS, ADM-CID, NULL, unreadable)",
+    ["response", "frame"],
+)
+DC09_REFUSALS = Counter(
+    "alarm_bridge_dc09_refusals",
+    "DC-09 frames refused (NAK; a bad CRC unanswered), by reason (unknown_account, bad_crc, ...)",
+    ["reason"],
+)
+DC09_DECRYPT_FAILURES = Counter(
+    "alarm_bridge_dc09_decrypt_failures",
+    "Encrypted DC-09 frames that did not decrypt with their account's key, by dc09 source",
+    ["source"],
+)
 
 _directory: str | None = None  # set by use_multiprocess_metrics
 

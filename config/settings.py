@@ -119,6 +119,15 @@ class Settings:
     # mode); None: `{var_dir}/prometheus`.
     metrics_dir: str | None = None
     worker_metrics_port: int | None = None  # a worker host without a web process serves /metrics here
+    # The SIA DC-09 receiver (`alarm-bridge receiver`): TCP and UDP on one port. 7777 is the port
+    # pysiaalarm's and Home Assistant's examples use, so many communicators' guides already name it.
+    sia_receiver_host: str = "0.0.0.0"  # noqa: S104 - panels reach it from outside; dev binds loopback
+    sia_receiver_port: int = 7777
+    # A TCP connection must bring its next complete frame within this time, or it is closed: an idle
+    # or trickling panel cannot hold a connection (panels reconnect for their next frame).
+    sia_receiver_idle_timeout_s: float = 60.0
+    sia_receiver_concurrency: int = 8  # frames recorded in the ledger at once (a thread each)
+    sia_receiver_metrics_port: int | None = None  # the receiver serves this host's /metrics here
     # Set: the web process's /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (401 else).
     metrics_token: str = field(default="", repr=False)
     metrics_cache_s: float = 5.0  # how long a process reuses its ledger and Redis gauges between scrapes
@@ -296,6 +305,17 @@ def read_settings() -> Settings:
             metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR", None) or None,
             worker_metrics_port=env.int(
                 "WORKER_METRICS_PORT", None, validate=validate.Range(min=1, max=65535)
+            ),
+            sia_receiver_host=env.str("SIA_RECEIVER_HOST", "0.0.0.0"),  # noqa: S104 - see Settings
+            sia_receiver_port=env.int("SIA_RECEIVER_PORT", 7777, validate=validate.Range(min=1, max=65535)),
+            sia_receiver_idle_timeout_s=env.float(
+                "SIA_RECEIVER_IDLE_TIMEOUT_S", 60.0, validate=validate.Range(min=1, max=3600)
+            ),
+            sia_receiver_concurrency=env.int(
+                "SIA_RECEIVER_CONCURRENCY", 8, validate=validate.Range(min=1, max=256)
+            ),
+            sia_receiver_metrics_port=env.int(
+                "SIA_RECEIVER_METRICS_PORT", None, validate=validate.Range(min=1, max=65535)
             ),
             metrics_token=env.str("METRICS_TOKEN", ""),
             metrics_cache_s=env.float("METRICS_CACHE_S", 5.0, validate=validate.Range(min=0, max=300)),

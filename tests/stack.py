@@ -125,14 +125,18 @@ class Stack:
     """A running bridge with its upstreams; ``close()`` stops everything."""
 
     def __init__(
-        self, settings: Settings, tmp_path: Path, sandbox_config: dict[str, Any] | None = None
+        self,
+        settings: Settings,
+        tmp_path: Path,
+        sandbox_config: dict[str, Any] | None = None,
+        sites_toml: str = E2E_SITES,
     ) -> None:
         self.clock = Clock()
         self.sandbox_apps = build_apps(sandbox_config or load_config(), clock=self.clock)
         self.sandbox = serve_in_thread(combined_app(self.sandbox_apps))
         sb = self.sandbox.base_url
         sites = tmp_path / "e2e-sites.toml"
-        sites.write_text(E2E_SITES)
+        sites.write_text(sites_toml)
         environ = {**SOURCE_ENV, "ALTA_MAIN_TOKEN": f"{ALTA_TOKEN},{SANDBOX_ALTA_TOKEN}"}
         self.settings = replace(
             settings,

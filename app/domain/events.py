@@ -11,7 +11,10 @@ A retried or replayed delivery is recognised by the first of these the event has
 3. neither: a hash of what it says, matched against the events recorded within the dedupe window
    of its receive time (a sliding window, looked up by intake), and, for a signed delivery, its
    ``webhook-id`` (per source): a replay of a captured request is the same event for as long as the
-   ledger keeps it, far beyond the ±5 minutes its signature can be replayed in.
+   ledger keeps it, far beyond the ±5 minutes its signature can be replayed in. What it says includes
+   the sender's sequence number when it has one (a DC-09 frame without a timestamp): a panel repeats
+   the number when it retransmits and moves on for a new event, so a second real alarm of the same
+   zone within the window is never taken for a retransmission of the first.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class Event:
     delivery_id: str | None = None
     # A sender time that was given but could not be used (it was dropped; the receive time stands).
     unusable_time: str | None = None
+    # The sender's own message number (DC-09: the frame's sequence number, with the event's place in
+    # a frame of several); part of what an event without an id or a time of its own says.
+    sequence: str | None = None
 
     def classify(self) -> Classification:
         """Family, kind and priority from the SIA catalogue (or the Alta convention above)."""
@@ -98,19 +104,18 @@ class Event:
         return DedupeKey(f"window:{received}", content)
 
     def _content_digest(self, when: str | None) -> str:
-        content = json.dumps(
-            [
-                self.source_key,
-                self.account,
-                self.code,
-                self.zone,
-                self.message,
-                when,
-                self.details.get("phase"),
-            ],
-            separators=(",", ":"),
-            default=str,
-        )
+        said = [
+            self.source_key,
+            self.account,
+            self.code,
+            self.zone,
+            self.message,
+            when,
+            self.details.get("phase"),
+        ]
+        if self.sequence is not None:  # appended only when set: the keys of every other event stand
+            said.append(self.sequence)
+        content = json.dumps(said, separators=(",", ":"), default=str)
         return hashlib.sha256(content.encode()).hexdigest()
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.domain import operations, sia, task_names
+from app.domain import contact, operations, sia, task_names
 from app.domain.actions import DueAction, action_values
 from app.domain.alarms import note
 from app.domain.events import Classification, DedupeKey, Event
@@ -49,6 +49,7 @@ from app.ledger.models import (
     TimelineEntry,
 )
 from app.ledger.models import Event as EventRow
+from config.settings import Settings
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
 # A life-safety alarm's 911 request leaves first: its other immediate steps wait until the RapidSOS
@@ -159,6 +160,16 @@ class IntakeRules:
     clock_skew_tolerance: timedelta = timedelta(minutes=5)
     max_attempts: int = 8
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntakeRules:
+        """The windows every intake door applies (the web process and the DC-09 receiver alike)."""
+        return cls(
+            grouping_window=timedelta(seconds=settings.grouping_window_s),
+            dedupe_window_s=settings.dedupe_window_s,
+            clock_skew_tolerance=timedelta(seconds=settings.clock_skew_tolerance_s),
+            max_attempts=settings.action_max_attempts,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
@@ -227,6 +238,18 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
                 sender_time=event.unusable_time,
             )
     recorder.write_notes()
+    # Supervision: decided from the in-memory Sites, so an unsupervised account costs no round trip.
+    supervised = sites.supervision_for(event.source_key, event.account)
+    if supervised is not None and contact.TROUBLE_DETAIL not in event.details:  # not the tick's trouble
+        contact.record_contact(
+            session,
+            supervised,
+            at=event.received_at,
+            what=f"event {event.code}" if event.code else "an event",
+            link_frame=supervised.dc09,
+            test=event.code == contact.AUTOMATIC_TEST_CODE,
+            event_id=event_id,
+        )
     return Receipt(
         event_id,
         alarm.id if alarm else None,

@@ -37,8 +37,19 @@ from app.domain.plans import (
     Plan,
 )
 
-SourceKind = Literal["panel", "alta"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("panel", "alta")
+SourceKind = Literal["panel", "alta", "dc09"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("panel", "alta", "dc09")
+# Sources that post for panel accounts: over HTTP (panel) or as SIA DC-09 frames to the receiver.
+ACCOUNT_SOURCE_KINDS: tuple[SourceKind, ...] = ("panel", "dc09")
+
+# A dc09 source's timestamp band: how far a frame's timestamp may be behind and ahead of the
+# receiver's clock. The default is the standard's (and pysiaalarm's): 40 s behind, 20 s ahead. A
+# frame outside is refused (NAK), which is what makes a captured encrypted frame useless to replay.
+DEFAULT_TIMESTAMP_PAST = timedelta(seconds=40)
+DEFAULT_TIMESTAMP_FUTURE = timedelta(seconds=20)
+MAX_TIMESTAMP_BAND = timedelta(hours=24)
+# AES-128, -192 and -256, the key sizes DC-09 allows.
+DC09_KEY_BYTES = (16, 24, 32)
 
 # RapidSOS `variables.event.site_type` (seed 004). Residential and commercial sites are expected at a
 # fixed civic address; personal and vehicle ones at GPS coordinates.
@@ -49,6 +60,16 @@ GEODETIC_SITE_TYPES: frozenset[str] = frozenset({"VEHICLE", "PERSONAL"})
 # two minutes (CONTRACTS.md Part B §6.4).
 DEFAULT_CANCEL_WINDOW = timedelta(minutes=2)
 MAX_CANCEL_WINDOW = timedelta(hours=24)
+
+# Supervision (issue 18): how often an account must be heard from. Below the minimum the tick (every
+# WATCHDOG_INTERVAL_S) could not tell late from on time; above the maximum it is a typo. A missing
+# grace is a trap (a test a few seconds late every day would page a person), so it has a default.
+MIN_LINK_SUPERVISION = timedelta(seconds=10)
+MAX_LINK_SUPERVISION = timedelta(days=7)
+MIN_TEST_INTERVAL = timedelta(minutes=1)
+MAX_TEST_INTERVAL = timedelta(days=35)
+MAX_TEST_GRACE = timedelta(hours=24)
+DEFAULT_TEST_GRACE = timedelta(minutes=15)
 
 # RapidSOS recommends at most three emergency contacts besides the primary keyholder (seed 004).
 MAX_EMERGENCY_CONTACTS = 4
@@ -75,17 +96,56 @@ class SitesFileError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Supervision:
+    """How often an account must be heard from; a missed deadline is a trouble for a person.
+
+    ``link``: any contact (an event, or a DC-09 link frame such as ``NULL``) within this period.
+    ``test_interval``: an automatic test (SIA ``RP``) within this period plus ``test_grace``.
+    None switches that check off.
+    """
+
+    link: timedelta | None = None
+    test_interval: timedelta | None = None
+    test_grace: timedelta = DEFAULT_TEST_GRACE
+
+    @property
+    def test_period(self) -> timedelta | None:
+        """How long after the last test (or the start of supervision) a missing one is a trouble."""
+        return None if self.test_interval is None else self.test_interval + self.test_grace
+
+    def over(self, base: "Supervision | None") -> "Supervision":
+        """This (a site's) supervision, taking each check it does not declare from ``base`` (its source's)."""
+        if base is None:
+            return self
+        link = self.link if self.link is not None else base.link
+        if self.test_interval is not None:
+            return Supervision(link, self.test_interval, self.test_grace)
+        return Supervision(link, base.test_interval, base.test_grace)
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     """A sender allowed to post signals, and the credentials that prove it is that sender.
 
     ``tokens`` are bearer tokens (several during a rotation); ``signing_secrets`` are Standard
-    Webhooks secrets (``whsec_…``), several during a rotation too. At least one of the two is set.
+    Webhooks secrets (``whsec_…``), several during a rotation too. At least one of the two is set,
+    except on a ``dc09`` source: DC-09 frames carry no credential, so the receiver knows the source by
+    the account, and an account with an AES key in ``encryption_keys`` must encrypt its frames.
     """
 
     key: str
     kind: SourceKind
     tokens: tuple[str, ...] = field(default=(), repr=False)
     signing_secrets: tuple[str, ...] = field(default=(), repr=False)
+    supervision: Supervision | None = None  # every account routed through it, unless its site says
+    # kind "dc09" only: AES keys by account (normalised), and the band a frame's timestamp must fall in.
+    encryption_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False, hash=False, compare=False)
+    timestamp_past: timedelta = DEFAULT_TIMESTAMP_PAST
+    timestamp_future: timedelta = DEFAULT_TIMESTAMP_FUTURE
+
+    def encryption_key(self, account: str) -> bytes | None:
+        """The AES key of a dc09 ``account``, or None when its frames come in clear."""
+        return self.encryption_keys.get(_normalise(account))
 
     @property
     def signing_keys(self) -> tuple[bytes, ...]:
@@ -158,6 +218,17 @@ class RapidSOSSite:
 
 
 @dataclass(frozen=True, slots=True)
+class SupervisedAccount:
+    """One account whose link is supervised: through which source, for which site, how often."""
+
+    source_key: str
+    account: str  # as the sites file writes it
+    site_key: str
+    supervision: Supervision
+    dc09: bool = False  # through a dc09 source: every event of the account came in a DC-09 frame
+
+
+@dataclass(frozen=True, slots=True)
 class Site:
     """One protected place: how signals reach it, where it is, and what to do when it alarms."""
 
@@ -175,6 +246,7 @@ class Site:
     tracktik: TrackTikSite | None = None
     callonalarm: CallOnAlarmSite | None = None
     rapidsos: RapidSOSSite | None = None
+    supervision: Supervision | None = None  # overrides, check by check, its sources' supervision
 
 
 def _normalise(identifier: str) -> str:
@@ -242,8 +314,10 @@ class Sites:
         "_account_routes",
         "_by_account",
         "_by_zone",
+        "_dc09_accounts",
         "_sites",
         "_sources",
+        "_supervised",
         "_tokens",
         "_zone_routes",
     )
@@ -273,6 +347,11 @@ class Sites:
         self._account_routes, account_claims = _route_index(
             self._sources, self._sites.values(), "accounts", "panel"
         )
+        dc09_routes, dc09_claims = _route_index(self._sources, self._sites.values(), "accounts", "dc09")
+        self._account_routes.update(dc09_routes)  # keyed by source too: no entry replaces another
+        account_claims += dc09_claims
+        self._dc09_accounts, dc09_problems = _dc09_index(dc09_routes, self._sources)
+        problems.extend(dc09_problems)
         self._zone_routes, zone_claims = _route_index(
             self._sources, self._sites.values(), "alta_zones", "alta"
         )
@@ -299,6 +378,7 @@ class Sites:
                 self._by_account[account] = (*self._by_account.get(account, ()), site)
             for zone in {_normalise(z) for z in site.alta_zones}:
                 self._by_zone[zone] = (*self._by_zone.get(zone, ()), site)
+        self._supervised = _supervised_accounts(self._account_routes, self._sources)
 
     def __repr__(self) -> str:
         return f"Sites({len(self._sources)} sources, {len(self._sites)} sites)"
@@ -351,9 +431,69 @@ class Sites:
         """
         return self._by_account.get(_normalise(account), ())
 
+    def dc09_route(self, account: str) -> tuple[Source, Site] | None:
+        """The dc09 source and the site that claim a DC-09 frame's ``account``, or None (NAK it).
+
+        The receiver has one port for every dc09 source, so an account belongs to one of them only
+        (checked at load); a frame for an account only a panel source lists is not that account's.
+        """
+        return self._dc09_accounts.get(_normalise(account))
+
     def sites_for_alta_zone(self, zone_id: str) -> tuple[Site, ...]:
         """Every site that lists Alta zone ``zone_id``, whatever its sources (see sites_for_account)."""
         return self._by_zone.get(_normalise(zone_id), ())
+
+    def supervision_for(self, source_key: str, account: str) -> SupervisedAccount | None:
+        """The supervision of ``account`` through ``source_key``, or None (the common, free case).
+
+        Intake asks this for every event, so an unsupervised account costs a dictionary lookup and
+        no database round trip.
+        """
+        if not self._supervised:
+            return None
+        return self._supervised.get((source_key, _normalise(account)))
+
+    @property
+    def supervised_accounts(self) -> tuple[SupervisedAccount, ...]:
+        """Every account whose link is supervised, site by site in file order."""
+        return tuple(self._supervised.values())
+
+
+def _dc09_index(
+    routes: Mapping[tuple[str, str], Site], sources: Mapping[str, Source]
+) -> tuple[dict[str, tuple[Source, Site]], list[str]]:
+    """Each DC-09 account's one (source, site), and the accounts two dc09 sources claim."""
+    index: dict[str, tuple[Source, Site]] = {}
+    problems: list[str] = []
+    for (source_key, account), site in routes.items():
+        other = index.setdefault(account, (sources[source_key], site))
+        if other[0].key != source_key:
+            problems.append(
+                f"account {account!r} is claimed through dc09 sources {other[0].key!r} and {source_key!r}"
+            )
+    return index, problems
+
+
+def _supervised_accounts(
+    routes: Mapping[tuple[str, str], Site], sources: Mapping[str, Source]
+) -> dict[tuple[str, str], SupervisedAccount]:
+    """Each routed account's supervision: its site's values over its source's, check by check."""
+    found: dict[tuple[str, str], SupervisedAccount] = {}
+    for (source_key, normalised), site in routes.items():
+        source = sources[source_key]
+        if site.supervision is not None:
+            supervision = site.supervision.over(source.supervision)
+        elif source.supervision is not None:
+            supervision = source.supervision
+        else:
+            continue
+        if supervision.link is None and supervision.test_interval is None:
+            continue
+        account = next(a.strip() for a in site.accounts if _normalise(a) == normalised)
+        found[(source_key, normalised)] = SupervisedAccount(
+            source_key, account, site.key, supervision, dc09=source.kind == "dc09"
+        )
+    return found
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -31,10 +31,21 @@ from app.domain.plans import (
     plan_problems,
 )
 from app.domain.sites import (
+    ACCOUNT_SOURCE_KINDS,
+    DC09_KEY_BYTES,
     DEFAULT_CANCEL_WINDOW,
+    DEFAULT_TEST_GRACE,
+    DEFAULT_TIMESTAMP_FUTURE,
+    DEFAULT_TIMESTAMP_PAST,
     GEODETIC_SITE_TYPES,
     MAX_CANCEL_WINDOW,
     MAX_EMERGENCY_CONTACTS,
+    MAX_LINK_SUPERVISION,
+    MAX_TEST_GRACE,
+    MAX_TEST_INTERVAL,
+    MAX_TIMESTAMP_BAND,
+    MIN_LINK_SUPERVISION,
+    MIN_TEST_INTERVAL,
     MIN_TOKEN_LENGTH,
     SIGNING_SECRET_BYTES,
     SIGNING_SECRET_PREFIX,
@@ -50,6 +61,7 @@ from app.domain.sites import (
     SitesFileError,
     Source,
     SourceKind,
+    Supervision,
     TrackTikSite,
     _normalise,
     _route_index,
@@ -67,6 +79,8 @@ class _SiteRoutes:
 
 
 _COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
+_DC09_ACCOUNT_PATTERN = re.compile(r"[0-9A-Fa-f]{3,16}")  # DC-09 accounts: 3 to 16 hex digits
+_HEX_PATTERN = re.compile(r"[0-9A-Fa-f]+")
 _DURATION_PATTERN = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?")
 _E164_PATTERN = re.compile(r"\+?[1-9][0-9]{7,14}")
 _ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -249,7 +263,9 @@ def _check_key(report: _Report, table: str, key: str) -> bool:
     return False
 
 
-_SOURCE_KEYS = ("kind", "token_env", "signing_secrets_env")
+_SUPERVISION_KEYS = ("link_supervision", "test_interval", "test_grace")
+_DC09_SOURCE_KEYS = ("encryption_keys_env", "encryption_keys_format", "timestamp_band")
+_SOURCE_KEYS = ("kind", "token_env", "signing_secrets_env", *_SUPERVISION_KEYS, *_DC09_SOURCE_KEYS)
 
 
 def _env_values(report: _Report, where: str, name: str, environ: Mapping[str, str]) -> tuple[str, ...] | None:
@@ -273,10 +289,15 @@ def _load_source(
 ) -> Source | None:
     where = f"sources.{key}"
     table = _Table(report, where, raw, _SOURCE_KEYS)
-    kind = table.text("kind", required=True, example='"panel" or "alta"')
+    kind = table.text("kind", required=True, example='"panel", "alta" or "dc09"')
     if kind is not None and kind not in SOURCE_KINDS:
-        report.add(table.at("kind"), f'{_show(kind)} is not "panel" or "alta"')
+        report.add(table.at("kind"), f'{_show(kind)} is not "panel", "alta" or "dc09"')
         kind = None
+    if kind == "dc09":
+        return _load_dc09_source(report, key, table, environ)
+    for dc09_key in _DC09_SOURCE_KEYS if kind is not None else ():
+        if dc09_key in raw:
+            report.add(table.at(dc09_key), f"is for a dc09 source (the receiver), not a {kind} source")
     token_env = table.text("token_env", example='a variable name like "ACME_PANELS_TOKEN"')
     secrets_env = table.text("signing_secrets_env", example='a variable name like "ACME_PANELS_WHSEC"')
     if "token_env" not in raw and "signing_secrets_env" not in raw:
@@ -310,6 +331,137 @@ def _load_source(
     if kind is None or tokens is None or secrets is None or (not tokens and not secrets):
         return None
     return Source(key=key, kind=cast(SourceKind, kind), tokens=tokens, signing_secrets=secrets)
+
+
+def _load_dc09_source(report: _Report, key: str, table: _Table, environ: Mapping[str, str]) -> Source | None:
+    """A source of SIA DC-09 frames (the receiver): its accounts' AES keys and its timestamp band.
+
+    DC-09 frames carry no credential: the receiver knows the source by the frame's account, and an
+    account with a key proves itself by encrypting (a plain frame from it is refused).
+    """
+    errors_before = len(report.lines)
+    for name in ("token_env", "signing_secrets_env"):
+        if name in table.raw:
+            report.add(
+                table.at(name),
+                "is not for a dc09 source: DC-09 frames carry no token; give an account an AES key "
+                "(encryption_keys_env) to have its frames proven",
+            )
+    key_format = table.text("encryption_keys_format", example='"hex" or "ascii"')
+    if key_format is not None and key_format not in _DC09_KEY_FORMATS:
+        report.add(table.at("encryption_keys_format"), f'{_show(key_format)} is not "hex" or "ascii"')
+    if key_format is not None and "encryption_keys_env" not in table.raw:
+        report.add(table.at("encryption_keys_format"), "is given without encryption_keys_env")
+    keys_env = table.text("encryption_keys_env", example='a variable name like "ACME_DC09_KEYS"')
+    keys: dict[str, bytes] | None = {}
+    if keys_env is not None and key_format in (None, *_DC09_KEY_FORMATS):
+        keys = _dc09_keys(report, table.at("encryption_keys_env"), keys_env, key_format or "hex", environ)
+    past, future = _timestamp_band(report, table)
+    if len(report.lines) > errors_before or keys is None or past is None or future is None:
+        return None
+    return Source(
+        key=key,
+        kind="dc09",
+        encryption_keys=MappingProxyType(keys),
+        timestamp_past=past,
+        timestamp_future=future,
+    )
+
+
+# "hex": 32, 48 or 64 hex digits are the key's bytes (the standard's notation); "ascii": the 16, 24
+# or 32 characters themselves are the key (what pysiaalarm and panels such as Ajax take).
+_DC09_KEY_FORMATS = ("hex", "ascii")
+_DC09_KEY_SHAPES = {"hex": "32, 48 or 64 hex digits", "ascii": "16, 24 or 32 printable characters"}
+
+
+def _dc09_keys(
+    report: _Report, where: str, name: str, key_format: str, environ: Mapping[str, str]
+) -> dict[str, bytes] | None:
+    """``<account>=<key>,...`` from environment variable ``name``, by normalised account."""
+    entries = _env_values(report, where, name, environ)
+    if entries is None:
+        return None
+    keys: dict[str, bytes] = {}
+    errors_before = len(report.lines)
+    for number, entry in enumerate(entries, start=1):
+        account, sep, text = (part.strip() for part in entry.partition("="))
+        key = _dc09_key(text, key_format)
+        # Never a key, nor a part of one: error messages end up in logs.
+        if not sep or not account or not text:
+            report.add(where, f"entry {number} in {name} is not <account>=<key>")
+        elif not _DC09_ACCOUNT_PATTERN.fullmatch(account):
+            report.add(
+                where,
+                f"entry {number} in {name}: {_show(account)} is not a DC-09 account (3 to 16 hex digits)",
+            )
+        elif key is None:
+            report.add(
+                where,
+                f"the key of account {account} in {name} must be {_DC09_KEY_SHAPES[key_format]} for "
+                f"AES-128, -192 or -256 (encryption_keys_format {_show(key_format)}), not {len(text)} "
+                "characters",
+            )
+        elif _normalise(account) in keys:
+            report.add(where, f"account {account} has two keys in {name}")
+        else:
+            keys[_normalise(account)] = key
+    return None if len(report.lines) > errors_before else keys
+
+
+def _dc09_key(text: str, key_format: str) -> bytes | None:
+    """The AES key ``text`` stands for, or None when it is not one in ``key_format``."""
+    if key_format == "hex":
+        if len(text) // 2 not in DC09_KEY_BYTES or len(text) % 2 or not _HEX_PATTERN.fullmatch(text):
+            return None
+        return bytes.fromhex(text)
+    if len(text) not in DC09_KEY_BYTES or not _TOKEN_PATTERN.fullmatch(text):
+        return None
+    return text.encode("ascii")
+
+
+def _timestamp_band(report: _Report, table: _Table) -> tuple[timedelta | None, timedelta | None]:
+    """How far behind (past) and ahead (future) of the receiver's clock a frame's timestamp may be."""
+    if "timestamp_band" not in table.raw:
+        return DEFAULT_TIMESTAMP_PAST, DEFAULT_TIMESTAMP_FUTURE
+    raw = table.table("timestamp_band", example='a table like { past = "40s", future = "20s" }')
+    if raw is None:
+        return None, None
+    band = _Table(report, table.at("timestamp_band"), raw, ("past", "future"))
+    past = band.duration("past", default=DEFAULT_TIMESTAMP_PAST, maximum=MAX_TIMESTAMP_BAND)
+    future = band.duration("future", default=DEFAULT_TIMESTAMP_FUTURE, maximum=MAX_TIMESTAMP_BAND)
+    return past, future
+
+
+def _check_dc09(report: _Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
+    """What one receiver port for every dc09 source needs: each account claimed through one dc09
+    source only, in a form a frame can carry, and no AES key for an account no site lists (a typo
+    there would leave the real account's frames unencrypted and accepted)."""
+    claimed: dict[str, tuple[str, str]] = {}  # normalised account -> (site, dc09 source)
+    for site in sites:
+        dc09 = [s for s in site.sources if s in sources and sources[s].kind == "dc09"]
+        panel = any(s in sources and sources[s].kind == "panel" for s in site.sources)
+        for account in site.accounts:
+            if dc09 and not panel and not _DC09_ACCOUNT_PATTERN.fullmatch(account):
+                report.add(
+                    f"sites.{site.key}.accounts",
+                    f"{_show(account)} cannot come in a DC-09 frame (an account is 3 to 16 hex digits)",
+                )
+            for source_key in dc09:
+                first = claimed.setdefault(_normalise(account), (site.key, source_key))
+                if first[1] != source_key:
+                    report.add(
+                        f"sites.{site.key}.accounts",
+                        f'"{account}" is already claimed by site "{first[0]}" on dc09 source "{first[1]}"; '
+                        "the receiver takes every dc09 source's frames on one port, so an account "
+                        "belongs to one of them",
+                    )
+    for source in sources.values():
+        for account in source.encryption_keys:
+            if claimed.get(account, ("", ""))[1] != source.key:
+                report.add(
+                    f"sources.{source.key}.encryption_keys_env",
+                    f'holds a key for account {account}, which no site lists through source "{source.key}"',
+                )
 
 
 def _is_signing_secret(secret: str) -> bool:
@@ -408,6 +560,7 @@ _SITE_KEYS = (
     "tracktik",
     "callonalarm",
     "rapidsos",
+    *_SUPERVISION_KEYS,
 )
 _LOCATION_KEYS = (
     "name",
@@ -480,6 +633,12 @@ def _load_site(
     tracktik = _load_tracktik(report, table)
     callonalarm = _load_callonalarm(report, table)
     rapidsos = _load_rapidsos(report, table)
+    supervision = _load_supervision(report, table)
+    if supervision is not None and not accounts:
+        report.add(
+            table.at(next(k for k in _SUPERVISION_KEYS if k in raw)),
+            "supervises the site's panel accounts, but the site lists none",
+        )
 
     resolved = [source for s in site_sources if (source := sources.get(s)) is not None]
     _check_reachable(report, table, resolved, len(resolved) == len(site_sources))
@@ -515,6 +674,7 @@ def _load_site(
         tracktik=tracktik,
         callonalarm=callonalarm,
         rapidsos=rapidsos,
+        supervision=supervision,
     )
 
 
@@ -671,6 +831,64 @@ def _phone(report: _Report, table: _Table, key: str, *, required: bool) -> str |
     return phone
 
 
+def _supervision_period(
+    table: _Table, key: str, *, minimum: timedelta, maximum: timedelta
+) -> timedelta | None:
+    """A supervision period from the file: None when absent or wrong (a wrong one is reported)."""
+    if key not in table.raw:
+        return None
+    period = table.duration(key, default=timedelta(0), maximum=maximum)
+    if period is not None and period < minimum:
+        table.report.add(
+            table.at(key),
+            f'{_show(table.raw[key])} is shorter than the minimum of "{format_duration(minimum)}" '
+            "(leave the key out to switch the check off)",
+        )
+        return None
+    return period
+
+
+def _load_supervision(report: _Report, table: _Table) -> Supervision | None:
+    """How often a site's (or a source's) accounts must be heard from; None when it does not say."""
+    link = _supervision_period(
+        table, "link_supervision", minimum=MIN_LINK_SUPERVISION, maximum=MAX_LINK_SUPERVISION
+    )
+    interval = _supervision_period(
+        table, "test_interval", minimum=MIN_TEST_INTERVAL, maximum=MAX_TEST_INTERVAL
+    )
+    grace: timedelta | None = DEFAULT_TEST_GRACE
+    if "test_grace" in table.raw:
+        if "test_interval" not in table.raw:
+            report.add(
+                table.at("test_grace"),
+                "is given without test_interval (the grace is added to the test interval)",
+            )
+        grace = table.duration("test_grace", default=DEFAULT_TEST_GRACE, maximum=MAX_TEST_GRACE)
+    if (link is None and interval is None) or grace is None:
+        return None
+    return Supervision(link=link, test_interval=interval, test_grace=grace)
+
+
+def _supervise_source(
+    report: _Report, key: str, raw: Mapping[str, object], source: Source | None
+) -> Source | None:
+    """The source with the supervision it declares for every account routed through it."""
+    if not any(k in raw for k in _SUPERVISION_KEYS):
+        return source
+    # Every key of the table is allowed here: _load_source has reported the unknown ones.
+    table = _Table(report, f"sources.{key}", raw, raw.keys())
+    errors_before = len(report.lines)
+    supervision = _load_supervision(report, table)
+    if raw.get("kind") == "alta":
+        report.add(
+            table.at(next(k for k in _SUPERVISION_KEYS if k in raw)),
+            "supervises panel accounts; an alta source posts only when a zone alarms",
+        )
+    if source is None or len(report.lines) > errors_before:
+        return None
+    return replace(source, supervision=supervision)
+
+
 def _check_reachable(report: _Report, table: _Table, sources: Sequence[Source], all_resolved: bool) -> None:
     """Every identifier needs a source that can post it, and every source something to post.
 
@@ -681,19 +899,20 @@ def _check_reachable(report: _Report, table: _Table, sources: Sequence[Source], 
     kinds = {source.kind for source in sources}
     has_accounts = bool(table.raw.get("accounts"))
     has_zones = bool(table.raw.get("alta_zones"))
-    if all_resolved and has_accounts and "panel" not in kinds:
+    if all_resolved and has_accounts and not kinds.intersection(ACCOUNT_SOURCE_KINDS):
         report.add(
             table.at("accounts"),
-            "are panel account numbers, but none of the site's sources is a panel source",
+            "are panel account numbers, but none of the site's sources is a panel or dc09 source",
         )
     if all_resolved and has_zones and "alta" not in kinds:
         report.add(
             table.at("alta_zones"), "are Alta zone ids, but none of the site's sources is an alta source"
         )
     for source in sources:
-        if source.kind == "panel" and not has_accounts:
+        if source.kind in ACCOUNT_SOURCE_KINDS and not has_accounts:
             report.add(
-                table.at("accounts"), f'is empty, so panel source "{source.key}" cannot post for this site'
+                table.at("accounts"),
+                f'is empty, so {source.kind} source "{source.key}" cannot post for this site',
             )
         if source.kind == "alta" and not has_zones:
             report.add(
@@ -770,7 +989,7 @@ def _check_rapidsos_location(
 
 def _check_claims(report: _Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
     """An account or zone that two sites claim on the same source could route to either."""
-    for attribute, kind in (("accounts", "panel"), ("alta_zones", "alta")):
+    for attribute, kind in (("accounts", "panel"), ("accounts", "dc09"), ("alta_zones", "alta")):
         _, claims = _route_index(sources, sites, attribute, cast(SourceKind, kind))
         for claim in claims:
             report.add(
@@ -828,6 +1047,7 @@ def load_sites(path: Path | None, environ: Mapping[str, str]) -> Sites:
 
     # Entries that failed stay in the maps as None, so a reference to them is not reported again.
     sources = {key: _load_source(report, key, raw, environ) for key, raw in raw_sources.items()}
+    sources = {key: _supervise_source(report, key, raw_sources[key], s) for key, s in sources.items()}
     loaded_sources = {key: s for key, s in sources.items() if s is not None}
     _check_shared_credentials(report, loaded_sources, raw_sources)
     plans = {key: _load_plan(report, key, raw) for key, raw in raw_plans.items()}
@@ -835,6 +1055,7 @@ def load_sites(path: Path | None, environ: Mapping[str, str]) -> Sites:
     sites = [_load_site(report, key, raw, sources, plans, routes) for key, raw in raw_sites.items()]
     loaded_sites = [site for site in sites if site is not None]
     _check_claims(report, loaded_sources, routes)
+    _check_dc09(report, loaded_sources, routes)
 
     if report.lines:
         raise SitesFileError(report.lines)

@@ -281,6 +281,56 @@ class TimelineEntry(Base):
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class AccountSupervision(Base):
+    """One supervised account's link: when it was last heard from, and by when it must be again.
+
+    The deadlines live here, not in a process's memory, so a restart loses none (migration 0006). A
+    deadline passed opens one trouble alarm, whose id is kept (``link_alarm_id``, ``test_alarm_id``)
+    while its deadline is cleared: an account in trouble is never tripped twice for one outage. The
+    next contact restores that alarm and re-arms the deadline. The alarm ids are not foreign keys:
+    the retention command may archive an ended alarm while its outage lasts.
+    """
+
+    __tablename__ = "account_supervision"
+    __table_args__ = (
+        Index("uq_account_supervision_source_account", "source_key", "account", unique=True),
+        # The tick's "deadline passed" walks, oldest first; NULL (in trouble, or not supervised) is
+        # never due.
+        Index("ix_account_supervision_link_deadline_at", "link_deadline_at"),
+        Index("ix_account_supervision_test_deadline_at", "test_deadline_at"),
+        # Accounts in trouble (the gauge, the dashboard): the few rows with an open outage.
+        Index(
+            "ix_account_supervision_link_alarm_id",
+            "link_alarm_id",
+            postgresql_where=text("link_alarm_id IS NOT NULL"),
+            sqlite_where=text("link_alarm_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_account_supervision_test_alarm_id",
+            "test_alarm_id",
+            postgresql_where=text("test_alarm_id IS NOT NULL"),
+            sqlite_where=text("test_alarm_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(64))  # as the sites file writes it
+    site_key: Mapped[str] = mapped_column(String(64))
+    supervised_since: Mapped[datetime]  # a declared account never heard from trips from here
+    last_contact_at: Mapped[datetime | None]  # any event or DC-09 link frame
+    last_link_at: Mapped[datetime | None]  # a DC-09 link frame (NULL link test or any frame)
+    last_test_at: Mapped[datetime | None]  # an automatic test (RP)
+    # The periods the deadlines were armed with (the test's includes its grace); NULL: not supervised.
+    link_period_s: Mapped[int | None] = mapped_column(Integer)
+    test_period_s: Mapped[int | None] = mapped_column(Integer)
+    link_deadline_at: Mapped[datetime | None]
+    test_deadline_at: Mapped[datetime | None]
+    link_alarm_id: Mapped[int | None] = mapped_column(Integer)  # the open outage's trouble alarm
+    test_alarm_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
 class TimelinePurgePermit(Base):
     """Lets the transaction that holds it delete timeline lines (the retention command, nobody else).
 

@@ -9,7 +9,7 @@ from sqlalchemy import case, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from app.domain.sia import Priority
-from app.ledger.models import ACTIVE_ALARM_STATES, Action, Alarm, Event, TimelineEntry
+from app.ledger.models import ACTIVE_ALARM_STATES, AccountSupervision, Action, Alarm, Event, TimelineEntry
 
 LIFE_SAFETY = Priority.LIFE_SAFETY.value
 
@@ -233,3 +233,51 @@ def list_actions(
         .limit(limit).offset(offset)
     ).scalars()  # fmt: skip
     return [{**_action(a), "alarm_id": a.alarm_id, "updated_at": _iso(a.updated_at)} for a in rows]
+
+
+def supervised_accounts(session: Session, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Each supervised account's link as the ledger knows it: accounts in trouble first, then the
+    others by source and account. Two short reads: the accounts with an open outage (through their
+    partial indexes), then one page of the rest (in the unique index's order)."""
+    table = AccountSupervision
+    supervised = (table.link_period_s.is_not(None)) | (table.test_period_s.is_not(None))
+    in_trouble = (table.link_alarm_id.is_not(None)) | (table.test_alarm_id.is_not(None))
+    order = (table.source_key, table.account)
+    troubled = list(session.execute(select(table).where(in_trouble).order_by(*order).limit(limit)).scalars())
+    rest = (
+        session.execute(
+            select(table).where(supervised, ~in_trouble).order_by(*order).limit(limit - len(troubled))
+        ).scalars()
+        if len(troubled) < limit
+        else []
+    )
+    return [_supervised_account(row) for row in [*troubled, *rest]]
+
+
+def _supervised_account(row: AccountSupervision) -> dict[str, Any]:
+    if row.link_alarm_id is not None and row.test_alarm_id is not None:
+        state = "link_silent_and_test_missed"
+    elif row.link_alarm_id is not None:
+        state = "link_silent"
+    elif row.test_alarm_id is not None:
+        state = "test_missed"
+    elif row.link_period_s is None and row.test_period_s is None:
+        state = "not_supervised"
+    else:
+        state = "ok"
+    return {
+        "site": row.site_key,
+        "source": row.source_key,
+        "account": row.account,
+        "state": state,
+        "supervised_since": _iso(row.supervised_since),
+        "last_contact_at": _iso(row.last_contact_at),
+        "last_link_at": _iso(row.last_link_at),
+        "last_test_at": _iso(row.last_test_at),
+        "link_period_s": row.link_period_s,
+        "link_deadline_at": _iso(row.link_deadline_at),
+        "link_alarm_id": row.link_alarm_id,
+        "test_period_s": row.test_period_s,
+        "test_deadline_at": _iso(row.test_deadline_at),
+        "test_alarm_id": row.test_alarm_id,
+    }

@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,3 +75,17 @@ def ping(engine: Engine) -> None:
     """Raise if the ledger cannot answer a trivial query."""
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a database error means "the ledger cannot be reached now" rather than a bug.
+
+    SQLAlchemy's ``OperationalError`` and ``InterfaceError`` (refused or cut connections, a server
+    shutting down, SQLite busy) and any DBAPI error whose connection was invalidated; psycopg's own
+    ``OperationalError`` when it escapes unwrapped. An ``IntegrityError`` or a ``ProgrammingError``
+    is not: retrying would not help. Every door into the ledger answers the first kind "try again"
+    (503 on the web, NAK on the DC-09 receiver).
+    """
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | psycopg.OperationalError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)

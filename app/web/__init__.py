@@ -77,7 +77,7 @@ def create_app(
         outbox=outbox or Outbox(make_producer(settings), sessions),
         ping_broker=ping_broker or _redis_ping(settings.broker_url),
         sites=sites,
-        intake_rules=intake_rules(settings),
+        intake_rules=IntakeRules.from_settings(settings),
         gate=PriorityGate(settings.web_intake_concurrency),
     )
     errors.register(app)
@@ -111,16 +111,6 @@ def read_sites(settings: Settings) -> Sites:
         return load_sites(Path(settings.sites_file) if settings.sites_file else None, settings.environ)
     except SitesFileError as exc:
         raise SystemExit(f"alarm-bridge: invalid sites file:\n{exc}") from None
-
-
-def intake_rules(settings: Settings) -> IntakeRules:
-    """The intake windows from the settings."""
-    return IntakeRules(
-        grouping_window=timedelta(seconds=settings.grouping_window_s),
-        dedupe_window_s=settings.dedupe_window_s,
-        clock_skew_tolerance=timedelta(seconds=settings.clock_skew_tolerance_s),
-        max_attempts=settings.action_max_attempts,
-    )
 
 
 def _redis_ping(broker_url: str | None) -> Callable[[], None]:

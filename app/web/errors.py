@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from app.domain.operations import ActionNotRetryableError, AlarmEndedError, AlarmNotFoundError
+from app.ledger.session import is_unreachable
 
 log = structlog.get_logger(__name__)
 LEDGER_RETRY_AFTER_S = 1
@@ -107,13 +108,8 @@ def register(app: Flask) -> None:
 
 
 def ledger_unreachable(exc: BaseException) -> bool:
-    """Whether a database error means "the ledger cannot be reached now" rather than a bug.
+    """Whether a database error is a 503 (the ledger cannot be reached now) rather than a 500 (a bug).
 
-    SQLAlchemy's ``OperationalError`` and ``InterfaceError`` (refused or cut connections, a server
-    shutting down, SQLite busy) and any DBAPI error whose connection was invalidated; psycopg's own
-    ``OperationalError`` when it escapes unwrapped. An ``IntegrityError`` or a ``ProgrammingError``
-    stays a 500: retrying would not help.
+    The rule is ``app.ledger.session.is_unreachable``, shared with the DC-09 receiver's NAK.
     """
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | psycopg.OperationalError):
-        return True
-    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+    return is_unreachable(exc)

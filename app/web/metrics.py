@@ -4,13 +4,13 @@ the ledger and the broker read at scrape time (at most once per ``METRICS_CACHE_
 Counters and histograms (app/telemetry.py) are summed over the files every gunicorn worker and Celery
 process writes when multiprocess mode is on, which the entry points switch on. Gauges that describe
 the deployment — open alarms by family, priority and routing, alarms waiting for a person, live
-actions by state, overdue steps, the depth of each Celery queue — are computed from the ledger and
-Redis, so they are right whatever runs where. A read covers live rows only (through indexes that lead
-with the state): history is counted by counters, never re-counted per scrape, so its cost stays flat
-however long the ledger has been running. Each process keeps what it read for ``METRICS_CACHE_S``:
-however many scrapers ask at once, a process reads the ledger and Redis once per interval. With
-``METRICS_TOKEN`` set, a scrape must carry it as a bearer token. Request metrics and intake rejections
-are recorded here, around every request.
+actions by state, overdue steps, supervised accounts in trouble, the depth of each Celery queue — are
+computed from the ledger and Redis, so they are right whatever runs where. A read covers live rows
+only (through indexes that lead with the state): history is counted by counters, never re-counted per
+scrape, so its cost stays flat however long the ledger has been running. Each process keeps what it
+read for ``METRICS_CACHE_S``: however many scrapers ask at once, a process reads the ledger and Redis
+once per interval. With ``METRICS_TOKEN`` set, a scrape must carry it as a bearer token. Request
+metrics and intake rejections are recorded here, around every request.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from app import telemetry
 from app.ledger.models import (
     ACTIVE_ALARM_STATES,
     LIVE_ACTION_STATES,
+    AccountSupervision,
     Action,
     ActionState,
     Alarm,
@@ -90,6 +91,12 @@ class LedgerCollector(Collector):
         oldest = GaugeMetricFamily(
             "alarm_bridge_oldest_open_alarm_age_seconds", "Age of the oldest alarm not yet ended"
         )
+        in_trouble = GaugeMetricFamily(
+            "alarm_bridge_supervised_accounts_in_trouble",
+            "Supervised accounts with an open outage (a trouble alarm not yet restored), by kind "
+            "(link: silent past link_supervision; test: no automatic test within test_interval + grace)",
+            labels=["kind"],
+        )
         now = utcnow()
         with self._sessions() as session:
             rows = session.execute(
@@ -124,6 +131,14 @@ class LedgerCollector(Collector):
             last_run = session.execute(
                 select(ArchiveRun.finished_at).order_by(ArchiveRun.id.desc()).limit(1)
             ).scalar_one_or_none()
+            # Each through its partial index: the few accounts with an open outage.
+            troubles = {
+                kind: session.execute(select(func.count()).where(column.is_not(None))).scalar_one()
+                for kind, column in (
+                    ("link", AccountSupervision.link_alarm_id),
+                    ("test", AccountSupervision.test_alarm_id),
+                )
+            }
         total_unrouted = 0
         for family, priority, routed, count in rows:
             open_alarms.add_metric([family, priority, "true" if routed else "false"], count)
@@ -138,7 +153,11 @@ class LedgerCollector(Collector):
         last_archive.add_metric([], last_run.timestamp() if last_run else 0.0)
         overdue.add_metric([], late)
         oldest.add_metric([], (now - first_opened).total_seconds() if first_opened else 0.0)
-        yield from (open_alarms, unrouted, needs_person, actions, overdue, oldest, archived, last_archive)
+        for kind, count in troubles.items():
+            in_trouble.add_metric([kind], count)
+        yield from (
+            open_alarms, unrouted, needs_person, actions, overdue, oldest, archived, last_archive, in_trouble,
+        )  # fmt: skip
 
 
 class QueueCollector(Collector):

@@ -444,3 +444,47 @@ def test_settings_without_operator_keys_let_nobody_sign_in(make_console: Callabl
     console = make_console(operator_api_keys=())
     assert console.client.post("/dashboard/login", data={"key": ""}).status_code == 401
     assert console.client.post("/dashboard/login", data={"key": KEY}).status_code == 401
+
+
+# -- supervision -----------------------------------------------------------------------------------
+
+
+def test_the_supervision_tab_shows_each_supervised_accounts_last_contact_and_its_troubles(
+    console: Console,
+) -> None:
+    from app.domain import supervision
+    from tests.sites_fixture import NEWTON_ACCOUNT
+
+    services = console.app.extensions["alarm_bridge"]
+    tested_at = datetime.now(UTC)
+    response = console.client.post(
+        "/v1/events",
+        json={"account": NEWTON_ACCOUNT, "code": "RP", "occurred_at": tested_at.isoformat()},
+        headers={"Authorization": f"Bearer {PANEL_TOKEN}"},
+    )
+    assert response.status_code == 202, response.text
+    console.sign_in()
+
+    page = console.client.get("/dashboard/supervision")
+    assert page.status_code == 200
+    assert 'href="/dashboard/supervision" aria-current="page"' in page.text
+    row = page.text.split('data-account="acme-panels/1f4a"', 1)[1].split("</tr>", 1)[0]
+    assert '<span class="badge a-succeeded">ok</span>' in row
+    assert "newton-residence" in row
+    assert "at least every 25h" in row and "at least every 24h30m (grace included)" in row
+    assert f"{tested_at:%Y-%m-%d %H:%M}" in row  # last contact and last test, to the millisecond
+
+    with console.sessions.begin() as session:  # two days of silence, as the tick sees them
+        checked = supervision.check(
+            session, sites=services.sites, now=tested_at + timedelta(days=2), rules=services.intake_rules
+        )
+    link, test = sorted(checked.troubles, key=lambda t: t.kind)
+    rows = console.client.get("/dashboard/queue/rows?list=supervision")
+    assert rows.status_code == 200 and "<html" not in rows.text
+    row = rows.text.split('data-account="acme-panels/1f4a"', 1)[1].split("</tr>", 1)[0]
+    assert "link silent and test missed" in row
+    assert f'href="/dashboard/alarms/{link.alarm_id}">alarm {link.alarm_id}</a>: link silent' in row
+    assert f'href="/dashboard/alarms/{test.alarm_id}">alarm {test.alarm_id}</a>: automatic test missed' in row
+    assert [int(i) for i in ROW_IDS.findall(console.client.get("/dashboard/needs-person").text)] == sorted(
+        [link.alarm_id, test.alarm_id]
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.receiver.frames import build_frame, read_reply
 from tests.polling import wait_until
-from tests.processes import free_port, start, wait_answers
+from tests.processes import free_port, port_open, start, wait_answers
+from tests.receiver_fixture import read_answer
 
 pytestmark = pytest.mark.integration
 READY_WITHIN_S = 60
@@ -25,7 +28,7 @@ AUTH = {"Authorization": "Bearer dev-operator-key"}
 # What a developer's shell may hold that would make this run differ from "nothing configured".
 NOT_INHERITED = (
     "REDIS_URL", "DATABASE_URL", "OPERATOR_API_KEYS", "PROMETHEUS_MULTIPROC_DIR", "FLOWER_BASIC_AUTH",
-    "SECRET_KEY",
+    "SECRET_KEY", "SIA_RECEIVER_HOST",
 )  # fmt: skip
 
 
@@ -33,7 +36,12 @@ class DevStack:
     def __init__(self, workdir: Path, broker: str) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-        env.update(PORT=str(self.port), SANDBOX_PORT=str(free_port()), WEB_CONCURRENCY="1")
+        env.update(
+            PORT=str(self.port),
+            SANDBOX_PORT=str(free_port()),
+            SIA_RECEIVER_PORT=str(free_port()),
+            WEB_CONCURRENCY="1",
+        )
         argv = [sys.executable, "-m", "app.cli", "dev", "--broker", broker]
         self.proc = start("dev", argv, env, workdir / "dev.log", cwd=workdir)
         self.http = requests.Session()
@@ -82,6 +90,16 @@ def test_dev_is_ready_with_nothing_configured_and_uses_its_own_broker(
     match = re.search(r"broker (.+?) at redis://127\.0\.0\.1:(\d+)/0", dev_stack.text())
     assert match, dev_stack.text()
     assert int(match.group(2)) != 6379  # never whatever Redis happens to listen on the usual port
+
+    # The DC-09 receiver runs too, on loopback. The example sites file names no dc09 source, so a
+    # frame is answered with the standard's NAK for an unknown account.
+    receiver = re.search(r"DC-09 receiver on 127\.0\.0\.1:(\d+) \(TCP and UDP\)", dev_stack.text())
+    assert receiver, dev_stack.text()
+    port = int(receiver.group(1))
+    wait_until(lambda: port_open(port), timeout_s=30, interval_s=0.2)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as panel:
+        panel.sendall(build_frame("1234", "RX"))
+        assert read_reply(read_answer(panel)).kind == "NAK"
     assert (tmp_path / "var" / "ledger.sqlite3").exists()  # the embedded SQLite ledger
 
     accepted = dev_stack.http.post(f"{dev_stack.base}/v1/system/selftest", headers=AUTH, timeout=5)

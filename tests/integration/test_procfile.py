@@ -1,7 +1,7 @@
 """The Procfile's lines, run as written against PostgreSQL and Redis, make a working deployment:
-`release` migrates, `web` serves, `worker` and `urgent` consume their queues, `beat` ticks and
-`flower` answers behind its basic auth, showing the tasks by name; without FLOWER_BASIC_AUTH the
-`flower` line refuses to start."""
+`release` migrates, `web` serves, `worker` and `urgent` consume their queues, `beat` ticks, `receiver`
+acknowledges a DC-09 frame once committed and `flower` answers behind its basic auth, showing the tasks
+by name; without FLOWER_BASIC_AUTH the `flower` line refuses to start."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.receiver.frames import build_frame, read_reply
 from tests.polling import wait_until
 from tests.processes import (
     REPO,
     deployment_env,
     free_port,
     inherited_env,
+    port_open,
     procfile,
     procfile_argv,
     start,
@@ -27,6 +29,7 @@ from tests.processes import (
     unique_prefix,
     wait_answers,
 )
+from tests.receiver_fixture import KEYS, SOURCE_ENV, read_answer, write_sites
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": "Bearer procfile-operator-key"}
@@ -40,6 +43,7 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         redis_url=redis_url,
         key_prefix=unique_prefix("abproc"),
         var_dir=tmp_path / "var",
+        sites=write_sites(tmp_path),  # with the dc09 sources the receiver takes frames for
         drop=("DATABASE_", "REDIS_"),
         OPERATOR_API_KEYS="procfile-operator-key",
         SECRET_KEY="procfile-secret-key-signing-the-sessions",
@@ -49,21 +53,22 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         FLOWER_BASIC_AUTH=f"someone:else,{':'.join(FLOWER_USER)}",
         WORKER_CONCURRENCY="12",
         URGENT_CONCURRENCY="24",
+        **SOURCE_ENV,
     )
 
 
 @pytest.fixture
 def running(deploy_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, int]]:
-    assert set(procfile()) == {"release", "web", "worker", "urgent", "beat", "flower"}
+    assert set(procfile()) == {"release", "web", "worker", "urgent", "beat", "receiver", "flower"}
     release = subprocess.run(
         procfile_argv("release"), cwd=REPO, env=deploy_env, capture_output=True, text=True, timeout=120
     )
     assert release.returncode == 0, release.stderr
-    ports = {"web": free_port(), "flower": free_port()}
+    ports = {"web": free_port(), "flower": free_port(), "receiver": free_port()}
     procs = []
-    for name in ("web", "worker", "urgent", "beat", "flower"):
+    for name in ("web", "worker", "urgent", "beat", "receiver", "flower"):
         port = ports.get(name) or free_port()  # platforms set PORT for all
-        env = {**deploy_env, "PORT": str(port)}
+        env = {**deploy_env, "PORT": str(port), "SIA_RECEIVER_PORT": str(ports["receiver"])}
         procs.append(start(name, procfile_argv(name, port), env, tmp_path / f"{name}.log"))
     yield ports
     stop_all(procs, grace_s=30)
@@ -100,6 +105,11 @@ def test_every_procfile_line_runs_against_real_services(running: dict[str, int],
             )
         # Tasks show by name (worker_send_task_events), as the workers ran them.
         wait_until(lambda: "system.selftest" in flower_task_names(), timeout_s=30, interval_s=0.5)
+    # The receiver line listens on SIA_RECEIVER_PORT and acknowledges a frame once it is committed.
+    wait_until(lambda: port_open(running["receiver"]), timeout_s=60, interval_s=0.2)
+    with socket.create_connection(("127.0.0.1", running["receiver"]), timeout=10) as panel:
+        panel.sendall(build_frame("128A", "FA", "1", key=KEYS["128A"]))
+        assert read_reply(read_answer(panel), KEYS["128A"], "128A").kind == "ACK"
     # Both Celery lines run thread pools sized by the settings, not by the CPU count: `urgent` (it
     # consumes life_safety) takes URGENT_CONCURRENCY, `worker` WORKER_CONCURRENCY.
     assert "concurrency: 12 (thread)" in (tmp_path / "worker.log").read_text()

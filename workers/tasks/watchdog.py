@@ -3,6 +3,11 @@
 It runs on the ``urgent`` worker, so a stalled ``worker`` pool is noticed; if the ``urgent`` worker,
 beat or the broker are down, the check stops and so do the heartbeat pings, which the monitor at
 WATCHDOG_HEARTBEAT_URL reports.
+
+The same tick checks the supervision deadlines of every supervised account (app.domain.supervision),
+in a transaction of its own after the watchdog's: a silent account opens one trouble alarm, whose
+steps are published once it commits. A supervision check that fails skips the heartbeat, so the
+monitor hears of it.
 """
 
 from __future__ import annotations
@@ -14,18 +19,22 @@ import structlog
 from celery import shared_task
 
 from app import telemetry
-from app.domain import task_names, watchdog
+from app.domain import supervision, task_names, watchdog
+from app.domain.intake import IntakeRules
+from app.domain.sites import Sites
 from app.ledger.models import utcnow
 from workers.clients.errors import UpstreamError
 from workers.clients.heartbeat import HeartbeatClient
-from workers.runtime import runtime
+from workers.runtime import Runtime, runtime
 
 log = structlog.get_logger(__name__)
+_armed: list[Sites] = []  # the sites file whose supervised accounts this process has armed
 
 
 @shared_task(name=task_names.SYSTEM_WATCHDOG, ignore_result=True)
 def check() -> int:
-    """Raise alarms with overdue steps to a person, then ping the heartbeat; returns how many."""
+    """Raise alarms with overdue steps to a person, open a trouble for each supervision deadline
+    passed, then ping the heartbeat; returns how many alarms it raised or opened."""
     rt = runtime()
     limits = watchdog.Limits(
         grace=timedelta(seconds=rt.settings.watchdog_grace_s),
@@ -42,6 +51,7 @@ def check() -> int:
             reason=finding.reason,
             message=finding.message,
         )
+    troubles = supervise(rt)
     telemetry.WATCHDOG_LAST_RUN.set(time.time())
     heartbeat = HeartbeatClient.from_settings(rt.settings)
     if heartbeat is not None:
@@ -49,4 +59,28 @@ def check() -> int:
             heartbeat.ping()
         except UpstreamError as exc:
             log.warning("watchdog.heartbeat_failed", error=str(exc))
-    return len(raised)
+    return len(raised) + len(troubles)
+
+
+def supervise(rt: Runtime) -> list[supervision.Trouble]:
+    """Arm the supervised accounts (once per process and sites file), then trip the deadlines passed."""
+    if not _armed or _armed[0] is not rt.sites:
+        with rt.sessions.begin() as session:  # its own transaction: it touches every account's row
+            supervision.arm(session, sites=rt.sites, now=utcnow())
+        _armed[:] = [rt.sites]
+    rules = IntakeRules.from_settings(rt.settings)  # the trouble is recorded as intake would
+    with rt.sessions.begin() as session:
+        checked = supervision.check(session, sites=rt.sites, now=utcnow(), rules=rules)
+    if checked.due_actions:
+        rt.outbox.publish(checked.due_actions)
+    for trouble in checked.troubles:
+        log.warning(
+            "supervision.trouble",
+            alarm_id=trouble.alarm_id,
+            kind=trouble.kind,
+            site=trouble.site_key,
+            source=trouble.source_key,
+            account=trouble.account,
+            message=trouble.reason,
+        )
+    return checked.troubles

@@ -8,9 +8,11 @@ goes through Jinja's autoescaping; a link is only made clickable when it is plai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
+
+from app.domain.plans import format_duration
 
 # The refs the workers write that name the alarm upstream, in the order an operator looks for them.
 UPSTREAM_IDS = {
@@ -74,6 +76,11 @@ def age(iso: str | None, now: datetime) -> str:
     if days == 0:
         return f"{hours} h {minutes % 60:02d} min"
     return f"{days} d {hours % 24} h"
+
+
+def duration(seconds: int | None) -> str:
+    """A period in whole seconds as the sites file writes it (``"25h"``, ``"1h5m"``), or ``""``."""
+    return "" if seconds is None else format_duration(timedelta(seconds=seconds))
 
 
 def label(value: str | None) -> str:

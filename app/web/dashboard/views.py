@@ -91,6 +91,15 @@ LISTS = {
         lambda s: queries.list_actions(s, states=("failed",), limit=QUEUE_LIMIT),
         "dashboard/_action_rows.html",
     ),
+    "supervision": AlarmList(
+        "supervision",
+        "Supervision",
+        "dashboard.show_supervision",
+        "Supervised accounts: when each was last heard from, and by when its link and automatic test "
+        "are due. A missed deadline opens one trouble alarm; the account's next message restores it.",
+        lambda s: queries.supervised_accounts(s, limit=QUEUE_LIMIT),
+        "dashboard/_supervision_rows.html",
+    ),
 }
 
 
@@ -134,6 +143,7 @@ def _helpers() -> dict[str, Any]:
     return {
         "clock": display.clock,
         "stamp": display.stamp,
+        "duration": display.duration,
         "label": display.label,
         "http_url": display.http_url,
         "sort_refs": display.sort_refs,
@@ -224,10 +234,18 @@ def show_failed_actions() -> View:
     return _list_page("failed")
 
 
+@bp.get("/supervision")
+@signed_in
+def show_supervision() -> View:
+    """Each supervised account's last contact, deadlines and trouble."""
+    return _list_page("supervision")
+
+
 @bp.get("/queue/rows")
 @signed_in_fragment
 def show_list_rows() -> View:
-    """The table of one list (``?list=queue|needs_person|unrouted|failed``), for the page's script."""
+    """The table of one list (``?list=queue|needs_person|unrouted|failed|supervision``), for the page's
+    script."""
     chosen = LISTS.get(ListRowsQuerySchema().load(request.args.to_dict())["name"])
     if chosen is None:
         return "no such list", 404
@@ -253,7 +271,9 @@ def _list_context(chosen: AlarmList) -> dict[str, Any]:
     with services().sessions() as session:
         rows = chosen.read(session)
     for row in rows:
-        row["age"] = display.age(row.get("opened_at") or row.get("updated_at"), now)
+        # An alarm's age, a failed step's, or how long a supervised account has been silent.
+        since = row.get("opened_at") or row.get("updated_at") or row.get("last_contact_at")
+        row["age"] = display.age(since or row.get("supervised_since"), now)
     return {"current": chosen, "rows": rows, "now": now.isoformat(), "limit": QUEUE_LIMIT}
 
 

@@ -345,7 +345,7 @@ MESSAGES = [
     ),
     pytest.param(
         (('kind = "panel"', 'kind = "panels"'),),
-        'sites.toml: sources.panels.kind: "panels" is not "panel" or "alta"',
+        'sites.toml: sources.panels.kind: "panels" is not "panel", "alta" or "dc09"',
         id="source-kind",
     ),
     pytest.param(

@@ -1,0 +1,334 @@
+"""SIA DC-09 frames on the wire, read and written through pysiaalarm (CONTRACTS §9).
+
+pysiaalarm does the format: the header, the CRC (CRC-16/ARC), AES-CBC with the zero IV, the frame's
+timestamp, and the ACK / NAK / DUH answers with their own CRC (encrypted, with the receiver's time
+inside, when the frame was). This module uses it for those and decides nothing: what a frame is
+answered, and when, is ``app.receiver.desk``'s.
+
+A received frame is checked in this order, and its first failure is its refusal: unreadable (not a
+DC-09 frame, or not printable ASCII), a bad CRC, an account no dc09 source claims, a plain frame from
+an account that has a key (or an encrypted one from an account that has none), a frame that does not
+decrypt with the account's key, an encrypted frame without a timestamp (its replay protection), and a
+timestamp outside the source's band. Each refusal is answered with the standard's NAK, which carries
+the receiver's timestamp so that a panel whose clock drifted can correct it, except a bad CRC: like
+pysiaalarm, the receiver does not answer a frame that may have been garbled on the way (its header,
+the account and sequence a NAK would echo, among what the CRC could not vouch for); the panel's own
+timeout makes it send the frame again.
+
+Keys are the source's ``encryption_keys``: AES key bytes. pysiaalarm's accounts take a 16/24/32
+character string and use its ASCII bytes; here the bytes are set on the account directly, so a key
+written as 32/48/64 hex digits (the standard's notation) and pysiaalarm's ASCII keys both work
+(``encryption_keys_format`` in the sites file says which one a source uses).
+
+The length field is not enforced: the CRC already covers the frame, and some senders (pysiaalarm's
+own test frames among them) compute the length wrongly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pysiaalarm import SIAAccount
+from pysiaalarm.event import SIAEvent
+from pysiaalarm.utils import MAIN_MATCHER, ResponseType
+
+from app.domain.sites import Site, Sites, Source
+
+SIA_DCS, ADM_CID, NULL = "SIA-DCS", "ADM-CID", "NULL"
+UNREADABLE = "unreadable"  # the frame-type label of a frame that is not DC-09 at all
+# A frame ends with CR. Its length field has three hex digits (at most 4095 characters from the first
+# quote); with the LF, the CRC, the length field itself and the CR, no frame is longer than this.
+FRAME_END = b"\r"
+MAX_FRAME_BYTES = 1 + 4 + 4 + 0xFFF + 1
+TIMESTAMP_FORMAT = "_%H:%M:%S,%m-%d-%Y"  # GMT
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+_REPLY = re.compile(
+    r'(?P<crc>[0-9A-Fa-f]{4})(?P<length>[0-9A-Fa-f]{4})(?P<body>"(?P<encrypted>\*)?(?P<kind>ACK|NAK|DUH|RSP)"'
+    r"(?P<rest>.*))"
+)
+_STAMP = re.compile(r"_(\d\d:\d\d:\d\d,\d\d-\d\d-\d{4})")
+
+
+class Reason(StrEnum):
+    """Why a frame was answered NAK: the label of ``alarm_bridge_dc09_refusals`` (a bounded set)."""
+
+    UNREADABLE = "unreadable"
+    TOO_LONG = "too_long"
+    BAD_CRC = "bad_crc"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    UNENCRYPTED = "unencrypted"  # a plain frame from an account that has a key
+    NO_KEY = "no_key"  # an encrypted frame from an account that has none
+    DECRYPT_FAILED = "decrypt_failed"
+    NO_TIMESTAMP = "no_timestamp"  # an encrypted frame must carry one
+    TIMESTAMP = "timestamp"  # outside the source's band
+    LEDGER_UNAVAILABLE = "ledger_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass
+class _Answer(SIAEvent):
+    """pysiaalarm's event as the vehicle of an answer chosen here.
+
+    Its own ``response`` is decided by pysiaalarm's code table (DUH for a code it does not know);
+    ``create_response`` is only the format, which is what is wanted of it.
+    """
+
+    chosen: ResponseType | None = None
+
+    @property
+    def response(self) -> ResponseType | None:
+        return self.chosen
+
+
+def sia_account(account: str, key: bytes | None, band: tuple[int, int] | None = None) -> SIAAccount:
+    """pysiaalarm's account: AES ``key`` bytes (None: plain frames) and the band (seconds past, future)."""
+    found = SIAAccount(account_id=account, key=None, allowed_timeband=band)
+    found.key_b = key  # the key's bytes, whatever notation the sites file wrote it in
+    return found
+
+
+def answer(
+    kind: ResponseType,
+    *,
+    sequence: str,
+    receiver: str | None,
+    line: str | None,
+    account: str,
+    encrypted: bool,
+    sia: SIAAccount,
+) -> bytes:
+    """The answer frame; an ACK to an encrypted frame is encrypted with the account's key."""
+    return _Answer(
+        chosen=kind,
+        sequence=sequence,
+        receiver=receiver or "R0",
+        line=line or "L0",
+        account=account,
+        encrypted=encrypted,
+        sia_account=sia,
+    ).create_response()
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A frame that passed every check, with the dc09 source and the site its account belongs to."""
+
+    message_type: str  # SIA-DCS, ADM-CID or NULL
+    sequence: str
+    receiver: str | None
+    line: str | None
+    account: str
+    encrypted: bool
+    timestamp: datetime | None  # the panel's clock, GMT
+    content: str  # what follows "[" (decrypted), through the timestamp
+    source: Source
+    site: Site
+    adm: tuple[str, str, str, str] | None = None  # ADM-CID: qualifier, event type, partition, zone
+    extended: str | None = None  # extended data blocks ([X…], [K…]) as sent
+    sia: SIAAccount = field(default_factory=SIAAccount, repr=False, compare=False)
+
+    def ack(self) -> bytes:
+        """The ACK (encrypted when the frame was): send it only once the frame is committed."""
+        return answer(
+            ResponseType.ACK,
+            sequence=self.sequence,
+            receiver=self.receiver,
+            line=self.line,
+            account=self.account,
+            encrypted=self.encrypted,
+            sia=self.sia,
+        )
+
+    def nak(self) -> bytes:
+        """The NAK with the receiver's timestamp: the panel sends the frame again."""
+        return nak(self.receiver, self.line)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A frame answered NAK at once, and why."""
+
+    reason: Reason
+    frame_type: str
+    answer: bytes | None  # None: not answered at all (a bad CRC)
+    account: str | None = None
+    source_key: str | None = None  # the dc09 source of the account, when one claims it
+
+
+def nak(receiver: str | None = None, line: str | None = None) -> bytes:
+    """The standard's NAK: ``"NAK"0000R<r>L<l>A0[]<receiver's timestamp>``."""
+    return answer(
+        ResponseType.NAK,
+        sequence="0000",
+        receiver=receiver,
+        line=line,
+        account="",
+        encrypted=False,
+        sia=SIAAccount(),
+    )
+
+
+class Accounts:
+    """pysiaalarm's view of each dc09 account (its key and band), built on first use from the sites."""
+
+    def __init__(self, sites: Sites) -> None:
+        self.sites = sites
+        self._books: dict[tuple[str, str], SIAAccount] = {}
+
+    def book(self, source: Source, account: str) -> SIAAccount:
+        """The account's pysiaalarm record (one per account; frames only read it)."""
+        key = (source.key, account.casefold())
+        found = self._books.get(key)
+        if found is None:
+            band = (int(source.timestamp_past.total_seconds()), int(source.timestamp_future.total_seconds()))
+            found = self._books[key] = sia_account(account, source.encryption_key(account), band)
+        return found
+
+
+def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
+    """Check one received frame (module docstring); None for an empty line (nothing to answer)."""
+    text = raw.decode("ascii", "replace").strip()
+    if not text:
+        return None
+    match = MAIN_MATCHER.match(text)
+    if match is None or not _PRINTABLE.fullmatch(text):
+        return Refusal(Reason.UNREADABLE, UNREADABLE, nak(*_prefix(match)))
+    frame_type = match["message_type"]
+    account = match["account"]
+
+    def refuse(reason: Reason, source: Source | None = None) -> Refusal:
+        return Refusal(reason, frame_type, nak(*_prefix(match)), account, source.key if source else None)
+
+    if SIAEvent(full_message=text[8:]).calc_crc != match["crc"].upper():
+        return Refusal(Reason.BAD_CRC, frame_type, None, account)  # unanswered (module docstring)
+    route = accounts.sites.dc09_route(account) if account else None
+    if route is None:
+        return refuse(Reason.UNKNOWN_ACCOUNT)
+    source, site = route
+    book = accounts.book(source, account)
+    encrypted = bool(match["encrypted_flag"])
+    if encrypted != book.encrypted:
+        return refuse(Reason.NO_KEY if encrypted else Reason.UNENCRYPTED, source)
+    try:
+        event = SIAEvent.from_line(text, {account: book})
+    # On a frame it cannot read pysiaalarm raises EventFormatError, ValueError (not hex, a partial
+    # AES block), and more: each of them is a refusal, never a dead listener.
+    except Exception:  # noqa: BLE001
+        return refuse(Reason.DECRYPT_FAILED if encrypted else Reason.UNREADABLE, source)
+    if encrypted and not _decrypted_cleanly(event):
+        return refuse(Reason.DECRYPT_FAILED, source)
+    timestamp = event.timestamp if isinstance(event.timestamp, datetime) else None
+    if encrypted and timestamp is None:
+        return refuse(Reason.NO_TIMESTAMP, source)
+    if not event.valid_timestamp:
+        return refuse(Reason.TIMESTAMP, source)
+    adm = None
+    if frame_type == ADM_CID:
+        adm = (event.event_qualifier or "", event.event_type or "", event.partition or "", event.ri or "")
+    return Frame(
+        message_type=frame_type,
+        sequence=match["sequence"],
+        receiver=match["receiver"],
+        line=match["line"],
+        account=account,
+        encrypted=encrypted,
+        timestamp=timestamp,
+        content=event.content or "",
+        source=source,
+        site=site,
+        adm=adm,
+        extended=event.x_data,
+        sia=book,
+    )
+
+
+def _prefix(match: re.Match[str] | None) -> tuple[str | None, str | None]:
+    return (match["receiver"], match["line"]) if match else (None, None)
+
+
+def _decrypted_cleanly(event: SIAEvent) -> bool:
+    """A wrong key decrypts to noise: bytes outside printable ASCII, which pysiaalarm drops silently.
+
+    Sixteen or more noise bytes that all happen to be printable is a chance below one in a million.
+    """
+    content, cipher = event.content or "", event.encrypted_content or ""
+    return len(content) * 2 == len(cipher) and bool(_PRINTABLE.fullmatch(content))
+
+
+# --------------------------------------------------------------------------------------------------
+# The sender's side: `alarm-bridge send-test-event --dc09`, the tests and the benchmark
+
+
+def build_frame(
+    account: str,
+    code: str | None = None,
+    zone: str | None = None,
+    *,
+    sequence: int = 1,
+    key: bytes | None = None,
+    timestamp: datetime | None = None,
+    stamped: bool = True,
+    area: str | None = None,
+    receiver: str = "R1",
+    line: str = "L1",
+    message_type: str = SIA_DCS,
+    data: str | None = None,
+) -> bytes:
+    """A DC-09 frame as a panel sends it: ``<LF><crc><length>"<id>"<seq>R…L…#<acct>[<data>]<time><CR>``.
+
+    ``data`` is the block inside the brackets; by default ``#<acct>|N[ri<area>/]<code><zone>`` for
+    SIA-DCS and empty for NULL. With ``key`` (AES key bytes) the frame is encrypted as the standard
+    says: pad characters, ``|``, then the data and the timestamp. ``timestamp`` defaults to now;
+    ``stamped=False`` leaves it out (allowed for plain frames only).
+    """
+    if data is None:
+        if message_type == SIA_DCS:
+            data = f"#{account}|N{f'ri{area}/' if area else ''}{code or ''}{zone or ''}"
+        elif message_type == NULL:
+            data = ""
+        else:
+            raise ValueError(f"give the data block of an {message_type} frame")
+    stamp = (timestamp or datetime.now(UTC)).astimezone(UTC).strftime(TIMESTAMP_FORMAT) if stamped else ""
+    content = f"{data}]{stamp}"
+    if key is not None:
+        content = _Answer(sia_account=sia_account(account, key)).encrypt_content("|" + content) or ""
+    flag = "*" if key is not None else ""
+    body = f'"{flag}{message_type}"{sequence:04d}{receiver}{line}#{account}[{content}'
+    crc = SIAEvent(full_message=body).calc_crc
+    return f"\n{crc}{len(body):04X}{body}\r".encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a receiver answered a frame."""
+
+    kind: str  # ACK, NAK, DUH or RSP; "" when the answer is not a DC-09 answer at all
+    crc_ok: bool
+    encrypted: bool
+    text: str  # as received, without the LF and CR
+    timestamp: datetime | None = None  # the receiver's clock (a NAK's; an encrypted ACK's, decrypted)
+
+
+def read_reply(raw: bytes, key: bytes | None = None, account: str = "") -> Reply:
+    """Read a receiver's answer; ``key`` decrypts an encrypted ACK's timestamp."""
+    text = raw.decode("ascii", "replace").strip()
+    match = _REPLY.fullmatch(text)
+    if match is None:
+        return Reply("", crc_ok=False, encrypted=False, text=text)
+    crc_ok = SIAEvent(full_message=match["body"]).calc_crc == match["crc"].upper()
+    encrypted = bool(match["encrypted"])
+    plain = match["rest"]
+    if encrypted and key is not None and "[" in plain:
+        opener = _Answer(sia_account=sia_account(account, key))
+        opener.encrypted_content = plain.split("[", 1)[1]
+        try:
+            opener.decrypt_content()
+        except ValueError:  # not hex, or not whole AES blocks
+            opener.content = ""
+        plain = opener.content or ""
+    stamp = _STAMP.search(plain)
+    when = datetime.strptime(stamp[1], TIMESTAMP_FORMAT[1:]).replace(tzinfo=UTC) if stamp else None
+    return Reply(match["kind"], crc_ok=crc_ok, encrypted=encrypted, text=text, timestamp=when)

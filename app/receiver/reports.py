@@ -1,0 +1,133 @@
+"""What a DC-09 frame reports, as the Events intake records.
+
+An SIA-DCS data block is ``N`` (a new event) then packets separated by ``/``: modifiers (``ri`` area,
+``id`` user, ``pi`` peripheral, ``ti`` time), events (a two-letter code and its address: the zone, or
+the user for an opening or closing) and text (``A…``), e.g. ``Nri1/BA03`` or ``Nti10:15/ri4/FA2/BA05``.
+The block is read here rather than through pysiaalarm's one-event reading, which keeps only the first
+event of a block (the second alarm of ``Nri1/BA03/BA04`` would be lost) and misreads modifiers out of
+its fixed order. Nothing is dropped: a packet that is neither a modifier, an event nor text is kept in
+the event's message, and a block with no event in it is recorded as an unknown code for a person.
+
+ADM-CID (Contact ID) is mapped to SIA codes with pysiaalarm's table (``1130`` → ``BA``, ``3130`` →
+``BH``); a Contact ID code the table lacks is recorded as itself (``E999``, ``R999``, ``P999``: new,
+restore, still present), which intake treats as an unknown code: a person reads it.
+
+Retransmissions: a panel repeats a frame it got no ACK for, with the same sequence number and
+timestamp. A stamped frame's events carry ``<account>/<sequence>/<timestamp>/<n>`` as their sender
+event id, so the ledger's unique dedupe key answers a retransmission whenever it comes. An unstamped
+frame's events carry the sequence number instead (``Event.sequence``): they are recognised within the
+dedupe window, and a new event a panel numbers anew is never taken for an old one even when its
+sequence numbers wrap around or restart.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from pysiaalarm.data.adm_mapping import ADM_MAPPING
+
+from app.domain.events import Event
+from app.receiver.frames import ADM_CID, SIA_DCS, Frame
+
+_MODIFIER = re.compile(r"(ri|id|pi|ti)(.{0,16})")
+_MODIFIER_NAMES = {"ri": "area", "id": "user", "pi": "peripheral", "ti": "time"}
+_EVENT = re.compile(r"([A-Z]{2})([0-9]{0,8})")
+_CID_QUALIFIERS = {"1": "E", "3": "R", "6": "P"}  # new event or opening, restore or closing, still present
+MAX_MESSAGE_CHARS = 500
+
+
+def events_of(frame: Frame, received_at: datetime) -> list[Event]:
+    """The events ``frame`` reports, in the order it reports them; none for a NULL (link test) frame."""
+    if frame.message_type == SIA_DCS:
+        reported = _sia_events(_data_block(frame))
+    elif frame.message_type == ADM_CID and frame.adm is not None:
+        reported = [_contact_id_event(*frame.adm)]
+    else:
+        return []
+    payload: dict[str, Any] = {
+        "dc09": {
+            "id": frame.message_type,
+            "sequence": frame.sequence,
+            "receiver": frame.receiver,
+            "line": frame.line,
+            "account": frame.account,
+            "encrypted": frame.encrypted,
+            "timestamp": frame.timestamp.isoformat() if frame.timestamp else None,
+            "data": _data_block(frame) if frame.message_type == SIA_DCS else frame.content.split("]")[0],
+            "extended": frame.extended,
+        }
+    }
+    events = []
+    for index, (code, zone, message, where) in enumerate(reported):
+        stamp = frame.timestamp.strftime("%Y%m%dT%H%M%SZ") if frame.timestamp else None
+        events.append(
+            Event(
+                source_key=frame.source.key,
+                source_kind="panel",
+                received_at=received_at,
+                account=frame.account,
+                code=code,
+                zone=zone,
+                message=message,
+                occurred_at=frame.timestamp,
+                sender_event_id=(
+                    f"dc09/{frame.account.casefold()}/{frame.sequence}/{stamp}/{index}" if stamp else None
+                ),
+                sequence=None if stamp else f"{frame.sequence}/{index}",
+                payload={**payload, **({"modifiers": where} if where else {})},
+            )
+        )
+    return events
+
+
+def _data_block(frame: Frame) -> str:
+    """The block between ``[`` and ``]``, without the encryption's pad and the ``#<account>|`` prefix."""
+    body = frame.content
+    if frame.encrypted:
+        pipe, bracket = body.find("|"), body.find("]")
+        if pipe >= 0 and (bracket < 0 or pipe < bracket):
+            body = body[pipe + 1 :]  # the pad ends at the first "|"
+    if body.startswith("#"):
+        body = re.sub(r"^#[0-9A-Fa-f]*\|?", "", body)
+    return body.split("]", 1)[0]
+
+
+_Reported = tuple[str, str | None, str | None, dict[str, str]]  # code, zone, message, modifiers
+
+
+def _sia_events(block: str) -> list[_Reported]:
+    """Each event of an SIA data block with its zone, the block's text and its modifiers."""
+    packets = [p.strip() for p in re.split(r"[/|]", block.removeprefix("N"))]
+    modifiers: dict[str, str] = {}
+    found: list[tuple[str, str | None, dict[str, str]]] = []
+    text: list[str] = []
+    unread: list[str] = []
+    for packet in packets:
+        if (modifier := _MODIFIER.fullmatch(packet)) is not None:
+            modifiers[_MODIFIER_NAMES[modifier[1]]] = modifier[2]
+        elif (event := _EVENT.fullmatch(packet)) is not None:
+            found.append((event[1], event[2] or None, dict(modifiers)))
+        elif packet.startswith("A") and len(packet) > 1:
+            text.append(packet[1:])
+        elif packet:
+            unread.append(packet)
+    message = " / ".join(text) or None
+    if unread:
+        message = f"{message + '; ' if message else ''}unread: {'/'.join(unread)}"
+    if message is not None:
+        message = message[:MAX_MESSAGE_CHARS]
+    if not found:
+        # Nothing a code could be read from: recorded as an unknown code, so a person reads the block.
+        code = (unread[0] if unread else "N")[:16]
+        return [(code, None, f"DC-09 data block {block!r} has no event code"[:MAX_MESSAGE_CHARS], modifiers)]
+    return [(code, zone, message, where) for code, zone, where in found]
+
+
+def _contact_id_event(qualifier: str, event_type: str, partition: str, zone: str) -> _Reported:
+    """A Contact ID event as its SIA code (pysiaalarm's table), or as itself when the table lacks it."""
+    code = ADM_MAPPING.get(event_type, {}).get(qualifier)
+    contact_id = f"{_CID_QUALIFIERS.get(qualifier, qualifier)}{event_type}"
+    message = f"Contact ID {contact_id} partition {partition} zone {zone}"
+    return (code or contact_id, zone or None, message, {"area": partition} if partition else {})

@@ -1,0 +1,436 @@
+"""The SIA DC-09 receiver over real sockets, on both ledgers: an ACK only after the commit (the alarm is
+in the ledger when the ACK arrives), every AES key size, UDP, retransmissions recorded once, the
+standard's NAK for each refusal, a NAK while the ledger is down and the retried frame accepted after,
+unknown codes recorded for a person and acknowledged, and a listener that no sender can take down.
+
+The listener runs in a thread of the test process here (its own asyncio loop, a private port, the
+test's own ledger); tests/integration/test_receiver_process.py runs the real process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.domain.actions import DueAction
+from app.domain.intake import IntakeRules
+from app.domain.outbox import RecordingOutbox
+from app.domain.sites import Sites
+from app.domain.sites_file import load_sites
+from app.ledger.models import Action, Alarm, AlarmState
+from app.ledger.models import Event as EventRow
+from app.ledger.session import make_engine, make_sessionmaker
+from app.receiver.desk import Desk
+from app.receiver.frames import MAX_FRAME_BYTES, NULL, Reply, build_frame, read_reply
+from app.receiver.server import Receiver
+from config.settings import Settings
+from tests.conftest import PG_ADMIN_URL
+from tests.polling import wait_until
+from tests.processes import free_port
+from tests.receiver_fixture import ASCII_KEY, KEYS, PLAIN, SOURCE_ENV, read_answer, write_sites
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Published:
+    """What the outbox was handed, and whether each action was committed when it was."""
+
+    committed: list[bool] = field(default_factory=list)
+    actions: list[DueAction] = field(default_factory=list)
+
+
+@dataclass
+class RunningReceiver:
+    """The listener on a private port, over the test's ledger."""
+
+    port: int
+    sessions: sessionmaker[Session]
+    published: Published
+
+    def send(self, raw: bytes, key: bytes | None = None, account: str = "") -> Reply:
+        """One frame over a new TCP connection; the receiver's answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(raw)
+            return read_reply(read_answer(sock), key, account)
+
+    def send_udp(self, raw: bytes) -> Reply:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(10)
+            sock.sendto(raw, ("127.0.0.1", self.port))
+            return read_reply(sock.recvfrom(8192)[0])
+
+    def events(self) -> list[EventRow]:
+        with self.sessions() as session:
+            return list(session.execute(select(EventRow).order_by(EventRow.id)).scalars())
+
+    def alarm(self, alarm_id: int) -> Alarm:
+        with self.sessions() as session:
+            found = session.get(Alarm, alarm_id)
+            assert found is not None
+            return found
+
+
+@contextmanager
+def running_receiver(settings: Settings, sites: Sites, engine: Engine) -> Iterator[RunningReceiver]:
+    """``Receiver.serve`` on a thread with its own loop; stopped as SIGTERM stops it."""
+    sessions = make_sessionmaker(engine)
+    published = Published()
+
+    def committed(action: DueAction) -> None:
+        # Another connection sees the action row only once its transaction has committed.
+        with engine.connect() as other:
+            seen = other.execute(select(func.count()).where(Action.id == action.id)).scalar_one()
+        published.committed.append(seen == 1)
+        published.actions.append(action)
+
+    desk = Desk(
+        sessions=sessions,
+        sites=sites,
+        outbox=RecordingOutbox(on_publish=committed),
+        rules=IntakeRules.from_settings(settings),
+    )
+    receiver = Receiver(desk, settings)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+    failure: list[BaseException] = []
+
+    async def serve() -> None:
+        stop.append(asyncio.Event())
+        await receiver.serve(stop[0], on_ready=ready.set)
+
+    def main() -> None:
+        try:
+            loop.run_until_complete(serve())
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=main, name="receiver", daemon=True)
+    thread.start()
+    assert ready.wait(10) and not failure, failure
+    try:
+        yield RunningReceiver(settings.sia_receiver_port, sessions, published)
+    finally:
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(30)
+        receiver.pool.shutdown()
+        loop.close()
+        assert not thread.is_alive()
+
+
+@pytest.fixture
+def receiver_settings(make_settings: Callable[..., Settings], database_url: str) -> Settings:
+    return make_settings(
+        database_url=database_url,
+        sia_receiver_host="127.0.0.1",
+        sia_receiver_port=free_port(),
+        sia_receiver_concurrency=4,
+    )
+
+
+@pytest.fixture
+def sites(tmp_path: Path) -> Sites:
+    return load_sites(write_sites(tmp_path), SOURCE_ENV)
+
+
+@pytest.fixture
+def receiver(receiver_settings: Settings, sites: Sites) -> Iterator[RunningReceiver]:
+    engine = make_engine(receiver_settings.database_url, pre_ping=False)
+    with running_receiver(receiver_settings, sites, engine) as running:
+        yield running
+    engine.dispose()
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(f"alarm_bridge_dc09_{name}_total", labels) or 0.0
+
+
+# --- accepted: ACK after commit -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("account", "key"),
+    [
+        pytest.param(PLAIN, None, id="plain"),
+        pytest.param("128A", KEYS["128A"], id="aes-128"),
+        pytest.param("192B", KEYS["192B"], id="aes-192"),
+        pytest.param("256C", KEYS["256C"], id="aes-256"),
+        pytest.param("A1A1", ASCII_KEY, id="aes-128-ascii-key"),
+    ],
+)
+def test_a_frame_is_acknowledged_only_once_its_alarm_is_committed(
+    receiver: RunningReceiver, account: str, key: bytes | None
+) -> None:
+    acked_before = counted("frames", response="ack", frame="SIA-DCS")
+
+    reply = receiver.send(build_frame(account, "FA", "2", sequence=17, key=key), key, account)
+
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("ACK", True, key is not None)
+    if key is not None:  # the encrypted ACK carries the receiver's time, readable with the key only
+        assert reply.timestamp is not None
+    events = receiver.events()  # read at once: the ACK came after the commit
+    assert [(e.account, e.code, e.zone) for e in events] == [(account, "FA", "2")]
+    alarm = receiver.alarm(events[0].alarm_id or 0)
+    assert (alarm.family, alarm.state, alarm.site_key) == (
+        "fire",
+        AlarmState.OPEN,
+        "home" if account == "A1A1" else "hq",
+    )
+    # The plan's step was handed to the workers after the commit, and before the ACK.
+    assert [a.task_name for a in receiver.published.actions] == ["callonalarm.trigger"]
+    assert receiver.published.committed == [True]
+    assert counted("frames", response="ack", frame="SIA-DCS") == acked_before + 1
+
+
+def test_a_frame_over_udp_is_acknowledged_after_its_commit(receiver: RunningReceiver) -> None:
+    reply = receiver.send_udp(build_frame(PLAIN, "BA", "5", sequence=3))
+
+    assert (reply.kind, reply.crc_ok) == ("ACK", True)
+    assert [(e.code, e.zone) for e in receiver.events()] == [("BA", "5")]
+
+
+def test_every_event_of_a_frame_is_committed_before_its_one_ack(receiver: RunningReceiver) -> None:
+    reply = receiver.send(build_frame(PLAIN, data=f"#{PLAIN}|Nri1/BA03/BA04/FA09", sequence=4))
+
+    assert reply.kind == "ACK"
+    events = receiver.events()
+    assert [(e.code, e.zone) for e in events] == [("BA", "03"), ("BA", "04"), ("FA", "09")]
+    assert len({e.alarm_id for e in events}) == 3
+
+
+def test_an_unknown_code_is_recorded_for_a_person_and_acknowledged(receiver: RunningReceiver) -> None:
+    reply = receiver.send(build_frame("128A", "ZQ", "4", key=KEYS["128A"]), KEYS["128A"], "128A")
+
+    assert reply.kind == "ACK"  # never DUH: the code is unknown to us, not unsupported
+    (event,) = receiver.events()
+    alarm = receiver.alarm(event.alarm_id or 0)
+    assert alarm.state == AlarmState.NEEDS_PERSON
+    assert "unknown event code 'ZQ'" in (alarm.needs_person_reason or "")
+    assert receiver.published.actions == []  # nothing is dispatched on a guess
+
+
+def test_contact_id_frames_are_recorded_as_their_sia_code(receiver: RunningReceiver) -> None:
+    reply = receiver.send(
+        build_frame(PLAIN, message_type="ADM-CID", data=f"#{PLAIN}|1130 01 003", sequence=8)
+    )
+
+    assert reply.kind == "ACK"
+    assert [(e.code, e.zone) for e in receiver.events()] == [("BA", "003")]
+
+
+def test_a_null_link_test_is_acknowledged_and_records_no_event(receiver: RunningReceiver) -> None:
+    reply = receiver.send(
+        build_frame("192B", message_type=NULL, sequence=0, key=KEYS["192B"]), KEYS["192B"], "192B"
+    )
+
+    assert (reply.kind, reply.encrypted) == ("ACK", True)
+    assert receiver.events() == []
+
+
+# --- retransmissions ----------------------------------------------------------------------------------------
+
+
+def test_a_retransmitted_frame_whose_ack_was_lost_is_recorded_once(receiver: RunningReceiver) -> None:
+    frame = build_frame("256C", "BA", "1", sequence=77, key=KEYS["256C"])
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(frame)  # and leave without reading the ACK: the panel never got it
+    wait_until(receiver.events, timeout_s=10)
+
+    again = receiver.send(frame, KEYS["256C"], "256C")
+
+    assert again.kind == "ACK"
+    assert len(receiver.events()) == 1
+    assert len(receiver.published.actions) == 1  # the retransmission started nothing
+
+
+def test_an_unstamped_retransmission_is_recorded_once_but_the_next_sequence_is_a_new_event(
+    receiver: RunningReceiver,
+) -> None:
+    first = build_frame(PLAIN, "BA", "1", sequence=12, stamped=False)
+
+    answers = [receiver.send(first).kind, receiver.send(first).kind]
+    answers.append(receiver.send(build_frame(PLAIN, "BA", "1", sequence=13, stamped=False)).kind)
+
+    assert answers == ["ACK", "ACK", "ACK"]
+    assert len(receiver.events()) == 2
+
+
+# --- refusals -----------------------------------------------------------------------------------------------
+
+
+def corrupt_crc(raw: bytes) -> bytes:
+    wrong = f"{(int(raw[1:5], 16) + 1) % 0x10000:04X}".encode()
+    return b"\n" + wrong + raw[5:]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        pytest.param(lambda: build_frame("9999", "FA", "1"), "unknown_account", id="unknown-account"),
+        pytest.param(
+            lambda: build_frame("128A", "FA", "1", key=KEYS["128A"][::-1]), "decrypt_failed", id="wrong-key"
+        ),
+        pytest.param(
+            lambda: build_frame(PLAIN, "FA", "1", timestamp=datetime.now(UTC).replace(year=2020)),
+            "timestamp",
+            id="stale-timestamp",
+        ),
+        pytest.param(lambda: build_frame("192B", "FA", "1"), "unencrypted", id="plain-from-a-keyed-account"),
+    ],
+)
+def test_each_refused_frame_gets_the_standards_nak_and_records_nothing(
+    receiver: RunningReceiver, make: Callable[[], bytes], reason: str
+) -> None:
+    refused_before = counted("refusals", reason=reason)
+    failures_before = counted("decrypt_failures", source="acme-dc09")
+
+    reply = receiver.send(make())
+
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("NAK", True, False)
+    assert reply.text[8:].startswith('"NAK"0000R1L1A0[]_')
+    assert reply.timestamp is not None  # the receiver's clock, for a panel to correct its own
+    assert receiver.events() == []
+    assert counted("refusals", reason=reason) == refused_before + 1
+    assert counted("decrypt_failures", source="acme-dc09") == failures_before + (reason == "decrypt_failed")
+
+
+def test_a_bad_crc_is_not_answered_and_records_nothing(receiver: RunningReceiver) -> None:
+    refused_before = counted("refusals", reason="bad_crc")
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(corrupt_crc(build_frame(PLAIN, "FA", "1", sequence=7)))
+        sock.sendall(build_frame(PLAIN, "BA", "2", sequence=8))
+        # The first answer on the connection is the good frame's ACK: the garbled one got none.
+        reply = read_reply(read_answer(sock))
+    assert reply.kind == "ACK" and '"ACK"0008' in reply.text, reply.text
+    assert [e.code for e in receiver.events()] == ["BA"]
+    assert counted("refusals", reason="bad_crc") == refused_before + 1
+
+
+def test_garbage_and_an_endless_line_do_not_stop_the_listener(receiver: RunningReceiver) -> None:
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(b"\nGET / HTTP/1.1\r")
+        assert read_reply(read_answer(sock)).kind == "NAK"
+        sock.sendall(bytes(b for b in range(256) if b != 13) + b"\r")  # every byte but CR, then CR
+        assert read_reply(read_answer(sock)).kind == "NAK"
+        sock.sendall(build_frame(PLAIN, "BA", "1", sequence=1))  # the same connection goes on
+        assert read_reply(read_answer(sock)).kind == "ACK"
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(b"\n" + b"9" * (MAX_FRAME_BYTES + 10))  # no CR in sight: answered and closed
+        assert read_reply(read_answer(sock)).kind == "NAK"
+        assert sock.recv(16) == b""
+
+    assert receiver.send(build_frame(PLAIN, "BA", "2", sequence=2)).kind == "ACK"
+    assert len(receiver.events()) == 2
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    make_settings: Callable[..., Settings], sqlite_url: str, sites: Sites
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url,
+        sia_receiver_host="127.0.0.1",
+        sia_receiver_port=free_port(),
+        sia_receiver_idle_timeout_s=0.3,
+    )
+    engine = make_engine(sqlite_url)
+    with (
+        running_receiver(settings, sites, engine) as running,
+        socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"\n0000")  # half a frame, then nothing
+        assert sock.recv(16) == b""  # closed by the receiver (the 10 s socket timeout would raise)
+    engine.dispose()
+
+
+def test_many_panels_connected_at_once_are_each_answered(receiver: RunningReceiver) -> None:
+    panels = 100
+
+    async def all_at_once() -> list[Reply]:
+        # Every connection is open before any frame leaves; then every frame is in flight at once.
+        streams = await asyncio.gather(
+            *(asyncio.open_connection("127.0.0.1", receiver.port) for _ in range(panels))
+        )
+        for zone, (_, writer) in enumerate(streams, start=1):
+            writer.write(build_frame(PLAIN, "BA", str(zone), sequence=zone))
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(reader.readuntil(b"\r"), timeout=60) for reader, _ in streams)
+        )
+        for _, writer in streams:
+            writer.close()
+        return [read_reply(answer) for answer in answers]
+
+    replies = asyncio.run(all_at_once())
+
+    assert [r.kind for r in replies] == ["ACK"] * panels
+    assert sorted(int(e.zone or 0) for e in receiver.events()) == list(range(1, panels + 1))
+
+
+# --- the ledger down ----------------------------------------------------------------------------------------
+
+
+def _admin() -> psycopg.Connection[Any]:
+    url = make_url(PG_ADMIN_URL)
+    return psycopg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, dbname=url.database, autocommit=True
+    )
+
+
+def set_ledger_reachable(database_url: str, reachable: bool) -> None:
+    """Open or shut the ledger's database: shut, every session is cut and no new one is let in."""
+    name = make_url(database_url).database
+    with _admin() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if reachable else "false"}')
+        if not reachable:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
+def test_a_frame_is_refused_while_the_ledger_is_down_and_its_retry_accepted_after(
+    make_settings: Callable[..., Settings], postgres_url: str, sites: Sites
+) -> None:
+    settings = make_settings(
+        database_url=postgres_url, sia_receiver_host="127.0.0.1", sia_receiver_port=free_port()
+    )
+    engine = make_engine(postgres_url, pre_ping=False)
+    frame = build_frame("128A", "FA", "6", sequence=31, key=KEYS["128A"])
+    refused_before = counted("refusals", reason="ledger_unavailable")
+    try:
+        with running_receiver(settings, sites, engine) as running:
+            assert (
+                running.send(build_frame(PLAIN, "BA", "1", sequence=30)).kind == "ACK"
+            )  # a pooled connection
+            set_ledger_reachable(postgres_url, False)
+            try:
+                down = [running.send(frame, KEYS["128A"], "128A").kind for _ in range(2)]  # cut, then refused
+            finally:
+                set_ledger_reachable(postgres_url, True)
+            # The panel sends the same frame again until it is acknowledged.
+            retried = wait_until(
+                lambda: running.send(frame, KEYS["128A"], "128A").kind == "ACK", timeout_s=30
+            )
+            events = running.events()
+    finally:
+        engine.dispose()
+
+    assert down == ["NAK", "NAK"]
+    assert retried
+    assert [(e.account, e.code) for e in events] == [(PLAIN, "BA"), ("128A", "FA")]  # recorded once
+    assert counted("refusals", reason="ledger_unavailable") >= refused_before + 2

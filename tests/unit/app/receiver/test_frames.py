@@ -1,0 +1,310 @@
+"""Reading DC-09 frames (through pysiaalarm) and what they report: every refusal the standard prescribes
+answered with its NAK, every key size decrypted, several events in one block, Contact ID mapped,
+retransmissions given the same dedupe key, and the sender's side reading the answers back."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.domain.sites_file import load_sites
+from app.receiver.frames import (
+    ADM_CID,
+    NULL,
+    Accounts,
+    Frame,
+    Reason,
+    Refusal,
+    build_frame,
+    nak,
+    read_frame,
+    read_reply,
+)
+from app.receiver.reports import events_of
+from app.receiver.server import PriorityPool
+
+pytestmark = pytest.mark.unit
+
+KEYS = {
+    "128A": bytes.fromhex("000102030405060708090a0b0c0d0e0f"),
+    "192B": bytes.fromhex("000102030405060708090a0b0c0d0e0f1011121314151617"),
+    "256C": bytes.fromhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
+}
+ASCII_KEY = b"AAAAAAAAAAAAAAAA"
+SITES = """
+[sources.receiver]
+kind = "dc09"
+encryption_keys_env = "DC09_KEYS"
+
+[sources.ajax]
+kind = "dc09"
+encryption_keys_env = "AJAX_KEYS"
+encryption_keys_format = "ascii"
+
+[plans.quiet]
+default = []
+
+[sites.hq]
+name = "HQ"
+sources = ["receiver"]
+accounts = ["1234", "128A", "192B", "256C"]
+timezone = "America/Montreal"
+site_type = "COMMERCIAL"
+plan = "quiet"
+location = { address_line1 = "1 Main St" }
+
+[sites.home]
+name = "Home"
+sources = ["ajax"]
+accounts = ["A1A1"]
+timezone = "America/Montreal"
+site_type = "RESIDENTIAL"
+plan = "quiet"
+location = { address_line1 = "2 Main St" }
+"""
+NAK = re.compile(r'\n[0-9A-F]{4}[0-9A-F]{4}"NAK"0000R1L1A0\[\]_\d\d:\d\d:\d\d,\d\d-\d\d-\d{4}\r')
+
+
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory: pytest.TempPathFactory) -> Accounts:
+    path = tmp_path_factory.mktemp("sites") / "sites.toml"
+    path.write_text(SITES, encoding="utf-8")
+    environ = {
+        "DC09_KEYS": ",".join(f"{account}={key.hex()}" for account, key in KEYS.items()),
+        "AJAX_KEYS": f"A1A1={ASCII_KEY.decode()}",
+    }
+    return Accounts(load_sites(Path(path), environ))
+
+
+def read(raw: bytes, accounts: Accounts) -> Frame:
+    frame = read_frame(raw, accounts)
+    assert isinstance(frame, Frame), frame
+    return frame
+
+
+def refused(raw: bytes, accounts: Accounts) -> Refusal:
+    refusal = read_frame(raw, accounts)
+    assert isinstance(refusal, Refusal), refusal
+    return refusal
+
+
+# --- accepted frames and their answers ----------------------------------------------------------------
+
+
+def test_a_plain_frame_is_read_and_acknowledged_with_its_sequence_and_account(accounts: Accounts) -> None:
+    frame = read(build_frame("1234", "BA", "03", sequence=42, area="1"), accounts)
+
+    assert (frame.message_type, frame.sequence, frame.account, frame.encrypted) == (
+        "SIA-DCS",
+        "0042",
+        "1234",
+        False,
+    )
+    assert (frame.source.key, frame.site.key) == ("receiver", "hq")
+    reply = read_reply(frame.ack())
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("ACK", True, False)
+    assert reply.text.endswith('"ACK"0042R1L1#1234[]')
+
+
+@pytest.mark.parametrize("account", ["128A", "192B", "256C"])
+def test_aes_frames_of_each_key_size_decrypt_and_get_an_encrypted_ack(
+    accounts: Accounts, account: str
+) -> None:
+    sent_at = datetime.now(UTC).replace(microsecond=0)
+    frame = read(build_frame(account, "FA", "7", sequence=9, key=KEYS[account], timestamp=sent_at), accounts)
+
+    assert frame.encrypted
+    assert frame.timestamp == sent_at
+    assert [(e.code, e.zone) for e in events_of(frame, sent_at)] == [("FA", "7")]
+    reply = read_reply(frame.ack(), KEYS[account], account)
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("ACK", True, True)
+    assert reply.timestamp is not None and abs(reply.timestamp - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_an_ascii_key_source_decrypts_as_pysiaalarm_and_ajax_panels_encrypt(accounts: Accounts) -> None:
+    frame = read(build_frame("A1A1", "BA", "1", key=ASCII_KEY), accounts)
+
+    assert (frame.source.key, frame.encrypted) == ("ajax", True)
+
+
+# --- refusals ---------------------------------------------------------------------------------------------
+
+
+def corrupt_crc(raw: bytes) -> bytes:
+    crc = raw[1:5].decode()
+    wrong = f"{(int(crc, 16) + 1) % 0x10000:04X}"
+    return b"\n" + wrong.encode() + raw[5:]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        pytest.param(lambda: build_frame("9999", "BA", "1"), Reason.UNKNOWN_ACCOUNT, id="unknown-account"),
+        pytest.param(
+            lambda: build_frame("128A", "BA", "1", key=KEYS["256C"][:16][::-1]),
+            Reason.DECRYPT_FAILED,
+            id="wrong-key",
+        ),
+        pytest.param(
+            lambda: build_frame("256C", "BA", "1", key=KEYS["128A"] * 2),
+            Reason.DECRYPT_FAILED,
+            id="wrong-key-256",
+        ),
+        pytest.param(
+            lambda: build_frame("1234", "BA", "1", timestamp=datetime.now(UTC) - timedelta(seconds=90)),
+            Reason.TIMESTAMP,
+            id="stale",
+        ),
+        pytest.param(
+            lambda: build_frame(
+                "128A", "BA", "1", key=KEYS["128A"], timestamp=datetime.now(UTC) + timedelta(minutes=2)
+            ),
+            Reason.TIMESTAMP,
+            id="from-the-future",
+        ),
+        pytest.param(
+            lambda: build_frame("128A", "BA", "1"), Reason.UNENCRYPTED, id="plain-from-a-keyed-account"
+        ),
+        pytest.param(
+            lambda: build_frame("1234", "BA", "1", key=KEYS["128A"]), Reason.NO_KEY, id="encrypted-no-key"
+        ),
+        pytest.param(
+            lambda: build_frame("128A", "BA", "1", key=KEYS["128A"], stamped=False),
+            Reason.NO_TIMESTAMP,
+            id="encrypted-without-timestamp",
+        ),
+        pytest.param(lambda: b"\nthis is not a DC-09 frame\r", Reason.UNREADABLE, id="garbage"),
+        pytest.param(
+            lambda: build_frame("1234", "BA", "1").replace(b"BA", b"B\x00"), Reason.UNREADABLE, id="nul"
+        ),
+    ],
+)
+def test_each_refusal_is_the_standards_nak_with_the_receivers_timestamp(
+    accounts: Accounts, make: object, reason: Reason
+) -> None:
+    refusal = refused(make(), accounts)  # type: ignore[operator]
+
+    assert refusal.reason == reason
+    assert refusal.answer is not None
+    if reason != Reason.UNREADABLE:
+        assert NAK.fullmatch(refusal.answer.decode()), refusal.answer
+    reply = read_reply(refusal.answer)
+    assert (reply.kind, reply.crc_ok) == ("NAK", True)
+    assert reply.timestamp is not None and abs(reply.timestamp - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_a_bad_crc_is_refused_without_an_answer(accounts: Accounts) -> None:
+    refusal = refused(corrupt_crc(build_frame("1234", "BA", "1")), accounts)
+
+    assert refusal.reason == Reason.BAD_CRC
+    assert refusal.answer is None  # garbled on the way: the panel's timeout sends it again
+
+
+def test_an_empty_line_is_not_answered(accounts: Accounts) -> None:
+    assert read_frame(b"\n\r", accounts) is None
+
+
+def test_a_nak_without_a_readable_header_names_receiver_and_line_zero() -> None:
+    assert re.fullmatch(r'\n[0-9A-F]{8}"NAK"0000R0L0A0\[\]_[0-9:,-]+\r', nak().decode())
+
+
+# --- what frames report -----------------------------------------------------------------------------------
+
+
+def test_every_event_of_a_block_is_reported_with_its_zone_and_modifiers(accounts: Accounts) -> None:
+    received = datetime.now(UTC)
+    frame = read(build_frame("1234", data="#1234|Nri1/BA03/ri2/id7/BA04/AFront door", sequence=5), accounts)
+
+    events = events_of(frame, received)
+
+    assert [(e.code, e.zone, e.message) for e in events] == [
+        ("BA", "03", "Front door"),
+        ("BA", "04", "Front door"),
+    ]
+    assert events[0].payload["modifiers"] == {"area": "1"}
+    assert events[1].payload["modifiers"] == {"area": "2", "user": "7"}
+    assert events[0].dedupe_key().unique != events[1].dedupe_key().unique
+    assert {e.source_key for e in events} == {"receiver"}
+
+
+def test_a_block_without_an_event_code_goes_to_a_person_as_an_unknown_code(accounts: Accounts) -> None:
+    events = events_of(read(build_frame("1234", data="#1234|Nri1/x?y"), accounts), datetime.now(UTC))
+
+    assert len(events) == 1
+    assert not events[0].classify().known
+    assert "x?y" in (events[0].message or "")
+
+
+def test_a_packet_that_is_not_understood_is_kept_in_the_message(accounts: Accounts) -> None:
+    (event,) = events_of(read(build_frame("1234", data="#1234|NFA2/%%"), accounts), datetime.now(UTC))
+
+    assert (event.code, event.zone, event.message) == ("FA", "2", "unread: %%")
+
+
+def test_contact_id_is_mapped_to_sia_and_an_unmapped_code_is_kept_for_a_person(accounts: Accounts) -> None:
+    burglary = read(build_frame("1234", message_type=ADM_CID, data="#1234|1130 01 003"), accounts)
+    odd = read(build_frame("1234", message_type=ADM_CID, data="#1234|1999 02 011"), accounts)
+
+    (mapped,) = events_of(burglary, datetime.now(UTC))
+    (unmapped,) = events_of(odd, datetime.now(UTC))
+
+    assert (mapped.code, mapped.zone, mapped.classify().known) == ("BA", "003", True)
+    assert (unmapped.code, unmapped.zone, unmapped.classify().known) == ("E999", "011", False)
+    assert unmapped.message == "Contact ID E999 partition 02 zone 011"
+
+
+def test_a_null_frame_reports_no_event(accounts: Accounts) -> None:
+    frame = read(build_frame("1234", message_type=NULL, sequence=0), accounts)
+
+    assert frame.message_type == NULL
+    assert events_of(frame, datetime.now(UTC)) == []
+
+
+def test_a_retransmission_has_the_dedupe_key_of_the_first_sending_and_a_new_event_another(
+    accounts: Accounts,
+) -> None:
+    stamp = datetime.now(UTC)
+    first = build_frame("1234", "BA", "1", sequence=7, timestamp=stamp)
+    again = events_of(read(first, accounts), stamp + timedelta(seconds=20))[0]
+    once = events_of(read(first, accounts), stamp)[0]
+    newer = events_of(read(build_frame("1234", "BA", "1", sequence=8, timestamp=stamp), accounts), stamp)[0]
+
+    assert once.dedupe_key() == again.dedupe_key()
+    assert once.dedupe_key() != newer.dedupe_key()
+
+
+def test_an_unstamped_frame_is_recognised_by_its_sequence_within_the_window(accounts: Accounts) -> None:
+    stamp = datetime.now(UTC)
+    first = events_of(read(build_frame("1234", "BA", "1", sequence=7, stamped=False), accounts), stamp)[0]
+    again = events_of(read(build_frame("1234", "BA", "1", sequence=7, stamped=False), accounts), stamp)[0]
+    newer = events_of(read(build_frame("1234", "BA", "1", sequence=8, stamped=False), accounts), stamp)[0]
+
+    assert (first.sender_event_id, first.occurred_at) == (None, None)
+    assert first.dedupe_key().content == again.dedupe_key().content
+    assert first.dedupe_key().content != newer.dedupe_key().content
+
+
+# --- the ledger threads -------------------------------------------------------------------------------------
+
+
+def test_the_ledger_threads_take_the_most_urgent_waiting_frame_first() -> None:
+    pool = PriorityPool(threads=1)
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        blocker = pool.submit(0, gate.wait)  # holds the only thread
+        waiting = [
+            pool.submit(rank, lambda name=name: order.append(name))
+            for rank, name in ((3, "test"), (2, "trouble"), (0, "fire"), (1, "burglary"))
+        ]
+        gate.set()
+        for future in (blocker, *waiting):
+            future.result(timeout=10)
+    finally:
+        pool.shutdown()
+
+    assert order == ["fire", "burglary", "trouble", "test"]

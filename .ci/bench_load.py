@@ -354,3 +354,169 @@ def wrk(
         - (children0.children_user + children0.children_system),
         send_lag={"wall_s": elapsed_wall},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A closed-loop stream of ``requests`` requests over ``connections`` connections."""
+
+    target: Target
+    connections: int
+    requests: int
+    body: BodyFactory
+
+
+async def _probe_during(
+    probe: Target, rate: float, probe_body: BodyFactory, streams: list[Stream], max_s: float
+) -> tuple[LoadResult, dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    stream_stats: list[dict[str, Any]] = []
+
+    async def run_stream(stream: Stream, stats: dict[str, Any]) -> None:
+        next_index = 0
+
+        async def client() -> None:
+            nonlocal next_index
+            conns = _Connections(stream.target)
+            while next_index < stream.requests and loop.time() < deadline:
+                index = next_index
+                next_index += 1
+                try:
+                    status = await asyncio.wait_for(
+                        _exchange(conns, stream.target.request(stream.body(index))), REQUEST_TIMEOUT_S
+                    )
+                except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                    _count_error(stats["errors"], exc)
+                    continue
+                stats["statuses"][str(status)] = stats["statuses"].get(str(status), 0) + 1
+            conns.close()
+
+        await asyncio.gather(*(client() for _ in range(stream.connections)))
+        stats["done_after_s"] = round(loop.time() - started, 3)
+
+    started = loop.time()
+    deadline = started + max_s
+    tasks = []
+    for stream in streams:
+        stats: dict[str, Any] = {
+            "path": stream.target.path,
+            "requests": stream.requests,
+            "statuses": {},
+            "errors": {},
+        }
+        stream_stats.append(stats)
+        tasks.append(asyncio.create_task(run_stream(stream, stats)))
+    storm = asyncio.gather(*tasks)
+    # The probe: one request every 1/rate s while the streams run (open loop, latency from due time).
+    conns = _Connections(probe)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    probes = []
+
+    async def one(index: int, due: float) -> None:
+        try:
+            status = await asyncio.wait_for(
+                _exchange(conns, probe.request(probe_body(index))), REQUEST_TIMEOUT_S
+            )
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            _count_error(errors, exc)
+            latencies.append(math.inf)
+            return
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        latencies.append(loop.time() - due if 200 <= status < 300 else math.inf)
+
+    cpu0 = time.process_time()
+    index = 0
+    first_due = started + 0.2  # the storm has begun
+    while not storm.done():
+        due = first_due + index / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        if storm.done():
+            break
+        probes.append(asyncio.create_task(one(index, due)))
+        index += 1
+    await storm
+    if probes:
+        await asyncio.wait(probes, timeout=REQUEST_TIMEOUT_S)
+    conns.close()
+    elapsed = loop.time() - started
+    ok = sum(v for k, v in statuses.items() if k.startswith("2"))
+    result = LoadResult(
+        mode="open",
+        tool="python-open-loop probe",
+        offered_rate=rate,
+        duration_s=elapsed,
+        sent=index,
+        completed=sum(statuses.values()),
+        ok=ok,
+        errors=errors,
+        latencies=latencies,
+        generator_cpu_s=time.process_time() - cpu0,
+        statuses=statuses,
+    )
+    return result, {"streams": stream_stats, "elapsed_s": round(elapsed, 3)}
+
+
+def probe_during(
+    probe: Target, rate: float, probe_body: BodyFactory, streams: list[Stream], max_s: float = 120.0
+) -> tuple[LoadResult, dict[str, Any]]:
+    """Offer ``probe`` at ``rate``/s for as long as the closed-loop ``streams`` take (up to ``max_s``)."""
+    return asyncio.run(_probe_during(probe, rate, probe_body, streams, max_s))
+
+
+async def _dc09_closed_loop(
+    host: str, port: int, connections: int, duration_s: float, frame: BodyFactory
+) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    counter = 0
+    deadline = loop.time() + duration_s
+
+    async def client() -> None:
+        nonlocal counter
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while loop.time() < deadline:
+                counter += 1
+                sent = loop.time()
+                try:
+                    writer.write(frame(counter))
+                    await writer.drain()
+                    answer = await asyncio.wait_for(reader.readuntil(b"\r"), REQUEST_TIMEOUT_S)
+                except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                    _count_error(errors, exc)
+                    return
+                kind = next((k for k in ("ACK", "NAK", "DUH") if f'"{k}"'.encode() in answer), "other")
+                statuses[kind] = statuses.get(kind, 0) + 1
+                if kind == "ACK":
+                    latencies.append(loop.time() - sent)
+        finally:
+            writer.close()
+
+    cpu0 = time.process_time()
+    started = loop.time()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    elapsed = loop.time() - started
+    return LoadResult(
+        mode="closed",
+        tool=f"python DC-09 over TCP c={connections}",
+        offered_rate=None,
+        duration_s=elapsed,
+        sent=counter,
+        completed=sum(statuses.values()),
+        ok=statuses.get("ACK", 0),
+        errors=errors,
+        latencies=latencies,
+        generator_cpu_s=time.process_time() - cpu0,
+        statuses=statuses,
+    )
+
+
+def dc09_closed_loop(
+    host: str, port: int, connections: int, duration_s: float, frame: BodyFactory
+) -> LoadResult:
+    """As many DC-09 frames as ``connections`` panels, each waiting for its answer, get through."""
+    return asyncio.run(_dc09_closed_loop(host, port, connections, duration_s, frame))

@@ -104,7 +104,18 @@ def goals_table(goals: list[dict[str, Any]]) -> str:
 
 
 def cpu_table(cpu: dict[str, dict[str, float]]) -> str:
-    names = ["web", "worker", "urgent", "beat", "sandbox", "generator", "pg backends", "redis", "rest"]
+    names = [
+        "web",
+        "receiver",
+        "worker",
+        "urgent",
+        "beat",
+        "sandbox",
+        "generator",
+        "pg backends",
+        "redis",
+        "rest",
+    ]
     rows = []
     for phase, figures in cpu.items():
         rows.append([phase, *(f"{figures[n]:.0f}" if n in figures else "—" for n in names)])
@@ -147,3 +158,38 @@ def cost_table(rows_in: list[tuple[str, dict[str, Any]]]) -> str:
         "CPU-bound alarms/s here",
     ]
     return table(headers, rows) if rows else ""
+
+
+def door_table(door: dict[str, Any]) -> str:
+    """Fire events' 2xx latency at the door, idle and during the trouble storm, gate on and off."""
+    rows = []
+    for label, run in door["runs"].items():
+        for phase in ("idle", "storm"):
+            figures = run[phase]
+            lat = figures["latency_ms"]
+            storm = run["streams"] if phase == "storm" else None
+            troubles = (
+                f"{run['troubles_recorded']} in {storm['elapsed_s']:.1f} s" if storm is not None else "—"
+            )
+            rows.append(
+                [
+                    label,
+                    phase,
+                    f"{figures['sent']}",
+                    f"{figures['ok']}",
+                    *(ms(lat.get(p)) for p in ("p50", "p95", "p99", "max")),
+                    troubles,
+                ]
+            )
+    headers = [
+        "web",
+        "fire events",
+        "sent",
+        "2xx",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "troubles recorded",
+    ]
+    return table(headers, rows)

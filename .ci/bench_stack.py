@@ -287,11 +287,13 @@ class Stack:
     services: Services
     phase_dir: Path
     prefix: str
-    processes: tuple[str, ...]  # of "sandbox", "web", "worker", "urgent", "beat"
+    processes: tuple[str, ...]  # of "sandbox", "web", "receiver", "worker", "urgent", "beat"
     web_app: str | None = None  # another WSGI app for the web process (the bare ceiling)
+    extra_env: dict[str, str] = field(default_factory=dict)  # settings of this phase only
     procs: dict[str, Proc] = field(default_factory=dict)
     web_port: int = 0
     sandbox_port: int = 0
+    receiver_port: int = 0
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -322,6 +324,7 @@ class Stack:
             "PROMETHEUS_MULTIPROC_DIR": str(self.phase_dir / "prometheus"),
             **{f"{v}_BASE_URL": f"{sandbox}/{v.lower()}" for v in ("ALTA", "TRACKTIK", "CALLONALARM")},
             **{f"{v}_BASE_URL": f"{sandbox}/{v.lower()}" for v in ("RAPIDSOS", "CAD")},
+            **self.extra_env,
         }
         lines = procfile()
         if "sandbox" in self.processes:
@@ -337,6 +340,13 @@ class Stack:
             self.procs["web"] = start("web", argv, env, self.phase_dir / "web.log")
             path = "/v1/events" if self.web_app else "/readyz"
             wait_until(lambda: self._web_ready(path), 60, what="the web process")
+        if "receiver" in self.processes:
+            argv = shlex.split(lines["receiver"])
+            argv[0] = str(BIN / argv[0])
+            self.receiver_port = free_port()
+            env = {**self.env, "SIA_RECEIVER_HOST": "127.0.0.1", "SIA_RECEIVER_PORT": str(self.receiver_port)}
+            self.procs["receiver"] = start("receiver", argv, env, self.phase_dir / "receiver.log")
+            wait_until(lambda: _listens(self.receiver_port, self.procs["receiver"]), 60, what="the receiver")
         for name in ("worker", "urgent", "beat"):
             if name in self.processes:
                 argv = shlex.split(lines[name])
@@ -377,6 +387,16 @@ class Stack:
         )
         response.raise_for_status()
         return list(response.json())
+
+
+def _listens(port: int, proc: Proc) -> bool:
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"the {proc.name} process exited:\n{proc.log_tail()}")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def _answers(url: str) -> bool:

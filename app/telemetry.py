@@ -121,6 +121,14 @@ DC09_DECRYPT_FAILURES = Counter(
 _directory: str | None = None  # set by use_multiprocess_metrics
 
 
+def count_recorded(source_key: str, *, duplicate: bool, opened: tuple[str, str] | None) -> None:
+    """One event recorded, or recognised as a duplicate, at any door (HTTP or DC-09), and the alarm
+    (family, priority) it opened: the same series whichever door it came through."""
+    EVENTS_RECEIVED.labels(source_key, "duplicate" if duplicate else "accepted", "").inc()
+    if opened is not None:
+        ALARMS_OPENED.labels(*opened).inc()
+
+
 def use_multiprocess_metrics(directory: str, *, fresh: bool = False) -> None:
     """Make this process (and its children) record metrics in ``directory``.
 

@@ -1060,3 +1060,12 @@ def load_sites(path: Path | None, environ: Mapping[str, str]) -> Sites:
     if report.lines:
         raise SitesFileError(report.lines)
     return Sites(sources=loaded_sources.values(), sites=loaded_sites)
+
+
+def read_sites(sites_file: str | None, environ: Mapping[str, str]) -> Sites:
+    """The sites file of a process entry point (the web, the receiver): a bad file stops start-up with
+    one line per problem, instead of a traceback."""
+    try:
+        return load_sites(Path(sites_file) if sites_file else None, environ)
+    except SitesFileError as exc:
+        raise SystemExit(f"alarm-bridge: invalid sites file:\n{exc}") from None

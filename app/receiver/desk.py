@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import structlog
 from sqlalchemy import Engine
@@ -29,8 +28,8 @@ from app.domain.actions import DueAction
 from app.domain.events import Event
 from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox, make_producer
-from app.domain.sites import Sites, SitesFileError
-from app.domain.sites_file import load_sites
+from app.domain.sites import Sites
+from app.domain.sites_file import read_sites
 from app.ledger.models import utcnow
 from app.ledger.session import is_unreachable, make_engine, make_sessionmaker
 from app.receiver import frames
@@ -112,7 +111,7 @@ class Desk:
             **({} if ":memory:" in settings.database_url else pool),
         )
         sessions = make_sessionmaker(engine)
-        sites = read_sites(settings)
+        sites = read_sites(settings.sites_file, settings.environ)
         return cls(
             sessions=sessions,
             sites=sites,
@@ -177,10 +176,7 @@ class Desk:
         telemetry.LEDGER_WRITES.labels("dc09").observe(time.perf_counter() - started)
         self.outbox.publish(due)
         for event, receipt in zip(verdict.events, receipts, strict=True):
-            outcome = "duplicate" if receipt.duplicate else "accepted"
-            telemetry.EVENTS_RECEIVED.labels(event.source_key, outcome, "").inc()
-            if receipt.opened is not None:
-                telemetry.ALARMS_OPENED.labels(*receipt.opened).inc()
+            telemetry.count_recorded(event.source_key, duplicate=receipt.duplicate, opened=receipt.opened)
             log.info(
                 "receiver.duplicate" if receipt.duplicate else "receiver.recorded",
                 source=event.source_key,
@@ -207,11 +203,3 @@ class Desk:
                     )
                 )
         return due, receipts
-
-
-def read_sites(settings: Settings) -> Sites:
-    """The sites file, validated; a bad file stops start-up with one line per problem."""
-    try:
-        return load_sites(Path(settings.sites_file) if settings.sites_file else None, settings.environ)
-    except SitesFileError as exc:
-        raise SystemExit(f"alarm-bridge: invalid sites file:\n{exc}") from None

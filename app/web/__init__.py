@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import redis
 from flask import Flask, redirect
@@ -18,8 +17,7 @@ from werkzeug.wrappers import Response
 from app import telemetry
 from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox, make_producer
-from app.domain.sites import Sites, SitesFileError
-from app.domain.sites_file import load_sites
+from app.domain.sites_file import read_sites
 from app.ledger.session import make_engine, make_sessionmaker
 from app.web import auth, errors, health, metrics, openapi
 from app.web.admission import PriorityGate
@@ -49,7 +47,7 @@ def create_app(
         settings.check_web()  # SECRET_KEY: the web process never signs sessions with a guessable key
     except ConfigurationError as exc:
         raise SystemExit(f"alarm-bridge: invalid configuration: {exc}") from None
-    sites = read_sites(settings)
+    sites = read_sites(settings.sites_file, settings.environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.secret_key = settings.secret_key
@@ -103,14 +101,6 @@ def _harden_answer(response: Response) -> Response:
     if response.is_json:
         response.headers.setdefault("Cache-Control", "no-store")
     return response
-
-
-def read_sites(settings: Settings) -> Sites:
-    """The sites file, validated; a bad file stops start-up with one line per problem."""
-    try:
-        return load_sites(Path(settings.sites_file) if settings.sites_file else None, settings.environ)
-    except SitesFileError as exc:
-        raise SystemExit(f"alarm-bridge: invalid sites file:\n{exc}") from None
 
 
 def _redis_ping(broker_url: str | None) -> Callable[[], None]:

@@ -252,11 +252,7 @@ def _record(event: Event) -> Receipt:
             ) from None
         telemetry.LEDGER_WRITES.labels("intake").observe(time.perf_counter() - started)
         svc.outbox.publish(receipt.due_actions)
-    telemetry.EVENTS_RECEIVED.labels(
-        event.source_key, "duplicate" if receipt.duplicate else "accepted", ""
-    ).inc()
-    if receipt.opened is not None:
-        telemetry.ALARMS_OPENED.labels(*receipt.opened).inc()
+    telemetry.count_recorded(event.source_key, duplicate=receipt.duplicate, opened=receipt.opened)
     log.info(
         "intake.duplicate" if receipt.duplicate else "intake.recorded",
         source=event.source_key,

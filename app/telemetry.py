@@ -107,6 +107,10 @@ DC09_FRAMES = Counter(
     "and frame type (SIA-DCS, ADM-CID, NULL, unreadable)",
     ["response", "frame"],
 )
+DC09_CONNECTIONS_REFUSED = Counter(
+    "alarm_bridge_dc09_connections_refused",
+    "TCP connections the receiver closed at once: SIA_RECEIVER_MAX_CONNECTIONS were already open",
+)
 DC09_REFUSALS = Counter(
     "alarm_bridge_dc09_refusals",
     "DC-09 frames refused (NAK; a bad CRC unanswered), by reason (unknown_account, bad_crc, ...)",

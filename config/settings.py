@@ -127,6 +127,9 @@ class Settings:
     # or trickling panel cannot hold a connection (panels reconnect for their next frame).
     sia_receiver_idle_timeout_s: float = 60.0
     sia_receiver_concurrency: int = 8  # frames recorded in the ledger at once (a thread each)
+    # Open TCP connections the receiver keeps at once; one more is closed at once (counted), so a
+    # flood of idle connections cannot exhaust the process's file descriptors.
+    sia_receiver_max_connections: int = 5000
     sia_receiver_metrics_port: int | None = None  # the receiver serves this host's /metrics here
     # Set: the web process's /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (401 else).
     metrics_token: str = field(default="", repr=False)
@@ -313,6 +316,9 @@ def read_settings() -> Settings:
             ),
             sia_receiver_concurrency=env.int(
                 "SIA_RECEIVER_CONCURRENCY", 8, validate=validate.Range(min=1, max=256)
+            ),
+            sia_receiver_max_connections=env.int(
+                "SIA_RECEIVER_MAX_CONNECTIONS", 5000, validate=validate.Range(min=1, max=1_000_000)
             ),
             sia_receiver_metrics_port=env.int(
                 "SIA_RECEIVER_METRICS_PORT", None, validate=validate.Range(min=1, max=65535)

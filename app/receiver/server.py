@@ -8,12 +8,14 @@ take the most urgent waiting frame first, so a storm of troubles never holds a f
 connection is read one frame at a time: its next frame is read once the previous one is answered,
 so one panel's frames are recorded in the order it sent them.
 
-Bounds: a frame is at most ``MAX_FRAME_BYTES`` up to its CR (a longer one is answered NAK and its
-connection closed); a TCP connection must bring its next complete frame within
-``SIA_RECEIVER_IDLE_TIMEOUT_S`` (a panel reconnects for its next frame); at most
-``MAX_DATAGRAMS_IN_FLIGHT`` datagrams wait for the ledger at once (beyond that a datagram is dropped
-unanswered, and its panel sends it again). Nothing a sender does ends the listener: a frame that
-makes an error of ours is answered NAK and logged with its traceback.
+Bounds: at most ``SIA_RECEIVER_MAX_CONNECTIONS`` TCP connections are open at once (one more is
+closed at once, and the process raises its file-descriptor limit to hold them); a frame is at most
+``MAX_FRAME_BYTES`` up to its CR (a longer one is answered NAK and its connection closed); a TCP
+connection must bring its next complete frame within ``SIA_RECEIVER_IDLE_TIMEOUT_S`` (a panel
+reconnects for its next frame); at most ``MAX_DATAGRAMS_IN_FLIGHT`` datagrams wait for the ledger at
+once (beyond that a datagram is dropped unanswered, and its panel sends it again). Nothing a sender
+does ends the listener: a frame that makes an error of ours is answered NAK and logged with its
+traceback.
 
 SIGTERM (or SIGINT): stop accepting connections and datagrams, close the connections that are waiting
 for a frame, let every frame already being recorded finish and be answered (at most
@@ -27,6 +29,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import resource
 import signal
 import threading
 from collections.abc import Callable
@@ -177,6 +180,13 @@ class Receiver:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self.settings.sia_receiver_max_connections:
+            # Closed before reading anything: a flood of idle connections cannot take every file
+            # descriptor (the panels already connected keep theirs; a refused panel reconnects).
+            telemetry.DC09_CONNECTIONS_REFUSED.inc()
+            log.warning("receiver.connection_refused", peer=_peer(writer.get_extra_info("peername")))
+            writer.close()
+            return
         state = self._connections[task] = _Connection()
         peer = _peer(writer.get_extra_info("peername"))
         idle_s = self.settings.sia_receiver_idle_timeout_s
@@ -309,6 +319,7 @@ def run(settings: Settings) -> int:
     telemetry.use_multiprocess_metrics(settings.prometheus_dir)
     if settings.sia_receiver_metrics_port is not None:
         telemetry.serve_metrics(settings.sia_receiver_metrics_port)
+    _raise_file_limit(settings.sia_receiver_max_connections + 256)  # the pool, logs, metrics
     desk = Desk.from_settings(settings)
     if not any(source.kind == "dc09" for source in desk.sites.sources):
         log.warning("receiver.no_dc09_source", sites_file=settings.sites_file)  # every frame is refused
@@ -317,6 +328,16 @@ def run(settings: Settings) -> int:
     finally:
         desk.close()
     return 0
+
+
+def _raise_file_limit(wanted: int) -> None:
+    """Allow this process ``wanted`` open files, within the hard limit the system gives it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning("receiver.file_limit", hard=hard, wanted=wanted)
 
 
 async def _serve_until_signalled(desk: Desk, settings: Settings) -> None:

@@ -357,6 +357,46 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(
     engine.dispose()
 
 
+def test_connections_beyond_the_cap_are_closed_and_the_connected_panels_go_on(
+    make_settings: Callable[..., Settings], sqlite_url: str, sites: Sites
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url,
+        sia_receiver_host="127.0.0.1",
+        sia_receiver_port=free_port(),
+        sia_receiver_max_connections=2,
+    )
+    refused_before = REGISTRY.get_sample_value("alarm_bridge_dc09_connections_refused_total") or 0.0
+    engine = make_engine(sqlite_url)
+    with running_receiver(settings, sites, engine) as running:
+        first = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        second = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        first.sendall(build_frame(PLAIN, "BA", "1", sequence=1))  # both are being served
+        assert read_reply(read_answer(first)).kind == "ACK"
+        second.sendall(build_frame(PLAIN, "BA", "2", sequence=2))
+        assert read_reply(read_answer(second)).kind == "ACK"
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as third:
+            assert third.recv(16) == b""  # closed at once, before any frame
+        first.sendall(build_frame(PLAIN, "BA", "3", sequence=3))  # the connected panels go on
+        assert read_reply(read_answer(first)).kind == "ACK"
+        second.close()
+        wait_until(lambda: _accepted(running.port), timeout_s=10, interval_s=0.05)  # a slot is free again
+        first.close()
+    engine.dispose()
+    assert (
+        REGISTRY.get_sample_value("alarm_bridge_dc09_connections_refused_total") or 0.0
+    ) >= refused_before + 1
+
+
+def _accepted(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(build_frame(PLAIN, "BA", "9", sequence=9))
+            return read_reply(read_answer(sock)).kind == "ACK"
+    except OSError:  # closed at once (still at the cap): not yet
+        return False
+
+
 def test_many_panels_connected_at_once_are_each_answered(receiver: RunningReceiver) -> None:
     panels = 100
 

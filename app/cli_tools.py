@@ -31,11 +31,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.domain.plans import UNKNOWN_KEY, Plan
+from app.domain.plans import UNKNOWN_KEY, Plan, format_duration
+
+if TYPE_CHECKING:
+    from app.domain.sites import SupervisedAccount, Supervision
 
 HTTP_TIMEOUT_S = 10.0
 # SIA "Manual Test" (app/domain/sia_codes.toml): recorded as an event, opens no alarm, starts no step.
@@ -177,8 +180,33 @@ def sites_check(file: Path | None, ignore_missing_secrets: bool) -> None:
     )
     for plan in sorted({site.plan for site in directory.sites}, key=lambda p: p.key):
         click.echo(f"{path}: {_unknown_code_rule(plan)}")
+    for line in _supervision_lines(directory.supervised_accounts):
+        click.echo(f"{path}: {line}")
     if environ.missing:
         click.echo(f"{path}: not set here, checked with stand-ins: {', '.join(environ.missing)}")
+
+
+def _supervision_lines(accounts: Sequence[SupervisedAccount]) -> list[str]:
+    """Per site, what its supervised accounts must send and when a silence becomes a trouble."""
+    by_site: dict[tuple[str, Supervision], int] = {}
+    for account in accounts:
+        key = (account.site_key, account.supervision)
+        by_site[key] = by_site.get(key, 0) + 1
+    lines = []
+    for (site_key, rule), count in by_site.items():
+        checks = []
+        if rule.link is not None:
+            checks.append(f"a link (any event or DC-09 frame) within {format_duration(rule.link)}")
+        if rule.test_interval is not None:
+            checks.append(
+                f"an automatic test (RP) every {format_duration(rule.test_interval)} "
+                f"(+{format_duration(rule.test_grace)} grace)"
+            )
+        lines.append(
+            f'site "{site_key}": {_count(count, "account")} supervised: {" and ".join(checks)}, '
+            "else a trouble for a person"
+        )
+    return lines
 
 
 def _unknown_code_rule(plan: Plan) -> str:

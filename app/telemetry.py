@@ -113,7 +113,7 @@ DC09_CONNECTIONS_REFUSED = Counter(
 )
 DC09_REFUSALS = Counter(
     "alarm_bridge_dc09_refusals",
-    "DC-09 frames refused (NAK; a bad CRC unanswered), by reason (unknown_account, bad_crc, ...)",
+    "DC-09 frames answered NAK, by reason (unknown_account, bad_crc, decrypt_failed, timestamp, ...)",
     ["reason"],
 )
 DC09_DECRYPT_FAILURES = Counter(

@@ -10,10 +10,10 @@ DC-09 frame, or not printable ASCII), a bad CRC, an account no dc09 source claim
 an account that has a key (or an encrypted one from an account that has none), a frame that does not
 decrypt with the account's key, an encrypted frame without a timestamp (its replay protection), and a
 timestamp outside the source's band. Each refusal is answered with the standard's NAK, which carries
-the receiver's timestamp so that a panel whose clock drifted can correct it, except a bad CRC: like
-pysiaalarm, the receiver does not answer a frame that may have been garbled on the way (its header,
-the account and sequence a NAK would echo, among what the CRC could not vouch for); the panel's own
-timeout makes it send the frame again.
+the receiver's timestamp so that a panel whose clock drifted can correct it. A bad CRC is NAKed too,
+although pysiaalarm's own servers leave it unanswered: the NAK names no account and no sequence
+(``"NAK"0000R…L…A0[]``), and it makes the panel send a garbled alarm again at once instead of after
+its ACK timeout.
 
 Keys are the source's ``encryption_keys``: AES key bytes. pysiaalarm's accounts take a 16/24/32
 character string and use its ASCII bytes; here the bytes are set on the account directly, so a key
@@ -153,7 +153,7 @@ class Refusal:
 
     reason: Reason
     frame_type: str
-    answer: bytes | None  # None: not answered at all (a bad CRC)
+    answer: bytes
     account: str | None = None
     source_key: str | None = None  # the dc09 source of the account, when one claims it
 
@@ -203,7 +203,7 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
         return Refusal(reason, frame_type, nak(*_prefix(match)), account, source.key if source else None)
 
     if SIAEvent(full_message=text[8:]).calc_crc != match["crc"].upper():
-        return Refusal(Reason.BAD_CRC, frame_type, None, account)  # unanswered (module docstring)
+        return refuse(Reason.BAD_CRC)
     route = accounts.sites.dc09_route(account) if account else None
     if route is None:
         return refuse(Reason.UNKNOWN_ACCOUNT)

@@ -215,8 +215,6 @@ class Receiver:
 
     async def _send(self, writer: asyncio.StreamWriter, answered: _Answered) -> None:
         if answered.answer is None:
-            if answered.reason is not None:  # refused without an answer (a bad CRC): counted
-                _count(answered, delivered=False)
             return
         delivered = True
         try:
@@ -248,8 +246,6 @@ class Receiver:
             else:
                 answered = await self._decide(piece + FRAME_END, peer)
             if answered.answer is None:
-                if answered.reason is not None:  # refused without an answer (a bad CRC): counted
-                    _count(answered, delivered=False)
                 continue
             delivered = not transport.is_closing()
             if delivered:

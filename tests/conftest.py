@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,13 @@ def broker_settings(make_settings: Callable[..., Settings], database_url: str, r
 @pytest.fixture
 def celery_worker(broker_settings: Settings) -> Iterator[Celery]:
     """A real Celery worker thread consuming every queue of the test's private broker namespace."""
+    with running_worker(broker_settings, QUEUES) as app:
+        yield app
+
+
+@contextmanager
+def running_worker(broker_settings: Settings, queues: Iterable[str]) -> Iterator[Celery]:
+    """A real Celery worker thread consuming ``queues`` of the test's private broker namespace."""
     import workers.dispatcher
     import workers.tasks.system  # noqa: F401 - registers the shared tasks with the test app
     from workers import runtime
@@ -173,7 +181,7 @@ def celery_worker(broker_settings: Settings) -> Iterator[Celery]:
     app.conf.update(celery_config(broker_settings))
     runtime.configure(broker_settings)
     with start_worker(
-        app, pool="solo", concurrency=1, perform_ping_check=False, queues=list(QUEUES), shutdown_timeout=20
+        app, pool="solo", concurrency=1, perform_ping_check=False, queues=list(queues), shutdown_timeout=20
     ):
         yield app
     runtime.runtime().engine.dispose()

@@ -153,6 +153,22 @@ class Source:
         return tuple(base64.b64decode(s.removeprefix(SIGNING_SECRET_PREFIX)) for s in self.signing_secrets)
 
 
+# RapidSOS's civic location limits (seed 004): a Location field -> (RapidSOS's name, min, max length).
+# The sites file checks a site against them, and the RapidSOS task maps an address through them.
+RAPIDSOS_CIVIC: Mapping[str, tuple[str, int, int]] = MappingProxyType(
+    {
+        "name": ("name", 1, 200),
+        "address_line1": ("street_1", 1, 200),
+        "address_line2": ("street_2", 1, 200),
+        "city": ("city", 1, 30),
+        "state": ("state", 2, 2),
+        "country": ("country", 1, 30),
+        "postal_code": ("zip_code", 5, 5),
+    }
+)
+RAPIDSOS_CIVIC_REQUIRED = ("address_line1", "city", "state", "country", "postal_code")
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where responders go. Names follow TrackTik's ``location`` (seed 000) in snake case.

@@ -47,6 +47,8 @@ from app.domain.sites import (
     MIN_LINK_SUPERVISION,
     MIN_TEST_INTERVAL,
     MIN_TOKEN_LENGTH,
+    RAPIDSOS_CIVIC,
+    RAPIDSOS_CIVIC_REQUIRED,
     SIGNING_SECRET_BYTES,
     SIGNING_SECRET_PREFIX,
     SITE_TYPES,
@@ -577,19 +579,6 @@ _TRACKTIK_KEYS = ("alarm_organization", "alarm_connection_custom_id", "alarm_typ
 _CALLONALARM_KEYS = ("account_number",)
 _RAPIDSOS_KEYS = ("callflow", "emergency_contacts", "alarm_permit_number", "site_phone")
 _CONTACT_KEYS = ("name", "phone", "relationship", "language")
-# RapidSOS civic location limits (seed 004): field in our file -> (RapidSOS name, min, max length).
-_RAPIDSOS_CIVIC: Mapping[str, tuple[str, int, int]] = MappingProxyType(
-    {
-        "name": ("name", 1, 200),
-        "address_line1": ("street_1", 1, 200),
-        "address_line2": ("street_2", 1, 200),
-        "city": ("city", 1, 30),
-        "state": ("state", 2, 2),
-        "country": ("country", 1, 30),
-        "postal_code": ("zip_code", 5, 5),
-    }
-)
-_RAPIDSOS_CIVIC_REQUIRED = ("address_line1", "city", "state", "country", "postal_code")
 
 
 def _load_site(
@@ -966,7 +955,7 @@ def _check_rapidsos_location(
     where = table.at("location")
     present = cast(Mapping[str, object], table.raw["location"]).keys()
     has_coordinates = "latitude" in present and "longitude" in present
-    for key, (rapidsos_name, low, high) in _RAPIDSOS_CIVIC.items():
+    for key, (rapidsos_name, low, high) in RAPIDSOS_CIVIC.items():
         value = getattr(location, key)
         if value is not None and not low <= len(value) <= high:
             size = f"exactly {low}" if low == high else f"{low} to {high}"
@@ -974,7 +963,7 @@ def _check_rapidsos_location(
                 f"{where}.{key}",
                 f"{_show(value)} does not fit RapidSOS ({rapidsos_name} is {size} characters)",
             )
-    missing = [key for key in _RAPIDSOS_CIVIC_REQUIRED if key not in present]
+    missing = [key for key in RAPIDSOS_CIVIC_REQUIRED if key not in present]
     if not has_coordinates and missing:
         report.add(
             f"{where}.{missing[0]}",

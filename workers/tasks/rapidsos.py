@@ -27,7 +27,7 @@ from celery import shared_task
 from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
 from app.domain.plans import TROUBLE_KINDS
-from app.domain.sites import Location, Site
+from app.domain.sites import RAPIDSOS_CIVIC, RAPIDSOS_CIVIC_REQUIRED, Location, Site
 from workers.clients.errors import UpstreamRejectedError
 from workers.clients.rapidsos import SUPPLEMENTAL_ONLY, UNSUPPORTED_LOCATION, CreatedAlert
 from workers.perform import Job, Outcome, perform
@@ -52,17 +52,8 @@ EMERGENCY_TYPES: dict[str, str] = {
 }
 OTHER = "OTHER"
 
-# Seed 004's civic limits: our Location field -> (RapidSOS field, min length, max length).
-CIVIC_FIELDS: dict[str, tuple[str, int, int]] = {
-    "name": ("name", 1, 200),
-    "address_line1": ("street_1", 1, 200),
-    "address_line2": ("street_2", 1, 200),
-    "city": ("city", 1, 30),
-    "state": ("state", 2, 2),
-    "country": ("country", 1, 30),
-    "postal_code": ("zip_code", 5, 5),
-}
-CIVIC_REQUIRED = ("street_1", "city", "state", "country", "zip_code")
+# Seed 004's civic limits (app.domain.sites), in RapidSOS's names for the fields a civic part needs.
+CIVIC_REQUIRED = tuple(RAPIDSOS_CIVIC[field][0] for field in RAPIDSOS_CIVIC_REQUIRED)
 
 # A sender's clock is trusted for incident_time only near our own receipt time; a panel whose clock
 # says 1970 or next week would otherwise misinform the PSAP (and 1970 is refused as "seconds, not ms").
@@ -229,7 +220,7 @@ def rapidsos_location(location: Location) -> dict[str, Any]:
     if location.latitude is not None and location.longitude is not None:
         result["geodetic"] = {"latitude": location.latitude, "longitude": location.longitude}
     civic: dict[str, str] = {}
-    for ours, (theirs, low, high) in CIVIC_FIELDS.items():
+    for ours, (theirs, low, high) in RAPIDSOS_CIVIC.items():
         value = getattr(location, ours)
         if isinstance(value, str) and low <= len(value.strip()) <= high:
             civic[theirs] = value.strip()

@@ -8,6 +8,7 @@ private key prefix, the example sites file).
 | UpstreamUnavailableError (503, Retry-After) | pending | due after Retry-After, attempt counted |
 | OutcomeUnknownError (lost answer) | pending | outcome_unknown set: the retry checks before it sends |
 | UpstreamRejectedError (e.g. 422) | failed | dead letter; a failed TrackTik create calls a person now |
+| PreconditionError (no site table...) | failed | "not sent: ...", never an HTTP status |
 | NotYetError | pending | not counted as an attempt |
 | any other exception | pending, then re-raised | "internal error" kept, attempt counted |
 | its last attempt unavailable | failed | "attempts exhausted" |
@@ -30,6 +31,7 @@ from workers import runtime as worker_runtime
 from workers.clients.errors import (
     NotYetError,
     OutcomeUnknownError,
+    PreconditionError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
 )
@@ -129,6 +131,16 @@ def test_a_rejection_is_a_dead_letter_and_a_failed_tracktik_create_calls_a_perso
         # The plan's call (60 s later, cancellable) is the fallback: now, and no cancel stops it.
         assert (call.state, call.cancellable) == (ActionState.QUEUED, False)
         assert call.due_at <= utcnow() and call.due_at >= before - timedelta(seconds=1)
+
+
+def test_a_step_that_cannot_be_built_fails_as_not_sent_not_as_an_http_status(rt: Any) -> None:
+    step = _tracktik_step(rt, "8")
+
+    state = perform(step, _raise(PreconditionError("tracktik", "site has no tracktik table")))
+
+    row = _row(rt, step)
+    assert state == ActionState.FAILED == row.state
+    assert row.last_error == "tracktik: not sent: site has no tracktik table"  # never "HTTP 0"
 
 
 def test_not_yet_is_deferred_without_spending_an_attempt(rt: Any) -> None:

@@ -39,6 +39,16 @@ class UpstreamRejectedError(UpstreamError):
         self.status = status
 
 
+class PreconditionError(UpstreamRejectedError):
+    """Permanent, and nothing was sent: the step cannot be built (no alarm, no site table, no address
+    the vendor takes). Handled as a rejection; the timeline says "not sent" instead of an HTTP status.
+    """
+
+    def __init__(self, upstream: str, message: str) -> None:
+        UpstreamError.__init__(self, upstream, f"not sent: {message}")
+        self.status = 0
+
+
 class NotYetError(Exception):
     """Not an error of the upstream: the step cannot run yet (an alert not listed yet, a shared budget
     spent). The action waits ``retry_after_s`` without spending an attempt; the handler bounds how

@@ -20,7 +20,7 @@ from celery import shared_task
 from app.domain import task_names
 from app.domain.alarms import AlarmContext
 from workers.clients.alta_models import ACK_FALSE, ACK_NONE, ACK_VALID
-from workers.clients.errors import NotYetError, UpstreamRejectedError
+from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
 
 RETRY_S = 2.0
@@ -60,7 +60,7 @@ def _find_ongoing_alert(job: Job) -> Outcome:
     alarm = _alarm(job)
     zone = (alarm.account or "").strip()
     if not zone:
-        raise UpstreamRejectedError("alta", 0, f"alarm {alarm.id} carries no Alta alarm zone id")
+        raise PreconditionError("alta", f"alarm {alarm.id} carries no Alta alarm zone id")
     alert = job.clients.alta.find_ongoing_alert(zone)
     reference = alarm.occurred_at or alarm.opened_at
     if alert is not None and alert.start_time_ms is not None:
@@ -138,7 +138,7 @@ def _verify(job: Job) -> Outcome:
     verdict = job.action.params.get("verdict")
     code = VERDICT_CODES.get(verdict) if isinstance(verdict, str) else None
     if code is None:
-        raise UpstreamRejectedError("alta", 0, f"verdict must be one of valid, false, none (got {verdict!r})")
+        raise PreconditionError("alta", f"verdict must be one of valid, false, none (got {verdict!r})")
     guid = alarm.refs.get("alta_alert_guid")
     if not guid:
         elapsed = _elapsed_s(job, alarm)
@@ -196,7 +196,7 @@ def _end(job: Job) -> Outcome:
 
 def _alarm(job: Job) -> AlarmContext:
     if job.alarm is None:
-        raise UpstreamRejectedError("alta", 0, f"{job.action.kind} needs its alarm and has none")
+        raise PreconditionError("alta", f"{job.action.kind} needs its alarm and has none")
     return job.alarm
 
 

@@ -26,7 +26,7 @@ from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
 from app.domain.sites import Location, Site
 from workers.clients.cad import CadIncident, IncidentNote
-from workers.clients.errors import UpstreamRejectedError
+from workers.clients.errors import PreconditionError
 from workers.perform import Job, Outcome, perform
 
 SYS_ID_PREFIX = "alarm-bridge-"
@@ -57,7 +57,7 @@ def upload_incident(action_id: int) -> str:
 def _upload_incident(job: Job) -> Outcome:
     alarm = job.alarm
     if alarm is None:
-        raise UpstreamRejectedError("cad", 0, f"action {job.action.id} has no alarm to upload")
+        raise PreconditionError("cad", f"action {job.action.id} has no alarm to upload")
     uploaded = job.clients.cad.upload_incident(incident_for(alarm, job))
     external_id = str(uploaded.id) if uploaded.id is not None else uploaded.sys_id
     where = alarm.site.name if alarm.site else "no site (unrouted)"

@@ -19,7 +19,7 @@ from celery import shared_task
 from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
 from workers.clients.callonalarm import is_final
-from workers.clients.errors import NotYetError, UpstreamRejectedError
+from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
 
 UPSTREAM = "callonalarm"
@@ -113,7 +113,7 @@ def _follow_status(job: Job) -> Outcome:
     params = job.action.params
     alert_id = params.get("alert_id")
     if not alert_id:
-        raise UpstreamRejectedError(UPSTREAM, 0, "follow_status without an alert_id")
+        raise PreconditionError(UPSTREAM, "follow_status without an alert_id")
     polls = int(params.get("polls", 0)) + 1
     status = job.clients.callonalarm.status(str(alert_id))
     refs: dict[str, Any] = {"callonalarm_status": status.status, "callonalarm_calls_made": status.calls_made}
@@ -213,7 +213,7 @@ def _trigger_may_be_in_flight(job: Job, alarm: AlarmContext) -> bool:
 
 def _require_alarm(job: Job) -> AlarmContext:
     if job.alarm is None:
-        raise UpstreamRejectedError(UPSTREAM, 0, f"{job.action.kind} has no alarm")
+        raise PreconditionError(UPSTREAM, f"{job.action.kind} has no alarm")
     return job.alarm
 
 
@@ -225,7 +225,7 @@ def _account(job: Job, alarm: AlarmContext) -> str:
     site = alarm.site
     if site is not None and site.callonalarm is not None:
         return site.callonalarm.account_number
-    raise UpstreamRejectedError(UPSTREAM, 0, "no CallOnAlarm account for this alarm's site")
+    raise PreconditionError(UPSTREAM, "no CallOnAlarm account for this alarm's site")
 
 
 def _message(alarm: AlarmContext, code: str, params: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
 from app.domain.plans import TROUBLE_KINDS
 from app.domain.sites import RAPIDSOS_CIVIC, RAPIDSOS_CIVIC_REQUIRED, Location, Site
-from workers.clients.errors import UpstreamRejectedError
+from workers.clients.errors import PreconditionError
 from workers.clients.rapidsos import SUPPLEMENTAL_ONLY, UNSUPPORTED_LOCATION, CreatedAlert
 from workers.perform import Job, Outcome, perform
 
@@ -77,10 +77,10 @@ def cancel_alert(action_id: int) -> str:
 def _create_alert(job: Job) -> Outcome:
     alarm = job.alarm
     if alarm is None:
-        raise UpstreamRejectedError(UPSTREAM, 0, "the step has no alarm to report")
+        raise PreconditionError(UPSTREAM, "the step has no alarm to report")
     site = alarm.site
     if site is None or site.rapidsos is None:
-        raise UpstreamRejectedError(UPSTREAM, 0, "the alarm's site has no [rapidsos] settings")
+        raise PreconditionError(UPSTREAM, "the alarm's site has no [rapidsos] settings")
     existing = alarm.refs.get("rapidsos_alert_id")
     if existing:
         # One RapidSOS alert per alarm: a second create step for it would only duplicate the dispatch.
@@ -112,7 +112,7 @@ def _create_alert(job: Job) -> Outcome:
 def _cancel_alert(job: Job) -> Outcome:
     alarm = job.alarm
     if alarm is None:
-        raise UpstreamRejectedError(UPSTREAM, 0, "the step has no alarm whose alert to cancel")
+        raise PreconditionError(UPSTREAM, "the step has no alarm whose alert to cancel")
     alert_id = alarm.refs.get("rapidsos_alert_id")
     if not alert_id:
         return Outcome(message="no RapidSOS alert: nothing to cancel", result={"cancelled": False})
@@ -142,14 +142,14 @@ def alert_body(alarm: AlarmContext, site: Site) -> dict[str, Any]:
     it. Empty values are left out rather than sent empty or null (RapidSOS refuses both).
 
     Raises:
-        UpstreamRejectedError: the site has neither coordinates nor a civic address RapidSOS accepts
+        PreconditionError: the site has neither coordinates nor a civic address RapidSOS accepts
             (the sites file should have caught this; a person must fix the site).
     """
     assert site.rapidsos is not None  # the caller checked
     location = rapidsos_location(site.location)
     if not location:
-        raise UpstreamRejectedError(
-            UPSTREAM, 0, f"site {site.key!r} has no coordinates and no complete civic address"
+        raise PreconditionError(
+            UPSTREAM, f"site {site.key!r} has no coordinates and no complete civic address"
         )
     event: dict[str, Any] = {
         "source_id": f"alarm-bridge-{alarm.id}",

@@ -19,7 +19,7 @@ from celery import shared_task
 from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
 from app.domain.sites import Location, Site, TrackTikSite
-from workers.clients.errors import NotYetError, UpstreamRejectedError
+from workers.clients.errors import NotYetError, PreconditionError
 from workers.clients.tracktik import (
     CreatedAlarm,
     TrackTikAlarm,
@@ -47,10 +47,10 @@ def create_alarm(action_id: int) -> str:
 def _create_alarm(job: Job) -> Outcome:
     alarm = job.alarm
     if alarm is None:
-        raise UpstreamRejectedError(UPSTREAM, 0, "the action has no alarm")
+        raise PreconditionError(UPSTREAM, "the action has no alarm")
     site = alarm.site
     if site is None or site.tracktik is None:
-        raise UpstreamRejectedError(UPSTREAM, 0, "site has no tracktik table")
+        raise PreconditionError(UPSTREAM, "site has no tracktik table")
     # Wait for the links only when the plan looks for the Alta alert (and so for its video).
     is_alta = alarm.source_kind == "alta" and task_names.ALTA_FIND_ONGOING_ALERT in alarm.action_kinds
     links = _video_links(alarm.refs.get(VIDEO_LINKS_REF))
@@ -109,8 +109,8 @@ def _payload(
     kind = "alarm" if is_alta or alarm.code is None else str(sia.lookup(alarm.code).kind)
     type_code = tracktik.alarm_type_code(alarm.family, kind)
     if type_code is None:
-        raise UpstreamRejectedError(
-            UPSTREAM, 0, f"site has no TrackTik alarm type code for {alarm.family} ({kind}) nor a default"
+        raise PreconditionError(
+            UPSTREAM, f"site has no TrackTik alarm type code for {alarm.family} ({kind}) nor a default"
         )
     notes = [ref_note(job.action.idempotency_key), _summary(alarm)]
     if links:

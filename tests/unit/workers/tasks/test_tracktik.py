@@ -28,7 +28,7 @@ from sandbox.server import RunningServer, serve_in_thread
 from sandbox.tracktik import ALARMS_PATH, create_app
 from tests.sites_fixture import example_sites
 from workers.clients import Clients
-from workers.clients.errors import NotYetError, OutcomeUnknownError, UpstreamRejectedError
+from workers.clients.errors import NotYetError, OutcomeUnknownError, PreconditionError, UpstreamRejectedError
 from workers.clients.tracktik import TrackTikClient
 from workers.perform import Job, Outcome
 from workers.tasks.tracktik import _create_alarm
@@ -270,7 +270,7 @@ def test_site_without_tracktik_table_is_a_permanent_rejection(
 ) -> None:
     no_tracktik = dataclasses.replace(site, tracktik=None)
 
-    with pytest.raises(UpstreamRejectedError, match="site has no tracktik table"):
+    with pytest.raises(PreconditionError, match="tracktik: not sent: site has no tracktik table"):
         _create_alarm(job(clients, settings, panel_alarm(no_tracktik)))
     with pytest.raises(UpstreamRejectedError):
         _create_alarm(job(clients, settings, None))

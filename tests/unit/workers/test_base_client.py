@@ -9,6 +9,8 @@ that may have landed is "outcome unknown" unless repeating it is harmless.
 from __future__ import annotations
 
 import email.utils
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -125,6 +127,52 @@ def test_a_refused_connection_is_unavailable_even_for_a_post() -> None:
 
     assert caught.value.upstream == "demo"
     assert caught.value.retry_after_s is None
+    demo.session.close()
+
+
+@pytest.fixture
+def slams_the_door() -> Iterator[str]:
+    """A listener that accepts each connection and resets it at once, reading nothing."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_a_post_cut_off_while_it_was_being_written_is_unavailable_not_unknown(slams_the_door: str) -> None:
+    # The connection is reset before the whole request could be written (a body far larger than the
+    # socket buffers): the vendor never had it, so the retry needs no reconciliation. Deciding this
+    # from the exception's text called it "outcome unknown".
+    demo = DemoClient(slams_the_door, (2.0, 2.0))
+
+    with pytest.raises(UpstreamUnavailableError):
+        demo._request("POST", "/create", data=b"x" * (32 * 1024 * 1024))
+    demo.session.close()
+
+
+def test_with_a_session_of_its_own_a_failure_after_connecting_counts_as_possibly_sent(
+    slams_the_door: str,
+) -> None:
+    # Only our adapter reports that a request left; without it, the safe reading is "it may have".
+    demo = DemoClient(slams_the_door, (2.0, 2.0), session=requests.Session())
+
+    with pytest.raises(OutcomeUnknownError):
+        demo._request("POST", "/create", data=b"x" * (32 * 1024 * 1024))
     demo.session.close()
 
 

@@ -347,6 +347,17 @@ def conditions_cleared_by(code: str) -> tuple[str, ...]:
     return lookup(code).restores
 
 
+_RANK: Final[Mapping[str, int]] = MappingProxyType(
+    {Priority.LIFE_SAFETY: 0, Priority.PROPERTY: 1, Priority.TECHNICAL: 2, Priority.INFORMATIONAL: 3}
+)
+
+
+def rank(priority: str) -> int:
+    """Which signal goes first where several wait (the web's gate, the receiver's ledger threads):
+    lower first; a priority outside the catalogue's goes last."""
+    return _RANK.get(priority, len(_RANK))
+
+
 def is_life_safety(code: str) -> bool:
     """True for the alarms that threaten life (FA, FM, SA, GA, KA, HA, PA, MA, QA) and unknown codes."""
     return lookup(code).priority is Priority.LIFE_SAFETY

@@ -40,10 +40,9 @@ from config.settings import Settings
 log = structlog.get_logger(__name__)
 
 # The ledger threads take the most urgent frame first: fire before a burglary, a burglary before a
-# storm of troubles (the order of app.domain.sia's priorities).
-_RANK = {sia.Priority.LIFE_SAFETY: 0, sia.Priority.PROPERTY: 1, sia.Priority.TECHNICAL: 2}
-LINK_RANK = 2  # a NULL frame: supervision's contact, as urgent as a trouble
-LOWEST_RANK = 3
+# storm of troubles (app.domain.sia.rank, the order the web's gate admits in too).
+LINK_RANK = sia.rank(sia.Priority.TECHNICAL)  # a NULL frame: supervision's contact, as urgent as a trouble
+LOWEST_RANK = sia.rank(sia.Priority.INFORMATIONAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,7 @@ class Desk:
         if read.message_type == NULL:
             rank = LINK_RANK
         else:
-            rank = min((_RANK.get(e.classify().priority, LOWEST_RANK) for e in events), default=LOWEST_RANK)
+            rank = min((sia.rank(e.classify().priority) for e in events), default=LOWEST_RANK)
         return Verdict(read.message_type, frame=read, events=events, rank=rank, received_at=received_at)
 
     def commit(self, verdict: Verdict) -> Outcome:

@@ -6,8 +6,9 @@ without a limit each of hundreds of trouble requests holds a ledger transaction 
 turn on the CPU between round trips, and the fire request waits behind all of them at every round
 trip. The gate bounds how many events of other priorities a process records at once (enough to keep
 the CPU and the ledger busy); the others wait here, idle and cheap, admitted in priority order
-(property before technical, then first come). A life-safety event never waits at the gate, and while
-one is being recorded no other event starts: it shares the process only with the few already inside.
+(``sia.rank``: property, then technical, then informational; first come within each). A life-safety
+event never waits at the gate, and while one is being recorded no other event starts: it shares the
+process only with the few already inside.
 
 Under gunicorn's gevent worker ``threading`` is monkey-patched, so the locks below are cooperative;
 under gthread they are real locks, and under sync (one request at a time) the gate never waits.
@@ -22,11 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from app import telemetry
-
-LIFE_SAFETY = "life_safety"
-# Lower is admitted first among the waiters; a priority not listed waits with the technical ones.
-_RANK = {"property": 0, "technical": 1}
-_LAST = max(_RANK.values())
+from app.domain import sia
 
 
 class PriorityGate:
@@ -56,7 +53,7 @@ class PriorityGate:
         if self.limit <= 0:
             yield
             return
-        if priority == LIFE_SAFETY:
+        if priority == sia.Priority.LIFE_SAFETY:
             with self._lock:
                 self._urgent += 1
             try:
@@ -67,7 +64,7 @@ class PriorityGate:
                     if not self._urgent:
                         self._hand_out()
             return
-        self._acquire(_RANK.get(priority, _LAST))
+        self._acquire(sia.rank(priority))
         try:
             yield
         finally:

@@ -26,7 +26,6 @@ from app.domain.events import Event, SourceKind
 from app.domain.intake import Receipt
 from app.domain.sites import Source
 from app.ledger.models import utcnow
-from app.web.admission import LIFE_SAFETY
 from app.web.auth import authenticate_source
 from app.web.bodies import json_object, read_body
 from app.web.errors import ApiError, ledger_unreachable
@@ -161,7 +160,7 @@ def _life_safety_first(events: list[Any]) -> list[int]:
         account = body.get("account") if isinstance(body, dict) else None
         key = account.strip().casefold() if isinstance(account, str) else None
         code = body.get("code") if isinstance(body, dict) else None
-        urgent = isinstance(code, str) and sia.lookup(code).priority == LIFE_SAFETY
+        urgent = isinstance(code, str) and sia.is_life_safety(code)
         (first if urgent and key is not None and key not in seen else rest).append(index)
         if key is not None:
             seen.add(key)

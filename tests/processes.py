@@ -24,8 +24,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,6 +236,37 @@ def answers(http: requests.Session, url: str, timeout_s: float = 2) -> bool:
 def wait_answers(http: requests.Session, url: str, timeout_s: float = 60, interval_s: float = 0.2) -> None:
     """Until ``url`` answers 200 (``/readyz``, a health check); fails after ``timeout_s``."""
     wait_until(lambda: answers(http, url), timeout_s=timeout_s, interval_s=interval_s)
+
+
+@contextmanager
+def procfile_web(
+    *, database_url: str, redis_url: str, tmp_path: Path, tag: str, sites: Path, **env: str
+) -> Iterator[str]:
+    """The Procfile's `release`, then its `web` line as written, on loopback against ``database_url``
+    and a private key prefix of ``redis_url``; yields the web's base URL, stops it afterwards."""
+    environment = deployment_env(
+        database_url=database_url,
+        redis_url=redis_url,
+        key_prefix=unique_prefix(tag),
+        sites=sites,
+        var_dir=tmp_path / "var",
+        drop=("DATABASE_", "REDIS_"),
+        HOST="127.0.0.1",
+        LOG_FORMAT="console",
+        **env,
+    )
+    release = subprocess.run(
+        procfile_argv("release"), cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert release.returncode == 0, release.stderr
+    port = free_port()
+    proc = start("web", procfile_argv("web", port), {**environment, "PORT": str(port)}, tmp_path / "web.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_answers(requests.Session(), f"{base}/healthz", timeout_s=60)
+        yield base
+    finally:
+        stop_all([proc], grace_s=10)
 
 
 def celery_ready(proc: Proc) -> bool:

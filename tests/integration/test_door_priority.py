@@ -12,7 +12,6 @@ A gate that does not bound, does not rank, or holds a fire back fails one of the
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -24,16 +23,7 @@ import requests
 
 from app.domain.intake import account_lock_id
 from tests.polling import wait_until
-from tests.processes import (
-    REPO,
-    deployment_env,
-    free_port,
-    procfile_argv,
-    start,
-    stop_all,
-    unique_prefix,
-    wait_answers,
-)
+from tests.processes import procfile_web
 from tests.sites_fixture import EXAMPLE_SITES, PANEL_TOKEN, SOURCE_ENV
 
 pytestmark = pytest.mark.integration
@@ -43,29 +33,17 @@ HEADERS = {"Authorization": f"Bearer {PANEL_TOKEN}"}
 
 @pytest.fixture
 def web(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
-    env = deployment_env(
+    with procfile_web(
         database_url=postgres_url,
         redis_url=redis_url,
-        key_prefix=unique_prefix("abdoor"),
+        tmp_path=tmp_path,
+        tag="abdoor",
         sites=EXAMPLE_SITES,
-        var_dir=tmp_path / "var",
-        drop=("DATABASE_", "REDIS_"),
-        HOST="127.0.0.1",
         WEB_CONCURRENCY="1",  # one process: its gate governs every request below
         WEB_INTAKE_CONCURRENCY="2",
-        LOG_FORMAT="console",
         **SOURCE_ENV,
-    )
-    release = subprocess.run(
-        procfile_argv("release"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert release.returncode == 0, release.stderr
-    port = free_port()
-    proc = start("web", procfile_argv("web", port), {**env, "PORT": str(port)}, tmp_path / "web.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_answers(requests.Session(), f"{base}/healthz", timeout_s=60)
-    yield base
-    stop_all([proc], grace_s=10)
+    ) as base:
+        yield base
 
 
 def _event(account: str, code: str, zone: str) -> dict[str, str]:

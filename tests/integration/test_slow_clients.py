@@ -8,7 +8,6 @@ server within WEB_READ_TIMEOUT_S (plus the poll's margin), without credentials e
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,16 +17,7 @@ import pytest
 import requests
 
 from tests.polling import wait_until
-from tests.processes import (
-    REPO,
-    deployment_env,
-    free_port,
-    procfile_argv,
-    start,
-    stop_all,
-    unique_prefix,
-    wait_answers,
-)
+from tests.processes import procfile_web
 from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, PANEL_TOKEN, SOURCE_ENV
 
 pytestmark = pytest.mark.integration
@@ -37,29 +27,17 @@ IDLE_EACH = 50
 
 @pytest.fixture
 def web(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
-    env = deployment_env(
+    with procfile_web(
         database_url=postgres_url,
         redis_url=redis_url,
-        key_prefix=unique_prefix("abslow"),
+        tmp_path=tmp_path,
+        tag="abslow",
         sites=EXAMPLE_SITES,
-        var_dir=tmp_path / "var",
-        drop=("DATABASE_", "REDIS_"),
-        HOST="127.0.0.1",
         WEB_CONCURRENCY="2",  # the Procfile's default
         WEB_READ_TIMEOUT_S=str(READ_TIMEOUT_S),
-        LOG_FORMAT="console",
         **SOURCE_ENV,
-    )
-    release = subprocess.run(
-        procfile_argv("release"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert release.returncode == 0, release.stderr
-    port = free_port()
-    proc = start("web", procfile_argv("web", port), {**env, "PORT": str(port)}, tmp_path / "web.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_answers(requests.Session(), f"{base}/healthz", timeout_s=60)
-    yield base
-    stop_all([proc], grace_s=10)
+    ) as base:
+        yield base
 
 
 def _idle(port: int, partial: bytes) -> socket.socket:

@@ -49,7 +49,7 @@ class PriorityGate:
 
     @contextmanager
     def admit(self, priority: str) -> Iterator[None]:
-        """Hold a slot for one event of ``priority`` while it is recorded and handed off."""
+        """Hold a slot for one event of ``priority`` while it is recorded (its hand-off comes after)."""
         if self.limit <= 0:
             yield
             return

@@ -250,7 +250,9 @@ def _record(event: Event) -> Receipt:
                 422, "unstorable_value", "the ledger cannot store a value of this event; none was recorded"
             ) from None
         telemetry.LEDGER_WRITES.labels("intake").observe(time.perf_counter() - started)
-        svc.outbox.publish(receipt.due_actions)
+    # Outside the slot: the gate orders ledger writes; a broker that is slow to take a message must
+    # not hold back every other event of this process.
+    svc.outbox.publish(receipt.due_actions)
     telemetry.count_recorded(event.source_key, duplicate=receipt.duplicate, opened=receipt.opened)
     log.info(
         "intake.duplicate" if receipt.duplicate else "intake.recorded",

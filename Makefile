@@ -49,10 +49,11 @@ bench-growth: $(VENV)/.installed-test ## a year of alarms against an empty ledge
 	$(BIN)/python .ci/services.py
 	$(BIN)/python .ci/bench_growth.py $(BENCH_ARGS)
 
-lint: $(VENV)/.installed-test ## ruff, formatting and the import contracts
+lint: $(VENV)/.installed-test ## ruff, formatting, the import contracts and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 fmt: $(VENV)/.installed-test ## format the code
 	$(BIN)/ruff format .

@@ -1,6 +1,6 @@
 """Start the simulators: each on its own server (tests), or all under one port by prefix (the CLI).
 
-Every simulator module `sandbox.<name>` exposes `create_app(config=None, clock=None) -> Flask`, where
+Every simulator package `sandbox.<name>` exposes `create_app(config=None, clock=None) -> Flask`, where
 `config` is the whole loaded configuration. `build_apps` imports the ones asked for (an import error is
 not hidden: a missing simulator is a bug), `combined_app` mounts each under `/<name>` — so the CAD is
 `http://127.0.0.1:8100/cad/api/v1/external/incident` and its control API

@@ -12,14 +12,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from http.cookiejar import Cookie
+from typing import Any, cast
 
 import pytest
 import requests
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from sandbox import alta
+from sandbox.alta import app as alta
 from sandbox.config import load_config
 from sandbox.server import combined_app, serve_in_thread
 from tests.contract.sandbox.conftest import ServeSimulator
@@ -194,7 +195,8 @@ def test_dologin_answers_an_empty_object_and_a_va_cookie_with_expiry(sim: LiveSi
     assert "HttpOnly" in set_cookie
     assert "Path=/" in set_cookie
     assert "Secure" not in set_cookie  # plain HTTP: a cookie jar must keep sending it
-    (cookie,) = list(response.cookies)
+    # types-requests types the jar as a name -> value mapping; iterating it yields Cookie objects.
+    (cookie,) = cast("list[Cookie]", list(response.cookies))
     assert cookie.name == "va"
     assert cookie.expires is not None
     assert before + 3600 - 5 <= cookie.expires <= before + 3600 + 5

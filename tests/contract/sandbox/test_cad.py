@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import cad
+from sandbox.cad import app as cad
 from sandbox.config import load_config
 from tests.contract.sandbox.conftest import ServeSimulator
 from tests.contract.sandbox.harness import LiveSimulator

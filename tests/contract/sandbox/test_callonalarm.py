@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import callonalarm
-from sandbox.callonalarm_codes import SIA_CODES
-from sandbox.callonalarm_config import Settings
+from sandbox.callonalarm import app as callonalarm
+from sandbox.callonalarm.codes import SIA_CODES
+from sandbox.callonalarm.settings import Settings
 from sandbox.config import load_config
 from tests.contract.sandbox.conftest import ServeSimulator
 from tests.contract.sandbox.harness import LiveSimulator

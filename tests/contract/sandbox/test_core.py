@@ -16,7 +16,7 @@ import requests
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from sandbox import cad
+from sandbox.cad import app as cad
 from sandbox.clock import Clock
 from sandbox.journal import Journal, JournalEntry
 from sandbox.server import combined_app, serve_in_thread

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from sandbox import rapidsos
 from sandbox.config import load_config
-from sandbox.rapidsos_schema import ALERT_SCHEMA, ARRAY, OBJECT, Field
+from sandbox.rapidsos import app as rapidsos
+from sandbox.rapidsos.schema import ALERT_SCHEMA, ARRAY, OBJECT, Field
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.conftest import ServeSimulator
 from tests.contract.sandbox.harness import LiveSimulator

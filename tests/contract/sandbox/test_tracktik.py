@@ -17,10 +17,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox import tracktik
 from sandbox.config import load_config
 from sandbox.server import build_apps, combined_app, serve_in_thread
-from sandbox.tracktik_alarms import decode_base64_leniently
+from sandbox.tracktik import app as tracktik
+from sandbox.tracktik.alarms import decode_base64_leniently
 from tests.contract.sandbox.conftest import ServeSimulator
 from tests.contract.sandbox.harness import LiveSimulator
 
@@ -116,7 +116,7 @@ def password_grant(sim: LiveSimulator, **overrides: str) -> requests.Response:
         "scope": "",
         **overrides,
     }
-    return request_token(sim, **form)
+    return request_token(sim, None, **form)
 
 
 def refresh_grant(sim: LiveSimulator, refresh_token: str) -> requests.Response:

@@ -3,7 +3,7 @@ items 6-9, Part B §2).
 
 Vendor API, under a portal root (`https://<portal>.staffr.net`; here the simulator's base URL):
 
-- `POST /rest/oauth2/access_token` — OAuth2 `password` and `refresh_token` grants (`sandbox.tracktik_oauth`).
+- `POST /rest/oauth2/access_token` — OAuth2 `password` and `refresh_token` grants (`sandbox.tracktik.oauth`).
 - `POST /rest/v1/alarms` — create an alarm (and its dispatch task) from seed 000's payload → 201.
 - `GET /rest/v1/alarms/{id}[?include=notes,attachments]` — one alarm, bare object as in seed 000.
 - `GET /rest/v1/alarms?alarmOrganization=&triggeredOn=&include=notes&limit=&offset=` — the list the
@@ -95,8 +95,8 @@ from flask.typing import ResponseReturnValue
 
 from sandbox.clock import Clock
 from sandbox.simulator import current_state, make_simulator
-from sandbox.tracktik_alarms import INCLUDABLE, AlarmStore, AlarmValidationError, parse_utc_time
-from sandbox.tracktik_oauth import (
+from sandbox.tracktik.alarms import INCLUDABLE, AlarmStore, AlarmValidationError, parse_utc_time
+from sandbox.tracktik.oauth import (
     ACCESS_DENIED,
     DESCRIPTIONS,
     AccessToken,

@@ -1,6 +1,6 @@
 """CallOnAlarm's state: the alerts with their clock-driven lifecycle, and the rate-limit windows.
 
-Everything here is plain Python, separate from the HTTP layer in `sandbox.callonalarm`, so that the
+Everything here is plain Python, separate from the HTTP layer in `sandbox.callonalarm.app`, so that the
 lifecycle arithmetic reads in one place: an alert's status and `callsMade` are pure functions of the
 simulated time and of the two things that can happen to it later (an acknowledge, a cancel), each
 recorded with the time it happened. Nothing runs in the background; the clock moving forward is enough.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.callonalarm_config import DELAYED, INSTANT, Account, Contact, Rule
+from sandbox.callonalarm.settings import DELAYED, INSTANT, Account, Contact, Rule
 
 # Seed 001's five trigger statuses.
 CALL_IMMEDIATE, CALL_DELAYED = "call_immediate", "call_delayed"

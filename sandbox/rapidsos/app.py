@@ -11,8 +11,8 @@ Vendor API (paths relative to `https://api-sandbox.rapidsos.com`):
   200 `{status, disposition, last_updated_time}`.
 - Control extra: `GET /_sandbox/alerts[?source_id=]` lists every stored alert (expired ones too).
 
-The body's constraints are data in `sandbox/rapidsos_schema.py`; settings, tokens, rate windows and
-alerts live in `sandbox/rapidsos_store.py`. Choices the documents leave open, made here and nowhere
+The body's constraints are data in `sandbox/rapidsos/schema.py`; settings, tokens, rate windows and
+alerts live in `sandbox/rapidsos/store.py`. Choices the documents leave open, made here and nowhere
 else:
 
 - Errors. Every error (and injected status) is `{"message": str, "errors": {path: [str, ...]}}`;
@@ -80,8 +80,8 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import MethodNotAllowed
 
 from sandbox.clock import Clock
-from sandbox.rapidsos_schema import AlertValidator, Errors
-from sandbox.rapidsos_store import (
+from sandbox.rapidsos.schema import AlertValidator, Errors
+from sandbox.rapidsos.store import (
     CREATED,
     PARTNER_STATUSES,
     SUPPLEMENTAL_ONLY,

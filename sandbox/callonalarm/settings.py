@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sandbox.callonalarm_codes import is_sia_code
+from sandbox.callonalarm.codes import is_sia_code
 
 # Rule actions (the dashboard's Delayed / Instant / None).
 INSTANT, DELAYED, NONE = "instant", "delayed", "none"

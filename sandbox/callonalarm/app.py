@@ -37,7 +37,7 @@ Choices the documents leave open, made here and nowhere else (seed 001 lost its 
   `accountNumber`, `eventCode` and `phoneNumber` are required strings (absent, null, "" or blanks =
   missing); `message` and `zone` are optional strings (null = absent). Any other type is 400: no
   coercion of numbers. No length limit is documented and none is enforced. Unknown fields are ignored.
-- Event codes are case-sensitive: an SIA code of seed 001's catalogue (`sandbox/callonalarm_codes.py`,
+- Event codes are case-sensitive: an SIA code of seed 001's catalogue (`sandbox/callonalarm/codes.py`,
   the simulator's own list) or one of the connection's custom codes; anything else, lower case
   included, is 400 "Invalid eventCode", checked after the connection (custom codes are per connection).
 - A key sees only its own account numbers: another key's account is 404 "Connection Not Found" and an
@@ -83,8 +83,8 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from sandbox.callonalarm_config import Account, ApiKey, Settings
-from sandbox.callonalarm_store import Alert, AlertError, AlertStore, RateLimiter, RateState
+from sandbox.callonalarm.settings import Account, ApiKey, Settings
+from sandbox.callonalarm.store import Alert, AlertError, AlertStore, RateLimiter, RateState
 from sandbox.clock import Clock
 from sandbox.simulator import current_state, is_control_path, make_simulator, reason_phrase
 

@@ -1,6 +1,6 @@
 """The RapidSOS simulator's data: its `[rapidsos]` settings, coverage map, tokens, rate windows and alerts.
 
-Kept apart from the routes in `sandbox/rapidsos.py` (whose docstring records every behaviour decided
+Kept apart from the routes in `sandbox/rapidsos/app.py` (whose docstring records every behaviour decided
 here) so that the HTTP layer reads as the vendor's API and this module as the state behind it. Every
 time-dependent answer (token expiry, the sliding rate window, the 12 h retention) is computed from the
 simulator clock at the moment of the call; nothing runs in the background.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.clock import Clock
-from sandbox.rapidsos_schema import Errors
+from sandbox.rapidsos.schema import Errors
 
 FULL, SUPPLEMENTAL = "full", "supplemental"
 CREATED, UNSUPPORTED_LOCATION, SUPPLEMENTAL_ONLY = 201, 216, 217

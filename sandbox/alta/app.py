@@ -55,7 +55,7 @@ Choices the documents leave open, made here and nowhere else:
   `$url` the detection's guest link (missing without External link); `$jpg` a base64 8x8 grey JPEG
   (missing with `thumbnail = false`); `$dispatch` is not simulated (missing); `$deviceSiteId/Name` are
   the zone's site; other codes come from the zone and device tables and are missing when not set.
-  Missing values become `missing_value` ("N/A"). The rendering rules are in `sandbox.alta_webhook`.
+  Missing values become `missing_value` ("N/A"). The rendering rules are in `sandbox.alta.webhook`.
 - A detection in a zone configured `armed = false` raises no alert and sends nothing.
 - No rate limit is documented, so none is simulated. The other paths seed 002 lists (arm/disarm,
   muting, alarmZoneAlerts, publicIntrusion*, `GET /alerts`) are not simulated: 404 with the error body
@@ -70,7 +70,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from sandbox.alta_alerts import (
+from sandbox.alta.alerts import (
     ACKNOWLEDGMENT_CODES,
     AlarmZone,
     AlertBook,
@@ -79,8 +79,8 @@ from sandbox.alta_alerts import (
     Timing,
     UnknownAlertError,
 )
-from sandbox.alta_sessions import Account, SessionBook
-from sandbox.alta_webhook import Delivery, WebhookAction, deliver, masked_url, target_url, template_values
+from sandbox.alta.sessions import Account, SessionBook
+from sandbox.alta.webhook import Delivery, WebhookAction, deliver, masked_url, target_url, template_values
 from sandbox.clock import Clock
 from sandbox.simulator import SimulatorState, current_state, make_simulator, reason_phrase
 

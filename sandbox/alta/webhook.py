@@ -7,7 +7,7 @@ once, to the configured URL: the way Alta Protect calls alarm-bridge's intake. W
 the receiver answered (or the connection error) comes back as a `Delivery`, and is journaled as an
 outbound entry (`simulator` = `alta.outbound`, `path` = the absolute URL) with its secrets masked.
 
-The choices made here (the codes' values are decided in `sandbox.alta`'s docstring):
+The choices made here (the codes' values are decided in `sandbox.alta.app`'s docstring):
 
 - Codes are replaced textually, longest name first, so `$timeIso` is never read as `$time` + `Iso`;
   `$zoneName` and `$Dispatch` (the February 2025 names) are kept as aliases. A `$word` that is not a
@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from sandbox.alta_alerts import AlarmZone, DetectionOutcome, Device
+from sandbox.alta.alerts import AlarmZone, DetectionOutcome, Device
 from sandbox.journal import Journal, JournalEntry, mask_body, mask_headers, mask_query
 
 OUTBOUND = "alta.outbound"
@@ -188,7 +188,7 @@ def template_values(
     detection: str | None = None,
     trigger_phase: str | None = None,
 ) -> dict[str, str | None]:
-    """The value of every code for one detection (None = missing); see `sandbox.alta` for the choices."""
+    """The value of every code for one detection (None = missing); see `sandbox.alta.app` for the choices."""
     moment = datetime.fromtimestamp(at, tz=UTC)
     return {
         "address": zone.address,

@@ -2,9 +2,9 @@
 
 TrackTik's token endpoint (`POST /rest/oauth2/access_token`, CONTRACTS Part A item 6, Part B §2.1)
 behaves like league/oauth2-server, whose `def502…` refresh tokens it issues; this module models that
-server without Flask so that `sandbox.tracktik` only wires it to HTTP. Every expiry, window and block is
+server without Flask so that `sandbox.tracktik.app` only wires it to HTTP. Every expiry, window and block is
 computed from the simulator clock when a request arrives. The choices the documents leave open are
-written down in `sandbox.tracktik`'s docstring; the league error wording is kept here, in one place.
+written down in `sandbox.tracktik.app`'s docstring; the league error wording is kept here, in one place.
 """
 
 import base64

@@ -5,7 +5,7 @@ The state behind the Alta simulator's API (`sandbox.alta`), kept apart from HTTP
 an alert is listed once `now >= listed_at`, a bookmark is shown once `now >= visible_at`. Nothing runs
 in the background.
 
-The rules (the reasons are in `sandbox.alta`'s docstring):
+The rules (the reasons are in `sandbox.alta.app`'s docstring):
 
 - A detection in a zone joins the zone's newest open alert when it comes within the zone's merge
   window (default 60 s) of that alert's `start_time` (inclusive); the alert then reads `merged: true`

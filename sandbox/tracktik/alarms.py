@@ -1,9 +1,9 @@
 """TrackTik alarms: validating seed 000's `POST /alarms` payload and storing alarms, notes and images.
 
-The HTTP side lives in `sandbox.tracktik`; this module holds the rules (which fields, which types,
+The HTTP side lives in `sandbox.tracktik.app`; this module holds the rules (which fields, which types,
 which configuration an alarm must match) and the store (alarms with their dispatch task ids, notes in
 order, attachments with the decoded image bytes served back at their `url`). Its choices are listed in
-`sandbox.tracktik`'s docstring.
+`sandbox.tracktik.app`'s docstring.
 """
 
 import base64

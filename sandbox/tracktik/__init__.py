@@ -1,0 +1,10 @@
+"""The TrackTik REST API simulator, seed 000: one package, so a change to TrackTik stays here.
+
+`app` holds the routes, the bearer check and the rate limit (its docstring lists every choice the
+documents leave open), `oauth` the OAuth2 server and its login block, `alarms` the alarm validation and
+storage. The server mounts `create_app`.
+"""
+
+from sandbox.tracktik.app import create_app
+
+__all__ = ["create_app"]

@@ -23,8 +23,8 @@ from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from app.cli import alembic_config
 from app.ledger.session import make_engine
+from cli.ledger import alembic_config
 from config.celery import QUEUES, celery_config
 from config.settings import Settings
 
@@ -64,7 +64,7 @@ def migrate(database_url: str) -> None:
     """Bring a ledger to the head revision, exactly as `alarm-bridge db upgrade` does."""
     from alembic import command
 
-    command.upgrade(alembic_config(database_url), "head")  # type: ignore[arg-type]
+    command.upgrade(alembic_config(database_url), "head")
 
 
 @pytest.fixture(scope="session")

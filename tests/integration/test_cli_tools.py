@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from app.cli import main
-from app.cli_tools import ms, render_alarm
 from app.domain.outbox import RecordingOutbox
 from app.ledger.models import Event as EventRow
 from app.web import create_app
+from cli.alarms import ms, render_alarm
+from cli.main import main
 from config.settings import Settings
 from sandbox.server import RunningServer, serve_in_thread
 from tests.processes import REPO, free_port
@@ -50,7 +50,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     """`alarm-bridge ...` as its own process, as an integrator runs it."""
     base = {k: v for k, v in os.environ.items() if k not in ("PORT", "OPERATOR_API_KEYS", "SITES_FILE")}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO,
         env={**base, **(env or {})},
         capture_output=True,

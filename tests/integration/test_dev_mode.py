@@ -42,7 +42,7 @@ class DevStack:
             SIA_RECEIVER_PORT=str(free_port()),
             WEB_CONCURRENCY="1",
         )
-        argv = [sys.executable, "-m", "app.cli", "dev", "--broker", broker]
+        argv = [sys.executable, "-m", "cli", "dev", "--broker", broker]
         self.proc = start("dev", argv, env, workdir / "dev.log", cwd=workdir)
         self.http = requests.Session()
         self.base = f"http://127.0.0.1:{self.port}"

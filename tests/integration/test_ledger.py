@@ -65,7 +65,7 @@ def _schema_matches_models(engine: Engine) -> list[object]:
     "command",
     [
         pytest.param([sys.executable, "-m", "alembic", "upgrade", "head"], id="alembic"),
-        pytest.param([sys.executable, "-m", "app.cli", "db", "upgrade"], id="alarm-bridge"),
+        pytest.param([sys.executable, "-m", "cli", "db", "upgrade"], id="alarm-bridge"),
     ],
 )
 def test_upgrade_head_creates_the_whole_schema_on_an_empty_database(

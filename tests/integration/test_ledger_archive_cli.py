@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _run(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "DATABASE_URL": database_url, "LOG_FORMAT": "json", **env}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "ledger", "archive", *args],
+        [sys.executable, "-m", "cli", "ledger", "archive", *args],
         cwd=REPO,
         env=environ,
         capture_output=True,

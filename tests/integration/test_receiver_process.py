@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from app.cli import main
 from app.domain.intake import account_lock_id
 from app.ledger.models import Event as EventRow
 from app.ledger.session import make_engine, make_sessionmaker
 from app.receiver.frames import build_frame, read_reply
+from cli.main import main
 from tests.conftest import PG_ADMIN_URL
 from tests.polling import wait_until
 from tests.processes import (
@@ -136,7 +136,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`alarm-bridge ...` as its own process, as an integrator runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIA_", "SITES_FILE"))}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

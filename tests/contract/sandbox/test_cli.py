@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def test_alarm_bridge_sandbox_serves_every_simulator_with_its_defaults(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "app.cli", "sandbox", "--port", "0"]
+    command = [sys.executable, "-m", "cli", "sandbox", "--port", "0"]
     with (
         subprocess.Popen(
             command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

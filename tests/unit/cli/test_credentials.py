@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.cli import DEV_OPERATOR_KEY, display_url, shown_credential
+from cli.credentials import display_url, shown_credential
+from cli.dev import DEV_OPERATOR_KEY
 
 pytestmark = pytest.mark.unit
 PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)

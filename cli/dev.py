@@ -1,21 +1,15 @@
-"""The ``alarm-bridge`` command: ``dev`` (the whole service in one command), ``db upgrade``, ``flower``,
-``receiver`` (the SIA DC-09 receiver), ``sandbox``, ``ledger archive`` (retention), and the
-integrator's tools (``sites check``, ``send-test-event``, ``alarms show``, in ``app.cli_tools``).
+"""``alarm-bridge dev``: the whole service in one command, the embedded mode a newcomer starts with.
 
-``dev`` is the embedded mode a newcomer starts with: no Redis, no database server, no vendor
-accounts. It picks an embedded broker (a private ``redis-server`` on a free loopback port when one is
-installed, else fakeredis's TCP server in this process), migrates the SQLite ledger, and supervises
-the same processes the Procfile runs in production — web (gunicorn), worker, urgent, beat, the DC-09
-receiver, Flower and the sandbox — with real Celery messages. Ctrl-C stops all of them.
-
-``flower`` runs the Celery monitor, which can revoke tasks and shut workers down: it serves anything
-but loopback only behind the basic auth of ``FLOWER_BASIC_AUTH``.
+No Redis, no database server, no vendor accounts. It picks an embedded broker (a private
+``redis-server`` on a free loopback port when one is installed, else fakeredis's TCP server in this
+process), migrates the SQLite ledger, and supervises the same processes the Procfile runs in
+production (web (gunicorn), worker, urgent, beat, the DC-09 receiver, Flower and the sandbox) with
+real Celery messages. Ctrl-C stops all of them.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -30,10 +24,10 @@ from pathlib import Path
 
 import click
 
-from app.cli_tools import alarms, is_loopback, send_test_event, sites
+from cli.credentials import display_url, shown_credential
+from cli.processes import FLOWER_PORT
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = PACKAGE_ROOT / "app" / "ledger" / "migrations"
 GUNICORN_CONF = PACKAGE_ROOT / "config" / "gunicorn.conf.py"
 DEV_OPERATOR_KEY = "dev-operator-key"
 EXAMPLE_SITES = PACKAGE_ROOT / "config" / "examples" / "sites.toml"
@@ -46,195 +40,12 @@ DEV_SOURCE_SECRETS = {
     "ALTA_MAIN_TOKEN": "sandbox-alta-webhook-token",
 }
 BROKER_START_TIMEOUT_S = 10.0
-FLOWER_PORT = 5555  # Flower's own default; `dev` takes another free port when it is busy
 RECEIVER_PORT = 7777  # SIA_RECEIVER_PORT's default; `dev` takes another free port when it is busy
 # What prometheus_client writes in a multiprocess directory: `dev` empties only a directory holding these.
 PROMETHEUS_SAMPLE_GLOB = "*.db"
 
 
-@click.group()
-def main() -> None:
-    """alarm-bridge: alarm signals in, a coordinated and audited response out."""
-
-
-main.add_command(sites)
-main.add_command(send_test_event)
-main.add_command(alarms)
-
-
-@main.group()
-def db() -> None:
-    """The alarm ledger's schema."""
-
-
-@db.command("upgrade")
-@click.option("--revision", default="head", show_default=True, help="Target Alembic revision.")
-def db_upgrade(revision: str) -> None:
-    """Apply migrations to the ledger named by DATABASE_URL (the Procfile's `release`)."""
-    from alembic import command
-
-    from config.settings import load_settings
-
-    settings = load_settings()
-    command.upgrade(alembic_config(settings.database_url), revision)
-    click.echo(f"ledger at {revision}: {display_url(settings.database_url)}")
-
-
-@main.group()
-def ledger() -> None:
-    """Keeping the ledger small: let alarms that ended long ago go."""
-
-
-AGE_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-MIN_ARCHIVE_AGE_S = 86400.0  # an alarm that ended today is still somebody's evidence
-
-
-def parse_age(text: str) -> float:
-    """``180d``, ``36h``, ``90m`` or plain seconds, as seconds; a ClickException names the value."""
-    raw = text.strip().lower()
-    unit = raw[-1:] if raw[-1:] in AGE_UNITS else "s"
-    number = raw[:-1] if raw[-1:] in AGE_UNITS else raw
-    try:
-        seconds = float(number) * AGE_UNITS[unit]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an age like 180d, 36h or 90m") from None
-    if not seconds >= MIN_ARCHIVE_AGE_S:  # also refuses NaN
-        raise click.BadParameter(f"{text!r} is less than a day: an alarm that recent is kept")
-    return seconds
-
-
-@ledger.command("archive")
-@click.option(
-    "--ended-before",
-    "age",
-    default=None,
-    help="Remove alarms that ended longer ago than this (180d, 36h; at least 1d). "
-    "Default: ARCHIVE_AFTER_DAYS days.",
-)
-@click.option(
-    "--export",
-    "export_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write what is removed to DIR/alarm-bridge-archive-<time>.jsonl before deleting it.",
-)
-@click.option(
-    "--batch-size", type=click.IntRange(1, 10_000), default=None, help="Default: ARCHIVE_BATCH_SIZE."
-)
-@click.option("--pause", "pause_s", type=click.FloatRange(0, 60), default=0.0, show_default=True,
-              help="Seconds to wait between batches.")  # fmt: skip
-def ledger_archive(age: str | None, export_dir: Path | None, batch_size: int | None, pause_s: float) -> None:
-    """Export and delete alarms that ended before the cut-off, with their events, steps and timeline,
-    and old events that opened no alarm. Never an alarm that has not ended or has a step unfinished."""
-    import json
-    from datetime import timedelta
-
-    from app.ledger.models import utcnow
-    from app.ledger.retention import archive
-    from app.ledger.session import make_engine
-    from config.logging import configure_logging
-    from config.settings import load_settings
-
-    settings = load_settings()
-    configure_logging(settings)
-    seconds = parse_age(age) if age is not None else settings.archive_after_days * 86400
-    cutoff = utcnow() - timedelta(seconds=seconds)
-    engine = make_engine(settings.database_url)
-    try:
-        report = archive(
-            engine,
-            ended_before=cutoff,
-            export_dir=export_dir,
-            batch_size=batch_size or settings.archive_batch_size,
-            pause_s=pause_s,
-        )
-    finally:
-        engine.dispose()
-    click.echo(json.dumps(report.as_dict(), indent=2))
-
-
-def alembic_config(database_url: str) -> object:
-    """An Alembic Config that works from any directory (no alembic.ini needed)."""
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    return cfg
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=None, help="Defaults to SANDBOX_PORT (8100).")
-@click.option("--config", "config_path", default=None, help="A sandbox TOML file (default: built in).")
-@click.option(
-    "--alta-webhook-base-url", default=None, help="Where Alta zone webhooks go (scheme://host:port)."
-)
-def sandbox(host: str, port: int | None, config_path: str | None, alta_webhook_base_url: str | None) -> None:
-    """Run the vendor simulators (Alta, TrackTik, CallOnAlarm, RapidSOS, CAD) on one port."""
-    from config.settings import load_settings
-
-    args = ["--host", host, "--port", str(port if port is not None else load_settings().sandbox_port)]
-    if config_path:
-        args += ["--config", config_path]
-    if alta_webhook_base_url:
-        args += ["--alta-webhook-base-url", alta_webhook_base_url]
-    from sandbox.server import main as sandbox_main
-
-    sys.exit(sandbox_main(args))
-
-
-@main.command()
-@click.option("--port", type=click.IntRange(1, 65535), default=FLOWER_PORT, show_default=True)
-@click.option(
-    "--address",
-    default="127.0.0.1",
-    show_default=True,
-    help="The interface to listen on; anything but loopback needs FLOWER_BASIC_AUTH.",
-)
-def flower(port: int, address: str) -> None:
-    """Run Flower, the Celery monitor, with basic auth from FLOWER_BASIC_AUTH.
-
-    Flower can revoke tasks and shut workers down, so it refuses to listen beyond loopback without
-    FLOWER_BASIC_AUTH (user:password pairs, comma-separated).
-    """
-    from config.settings import load_settings
-
-    settings = load_settings()
-    if not settings.flower_basic_auth and not is_loopback(address):
-        sys.exit(
-            f"alarm-bridge flower: refusing to serve Flower on {address or 'every interface'} without "
-            "FLOWER_BASIC_AUTH (user:password pairs, comma-separated)"
-        )
-    # Flower reads FLOWER_BASIC_AUTH itself; handing it over in the environment rather than as
-    # --basic-auth keeps the passwords out of the process list. It gets exactly what Settings
-    # parsed, or nothing.
-    env = {k: v for k, v in settings.environ.items() if k != "FLOWER_BASIC_AUTH"}
-    if settings.flower_basic_auth:
-        env["FLOWER_BASIC_AUTH"] = ",".join(settings.flower_basic_auth)
-    argv = [sys.executable, "-m", "celery", "--app", "workers.celery_app", "flower",
-            f"--port={port}", f"--address={address}"]  # fmt: skip
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Flower takes this process over, so the platform's signals reach it directly.
-    os.execve(sys.executable, argv, env)  # noqa: S606 - a fixed argv, no shell
-
-
-@main.command()
-def receiver() -> None:
-    """Run the SIA DC-09 receiver (the Procfile's `receiver`): TCP and UDP on SIA_RECEIVER_PORT.
-
-    Panels and IP communicators send SIA-DCS, ADM-CID and NULL frames (AES-128/192/256 when their
-    account has a key in the sites file); each is answered ACK only once what it reports is committed
-    to the ledger. SIGTERM stops accepting, lets the frames in flight finish, and exits.
-    """
-    from app.receiver.server import run
-    from config.settings import load_settings
-
-    sys.exit(run(load_settings()))
-
-
-@main.command()
+@click.command()
 @click.option(
     "--broker",
     type=click.Choice(["auto", "redis-server", "fakeredis"]),
@@ -291,7 +102,7 @@ def dev(broker: str, flower_port: int | None) -> None:
         env["REDIS_URL"] = redis_url
         click.echo(f"alarm-bridge dev: broker {broker_name} at {display_url(redis_url)}")
         click.echo(f"alarm-bridge dev: ledger {display_url(settings.database_url)}")
-        subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, check=True)
+        subprocess.run([sys.executable, "-m", "cli", "db", "upgrade"], env=env, check=True)
         py = sys.executable
         processes = {
             "web": [py, "-m", "gunicorn", "--config", str(GUNICORN_CONF)],
@@ -301,13 +112,13 @@ def dev(broker: str, flower_port: int | None) -> None:
             "urgent": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
                        "life_safety,dispatch", "--hostname", "urgent@%h", "--loglevel", "INFO"],
             "beat": [py, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"],
-            "receiver": [py, "-m", "app.cli", "receiver"],
+            "receiver": [py, "-m", "cli", "receiver"],
         }  # fmt: skip
-        processes["flower"] = [py, "-m", "app.cli", "flower", "--port", str(flower_port),
+        processes["flower"] = [py, "-m", "cli", "flower", "--port", str(flower_port),
                                "--address", "127.0.0.1"]  # fmt: skip
         if _sandbox_available():
             processes["sandbox"] = [
-                py, "-m", "app.cli", "sandbox", "--port", str(settings.sandbox_port),
+                py, "-m", "cli", "sandbox", "--port", str(settings.sandbox_port),
                 "--alta-webhook-base-url", f"http://127.0.0.1:{settings.port}",
             ]  # fmt: skip
         click.echo(f"alarm-bridge dev: web on http://{env['HOST']}:{settings.port}")
@@ -401,7 +212,7 @@ def _embedded_broker(redis_url: str | None, choice: str, var_dir: str) -> Iterat
 def _private_redis_server(binary: str, var_dir: str) -> Iterator[str]:
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="redis-", dir=var_dir)
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - redis-server as found on PATH, with a fixed argv
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", workdir, "--loglevel", "warning"],
         stdout=subprocess.DEVNULL,
@@ -451,34 +262,3 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.05)
     raise click.ClickException(f"redis-server did not listen on {port} within {BROKER_START_TIMEOUT_S:g}s")
-
-
-# The user part of a URL shown beside a masked password; anything else in front of the `@` is masked.
-_URL_USER = re.compile(r"[A-Za-z0-9._~%+-]+")
-_SECRET_URL_PARAM = re.compile(
-    r"([?&;][^=&#;]*(?:pass|secret|token|key|auth|credential)[^=&#;]*=)[^&]*", re.IGNORECASE
-)
-
-
-def display_url(url: str) -> str:
-    """The URL with its credentials masked, for printing: everything before the last ``@`` after the
-    scheme (a password holding ``@``, ``/`` or ``?`` included; a plain user name is kept) and the value
-    of any query parameter named like a secret (``?password=`` of a ``unix://`` Redis URL)."""
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        userinfo, at, host = rest.rpartition("@")
-        if at:
-            user, colon, _ = userinfo.partition(":")
-            shown = f"{user}:" if colon and _URL_USER.fullmatch(user) else ""
-            rest = f"{shown}***@{host}"
-        url = f"{scheme}{sep}{rest}"
-    return _SECRET_URL_PARAM.sub(r"\g<1>***", url)
-
-
-def shown_credential(variable: str, value: str, demo: str) -> str:
-    """What `dev` prints for a credential: the built-in demo value, never one someone set."""
-    return value if value == demo else f"yours, from {variable} (not printed)"
-
-
-if __name__ == "__main__":
-    main()

@@ -1,16 +1,17 @@
 """Upstream clients, one module per vendor on a shared transport (base.py, errors.py).
 
-``Clients`` holds one instance of each per worker process. What several processes must share — the
-RapidSOS token, the Alta cookie, CallOnAlarm's 100 requests/hour — lives in Redis (``cache``), under
-the deployment's key prefix, never in module globals.
+``Clients`` holds one instance of each per worker process, each built the same way:
+``from_settings(settings, cache, session=...)``. What several processes must share — the TrackTik and
+RapidSOS tokens and the Alta cookie (``credentials.SharedCredential``), CallOnAlarm's 100
+requests/hour — lives in Redis (``cache``), under the deployment's key prefix, never in module globals.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import redis
+import requests
 
 from config.settings import Settings
 from workers.clients.alta import AltaClient
@@ -34,23 +35,17 @@ class Clients:
     cad: CadClient
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: redis.Redis[Any], *, pool_maxsize: int = 0) -> Clients:
+    def from_settings(cls, settings: Settings, cache: redis.Redis, *, pool_maxsize: int = 0) -> Clients:
         """Build them all from the settings and the shared Redis; ``pool_maxsize``: connections kept
         per upstream (the steps this process runs at once; 0: the default)."""
-        clients = cls(
-            alta=AltaClient.from_settings(settings, cache),
-            tracktik=TrackTikClient.from_settings(settings, cache),
-            callonalarm=CallOnAlarmClient.from_settings(settings, cache),
-            rapidsos=RapidSOSClient.from_settings(settings, cache),
-            cad=CadClient.from_settings(settings, cache),
+
+        def session() -> requests.Session | None:  # one session (and pool) per upstream
+            return EnvironmentOnceSession(pool_maxsize) if pool_maxsize > DEFAULT_POOL_MAXSIZE else None
+
+        return cls(
+            alta=AltaClient.from_settings(settings, cache, session=session()),
+            tracktik=TrackTikClient.from_settings(settings, cache, session=session()),
+            callonalarm=CallOnAlarmClient.from_settings(settings, cache, session=session()),
+            rapidsos=RapidSOSClient.from_settings(settings, cache, session=session()),
+            cad=CadClient.from_settings(settings, cache, session=session()),
         )
-        if pool_maxsize > DEFAULT_POOL_MAXSIZE:
-            for client in (
-                clients.alta,
-                clients.tracktik,
-                clients.callonalarm,
-                clients.rapidsos,
-                clients.cad,
-            ):
-                client.session = EnvironmentOnceSession(pool_maxsize=pool_maxsize)
-        return clients

@@ -2,10 +2,11 @@
 guest links, verification, end (seed 002; CONTRACTS Part A items 1-5, Part B §1).
 
 Alta authenticates with a session cookie ``va`` from ``POST /api/v1/dologin``. Every worker process
-shares one cookie through Redis (``cache_key(settings, "alta", "cookie")``) so that a fleet of
-workers does not log in once per process or per call; the Redis entry expires a minute before the
-cookie does. A 401 means the cookie expired or was revoked: the client logs in again once and
-retries once; a second 401 is a real refusal.
+shares one cookie through Redis (``cache_key(settings, "alta", "cookie")``, a
+``credentials.SharedCredential``) so that a fleet of workers does not log in once per process or per
+call; the Redis entry expires a minute before the cookie does. A 401 means the cookie expired or was
+revoked: the client logs in again once and retries once; a second 401 is a real refusal
+(``BaseClient._authorized``).
 
 Nothing the bridge sends to Alta creates anything: verify sets a status and end is idempotent
 (Part A item 4), so both are sent as idempotent calls — a lost answer is "unavailable, try again",
@@ -14,14 +15,12 @@ never "outcome unknown".
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any
+from typing import Self
 from urllib.parse import quote
 
 import redis
 import requests
-import structlog
 
 from config.settings import Settings
 from workers.clients.alta_models import (
@@ -32,13 +31,12 @@ from workers.clients.alta_models import (
     parse_alerts,
     parse_bookmarks,
 )
-from workers.clients.base import BaseClient
+from workers.clients.base import BaseClient, timeouts
 from workers.clients.cache import cache_key
+from workers.clients.credentials import Issued, SharedCredential
 from workers.clients.errors import UpstreamRejectedError
 
 __all__ = ["AltaClient", "Bookmark", "EndResult", "OngoingAlert"]
-
-log = structlog.get_logger(__name__)
 
 COOKIE_NAME = "va"
 # Kept in Redis this long before the cookie's own expiry, so a cached cookie is never a dead one.
@@ -59,28 +57,30 @@ class AltaClient(BaseClient):
         *,
         username: str,
         password: str,
-        cache: redis.Redis[Any],
+        cache: redis.Redis,
         cookie_key: str,
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(base_url, timeout, session)
         self._username = username
         self._password = password
-        self._cache = cache
-        self._cookie_key = cookie_key
-        self._login_lock = threading.Lock()
+        self.credential = SharedCredential(
+            self.upstream, "cookie", cache, cookie_key, self._login, header=_cookie_header
+        )
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> AltaClient:
+    def from_settings(
+        cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
+    ) -> Self:
         """The client for this deployment; `cache` is the shared Redis that holds the login cookie."""
-
         return cls(
             settings.alta_base_url,
-            (settings.http_connect_timeout_s, settings.http_read_timeout_s),
+            timeouts(settings),
             username=settings.alta_username,
             password=settings.alta_password,
             cache=cache,
             cookie_key=cache_key(settings, "alta", "cookie"),
+            session=session,
         )
 
     # --- API ---------------------------------------------------------------------------------------
@@ -92,8 +92,8 @@ class AltaClient(BaseClient):
             UpstreamUnavailableError: Alta unreachable, 5xx or 429.
             UpstreamRejectedError: login refused, another 4xx, or a body that is not a list of alerts.
         """
-        response = self._call("GET", "/api/v1/ongoingAlerts")
-        return parse_alerts(_json(response))
+        response = self._authorized("GET", "/api/v1/ongoingAlerts")
+        return self._decode(response, parse_alerts)
 
     def find_ongoing_alert(self, alarm_zone_id: str) -> OngoingAlert | None:
         """The newest ongoing alert of an alarm zone, or None while Alta does not list one.
@@ -125,8 +125,8 @@ class AltaClient(BaseClient):
             UpstreamRejectedError: 403 (the API user lacks "Share video"), 404 (unknown guid), another
                 4xx, or an unreadable body.
         """
-        response = self._call("GET", f"/api/v1/alerts/{_segment(guid)}/bookmarks")
-        return parse_bookmarks(_json(response))
+        response = self._authorized("GET", f"/api/v1/alerts/{_segment(guid)}/bookmarks")
+        return self._decode(response, parse_bookmarks)
 
     def guest_link(self, guest_token: str) -> str:
         """The shareable video link of a bookmark: ``{ALTA_BASE_URL}/cloud?t={guest_token}`` (seed 002)."""
@@ -154,8 +154,8 @@ class AltaClient(BaseClient):
             "merged": merged,
             "origin_name": origin_name,
         }
-        response = self._call("POST", f"/api/v1/alerts/{_segment(guid)}", idempotent=True, json=body)
-        return OngoingAlert.from_json(_json(response, required=False))
+        response = self._authorized("POST", f"/api/v1/alerts/{_segment(guid)}", idempotent=True, json=body)
+        return self._decode(response, OngoingAlert.from_json, optional=True)
 
     def end(self, guid: str) -> EndResult:
         """End the alert (seed 002 "End an ongoing alarm"; Part A item 4).
@@ -167,69 +167,21 @@ class AltaClient(BaseClient):
             UpstreamUnavailableError: Alta unreachable, 5xx, 429, or no answer.
             UpstreamRejectedError: a 4xx other than 404.
         """
-        response = self._call(
+        response = self._authorized(
             "POST", f"/api/v1/alerts/{_segment(guid)}/end", idempotent=True, expected=(404,)
         )
         if response.status_code == 404:
             return EndResult(guid=guid, known=False)
-        return EndResult(guid=guid, known=True, alert=OngoingAlert.from_json(_json(response, required=False)))
+        alert = self._decode(response, OngoingAlert.from_json, optional=True)
+        return EndResult(guid=guid, known=True, alert=alert)
 
     # --- session -----------------------------------------------------------------------------------
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        idempotent: bool = False,
-        expected: tuple[int, ...] = (),
-        **kwargs: Any,
-    ) -> requests.Response:
-        """One API call with the shared cookie; on 401, one new login and one retry (Part A item 1)."""
-        response = self._request(
-            method,
-            path,
-            idempotent=idempotent,
-            expected=(*expected, 401),
-            headers=_cookie_header(self._cookie()),
-            **kwargs,
-        )
-        if response.status_code != 401:
-            return response
-        log.info("alta.session_expired", path=path.split("?", 1)[0])
-        return self._request(
-            method,
-            path,
-            idempotent=idempotent,
-            expected=expected,
-            headers=_cookie_header(self._login()),
-            **kwargs,
-        )
-
-    def _cookie(self) -> str:
-        """The shared cookie from Redis, or a new login when there is none."""
-        try:
-            cached = self._cache.get(self._cookie_key)
-        except redis.RedisError as exc:  # Redis holds only what can be rebuilt: log in instead
-            log.warning("alta.cookie_cache_unavailable", error=type(exc).__name__)
-            cached = None
-        if cached:
-            return cached.decode() if isinstance(cached, bytes) else str(cached)
-        # One login per process however many steps need the cookie at once (the thread pool).
-        with self._login_lock:
-            try:
-                cached = self._cache.get(self._cookie_key)
-            except redis.RedisError:
-                cached = None
-            if cached:
-                return cached.decode() if isinstance(cached, bytes) else str(cached)
-            return self._login()
-
-    def _login(self) -> str:
-        """``POST /api/v1/dologin``; store the ``va`` cookie in Redis for every worker.
+    def _login(self, previous: Issued | None) -> Issued:
+        """``POST /api/v1/dologin``: a new ``va`` cookie, kept in Redis a minute less than it lives.
 
         Logging in twice is harmless (a new login leaves older cookies valid), so the call is
-        idempotent and two workers racing to log in need no lock.
+        idempotent and two workers racing to log in need no shared lock.
 
         Raises:
             UpstreamUnavailableError: Alta unreachable, 5xx or 429.
@@ -251,13 +203,8 @@ class AltaClient(BaseClient):
                 self.upstream, response.status_code, "login answered without a va cookie"
             )
         expires = next((c.expires for c in jar if c.name == COOKIE_NAME and c.expires), None)
-        ttl = DEFAULT_COOKIE_CACHE_S if expires is None else float(expires) - time.time() - COOKIE_MARGIN_S
-        if ttl >= 1:
-            try:
-                self._cache.set(self._cookie_key, value, ex=int(ttl))
-            except redis.RedisError as exc:
-                log.warning("alta.cookie_cache_unavailable", error=type(exc).__name__)
-        return str(value)
+        keep_s = DEFAULT_COOKIE_CACHE_S if expires is None else float(expires) - time.time() - COOKIE_MARGIN_S
+        return Issued(str(value), keep_s=keep_s)
 
 
 def _cookie_header(cookie: str) -> dict[str, str]:
@@ -267,15 +214,3 @@ def _cookie_header(cookie: str) -> dict[str, str]:
 def _segment(value: str) -> str:
     """A guid as one path segment (it comes from Alta, but a stray '/' must not change the path)."""
     return quote(str(value), safe="")
-
-
-def _json(response: requests.Response, *, required: bool = True) -> Any:
-    """The JSON body; an unreadable one is a refusal when the caller needs it, else None."""
-    try:
-        return response.json()
-    except ValueError:
-        if required:
-            raise UpstreamRejectedError(
-                "alta", response.status_code, f"{response.request.method} answered with non-JSON"
-            ) from None
-        return None

@@ -3,17 +3,13 @@
 Alta publishes no response schemas (its readme.io reference was not available), so parsing is lenient
 where the docs are silent — unknown fields are ignored, missing optional ones become None — and strict
 only where the bridge depends on a value: an alert without a ``guid`` or a bookmark without a
-``guest_token`` is useless and skipped, and a body that is not the documented list is refused.
+``guest_token`` is useless and skipped, and a body that is not the documented list raises TypeError,
+which the client's decoder (``BaseClient._decode``) turns into a refusal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from workers.clients.errors import UpstreamRejectedError
-
-UPSTREAM = "alta"
 
 # acknowledgment_code values (seed 002 "Verify an ongoing alarm").
 ACK_NONE = 101
@@ -37,7 +33,7 @@ class OngoingAlert:
     site_id: str | None = None
 
     @classmethod
-    def from_json(cls, raw: Any) -> OngoingAlert | None:
+    def from_json(cls, raw: object) -> OngoingAlert | None:
         """The alert, or None when the entry carries no guid (nothing could be done with it)."""
         if not isinstance(raw, dict) or not raw.get("guid"):
             return None
@@ -65,7 +61,7 @@ class Bookmark:
     end_ms: int | None = None
 
     @classmethod
-    def from_json(cls, raw: Any) -> Bookmark | None:
+    def from_json(cls, raw: object) -> Bookmark | None:
         """The bookmark, or None when it carries no guest token (it could not be shared)."""
         if not isinstance(raw, dict) or not raw.get("guest_token"):
             return None
@@ -88,38 +84,38 @@ class EndResult:
     alert: OngoingAlert | None = None
 
 
-def parse_alerts(body: Any) -> list[OngoingAlert]:
+def parse_alerts(body: object) -> list[OngoingAlert]:
     """A bare array (Part A item 2) or ``{"alerts": [...]}`` (accepted too: the docs show neither).
 
     Raises:
-        UpstreamRejectedError: the body is neither shape (status 200 in the error: Alta answered, but
-            not with something we can read; retrying will not change that).
+        TypeError: the body is neither shape (Alta answered, but not with something we can read;
+            retrying will not change that).
     """
     if isinstance(body, dict) and isinstance(body.get("alerts"), list):
         body = body["alerts"]
     if not isinstance(body, list):
-        raise UpstreamRejectedError(UPSTREAM, 200, "ongoingAlerts: expected a JSON array of alerts")
+        raise TypeError("ongoingAlerts: expected a JSON array of alerts")
     return [alert for alert in map(OngoingAlert.from_json, body) if alert is not None]
 
 
-def parse_bookmarks(body: Any) -> list[Bookmark]:
+def parse_bookmarks(body: object) -> list[Bookmark]:
     """A bare array (Part A item 3), or ``{"bookmarks": [...]}`` by the same leniency as alerts.
 
     Raises:
-        UpstreamRejectedError: the body is neither shape.
+        TypeError: the body is neither shape.
     """
     if isinstance(body, dict) and isinstance(body.get("bookmarks"), list):
         body = body["bookmarks"]
     if not isinstance(body, list):
-        raise UpstreamRejectedError(UPSTREAM, 200, "bookmarks: expected a JSON array of bookmarks")
+        raise TypeError("bookmarks: expected a JSON array of bookmarks")
     return [bookmark for bookmark in map(Bookmark.from_json, body) if bookmark is not None]
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def _int(value: Any) -> int | None:
+def _int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

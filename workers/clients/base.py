@@ -1,5 +1,6 @@
 """HTTP transport shared by every upstream client: one session, a (connect, read) timeout on every
-call, error mapping into workers.clients.errors, and one log line per call (never a body).
+call, error mapping into workers.clients.errors, one log line per call (never a body), the
+credential every vendor call carries, and the one reading of a JSON answer.
 
 Every step runs under a deadline of its own (``step_deadline``, set by perform()): each call's
 connect and read timeouts, and its total, are cut to the time the step has left, and a call that
@@ -8,83 +9,77 @@ Celery enforces no time limit, so a hung upstream can never hold an action's lea
 
 Only connection failures before sending are retried blindly. A read timeout or a dropped connection
 on a non-idempotent call becomes OutcomeUnknownError: the upstream may have applied it, so the
-handler must reconcile before trying again (STYLE anti-pattern 9).
+handler must reconcile before trying again (STYLE anti-pattern 9). Whether a request left is told by
+the adapter's report (``transport.request_sent``) and the exception's type, never by its text.
 """
 
 from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypedDict, TypeVar, Unpack
 from urllib.parse import urlsplit
 
 import requests
 import structlog
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import Timeout
 
 from app import telemetry
-from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
+from workers.clients.credentials import Credential
+from workers.clients.errors import (
+    OutcomeUnknownError,
+    UnreadableAnswerError,
+    UpstreamError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+)
+from workers.clients.transport import (
+    DEFAULT_POOL_MAXSIZE,
+    EnvironmentOnceSession,
+    reports_sent,
+    request_sent,
+)
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+__all__ = [
+    "DEFAULT_POOL_MAXSIZE",
+    "BaseClient",
+    "EnvironmentOnceSession",
+    "FirstRequestProbe",
+    "RequestOptions",
+    "excerpt",
+    "first_request_probe",
+    "retry_after_s",
+    "step_deadline",
+    "timeouts",
+]
 
 log = structlog.get_logger(__name__)
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 MAX_RETRY_AFTER_S = 3600.0
-# Connections kept per upstream host: at least as many as the steps a worker process runs at once,
-# or urllib3 would drop (and reopen) a connection after every call beyond its pool.
-DEFAULT_POOL_MAXSIZE = 64
 # The step's deadline on time.monotonic(), set by perform() around each handler; None: no deadline.
 step_deadline: ContextVar[float | None] = ContextVar("step_deadline", default=None)
-# Called once the current call's request (headers and body) has been written to the socket, before its
-# answer is read: what must happen only after a request has left (the 911 request goes first).
-request_sent: ContextVar[Callable[[], None] | None] = ContextVar("request_sent", default=None)
+T = TypeVar("T")
 
 
-def _notify_sent() -> None:
-    callback = request_sent.get()
-    if callback is None:
-        return
-    request_sent.set(None)  # once per call, even if urllib3 sends again on a fresh connection
-    try:
-        callback()
-    except Exception as exc:  # noqa: BLE001 - never let it fail the request that has left
-        log.warning("upstream.request_sent_hook_failed", error=type(exc).__name__)
+class RequestOptions(TypedDict, total=False):
+    """What a client passes on to requests besides the method, URL and timeout."""
+
+    params: Mapping[str, str]
+    json: object
+    data: Mapping[str, str] | bytes
+    headers: Mapping[str, str]
 
 
-class _SentHTTPConnection(HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super().request(*args, **kwargs)
-        _notify_sent()
-
-
-class _SentHTTPSConnection(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super().request(*args, **kwargs)
-        _notify_sent()
-
-
-class _SentHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _SentHTTPConnection
-
-
-class _SentHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _SentHTTPSConnection
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter whose connections tell ``request_sent`` when a request has left."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _SentHTTPConnectionPool,
-            "https": _SentHTTPSConnectionPool,
-        }
+def timeouts(settings: Settings) -> tuple[float, float]:
+    """Every client's (connect, read) timeout, from the one pair of settings."""
+    return (settings.http_connect_timeout_s, settings.http_read_timeout_s)
 
 
 @dataclass(slots=True)
@@ -148,63 +143,25 @@ def excerpt(response: requests.Response, limit: int = 300) -> str:
     return response.text[:limit].replace("\n", " ")
 
 
-class EnvironmentOnceSession(requests.Session):
-    """A ``requests.Session`` that works out the environment's proxies and CA bundle once per origin
-    and settings, not on every call.
-
-    requests scans the whole process environment for proxy variables on each request, about a third
-    of its own CPU per call (measured). The environment of a running process does not change, so the
-    answer for one origin (scheme and host: ``no_proxy`` is decided per host) and the same settings
-    is the same every time; requests still computes it, once.
-    """
-
-    def __init__(self, pool_maxsize: int = DEFAULT_POOL_MAXSIZE) -> None:
-        super().__init__()
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
-        # One pool per host, sized for the steps in flight; retries are ours, never urllib3's.
-        adapter = _Adapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
-        self.mount("http://", adapter)
-        self.mount("https://", adapter)
-
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        if not self.trust_env:
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        parts = urlsplit(url if isinstance(url, str) else url.decode())
-        key = (
-            parts.scheme,
-            parts.netloc,
-            tuple(sorted((proxies or {}).items())),
-            stream,
-            verify,
-            cert,
-            tuple(sorted(self.proxies.items())),
-            self.stream,
-            self.verify,
-            self.cert,
-        )
-        try:
-            merged = self._environment.get(key)
-        except TypeError:  # an unhashable setting: no cache for this call
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if merged is None:
-            merged = super().merge_environment_settings(url, dict(proxies or {}), stream, verify, cert)
-            self._environment[key] = merged
-        return {**merged, "proxies": dict(merged["proxies"])}
-
-
 class BaseClient:
-    """One upstream: its base URL, session and timeout; subclasses add the vendor's verbs."""
+    """One upstream: its base URL, session, timeout and credential; subclasses add the vendor's verbs."""
 
     upstream: ClassVar[str]
+    # Sent with every call (per-call headers win): most vendors want ``Accept: application/json``.
+    default_headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
-        self, base_url: str, timeout: tuple[float, float], session: requests.Session | None = None
+        self,
+        base_url: str,
+        timeout: tuple[float, float],
+        session: requests.Session | None = None,
+        *,
+        credential: Credential | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = session or EnvironmentOnceSession()
+        self.credential = credential
 
     def _timeout(self, method: str, path: str) -> tuple[float, float] | Timeout:
         """This call's timeouts: the client's, cut to what is left of the step's deadline.
@@ -221,6 +178,9 @@ class BaseClient:
         connect, read = self.timeout
         return Timeout(connect=min(connect, left), read=min(read, left), total=left)
 
+    def _answered(self, response: requests.Response) -> None:
+        """Called with every answer before it is classified (a vendor's rate-limit headers)."""
+
     def _request(
         self,
         method: str,
@@ -229,7 +189,7 @@ class BaseClient:
         idempotent: bool = False,
         expected: tuple[int, ...] = (),
         on_sent: Callable[[], None] | None = None,
-        **kwargs: Any,
+        **options: Unpack[RequestOptions],
     ) -> requests.Response:
         """Send one request; map failures to the error family.
 
@@ -238,6 +198,8 @@ class BaseClient:
         ``on_sent``: called once the request has been written to the socket, before its answer.
         """
         timeout = self._timeout(method, path)
+        if self.default_headers:
+            options["headers"] = {**self.default_headers, **options.get("headers", {})}
         probe = first_request_probe.get()
         since_signal_s = probe.sending(self.upstream) if probe is not None else None
         started = time.monotonic()
@@ -253,10 +215,11 @@ class BaseClient:
         url = self.base_url + path
         # Only our adapter's connections report a request that left; with another (a session a test
         # passes in) every failure after connecting counts as possibly sent.
-        reports = isinstance(self.session.get_adapter(url), _Adapter)
+        reports = reports_sent(self.session, url)
         sent_token = request_sent.set(left)
         try:
-            response = self.session.request(method, url, timeout=timeout, **kwargs)
+            # requests takes a urllib3 Timeout as it is (adapters.py); types-requests does not say so.
+            response = self.session.request(method, url, timeout=timeout, **options)  # type: ignore[arg-type]
             status = response.status_code
         except requests.ConnectionError as exc:
             # Refused, unresolvable, reset while connecting or while writing: the vendor never had the
@@ -297,6 +260,7 @@ class BaseClient:
                 status=status,
                 duration_ms=round(elapsed * 1000, 1),
             )
+        self._answered(response)
         if response.status_code in expected:
             return response
         if response.status_code in (502, 504) and method not in SAFE_METHODS and not idempotent:
@@ -315,3 +279,95 @@ class BaseClient:
         if response.status_code >= 400:
             raise UpstreamRejectedError(self.upstream, response.status_code, excerpt(response))
         return response
+
+    def _authorized(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = False,
+        expected: tuple[int, ...] = (),
+        on_sent: Callable[[], None] | None = None,
+        **options: Unpack[RequestOptions],
+    ) -> requests.Response:
+        """Send one vendor call with the client's credential: the one "retry once after a 401" loop.
+
+        A 401 means the upstream refused the credential before acting on the request, so the request
+        is sent once more with a renewed credential — a POST that creates included: the first one
+        created nothing, so the second cannot create twice (TrackTik, RapidSOS and Alta all answer an
+        expired token or cookie this way; CONTRACTS Part A items 1, 6, 13). A 401 to the renewed
+        credential is a refusal (UpstreamRejectedError), never a loop. A credential that cannot be
+        renewed (a static API key) makes the first 401 final, as any other 4xx.
+
+        Raises:
+            UpstreamRejectedError: a 401 twice, or the vendor refused to renew the credential.
+            UpstreamUnavailableError, OutcomeUnknownError: as ``_request``.
+        """
+        credential = self.credential
+        if credential is None:
+            raise TypeError(f"{type(self).__name__} has no credential to authorize with")
+        caller_headers = dict(options.get("headers", {}))
+        value = credential.current()
+        renewable = credential.renewable
+        options["headers"] = {**caller_headers, **credential.headers(value)}
+        response = self._request(
+            method,
+            path,
+            idempotent=idempotent,
+            expected=(*expected, 401) if renewable else expected,
+            on_sent=on_sent,
+            **options,
+        )
+        if not renewable or response.status_code != 401:
+            return response
+        log.info("upstream.credential_refused", upstream=self.upstream, path=path.split("?", 1)[0])
+        value = credential.renew(stale=value)
+        options["headers"] = {**caller_headers, **credential.headers(value)}
+        response = self._request(
+            method, path, idempotent=idempotent, expected=(*expected, 401), on_sent=on_sent, **options
+        )
+        if response.status_code == 401:
+            credential.refused(value)
+            raise UpstreamRejectedError(self.upstream, 401, excerpt(response))
+        return response
+
+    def _decode(
+        self,
+        response: requests.Response,
+        parse: Callable[[object], T],
+        *,
+        creates: bool = False,
+        optional: bool = False,
+    ) -> T:
+        """Read an answer's JSON body with ``parse``: the one place an unreadable answer is classified.
+
+        ``parse`` raises ValueError, TypeError or KeyError when the body is not the shape the
+        vendor's contract promises. Such an answer, or one that is not JSON at all, is:
+
+        - ``OutcomeUnknownError`` when the call ``creates`` something: the vendor answered 2xx, so
+          it probably exists; the handler reconciles before creating again;
+        - otherwise ``UnreadableAnswerError`` (a rejection) with the answer's status: the vendor broke its
+          contract, sending the same request again will not change that, and a person must look.
+
+        ``optional``: the status alone is the answer (the body is documented as absent or may be
+        left out): a body that is not JSON reaches ``parse`` as None, and ``parse`` reads leniently.
+        """
+        try:
+            body: object = response.json()
+        except ValueError:
+            if not optional:
+                raise self._unreadable(response, "body is not JSON", creates=creates) from None
+            body = None
+        try:
+            return parse(body)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self._unreadable(response, f"{type(exc).__name__}: {exc}", creates=creates) from exc
+
+    def _unreadable(self, response: requests.Response, reason: str, *, creates: bool) -> UpstreamError:
+        method = response.request.method or "?"
+        where = f"{method} {urlsplit(response.request.url or '').path}"
+        if creates:
+            return OutcomeUnknownError(self.upstream, f"{where}: unreadable create answer: {reason}")
+        return UnreadableAnswerError(
+            self.upstream, response.status_code, f"{where}: unreadable answer: {reason}"
+        )

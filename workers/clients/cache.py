@@ -1,19 +1,18 @@
 """The Redis that upstream clients share across worker processes, and its key names.
 
-Tokens, cookies and rate budgets live here, never in module globals, under the deployment's prefix so
-that deployments (and test runs) sharing one Redis never see each other's.
+Tokens, cookies (``credentials.SharedCredential``) and rate budgets live here, never in module
+globals, under the deployment's prefix so that deployments (and test runs) sharing one Redis never
+see each other's.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import redis
 
 from config.settings import Settings
 
 
-def shared_cache(settings: Settings) -> redis.Redis[Any]:
+def shared_cache(settings: Settings) -> redis.Redis:
     """The Redis that holds what clients share across processes (the broker's Redis)."""
     if settings.redis_url is None:
         raise RuntimeError("REDIS_URL is not set: workers need Redis")

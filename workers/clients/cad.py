@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Self
 
 import redis
 import requests
 
 from config.settings import Settings
-from workers.clients.base import BaseClient, excerpt
+from workers.clients.base import BaseClient, excerpt, timeouts
+from workers.clients.credentials import StaticCredential
 from workers.clients.errors import UpstreamRejectedError
 
 INCIDENT_PATH = "/api/v1/external/incident"
@@ -52,9 +53,9 @@ class IncidentNote:
     note_by: str | None = None
     note_at: datetime | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The DTO object; absent values are left out rather than sent as null."""
-        body: dict[str, Any] = {"noteId": self.note_id, "note": self.note}
+        body: dict[str, object] = {"noteId": self.note_id, "note": self.note}
         if self.note_by is not None:
             body["noteBy"] = self.note_by
         if self.note_at is not None:
@@ -89,7 +90,7 @@ class CadIncident:
     related_sys_id: str | None = None
     notes: tuple[IncidentNote, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The PUT body: camelCase DTO fields, UTC times with ``Z``, never an ``id``."""
         if not self.sys_id.strip():
             raise ValueError("sysId must not be blank")
@@ -112,7 +113,7 @@ class CadIncident:
             "callReceivedTime": self.call_received_time,
             "closedAt": self.closed_at,
         }
-        body: dict[str, Any] = {key: value for key, value in texts.items() if value is not None}
+        body: dict[str, object] = {key: value for key, value in texts.items() if value is not None}
         body.update({key: utc_text(value) for key, value in times.items() if value is not None})
         if self.latitude is not None and self.longitude is not None:
             body["latitude"] = self.latitude
@@ -136,7 +137,7 @@ class UploadedIncident:
     created_at: datetime | None
 
     @classmethod
-    def from_json(cls, data: Any, sys_id: str) -> UploadedIncident:
+    def from_json(cls, data: object, sys_id: str) -> UploadedIncident:
         """Read the stored incident leniently (numbers or strings; a missing or odd body)."""
         if not isinstance(data, dict):
             return cls(id=None, sys_id=sys_id, created_at=None)
@@ -167,6 +168,7 @@ class CadClient(BaseClient):
     """GovWorx CAD incident upload (seed 003): one idempotent PUT keyed by ``sysId``."""
 
     upstream = "cad"
+    default_headers = {"Accept": "application/json"}
 
     def __init__(
         self,
@@ -175,17 +177,14 @@ class CadClient(BaseClient):
         timeout: tuple[float, float],
         session: requests.Session | None = None,
     ) -> None:
-        super().__init__(base_url, timeout, session)
-        self._token = token
+        super().__init__(base_url, timeout, session, credential=StaticCredential(token))
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> CadClient:
+    def from_settings(
+        cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
+    ) -> Self:
         """The client for this deployment; the CAD token is static, so ``cache`` holds nothing of ours."""
-        return cls(
-            settings.cad_base_url,
-            settings.cad_token,
-            (settings.http_connect_timeout_s, settings.http_read_timeout_s),
-        )
+        return cls(settings.cad_base_url, settings.cad_token, timeouts(settings), session)
 
     def upload_incident(self, incident: CadIncident) -> UploadedIncident:
         """Upload an incident (seed 003 "Upload Incident"; CONTRACTS Part A 16).
@@ -199,14 +198,13 @@ class CadClient(BaseClient):
             UpstreamUnavailableError: connect failure, timeout or dropped connection (the PUT may
                 have landed; retrying is safe), 5xx or 429 (with ``retry_after_s`` when given).
         """
-        response = self._request(
+        response = self._authorized(
             "PUT",
             INCIDENT_PATH,
             idempotent=True,
             expected=(401, 403),
             params={"convertFromUtc": "true"},
             json=incident.to_json(),
-            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
         )
         if response.status_code == 401:
             raise UpstreamRejectedError(
@@ -219,8 +217,7 @@ class CadClient(BaseClient):
                 "CAD_TOKEN's role lacks the 'Manage Events' permission (GovWorx: Settings → Security "
                 f"→ API Bearer Tokens): {excerpt(response)}",
             )
-        try:
-            data: Any = response.json()
-        except ValueError:  # seed 003 documents the 200 only as "OK"
-            data = None
-        return UploadedIncident.from_json(data, incident.sys_id)
+        # Seed 003 documents the 200 only as "OK": the body is read leniently.
+        return self._decode(
+            response, lambda body: UploadedIncident.from_json(body, incident.sys_id), optional=True
+        )

@@ -1,10 +1,11 @@
 """CallOnAlarm public API v1 client: trigger a phone alert, follow its status, acknowledge it (seed
 001; CONTRACTS Part A items 10-12, Part B §3).
 
-Auth is a static Bearer API key (no renewal: a 401 is permanent). Every request, status polls
-included, first takes a unit of the deployment's shared hourly budget (callonalarm_budget.py); the
-vendor's ``X-RateLimit-*`` headers and 429 ``Retry-After`` feed the same budget, and the 429 itself is
-mapped by BaseClient to ``UpstreamUnavailableError(retry_after_s=...)``.
+Auth is a static Bearer API key (``StaticCredential``: no renewal, a 401 is permanent). Every
+request, status polls included, first takes a unit of the deployment's shared hourly budget
+(callonalarm_budget.py); the vendor's ``X-RateLimit-*`` headers and 429 ``Retry-After`` feed the same
+budget (``_answered``, which sees every answer), and the 429 itself is mapped by BaseClient to
+``UpstreamUnavailableError(retry_after_s=...)``.
 
 CallOnAlarm has no idempotency key and no way to look an alert up by anything but its id, so a
 trigger whose answer was lost cannot be reconciled: the caller decides (workers/tasks/callonalarm.py
@@ -15,16 +16,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Self
 
 import redis
 import requests
 
 from config.settings import Settings
-from workers.clients.base import BaseClient, excerpt, retry_after_s
+from workers.clients.base import BaseClient, excerpt, retry_after_s, timeouts
 from workers.clients.cache import cache_key
 from workers.clients.callonalarm_budget import HourlyBudget
-from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
+from workers.clients.credentials import StaticCredential
+from workers.clients.errors import UpstreamRejectedError
 
 UPSTREAM = "callonalarm"
 
@@ -103,6 +105,7 @@ class CallOnAlarmClient(BaseClient):
     """The CallOnAlarm API for one API key, within the deployment's shared hourly budget."""
 
     upstream = UPSTREAM
+    default_headers = {"Accept": "application/json"}
 
     def __init__(
         self,
@@ -113,23 +116,23 @@ class CallOnAlarmClient(BaseClient):
         budget: HourlyBudget,
         session: requests.Session | None = None,
     ) -> None:
-        super().__init__(base_url, timeout, session)
-        self._api_key = api_key
+        super().__init__(base_url, timeout, session, credential=StaticCredential(api_key))
         self.budget = budget
-        self.session.hooks["response"].append(self._note_rate_limit)
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> CallOnAlarmClient:
+    def from_settings(
+        cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
+    ) -> Self:
         """The client for this deployment; ``cache`` is the shared Redis that holds the budget."""
-
         budget = HourlyBudget.from_redis(
             cache, cache_key(settings, "callonalarm", "budget"), settings.callonalarm_hourly_budget
         )
         return cls(
             settings.callonalarm_base_url,
-            (settings.http_connect_timeout_s, settings.http_read_timeout_s),
+            timeouts(settings),
             api_key=settings.callonalarm_api_key,
             budget=budget,
+            session=session,
         )
 
     def trigger(
@@ -153,20 +156,8 @@ class CallOnAlarmClient(BaseClient):
         if message:
             body["message"] = message
         response = self._call("POST", "/v1/alert/trigger", json=body)
-        data = _json_object(response)
-        try:
-            return Trigger(
-                alert_id=str(data["alertId"]),
-                status=str(data["status"]),
-                delay_seconds=int(data.get("delaySeconds") or 0),
-                requires_calls=bool(data.get("requiresCalls")),
-                contacts_to_call=int(data.get("contactsToCall") or 0),
-                language=data.get("language"),
-                technical_email_sent=bool(data.get("technicalEmailSent")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            # The vendor answered 2xx, so the alert exists; without its id we cannot follow it.
-            raise OutcomeUnknownError(UPSTREAM, f"trigger answer unreadable: {type(exc).__name__}") from exc
+        # The vendor answered 2xx, so the alert exists; without its id we cannot follow it.
+        return self._decode(response, _trigger, creates=True)
 
     def status(self, alert_id: str) -> AlertStatus:
         """The alert's procedure as of now (seed 001 "Get Alert Status").
@@ -177,7 +168,7 @@ class CallOnAlarmClient(BaseClient):
             UpstreamRejectedError: 401, or 404 (unknown alert, or another key's).
         """
         response = self._call("GET", f"/v1/alert/{alert_id}/status")
-        return _alert_status(_json_object(response))
+        return self._decode(response, _alert_status)
 
     def acknowledge(self, alert_id: str, phone_number: str) -> AlertStatus:
         """End a running procedure as acknowledged by ``phone_number`` (seed 001 "Acknowledge Alert").
@@ -198,10 +189,10 @@ class CallOnAlarmClient(BaseClient):
             json={"phoneNumber": phone_number},
         )
         if response.status_code == 400:
-            if _error_title(response) == ALREADY_ACKNOWLEDGED:
+            if self._decode(response, _error_title, optional=True) == ALREADY_ACKNOWLEDGED:
                 return self.status(alert_id)
             raise UpstreamRejectedError(UPSTREAM, 400, excerpt(response))
-        return _alert_status(_json_object(response))
+        return self._decode(response, _alert_status)
 
     def test_connection(self) -> ConnectionTest:
         """Check the API key and list its account numbers (seed 001 "Test Connection").
@@ -211,18 +202,23 @@ class CallOnAlarmClient(BaseClient):
             UpstreamUnavailableError: not answered, 5xx, 429.
             UpstreamRejectedError: 401 (missing, invalid or expired key).
         """
-        data = _json_object(self._call("GET", "/v1/connection/test"))
-        accounts = data.get("accountNumbers") or []
-        return ConnectionTest(valid=bool(data.get("valid")), account_numbers=tuple(str(a) for a in accounts))
+        return self._decode(self._call("GET", "/v1/connection/test"), _connection_test)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = False,
+        expected: tuple[int, ...] = (),
+        json: object = None,
+    ) -> requests.Response:
         """Take a budget unit, then send with the API key."""
         self.budget.take()
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
-        return self._request(method, path, headers=headers, **kwargs)
+        return self._authorized(method, path, idempotent=idempotent, expected=expected, json=json)
 
-    def _note_rate_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        """Response hook: when the vendor says the window is full, every worker waits for it."""
+    def _answered(self, response: requests.Response) -> None:
+        """Every answer: when the vendor says the window is full, every worker waits for it."""
         if response.status_code == 429:
             self.budget.note_vendor_exhausted(retry_after_s(response) or 60.0)
             return
@@ -242,48 +238,56 @@ def retry_after_from_reset(reset: str | None, now: float) -> float | None:
         return None
 
 
-def _json_object(response: requests.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise UpstreamUnavailableError(UPSTREAM, f"HTTP {response.status_code}: body is not JSON") from exc
+def _trigger(data: object) -> Trigger:
     if not isinstance(data, dict):
-        raise UpstreamUnavailableError(UPSTREAM, f"HTTP {response.status_code}: body is not an object")
-    return data
+        raise TypeError("trigger answer is not a JSON object")
+    language = data.get("language")
+    return Trigger(
+        alert_id=str(data["alertId"]),
+        status=str(data["status"]),
+        delay_seconds=int(data.get("delaySeconds") or 0),
+        requires_calls=bool(data.get("requiresCalls")),
+        contacts_to_call=int(data.get("contactsToCall") or 0),
+        language=language if isinstance(language, str) else None,
+        technical_email_sent=bool(data.get("technicalEmailSent")),
+    )
 
 
-def _error_title(response: requests.Response) -> str | None:
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    return data.get("error") if isinstance(data, dict) else None
+def _connection_test(data: object) -> ConnectionTest:
+    if not isinstance(data, dict):
+        raise TypeError("connection test answer is not a JSON object")
+    accounts = data.get("accountNumbers") or []
+    return ConnectionTest(valid=bool(data.get("valid")), account_numbers=tuple(str(a) for a in accounts))
 
 
-def _alert_status(data: dict[str, Any]) -> AlertStatus:
-    try:
-        return AlertStatus(
-            alert_id=str(data["alertId"]),
-            status=str(data["status"]),
-            account_number=_text(data.get("accountNumber")),
-            event_code=_text(data.get("eventCode")),
-            zone=_text(data.get("zone")),
-            created_at=_time(data.get("createdAt")),
-            calls_start_at=_time(data.get("callsStartAt")),
-            acknowledged_at=_time(data.get("acknowledgedAt")),
-            acknowledged_by=_text(data.get("acknowledgedBy")),
-            cancelled_at=_time(data.get("cancelledAt")),
-            calls_made=int(data.get("callsMade") or 0),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UpstreamUnavailableError(UPSTREAM, f"status answer unreadable: {type(exc).__name__}") from exc
+def _error_title(data: object) -> str | None:
+    title = data.get("error") if isinstance(data, dict) else None
+    return title if isinstance(title, str) else None
 
 
-def _text(value: Any) -> str | None:
+def _alert_status(data: object) -> AlertStatus:
+    if not isinstance(data, dict):
+        raise TypeError("status answer is not a JSON object")
+    return AlertStatus(
+        alert_id=str(data["alertId"]),
+        status=str(data["status"]),
+        account_number=_text(data.get("accountNumber")),
+        event_code=_text(data.get("eventCode")),
+        zone=_text(data.get("zone")),
+        created_at=_time(data.get("createdAt")),
+        calls_start_at=_time(data.get("callsStartAt")),
+        acknowledged_at=_time(data.get("acknowledgedAt")),
+        acknowledged_by=_text(data.get("acknowledgedBy")),
+        cancelled_at=_time(data.get("cancelledAt")),
+        calls_made=int(data.get("callsMade") or 0),
+    )
+
+
+def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _time(value: Any) -> datetime | None:
+def _time(value: object) -> datetime | None:
     """ISO 8601 with ``Z`` (the vendor's times are UTC); None stays None."""
     if not value:
         return None

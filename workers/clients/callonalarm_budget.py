@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 import structlog
@@ -47,7 +46,7 @@ class HourlyBudget:
         storage: Storage,
         *,
         per_hour: int,
-        cache: redis.Redis[Any] | None = None,
+        cache: redis.Redis | None = None,
         blocked_key: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,7 +58,7 @@ class HourlyBudget:
         self.clock = clock
 
     @classmethod
-    def from_redis(cls, cache: redis.Redis[Any], key: str, per_hour: int) -> HourlyBudget:
+    def from_redis(cls, cache: redis.Redis, key: str, per_hour: int) -> HourlyBudget:
         """The deployment's budget in the shared Redis, every key under ``key``."""
         storage = RedisStorage("redis://", connection_pool=cache.connection_pool, key_prefix=key)
         return cls(storage, per_hour=per_hour, cache=cache, blocked_key=key + ":vendor_blocked_until")
@@ -106,7 +105,7 @@ class HourlyBudget:
         if self.cache is None or self.blocked_key is None:
             return 0.0
         raw = self.cache.get(self.blocked_key)
-        if raw is None:
+        if not isinstance(raw, bytes | str):
             return 0.0
         try:
             until = float(raw)

@@ -4,8 +4,9 @@
   5xx, 429). Retry later, honouring ``retry_after_s`` when the vendor said how long.
 - ``OutcomeUnknownError``: the request may have been applied (read timeout or dropped connection
   after send). Retry only after checking whether the first attempt created something.
-- ``UpstreamRejectedError``: the vendor refused the request as such (other 4xx). Retrying will not
-  help; a person must look.
+- ``UpstreamRejectedError``: the vendor refused the request as such (other 4xx), or answered with a
+  body its contract does not allow (``UnreadableAnswerError``). Retrying will not help; a person
+  must look.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class UpstreamRejectedError(UpstreamError):
     def __init__(self, upstream: str, status: int, message: str) -> None:
         super().__init__(upstream, f"HTTP {status}: {message}")
         self.status = status
+
+
+class UnreadableAnswerError(UpstreamRejectedError):
+    """Permanent: the vendor answered, but with a body its contract does not allow (not JSON, or not
+    the documented shape). Sending the same request again will not change that. A create's
+    unreadable answer is OutcomeUnknownError instead: it probably created something.
+    """
 
 
 class PreconditionError(UpstreamRejectedError):

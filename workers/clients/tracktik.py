@@ -4,22 +4,24 @@
 TrackTik has no idempotency key and generates the alarm's ``customId`` itself, so the client marks
 its own alarms: the first note of every alarm it creates is ``alarm-bridge ref <key>``
 (``ref_note``). After an unknown outcome the caller looks for that note with ``find_alarm_by_ref``
-before creating again. Tokens live in Redis, shared by all workers (``tracktik_tokens``).
+before creating again. The token pair lives in Redis, shared by all workers
+(``credentials.SharedCredential``, issued by ``tracktik_tokens.TrackTikGrants``); a 401 renews it
+and sends the call once more (``BaseClient._authorized``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Self
 
 import redis
 import requests
 
 from config.settings import Settings
-from workers.clients.base import BaseClient
+from workers.clients.base import BaseClient, RequestOptions, timeouts
 from workers.clients.cache import cache_key
-from workers.clients.errors import OutcomeUnknownError, UpstreamUnavailableError
+from workers.clients.credentials import SharedCredential
 from workers.clients.tracktik_alarms import (
     AlarmAttachment,
     AlarmDetail,
@@ -35,7 +37,7 @@ from workers.clients.tracktik_alarms import (
     ref_note,
     unwrap,
 )
-from workers.clients.tracktik_tokens import PasswordCredentials, TokenCache
+from workers.clients.tracktik_tokens import PasswordCredentials, TrackTikGrants
 
 TOKEN_PATH = "/rest/oauth2/access_token"  # noqa: S105  # a path, not a secret
 ALARMS_PATH = "/rest/v1/alarms"
@@ -49,32 +51,39 @@ class TrackTikClient(BaseClient):
     """TrackTik's REST API as the bridge uses it: create an alarm, read it, find ours again."""
 
     upstream = "tracktik"
+    default_headers = {"Accept": "application/json"}
 
     def __init__(
         self,
         base_url: str,
         timeout: tuple[float, float],
-        cache: redis.Redis[Any],
+        cache: redis.Redis,
         token_key: str,
         credentials: PasswordCredentials,
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(base_url, timeout, session)
-        self.tokens = TokenCache(
+        grants = TrackTikGrants(cache, token_key + ":refused", credentials, self._grant)
+        # The lock outlives two token calls (refresh, then password) even at their full timeouts.
+        self.tokens = SharedCredential(
+            self.upstream,
+            "token",
             cache,
             token_key,
-            credentials,
-            self._grant,
+            grants,
+            with_refresh=True,
             lock_timeout_s=2 * sum(timeout) + 5.0,
         )
+        self.credential = self.tokens
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: redis.Redis[Any]) -> TrackTikClient:
+    def from_settings(
+        cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
+    ) -> Self:
         """The client for this deployment; `cache` is the shared Redis (tokens, cookies, budgets)."""
-
         return cls(
             settings.tracktik_base_url,
-            (settings.http_connect_timeout_s, settings.http_read_timeout_s),
+            timeouts(settings),
             cache,
             cache_key(settings, "tracktik", "token"),
             PasswordCredentials(
@@ -83,6 +92,7 @@ class TrackTikClient(BaseClient):
                 username=settings.tracktik_username,
                 password=settings.tracktik_password,
             ),
+            session,
         )
 
     def create_alarm(self, alarm: TrackTikAlarm) -> CreatedAlarm:
@@ -92,18 +102,13 @@ class TrackTikClient(BaseClient):
         search with ``find_alarm_by_ref`` before trying again.
 
         Raises:
-            OutcomeUnknownError: the request was sent and no readable answer came back.
+            OutcomeUnknownError: the request was sent and no (readable) answer came back.
             UpstreamUnavailableError: 5xx, 429, connect failure, token endpoint unavailable.
             UpstreamRejectedError: 4xx (422 names the bad fields), or the credentials were refused.
         """
-        response = self._api("POST", ALARMS_PATH, json=alarm.to_json())
-        try:
-            return created_alarm(unwrap(response.json()))
-        except (ValueError, KeyError, TypeError) as exc:
-            # TrackTik answered 2xx, so the alarm probably exists: reconcile rather than retry blind.
-            raise OutcomeUnknownError(
-                self.upstream, f"unreadable create answer: {type(exc).__name__}"
-            ) from exc
+        response = self._authorized("POST", ALARMS_PATH, json=alarm.to_json())
+        # TrackTik answered 2xx, so the alarm probably exists: an unreadable answer is reconciled.
+        return self._decode(response, lambda body: created_alarm(unwrap(body)), creates=True)
 
     def find_alarm_by_ref(self, organization: int, triggered_on: datetime, ref: str) -> CreatedAlarm | None:
         """Our alarm created with ``ref`` (its first note), or None (Part A item 8).
@@ -114,12 +119,12 @@ class TrackTikClient(BaseClient):
 
         Raises:
             UpstreamUnavailableError: 5xx, 429, timeout, token endpoint unavailable.
-            UpstreamRejectedError: 4xx, or the credentials were refused.
+            UpstreamRejectedError: 4xx, the credentials were refused, or an unreadable list.
         """
         wanted = ref_note(ref)
         offset = 0
         for _ in range(MAX_PAGES):
-            response = self._api(
+            response = self._authorized(
                 "GET",
                 ALARMS_PATH,
                 params={
@@ -130,15 +135,11 @@ class TrackTikClient(BaseClient):
                     "offset": str(offset),
                 },
             )
-            body = _json(self.upstream, response)
-            page = body.get("data") if isinstance(body, Mapping) else body
-            if not isinstance(page, list):
-                raise UpstreamUnavailableError(self.upstream, "alarm list without a data array")
-            for item in page:
-                if isinstance(item, Mapping) and any(note.comment == wanted for note in alarm_notes(item)):
-                    return created_alarm(item)
-            offset += len(page)
-            if len(page) < PAGE_SIZE:
+            count, found = self._decode(response, lambda body: _search_page(body, wanted))
+            if found is not None:
+                return found
+            offset += count
+            if count < PAGE_SIZE:
                 return None
         return None
 
@@ -147,53 +148,42 @@ class TrackTikClient(BaseClient):
 
         Raises:
             UpstreamUnavailableError: 5xx, 429, timeout, token endpoint unavailable.
-            UpstreamRejectedError: 404 for an unknown id, other 4xx, or the credentials were refused.
+            UpstreamRejectedError: 404 for an unknown id, other 4xx, the credentials were refused, or
+                an unreadable alarm.
         """
         relations = ",".join(include)
-        params = {"include": relations} if relations else None
-        response = self._api("GET", f"{ALARMS_PATH}/{int(alarm_id)}", params=params)
-        try:
-            return alarm_detail(unwrap(_json(self.upstream, response)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UpstreamUnavailableError(self.upstream, "unreadable alarm") from exc
+        options: RequestOptions = {"params": {"include": relations}} if relations else {}
+        response = self._authorized("GET", f"{ALARMS_PATH}/{int(alarm_id)}", **options)
+        return self._decode(response, lambda body: alarm_detail(unwrap(body)))
 
-    def _api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """A ``/rest/v1`` call with the shared bearer token; one renewal and retry on a 401.
-
-        A 401 means TrackTik refused the token before looking at the request, so repeating a POST
-        after it cannot create twice.
-        """
-        token = self.tokens.access_token()
-        response = self._request(method, path, expected=(401,), headers=_auth(token), **kwargs)
-        if response.status_code != 401:
-            return response
-        token = self.tokens.renew(stale=token)
-        return self._request(method, path, headers=_auth(token), **kwargs)
-
-    def _grant(self, fields: Mapping[str, str]) -> Mapping[str, Any]:
+    def _grant(self, fields: Mapping[str, str]) -> Mapping[str, object]:
         """One call to the token endpoint (form-encoded, Part A item 6).
 
         Marked idempotent: a lost answer only means "no token yet" — it must never flag the
         action's create as outcome-unknown.
         """
-        response = self._request(
-            "POST", TOKEN_PATH, idempotent=True, data=dict(fields), headers={"Accept": "application/json"}
-        )
-        body = _json(self.upstream, response)
-        if not isinstance(body, Mapping):
-            raise UpstreamUnavailableError(self.upstream, "token endpoint answered without a JSON object")
-        return body
+        response = self._request("POST", TOKEN_PATH, idempotent=True, data=dict(fields))
+        return self._decode(response, _token_answer)
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+def _token_answer(body: object) -> Mapping[str, object]:
+    if not isinstance(body, Mapping) or not isinstance(body.get("access_token"), str):
+        raise ValueError("token answer has no access_token")
+    if not body["access_token"]:
+        raise ValueError("token answer has no access_token")
+    return body
 
 
-def _json(upstream: str, response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise UpstreamUnavailableError(upstream, f"HTTP {response.status_code}: body is not JSON") from exc
+def _search_page(body: object, wanted: str) -> tuple[int, CreatedAlarm | None]:
+    """How many alarms one page of the list holds, and ours among them (the one with the ``wanted``
+    note). Raises TypeError when the body is neither a list nor ``{"data": [...]}``."""
+    page = body.get("data") if isinstance(body, Mapping) else body
+    if not isinstance(page, list):
+        raise TypeError("alarm list without a data array")
+    for item in page:
+        if isinstance(item, Mapping) and any(note.comment == wanted for note in alarm_notes(item)):
+            return len(page), created_alarm(item)
+    return len(page), None
 
 
 __all__ = [

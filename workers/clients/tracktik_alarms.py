@@ -144,16 +144,15 @@ class AlarmDetail:
     attachments: tuple[AlarmAttachment, ...]
 
 
-def unwrap(body: Any) -> Mapping[str, Any]:
+def unwrap(body: object) -> Mapping[str, object]:
     """Seed 000 prints bare objects; TrackTik's general convention wraps them in ``data``: accept both."""
-    if isinstance(body, Mapping) and isinstance(body.get("data"), Mapping):
-        return body["data"]  # type: ignore[no-any-return]
-    if isinstance(body, Mapping):
-        return body
-    raise TypeError("not a JSON object")
+    if not isinstance(body, Mapping):
+        raise TypeError("not a JSON object")
+    data = body.get("data")
+    return data if isinstance(data, Mapping) else body
 
 
-def created_alarm(item: Mapping[str, Any]) -> CreatedAlarm:
+def created_alarm(item: Mapping[str, object]) -> CreatedAlarm:
     """The ids of one alarm object. Raises KeyError/TypeError when it has no integer ``id``."""
     alarm_id = item["id"]
     if isinstance(alarm_id, bool) or not isinstance(alarm_id, int):
@@ -168,18 +167,15 @@ def created_alarm(item: Mapping[str, Any]) -> CreatedAlarm:
     )
 
 
-def alarm_notes(item: Mapping[str, Any]) -> tuple[AlarmNote, ...]:
+def alarm_notes(item: Mapping[str, object]) -> tuple[AlarmNote, ...]:
     """The notes of an alarm read with ``include=notes`` (none when not included)."""
     return tuple(
-        AlarmNote(
-            id=n.get("id") if isinstance(n.get("id"), int) else None, comment=str(n.get("comment") or "")
-        )
-        for n in item.get("notes") or ()
-        if isinstance(n, Mapping)
+        AlarmNote(id=_int_or_none(n.get("id")), comment=str(n.get("comment") or ""))
+        for n in _objects(item.get("notes"))
     )
 
 
-def alarm_detail(item: Mapping[str, Any]) -> AlarmDetail:
+def alarm_detail(item: Mapping[str, object]) -> AlarmDetail:
     """An alarm object with whatever relations it carries. Raises like ``created_alarm``."""
     organization = item.get("alarmOrganization")
     return AlarmDetail(
@@ -192,16 +188,24 @@ def alarm_detail(item: Mapping[str, Any]) -> AlarmDetail:
         notes=alarm_notes(item),
         attachments=tuple(
             AlarmAttachment(
-                id=a.get("id") if isinstance(a.get("id"), int) else None,
+                id=_int_or_none(a.get("id")),
                 url=text_or_none(a.get("url")),
                 format=text_or_none(a.get("format")),
             )
-            for a in item.get("attachments") or ()
-            if isinstance(a, Mapping)
+            for a in _objects(item.get("attachments"))
         ),
     )
 
 
-def text_or_none(value: Any) -> str | None:
+def text_or_none(value: object) -> str | None:
     """A JSON value when it is a string (TrackTik sends null for fields not set)."""
     return value if isinstance(value, str) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _objects(value: object) -> list[Mapping[str, object]]:
+    """The JSON objects of a relation's array (none when it was not included)."""
+    return [entry for entry in value if isinstance(entry, Mapping)] if isinstance(value, list) else []

@@ -127,7 +127,8 @@ def test_seed_example_body_is_created_with_201_and_a_bearer_token(
     assert created.status_code == 201
     assert created.alert_id
     assert not created.needs_phone_call
-    assert created.body["covering_psap"]["id"] == "NY_123"
+    psap = created.body["covering_psap"]
+    assert isinstance(psap, dict) and psap["id"] == "NY_123"
     [token] = token_calls(sim)
     assert token["headers"]["Content-Type"].startswith("application/x-www-form-urlencoded")
     assert "grant_type=client_credentials" in token["body"]

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from config.settings import Settings
-from sandbox.alta_webhook import THUMBNAIL_B64
+from sandbox.alta.webhook import THUMBNAIL_B64
 from sandbox.server import RunningServer, serve_in_thread
 from sandbox.tracktik import create_app
 from workers.clients.cache import cache_key
@@ -124,7 +124,7 @@ def seed_alarm(ref: str = "act-1-key", **overrides: Any) -> TrackTikAlarm:
 
 def stored_pair(cache: fakeredis.FakeRedis, settings: Settings) -> dict[str, Any]:
     raw = cache.get(cache_key(settings, "tracktik", "token"))
-    assert raw is not None
+    assert isinstance(raw, bytes)
     pair: dict[str, Any] = json.loads(raw)
     return pair
 

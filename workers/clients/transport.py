@@ -1,0 +1,168 @@
+"""What the clients override inside requests and urllib3, kept in this one module.
+
+Two overrides, each pinned by ``tests/unit/workers/clients/test_transport.py`` so that an upgrade of
+requests or urllib3 that breaks them fails a test instead of silently changing behaviour:
+
+- ``_Adapter`` swaps urllib3's connection classes for ones that report when a request has been
+  written to the socket (``request_sent``). That report, not an exception's text, is how BaseClient
+  tells "never sent" from "sent, answer lost".
+- ``EnvironmentOnceSession.merge_environment_settings`` caches requests' scan of the process
+  environment (proxies, CA bundle) per origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, MutableMapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import requests
+import structlog
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+if TYPE_CHECKING:  # names that exist only in the type stubs
+    from requests.sessions import _Settings
+    from urllib3._base_connection import _TYPE_BODY
+
+log = structlog.get_logger(__name__)
+
+# Connections kept per upstream host: at least as many as the steps a worker process runs at once,
+# or urllib3 would drop (and reopen) a connection after every call beyond its pool.
+DEFAULT_POOL_MAXSIZE = 64
+# Called once the current call's request (headers and body) has been written to the socket, before its
+# answer is read: what must happen only after a request has left (the 911 request goes first).
+request_sent: ContextVar[Callable[[], None] | None] = ContextVar("request_sent", default=None)
+
+
+def _notify_sent() -> None:
+    callback = request_sent.get()
+    if callback is None:
+        return
+    request_sent.set(None)  # once per call, even if urllib3 sends again on a fresh connection
+    try:
+        callback()
+    except Exception as exc:  # noqa: BLE001 - never let it fail the request that has left
+        log.warning("upstream.request_sent_hook_failed", error=type(exc).__name__)
+
+
+class _SentHTTPConnection(HTTPConnection):
+    # urllib3 itself overrides http.client's request() with this signature (and the same ignore).
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        body: _TYPE_BODY | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        chunked: bool = False,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        enforce_content_length: bool = True,
+    ) -> None:
+        super().request(
+            method,
+            url,
+            body,
+            headers,
+            chunked=chunked,
+            preload_content=preload_content,
+            decode_content=decode_content,
+            enforce_content_length=enforce_content_length,
+        )
+        _notify_sent()
+
+
+class _SentHTTPSConnection(_SentHTTPConnection, HTTPSConnection):
+    """TLS first (HTTPSConnection), then the same report once the request is written."""
+
+
+class _SentHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _SentHTTPConnection
+
+
+class _SentHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _SentHTTPSConnection
+
+
+POOL_CLASSES: Mapping[str, type[HTTPConnectionPool]] = {
+    "http": _SentHTTPConnectionPool,
+    "https": _SentHTTPSConnectionPool,
+}
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter whose connections tell ``request_sent`` when a request has left."""
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: object
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)
+
+
+def reports_sent(session: requests.Session, url: str) -> bool:
+    """Whether requests to ``url`` go through our adapter, whose connections report a sent request."""
+    return isinstance(session.get_adapter(url), _Adapter)
+
+
+class EnvironmentOnceSession(requests.Session):
+    """A ``requests.Session`` that works out the environment's proxies and CA bundle once per origin
+    and settings, not on every call.
+
+    requests scans the whole process environment for proxy variables on each request, about a third
+    of its own CPU per call (measured). The environment of a running process does not change, so the
+    answer for one origin (scheme and host: ``no_proxy`` is decided per host) and the same settings
+    is the same every time; requests still computes it, once.
+    """
+
+    def __init__(self, pool_maxsize: int = DEFAULT_POOL_MAXSIZE) -> None:
+        super().__init__()
+        self._environment: dict[tuple[Hashable, ...], _Settings] = {}
+        # One pool per host, sized for the steps in flight; retries are ours, never urllib3's.
+        adapter = _Adapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def merge_environment_settings(
+        self,
+        url: str | bytes | None,
+        proxies: MutableMapping[str, str] | None,
+        stream: bool | None,
+        verify: bool | str | None,
+        cert: str | tuple[str, str] | None,
+    ) -> _Settings:
+        if not self.trust_env or url is None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url if isinstance(url, str) else url.decode())
+        key: tuple[Hashable, ...] = (
+            parts.scheme,
+            parts.netloc,
+            tuple(sorted((proxies or {}).items())),
+            stream,
+            verify,
+            cert,
+            tuple(sorted(self.proxies.items())),
+            self.stream,
+            self.verify,
+            self.cert,
+        )
+        try:
+            merged = self._environment.get(key)
+        except TypeError:  # an unhashable setting: no cache for this call
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if merged is None:
+            merged = super().merge_environment_settings(url, dict(proxies or {}), stream, verify, cert)
+            self._environment[key] = merged
+        return {**merged, "proxies": dict(merged["proxies"])}
+
+
+__all__ = [
+    "DEFAULT_POOL_MAXSIZE",
+    "POOL_CLASSES",
+    "EnvironmentOnceSession",
+    "reports_sent",
+    "request_sent",
+]

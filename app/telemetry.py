@@ -12,13 +12,14 @@ Labels are bounded sets (vendors, families, queue names, status codes); never an
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
+
+from app.adapters import prometheus
 
 # Seconds. Fine at the low end, where the latency goals sit (15 ms, 50 ms), and up to the minutes a
 # delayed step may wait.
@@ -146,26 +147,17 @@ def use_multiprocess_metrics(directory: str, *, fresh: bool = False) -> None:
     path.mkdir(parents=True, exist_ok=True)
     global _directory
     _directory = str(path.resolve())
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _directory  # prometheus_client's own switch
-    values.ValueClass = values.get_value_class()
     # Every metric this module declares (a list by hand forgets the newest one, which then counts
     # in this process's memory only and never reaches /metrics).
-    for metric in [m for m in globals().values() if isinstance(m, MetricWrapperBase)]:
-        # Values made before the switch would keep counting in this process's memory only.
-        if metric._labelnames:
-            with metric._lock:
-                metric._metrics.clear()
-        else:
-            metric._metric_init()
+    prometheus.switch_to_files(
+        _directory, [m for m in globals().values() if isinstance(m, MetricWrapperBase)]
+    )
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside
     """Serve this host's samples on ``port`` (a worker host with no web process to scrape)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=_directory)
+    prometheus.collect_files(registry, _directory)
     try:
         start_http_server(port, addr=host, registry=registry)
     except OSError as exc:  # another worker process of this host serves them already

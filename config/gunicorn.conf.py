@@ -48,4 +48,4 @@ def child_exit(server: Any, worker: Any) -> None:
     it. Counter and histogram files stay on purpose: they hold counts /metrics must keep adding up, or
     the totals would go backwards.
     """
-    multiprocess.mark_process_dead(worker.pid, _settings.prometheus_dir)
+    multiprocess.mark_process_dead(worker.pid, _settings.prometheus_dir)  # type: ignore[no-untyped-call]

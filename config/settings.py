@@ -235,106 +235,178 @@ def _redis_url(raw: str | None) -> str | None:
 def read_settings() -> Settings:
     """Build Settings from the process environment; raise ConfigurationError naming the variable."""
     env = Env(eager=True)  # a .env file is never read implicitly
+    default = Settings()  # each default is stated once: on its Settings field
     try:
         positive = validate.Range(min=1)
         return Settings(
-            database_url=_database_url(env.str("DATABASE_URL", DEFAULT_DATABASE_URL)),
-            redis_url=_redis_url(env.str("REDIS_URL", None)),
-            broker_key_prefix=env.str("BROKER_KEY_PREFIX", ""),
-            host=env.str("HOST", "0.0.0.0"),  # noqa: S104 - see Settings.host
-            port=env.int("PORT", 8000, validate=validate.Range(min=1, max=65535)),
-            web_concurrency=env.int("WEB_CONCURRENCY", 2, validate=positive),
+            database_url=_database_url(env.str("DATABASE_URL", default.database_url)),
+            redis_url=_redis_url(env.str("REDIS_URL", default.redis_url)),
+            broker_key_prefix=env.str("BROKER_KEY_PREFIX", default.broker_key_prefix),
+            host=env.str("HOST", default.host),
+            port=env.int("PORT", default.port, validate=validate.Range(min=1, max=65535)),
+            web_concurrency=env.int("WEB_CONCURRENCY", default.web_concurrency, validate=positive),
             web_worker_class=env.str(
-                "WEB_WORKER_CLASS", "gevent", validate=validate.OneOf(WEB_WORKER_CLASSES)
+                "WEB_WORKER_CLASS", default.web_worker_class, validate=validate.OneOf(WEB_WORKER_CLASSES)
             ),
-            web_worker_connections=env.int("WEB_WORKER_CONNECTIONS", 1000, validate=positive),
-            web_threads=env.int("WEB_THREADS", 1, validate=positive),
-            web_timeout_s=env.int("WEB_TIMEOUT_S", 30, validate=positive),
-            web_read_timeout_s=env.int("WEB_READ_TIMEOUT_S", 5, validate=validate.Range(min=1, max=300)),
+            web_worker_connections=env.int(
+                "WEB_WORKER_CONNECTIONS", default.web_worker_connections, validate=positive
+            ),
+            web_threads=env.int("WEB_THREADS", default.web_threads, validate=positive),
+            web_timeout_s=env.int("WEB_TIMEOUT_S", default.web_timeout_s, validate=positive),
+            web_read_timeout_s=env.int(
+                "WEB_READ_TIMEOUT_S", default.web_read_timeout_s, validate=validate.Range(min=1, max=300)
+            ),
             web_intake_concurrency=env.int(
-                "WEB_INTAKE_CONCURRENCY", 1, validate=validate.Range(min=0, max=1000)
+                "WEB_INTAKE_CONCURRENCY",
+                default.web_intake_concurrency,
+                validate=validate.Range(min=0, max=1000),
             ),
-            max_body_bytes=env.int("MAX_BODY_BYTES", 1_048_576, validate=validate.Range(min=1024)),
-            log_level=env.str("LOG_LEVEL", "INFO", validate=validate.OneOf(LOG_LEVELS)),
-            log_format=env.str("LOG_FORMAT", "json", validate=validate.OneOf(LOG_FORMATS)),
-            operator_api_keys=tuple(k for k in env.list("OPERATOR_API_KEYS", []) if k),
-            action_lease_s=env.float("ACTION_LEASE_S", 90.0, validate=validate.Range(min=1)),
-            action_max_attempts=env.int("ACTION_MAX_ATTEMPTS", 8, validate=positive),
-            dispatch_interval_s=env.float("DISPATCH_INTERVAL_S", 1.0, validate=validate.Range(min=0.1)),
-            dispatch_batch_size=env.int("DISPATCH_BATCH_SIZE", 500, validate=positive),
-            task_soft_time_limit_s=env.int("TASK_SOFT_TIME_LIMIT_S", 45, validate=positive),
-            task_time_limit_s=env.int("TASK_TIME_LIMIT_S", 60, validate=positive),
-            worker_pool=env.str("WORKER_POOL", "threads", validate=validate.OneOf(WORKER_POOLS)),
-            worker_concurrency=env.int("WORKER_CONCURRENCY", 48, validate=validate.Range(min=1, max=512)),
-            urgent_concurrency=env.int("URGENT_CONCURRENCY", 48, validate=validate.Range(min=1, max=512)),
-            broker_visibility_timeout_s=env.int("BROKER_VISIBILITY_TIMEOUT_S", 3600, validate=positive),
-            sandbox_port=env.int("SANDBOX_PORT", 8100, validate=validate.Range(min=1, max=65535)),
-            var_dir=env.str("VAR_DIR", "var"),
-            sites_file=env.str("SITES_FILE", None) or None,
-            grouping_window_s=env.float("GROUPING_WINDOW_S", 300.0, validate=validate.Range(min=0)),
-            dedupe_window_s=env.float("DEDUPE_WINDOW_S", 300.0, validate=validate.Range(min=1)),
-            clock_skew_tolerance_s=env.float("CLOCK_SKEW_TOLERANCE_S", 300.0, validate=validate.Range(min=0)),
+            max_body_bytes=env.int(
+                "MAX_BODY_BYTES", default.max_body_bytes, validate=validate.Range(min=1024)
+            ),
+            log_level=env.str("LOG_LEVEL", default.log_level, validate=validate.OneOf(LOG_LEVELS)),
+            log_format=env.str("LOG_FORMAT", default.log_format, validate=validate.OneOf(LOG_FORMATS)),
+            operator_api_keys=tuple(
+                k for k in env.list("OPERATOR_API_KEYS", list(default.operator_api_keys)) if k
+            ),
+            action_lease_s=env.float(
+                "ACTION_LEASE_S", default.action_lease_s, validate=validate.Range(min=1)
+            ),
+            action_max_attempts=env.int(
+                "ACTION_MAX_ATTEMPTS", default.action_max_attempts, validate=positive
+            ),
+            dispatch_interval_s=env.float(
+                "DISPATCH_INTERVAL_S", default.dispatch_interval_s, validate=validate.Range(min=0.1)
+            ),
+            dispatch_batch_size=env.int(
+                "DISPATCH_BATCH_SIZE", default.dispatch_batch_size, validate=positive
+            ),
+            task_soft_time_limit_s=env.int(
+                "TASK_SOFT_TIME_LIMIT_S", default.task_soft_time_limit_s, validate=positive
+            ),
+            task_time_limit_s=env.int("TASK_TIME_LIMIT_S", default.task_time_limit_s, validate=positive),
+            worker_pool=env.str("WORKER_POOL", default.worker_pool, validate=validate.OneOf(WORKER_POOLS)),
+            worker_concurrency=env.int(
+                "WORKER_CONCURRENCY", default.worker_concurrency, validate=validate.Range(min=1, max=512)
+            ),
+            urgent_concurrency=env.int(
+                "URGENT_CONCURRENCY", default.urgent_concurrency, validate=validate.Range(min=1, max=512)
+            ),
+            broker_visibility_timeout_s=env.int(
+                "BROKER_VISIBILITY_TIMEOUT_S", default.broker_visibility_timeout_s, validate=positive
+            ),
+            sandbox_port=env.int(
+                "SANDBOX_PORT", default.sandbox_port, validate=validate.Range(min=1, max=65535)
+            ),
+            var_dir=env.str("VAR_DIR", default.var_dir),
+            sites_file=env.str("SITES_FILE", default.sites_file) or None,
+            grouping_window_s=env.float(
+                "GROUPING_WINDOW_S", default.grouping_window_s, validate=validate.Range(min=0)
+            ),
+            dedupe_window_s=env.float(
+                "DEDUPE_WINDOW_S", default.dedupe_window_s, validate=validate.Range(min=1)
+            ),
+            clock_skew_tolerance_s=env.float(
+                "CLOCK_SKEW_TOLERANCE_S", default.clock_skew_tolerance_s, validate=validate.Range(min=0)
+            ),
             http_connect_timeout_s=env.float(
-                "HTTP_CONNECT_TIMEOUT_S", 3.05, validate=validate.Range(min=0.1)
+                "HTTP_CONNECT_TIMEOUT_S", default.http_connect_timeout_s, validate=validate.Range(min=0.1)
             ),
-            http_read_timeout_s=env.float("HTTP_READ_TIMEOUT_S", 10.0, validate=validate.Range(min=0.1)),
-            alta_base_url=env.str("ALTA_BASE_URL", "http://127.0.0.1:8100/alta"),
-            alta_username=env.str("ALTA_USERNAME", "api@sandbox.alta.example"),
-            alta_password=env.str("ALTA_PASSWORD", "sandbox-alta-password"),
-            alta_lookup_timeout_s=env.float("ALTA_LOOKUP_TIMEOUT_S", 120.0, validate=validate.Range(min=1)),
-            alta_video_wait_s=env.float("ALTA_VIDEO_WAIT_S", 30.0, validate=validate.Range(min=0)),
-            tracktik_base_url=env.str("TRACKTIK_BASE_URL", "http://127.0.0.1:8100/tracktik"),
-            tracktik_client_id=env.str("TRACKTIK_CLIENT_ID", "sandbox-tracktik-client"),
-            tracktik_client_secret=env.str("TRACKTIK_CLIENT_SECRET", "sandbox-tracktik-secret"),
-            tracktik_username=env.str("TRACKTIK_USERNAME", "alarm-bridge-api"),
-            tracktik_password=env.str("TRACKTIK_PASSWORD", "sandbox-tracktik-password"),
-            callonalarm_base_url=env.str("CALLONALARM_BASE_URL", "http://127.0.0.1:8100/callonalarm"),
-            callonalarm_api_key=env.str("CALLONALARM_API_KEY", "coa_sandbox_key_0001"),
+            http_read_timeout_s=env.float(
+                "HTTP_READ_TIMEOUT_S", default.http_read_timeout_s, validate=validate.Range(min=0.1)
+            ),
+            alta_base_url=env.str("ALTA_BASE_URL", default.alta_base_url),
+            alta_username=env.str("ALTA_USERNAME", default.alta_username),
+            alta_password=env.str("ALTA_PASSWORD", default.alta_password),
+            alta_lookup_timeout_s=env.float(
+                "ALTA_LOOKUP_TIMEOUT_S", default.alta_lookup_timeout_s, validate=validate.Range(min=1)
+            ),
+            alta_video_wait_s=env.float(
+                "ALTA_VIDEO_WAIT_S", default.alta_video_wait_s, validate=validate.Range(min=0)
+            ),
+            tracktik_base_url=env.str("TRACKTIK_BASE_URL", default.tracktik_base_url),
+            tracktik_client_id=env.str("TRACKTIK_CLIENT_ID", default.tracktik_client_id),
+            tracktik_client_secret=env.str("TRACKTIK_CLIENT_SECRET", default.tracktik_client_secret),
+            tracktik_username=env.str("TRACKTIK_USERNAME", default.tracktik_username),
+            tracktik_password=env.str("TRACKTIK_PASSWORD", default.tracktik_password),
+            callonalarm_base_url=env.str("CALLONALARM_BASE_URL", default.callonalarm_base_url),
+            callonalarm_api_key=env.str("CALLONALARM_API_KEY", default.callonalarm_api_key),
             callonalarm_hourly_budget=env.int(
-                "CALLONALARM_HOURLY_BUDGET", 100, validate=validate.Range(min=1)
+                "CALLONALARM_HOURLY_BUDGET", default.callonalarm_hourly_budget, validate=validate.Range(min=1)
             ),
             callonalarm_poll_interval_s=env.float(
-                "CALLONALARM_POLL_INTERVAL_S", 30.0, validate=validate.Range(min=1)
+                "CALLONALARM_POLL_INTERVAL_S",
+                default.callonalarm_poll_interval_s,
+                validate=validate.Range(min=1),
             ),
-            callonalarm_fallback_account=env.str("CALLONALARM_FALLBACK_ACCOUNT", None) or None,
-            rapidsos_base_url=env.str("RAPIDSOS_BASE_URL", "http://127.0.0.1:8100/rapidsos"),
-            rapidsos_client_id=env.str("RAPIDSOS_CLIENT_ID", "sandbox-rapidsos-client"),
-            rapidsos_client_secret=env.str("RAPIDSOS_CLIENT_SECRET", "sandbox-rapidsos-secret"),
-            cad_base_url=env.str("CAD_BASE_URL", "http://127.0.0.1:8100/cad"),
-            cad_token=env.str("CAD_TOKEN", "sandbox-cad-token"),
-            secret_key=env.str("SECRET_KEY", ""),
-            auth_failure_limit=env.str("AUTH_FAILURE_LIMIT", "10 per minute"),
-            flower_basic_auth=tuple(a for a in env.list("FLOWER_BASIC_AUTH", []) if a),
-            metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR", None) or None,
+            callonalarm_fallback_account=env.str(
+                "CALLONALARM_FALLBACK_ACCOUNT", default.callonalarm_fallback_account
+            )
+            or None,
+            rapidsos_base_url=env.str("RAPIDSOS_BASE_URL", default.rapidsos_base_url),
+            rapidsos_client_id=env.str("RAPIDSOS_CLIENT_ID", default.rapidsos_client_id),
+            rapidsos_client_secret=env.str("RAPIDSOS_CLIENT_SECRET", default.rapidsos_client_secret),
+            cad_base_url=env.str("CAD_BASE_URL", default.cad_base_url),
+            cad_token=env.str("CAD_TOKEN", default.cad_token),
+            secret_key=env.str("SECRET_KEY", default.secret_key),
+            auth_failure_limit=env.str("AUTH_FAILURE_LIMIT", default.auth_failure_limit),
+            flower_basic_auth=tuple(
+                a for a in env.list("FLOWER_BASIC_AUTH", list(default.flower_basic_auth)) if a
+            ),
+            metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR", default.metrics_dir) or None,
             worker_metrics_port=env.int(
-                "WORKER_METRICS_PORT", None, validate=validate.Range(min=1, max=65535)
+                "WORKER_METRICS_PORT", default.worker_metrics_port, validate=validate.Range(min=1, max=65535)
             ),
-            sia_receiver_host=env.str("SIA_RECEIVER_HOST", "0.0.0.0"),  # noqa: S104 - see Settings
-            sia_receiver_port=env.int("SIA_RECEIVER_PORT", 7777, validate=validate.Range(min=1, max=65535)),
+            sia_receiver_host=env.str("SIA_RECEIVER_HOST", default.sia_receiver_host),
+            sia_receiver_port=env.int(
+                "SIA_RECEIVER_PORT", default.sia_receiver_port, validate=validate.Range(min=1, max=65535)
+            ),
             sia_receiver_idle_timeout_s=env.float(
-                "SIA_RECEIVER_IDLE_TIMEOUT_S", 60.0, validate=validate.Range(min=1, max=3600)
+                "SIA_RECEIVER_IDLE_TIMEOUT_S",
+                default.sia_receiver_idle_timeout_s,
+                validate=validate.Range(min=1, max=3600),
             ),
             sia_receiver_concurrency=env.int(
-                "SIA_RECEIVER_CONCURRENCY", 8, validate=validate.Range(min=1, max=256)
+                "SIA_RECEIVER_CONCURRENCY",
+                default.sia_receiver_concurrency,
+                validate=validate.Range(min=1, max=256),
             ),
             sia_receiver_max_connections=env.int(
-                "SIA_RECEIVER_MAX_CONNECTIONS", 5000, validate=validate.Range(min=1, max=1_000_000)
+                "SIA_RECEIVER_MAX_CONNECTIONS",
+                default.sia_receiver_max_connections,
+                validate=validate.Range(min=1, max=1_000_000),
             ),
             sia_receiver_metrics_port=env.int(
-                "SIA_RECEIVER_METRICS_PORT", None, validate=validate.Range(min=1, max=65535)
+                "SIA_RECEIVER_METRICS_PORT",
+                default.sia_receiver_metrics_port,
+                validate=validate.Range(min=1, max=65535),
             ),
-            metrics_token=env.str("METRICS_TOKEN", ""),
-            metrics_cache_s=env.float("METRICS_CACHE_S", 5.0, validate=validate.Range(min=0, max=300)),
+            metrics_token=env.str("METRICS_TOKEN", default.metrics_token),
+            metrics_cache_s=env.float(
+                "METRICS_CACHE_S", default.metrics_cache_s, validate=validate.Range(min=0, max=300)
+            ),
             preferred_url_scheme=env.str(
-                "PREFERRED_URL_SCHEME", "http", validate=validate.OneOf(URL_SCHEMES)
+                "PREFERRED_URL_SCHEME", default.preferred_url_scheme, validate=validate.OneOf(URL_SCHEMES)
             ),
-            trusted_proxy_count=env.int("TRUSTED_PROXY_COUNT", 0, validate=validate.Range(min=0, max=10)),
-            watchdog_interval_s=env.float("WATCHDOG_INTERVAL_S", 30.0, validate=validate.Range(min=1)),
-            watchdog_grace_s=env.float("WATCHDOG_GRACE_S", 60.0, validate=validate.Range(min=1)),
-            watchdog_failing_s=env.float("WATCHDOG_FAILING_S", 300.0, validate=validate.Range(min=1)),
-            watchdog_heartbeat_url=env.str("WATCHDOG_HEARTBEAT_URL", None) or None,
-            archive_after_days=env.float("ARCHIVE_AFTER_DAYS", 180.0, validate=validate.Range(min=1)),
-            archive_batch_size=env.int("ARCHIVE_BATCH_SIZE", 500, validate=validate.Range(min=1, max=10_000)),
+            trusted_proxy_count=env.int(
+                "TRUSTED_PROXY_COUNT", default.trusted_proxy_count, validate=validate.Range(min=0, max=10)
+            ),
+            watchdog_interval_s=env.float(
+                "WATCHDOG_INTERVAL_S", default.watchdog_interval_s, validate=validate.Range(min=1)
+            ),
+            watchdog_grace_s=env.float(
+                "WATCHDOG_GRACE_S", default.watchdog_grace_s, validate=validate.Range(min=1)
+            ),
+            watchdog_failing_s=env.float(
+                "WATCHDOG_FAILING_S", default.watchdog_failing_s, validate=validate.Range(min=1)
+            ),
+            watchdog_heartbeat_url=env.str("WATCHDOG_HEARTBEAT_URL", default.watchdog_heartbeat_url) or None,
+            archive_after_days=env.float(
+                "ARCHIVE_AFTER_DAYS", default.archive_after_days, validate=validate.Range(min=1)
+            ),
+            archive_batch_size=env.int(
+                "ARCHIVE_BATCH_SIZE", default.archive_batch_size, validate=validate.Range(min=1, max=10_000)
+            ),
             environ=dict(os.environ),
         )
     except EnvError as exc:

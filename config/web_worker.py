@@ -21,7 +21,7 @@ from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
 
-class ReadTimeoutGeventWorker(GeventWorker):
+class ReadTimeoutGeventWorker(GeventWorker):  # type: ignore[misc]  # gunicorn publishes no types
     """gunicorn's gevent worker, whose client sockets time out a read after the keepalive deadline."""
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:

@@ -75,7 +75,7 @@ def _share_metrics(sender: Any = None, **_: Any) -> None:
 
 
 @signals.task_prerun.connect
-def _bind_task(task_id: str, task: Task, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+def _bind_task(task_id: str, task: Task[..., object], kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     structlog.contextvars.bind_contextvars(
         task_id=task_id, task=task.name, action_id=(kwargs or {}).get("action_id")
     )

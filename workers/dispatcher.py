@@ -14,9 +14,8 @@ from datetime import timedelta
 import redis
 import structlog
 from celery import shared_task
-from kombu.transport.redis import PRIORITY_STEPS
-from kombu.transport.redis import Channel as RedisChannel
 
+from app.adapters import kombu_redis
 from app.domain import actions, task_names
 from app.ledger.models import utcnow
 from config.celery import QUEUES
@@ -52,21 +51,11 @@ def waiting_messages(settings: Settings, client: redis.Redis | None) -> dict[str
     queued action older than the lease, as it would for lost messages."""
     if client is None:
         return None
-    keys = [
-        settings.broker_key_prefix + (f"{queue}{RedisChannel.sep}{step}" if step else queue)
-        for queue in QUEUES
-        for step in PRIORITY_STEPS
-    ]
     try:
-        with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.llen(key)
-            lengths = pipe.execute()
+        return kombu_redis.waiting_messages(client, QUEUES, settings.broker_key_prefix)
     except redis.RedisError as exc:
         log.warning("dispatcher.broker_unreadable", error=type(exc).__name__)
         return None
-    per_queue = len(PRIORITY_STEPS)
-    return {queue: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, queue in enumerate(QUEUES)}
 
 
 def _broker(rt: Runtime) -> redis.Redis | None:

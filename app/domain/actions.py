@@ -13,14 +13,24 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, Connection, Row, bindparam, case, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Row,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from app.domain import task_names
 from app.ledger.models import (
-    TERMINAL_ACTION_STATES,
     Action,
     ActionState,
     Alarm,
@@ -73,28 +83,31 @@ _LOCK_ALARM_OF_ACTION = (
     )
     .with_for_update()
 )
-# Takes the lease when the action is due, wanted, not held under a live lease and has attempts left;
-# every other case (none of which is the common one) goes through the full rules in _claim_slowly.
+# The claim's rules, each stated once, as conditions on the action's row at ``now``. _TAKE_LEASE
+# combines them into one statement, the common claim's only round trip (measured: keep it so); when it
+# takes nothing, _claim_slowly reads the same conditions back to learn which one refused, and does what
+# a refusal alone cannot: hand an early message back, cancel a step of an ended alarm, fail a step
+# whose attempts ran out.
+_NOW: BindParameter[datetime] = bindparam("now")
+_IS_DUE = _ACTIONS.c.due_at <= _NOW
+_HAS_ATTEMPTS_LEFT = _ACTIONS.c.attempts < _ACTIONS.c.max_attempts
+# Not finished, and not held under a live lease.
+_IS_FREE = _ACTIONS.c.state.in_(_LIVE_STATES) | (
+    (_ACTIONS.c.state == ActionState.RUNNING)
+    & (_ACTIONS.c.lease_until.is_(None) | (_ACTIONS.c.lease_until <= _NOW))
+)
+# A lease taken over mid-attempt: the previous holder's request may have reached the upstream.
+_OUTCOME_UNKNOWN_ONCE_CLAIMED = _ACTIONS.c.outcome_unknown | (_ACTIONS.c.state == ActionState.RUNNING)
 _TAKE_LEASE = (
     update(_ACTIONS)
-    .where(
-        _ACTIONS.c.id == bindparam("action_id"),
-        _ACTIONS.c.due_at <= bindparam("now"),
-        _ACTIONS.c.attempts < _ACTIONS.c.max_attempts,
-        _ACTIONS.c.state.in_(_LIVE_STATES)
-        | (
-            (_ACTIONS.c.state == ActionState.RUNNING)
-            & (_ACTIONS.c.lease_until.is_(None) | (_ACTIONS.c.lease_until <= bindparam("now")))
-        ),
-    )
+    .where(_ACTIONS.c.id == bindparam("action_id"), _IS_DUE, _HAS_ATTEMPTS_LEFT, _IS_FREE)
     .values(
         state=ActionState.RUNNING,
         attempts=_ACTIONS.c.attempts + 1,
         lease_token=bindparam("token"),
         lease_until=bindparam("until"),
         updated_at=bindparam("now"),
-        # A lease taken over mid-attempt: the previous holder's request may have reached the upstream.
-        outcome_unknown=_ACTIONS.c.outcome_unknown | (_ACTIONS.c.state == ActionState.RUNNING),
+        outcome_unknown=_OUTCOME_UNKNOWN_ONCE_CLAIMED,
     )
     .returning(
         _ACTIONS.c.id,
@@ -106,6 +119,20 @@ _TAKE_LEASE = (
         _ACTIONS.c.outcome_unknown,
         _ACTIONS.c.params,
     )
+)
+# The same rules, read back for the action _TAKE_LEASE left (its row locked, as the ORM object the
+# slow path may cancel or fail; populate_existing: a copy the session holds is read afresh).
+_WHY_NOT_TAKEN = (
+    select(
+        Action,
+        _IS_DUE.label("is_due"),
+        _IS_FREE.label("is_free"),
+        _HAS_ATTEMPTS_LEFT.label("has_attempts_left"),
+        _OUTCOME_UNKNOWN_ONCE_CLAIMED.label("outcome_unknown_once_claimed"),
+    )
+    .where(Action.id == bindparam("action_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
 )
 _RECORD_SUCCESS = (
     update(_ACTIONS)
@@ -163,67 +190,47 @@ class ClaimedAction:
     params: dict[str, Any]
 
 
-def new_action(
-    *,
-    kind: str,
-    target: str,
-    queue: str,
-    due_at: datetime,
-    max_attempts: int,
-    alarm_id: int | None = None,
-    cancellable: bool = False,
-    params: dict[str, Any] | None = None,
-    enqueued: bool = False,
-    now: datetime | None = None,
-) -> Action:
-    """A pending action row; ``enqueued`` says the caller will hand it to the broker after commit."""
-    return Action(
-        **action_values(
-            kind=kind,
-            target=target,
-            queue=queue,
-            due_at=due_at,
-            max_attempts=max_attempts,
-            alarm_id=alarm_id,
-            cancellable=cancellable,
-            params=params,
-            enqueued=enqueued,
-            now=now,
-        )
-    )
+class NewAction(TypedDict, total=False):
+    """What a new action is made from: ``new_action``'s and ``action_values``' keyword arguments."""
+
+    kind: Required[str]
+    target: Required[str]
+    queue: Required[str]
+    due_at: Required[datetime]
+    max_attempts: Required[int]
+    alarm_id: int | None  # None: a system step
+    cancellable: bool
+    params: dict[str, Any] | None
+    enqueued: bool  # the caller hands it to the broker after commit
+    now: datetime | None  # when it is created; None: its due time
+    waiting_on: str | None
 
 
-def action_values(
-    *,
-    kind: str,
-    target: str,
-    queue: str,
-    due_at: datetime,
-    max_attempts: int,
-    alarm_id: int | None = None,
-    cancellable: bool = False,
-    params: dict[str, Any] | None = None,
-    enqueued: bool = False,
-    now: datetime | None = None,
-    waiting_on: str | None = None,
-) -> dict[str, Any]:
+def new_action(**spec: Unpack[NewAction]) -> Action:
+    """A pending action row, for the ORM; ``enqueued`` says the caller will hand it to the broker
+    after commit."""
+    return Action(**action_values(**spec))
+
+
+def action_values(**spec: Unpack[NewAction]) -> dict[str, Any]:
     """A new action's column values: for ``new_action`` and for intake's multi-row Core insert."""
-    now = now or due_at
+    enqueued = spec.get("enqueued", False)
+    now = spec.get("now") or spec["due_at"]
     return {
-        "waiting_on": waiting_on,
-        "alarm_id": alarm_id,
-        "kind": kind,
-        "target": target,
-        "queue": queue,
+        "waiting_on": spec.get("waiting_on"),
+        "alarm_id": spec.get("alarm_id"),
+        "kind": spec["kind"],
+        "target": spec["target"],
+        "queue": spec["queue"],
         "state": ActionState.QUEUED if enqueued else ActionState.PENDING,
-        "due_at": due_at,
+        "due_at": spec["due_at"],
         "enqueued_at": now if enqueued else None,
         "attempts": 0,
-        "max_attempts": max_attempts,
-        "cancellable": cancellable,
+        "max_attempts": spec["max_attempts"],
+        "cancellable": spec.get("cancellable", False),
         "idempotency_key": str(uuid.uuid4()),
         "outcome_unknown": False,
-        "params": params or {},
+        "params": spec.get("params") or {},
         "created_at": now,
         "updated_at": now,
     }
@@ -285,29 +292,37 @@ def claim_with_alarm(
     need not read it again."""
     connection = core(session)
     alarm = connection.execute(_LOCK_ALARM_OF_ACTION, {"action_id": action_id}).first()
-    if alarm is None or alarm.state != AlarmState.ENDED:
-        token = str(uuid.uuid4())
-        values = {"action_id": action_id, "now": now, "token": token, "until": now + lease}
-        taken = connection.execute(_TAKE_LEASE, values).first()
-        if taken is not None:
-            written_behind(session, Action, action_id)
-            return _claimed(taken, token), alarm
-    claimed = _claim_slowly(session, action_id, now=now, lease=lease, on_exhausted=on_exhausted)
+    alarm_ended = alarm is not None and alarm.state == AlarmState.ENDED
+    if not alarm_ended:  # an ended alarm's steps may be cancelled: the slow path decides
+        claimed = _take_lease(session, connection, action_id, now=now, lease=lease)
+        if claimed is not None:
+            return claimed, alarm
+    claimed = _claim_slowly(
+        session, action_id, now=now, lease=lease, alarm_ended=alarm_ended, on_exhausted=on_exhausted
+    )
     return claimed, alarm
 
 
-def _claimed(row: Any, lease_token: str) -> ClaimedAction:
-    """What a worker holds of its action: from the lease statement's row or from the loaded Action."""
+def _take_lease(
+    session: Session, connection: Connection, action_id: int, *, now: datetime, lease: timedelta
+) -> ClaimedAction | None:
+    """Run _TAKE_LEASE: the claimed action, or None when one of the claim's rules refused."""
+    token = str(uuid.uuid4())
+    values = {"action_id": action_id, "now": now, "token": token, "until": now + lease}
+    taken = connection.execute(_TAKE_LEASE, values).first()
+    if taken is None:
+        return None
+    written_behind(session, Action, action_id)
     return ClaimedAction(
-        id=row.id,
-        alarm_id=row.alarm_id,
-        kind=row.kind,
-        attempts=row.attempts,
-        max_attempts=row.max_attempts,
-        lease_token=lease_token,
-        idempotency_key=row.idempotency_key,
-        outcome_unknown=bool(row.outcome_unknown),
-        params=dict(row.params or {}),
+        id=taken.id,
+        alarm_id=taken.alarm_id,
+        kind=taken.kind,
+        attempts=taken.attempts,
+        max_attempts=taken.max_attempts,
+        lease_token=token,
+        idempotency_key=taken.idempotency_key,
+        outcome_unknown=bool(taken.outcome_unknown),
+        params=dict(taken.params or {}),
     )
 
 
@@ -317,42 +332,35 @@ def _claim_slowly(
     *,
     now: datetime,
     lease: timedelta,
+    alarm_ended: bool,
     on_exhausted: Callable[[Session, Action], None] | None,
 ) -> ClaimedAction | None:
-    """Every rule of the claim, for the uncommon cases the one-statement lease leaves: not found,
-    finished, early, held, the alarm ended, attempts exhausted. The alarm is already locked."""
-    action = session.execute(
-        select(Action).where(Action.id == action_id).with_for_update()
-    ).scalar_one_or_none()
-    if action is None or action.state in TERMINAL_ACTION_STATES:
+    """The claim when _TAKE_LEASE took nothing (or was not tried: the alarm ended): not found,
+    early, finished or held, a step of an ended alarm, attempts exhausted. The alarm is already
+    locked; the rules are _TAKE_LEASE's own, read back by _WHY_NOT_TAKEN."""
+    found = session.execute(_WHY_NOT_TAKEN, {"action_id": action_id, "now": now}).first()
+    if found is None:
         return None
-    if action.due_at > now:
+    action: Action = found.Action
+    if not found.is_due:
         if action.state == ActionState.QUEUED:
             # Early (clocks differ between hosts): hand it back so the next dispatcher tick sends it.
             action.state = ActionState.PENDING
             action.enqueued_at = None
         return None
-    if action.state == ActionState.RUNNING and action.lease_until is not None and action.lease_until > now:
-        return None  # another delivery holds a live lease
-    if action.alarm_id is not None and action.kind not in CLOSING_KINDS:
-        alarm = session.get(Alarm, action.alarm_id)
-        if alarm is not None and alarm.state == AlarmState.ENDED:
-            _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm has ended")
-            return None
-    if action.state == ActionState.RUNNING:
-        # The previous holder's lease expired mid-attempt: its request may have reached the upstream.
-        action.outcome_unknown = True
-    if action.attempts >= action.max_attempts:
+    if not found.is_free:
+        return None  # finished, or another delivery holds a live lease
+    if alarm_ended and action.kind not in CLOSING_KINDS:
+        _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm has ended")
+        return None
+    if not found.has_attempts_left:
+        action.outcome_unknown = bool(found.outcome_unknown_once_claimed)
         _fail(session, action, now, error=action.last_error or "attempts exhausted (lease expired)")
         if on_exhausted is not None:
             on_exhausted(session, action)
         return None
-    action.state = ActionState.RUNNING
-    action.attempts += 1
-    action.lease_token = str(uuid.uuid4())
-    action.lease_until = now + lease
-    action.updated_at = now
-    return _claimed(action, action.lease_token)
+    # Every rule holds (a closing step of an ended alarm): the statement takes the lease.
+    return _take_lease(session, core(session), action_id, now=now, lease=lease)
 
 
 def lock_alarm_first(session: Session, alarm_id: int | None) -> None:

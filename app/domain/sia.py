@@ -33,6 +33,9 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar
 
+# Below both the domain and the ledger (whose queries order by it); re-exported for this module's users.
+from app.ledger.enums import Priority as Priority
+
 
 class Family(StrEnum):
     """What a signal is about."""
@@ -74,15 +77,6 @@ class Kind(StrEnum):
     TEST = "test"
     STATUS = "status"
     UNKNOWN = "unknown"  # only for codes outside the catalogue
-
-
-class Priority(StrEnum):
-    """How urgently the bridge must act on a signal; it picks the Celery queue."""
-
-    LIFE_SAFETY = "life_safety"
-    PROPERTY = "property"
-    TECHNICAL = "technical"
-    INFORMATIONAL = "informational"
 
 
 QueueName = Literal["life_safety", "default", "bulk"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     text,
@@ -29,6 +30,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import ColumnElement
+
+# Re-exported: the domain has always imported the states from here.
+from app.ledger.enums import ACTIVE_ALARM_STATES as ACTIVE_ALARM_STATES
+from app.ledger.enums import LIVE_ACTION_STATES as LIVE_ACTION_STATES
+from app.ledger.enums import TERMINAL_ACTION_STATES as TERMINAL_ACTION_STATES
+from app.ledger.enums import ActionState as ActionState
+from app.ledger.enums import AlarmState as AlarmState
+from app.ledger.enums import Outcome as Outcome
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,40 +75,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
 
-
-class AlarmState(StrEnum):
-    OPEN = "open"
-    NEEDS_PERSON = "needs_person"  # still active; something only a person can resolve
-    ENDED = "ended"  # has an outcome; nothing new starts
-
-
-ACTIVE_ALARM_STATES = (AlarmState.OPEN, AlarmState.NEEDS_PERSON)
-
-
-class Outcome(StrEnum):
-    DISPATCHED = "dispatched"
-    CANCELLED = "cancelled"
-    FALSE_ALARM = "false_alarm"
-    VERIFIED = "verified"
-    UNROUTED = "unrouted"
-    TEST = "test"
-
-
-class ActionState(StrEnum):
-    PENDING = "pending"  # waiting for due_at (not handed to the broker)
-    QUEUED = "queued"  # handed to the broker, not yet claimed
-    RUNNING = "running"  # claimed by a worker under a lease
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # permanent error or attempts exhausted: a person must look
-    CANCELLED = "cancelled"  # no longer wanted (cancel code, alarm ended)
+    if TYPE_CHECKING:
+        # Every model here is declared on one Table; SQLAlchemy types the attribute as any FromClause,
+        # which Core's insert() and update() refuse (the hot paths are Core statements on __table__).
+        __table__: ClassVar[Table]
 
 
 WAITING_FOR_911 = "911"  # a life-safety alarm's step held until the alarm's RapidSOS request leaves
 WAITING_FOR_REFS = "refs"  # a step deferred until another step records what it needs on the alarm
-
-# What is still to happen: the only actions a gauge counts or a scan of "work to do" reads.
-LIVE_ACTION_STATES = (ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING)
-TERMINAL_ACTION_STATES = frozenset({ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED})
 
 
 def _in(column: str, values: type[StrEnum]) -> str:

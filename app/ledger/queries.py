@@ -1,15 +1,16 @@
-"""Named read queries for the operator API: views never build queries themselves."""
+"""Named read queries for the operator API and ``/metrics``: views never build queries themselves."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import case, literal, select, union_all
+from sqlalchemy import case, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from app.domain.sia import Priority
-from app.ledger.models import ACTIVE_ALARM_STATES, AccountSupervision, Action, Alarm, Event, TimelineEntry
+from app.ledger.enums import ACTIVE_ALARM_STATES, LIVE_ACTION_STATES, ActionState, Priority
+from app.ledger.models import AccountSupervision, Action, Alarm, ArchiveRun, Event, TimelineEntry
 
 LIFE_SAFETY = Priority.LIFE_SAFETY.value
 
@@ -244,7 +245,7 @@ def supervised_accounts(session: Session, *, limit: int = 200) -> list[dict[str,
     in_trouble = (table.link_alarm_id.is_not(None)) | (table.test_alarm_id.is_not(None))
     order = (table.source_key, table.account)
     troubled = list(session.execute(select(table).where(in_trouble).order_by(*order).limit(limit)).scalars())
-    rest = (
+    rest: Iterable[AccountSupervision] = (
         session.execute(
             select(table).where(supervised, ~in_trouble).order_by(*order).limit(limit - len(troubled))
         ).scalars()
@@ -280,4 +281,98 @@ def _supervised_account(row: AccountSupervision) -> dict[str, Any]:
         "test_period_s": row.test_period_s,
         "test_deadline_at": _iso(row.test_deadline_at),
         "test_alarm_id": row.test_alarm_id,
+    }
+
+
+# What /metrics reads of the ledger on a scrape. Each read covers live rows only, through an index
+# that leads with the state (or a partial index): history is counted by counters, never re-counted
+# per scrape, so the cost stays flat however long the ledger has been running.
+
+
+class OpenAlarms(NamedTuple):
+    """How many active alarms share a family, a priority and whether a site claims them."""
+
+    family: str
+    priority: str
+    routed: bool
+    total: int
+
+
+class ArchivedRows(NamedTuple):
+    """Rows ``alarm-bridge ledger archive`` has exported and removed, over all its runs."""
+
+    alarms: int
+    events: int
+    actions: int
+    timeline_entries: int
+
+
+def open_alarm_counts(session: Session) -> list[OpenAlarms]:
+    """Active alarms counted by family, priority and routed (a site claims them) or not."""
+    rows = session.execute(
+        select(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None), func.count())
+        .where(Alarm.state.in_(ACTIVE_ALARM_STATES))
+        .group_by(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None))
+    ).all()
+    return [OpenAlarms(family, priority, bool(routed), count) for family, priority, routed, count in rows]
+
+
+def alarms_needing_person(session: Session) -> int:
+    """Alarms flagged for a person."""
+    return session.execute(select(func.count()).where(Alarm.needs_person)).scalar_one()
+
+
+def live_action_counts(session: Session) -> dict[str, int]:
+    """Live actions (pending, queued, running) counted by state; a state with none is absent."""
+    rows = session.execute(
+        select(Action.state, func.count()).where(Action.state.in_(LIVE_ACTION_STATES)).group_by(Action.state)
+    ).all()
+    return {state: count for state, count in rows}
+
+
+def overdue_action_count(session: Session, *, due_before: datetime) -> int:
+    """Steps not yet running whose due time is before ``due_before``."""
+    return session.execute(
+        select(func.count()).where(
+            Action.state.in_((ActionState.PENDING, ActionState.QUEUED)), Action.due_at < due_before
+        )
+    ).scalar_one()
+
+
+def oldest_open_alarm_opened_at(session: Session) -> datetime | None:
+    """When the oldest alarm not yet ended was opened; None when none is open."""
+    return session.execute(
+        select(func.min(Alarm.opened_at)).where(Alarm.state.in_(ACTIVE_ALARM_STATES))
+    ).scalar_one()
+
+
+def archived_rows(session: Session) -> ArchivedRows:
+    """Every archive run's rows added up (one row per run, a few a week: cheap for decades)."""
+    totals = session.execute(
+        select(
+            func.coalesce(func.sum(ArchiveRun.alarms), 0),
+            func.coalesce(func.sum(ArchiveRun.events), 0),
+            func.coalesce(func.sum(ArchiveRun.actions), 0),
+            func.coalesce(func.sum(ArchiveRun.timeline_entries), 0),
+        )
+    ).one()
+    return ArchivedRows(*(int(total) for total in totals))  # PostgreSQL's SUM is a numeric
+
+
+def last_archive_finished_at(session: Session) -> datetime | None:
+    """When the latest archive run finished; None when none has run."""
+    return session.execute(
+        select(ArchiveRun.finished_at).order_by(ArchiveRun.id.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def supervision_troubles(session: Session) -> dict[str, int]:
+    """Supervised accounts with an open outage, by kind (``link``, ``test``), each read through its
+    partial index."""
+    return {
+        kind: session.execute(select(func.count()).where(column.is_not(None))).scalar_one()
+        for kind, column in (
+            ("link", AccountSupervision.link_alarm_id),
+            ("test", AccountSupervision.test_alarm_id),
+        )
     }

@@ -56,11 +56,11 @@ from app.ledger.models import (
 
 log = structlog.get_logger(__name__)
 
-ALARMS: Table = Alarm.__table__  # type: ignore[assignment]
-EVENTS: Table = Event.__table__  # type: ignore[assignment]
-ACTIONS: Table = Action.__table__  # type: ignore[assignment]
-TIMELINE: Table = TimelineEntry.__table__  # type: ignore[assignment]
-PERMITS: Table = TimelinePurgePermit.__table__  # type: ignore[assignment]
+ALARMS: Table = Alarm.__table__
+EVENTS: Table = Event.__table__
+ACTIONS: Table = Action.__table__
+TIMELINE: Table = TimelineEntry.__table__
+PERMITS: Table = TimelinePurgePermit.__table__
 LIVE = [state.value for state in LIVE_ACTION_STATES]
 DEFAULT_BATCH_SIZE = 500
 

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from pysiaalarm import SIAAccount
+from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
-from pysiaalarm.utils import MAIN_MATCHER, ResponseType
+from pysiaalarm.utils.enums import ResponseType
+from pysiaalarm.utils.regexes import MAIN_MATCHER
 
 from app.domain.sites import Site, Sites, Source
 

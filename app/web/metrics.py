@@ -26,22 +26,14 @@ import structlog
 from flask import Blueprint, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import telemetry
-from app.ledger.models import (
-    ACTIVE_ALARM_STATES,
-    LIVE_ACTION_STATES,
-    AccountSupervision,
-    Action,
-    ActionState,
-    Alarm,
-    ArchiveRun,
-    utcnow,
-)
+from app.adapters import kombu_redis, prometheus
+from app.ledger import queries
+from app.ledger.enums import LIVE_ACTION_STATES
+from app.ledger.models import utcnow
 from app.web.auth import bearer_token, matches_any
 from app.web.errors import ApiError
 from app.web.services import services
@@ -50,9 +42,6 @@ from config.settings import Settings
 
 bp = Blueprint("metrics", __name__)
 log = structlog.get_logger(__name__)
-# kombu's Redis transport keeps a list per queue and priority step: "name", "name\x06\x163", ...
-PRIORITY_SEPARATOR = "\x06\x16"
-PRIORITY_STEPS = ("", "3", "6", "9")
 BROKER_TIMEOUT_S = 0.5
 
 
@@ -99,56 +88,23 @@ class LedgerCollector(Collector):
         )
         now = utcnow()
         with self._sessions() as session:
-            rows = session.execute(
-                select(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None), func.count())
-                .where(Alarm.state.in_(ACTIVE_ALARM_STATES))
-                .group_by(Alarm.family, Alarm.priority, Alarm.site_key.is_not(None))
-            ).all()
-            flagged = session.execute(select(func.count()).where(Alarm.needs_person)).scalar_one()
-            by_state = session.execute(
-                select(Action.state, func.count())
-                .where(Action.state.in_(LIVE_ACTION_STATES))
-                .group_by(Action.state)
-            ).all()
-            late = session.execute(
-                select(func.count()).where(
-                    Action.state.in_((ActionState.PENDING, ActionState.QUEUED)),
-                    Action.due_at < now - self._overdue_after,
-                )
-            ).scalar_one()
-            first_opened = session.execute(
-                select(func.min(Alarm.opened_at)).where(Alarm.state.in_(ACTIVE_ALARM_STATES))
-            ).scalar_one()
-            # One row per archive run (a few a week): summing them stays cheap for decades.
-            runs = session.execute(
-                select(
-                    func.coalesce(func.sum(ArchiveRun.alarms), 0),
-                    func.coalesce(func.sum(ArchiveRun.events), 0),
-                    func.coalesce(func.sum(ArchiveRun.actions), 0),
-                    func.coalesce(func.sum(ArchiveRun.timeline_entries), 0),
-                )
-            ).one()
-            last_run = session.execute(
-                select(ArchiveRun.finished_at).order_by(ArchiveRun.id.desc()).limit(1)
-            ).scalar_one_or_none()
-            # Each through its partial index: the few accounts with an open outage.
-            troubles = {
-                kind: session.execute(select(func.count()).where(column.is_not(None))).scalar_one()
-                for kind, column in (
-                    ("link", AccountSupervision.link_alarm_id),
-                    ("test", AccountSupervision.test_alarm_id),
-                )
-            }
+            rows = queries.open_alarm_counts(session)
+            flagged = queries.alarms_needing_person(session)
+            counts = queries.live_action_counts(session)
+            late = queries.overdue_action_count(session, due_before=now - self._overdue_after)
+            first_opened = queries.oldest_open_alarm_opened_at(session)
+            runs = queries.archived_rows(session)
+            last_run = queries.last_archive_finished_at(session)
+            troubles = queries.supervision_troubles(session)
         total_unrouted = 0
         for family, priority, routed, count in rows:
             open_alarms.add_metric([family, priority, "true" if routed else "false"], count)
             total_unrouted += 0 if routed else count
         unrouted.add_metric([], total_unrouted)
         needs_person.add_metric([], flagged)
-        counts = dict(by_state)
         for state in LIVE_ACTION_STATES:
             actions.add_metric([state], counts.get(state, 0))
-        for kind, count in zip(("alarms", "events", "actions", "timeline_entries"), runs, strict=True):
+        for kind, count in runs._asdict().items():
             archived.add_metric([kind], count)
         last_archive.add_metric([], last_run.timestamp() if last_run else 0.0)
         overdue.add_metric([], late)
@@ -175,19 +131,14 @@ class QueueCollector(Collector):
             yield from (depth, up)
             return
         try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for queue in QUEUES:
-                    for step in PRIORITY_STEPS:
-                        pipe.llen(f"{self._prefix}{queue}{PRIORITY_SEPARATOR + step if step else ''}")
-                lengths = pipe.execute()
+            waiting = kombu_redis.waiting_messages(self._client, QUEUES, self._prefix)
         except redis.RedisError as exc:
             log.warning("metrics.broker_unavailable", error=type(exc).__name__)
             up.add_metric([], 0)
             yield from (depth, up)
             return
-        per_queue = len(PRIORITY_STEPS)
-        for index, queue in enumerate(QUEUES):
-            depth.add_metric([queue], sum(lengths[index * per_queue : (index + 1) * per_queue]))
+        for queue, count in waiting.items():
+            depth.add_metric([queue], count)
         up.add_metric([], 1)
         yield from (depth, up)
 
@@ -232,7 +183,7 @@ def export_metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     directory = telemetry.multiprocess_dir()
     if directory is not None:
-        MultiProcessCollector(registry, path=directory)
+        prometheus.collect_files(registry, directory)
     else:
         registry.register(_ProcessLocal())
     for gauges in _deployment_gauges():

@@ -211,7 +211,9 @@ def _session_record() -> dict[str, str] | None:
     session_id = session.get("sid")
     if isinstance(session_id, str):
         try:
-            record = _parse_record(_sessions().get(_record_key(session_id)))
+            raw = _sessions().get(_record_key(session_id))
+            # redis-py types a reply as "maybe awaitable"; this synchronous client gets bytes or None.
+            record = _parse_record(raw if isinstance(raw, bytes | str) else None)
         except redis.RedisError as exc:  # signed out while the store is down; /readyz says why
             log.warning("web.session_store_unavailable", error_type=type(exc).__name__)
     setattr(g, _RECORD, record)

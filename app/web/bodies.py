@@ -82,13 +82,14 @@ def json_object() -> dict[str, Any]:
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = read_body()
     try:
-        body = json.loads(raw, parse_constant=_as_text, parse_float=_finite_or_text)
+        parsed: object = json.loads(raw, parse_constant=_as_text, parse_float=_finite_or_text)
     except RecursionError:
         raise ApiError(400, "malformed_json", _too_deep()) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
+    if not isinstance(parsed, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    body: dict[str, Any] = parsed
     # Cheap first: a body with fewer brackets than the limit cannot be nested deeper than it.
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(body) > MAX_JSON_DEPTH:
         raise ApiError(400, "malformed_json", _too_deep())

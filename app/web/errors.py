@@ -27,6 +27,34 @@ log = structlog.get_logger(__name__)
 LEDGER_RETRY_AFTER_S = 1
 
 
+# What a 422 says about one field: its messages, or, for a nested object or a list, the same shape
+# again keyed by the inner field's name or the item's index (`{"events": {"0": ["..."]}}`).
+FIELD_MESSAGES = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "object", "additionalProperties": True},
+    ]
+}
+
+
+def field_messages(**kwargs: Any) -> ma.fields.Dict:
+    """`{field: messages}` as marshmallow reports it (documented as FIELD_MESSAGES), under the key
+    ``fields``: the attribute holding it cannot be named so (``Schema.fields`` is marshmallow's)."""
+    return ma.fields.Dict(
+        keys=ma.fields.String(),
+        data_key="fields",
+        metadata={"additionalProperties": FIELD_MESSAGES, **kwargs},
+    )
+
+
+class ErrorSchema(ma.Schema):
+    """The error envelope of every 4xx/5xx (documented in /openapi.json; error_response builds it)."""
+
+    error = ma.fields.String(required=True)
+    message = ma.fields.String(required=True)
+    field_errors = field_messages(description="422 only: each bad field with its messages")
+
+
 class ApiError(Exception):
     """An error a view raises on purpose; the status and code are part of the API."""
 
@@ -60,9 +88,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ma.ValidationError)
     def _invalid(exc: ma.ValidationError) -> Response:
-        messages = exc.normalized_messages()
-        fields = messages if isinstance(messages, dict) else {"_schema": messages}
-        return error_response(422, "invalid_request", "the request failed validation", fields)
+        return error_response(422, "invalid_request", "the request failed validation", invalid_fields(exc))
 
     @app.errorhandler(AlarmNotFoundError)
     def _not_found(exc: AlarmNotFoundError) -> Response:
@@ -105,6 +131,12 @@ def register(app: Flask) -> None:
         request_id = structlog.contextvars.get_contextvars().get("request_id") or uuid.uuid4().hex[:16]
         log.exception("web.unhandled_error", request_id=request_id, error_type=type(exc).__name__)
         return error_response(500, "internal_error", f"unexpected error; request id {request_id}")
+
+
+def invalid_fields(exc: ma.ValidationError) -> dict[str, Any]:
+    """Each invalid field with its messages, the ``fields`` of a 422 (``_schema`` for the whole body)."""
+    messages = exc.normalized_messages()  # type: ignore[no-untyped-call]  # marshmallow leaves it unannotated
+    return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
 def ledger_unreachable(exc: BaseException) -> bool:

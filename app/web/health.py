@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import marshmallow as ma
 import structlog
 from flask import Blueprint
 
 from app.ledger.session import ping
+from app.web.openapi import operation
 from app.web.services import services
 
 log = structlog.get_logger(__name__)
@@ -22,13 +24,36 @@ class BrokerNotConfiguredError(ConnectionError):
     """REDIS_URL is not set: there is no broker to ask."""
 
 
+class HealthSchema(ma.Schema):
+    """The answer of ``/healthz`` (documented in /openapi.json)."""
+
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(["ok"]))
+
+
+class ReadinessSchema(ma.Schema):
+    """The answer of ``/readyz``, ready or not (documented in /openapi.json)."""
+
+    status = ma.fields.String(required=True, validate=ma.validate.OneOf(["ready", "not_ready"]))
+    checks = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.String(),
+        required=True,
+        metadata={"description": "`ok`, or `down: <reason>`, for `ledger` and `broker`"},
+    )
+
+
 @bp.get("/healthz")
+@operation("Liveness", ok={200: ("alive", HealthSchema)})
 def report_alive() -> tuple[dict[str, Any], int]:
     """The process answers: restart it only when this fails."""
     return {"status": "ok"}, 200
 
 
 @bp.get("/readyz")
+@operation(
+    "Readiness: ledger and broker",
+    ok={200: ("ready", ReadinessSchema), 503: ("names what is down", ReadinessSchema)},
+)
 def report_ready() -> tuple[dict[str, Any], int]:
     """200 when the ledger and the broker both answer, else 503 naming what is down."""
     svc = services()

@@ -12,6 +12,8 @@ from typing import Any
 
 import marshmallow as ma
 
+from app.web.errors import field_messages
+
 MAX_BATCH = 500
 NOT_SET = frozenset({"", "N/A", "n/a", "NA"})  # Alta renders unset template codes as "N/A"
 _IDENTIFIER = re.compile(r"^[^\s,]{1,64}$")
@@ -190,31 +192,6 @@ class IntakeReceiptSchema(ma.Schema):
     duplicate = ma.fields.Boolean(required=True)
 
 
-# What a 422 says about one field: its messages, or, for a nested object or a list, the same shape
-# again keyed by the inner field's name or the item's index (`{"events": {"0": ["..."]}}`).
-FIELD_MESSAGES = {
-    "anyOf": [
-        {"type": "array", "items": {"type": "string"}},
-        {"type": "object", "additionalProperties": True},
-    ]
-}
-
-
-def field_messages(**kwargs: Any) -> ma.fields.Dict:
-    """`{field: messages}` as marshmallow reports it (documented as FIELD_MESSAGES)."""
-    return ma.fields.Dict(
-        keys=ma.fields.String(), metadata={"additionalProperties": FIELD_MESSAGES, **kwargs}
-    )
-
-
-class ErrorSchema(ma.Schema):
-    """The error envelope of every 4xx/5xx."""
-
-    error = ma.fields.String(required=True)
-    message = ma.fields.String(required=True)
-    fields = field_messages(description="422 only: each bad field with its messages")
-
-
 class BatchResultSchema(ma.Schema):
     """The answer to `events[index]` of a batch: the ids (202 recorded, 200 duplicate) or its own error."""
 
@@ -232,7 +209,7 @@ class BatchResultSchema(ma.Schema):
     duplicate = ma.fields.Boolean()
     error = ma.fields.String()
     message = ma.fields.String()
-    fields = field_messages()
+    field_errors = field_messages()
 
 
 class BatchReceiptSchema(ma.Schema):

@@ -28,15 +28,18 @@ from app.domain.sites import Source
 from app.ledger.models import utcnow
 from app.web.auth import authenticate_source
 from app.web.bodies import json_object, read_body
-from app.web.errors import ApiError, ledger_unreachable
+from app.web.errors import ApiError, invalid_fields, ledger_unreachable
 from app.web.intake import bp
 from app.web.intake.schemas import (
     AltaWebhookSchema,
+    BatchReceiptSchema,
     BatchSchema,
     CallOnAlarmTriggerSchema,
+    IntakeReceiptSchema,
     PanelEventSchema,
     is_callonalarm_body,
 )
+from app.web.openapi import ALTA_SOURCE, PANEL_SOURCE, operation
 from app.web.services import services
 
 log = structlog.get_logger(__name__)
@@ -57,9 +60,23 @@ ALTA_DETAILS = {
     "address": "address",
     "url": "url",
 }
+# What every intake route may answer besides its receipt.
+INTAKE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 503)
+RECEIPT = {
+    202: ("recorded (committed): the sender may forget the event", IntakeReceiptSchema),
+    200: ("already recorded: the same ids, `duplicate: true`", IntakeReceiptSchema),
+}
 
 
 @bp.post("/webhooks/alta")
+@operation(
+    "Receive an Alta Protect alarm-zone webhook (the body of our template)",
+    security=ALTA_SOURCE,
+    body=AltaWebhookSchema,
+    body_required=True,
+    ok=RECEIPT,
+    errors=INTAKE_ERRORS,
+)
 def receive_alta_webhook() -> tuple[dict[str, Any], int]:
     """Record one Alta Protect alarm-zone webhook."""
     source = _authenticated("alta")
@@ -84,6 +101,14 @@ def receive_alta_webhook() -> tuple[dict[str, Any], int]:
 
 
 @bp.post("/events")
+@operation(
+    "Receive an SIA DC-05 panel event (ours, or CallOnAlarm's trigger body unchanged)",
+    security=PANEL_SOURCE,
+    body=(PanelEventSchema, CallOnAlarmTriggerSchema),
+    body_required=True,
+    ok=RECEIPT,
+    errors=INTAKE_ERRORS,
+)
 def receive_panel_event() -> tuple[dict[str, Any], int]:
     """Record one SIA event, in our body or in CallOnAlarm's trigger body."""
     source = _authenticated("panel")
@@ -94,6 +119,20 @@ def receive_panel_event() -> tuple[dict[str, Any], int]:
 
 
 @bp.post("/events:batch")
+@operation(
+    "Receive up to 500 panel events; `results[i]` answers `events[i]` with its own status",
+    security=PANEL_SOURCE,
+    body=BatchSchema,
+    body_required=True,
+    ok={
+        200: (
+            "one result per event: 202/200 with ids, or its own 403/422, or 500/503 (send the batch "
+            "again: recorded events answer 200 duplicate)",
+            BatchReceiptSchema,
+        )
+    },
+    errors=INTAKE_ERRORS,
+)
 def receive_panel_events() -> tuple[dict[str, Any], int]:
     """Record up to 500 SIA events, each in its own transaction and answered on its own.
 
@@ -122,8 +161,8 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
             event = _panel_event(source, body, received_at=received_at, delivery_id=item_delivery)
             receipt = _record(event)
         except ma.ValidationError as exc:
-            messages = exc.normalized_messages()
-            results[index] = {"index": index, "status": 422, "error": "invalid_request", "fields": messages}
+            fields = invalid_fields(exc)
+            results[index] = {"index": index, "status": 422, "error": "invalid_request", "fields": fields}
             telemetry.EVENTS_RECEIVED.labels(source.key, "rejected", "invalid_request").inc()
             continue
         except ApiError as exc:

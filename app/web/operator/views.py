@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import marshmallow as ma
 from flask import request
 from sqlalchemy.orm import Session
 
@@ -16,22 +17,54 @@ from app.ledger.models import ACTIVE_ALARM_STATES, utcnow
 from app.web.auth import require_operator
 from app.web.bodies import optional_json_object
 from app.web.errors import ApiError
+from app.web.openapi import OPERATOR, operation
 from app.web.operator import bp
 from app.web.operator.schemas import (
     LEDGER_ID_MAX,
     ActionListQuerySchema,
+    ActionListSchema,
+    ActionViewSchema,
+    AlarmDetailSchema,
     AlarmListQuerySchema,
+    AlarmListSchema,
     EmptySchema,
     EndRequestSchema,
+    SelftestReceiptSchema,
     SelftestRequestSchema,
     VerifyRequestSchema,
 )
 from app.web.services import services
 
 LEDGER_ID = f"int(max={LEDGER_ID_MAX})"  # a larger id is a 404 from the router, not a database error
+# What a command may answer besides its result: a body is optional, but when sent it is JSON.
+COMMAND_ERRORS = (400, 401, 404, 409, 413, 415, 422, 503)
+View = TypeVar("View", bound=Callable[..., object])
+
+
+def _alarm_command(summary: str, body: type[ma.Schema] | None = None) -> Callable[[View], View]:
+    """The operation of a command on one alarm: each answers the alarm as it is after it."""
+    return operation(
+        summary,
+        security=OPERATOR,
+        body=body,
+        ok={200: ("the alarm after the command (as GET /v1/alarms/{alarm_id})", AlarmDetailSchema)},
+        errors=COMMAND_ERRORS,
+        error_text={
+            404: "no such alarm",
+            409: "the alarm has ended",
+            422: "invalid fields (acknowledge takes none), each named in `fields`",
+        },
+    )
 
 
 @bp.post("/system/selftest")
+@operation(
+    "Send a self-test through broker and worker (operator key)",
+    security=OPERATOR,
+    body=SelftestRequestSchema,
+    ok={202: ("sent: poll `status_url`", SelftestReceiptSchema)},
+    errors=(400, 401, 413, 415, 422, 503),
+)
 @require_operator
 def request_selftest() -> tuple[dict[str, Any], int]:
     """Send a self-test through the broker to a worker; poll its action to see it complete."""
@@ -44,6 +77,13 @@ def request_selftest() -> tuple[dict[str, Any], int]:
 
 
 @bp.get(f"/system/selftest/<{LEDGER_ID}:action_id>")
+@operation(
+    "The self-test action: state, attempts, the worker that completed it, timeline",
+    security=OPERATOR,
+    ok={200: ("the self-test", ActionViewSchema)},
+    errors=(401, 404, 503),
+    error_text={404: "no such self-test"},
+)
 @require_operator
 def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
     """The self-test action: state, attempts, which worker completed it, and its timeline."""
@@ -55,6 +95,13 @@ def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/alarms")
+@operation(
+    "The alarm queue (operator key): life-safety first, then oldest",
+    security=OPERATOR,
+    query=AlarmListQuerySchema,
+    ok={200: ("the alarms", AlarmListSchema)},
+    errors=(401, 422, 429, 503),
+)
 @require_operator
 def list_alarms() -> tuple[dict[str, Any], int]:
     """The alarm queue, life-safety first then oldest first; filter unrouted or needs-a-person."""
@@ -67,6 +114,13 @@ def list_alarms() -> tuple[dict[str, Any], int]:
 
 
 @bp.get(f"/alarms/<{LEDGER_ID}:alarm_id>")
+@operation(
+    "One alarm with its events, actions and timeline (operator key)",
+    security=OPERATOR,
+    ok={200: ("the alarm", AlarmDetailSchema)},
+    errors=(401, 404, 503),
+    error_text={404: "no such alarm"},
+)
 @require_operator
 def show_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """One alarm: its events, every action with its state, and the timeline."""
@@ -94,6 +148,9 @@ def _run_on_alarm(alarm_id: int, command: Callable[[Session, int], list[DueActio
 
 
 @bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/verify")
+@_alarm_command(
+    "Record the verdict (valid / false / none), carry it to Alta; false ends it", VerifyRequestSchema
+)
 @require_operator
 def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """Record the operator's verdict (valid / false / none) and carry it to Alta; false ends the alarm."""
@@ -105,6 +162,7 @@ def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 
 
 @bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/acknowledge")
+@_alarm_command("A person has taken the alarm (it leaves the needs-a-person list)")
 @require_operator
 def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """A person has taken the alarm; one a panel's cancel stood down ends as cancelled."""
@@ -116,6 +174,9 @@ def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 
 
 @bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/end")
+@_alarm_command(
+    "End with an outcome: stop what has not started, end the Alta alert, stand down", EndRequestSchema
+)
 @require_operator
 def end_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
     """End the alarm: stops what has not started, ends the Alta alert, stands responders down."""
@@ -127,6 +188,17 @@ def end_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 
 
 @bp.post(f"/actions/<{LEDGER_ID}:action_id>/retry")
+@operation(
+    "Run a failed action again with fresh attempts (operator key)",
+    security=OPERATOR,
+    ok={202: ("the action, queued", ActionViewSchema)},
+    errors=COMMAND_ERRORS,
+    error_text={
+        404: "no such action",
+        409: "not failed, or its alarm has ended",
+        422: "a body with fields (it takes none)",
+    },
+)
 @require_operator
 def retry_action(action_id: int) -> tuple[dict[str, Any], int]:
     """Run a failed action again with a fresh set of attempts."""
@@ -143,6 +215,13 @@ def retry_action(action_id: int) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/actions")
+@operation(
+    "Actions by state (operator key); ?state=failed (the default) is the dead-letter view",
+    security=OPERATOR,
+    query=ActionListQuerySchema,
+    ok={200: ("the actions, newest first", ActionListSchema)},
+    errors=(401, 422, 429, 503),
+)
 @require_operator
 def list_actions() -> tuple[dict[str, Any], int]:
     """Actions by state, newest first; `?state=failed` (the default) is the dead-letter view."""

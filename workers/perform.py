@@ -24,7 +24,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
 from app import telemetry
-from app.domain import actions, task_names
+from app.domain import actions
 from app.domain.actions import ClaimedAction, DueAction
 from app.domain.alarms import (
     FALLBACK_FROM,
@@ -48,6 +48,7 @@ from app.ledger.models import (
     utcnow,
 )
 from config.settings import Settings
+from vendors import EMERGENCY_REQUESTS, WAKING_REFS
 from workers.clients import Clients
 from workers.clients.base import FirstRequestProbe, first_request_probe, step_deadline
 from workers.clients.cache import cache_key
@@ -62,14 +63,13 @@ from workers.runtime import Runtime, runtime
 
 log = structlog.get_logger(__name__)
 FIRST_REQUEST_MEMORY_S = 7 * 24 * 3600  # longer than any alarm stays open
-# The refs a step may wait for (NotYetError(wake_on_refs=True)): the Alta alert, its video links.
-# Recording another ref wakes nobody, so it costs no statement.
-WAKING_REFS = frozenset({"alta_alert_guid", "video_links"})
+# The refs a step may wait for (NotYetError(wake_on_refs=True)) are vendors.WAKING_REFS: recording
+# another ref wakes nobody, so it costs no statement.
 
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
-    """A step a handler asks for next (e.g. the Alta guid is known: collect the video)."""
+    """A step a handler asks for next (e.g. the alert is found: collect its video)."""
 
     kind: str
     after_s: float = 0.0
@@ -86,7 +86,7 @@ class Outcome:
     refs: dict[str, Any] = field(default_factory=dict)  # merged into the alarm's refs
     follow_ups: tuple[FollowUp, ...] = ()
     needs_person: str | None = None  # a reason: the alarm is raised to a person
-    fallback: str | None = None  # a reason: run the phone fallback (e.g. RapidSOS 216/217)
+    fallback: str | None = None  # a reason: run the phone fallback (e.g. no PSAP can take it)
 
 
 def _nothing() -> None:
@@ -97,9 +97,9 @@ def _nothing() -> None:
 class Job:
     """Everything a handler gets: its action, its alarm, the clients, the settings and the time.
 
-    ``release_911``: the RapidSOS create calls it once its request has been written to the socket, to
-    start the alarm's steps held until the 911 request leaves (perform() calls it anyway when the step
-    ends).
+    ``release_911``: the 911 request's step (``vendors.EMERGENCY_REQUESTS``) calls it once its request
+    has been written to the socket, to start the alarm's steps held until the 911 request leaves
+    (perform() calls it anyway when the step ends).
     """
 
     action: ClaimedAction
@@ -176,7 +176,7 @@ def perform(action_id: int, handler: Handler) -> str:
     finally:
         step_deadline.reset(deadline_token)
         first_request_probe.reset(probe_token)
-        if claimed.kind == task_names.RAPIDSOS_CREATE_ALERT:
+        if claimed.kind in EMERGENCY_REQUESTS:
             release_911()  # whatever happened to the 911 request, the guard is not held any longer
     return _succeed(rt, claimed, outcome)
 

@@ -1,7 +1,7 @@
 """What a step knows about its alarm, and what a finished step may change on it.
 
 Handlers get an ``AlarmContext`` snapshot (site, first event, refs) instead of ORM rows; what they
-learn comes back as refs to merge (Alta guid, video links, TrackTik dispatch task, ...), follow-up
+learn comes back as refs to merge (each vendor's keys are declared in ``vendors/<key>/refs.py``), follow-up
 steps to plan, a reason for a person, or a request for the fallback step. All of it is applied in
 the same transaction that records the step's success or failure.
 """
@@ -16,13 +16,12 @@ from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
-from app.domain import sia, task_names
+from app.domain import sia
 from app.domain.actions import ALARM_SNAPSHOT, DueAction, core, due_action, new_action, written_behind
 from app.domain.sites import Site, Sites
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
-
-# A permanent failure (or a "no PSAP can take it") of these steps calls a person by phone instead.
-FALLBACK_FROM = frozenset({task_names.RAPIDSOS_CREATE_ALERT, task_names.TRACKTIK_CREATE_ALARM})
+from vendors import FALLBACK_FROM as FALLBACK_FROM
+from vendors import PHONE_FALLBACK
 
 # Every step reads its context and most record refs: prebuilt Core statements, not ORM loads (cheaper
 # by a multiple in CPU on this hot path).
@@ -102,7 +101,7 @@ def load_context(
     )
 
 
-def locked_alarm(session: Session, alarm_id: int | None) -> Row[Any] | None:
+def locked_alarm(session: Session, alarm_id: int | None) -> Row[Any, Any, Any, Any, Any] | None:
     """The alarm's id, state, outcome, refs and panel cancel, under its row lock (before any action's)."""
     if alarm_id is None:
         return None
@@ -184,7 +183,7 @@ def plan_fallback(
     sites: Sites,
     fallback_account: str | None,
 ) -> DueAction | None:
-    """Call a person by phone (CallOnAlarm) because a dispatch step could not do its job.
+    """Call a person by phone (``vendors.PHONE_FALLBACK``) because a dispatch step could not do its job.
 
     A call already planned but waiting is made due now and no longer cancellable; one already placed
     stands; otherwise a new call goes to the site's connection, else the monitoring centre's.
@@ -194,7 +193,7 @@ def plan_fallback(
     calls = (
         session.execute(
             select(Action)
-            .where(Action.alarm_id == alarm_id, Action.kind == task_names.CALLONALARM_TRIGGER)
+            .where(Action.alarm_id == alarm_id, Action.kind == PHONE_FALLBACK.step)
             .with_for_update()
         )
         .scalars()
@@ -221,7 +220,7 @@ def plan_fallback(
             note(session, alarm_id, now, "fallback.call_placed", f"{reason}: a call is already placed")
             return None
     site = sites.site(alarm.site_key) if alarm.site_key else None
-    account = site.callonalarm.account_number if site and site.callonalarm else fallback_account
+    account = (PHONE_FALLBACK.account(site) if site is not None else None) or fallback_account
     if account is None or alarm.state == AlarmState.ENDED:
         note(
             session,
@@ -235,7 +234,7 @@ def plan_fallback(
     return plan_step(
         session,
         alarm,
-        task_names.CALLONALARM_TRIGGER,
+        PHONE_FALLBACK.step,
         now=now,
         max_attempts=max_attempts,
         params={"fallback": True, "account": account, "reason": reason},

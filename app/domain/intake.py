@@ -31,13 +31,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.domain import contact, operations, sia, task_names
+from app.domain import contact, operations, sia
 from app.domain.actions import DueAction, action_values
 from app.domain.alarms import note
 from app.domain.events import Classification, DedupeKey, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
 from app.domain.sites import Site, Sites
-from app.domain.stand_down import BY_HAND_CREATES, engaged_by_hand, stand_down
+from app.domain.stand_down import engaged_by_hand, stand_down
 from app.ledger.models import (
     ACTIVE_ALARM_STATES,
     WAITING_FOR_911,
@@ -50,12 +50,13 @@ from app.ledger.models import (
 )
 from app.ledger.models import Event as EventRow
 from config.settings import Settings
+from vendors import BY_API, BY_HAND_CREATES, EMERGENCY_REQUESTS, acts_on_source, vendor_of
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
-# A life-safety alarm's 911 request leaves first: its other immediate steps wait until the RapidSOS
-# create has been written to the socket (the RapidSOS task releases them), and never longer than
-# this, so a guard is not kept waiting by a RapidSOS step that cannot start (the dispatcher sends
-# them then).
+# A life-safety alarm's 911 request (``vendors.EMERGENCY_REQUESTS``) leaves first: its other immediate
+# steps wait until the request has been written to the socket (its task releases them), and never
+# longer than this, so a guard is not kept waiting by a 911 step that cannot start (the dispatcher
+# sends them then).
 HOLD_FOR_911 = timedelta(seconds=3)
 RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.UNBYPASS})
 
@@ -327,7 +328,7 @@ class _Recorder:
         self.now = event.received_at
         self.notes: list[dict[str, Any]] = []  # written in one statement by write_notes()
 
-    def apply(self) -> tuple[Alarm | None, list[DueAction]]:
+    def apply(self) -> tuple[Alarm | _AlarmRef | None, list[DueAction]]:
         kind = self.cls.kind
         if self.site is None or kind in OPENING_KINDS:
             return self._open_or_join()
@@ -426,28 +427,26 @@ class _Recorder:
         queue = sia.queue_for(self.cls.priority)
         planned: list[tuple[dict[str, Any], str]] = []
         hold_for_911 = self.cls.priority == sia.Priority.LIFE_SAFETY and any(
-            s.kind == task_names.RAPIDSOS_CREATE_ALERT and s.after <= timedelta(0) for s in steps
+            s.kind in EMERGENCY_REQUESTS and s.after <= timedelta(0) for s in steps
         )
         for index, step in enumerate(steps):
-            if step.kind.startswith("alta.") and self.event.source_kind != "alta":
+            vendor = vendor_of(step.kind)
+            if vendor is not None and vendor.source_kind not in (None, self.event.source_kind):
+                # The step acts on the alert a signal of that source came with; this alarm has none.
                 self.note(
-                    alarm.id, "plan.step_skipped", f"{step.kind} skipped: the alarm did not come from Alta"
+                    alarm.id,
+                    "plan.step_skipped",
+                    f"{step.kind} skipped: the alarm did not come from {vendor.name}",
                 )
                 continue
             immediate = step.after <= timedelta(0)
-            kind, params = step.kind, {"step": index, "event_id": self.event_id}
-            if kind == task_names.ALTA_COLLECT_VIDEO:
-                # The video belongs to the ongoing Alta alert, which must be found first.
-                kind, params = (
-                    task_names.ALTA_FIND_ONGOING_ALERT,
-                    {**params, "then": task_names.ALTA_COLLECT_VIDEO},
-                )
-            held = (
-                hold_for_911
-                and immediate
-                and kind != task_names.RAPIDSOS_CREATE_ALERT
-                and not kind.startswith("alta.")
-            )
+            kind = step.kind
+            params: dict[str, Any] = {"step": index, "event_id": self.event_id}
+            first = vendor.prerequisites.get(kind) if vendor is not None else None
+            if first is not None:
+                # E.g. a video belongs to the ongoing alert of its source, which must be found first.
+                kind, params = first, {**params, "then": step.kind}
+            held = hold_for_911 and immediate and kind not in EMERGENCY_REQUESTS and not acts_on_source(kind)
             row = action_values(
                 kind=kind,
                 target=kind.split(".", 1)[0],
@@ -575,23 +574,26 @@ class _Recorder:
     def _stand_down(self, alarm: Alarm) -> list[DueAction]:
         """A cancel in time: the response stands down as an operator's End with outcome cancelled.
 
-        Every step not started stops, RapidSOS is cancelled and a call CallOnAlarm may hold gets the
-        restore. The alarm then ends as cancelled, unless a responder only a person can recall (a
-        TrackTik dispatch) is or may be engaged: then it waits for a person, whose acknowledge or
-        End ends it as cancelled.
+        Every step not started stops, and every responder that can be stood down by API is (a 911
+        request cancelled, a call still held restored). The alarm then ends as cancelled, unless a
+        responder only a person can recall (``vendors.BY_HAND``) is or may be engaged: then it waits
+        for a person, whose acknowledge or End ends it as cancelled.
         """
         code = self.event.code or ""
         self.write_notes()  # the helpers below write their own lines: keep the timeline in order
         steps = self.session.execute(select(Action).where(Action.alarm_id == alarm.id)).scalars().all()
-        # A call that tried, runs or ran may be held by CallOnAlarm (in its own delay): restore it.
-        call_maybe_held = any(
-            a.kind == task_names.CALLONALARM_TRIGGER
+        # A create that tried, runs or ran may be engaged before its ref is recorded (a phone call held
+        # in the vendor's own delay): its by-API stand-down runs all the same.
+        maybe_engaged = {
+            a.kind
+            for a in steps
+            for entry in BY_API
+            if a.kind == entry.maybe_engaged_by
             and (
                 a.state in (ActionState.RUNNING, ActionState.SUCCEEDED) or a.attempts > 0 or a.outcome_unknown
             )
-            for a in steps
-        )
-        # A TrackTik create running, or one that tried and lost its answer, may have dispatched a guard.
+        }
+        # A by-hand create running, or one that tried and lost its answer, may have dispatched a guard.
         by_hand_in_flight = sorted(
             {
                 vendor
@@ -642,7 +644,7 @@ class _Recorder:
             now=self.now,
             max_attempts=self.rules.max_attempts,
             raise_to_person=True,
-            restore_call=call_maybe_held,
+            maybe_engaged=maybe_engaged,
             cancelled_by=code,
         )
         for vendor in by_hand_in_flight:

@@ -1,8 +1,9 @@
 """What operators do to an alarm: verify, acknowledge, end, and retry a failed step.
 
-Each command is one transaction on the ledger; anything that must reach an upstream (the verdict to
-Alta, ending the Alta alert, cancelling the RapidSOS alert or the pending phone calls) becomes a step
-the workers run, returned for the outbox to publish after commit.
+Each command is one transaction on the ledger; anything that must reach an upstream (the verdict and
+the end to the vendor whose source raised the alarm, ``vendors.OPERATOR_STEPS``; standing responders
+down, ``app.domain.stand_down``) becomes a step the workers run, returned for the outbox to publish
+after commit.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.domain import task_names
 from app.domain.actions import CLOSING_KINDS, DueAction, due_action, lock_alarm_first
 from app.domain.alarms import note, plan_step
 from app.domain.stand_down import stand_down
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, Outcome
+from vendors import OPERATOR_STEPS
+from vendors.base import OperatorSteps
 
 Verdict = Literal["valid", "false", "none"]
-# Outcomes after which responders should stand down upstream (RapidSOS cancel, calls stopped).
+# Outcomes after which responders should stand down upstream (a 911 request cancelled, calls stopped).
 STAND_DOWN = frozenset({Outcome.FALSE_ALARM, Outcome.CANCELLED, Outcome.TEST})
 
 
@@ -45,32 +47,35 @@ def _active_alarm(session: Session, alarm_id: int) -> Alarm:
     return alarm
 
 
-def _is_alta(alarm: Alarm) -> bool:
-    return alarm.code is None or "alta_alert_guid" in (alarm.refs or {})
+def _told(alarm: Alarm) -> list[OperatorSteps]:
+    """The vendors an operator's verdict and End go to: the one whose source raised the alarm."""
+    return [entry for entry in OPERATOR_STEPS if entry.applies(alarm.code, alarm.refs or {})]
 
 
 def verify(
     session: Session, alarm_id: int, verdict: Verdict, *, now: datetime, max_attempts: int
 ) -> list[DueAction]:
-    """Record an operator's verdict and carry it to Alta; a false alarm also ends the alarm."""
+    """Record an operator's verdict and carry it to the alarm's source; a false alarm also ends it."""
     alarm = _active_alarm(session, alarm_id)
     alarm.verification = verdict
     alarm.verified_at = now
     note(session, alarm.id, now, "alarm.verified", f"operator verdict: {verdict}")
     due: list[DueAction] = []
-    if _is_alta(alarm):
+    for entry in _told(alarm):
         step = plan_step(
             session,
             alarm,
-            task_names.ALTA_VERIFY,
+            entry.verify,
             now=now,
             max_attempts=max_attempts,
             params={"verdict": verdict},
         )
         due += [step] if step else []
     if verdict == "false":
-        # Alta ends a false alert itself (code 202), so no separate alta.end is needed.
-        due += end(session, alarm_id, Outcome.FALSE_ALARM, now=now, max_attempts=max_attempts, end_alta=False)
+        # The source ends an alert verified false itself, so no end step is needed.
+        due += end(
+            session, alarm_id, Outcome.FALSE_ALARM, now=now, max_attempts=max_attempts, end_source=False
+        )
     return due
 
 
@@ -134,7 +139,7 @@ def end(
     *,
     now: datetime,
     max_attempts: int,
-    end_alta: bool = True,
+    end_source: bool = True,
 ) -> list[DueAction]:
     """End the alarm with an outcome: stop what has not started and close it with the upstreams.
 
@@ -161,8 +166,8 @@ def end(
     )
     flag_uncertain(session, alarm, uncertain, now=now, when="ended")
     due: list[DueAction] = []
-    if end_alta and _is_alta(alarm):
-        step = plan_step(session, alarm, task_names.ALTA_END, now=now, max_attempts=max_attempts)
+    for entry in _told(alarm) if end_source else ():
+        step = plan_step(session, alarm, entry.end, now=now, max_attempts=max_attempts)
         due += [step] if step else []
     if outcome in STAND_DOWN:
         # The operator ending it is the person: the by-hand lines go on the timeline only.

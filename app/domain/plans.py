@@ -1,10 +1,12 @@
 """Action plans: which steps an alarm of a given family and kind calls for, and when.
 
 A site's plan is what the integrator wrote in the sites file: per alarm family, an ordered list of
-steps, each an action kind (a task name from ``task_names.PLAN_STEP_KINDS``) with an optional delay
-and a flag saying whether a cancel stops it. Intake turns the steps into action rows with ``due_at``;
-running them is the workers' business. This module holds only the model and its invariants, so that
-a plan built in code obeys the same safety rules as one read from the file.
+steps, each an action kind (a task name from ``vendors.PLAN_STEP_KINDS``, the steps the vendors
+declare a plan may name) with an optional delay and a flag saying whether a cancel stops it. Intake
+turns the steps into action rows with ``due_at``; running them is the workers' business. This module
+holds only the model and its invariants, so that a plan built in code obeys the same safety rules as
+one read from the file. The words a plan is written in (families, kinds, plan keys) live in
+``app.domain.plan_keys`` and are re-exported here.
 
 The one rule that must never bend: life-safety alarms (``NEVER_HELD_FAMILIES``) are never held for a
 cancel window. A user who opens the panel seconds after a fire alarm has not put out the fire, so a
@@ -17,72 +19,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 
-from app.domain.task_names import PLAN_STEP_KINDS
-
-# These sets mirror app.domain.sia (Family, Kind and NEVER_HELD_FAMILIES). They are spelled out here
-# rather than imported so that the plan model, and the sites file that validates against it, do not
-# load the SIA catalogue; tests/unit/app/domain/test_plans.py checks that they agree.
-FAMILIES: frozenset[str] = frozenset(
-    {
-        "fire",
-        "burglary",
-        "holdup",
-        "panic",
-        "medical",
-        "emergency",
-        "gas",
-        "heat",
-        "water",
-        "freeze",
-        "sprinkler",
-        "tamper",
-        "access",
-        "power",
-        "system",
-        "network",
-        "test",
-        "untyped",
-        "unknown",
-    }
-)
-KINDS: frozenset[str] = frozenset(
-    {
-        "alarm",
-        "restore",
-        "trouble",
-        "trouble_restore",
-        "supervisory",
-        "bypass",
-        "unbypass",
-        "cancel",
-        "opening",
-        "closing",
-        "test",
-        "status",
-        "unknown",
-    }
-)
-
-# Families whose alarms are acted on at once and never stopped by a cancel. Mirrors
-# sia.NEVER_HELD_FAMILIES: fire, medical, holdup, panic, gas and emergency, plus sprinkler (water flow)
-# and heat, which are fire signals (CONTRACTS.md Part B §6.4), and unknown, because a code nobody can
-# read might be a fire.
-NEVER_HELD_FAMILIES: frozenset[str] = frozenset(
-    {"fire", "sprinkler", "heat", "gas", "medical", "emergency", "holdup", "panic", "unknown"}
-)
-
-TROUBLE_KEY = "trouble"
-DEFAULT_KEY = "default"
-# A code outside the SIA catalogue: the bridge cannot know what it means, so it dispatches nothing on a
-# guess. Only a list of this name (an explicit opt-in) runs for it; never "default".
-UNKNOWN_KEY = "unknown"
-# The keys a plan may have: one list per family, one for troubles, one fallback for alarms.
-PLAN_KEYS: frozenset[str] = FAMILIES | {TROUBLE_KEY, DEFAULT_KEY}
-
-# Kinds that start new work. An unknown kind opens an alarm like an alarm does (a signal nobody
-# understands is shown to a person, never dropped), but runs only the plan's "unknown" list.
-ALARM_KINDS: frozenset[str] = frozenset({"alarm", "unknown"})
-TROUBLE_KINDS: frozenset[str] = frozenset({"trouble", "supervisory"})
+from app.domain.plan_keys import ALARM_KINDS as ALARM_KINDS
+from app.domain.plan_keys import DEFAULT_KEY as DEFAULT_KEY
+from app.domain.plan_keys import FAMILIES as FAMILIES
+from app.domain.plan_keys import KINDS as KINDS
+from app.domain.plan_keys import NEVER_HELD_FAMILIES as NEVER_HELD_FAMILIES
+from app.domain.plan_keys import PLAN_KEYS as PLAN_KEYS
+from app.domain.plan_keys import TROUBLE_KEY as TROUBLE_KEY
+from app.domain.plan_keys import TROUBLE_KINDS as TROUBLE_KINDS
+from app.domain.plan_keys import UNKNOWN_KEY as UNKNOWN_KEY
+from app.domain.plan_keys import format_duration as format_duration
+from vendors import PLAN_STEP_KINDS
 
 # A delay longer than this is a typo (an alarm does not wait a day for its first call).
 MAX_STEP_DELAY = timedelta(hours=24)
@@ -100,16 +47,6 @@ class Step:
     kind: str
     after: timedelta = timedelta(0)
     cancellable: bool = False
-
-
-def format_duration(delta: timedelta) -> str:
-    """``delta`` the way the sites file writes it: ``"90s"`` becomes ``"1m30s"``, zero is ``"0s"``."""
-    sign, seconds = ("-", -delta) if delta < timedelta(0) else ("", delta)
-    total = int(seconds.total_seconds())
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
-    return sign + ("".join(parts) or "0s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +148,8 @@ class Plan:
         return ()
 
 
-# The plan of an alarm that no site claims (an account or Alta zone nobody configured). It has no
-# steps on purpose: with no site there is no address, TrackTik organization, CallOnAlarm account or
-# RapidSOS contact to act with, and guessing would send a guard or a 911 request to the wrong place.
+# The plan of an alarm that no site claims (an account or zone nobody configured). It has no steps on
+# purpose: with no site there is no address and no vendor table (organization, phone connection,
+# emergency contacts) to act with, and guessing would send a guard or a 911 request to the wrong place.
 # The alarm is still recorded and shown to an operator, who decides; "no silent drop" holds.
 UNROUTED_PLAN = Plan(key="unrouted", steps_by_key={})

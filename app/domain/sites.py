@@ -24,18 +24,16 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from types import MappingProxyType
 from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from app.domain.plans import (
-    DEFAULT_KEY,
-    TROUBLE_KEY,
-    TROUBLE_KINDS,
-    Plan,
-)
+from app.domain.plans import Plan
+from app.domain.site_tables import Location as Location
+from app.domain.site_tables import normalise as _normalise
+
+T = TypeVar("T")
 
 SourceKind = Literal["panel", "alta", "dc09"]
 SOURCE_KINDS: tuple[SourceKind, ...] = ("panel", "alta", "dc09")
@@ -52,9 +50,8 @@ MAX_TIMESTAMP_BAND = timedelta(hours=24)
 DC09_KEY_BYTES = (16, 24, 32)
 
 # RapidSOS `variables.event.site_type` (seed 004). Residential and commercial sites are expected at a
-# fixed civic address; personal and vehicle ones at GPS coordinates.
+# fixed civic address; personal and vehicle ones at GPS coordinates (vendors/rapidsos/site.py).
 SITE_TYPES: frozenset[str] = frozenset({"RESIDENTIAL", "COMMERCIAL", "VEHICLE", "PERSONAL"})
-GEODETIC_SITE_TYPES: frozenset[str] = frozenset({"VEHICLE", "PERSONAL"})
 
 # Used when a site does not say. Central stations commonly cancel a burglary that a user cancels within
 # two minutes (CONTRACTS.md Part B §6.4).
@@ -71,20 +68,11 @@ MAX_TEST_INTERVAL = timedelta(days=35)
 MAX_TEST_GRACE = timedelta(hours=24)
 DEFAULT_TEST_GRACE = timedelta(minutes=15)
 
-# RapidSOS recommends at most three emergency contacts besides the primary keyholder (seed 004).
-MAX_EMERGENCY_CONTACTS = 4
-
 # A shorter bearer token can be guessed; the check costs integrators nothing (`openssl rand -hex 32`).
 MIN_TOKEN_LENGTH = 16
 # Standard Webhooks recommends secrets of 24 to 64 random bytes, written "whsec_" + base64.
 SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SIGNING_SECRET_BYTES = range(24, 65)
-
-# Which vendor table a step kind needs on the site that runs it (cad.* and alta.* need none: the CAD
-# is configured once in the settings, and Alta acts on the alert the signal came with).
-STEP_VENDOR_TABLES: Mapping[str, str] = MappingProxyType(
-    {"tracktik": "tracktik", "callonalarm": "callonalarm", "rapidsos": "rapidsos"}
-)
 
 
 class SitesFileError(ValueError):
@@ -153,86 +141,6 @@ class Source:
         return tuple(base64.b64decode(s.removeprefix(SIGNING_SECRET_PREFIX)) for s in self.signing_secrets)
 
 
-# RapidSOS's civic location limits (seed 004): a Location field -> (RapidSOS's name, min, max length).
-# The sites file checks a site against them, and the RapidSOS task maps an address through them.
-RAPIDSOS_CIVIC: Mapping[str, tuple[str, int, int]] = MappingProxyType(
-    {
-        "name": ("name", 1, 200),
-        "address_line1": ("street_1", 1, 200),
-        "address_line2": ("street_2", 1, 200),
-        "city": ("city", 1, 30),
-        "state": ("state", 2, 2),
-        "country": ("country", 1, 30),
-        "postal_code": ("zip_code", 5, 5),
-    }
-)
-RAPIDSOS_CIVIC_REQUIRED = ("address_line1", "city", "state", "country", "postal_code")
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where responders go. Names follow TrackTik's ``location`` (seed 000) in snake case.
-
-    There is always an ``address_line1`` or a ``latitude`` and ``longitude`` (TrackTik's minimum).
-    ``country`` is an ISO 3166 alpha-2 code, as TrackTik and RapidSOS both ask.
-    """
-
-    name: str | None = None
-    address_line1: str | None = None
-    address_line2: str | None = None
-    city: str | None = None
-    state: str | None = None
-    country: str | None = None
-    postal_code: str | None = None
-    latitude: float | None = None
-    longitude: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TrackTikSite:
-    """How a site's alarms are raised in TrackTik (``POST /alarms``, seed 000).
-
-    ``alarm_type_codes`` maps plan keys (a family, ``trouble``, ``default``) to TrackTik alarm type
-    codes configured for ``alarm_organization``.
-    """
-
-    alarm_organization: int
-    alarm_type_codes: Mapping[str, str] = field(hash=False)
-    alarm_connection_custom_id: str | None = None
-
-    def alarm_type_code(self, family: str, kind: str) -> str | None:
-        """The type code for an event: troubles use ``trouble``, alarms their family; then ``default``."""
-        key = TROUBLE_KEY if kind in TROUBLE_KINDS else family
-        return self.alarm_type_codes.get(key, self.alarm_type_codes.get(DEFAULT_KEY))
-
-
-@dataclass(frozen=True, slots=True)
-class CallOnAlarmSite:
-    """The CallOnAlarm connection whose contacts are called for this site."""
-
-    account_number: str
-
-
-@dataclass(frozen=True, slots=True)
-class EmergencyContact:
-    """A RapidSOS emergency contact; the first one is taken as the keyholder."""
-
-    name: str
-    phone: str  # E.164, with or without the leading "+"
-    relationship: str | None = None
-    language: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RapidSOSSite:
-    """What RapidSOS needs besides the location and the site type (``POST /v1/alerts/``, seed 004)."""
-
-    callflow: str
-    emergency_contacts: tuple[EmergencyContact, ...] = ()
-    alarm_permit_number: str | None = None
-    site_phone: str | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class SupervisedAccount:
     """One account whose link is supervised: through which source, for which site, how often."""
@@ -259,14 +167,18 @@ class Site:
     cancel_window: timedelta
     plan: Plan
     location: Location
-    tracktik: TrackTikSite | None = None
-    callonalarm: CallOnAlarmSite | None = None
-    rapidsos: RapidSOSSite | None = None
     supervision: Supervision | None = None  # overrides, check by check, its sources' supervision
+    # The vendor tables the site has (``vendors.SITE_TABLES``), by type: read with ``table``.
+    tables: Mapping[type[object], object] = field(default_factory=dict, hash=False)
 
+    def table(self, kind: type[T]) -> T | None:
+        """The site's vendor table of type ``kind`` (a class from ``vendors/<key>/site.py``), or None."""
+        found = self.tables.get(kind)
+        return found if isinstance(found, kind) else None
 
-def _normalise(identifier: str) -> str:
-    return identifier.strip().casefold()
+    def without(self, kind: type[object]) -> "Site":
+        """This site without its vendor table of type ``kind``."""
+        return replace(self, tables={k: v for k, v in self.tables.items() if k is not kind})
 
 
 def _token_digest(token: str) -> bytes:

@@ -10,11 +10,10 @@ in an error message.
 
 import base64
 import binascii
-import difflib
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -23,13 +22,22 @@ from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.domain.plans import (
-    DEFAULT_KEY,
     PLAN_KEYS,
     Plan,
     Step,
     format_duration,
     plan_problems,
 )
+from app.domain.site_tables import (
+    Location,
+    Report,
+    Table,
+    normalise,
+    show,
+    toml_type,
+    unknown_key,
+)
+from app.domain.site_tables import parse_duration as parse_duration
 from app.domain.sites import (
     ACCOUNT_SOURCE_KINDS,
     DC09_KEY_BYTES,
@@ -37,9 +45,7 @@ from app.domain.sites import (
     DEFAULT_TEST_GRACE,
     DEFAULT_TIMESTAMP_FUTURE,
     DEFAULT_TIMESTAMP_PAST,
-    GEODETIC_SITE_TYPES,
     MAX_CANCEL_WINDOW,
-    MAX_EMERGENCY_CONTACTS,
     MAX_LINK_SUPERVISION,
     MAX_TEST_GRACE,
     MAX_TEST_INTERVAL,
@@ -47,27 +53,20 @@ from app.domain.sites import (
     MIN_LINK_SUPERVISION,
     MIN_TEST_INTERVAL,
     MIN_TOKEN_LENGTH,
-    RAPIDSOS_CIVIC,
-    RAPIDSOS_CIVIC_REQUIRED,
     SIGNING_SECRET_BYTES,
     SIGNING_SECRET_PREFIX,
     SITE_TYPES,
     SOURCE_KINDS,
-    STEP_VENDOR_TABLES,
-    CallOnAlarmSite,
-    EmergencyContact,
-    Location,
-    RapidSOSSite,
     Site,
     Sites,
     SitesFileError,
     Source,
     SourceKind,
     Supervision,
-    TrackTikSite,
-    _normalise,
     _route_index,
 )
+from vendors import SITE_TABLES, vendor_of
+from vendors.base import SiteContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,179 +82,12 @@ class _SiteRoutes:
 _COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
 _DC09_ACCOUNT_PATTERN = re.compile(r"[0-9A-Fa-f]{3,16}")  # DC-09 accounts: 3 to 16 hex digits
 _HEX_PATTERN = re.compile(r"[0-9A-Fa-f]+")
-_DURATION_PATTERN = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?")
-_E164_PATTERN = re.compile(r"\+?[1-9][0-9]{7,14}")
 _ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_IDENTIFIER_PATTERN = re.compile(r"[^\s,]{1,64}")
 _KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: fits a header and a URL
 
 
-def parse_duration(text: str) -> timedelta | None:
-    """``"90s"``, ``"2m"``, ``"1h"`` or a combination such as ``"1m30s"``; None if ``text`` is not one."""
-    match = _DURATION_PATTERN.fullmatch(text.strip())
-    if match is None or not any(match.groups()):
-        return None
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
-
-
-_TOML_TYPES: tuple[tuple[type, str], ...] = (
-    (bool, "a boolean"),
-    (int, "an integer"),
-    (float, "a float"),
-    (str, "a string"),
-    (list, "an array"),
-    (dict, "a table"),
-)
-
-
-def _toml_type(value: object) -> str:
-    return next((name for kind, name in _TOML_TYPES if isinstance(value, kind)), "a date or time")
-
-
-def _show(value: object) -> str:
-    """A value as it would read in the file (strings in double quotes)."""
-    if isinstance(value, str | bool | int | float):
-        return json.dumps(value, ensure_ascii=False)
-    return _toml_type(value)
-
-
-class _Report:
-    """Collects one line per problem: ``<file>: <table>.<key>: <message>``."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.lines: list[str] = []
-
-    def add(self, where: str, message: str) -> None:
-        self.lines.append(f"{self.file}: {where}: {message}")
-
-
-class _Table:
-    """One TOML table being read. Each getter records a problem and returns None on bad input."""
-
-    def __init__(
-        self, report: _Report, where: str, raw: Mapping[str, object], allowed: Iterable[str]
-    ) -> None:
-        self.report = report
-        self.where = where
-        self.raw = raw
-        allowed = tuple(allowed)
-        for key in raw:
-            if key not in allowed:
-                report.add(self.at(key), _unknown_key(key, allowed))
-
-    def at(self, key: str) -> str:
-        return f"{self.where}.{key}"
-
-    def _get(self, key: str, required: bool, expected: type | tuple[type, ...], example: str) -> object:
-        value = self.raw.get(key)
-        if value is None:
-            if required:
-                self.report.add(self.at(key), f"is required ({example})")
-            return None
-        # A TOML boolean is a Python int; never accept one where a number is meant.
-        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in _as_tuple(expected)):
-            self.report.add(self.at(key), f"must be {example}, not {_toml_type(value)}")
-            return None
-        return value
-
-    def text(
-        self,
-        key: str,
-        *,
-        required: bool = False,
-        example: str = "a string",
-        min_length: int = 1,
-        max_length: int = 200,
-    ) -> str | None:
-        value = self._get(key, required, str, example)
-        if value is None:
-            return None
-        text = cast(str, value).strip()
-        if not min_length <= len(text) <= max_length:
-            self.report.add(self.at(key), f"must be {min_length} to {max_length} characters, not {len(text)}")
-            return None
-        return text
-
-    def integer(self, key: str, *, required: bool = False, example: str = "an integer") -> int | None:
-        return cast(int | None, self._get(key, required, int, example))
-
-    def number(self, key: str, *, low: float, high: float) -> float | None:
-        value = self._get(key, False, (int, float), f"a number from {low:g} to {high:g}")
-        if value is None:
-            return None
-        number = float(cast(float, value))
-        if not low <= number <= high:
-            self.report.add(self.at(key), f"{_show(value)} is not between {low:g} and {high:g}")
-            return None
-        return number
-
-    def boolean(self, key: str, *, default: bool) -> bool:
-        value = self._get(key, False, bool, "true or false")
-        return default if value is None else cast(bool, value)
-
-    def duration(self, key: str, *, default: timedelta, maximum: timedelta) -> timedelta | None:
-        value = self._get(key, False, str, 'a duration like "90s" or "2m"')
-        if value is None:
-            return None if key in self.raw else default
-        return _duration(self.report, self.at(key), cast(str, value), maximum)
-
-    def table(
-        self, key: str, *, required: bool = False, example: str = "a table"
-    ) -> Mapping[str, object] | None:
-        return cast(Mapping[str, object] | None, self._get(key, required, dict, example))
-
-    def array(self, key: str, *, required: bool = False, example: str = "an array") -> list[object] | None:
-        return cast(list[object] | None, self._get(key, required, list, example))
-
-    def identifiers(self, key: str, *, required: bool = False, example: str) -> tuple[str, ...]:
-        """An array of distinct identifiers (no spaces or commas, 1 to 64 characters)."""
-        items = self.array(key, required=required, example=example)
-        if items is None:
-            return ()
-        found: list[str] = []
-        seen: set[str] = set()
-        for item in items:
-            if not isinstance(item, str) or not _IDENTIFIER_PATTERN.fullmatch(item.strip()):
-                self.report.add(self.at(key), f"{_show(item)} is not an identifier ({example})")
-                continue
-            if _normalise(item) in seen:
-                self.report.add(self.at(key), f"{_show(item)} is listed twice")
-                continue
-            seen.add(_normalise(item))
-            found.append(item.strip())
-        if required and not items:
-            self.report.add(self.at(key), f"must not be empty ({example})")
-        return tuple(found)
-
-
-def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
-    return expected if isinstance(expected, tuple) else (expected,)
-
-
-def _unknown_key(key: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f'did you mean "{close[0]}"?' if close else "expected one of " + ", ".join(allowed)
-    return f"unknown key ({hint})"
-
-
-def _duration(report: _Report, where: str, text: str, maximum: timedelta) -> timedelta | None:
-    if text.strip().startswith("-"):
-        report.add(where, f'{_show(text)} is negative; durations start at "0s"')
-        return None
-    delta = parse_duration(text)
-    if delta is None:
-        report.add(where, f'{_show(text)} is not a duration like "90s" or "2m"')
-        return None
-    if delta > maximum:
-        report.add(where, f'{_show(text)} is longer than the maximum of "{format_duration(maximum)}"')
-        return None
-    return delta
-
-
-def _check_key(report: _Report, table: str, key: str) -> bool:
+def _check_key(report: Report, table: str, key: str) -> bool:
     if _KEY_PATTERN.fullmatch(key):
         return True
     report.add(
@@ -270,10 +102,10 @@ _DC09_SOURCE_KEYS = ("encryption_keys_env", "encryption_keys_format", "timestamp
 _SOURCE_KEYS = ("kind", "token_env", "signing_secrets_env", *_SUPERVISION_KEYS, *_DC09_SOURCE_KEYS)
 
 
-def _env_values(report: _Report, where: str, name: str, environ: Mapping[str, str]) -> tuple[str, ...] | None:
+def _env_values(report: Report, where: str, name: str, environ: Mapping[str, str]) -> tuple[str, ...] | None:
     """The comma-separated values of environment variable ``name``; a problem if unset or empty."""
     if not _ENV_NAME_PATTERN.fullmatch(name):
-        report.add(where, f"{_show(name)} is not an environment variable name")
+        report.add(where, f"{show(name)} is not an environment variable name")
         return None
     raw = environ.get(name)
     if raw is None:
@@ -287,13 +119,13 @@ def _env_values(report: _Report, where: str, name: str, environ: Mapping[str, st
 
 
 def _load_source(
-    report: _Report, key: str, raw: Mapping[str, object], environ: Mapping[str, str]
+    report: Report, key: str, raw: Mapping[str, object], environ: Mapping[str, str]
 ) -> Source | None:
     where = f"sources.{key}"
-    table = _Table(report, where, raw, _SOURCE_KEYS)
+    table = Table(report, where, raw, _SOURCE_KEYS)
     kind = table.text("kind", required=True, example='"panel", "alta" or "dc09"')
     if kind is not None and kind not in SOURCE_KINDS:
-        report.add(table.at("kind"), f'{_show(kind)} is not "panel", "alta" or "dc09"')
+        report.add(table.at("kind"), f'{show(kind)} is not "panel", "alta" or "dc09"')
         kind = None
     if kind == "dc09":
         return _load_dc09_source(report, key, table, environ)
@@ -335,7 +167,7 @@ def _load_source(
     return Source(key=key, kind=cast(SourceKind, kind), tokens=tokens, signing_secrets=secrets)
 
 
-def _load_dc09_source(report: _Report, key: str, table: _Table, environ: Mapping[str, str]) -> Source | None:
+def _load_dc09_source(report: Report, key: str, table: Table, environ: Mapping[str, str]) -> Source | None:
     """A source of SIA DC-09 frames (the receiver): its accounts' AES keys and its timestamp band.
 
     DC-09 frames carry no credential: the receiver knows the source by the frame's account, and an
@@ -351,7 +183,7 @@ def _load_dc09_source(report: _Report, key: str, table: _Table, environ: Mapping
             )
     key_format = table.text("encryption_keys_format", example='"hex" or "ascii"')
     if key_format is not None and key_format not in _DC09_KEY_FORMATS:
-        report.add(table.at("encryption_keys_format"), f'{_show(key_format)} is not "hex" or "ascii"')
+        report.add(table.at("encryption_keys_format"), f'{show(key_format)} is not "hex" or "ascii"')
     if key_format is not None and "encryption_keys_env" not in table.raw:
         report.add(table.at("encryption_keys_format"), "is given without encryption_keys_env")
     keys_env = table.text("encryption_keys_env", example='a variable name like "ACME_DC09_KEYS"')
@@ -377,7 +209,7 @@ _DC09_KEY_SHAPES = {"hex": "32, 48 or 64 hex digits", "ascii": "16, 24 or 32 pri
 
 
 def _dc09_keys(
-    report: _Report, where: str, name: str, key_format: str, environ: Mapping[str, str]
+    report: Report, where: str, name: str, key_format: str, environ: Mapping[str, str]
 ) -> dict[str, bytes] | None:
     """``<account>=<key>,...`` from environment variable ``name``, by normalised account."""
     entries = _env_values(report, where, name, environ)
@@ -394,19 +226,19 @@ def _dc09_keys(
         elif not _DC09_ACCOUNT_PATTERN.fullmatch(account):
             report.add(
                 where,
-                f"entry {number} in {name}: {_show(account)} is not a DC-09 account (3 to 16 hex digits)",
+                f"entry {number} in {name}: {show(account)} is not a DC-09 account (3 to 16 hex digits)",
             )
         elif key is None:
             report.add(
                 where,
                 f"the key of account {account} in {name} must be {_DC09_KEY_SHAPES[key_format]} for "
-                f"AES-128, -192 or -256 (encryption_keys_format {_show(key_format)}), not {len(text)} "
+                f"AES-128, -192 or -256 (encryption_keys_format {show(key_format)}), not {len(text)} "
                 "characters",
             )
-        elif _normalise(account) in keys:
+        elif normalise(account) in keys:
             report.add(where, f"account {account} has two keys in {name}")
         else:
-            keys[_normalise(account)] = key
+            keys[normalise(account)] = key
     return None if len(report.lines) > errors_before else keys
 
 
@@ -421,20 +253,20 @@ def _dc09_key(text: str, key_format: str) -> bytes | None:
     return text.encode("ascii")
 
 
-def _timestamp_band(report: _Report, table: _Table) -> tuple[timedelta | None, timedelta | None]:
+def _timestamp_band(report: Report, table: Table) -> tuple[timedelta | None, timedelta | None]:
     """How far behind (past) and ahead (future) of the receiver's clock a frame's timestamp may be."""
     if "timestamp_band" not in table.raw:
         return DEFAULT_TIMESTAMP_PAST, DEFAULT_TIMESTAMP_FUTURE
     raw = table.table("timestamp_band", example='a table like { past = "40s", future = "20s" }')
     if raw is None:
         return None, None
-    band = _Table(report, table.at("timestamp_band"), raw, ("past", "future"))
+    band = Table(report, table.at("timestamp_band"), raw, ("past", "future"))
     past = band.duration("past", default=DEFAULT_TIMESTAMP_PAST, maximum=MAX_TIMESTAMP_BAND)
     future = band.duration("future", default=DEFAULT_TIMESTAMP_FUTURE, maximum=MAX_TIMESTAMP_BAND)
     return past, future
 
 
-def _check_dc09(report: _Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
+def _check_dc09(report: Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
     """What one receiver port for every dc09 source needs: each account claimed through one dc09
     source only, in a form a frame can carry, and no AES key for an account no site lists (a typo
     there would leave the real account's frames unencrypted and accepted)."""
@@ -446,10 +278,10 @@ def _check_dc09(report: _Report, sources: Mapping[str, Source], sites: Sequence[
             if dc09 and not panel and not _DC09_ACCOUNT_PATTERN.fullmatch(account):
                 report.add(
                     f"sites.{site.key}.accounts",
-                    f"{_show(account)} cannot come in a DC-09 frame (an account is 3 to 16 hex digits)",
+                    f"{show(account)} cannot come in a DC-09 frame (an account is 3 to 16 hex digits)",
                 )
             for source_key in dc09:
-                first = claimed.setdefault(_normalise(account), (site.key, source_key))
+                first = claimed.setdefault(normalise(account), (site.key, source_key))
                 if first[1] != source_key:
                     report.add(
                         f"sites.{site.key}.accounts",
@@ -477,7 +309,7 @@ def _is_signing_secret(secret: str) -> bool:
 
 
 def _check_shared_credentials(
-    report: _Report, sources: Mapping[str, Source], raw: Mapping[str, object]
+    report: Report, sources: Mapping[str, Source], raw: Mapping[str, object]
 ) -> None:
     """A token or secret that two sources share would let one pass as the other."""
     for attribute, env_key, what in (
@@ -500,7 +332,7 @@ def _check_shared_credentials(
 _STEP_KEYS = ("do", "after", "cancellable")
 
 
-def _load_plan(report: _Report, key: str, raw: Mapping[str, object]) -> Plan | None:
+def _load_plan(report: Report, key: str, raw: Mapping[str, object]) -> Plan | None:
     where = f"plans.{key}"
     errors_before = len(report.lines)
     steps_by_key: dict[str, tuple[Step, ...]] = {}
@@ -508,11 +340,11 @@ def _load_plan(report: _Report, key: str, raw: Mapping[str, object]) -> Plan | N
         if plan_key not in PLAN_KEYS:
             report.add(
                 f"{where}.{plan_key}",
-                _unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")',
+                unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")',
             )
             continue
         if not isinstance(raw_steps, list):
-            report.add(f"{where}.{plan_key}", f"must be an array of steps, not {_toml_type(raw_steps)}")
+            report.add(f"{where}.{plan_key}", f"must be an array of steps, not {toml_type(raw_steps)}")
             continue
         steps: list[Step] = []
         for index, raw_step in enumerate(raw_steps):
@@ -527,7 +359,7 @@ def _load_plan(report: _Report, key: str, raw: Mapping[str, object]) -> Plan | N
     return Plan(key=key, steps_by_key=steps_by_key)
 
 
-def _load_step(report: _Report, where: str, raw: object) -> Step | None:
+def _load_step(report: Report, where: str, raw: object) -> Step | None:
     """A bare string is a step with no delay that a cancel does not stop."""
     if isinstance(raw, str):
         return Step(kind=raw.strip())
@@ -535,10 +367,10 @@ def _load_step(report: _Report, where: str, raw: object) -> Step | None:
         report.add(
             where,
             'must be a step kind or a table like { do = "callonalarm.trigger", after = "60s" }, '
-            f"not {_toml_type(raw)}",
+            f"not {toml_type(raw)}",
         )
         return None
-    table = _Table(report, where, raw, _STEP_KEYS)
+    table = Table(report, where, raw, _STEP_KEYS)
     kind = table.text("do", required=True, example='a step kind like "callonalarm.trigger"')
     # The range is checked by plan_problems, which also guards plans built in code.
     after = table.duration("after", default=timedelta(0), maximum=timedelta.max)
@@ -559,9 +391,7 @@ _SITE_KEYS = (
     "cancel_window",
     "plan",
     "location",
-    "tracktik",
-    "callonalarm",
-    "rapidsos",
+    *(vendor_table.name for vendor_table in SITE_TABLES),
     *_SUPERVISION_KEYS,
 )
 _LOCATION_KEYS = (
@@ -575,14 +405,10 @@ _LOCATION_KEYS = (
     "latitude",
     "longitude",
 )
-_TRACKTIK_KEYS = ("alarm_organization", "alarm_connection_custom_id", "alarm_type_codes")
-_CALLONALARM_KEYS = ("account_number",)
-_RAPIDSOS_KEYS = ("callflow", "emergency_contacts", "alarm_permit_number", "site_phone")
-_CONTACT_KEYS = ("name", "phone", "relationship", "language")
 
 
 def _load_site(
-    report: _Report,
+    report: Report,
     key: str,
     raw: Mapping[str, object],
     sources: Mapping[str, Source | None],
@@ -592,7 +418,7 @@ def _load_site(
     """The site called ``key``, or None after reporting its problems; its routing goes to ``routes``."""
     where = f"sites.{key}"
     errors_before = len(report.lines)
-    table = _Table(report, where, raw, _SITE_KEYS)
+    table = Table(report, where, raw, _SITE_KEYS)
     name = table.text("name", required=True, example='a string like "Montréal HQ"')
     site_sources = table.identifiers("sources", required=True, example='source names like ["acme-panels"]')
     for source_key in site_sources:
@@ -608,7 +434,7 @@ def _load_site(
     if site_type is not None and site_type not in SITE_TYPES:
         report.add(
             table.at("site_type"),
-            f"{_show(site_type)} is not one of RapidSOS's {', '.join(sorted(SITE_TYPES))}",
+            f"{show(site_type)} is not one of RapidSOS's {', '.join(sorted(SITE_TYPES))}",
         )
         site_type = None
     instructions = table.text("instructions", min_length=0, max_length=4000) or ""
@@ -619,9 +445,11 @@ def _load_site(
     plan = plans.get(plan_key) if plan_key is not None else None
 
     location = _load_location(report, table)
-    tracktik = _load_tracktik(report, table)
-    callonalarm = _load_callonalarm(report, table)
-    rapidsos = _load_rapidsos(report, table)
+    tables = {
+        vendor_table.type: loaded
+        for vendor_table in SITE_TABLES
+        if (loaded := vendor_table.load(report, table)) is not None
+    }
     supervision = _load_supervision(report, table)
     if supervision is not None and not accounts:
         report.add(
@@ -633,10 +461,19 @@ def _load_site(
     _check_reachable(report, table, resolved, len(resolved) == len(site_sources))
     if plan is not None:
         _check_vendor_tables(report, table, plan)
-        if tracktik is not None:
-            _check_type_codes(report, table, plan, tracktik)
-    if location is not None and "rapidsos" in raw:
-        _check_rapidsos_location(report, table, location, site_type)
+    context = SiteContext(
+        site=table,
+        plan_key=plan.key if plan is not None else None,
+        plan_steps={k: tuple(step.kind for step in steps) for k, steps in plan.steps_by_key.items()}
+        if plan is not None
+        else {},
+        location=location,
+        site_type=site_type,
+        tables=tables,
+    )
+    for vendor_table in SITE_TABLES:
+        if vendor_table.check is not None:
+            vendor_table.check(report, context)
 
     if (
         len(report.lines) > errors_before
@@ -660,25 +497,23 @@ def _load_site(
         cancel_window=cancel_window,
         plan=plan,
         location=location,
-        tracktik=tracktik,
-        callonalarm=callonalarm,
-        rapidsos=rapidsos,
         supervision=supervision,
+        tables=tables,
     )
 
 
-def _timezone(report: _Report, table: _Table) -> ZoneInfo | None:
+def _timezone(report: Report, table: Table) -> ZoneInfo | None:
     name = table.text("timezone", required=True, example='an IANA name like "America/Montreal"')
     if name is None:
         return None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        report.add(table.at("timezone"), f'{_show(name)} is not an IANA time zone like "America/Montreal"')
+        report.add(table.at("timezone"), f'{show(name)} is not an IANA time zone like "America/Montreal"')
         return None
 
 
-def _load_location(report: _Report, site: _Table) -> Location | None:
+def _load_location(report: Report, site: Table) -> Location | None:
     """The site's location; a value that is wrong is reported and left out (the site then fails).
 
     A partly wrong location is still returned, so that the RapidSOS checks can report on the rest.
@@ -688,7 +523,7 @@ def _load_location(report: _Report, site: _Table) -> Location | None:
     )
     if raw is None:
         return None
-    table = _Table(report, site.at("location"), raw, _LOCATION_KEYS)
+    table = Table(report, site.at("location"), raw, _LOCATION_KEYS)
     texts = {
         key: table.text(key) for key in _LOCATION_KEYS if key not in ("latitude", "longitude", "postal_code")
     }
@@ -698,7 +533,7 @@ def _load_location(report: _Report, site: _Table) -> Location | None:
     country = texts["country"]
     if country is not None and not _COUNTRY_PATTERN.fullmatch(country):
         report.add(
-            table.at("country"), f'{_show(country)} is not a two-letter ISO 3166 code like "CA" or "US"'
+            table.at("country"), f'{show(country)} is not a two-letter ISO 3166 code like "CA" or "US"'
         )
         country = None
     if ("latitude" in raw) != ("longitude" in raw):
@@ -721,107 +556,8 @@ def _load_location(report: _Report, site: _Table) -> Location | None:
     )
 
 
-def _load_tracktik(report: _Report, site: _Table) -> TrackTikSite | None:
-    raw = site.table("tracktik")
-    if raw is None:
-        return None
-    errors_before = len(report.lines)
-    table = _Table(report, site.at("tracktik"), raw, _TRACKTIK_KEYS)
-    organization = table.integer("alarm_organization", required=True, example="a TrackTik client id like 687")
-    if organization is not None and organization < 1:
-        report.add(table.at("alarm_organization"), f"{organization} is not a TrackTik client id (1 or more)")
-    connection = table.text("alarm_connection_custom_id", example='a string like "ab-95367"')
-    raw_codes = table.table("alarm_type_codes", required=True, example='a table like { burglary = "11111" }')
-    codes: dict[str, str] = {}
-    for plan_key, code in (raw_codes or {}).items():
-        where = f"{table.at('alarm_type_codes')}.{plan_key}"
-        if plan_key not in PLAN_KEYS:
-            report.add(
-                where, _unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")'
-            )
-        elif not isinstance(code, str) or not code.strip():
-            report.add(
-                where, f'must be a TrackTik alarm type code like "11111" (quote it), not {_show(code)}'
-            )
-        else:
-            codes[plan_key] = code.strip()
-    if raw_codes is not None and not raw_codes:
-        report.add(table.at("alarm_type_codes"), 'must name at least one code, e.g. default = "11111"')
-    if len(report.lines) > errors_before or organization is None:
-        return None
-    return TrackTikSite(
-        alarm_organization=organization,
-        alarm_type_codes=MappingProxyType(codes),
-        alarm_connection_custom_id=connection,
-    )
-
-
-def _load_callonalarm(report: _Report, site: _Table) -> CallOnAlarmSite | None:
-    raw = site.table("callonalarm")
-    if raw is None:
-        return None
-    table = _Table(report, site.at("callonalarm"), raw, _CALLONALARM_KEYS)
-    account = table.text("account_number", required=True, example='a string like "CA-1001"', max_length=64)
-    return None if account is None else CallOnAlarmSite(account_number=account)
-
-
-def _load_rapidsos(report: _Report, site: _Table) -> RapidSOSSite | None:
-    raw = site.table("rapidsos")
-    if raw is None:
-        return None
-    errors_before = len(report.lines)
-    table = _Table(report, site.at("rapidsos"), raw, _RAPIDSOS_KEYS)
-    callflow = table.text(
-        "callflow", required=True, example='the agreed flow name like "CentralStationABCFireAlarmFlow"'
-    )
-    permit = table.text("alarm_permit_number")
-    site_phone = _phone(report, table, "site_phone", required=False)
-    raw_contacts = table.array(
-        "emergency_contacts", example='an array like [{ name = "Jane Roe", phone = "+15145550100" }]'
-    )
-    contacts: list[EmergencyContact] = []
-    if raw_contacts is not None and len(raw_contacts) > MAX_EMERGENCY_CONTACTS:
-        report.add(
-            table.at("emergency_contacts"),
-            f"has {len(raw_contacts)} contacts; RapidSOS takes at most {MAX_EMERGENCY_CONTACTS} "
-            "(the keyholder and three more)",
-        )
-    for index, raw_contact in enumerate(raw_contacts or ()):
-        where = f"{table.at('emergency_contacts')}[{index}]"
-        if not isinstance(raw_contact, dict):
-            report.add(
-                where, f"must be a table like {{ name = ..., phone = ... }}, not {_toml_type(raw_contact)}"
-            )
-            continue
-        contact = _Table(report, where, raw_contact, _CONTACT_KEYS)
-        name = contact.text("name", required=True, example='a full name like "Jane Roe"')
-        phone = _phone(report, contact, "phone", required=True)
-        relationship = contact.text("relationship")
-        language = contact.text("language")
-        if name is not None and phone is not None:
-            contacts.append(
-                EmergencyContact(name=name, phone=phone, relationship=relationship, language=language)
-            )
-    if len(report.lines) > errors_before or callflow is None:
-        return None
-    return RapidSOSSite(
-        callflow=callflow,
-        emergency_contacts=tuple(contacts),
-        alarm_permit_number=permit,
-        site_phone=site_phone,
-    )
-
-
-def _phone(report: _Report, table: _Table, key: str, *, required: bool) -> str | None:
-    phone = table.text(key, required=required, example='an E.164 number like "+15145550100" (quote it)')
-    if phone is not None and not _E164_PATTERN.fullmatch(phone):
-        report.add(table.at(key), f'{_show(phone)} is not an E.164 number like "+15145550100"')
-        return None
-    return phone
-
-
 def _supervision_period(
-    table: _Table, key: str, *, minimum: timedelta, maximum: timedelta
+    table: Table, key: str, *, minimum: timedelta, maximum: timedelta
 ) -> timedelta | None:
     """A supervision period from the file: None when absent or wrong (a wrong one is reported)."""
     if key not in table.raw:
@@ -830,14 +566,14 @@ def _supervision_period(
     if period is not None and period < minimum:
         table.report.add(
             table.at(key),
-            f'{_show(table.raw[key])} is shorter than the minimum of "{format_duration(minimum)}" '
+            f'{show(table.raw[key])} is shorter than the minimum of "{format_duration(minimum)}" '
             "(leave the key out to switch the check off)",
         )
         return None
     return period
 
 
-def _load_supervision(report: _Report, table: _Table) -> Supervision | None:
+def _load_supervision(report: Report, table: Table) -> Supervision | None:
     """How often a site's (or a source's) accounts must be heard from; None when it does not say."""
     link = _supervision_period(
         table, "link_supervision", minimum=MIN_LINK_SUPERVISION, maximum=MAX_LINK_SUPERVISION
@@ -859,13 +595,13 @@ def _load_supervision(report: _Report, table: _Table) -> Supervision | None:
 
 
 def _supervise_source(
-    report: _Report, key: str, raw: Mapping[str, object], source: Source | None
+    report: Report, key: str, raw: Mapping[str, object], source: Source | None
 ) -> Source | None:
     """The source with the supervision it declares for every account routed through it."""
     if not any(k in raw for k in _SUPERVISION_KEYS):
         return source
     # Every key of the table is allowed here: _load_source has reported the unknown ones.
-    table = _Table(report, f"sources.{key}", raw, raw.keys())
+    table = Table(report, f"sources.{key}", raw, raw.keys())
     errors_before = len(report.lines)
     supervision = _load_supervision(report, table)
     if raw.get("kind") == "alta":
@@ -878,7 +614,7 @@ def _supervise_source(
     return replace(source, supervision=supervision)
 
 
-def _check_reachable(report: _Report, table: _Table, sources: Sequence[Source], all_resolved: bool) -> None:
+def _check_reachable(report: Report, table: Table, sources: Sequence[Source], all_resolved: bool) -> None:
     """Every identifier needs a source that can post it, and every source something to post.
 
     Identifiers count as given when the file lists any, even malformed ones (already reported).
@@ -909,74 +645,20 @@ def _check_reachable(report: _Report, table: _Table, sources: Sequence[Source], 
             )
 
 
-def _check_vendor_tables(report: _Report, table: _Table, plan: Plan) -> None:
+def _check_vendor_tables(report: Report, table: Table, plan: Plan) -> None:
     """A plan step that needs vendor settings the site lacks would fail on every alarm."""
     needed: dict[str, str] = {}
     for steps in plan.steps_by_key.values():
         for step in steps:
-            vendor = STEP_VENDOR_TABLES.get(step.kind.split(".", 1)[0])
-            if vendor is not None:
-                needed.setdefault(vendor, step.kind)
-    for vendor, kind in needed.items():
-        if vendor not in table.raw:
-            report.add(table.at(vendor), f'is required: plan "{plan.key}" has {kind} steps')
+            vendor = vendor_of(step.kind)
+            if vendor is not None and vendor.site_table is not None:
+                needed.setdefault(vendor.site_table.name, step.kind)
+    for name, kind in needed.items():
+        if name not in table.raw:
+            report.add(table.at(name), f'is required: plan "{plan.key}" has {kind} steps')
 
 
-def _check_type_codes(report: _Report, table: _Table, plan: Plan, tracktik: TrackTikSite) -> None:
-    """Every plan list that creates a TrackTik alarm needs a type code: its own or ``default``."""
-    codes = tracktik.alarm_type_codes
-    if DEFAULT_KEY in codes:
-        return
-    uncovered = [
-        plan_key
-        for plan_key, steps in plan.steps_by_key.items()
-        if plan_key not in codes and any(step.kind.startswith("tracktik.") for step in steps)
-    ]
-    where = f"{table.at('tracktik')}.alarm_type_codes"
-    if DEFAULT_KEY in uncovered:
-        # Only a default code can serve families the plan does not name.
-        report.add(where, f'needs a "default" code: plan "{plan.key}" creates TrackTik alarms by default')
-    elif uncovered:
-        report.add(
-            where,
-            f'has no code for {", ".join(uncovered)} and no "default", but plan "{plan.key}" creates '
-            "TrackTik alarms for them",
-        )
-
-
-def _check_rapidsos_location(
-    report: _Report, table: _Table, location: Location, site_type: str | None
-) -> None:
-    """RapidSOS needs coordinates or a complete civic address within its limits (seed 004).
-
-    Presence is judged from the file, so that a value already reported as malformed is not also
-    reported as missing.
-    """
-    where = table.at("location")
-    present = cast(Mapping[str, object], table.raw["location"]).keys()
-    has_coordinates = "latitude" in present and "longitude" in present
-    for key, (rapidsos_name, low, high) in RAPIDSOS_CIVIC.items():
-        value = getattr(location, key)
-        if value is not None and not low <= len(value) <= high:
-            size = f"exactly {low}" if low == high else f"{low} to {high}"
-            report.add(
-                f"{where}.{key}",
-                f"{_show(value)} does not fit RapidSOS ({rapidsos_name} is {size} characters)",
-            )
-    missing = [key for key in RAPIDSOS_CIVIC_REQUIRED if key not in present]
-    if not has_coordinates and missing:
-        report.add(
-            f"{where}.{missing[0]}",
-            "is required for RapidSOS: give latitude and longitude, or a full address "
-            f"({', '.join(missing)} missing)",
-        )
-    if site_type in GEODETIC_SITE_TYPES and not has_coordinates:
-        report.add(
-            f"{where}.latitude", f"is required for RapidSOS: a {site_type} site is located by coordinates"
-        )
-
-
-def _check_claims(report: _Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
+def _check_claims(report: Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
     """An account or zone that two sites claim on the same source could route to either."""
     for attribute, kind in (("accounts", "panel"), ("accounts", "dc09"), ("alta_zones", "alta")):
         _, claims = _route_index(sources, sites, attribute, cast(SourceKind, kind))
@@ -988,18 +670,18 @@ def _check_claims(report: _Report, sources: Mapping[str, Source], sites: Sequenc
             )
 
 
-def _section(report: _Report, document: Mapping[str, object], name: str) -> dict[str, Mapping[str, object]]:
+def _section(report: Report, document: Mapping[str, object], name: str) -> dict[str, Mapping[str, object]]:
     """A top-level table whose entries are tables with well-formed names (e.g. ``[sites.<name>]``)."""
     raw = document.get(name, {})
     if not isinstance(raw, dict):
-        report.add(name, f"must be a table of [{name}.<name>] tables, not {_toml_type(raw)}")
+        report.add(name, f"must be a table of [{name}.<name>] tables, not {toml_type(raw)}")
         return {}
     entries: dict[str, Mapping[str, object]] = {}
     for key, value in raw.items():
         if not _check_key(report, name, key):
             continue
         if not isinstance(value, dict):
-            report.add(f"{name}.{key}", f"must be a table ([{name}.{key}]), not {_toml_type(value)}")
+            report.add(f"{name}.{key}", f"must be a table ([{name}.{key}]), not {toml_type(value)}")
             continue
         entries[key] = value
     return entries
@@ -1013,7 +695,7 @@ def load_sites(path: Path | None, environ: Mapping[str, str]) -> Sites:
     """
     if path is None:
         return Sites()
-    report = _Report(str(path))
+    report = Report(str(path))
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)
@@ -1024,7 +706,7 @@ def load_sites(path: Path | None, environ: Mapping[str, str]) -> Sites:
 
     for key in document:
         if key not in ("sources", "sites", "plans"):
-            report.add(key, _unknown_key(key, ("sources", "sites", "plans")))
+            report.add(key, unknown_key(key, ("sources", "sites", "plans")))
     raw_sources = _section(report, document, "sources")
     raw_plans = _section(report, document, "plans")
     raw_sites = _section(report, document, "sites")

@@ -6,53 +6,28 @@ cancel arrives within the cancel window (intake), or a step that was in flight w
 stood down succeeds afterwards (``workers.perform``). They all use :func:`stand_down`, so a responder
 added to the table is stood down on every path.
 
-- By API: a RapidSOS alert is cancelled (``PATCH status CANCELED``); a CallOnAlarm alert still held
-  gets the restore code that stops its calls (CONTRACTS Part A 11).
-- By hand: TrackTik has no API to cancel an alarm (CONTRACTS Part A 9), so the timeline says which
-  dispatch is active and, when asked, the alarm is raised to a person with the same words.
+- By API (``vendors.BY_API``): the step that stands the responder down, planned when its ref shows
+  it engaged (e.g. a 911 request cancelled, a held call restored).
+- By hand (``vendors.BY_HAND``): a responder with no API to recall it, so the timeline says which
+  one is active and, when asked, the alarm is raised to a person with the same words.
+
+Each vendor declares its entry in its package (``Vendor.stand_down``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.domain import task_names
 from app.domain.actions import DueAction
 from app.domain.alarms import note, plan_step
 from app.ledger.models import Action, ActionState, Alarm
-
-
-@dataclass(frozen=True, slots=True)
-class ByApi:
-    """A responder the bridge stands down itself: the ref that says it was engaged, and the step."""
-
-    ref: str
-    step: str
-
-
-@dataclass(frozen=True, slots=True)
-class ByHand:
-    """A responder only a person can stand down: the ref, and how people name it."""
-
-    ref: str
-    vendor: str
-    what: str  # "dispatch" -> "TrackTik dispatch 42 is active"
-
-
-BY_API: Final = (
-    ByApi("rapidsos_alert_id", task_names.RAPIDSOS_CANCEL_ALERT),
-    ByApi("callonalarm_alert_id", task_names.CALLONALARM_SEND_RESTORE),
-)
-BY_HAND: Final = (ByHand("tracktik_alarm_id", "TrackTik", "dispatch"),)
-# The creates whose result a person must stand down by hand: while one is in flight (or lost its
-# answer) the responder may be engaged although no ref says so yet.
-BY_HAND_CREATES: Final = {task_names.TRACKTIK_CREATE_ALARM: "TrackTik"}
+from vendors import BY_API, BY_HAND
+from vendors.base import ByHand
 
 # A stand-down step already planned, running or done is not planned again.
 _PLANNED = (ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING, ActionState.SUCCEEDED)
@@ -64,7 +39,7 @@ def engaged_by_hand(refs: Mapping[str, Any]) -> bool:
 
 
 def _by_hand_reason(entry: ByHand, refs: Mapping[str, Any], why: str) -> str:
-    """ "<why> — TrackTik dispatch 42 is active: cancel it there" """
+    """ "<why> — <vendor> <what> 42 is active: cancel it there" """
     return f"{why} — {entry.vendor} {entry.what} {refs[entry.ref]} is active: cancel it there"
 
 
@@ -77,15 +52,16 @@ def stand_down(
     now: datetime,
     max_attempts: int,
     raise_to_person: bool,
-    restore_call: bool = False,
+    maybe_engaged: Collection[str] = (),
     cancelled_by: str | None = None,
 ) -> list[DueAction]:
     """Stand down every responder ``refs`` shows engaged; returns the steps due now.
 
-    ``refs``: the alarm's refs, or only what a late step just created. ``restore_call``: send the
-    CallOnAlarm restore even without an alert id (a call that may be held although its answer was
-    not recorded). ``raise_to_person``: also put the by-hand lines in the needs-a-person reason.
-    ``cancelled_by``: the panel's cancel code, so the restore waits for a trigger still in flight.
+    ``refs``: the alarm's refs, or only what a late step just created. ``maybe_engaged``: creates
+    that tried although no ref records their answer (e.g. a phone call held in the vendor's own delay): their
+    by-API stand-down runs even without the ref. ``raise_to_person``: also put the by-hand lines in
+    the needs-a-person reason. ``cancelled_by``: the panel's cancel code, for the steps that take it
+    (they wait for a create still in flight).
     """
     planned = set(
         session.execute(
@@ -97,12 +73,14 @@ def stand_down(
         ).scalars()
     )
     kinds = [entry.step for entry in BY_API if refs.get(entry.ref) and entry.step not in planned]
-    if restore_call and task_names.CALLONALARM_SEND_RESTORE not in {*planned, *kinds}:
-        kinds.append(task_names.CALLONALARM_SEND_RESTORE)
-    for entry in BY_HAND:
-        if refs.get(entry.ref):
-            reason = _by_hand_reason(entry, refs, why)
-            note(session, alarm.id, now, f"{entry.vendor.lower()}.cancel_by_hand", reason)
+    for entry in BY_API:
+        if entry.maybe_engaged_by in maybe_engaged and entry.step not in {*planned, *kinds}:
+            kinds.append(entry.step)
+    takes_code = {entry.step for entry in BY_API if entry.takes_cancel_code}
+    for by_hand in BY_HAND:
+        if refs.get(by_hand.ref):
+            reason = _by_hand_reason(by_hand, refs, why)
+            note(session, alarm.id, now, f"{by_hand.vendor.lower()}.cancel_by_hand", reason)
             if raise_to_person:
                 alarm.flag_for_person(reason)
     params = {"cancelled_by": cancelled_by} if cancelled_by else None
@@ -113,7 +91,7 @@ def stand_down(
             kind,
             now=now,
             max_attempts=max_attempts,
-            params=params if kind == task_names.CALLONALARM_SEND_RESTORE else None,
+            params=params if kind in takes_code else None,
         )
         for kind in kinds
     ]

@@ -2,7 +2,8 @@
 
 The web process reaches the workers only through these strings (``send_task``); a unit test checks
 that each one is registered by the worker app, so a rename cannot orphan queued messages.
-An action's ``kind`` in the ledger is its task name.
+An action's ``kind`` in the ledger is its task name. Which vendor runs a step, and which steps a site's
+plan may name, each vendor declares in its package (``vendors``).
 """
 
 from typing import Final
@@ -22,16 +23,3 @@ CALLONALARM_SEND_RESTORE: Final = "callonalarm.send_restore"
 RAPIDSOS_CREATE_ALERT: Final = "rapidsos.create_alert"
 RAPIDSOS_CANCEL_ALERT: Final = "rapidsos.cancel_alert"
 CAD_UPLOAD_INCIDENT: Final = "cad.upload_incident"
-
-# The steps a site's action plan may name (the sites file validates against this set). Verifying and
-# ending are operators' decisions (the operator API plans them), not plan steps.
-PLAN_STEP_KINDS: Final = frozenset(
-    {
-        ALTA_FIND_ONGOING_ALERT,
-        ALTA_COLLECT_VIDEO,
-        TRACKTIK_CREATE_ALARM,
-        CALLONALARM_TRIGGER,
-        RAPIDSOS_CREATE_ALERT,
-        CAD_UPLOAD_INCIDENT,
-    }
-)

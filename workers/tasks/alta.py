@@ -19,6 +19,7 @@ from celery import shared_task
 
 from app.domain import task_names
 from app.domain.alarms import AlarmContext
+from vendors.alta import refs
 from workers.clients.alta_models import ACK_FALSE, ACK_NONE, ACK_VALID
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
@@ -89,9 +90,9 @@ def _find_ongoing_alert(job: Job) -> Outcome:
         },
         message=f"Alta alert {alert.guid}{merged} for zone {zone} from {origin}",
         refs={
-            "alta_alert_guid": alert.guid,
-            "alta_merged": alert.merged,
-            "alta_origin_name": alert.origin_name,
+            refs.ALERT_GUID: alert.guid,
+            refs.MERGED: alert.merged,
+            refs.ORIGIN_NAME: alert.origin_name,
         },
         follow_ups=follow_ups,
     )
@@ -100,7 +101,7 @@ def _find_ongoing_alert(job: Job) -> Outcome:
 def _collect_video(job: Job) -> Outcome:
     alarm = _alarm(job)
     elapsed = _elapsed_s(job, alarm)
-    guid = alarm.refs.get("alta_alert_guid")
+    guid = alarm.refs.get(refs.ALERT_GUID)
     if not guid:
         if elapsed < job.settings.alta_lookup_timeout_s:
             raise NotYetError(
@@ -108,7 +109,7 @@ def _collect_video(job: Job) -> Outcome:
             )
         return Outcome(
             message=f"no Alta alert found after {elapsed:.0f} s: no video links",
-            refs={"video_links": []},
+            refs={refs.VIDEO_LINKS: []},
         )
     client = job.clients.alta
     links: list[str] = []
@@ -123,13 +124,13 @@ def _collect_video(job: Job) -> Outcome:
             external_id=guid,
             result={"links": 0},
             message=f"no Alta bookmark for alert {guid} after {elapsed:.0f} s: no video links",
-            refs={"video_links": []},
+            refs={refs.VIDEO_LINKS: []},
         )
     return Outcome(
         external_id=guid,
         result={"links": len(links)},
         message=f"{len(links)} video link(s) from Alta alert {guid}",
-        refs={"video_links": links},
+        refs={refs.VIDEO_LINKS: links},
     )
 
 
@@ -139,7 +140,7 @@ def _verify(job: Job) -> Outcome:
     code = VERDICT_CODES.get(verdict) if isinstance(verdict, str) else None
     if code is None:
         raise PreconditionError("alta", f"verdict must be one of valid, false, none (got {verdict!r})")
-    guid = alarm.refs.get("alta_alert_guid")
+    guid = alarm.refs.get(refs.ALERT_GUID)
     if not guid:
         elapsed = _elapsed_s(job, alarm)
         if elapsed < job.settings.alta_lookup_timeout_s:
@@ -148,27 +149,27 @@ def _verify(job: Job) -> Outcome:
             )
         reason = f"verdict {verdict!r} not sent to Alta: no Alta alert known after {elapsed:.0f} s"
         return Outcome(message=reason, needs_person=reason)
-    merged = alarm.refs.get("alta_merged") is True
-    origin_name = str(alarm.refs.get("alta_origin_name") or "")
+    merged = alarm.refs.get(refs.MERGED) is True
+    origin_name = str(alarm.refs.get(refs.ORIGIN_NAME) or "")
     job.clients.alta.verify(guid, code, merged, origin_name)
     ended = code == ACK_FALSE  # Alta ends an alert verified false (Part A item 4)
-    refs: dict[str, Any] = {
-        "alta_verification": {"verdict": verdict, "acknowledgment_code": code, "ended": ended}
+    learned: dict[str, Any] = {
+        refs.VERIFICATION: {"verdict": verdict, "acknowledgment_code": code, "ended": ended}
     }
     if ended:
-        refs["alta_ended"] = True
+        learned[refs.ENDED] = True
     ending = " and ended" if ended else ""
     return Outcome(
         external_id=guid,
         result={"acknowledgment_code": code},
         message=f"Alta alert {guid} verified {verdict} ({code}){ending}",
-        refs=refs,
+        refs=learned,
     )
 
 
 def _end(job: Job) -> Outcome:
     alarm = _alarm(job)
-    guid = alarm.refs.get("alta_alert_guid")
+    guid = alarm.refs.get(refs.ALERT_GUID)
     if not guid:
         # The lookup may still be running (it is not cancelled when an alarm ends): wait for it, bounded.
         elapsed = _elapsed_s(job, alarm)
@@ -184,13 +185,13 @@ def _end(job: Job) -> Outcome:
             external_id=guid,
             result={"known": False},
             message=f"Alta alert {guid} already gone (Alta does not know it)",
-            refs={"alta_ended": True},
+            refs={refs.ENDED: True},
         )
     return Outcome(
         external_id=guid,
         result={"known": True},
         message=f"Alta alert {guid} ended",
-        refs={"alta_ended": True},
+        refs={refs.ENDED: True},
     )
 
 

@@ -24,7 +24,12 @@ from celery import shared_task
 
 from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
-from app.domain.sites import Location, Site
+from app.domain.site_tables import Location
+from app.domain.sites import Site
+from vendors.alta import refs as alta_refs
+from vendors.cad import refs
+from vendors.rapidsos.site import RapidSOSSite
+from vendors.tracktik import refs as tracktik_refs
 from workers.clients.cad import CadIncident, IncidentNote
 from workers.clients.errors import PreconditionError
 from workers.perform import Job, Outcome, perform
@@ -64,12 +69,12 @@ def _upload_incident(job: Job) -> Outcome:
     return Outcome(
         external_id=external_id,
         result={
-            "cad_incident_id": uploaded.id,
-            "cad_sys_id": uploaded.sys_id,
+            refs.INCIDENT_ID: uploaded.id,
+            refs.SYS_ID: uploaded.sys_id,
             "created_at": uploaded.created_at.isoformat() if uploaded.created_at else None,
         },
         message=f"CAD incident {external_id} ({uploaded.sys_id}) for {where}",
-        refs={"cad_incident_id": uploaded.id, "cad_sys_id": uploaded.sys_id},
+        refs={refs.INCIDENT_ID: uploaded.id, refs.SYS_ID: uploaded.sys_id},
     )
 
 
@@ -100,7 +105,7 @@ def incident_for(alarm: AlarmContext, job: Job) -> CadIncident:
         call_received_time=alarm.occurred_at or alarm.opened_at,
         priority=PRIORITY_TEXT.get(alarm.priority),
         caller_name=site.name if site else None,
-        caller_number=site.rapidsos.site_phone if site and site.rapidsos else None,
+        caller_number=rapidsos.site_phone if (rapidsos := _rapidsos(site)) else None,
         call_source=CALL_SOURCE,
         location=_address(location) if location else None,
         latitude=location.latitude if location and has_coordinates else None,
@@ -148,13 +153,13 @@ def _notes(alarm: AlarmContext, site: Site | None, job: Job, sys_id: str) -> Ite
         if site.instructions.strip():
             text += f" Instructions: {site.instructions.strip()}"
         yield IncidentNote(f"{sys_id}-site", text, NOTE_BY, alarm.opened_at)
-    links = _video_links(alarm.refs.get("video_links"))
+    links = _video_links(alarm.refs.get(alta_refs.VIDEO_LINKS))
     if links:
         yield IncidentNote(f"{sys_id}-video", "Video: " + " ".join(links), NOTE_BY, job.now)
-    guid = alarm.refs.get("alta_alert_guid")
+    guid = alarm.refs.get(alta_refs.ALERT_GUID)
     if guid:
         yield IncidentNote(f"{sys_id}-alta", f"Alta Protect alert {guid}", NOTE_BY, job.now)
-    dispatch_task = alarm.refs.get("tracktik_dispatch_task_id")
+    dispatch_task = alarm.refs.get(tracktik_refs.DISPATCH_TASK_ID)
     if dispatch_task is not None:
         yield IncidentNote(
             f"{sys_id}-tracktik",
@@ -193,3 +198,8 @@ def _video_links(raw: Any) -> list[str]:
         if isinstance(link, str) and link.strip():
             links.append(link.strip())
     return links
+
+
+def _rapidsos(site: Site | None) -> RapidSOSSite | None:
+    """The site's RapidSOS table: its site phone is the CAD's caller number."""
+    return site.table(RapidSOSSite) if site is not None else None

@@ -18,6 +18,8 @@ from celery import shared_task
 
 from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
+from vendors.callonalarm import refs
+from vendors.callonalarm.site import CallOnAlarmSite
 from workers.clients.callonalarm import is_final
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
@@ -66,11 +68,11 @@ def _trigger(job: Job) -> Outcome:
     if job.action.outcome_unknown:
         message += " (repeat: the previous call request may have gone through)"
     result = job.clients.callonalarm.trigger(account, code, alarm.zone, message)
-    refs: dict[str, Any] = {
-        "callonalarm_alert_id": result.alert_id,
-        "callonalarm_account": account,
-        "callonalarm_status": result.status,
-        "callonalarm_delay_s": result.delay_seconds,
+    learned: dict[str, Any] = {
+        refs.ALERT_ID: result.alert_id,
+        refs.ACCOUNT: account,
+        refs.STATUS: result.status,
+        refs.DELAY_S: result.delay_seconds,
     }
     follow_ups: tuple[FollowUp, ...] = ()
     if not result.is_final:
@@ -99,7 +101,7 @@ def _trigger(job: Job) -> Outcome:
             "technical_email_sent": result.technical_email_sent,
         },
         message=f"CallOnAlarm alert {result.alert_id}: {result.status} ({code} on account {account})",
-        refs=refs,
+        refs=learned,
         follow_ups=follow_ups,
         needs_person=needs_person,
     )
@@ -116,11 +118,11 @@ def _follow_status(job: Job) -> Outcome:
         raise PreconditionError(UPSTREAM, "follow_status without an alert_id")
     polls = int(params.get("polls", 0)) + 1
     status = job.clients.callonalarm.status(str(alert_id))
-    refs: dict[str, Any] = {"callonalarm_status": status.status, "callonalarm_calls_made": status.calls_made}
+    learned: dict[str, Any] = {refs.STATUS: status.status, refs.CALLS_MADE: status.calls_made}
     if status.acknowledged_by:
-        refs["callonalarm_acknowledged_by"] = status.acknowledged_by
+        learned[refs.ACKNOWLEDGED_BY] = status.acknowledged_by
     if status.acknowledged_at:
-        refs["callonalarm_acknowledged_at"] = status.acknowledged_at.isoformat()
+        learned[refs.ACKNOWLEDGED_AT] = status.acknowledged_at.isoformat()
     follow_ups: tuple[FollowUp, ...] = ()
     needs_person = None
     if status.status in NOBODY_ANSWERED:
@@ -142,7 +144,7 @@ def _follow_status(job: Job) -> Outcome:
         external_id=str(alert_id),
         result={"status": status.status, "polls": polls, "calls_made": status.calls_made},
         message=f"CallOnAlarm alert {alert_id}: {status.status}",
-        refs=refs,
+        refs=learned,
         follow_ups=follow_ups,
         needs_person=needs_person,
     )
@@ -168,21 +170,21 @@ def _send_restore(job: Job) -> Outcome:
     nothing more, it only logs one more event upstream.
     """
     alarm = _require_alarm(job)
-    alert_id = alarm.refs.get("callonalarm_alert_id")
+    alert_id = alarm.refs.get(refs.ALERT_ID)
     if not alert_id and job.action.params.get("cancelled_by") and _trigger_may_be_in_flight(job, alarm):
         raise NotYetError(
             "the CallOnAlarm trigger has not answered yet", retry_after_s=TRIGGER_IN_FLIGHT_RECHECK_S
         )
     if not alert_id:
         return Outcome(result={"skipped": "no CallOnAlarm alert"}, message="no CallOnAlarm alert to cancel")
-    known_status = alarm.refs.get("callonalarm_status")
+    known_status = alarm.refs.get(refs.STATUS)
     if isinstance(known_status, str) and is_final(known_status):
         return Outcome(
             external_id=str(alert_id),
             result={"skipped": f"alert already {known_status}"},
             message=f"CallOnAlarm alert {alert_id} already {known_status}: no restore sent",
         )
-    account = job.action.params.get("account") or alarm.refs.get("callonalarm_account")
+    account = job.action.params.get("account") or alarm.refs.get(refs.ACCOUNT)
     account = account or _account(job, alarm)
     code = _restore_code(alarm, job.action.params)
     result = job.clients.callonalarm.trigger(
@@ -199,9 +201,9 @@ def _send_restore(job: Job) -> Outcome:
         },
         message=f"CallOnAlarm restore {code} sent for alert {alert_id}",
         refs={
-            "callonalarm_restore_sent": True,
-            "callonalarm_restore_code": code,
-            "callonalarm_restore_alert_id": result.alert_id,
+            refs.RESTORE_SENT: True,
+            refs.RESTORE_CODE: code,
+            refs.RESTORE_ALERT_ID: result.alert_id,
         },
     )
 
@@ -223,8 +225,9 @@ def _account(job: Job, alarm: AlarmContext) -> str:
     if account:
         return str(account)
     site = alarm.site
-    if site is not None and site.callonalarm is not None:
-        return site.callonalarm.account_number
+    table = site.table(CallOnAlarmSite) if site is not None else None
+    if table is not None:
+        return table.account_number
     raise PreconditionError(UPSTREAM, "no CallOnAlarm account for this alarm's site")
 
 

@@ -27,7 +27,12 @@ from celery import shared_task
 from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
 from app.domain.plans import TROUBLE_KINDS
-from app.domain.sites import RAPIDSOS_CIVIC, RAPIDSOS_CIVIC_REQUIRED, Location, Site
+from app.domain.site_tables import Location
+from app.domain.sites import Site
+from vendors.alta import refs as alta_refs
+from vendors.rapidsos import refs
+from vendors.rapidsos.site import CIVIC, RapidSOSSite
+from vendors.rapidsos.site import CIVIC_REQUIRED as CIVIC_REQUIRED_FIELDS
 from workers.clients.errors import PreconditionError
 from workers.clients.rapidsos import SUPPLEMENTAL_ONLY, UNSUPPORTED_LOCATION, CreatedAlert
 from workers.perform import Job, Outcome, perform
@@ -52,8 +57,8 @@ EMERGENCY_TYPES: dict[str, str] = {
 }
 OTHER = "OTHER"
 
-# Seed 004's civic limits (app.domain.sites), in RapidSOS's names for the fields a civic part needs.
-CIVIC_REQUIRED = tuple(RAPIDSOS_CIVIC[field][0] for field in RAPIDSOS_CIVIC_REQUIRED)
+# Seed 004's civic limits (vendors.rapidsos.site), in RapidSOS's names for the fields a civic part needs.
+CIVIC_REQUIRED = tuple(CIVIC[field][0] for field in CIVIC_REQUIRED_FIELDS)
 
 # A sender's clock is trusted for incident_time only near our own receipt time; a panel whose clock
 # says 1970 or next week would otherwise misinform the PSAP (and 1970 is refused as "seconds, not ms").
@@ -79,9 +84,9 @@ def _create_alert(job: Job) -> Outcome:
     if alarm is None:
         raise PreconditionError(UPSTREAM, "the step has no alarm to report")
     site = alarm.site
-    if site is None or site.rapidsos is None:
+    if site is None or site.table(RapidSOSSite) is None:
         raise PreconditionError(UPSTREAM, "the alarm's site has no [rapidsos] settings")
-    existing = alarm.refs.get("rapidsos_alert_id")
+    existing = alarm.refs.get(refs.ALERT_ID)
     if existing:
         # One RapidSOS alert per alarm: a second create step for it would only duplicate the dispatch.
         return Outcome(external_id=str(existing), message=f"RapidSOS alert {existing} already exists")
@@ -89,12 +94,12 @@ def _create_alert(job: Job) -> Outcome:
     # The guard, the CAD and the calls go once the 911 request has left (written to the socket).
     created = job.clients.rapidsos.create_alert(body, on_sent=job.release_911)
     source_id = body["variables"]["event"]["source_id"]
-    refs: dict[str, Any] = {"rapidsos_source_id": source_id, "rapidsos_status_code": created.status_code}
+    learned: dict[str, Any] = {refs.SOURCE_ID: source_id, refs.STATUS_CODE: created.status_code}
     if created.alert_id is not None:
-        refs["rapidsos_alert_id"] = created.alert_id
+        learned[refs.ALERT_ID] = created.alert_id
     needs_person = None
     if job.action.outcome_unknown:
-        refs["rapidsos_possible_duplicate"] = True
+        learned[refs.POSSIBLE_DUPLICATE] = True
         needs_person = (
             f"RapidSOS create retried after a lost answer: the PSAP may hold a second alert with "
             f"source_id {source_id}; only {created.alert_id or 'the new one'} can be cancelled from here"
@@ -103,7 +108,7 @@ def _create_alert(job: Job) -> Outcome:
         external_id=created.alert_id,
         result=_result(created),
         message=_message(created),
-        refs=refs,
+        refs=learned,
         needs_person=needs_person,
         fallback=_fallback_reason(created),
     )
@@ -113,7 +118,7 @@ def _cancel_alert(job: Job) -> Outcome:
     alarm = job.alarm
     if alarm is None:
         raise PreconditionError(UPSTREAM, "the step has no alarm whose alert to cancel")
-    alert_id = alarm.refs.get("rapidsos_alert_id")
+    alert_id = alarm.refs.get(refs.ALERT_ID)
     if not alert_id:
         return Outcome(message="no RapidSOS alert: nothing to cancel", result={"cancelled": False})
     state = job.clients.rapidsos.cancel_alert(str(alert_id))
@@ -122,13 +127,13 @@ def _cancel_alert(job: Job) -> Outcome:
             external_id=str(alert_id),
             message=f"RapidSOS no longer holds alert {alert_id} (alerts are kept 12 h): nothing to cancel",
             result={"cancelled": False},
-            refs={"rapidsos_cancelled": False},
+            refs={refs.CANCELLED: False},
         )
     return Outcome(
         external_id=str(alert_id),
         message=f"RapidSOS alert {alert_id} cancelled",
         result={"cancelled": True, "status": state.status, "disposition": state.disposition},
-        refs={"rapidsos_cancelled": True},
+        refs={refs.CANCELLED: True},
     )
 
 
@@ -145,7 +150,8 @@ def alert_body(alarm: AlarmContext, site: Site) -> dict[str, Any]:
         PreconditionError: the site has neither coordinates nor a civic address RapidSOS accepts
             (the sites file should have caught this; a person must fix the site).
     """
-    assert site.rapidsos is not None  # the caller checked
+    rapidsos = site.table(RapidSOSSite)
+    assert rapidsos is not None  # the caller checked
     location = rapidsos_location(site.location)
     if not location:
         raise PreconditionError(
@@ -162,9 +168,9 @@ def alert_body(alarm: AlarmContext, site: Site) -> dict[str, Any]:
     optional = {
         "alarm_description": _description(alarm),
         "zone_description": _zone_description(alarm),
-        "alarm_permit_number": site.rapidsos.alarm_permit_number,
+        "alarm_permit_number": rapidsos.alarm_permit_number,
         "instructions": site.instructions,
-        "site_phone": site.rapidsos.site_phone,
+        "site_phone": rapidsos.site_phone,
     }
     variables.update({key: value for key, value in optional.items() if _present(value)})
     variables["visually_verified"] = visually_verified(alarm)
@@ -179,12 +185,12 @@ def alert_body(alarm: AlarmContext, site: Site) -> dict[str, Any]:
             )
             if _present(value)
         }
-        for contact in site.rapidsos.emergency_contacts
+        for contact in rapidsos.emergency_contacts
     ]
     if contacts:
         # The sites file allows the keyholder plus three (seed 004's recommended maximum).
         variables["emergency_contacts"] = contacts
-    return {"blocking": True, "callflow": site.rapidsos.callflow, "variables": variables}
+    return {"blocking": True, "callflow": rapidsos.callflow, "variables": variables}
 
 
 def emergency_type(alarm: AlarmContext) -> str:
@@ -220,7 +226,7 @@ def rapidsos_location(location: Location) -> dict[str, Any]:
     if location.latitude is not None and location.longitude is not None:
         result["geodetic"] = {"latitude": location.latitude, "longitude": location.longitude}
     civic: dict[str, str] = {}
-    for ours, (theirs, low, high) in RAPIDSOS_CIVIC.items():
+    for ours, (theirs, low, high) in CIVIC.items():
         value = getattr(location, ours)
         if isinstance(value, str) and low <= len(value.strip()) <= high:
             civic[theirs] = value.strip()
@@ -233,7 +239,7 @@ def rapidsos_location(location: Location) -> dict[str, Any]:
 
 def visually_verified(alarm: AlarmContext) -> bool:
     """Someone has confirmed the alarm as real: an operator's "valid" verdict (or Alta's, in refs)."""
-    alta = alarm.refs.get("alta_verification")
+    alta = alarm.refs.get(alta_refs.VERIFICATION)
     return alarm.verification == "valid" or (isinstance(alta, dict) and alta.get("verdict") == "valid")
 
 

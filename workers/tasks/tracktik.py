@@ -18,7 +18,11 @@ from celery import shared_task
 
 from app.domain import sia, task_names
 from app.domain.alarms import AlarmContext
-from app.domain.sites import Location, Site, TrackTikSite
+from app.domain.site_tables import Location
+from app.domain.sites import Site
+from vendors.alta import refs as alta_refs
+from vendors.tracktik import refs
+from vendors.tracktik.site import TrackTikSite
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.clients.tracktik import (
     CreatedAlarm,
@@ -32,7 +36,6 @@ from workers.perform import Job, Outcome, perform
 log = structlog.get_logger(__name__)
 
 UPSTREAM = "tracktik"
-VIDEO_LINKS_REF = "video_links"
 # Alta's `$jpg` is a bare base64 JPEG; Alta writes "N/A" for a code without a value.
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 MISSING_VALUES = frozenset({"", "N/A"})
@@ -49,18 +52,19 @@ def _create_alarm(job: Job) -> Outcome:
     if alarm is None:
         raise PreconditionError(UPSTREAM, "the action has no alarm")
     site = alarm.site
-    if site is None or site.tracktik is None:
+    tracktik = site.table(TrackTikSite) if site is not None else None
+    if site is None or tracktik is None:
         raise PreconditionError(UPSTREAM, "site has no tracktik table")
     # Wait for the links only when the plan looks for the Alta alert (and so for its video).
     is_alta = alarm.source_kind == "alta" and task_names.ALTA_FIND_ONGOING_ALERT in alarm.action_kinds
-    links = _video_links(alarm.refs.get(VIDEO_LINKS_REF))
+    links = _video_links(alarm.refs.get(alta_refs.VIDEO_LINKS))
     waited_s = (job.now - alarm.opened_at).total_seconds()
-    if is_alta and VIDEO_LINKS_REF not in alarm.refs and waited_s < job.settings.alta_video_wait_s:
+    if is_alta and alta_refs.VIDEO_LINKS not in alarm.refs and waited_s < job.settings.alta_video_wait_s:
         # The guard should get the recording with the alarm; alta.collect_video adds it to the refs.
         # Bounded: after alta_video_wait_s the alarm goes without it (a note says so).
         raise NotYetError("waiting for the Alta video links", retry_after_s=2, wake_on_refs=True)
 
-    tracktik_alarm = _payload(job, alarm, site, site.tracktik, links, is_alta=is_alta)
+    tracktik_alarm = _payload(job, alarm, site, tracktik, links, is_alta=is_alta)
     client = job.clients.tracktik
     found: CreatedAlarm | None = None
     if job.action.outcome_unknown or job.action.attempts > 1:
@@ -80,18 +84,18 @@ def _create_alarm(job: Job) -> Outcome:
     return Outcome(
         external_id=str(created.dispatch_task_id if created.dispatch_task_id is not None else created.id),
         result={
-            "tracktik_alarm_id": created.id,
-            "tracktik_custom_id": created.custom_id,
-            "tracktik_dispatch_task_id": created.dispatch_task_id,
+            refs.ALARM_ID: created.id,
+            refs.CUSTOM_ID: created.custom_id,
+            refs.DISPATCH_TASK_ID: created.dispatch_task_id,
             "adopted": adopted,
             "video_links": len(links),
             "attachments": len(tracktik_alarm.attachments),
         },
         message=f"{verb} {created.id} (dispatch task {created.dispatch_task_id})",
         refs={
-            "tracktik_alarm_id": created.id,
-            "tracktik_custom_id": created.custom_id,
-            "tracktik_dispatch_task_id": created.dispatch_task_id,
+            refs.ALARM_ID: created.id,
+            refs.CUSTOM_ID: created.custom_id,
+            refs.DISPATCH_TASK_ID: created.dispatch_task_id,
         },
     )
 

@@ -1,8 +1,9 @@
 """How the dashboard shows ledger values: UTC times to the millisecond, ages, labels, and which of an
 alarm's refs are upstream ids, video links or other notes.
 
-Everything shown comes from outside at some point (zone names, descriptions, links from Alta), so it
-goes through Jinja's autoescaping; a link is only made clickable when it is plain http(s).
+Everything shown comes from outside at some point (zone names, descriptions, video links), so it
+goes through Jinja's autoescaping; a link is only made clickable when it is plain http(s). Which refs
+are upstream ids (and what they are called) and which hold video links, the vendors declare.
 """
 
 from __future__ import annotations
@@ -13,19 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.domain.plans import format_duration
-
-# The refs the workers write that name the alarm upstream, in the order an operator looks for them.
-UPSTREAM_IDS = {
-    "alta_alert_guid": "Alta alert guid",
-    "tracktik_dispatch_task_id": "TrackTik dispatch task",
-    "tracktik_alarm_id": "TrackTik alarm",
-    "callonalarm_alert_id": "CallOnAlarm alert",
-    "callonalarm_status": "CallOnAlarm status",
-    "rapidsos_alert_id": "RapidSOS alert",
-    "cad_incident_id": "CAD incident",
-    "cad_sys_id": "CAD sysId",
-}
-VIDEO_LINKS = "video_links"
+from vendors import UPSTREAM_IDS, VIDEO_LINK_REFS
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +89,16 @@ def sort_refs(refs: dict[str, Any] | None) -> Refs:
     """Upstream ids first (known names, in order), then the video links, then anything else."""
     refs = refs or {}
     upstream = [(name, _text(refs[key])) for key, name in UPSTREAM_IDS.items() if refs.get(key) is not None]
-    links = refs.get(VIDEO_LINKS)
-    if isinstance(links, str | dict):
-        links = [links]
-    video = [_link(item) for item in links] if isinstance(links, list) else []
+    video: list[Link] = []
+    for ref in VIDEO_LINK_REFS:
+        links = refs.get(ref)
+        if isinstance(links, str | dict):
+            links = [links]
+        video += [_link(item) for item in links] if isinstance(links, list) else []
     other = [
         (label(key), _text(value))
         for key, value in sorted(refs.items())
-        if key not in UPSTREAM_IDS and key != VIDEO_LINKS
+        if key not in UPSTREAM_IDS and key not in VIDEO_LINK_REFS
     ]
     return Refs(upstream_ids=upstream, video_links=video, other=other)
 

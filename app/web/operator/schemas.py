@@ -9,6 +9,7 @@ from typing import Any
 import marshmallow as ma
 
 from config.celery import DEFAULT_QUEUE, QUEUES
+from vendors import BY_HAND, BY_HAND_CREATES, UPSTREAM_IDS
 
 # The ledger's ids are PostgreSQL `integer`: the routes take no larger id (a larger one is a 404, not
 # a database error).
@@ -20,6 +21,9 @@ PAGE_LIMIT_MAX = 1000
 # What the sites file accepts as a site key (app/domain/sites_file.py): anything else matches no alarm,
 # and a NUL would reach PostgreSQL as an error.
 SITE_KEY = r"[a-z0-9][a-z0-9_-]{0,63}\Z"
+# The API's descriptions give examples in the vendors' own words (their declarations in vendors/).
+_EXAMPLE_STEP = next(iter(BY_HAND_CREATES))
+_BY_HAND = " or ".join(f"a {entry.vendor} {entry.what}" for entry in BY_HAND)
 
 
 class UtcDateTime(ma.fields.AwareDateTime):
@@ -142,9 +146,7 @@ class ActionSchema(ma.Schema):
     """One step of an alarm's plan, as the alarm shows it."""
 
     id = ma.fields.Integer(required=True)
-    kind = ma.fields.String(
-        required=True, metadata={"description": "the task name, e.g. tracktik.create_alarm"}
-    )
+    kind = ma.fields.String(required=True, metadata={"description": f"the task name, e.g. {_EXAMPLE_STEP}"})
     queue = ma.fields.String(required=True)
     state = ma.fields.String(
         required=True,
@@ -212,13 +214,13 @@ class AlarmSummarySchema(ma.Schema):
         required=True,
         allow_none=True,
         metadata={
-            "description": "a panel's cancel stood the response down in time while a TrackTik dispatch "
+            "description": f"a panel's cancel stood the response down in time while {_BY_HAND} "
             "was engaged: acknowledging or ending the alarm ends it as cancelled"
         },
     )
     refs = ma.fields.Dict(
         required=True,
-        metadata={"description": "the upstreams' ids: Alta alert guid, TrackTik dispatch task…"},
+        metadata={"description": f"the upstreams' ids: {', '.join(list(UPSTREAM_IDS.values())[:2])}…"},
     )
 
 

@@ -15,14 +15,17 @@ from hypothesis import strategies as st
 
 from app.domain import task_names
 from app.domain.plans import NEVER_HELD_FAMILIES, Plan, Step, format_duration
+from app.domain.site_tables import Location
 from app.domain.sites import (
-    Location,
     Site,
     Sites,
     SitesFileError,
     Source,
 )
 from app.domain.sites_file import load_sites, parse_duration
+from vendors.callonalarm.site import CallOnAlarmSite
+from vendors.rapidsos.site import RapidSOSSite
+from vendors.tracktik.site import TrackTikSite
 
 pytestmark = pytest.mark.unit
 
@@ -192,16 +195,19 @@ def test_a_valid_file_loads_every_field(write: Write) -> None:
         latitude=45.5183,
         longitude=-73.5822,
     )
-    assert hq.tracktik is not None
-    assert hq.tracktik.alarm_organization == 687
-    assert hq.tracktik.alarm_connection_custom_id is None
-    assert hq.callonalarm is not None
-    assert hq.callonalarm.account_number == "CA-1001"
-    assert hq.rapidsos is None
+    tracktik = hq.table(TrackTikSite)
+    assert tracktik is not None
+    assert tracktik.alarm_organization == 687
+    assert tracktik.alarm_connection_custom_id is None
+    callonalarm = hq.table(CallOnAlarmSite)
+    assert callonalarm is not None
+    assert callonalarm.account_number == "CA-1001"
+    assert hq.table(RapidSOSSite) is None
     assert hq.instructions == ""
     assert home.cancel_window == timedelta(minutes=2)  # the default
-    assert home.rapidsos is not None
-    assert home.rapidsos.emergency_contacts[0].phone == "+16175550142"
+    rapidsos = home.table(RapidSOSSite)
+    assert rapidsos is not None
+    assert rapidsos.emergency_contacts[0].phone == "+16175550142"
 
 
 def test_no_sites_file_means_no_source_may_post() -> None:
@@ -673,11 +679,12 @@ def test_tracktik_type_codes_follow_the_plan_rules(write: Write) -> None:
     sites = load_sites(write(BASE), ENVIRON)
     hq = sites.site("hq")
     assert hq is not None
-    assert hq.tracktik is not None
+    tracktik = hq.table(TrackTikSite)
+    assert tracktik is not None
 
-    assert hq.tracktik.alarm_type_code("fire", "alarm") == "22222"
-    assert hq.tracktik.alarm_type_code("burglary", "alarm") == "11111"  # falls back to default
-    assert hq.tracktik.alarm_type_code("fire", "trouble") == "11111"  # a fire trouble is not a fire
+    assert tracktik.alarm_type_code("fire", "alarm") == "22222"
+    assert tracktik.alarm_type_code("burglary", "alarm") == "11111"  # falls back to default
+    assert tracktik.alarm_type_code("fire", "trouble") == "11111"  # a fire trouble is not a fire
 
 
 def test_a_directory_built_in_code_refuses_an_account_claimed_twice() -> None:

@@ -24,6 +24,7 @@ from config.settings import Settings
 from sandbox.callonalarm import create_app
 from sandbox.server import RunningServer, serve_in_thread
 from tests.sites_fixture import example_sites
+from vendors.callonalarm.site import CallOnAlarmSite
 from workers.clients import Clients
 from workers.clients.callonalarm import CallOnAlarmClient
 from workers.clients.errors import (
@@ -92,8 +93,9 @@ def clients(settings: Settings) -> Iterator[Clients]:
 @pytest.fixture
 def montreal() -> Site:
     site = next(site for site in example_sites().sites if site.key == "montreal-hq")
-    assert site.callonalarm is not None
-    assert site.callonalarm.account_number == "1001"
+    callonalarm = site.table(CallOnAlarmSite)
+    assert callonalarm is not None
+    assert callonalarm.account_number == "1001"
     return site
 
 
@@ -249,7 +251,7 @@ def test_trigger_on_an_inactive_connection_needs_a_person(make_job: JobFactory, 
 def test_trigger_without_any_account_is_rejected_without_a_request(
     make_job: JobFactory, montreal: Site, sandbox: Sandbox
 ) -> None:
-    alarm = make_alarm(dataclasses.replace(montreal, callonalarm=None))
+    alarm = make_alarm(montreal.without(CallOnAlarmSite))
 
     with pytest.raises(UpstreamRejectedError):
         tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm))

@@ -21,12 +21,14 @@ from app.domain import task_names
 from app.domain.actions import ClaimedAction
 from app.domain.alarms import AlarmContext
 from app.domain.plans import Plan
-from app.domain.sites import EmergencyContact, Location, RapidSOSSite, Site
+from app.domain.site_tables import Location
+from app.domain.sites import Site
 from config.settings import Settings
 from sandbox.config import load_config
 from sandbox.rapidsos import create_app
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
+from vendors.rapidsos.site import EmergencyContact, RapidSOSSite
 from workers.clients import Clients
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError
 from workers.clients.rapidsos import RapidSOSClient
@@ -68,7 +70,7 @@ SITE = Site(
     cancel_window=timedelta(minutes=2),
     plan=Plan(key="residential", steps_by_key={}),
     location=NEWTON,
-    rapidsos=RAPIDSOS,
+    tables={RapidSOSSite: RAPIDSOS},
 )
 # Civic-only sites, routed by state: the sandbox's coverage map gives TX 217 and WY 216.
 TEXAS = replace(
@@ -233,7 +235,7 @@ def test_a_site_without_rapidsos_settings_is_rejected_for_a_person(
     job: Callable[..., Job], sim: LiveSimulator
 ) -> None:
     with pytest.raises(UpstreamRejectedError):
-        tasks._create_alert(job(alarm(site=replace(SITE, rapidsos=None))))
+        tasks._create_alert(job(alarm(site=SITE.without(RapidSOSSite))))
     with pytest.raises(UpstreamRejectedError):
         tasks._create_alert(job(None))
 

@@ -9,7 +9,6 @@ reconcile after a timeout-after-commit that adopts the alarm instead of creating
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,10 +22,11 @@ from app.domain.actions import ClaimedAction
 from app.domain.alarms import AlarmContext
 from app.domain.sites import Site
 from config.settings import Settings
-from sandbox.alta_webhook import THUMBNAIL_B64
+from sandbox.alta.webhook import THUMBNAIL_B64
 from sandbox.server import RunningServer, serve_in_thread
-from sandbox.tracktik import ALARMS_PATH, create_app
+from sandbox.tracktik.app import ALARMS_PATH, create_app
 from tests.sites_fixture import example_sites
+from vendors.tracktik.site import TrackTikSite
 from workers.clients import Clients
 from workers.clients.errors import NotYetError, OutcomeUnknownError, PreconditionError, UpstreamRejectedError
 from workers.clients.tracktik import TrackTikClient
@@ -68,7 +68,7 @@ def clients(settings: Settings) -> Clients:
 @pytest.fixture
 def site() -> Site:
     found = example_sites().site("montreal-hq")
-    assert found is not None and found.tracktik is not None
+    assert found is not None and found.table(TrackTikSite) is not None
     return found
 
 
@@ -268,7 +268,7 @@ def test_alta_thumbnail_that_is_not_a_jpeg_is_left_out(
 def test_site_without_tracktik_table_is_a_permanent_rejection(
     clients: Clients, settings: Settings, site: Site, http: requests.Session, server: RunningServer
 ) -> None:
-    no_tracktik = dataclasses.replace(site, tracktik=None)
+    no_tracktik = site.without(TrackTikSite)
 
     with pytest.raises(PreconditionError, match="tracktik: not sent: site has no tracktik table"):
         _create_alarm(job(clients, settings, panel_alarm(no_tracktik)))

@@ -1,0 +1,40 @@
+"""CallOnAlarm: people called by phone, for a site's plan or as the fallback when a dispatch fails.
+
+A call still held (in CallOnAlarm's own delay) is stopped with the restore code (CONTRACTS Part A 11),
+even before its alert id is recorded: the restore then waits for the trigger in flight.
+"""
+
+from app.domain import task_names
+from vendors.base import ByApi, HasTables, PhoneFallback, Vendor
+from vendors.callonalarm import refs, site
+from vendors.callonalarm.site import CallOnAlarmSite
+
+
+def _site_account(tables: HasTables) -> str | None:
+    """The site's own CallOnAlarm connection, if it has one (else the monitoring centre's is called)."""
+    table = tables.table(CallOnAlarmSite)
+    return table.account_number if table is not None else None
+
+
+VENDOR = Vendor(
+    key="callonalarm",
+    name="CallOnAlarm",
+    steps=frozenset(
+        {
+            task_names.CALLONALARM_TRIGGER,
+            task_names.CALLONALARM_FOLLOW_STATUS,
+            task_names.CALLONALARM_SEND_RESTORE,
+        }
+    ),
+    plan_steps=(task_names.CALLONALARM_TRIGGER,),
+    refs=refs.ALL,
+    upstream_ids=((refs.ALERT_ID, "CallOnAlarm alert"), (refs.STATUS, "CallOnAlarm status")),
+    site_table=site.TABLE,
+    stand_down=ByApi(
+        refs.ALERT_ID,
+        task_names.CALLONALARM_SEND_RESTORE,
+        maybe_engaged_by=task_names.CALLONALARM_TRIGGER,
+        takes_cancel_code=True,
+    ),
+    phone_fallback=PhoneFallback(step=task_names.CALLONALARM_TRIGGER, account=_site_account),
+)

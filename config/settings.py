@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from environs import Env, EnvError, validate
@@ -40,6 +41,24 @@ class ConfigurationError(ValueError):
 WEB_WORKER_CLASSES = ("gevent", "gthread", "sync")
 
 
+POSITIVE = validate.Range(min=1)
+PORT = validate.Range(min=1, max=65535)
+
+
+def setting(
+    default: Any,
+    *,
+    check: Callable[[Any], object] | None = None,
+    env: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A Settings field with what reading it from the environment needs: its ``check`` (an environs
+    validator), its variable when that is not the field's name in capitals, and ``secret`` (kept out of
+    repr, so out of logs)."""
+    metadata = {"check": check} | ({"env": env} if env else {})
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a process needs to know about its environment; tests build it directly."""
@@ -47,105 +66,114 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     # None: no broker configured. `alarm-bridge dev` starts an embedded one and sets REDIS_URL
     # for its children; web and worker processes started any other way need a real Redis.
-    redis_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = setting(None, secret=True)
     broker_key_prefix: str = ""
     host: str = "0.0.0.0"  # noqa: S104 - platforms route to the container; dev binds loopback
-    port: int = 8000
-    web_concurrency: int = 2
+    port: int = setting(8000, check=PORT)
+    web_concurrency: int = setting(2, check=POSITIVE)
     # gevent: a connection costs a greenlet, not a worker, so no slow client can hold the door shut;
     # gthread/sync stay available (WEB_THREADS threads each) for a platform without gevent.
-    web_worker_class: str = "gevent"
-    web_worker_connections: int = 1000
-    web_threads: int = 1
-    web_timeout_s: int = 30
+    web_worker_class: str = setting("gevent", check=validate.OneOf(WEB_WORKER_CLASSES))
+    web_worker_connections: int = setting(1000, check=POSITIVE)
+    web_threads: int = setting(1, check=POSITIVE)
+    web_timeout_s: int = setting(30, check=POSITIVE)
     # A request's head must arrive within it, each read of its body too; an idle connection is closed.
-    web_read_timeout_s: int = 5
+    web_read_timeout_s: int = setting(5, check=validate.Range(min=1, max=300))
     # Life-safety first at the door: at most this many other events are recorded at once per web
     # process (app/web/admission.py); 0 turns the gate off. 1 measured best with the ledger near.
-    web_intake_concurrency: int = 1
-    max_body_bytes: int = 1_048_576
-    log_level: str = "INFO"
-    log_format: str = "json"
-    operator_api_keys: tuple[str, ...] = field(default=(), repr=False)
-    action_lease_s: float = 90.0
-    action_max_attempts: int = 8
-    dispatch_interval_s: float = 1.0
-    dispatch_batch_size: int = 500
+    web_intake_concurrency: int = setting(1, check=validate.Range(min=0, max=1000))
+    max_body_bytes: int = setting(1_048_576, check=validate.Range(min=1024))
+    log_level: str = setting("INFO", check=validate.OneOf(LOG_LEVELS))
+    log_format: str = setting("json", check=validate.OneOf(LOG_FORMATS))
+    operator_api_keys: tuple[str, ...] = setting((), secret=True)
+    action_lease_s: float = setting(90.0, check=validate.Range(min=1))
+    action_max_attempts: int = setting(8, check=POSITIVE)
+    dispatch_interval_s: float = setting(1.0, check=validate.Range(min=0.1))
+    dispatch_batch_size: int = setting(500, check=POSITIVE)
     # TASK_SOFT_TIME_LIMIT_S is also every step's own deadline, which alarm-bridge enforces itself on
     # any pool (workers/perform.py): the thread pool enforces no Celery time limit.
-    task_soft_time_limit_s: int = 45
-    task_time_limit_s: int = 60
+    task_soft_time_limit_s: int = setting(45, check=POSITIVE)
+    task_time_limit_s: int = setting(60, check=POSITIVE)
     # Workers are sized for the vendors' latency, not the CPU: each thread holds one upstream call.
-    worker_pool: str = "threads"
-    worker_concurrency: int = 48  # `worker` (default, bulk)
-    urgent_concurrency: int = 48  # `urgent` (life_safety, dispatch)
-    broker_visibility_timeout_s: int = 3600
-    sandbox_port: int = 8100
+    worker_pool: str = setting("threads", check=validate.OneOf(WORKER_POOLS))
+    worker_concurrency: int = setting(48, check=validate.Range(min=1, max=512))  # `worker` (default, bulk)
+    # `urgent` (life_safety, dispatch)
+    urgent_concurrency: int = setting(48, check=validate.Range(min=1, max=512))
+    broker_visibility_timeout_s: int = setting(3600, check=POSITIVE)
+    sandbox_port: int = setting(8100, check=PORT)
     var_dir: str = "var"
     sites_file: str | None = None  # None: no sources, so every intake call is refused (401)
-    grouping_window_s: float = 300.0
-    dedupe_window_s: float = 300.0
-    clock_skew_tolerance_s: float = 300.0
-    http_connect_timeout_s: float = 3.05
-    http_read_timeout_s: float = 10.0
+    grouping_window_s: float = setting(300.0, check=validate.Range(min=0))
+    dedupe_window_s: float = setting(300.0, check=validate.Range(min=1))
+    clock_skew_tolerance_s: float = setting(300.0, check=validate.Range(min=0))
+    http_connect_timeout_s: float = setting(3.05, check=validate.Range(min=0.1))
+    http_read_timeout_s: float = setting(10.0, check=validate.Range(min=0.1))
     alta_base_url: str = "http://127.0.0.1:8100/alta"
     alta_username: str = "api@sandbox.alta.example"
-    alta_password: str = field(default="sandbox-alta-password", repr=False)
-    alta_lookup_timeout_s: float = 120.0  # how long to keep looking for a webhook's ongoing alert
-    alta_video_wait_s: float = 30.0  # how long a TrackTik alarm waits for the video links
+    alta_password: str = setting("sandbox-alta-password", secret=True)
+    # how long to keep looking for a webhook's ongoing alert
+    alta_lookup_timeout_s: float = setting(120.0, check=validate.Range(min=1))
+    # how long a TrackTik alarm waits for the video links
+    alta_video_wait_s: float = setting(30.0, check=validate.Range(min=0))
     tracktik_base_url: str = "http://127.0.0.1:8100/tracktik"
     tracktik_client_id: str = "sandbox-tracktik-client"
-    tracktik_client_secret: str = field(default="sandbox-tracktik-secret", repr=False)
+    tracktik_client_secret: str = setting("sandbox-tracktik-secret", secret=True)
     tracktik_username: str = "alarm-bridge-api"
-    tracktik_password: str = field(default="sandbox-tracktik-password", repr=False)
+    tracktik_password: str = setting("sandbox-tracktik-password", secret=True)
     callonalarm_base_url: str = "http://127.0.0.1:8100/callonalarm"
-    callonalarm_api_key: str = field(default="coa_sandbox_key_0001", repr=False)
-    callonalarm_hourly_budget: int = 100
-    callonalarm_poll_interval_s: float = 30.0
+    callonalarm_api_key: str = setting("coa_sandbox_key_0001", secret=True)
+    callonalarm_hourly_budget: int = setting(100, check=validate.Range(min=1))
+    callonalarm_poll_interval_s: float = setting(30.0, check=validate.Range(min=1))
     callonalarm_fallback_account: str | None = None  # the monitoring centre's own connection
     rapidsos_base_url: str = "http://127.0.0.1:8100/rapidsos"
     rapidsos_client_id: str = "sandbox-rapidsos-client"
-    rapidsos_client_secret: str = field(default="sandbox-rapidsos-secret", repr=False)
+    rapidsos_client_secret: str = setting("sandbox-rapidsos-secret", secret=True)
     cad_base_url: str = "http://127.0.0.1:8100/cad"
-    cad_token: str = field(default="sandbox-cad-token", repr=False)
+    cad_token: str = setting("sandbox-cad-token", secret=True)
     # Signs the dashboard's session cookie (which holds only a session id; the session itself is in
     # Redis). The web process refuses to start without it (check_web); `alarm-bridge dev` makes one.
-    secret_key: str = field(default="", repr=False)
+    secret_key: str = setting("", secret=True)
     # Wrong operator keys (sign-in form, operator API) and wrong source credentials per client address,
     # each kind counted on its own: past the limit, 429 with Retry-After (app/web/auth.py).
     auth_failure_limit: str = "10 per minute"
-    flower_basic_auth: tuple[str, ...] = field(default=(), repr=False)  # "user:password" pairs
+    flower_basic_auth: tuple[str, ...] = setting((), secret=True)  # "user:password" pairs
     # Where every process on this host writes its Prometheus samples (prometheus_client multiprocess
     # mode); None: `{var_dir}/prometheus`.
-    metrics_dir: str | None = None
-    worker_metrics_port: int | None = None  # a worker host without a web process serves /metrics here
+    metrics_dir: str | None = setting(None, env="PROMETHEUS_MULTIPROC_DIR")
+    # a worker host without a web process serves /metrics here
+    worker_metrics_port: int | None = setting(None, check=PORT)
     # The SIA DC-09 receiver (`alarm-bridge receiver`): TCP and UDP on one port. 7777 is the port
     # pysiaalarm's and Home Assistant's examples use, so many communicators' guides already name it.
     sia_receiver_host: str = "0.0.0.0"  # noqa: S104 - panels reach it from outside; dev binds loopback
-    sia_receiver_port: int = 7777
+    sia_receiver_port: int = setting(7777, check=PORT)
     # A TCP connection must bring its next complete frame within this time, or it is closed: an idle
     # or trickling panel cannot hold a connection (panels reconnect for their next frame).
-    sia_receiver_idle_timeout_s: float = 60.0
-    sia_receiver_concurrency: int = 8  # frames recorded in the ledger at once (a thread each)
+    sia_receiver_idle_timeout_s: float = setting(60.0, check=validate.Range(min=1, max=3600))
+    # frames recorded in the ledger at once (a thread each)
+    sia_receiver_concurrency: int = setting(8, check=validate.Range(min=1, max=256))
     # Open TCP connections the receiver keeps at once; one more is closed at once (counted), so a
     # flood of idle connections cannot exhaust the process's file descriptors.
-    sia_receiver_max_connections: int = 5000
-    sia_receiver_metrics_port: int | None = None  # the receiver serves this host's /metrics here
+    sia_receiver_max_connections: int = setting(5000, check=validate.Range(min=1, max=1_000_000))
+    # the receiver serves this host's /metrics here
+    sia_receiver_metrics_port: int | None = setting(None, check=PORT)
     # Set: the web process's /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (401 else).
-    metrics_token: str = field(default="", repr=False)
-    metrics_cache_s: float = 5.0  # how long a process reuses its ledger and Redis gauges between scrapes
+    metrics_token: str = setting("", secret=True)
+    # how long a process reuses its ledger and Redis gauges between scrapes
+    metrics_cache_s: float = setting(5.0, check=validate.Range(min=0, max=300))
     # https: the app is reached over HTTPS only, so the session cookie is `Secure`.
-    preferred_url_scheme: str = "http"
+    preferred_url_scheme: str = setting("http", check=validate.OneOf(URL_SCHEMES))
     # How many reverse proxies in front of the web process set X-Forwarded-For and X-Forwarded-Proto
     # (0: the headers are not believed; the client address is the peer's).
-    trusted_proxy_count: int = 0
-    watchdog_interval_s: float = 30.0
-    watchdog_grace_s: float = 60.0  # how late a step may run before a person is called
-    watchdog_failing_s: float = 300.0  # how long a step may keep failing before a person is called
-    watchdog_heartbeat_url: str | None = field(default=None, repr=False)  # pinged after every check
+    trusted_proxy_count: int = setting(0, check=validate.Range(min=0, max=10))
+    watchdog_interval_s: float = setting(30.0, check=validate.Range(min=1))
+    # how late a step may run before a person is called
+    watchdog_grace_s: float = setting(60.0, check=validate.Range(min=1))
+    # how long a step may keep failing before a person is called
+    watchdog_failing_s: float = setting(300.0, check=validate.Range(min=1))
+    watchdog_heartbeat_url: str | None = setting(None, secret=True)  # pinged after every check
     # `alarm-bridge ledger archive`: how long an ended alarm stays in the ledger, and its batch size.
-    archive_after_days: float = 180.0
-    archive_batch_size: int = 500
+    archive_after_days: float = setting(180.0, check=validate.Range(min=1))
+    archive_batch_size: int = setting(500, check=validate.Range(min=1, max=10_000))
     # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -233,184 +261,46 @@ def _redis_url(raw: str | None) -> str | None:
 
 
 def read_settings() -> Settings:
-    """Build Settings from the process environment; raise ConfigurationError naming the variable."""
+    """Build Settings from the process environment; raise ConfigurationError naming the variable.
+
+    Each setting is read by its field's type, from the variable its field names (its name in capitals
+    unless ``setting(env=...)`` says otherwise), with its field's default and ``check``.
+    """
     env = Env(eager=True)  # a .env file is never read implicitly
-    default = Settings()  # each default is stated once: on its Settings field
+    types = get_type_hints(Settings)
     try:
-        positive = validate.Range(min=1)
-        return Settings(
-            database_url=_database_url(env.str("DATABASE_URL", default.database_url)),
-            redis_url=_redis_url(env.str("REDIS_URL", default.redis_url)),
-            broker_key_prefix=env.str("BROKER_KEY_PREFIX", default.broker_key_prefix),
-            host=env.str("HOST", default.host),
-            port=env.int("PORT", default.port, validate=validate.Range(min=1, max=65535)),
-            web_concurrency=env.int("WEB_CONCURRENCY", default.web_concurrency, validate=positive),
-            web_worker_class=env.str(
-                "WEB_WORKER_CLASS", default.web_worker_class, validate=validate.OneOf(WEB_WORKER_CLASSES)
-            ),
-            web_worker_connections=env.int(
-                "WEB_WORKER_CONNECTIONS", default.web_worker_connections, validate=positive
-            ),
-            web_threads=env.int("WEB_THREADS", default.web_threads, validate=positive),
-            web_timeout_s=env.int("WEB_TIMEOUT_S", default.web_timeout_s, validate=positive),
-            web_read_timeout_s=env.int(
-                "WEB_READ_TIMEOUT_S", default.web_read_timeout_s, validate=validate.Range(min=1, max=300)
-            ),
-            web_intake_concurrency=env.int(
-                "WEB_INTAKE_CONCURRENCY",
-                default.web_intake_concurrency,
-                validate=validate.Range(min=0, max=1000),
-            ),
-            max_body_bytes=env.int(
-                "MAX_BODY_BYTES", default.max_body_bytes, validate=validate.Range(min=1024)
-            ),
-            log_level=env.str("LOG_LEVEL", default.log_level, validate=validate.OneOf(LOG_LEVELS)),
-            log_format=env.str("LOG_FORMAT", default.log_format, validate=validate.OneOf(LOG_FORMATS)),
-            operator_api_keys=tuple(
-                k for k in env.list("OPERATOR_API_KEYS", list(default.operator_api_keys)) if k
-            ),
-            action_lease_s=env.float(
-                "ACTION_LEASE_S", default.action_lease_s, validate=validate.Range(min=1)
-            ),
-            action_max_attempts=env.int(
-                "ACTION_MAX_ATTEMPTS", default.action_max_attempts, validate=positive
-            ),
-            dispatch_interval_s=env.float(
-                "DISPATCH_INTERVAL_S", default.dispatch_interval_s, validate=validate.Range(min=0.1)
-            ),
-            dispatch_batch_size=env.int(
-                "DISPATCH_BATCH_SIZE", default.dispatch_batch_size, validate=positive
-            ),
-            task_soft_time_limit_s=env.int(
-                "TASK_SOFT_TIME_LIMIT_S", default.task_soft_time_limit_s, validate=positive
-            ),
-            task_time_limit_s=env.int("TASK_TIME_LIMIT_S", default.task_time_limit_s, validate=positive),
-            worker_pool=env.str("WORKER_POOL", default.worker_pool, validate=validate.OneOf(WORKER_POOLS)),
-            worker_concurrency=env.int(
-                "WORKER_CONCURRENCY", default.worker_concurrency, validate=validate.Range(min=1, max=512)
-            ),
-            urgent_concurrency=env.int(
-                "URGENT_CONCURRENCY", default.urgent_concurrency, validate=validate.Range(min=1, max=512)
-            ),
-            broker_visibility_timeout_s=env.int(
-                "BROKER_VISIBILITY_TIMEOUT_S", default.broker_visibility_timeout_s, validate=positive
-            ),
-            sandbox_port=env.int(
-                "SANDBOX_PORT", default.sandbox_port, validate=validate.Range(min=1, max=65535)
-            ),
-            var_dir=env.str("VAR_DIR", default.var_dir),
-            sites_file=env.str("SITES_FILE", default.sites_file) or None,
-            grouping_window_s=env.float(
-                "GROUPING_WINDOW_S", default.grouping_window_s, validate=validate.Range(min=0)
-            ),
-            dedupe_window_s=env.float(
-                "DEDUPE_WINDOW_S", default.dedupe_window_s, validate=validate.Range(min=1)
-            ),
-            clock_skew_tolerance_s=env.float(
-                "CLOCK_SKEW_TOLERANCE_S", default.clock_skew_tolerance_s, validate=validate.Range(min=0)
-            ),
-            http_connect_timeout_s=env.float(
-                "HTTP_CONNECT_TIMEOUT_S", default.http_connect_timeout_s, validate=validate.Range(min=0.1)
-            ),
-            http_read_timeout_s=env.float(
-                "HTTP_READ_TIMEOUT_S", default.http_read_timeout_s, validate=validate.Range(min=0.1)
-            ),
-            alta_base_url=env.str("ALTA_BASE_URL", default.alta_base_url),
-            alta_username=env.str("ALTA_USERNAME", default.alta_username),
-            alta_password=env.str("ALTA_PASSWORD", default.alta_password),
-            alta_lookup_timeout_s=env.float(
-                "ALTA_LOOKUP_TIMEOUT_S", default.alta_lookup_timeout_s, validate=validate.Range(min=1)
-            ),
-            alta_video_wait_s=env.float(
-                "ALTA_VIDEO_WAIT_S", default.alta_video_wait_s, validate=validate.Range(min=0)
-            ),
-            tracktik_base_url=env.str("TRACKTIK_BASE_URL", default.tracktik_base_url),
-            tracktik_client_id=env.str("TRACKTIK_CLIENT_ID", default.tracktik_client_id),
-            tracktik_client_secret=env.str("TRACKTIK_CLIENT_SECRET", default.tracktik_client_secret),
-            tracktik_username=env.str("TRACKTIK_USERNAME", default.tracktik_username),
-            tracktik_password=env.str("TRACKTIK_PASSWORD", default.tracktik_password),
-            callonalarm_base_url=env.str("CALLONALARM_BASE_URL", default.callonalarm_base_url),
-            callonalarm_api_key=env.str("CALLONALARM_API_KEY", default.callonalarm_api_key),
-            callonalarm_hourly_budget=env.int(
-                "CALLONALARM_HOURLY_BUDGET", default.callonalarm_hourly_budget, validate=validate.Range(min=1)
-            ),
-            callonalarm_poll_interval_s=env.float(
-                "CALLONALARM_POLL_INTERVAL_S",
-                default.callonalarm_poll_interval_s,
-                validate=validate.Range(min=1),
-            ),
-            callonalarm_fallback_account=env.str(
-                "CALLONALARM_FALLBACK_ACCOUNT", default.callonalarm_fallback_account
-            )
-            or None,
-            rapidsos_base_url=env.str("RAPIDSOS_BASE_URL", default.rapidsos_base_url),
-            rapidsos_client_id=env.str("RAPIDSOS_CLIENT_ID", default.rapidsos_client_id),
-            rapidsos_client_secret=env.str("RAPIDSOS_CLIENT_SECRET", default.rapidsos_client_secret),
-            cad_base_url=env.str("CAD_BASE_URL", default.cad_base_url),
-            cad_token=env.str("CAD_TOKEN", default.cad_token),
-            secret_key=env.str("SECRET_KEY", default.secret_key),
-            auth_failure_limit=env.str("AUTH_FAILURE_LIMIT", default.auth_failure_limit),
-            flower_basic_auth=tuple(
-                a for a in env.list("FLOWER_BASIC_AUTH", list(default.flower_basic_auth)) if a
-            ),
-            metrics_dir=env.str("PROMETHEUS_MULTIPROC_DIR", default.metrics_dir) or None,
-            worker_metrics_port=env.int(
-                "WORKER_METRICS_PORT", default.worker_metrics_port, validate=validate.Range(min=1, max=65535)
-            ),
-            sia_receiver_host=env.str("SIA_RECEIVER_HOST", default.sia_receiver_host),
-            sia_receiver_port=env.int(
-                "SIA_RECEIVER_PORT", default.sia_receiver_port, validate=validate.Range(min=1, max=65535)
-            ),
-            sia_receiver_idle_timeout_s=env.float(
-                "SIA_RECEIVER_IDLE_TIMEOUT_S",
-                default.sia_receiver_idle_timeout_s,
-                validate=validate.Range(min=1, max=3600),
-            ),
-            sia_receiver_concurrency=env.int(
-                "SIA_RECEIVER_CONCURRENCY",
-                default.sia_receiver_concurrency,
-                validate=validate.Range(min=1, max=256),
-            ),
-            sia_receiver_max_connections=env.int(
-                "SIA_RECEIVER_MAX_CONNECTIONS",
-                default.sia_receiver_max_connections,
-                validate=validate.Range(min=1, max=1_000_000),
-            ),
-            sia_receiver_metrics_port=env.int(
-                "SIA_RECEIVER_METRICS_PORT",
-                default.sia_receiver_metrics_port,
-                validate=validate.Range(min=1, max=65535),
-            ),
-            metrics_token=env.str("METRICS_TOKEN", default.metrics_token),
-            metrics_cache_s=env.float(
-                "METRICS_CACHE_S", default.metrics_cache_s, validate=validate.Range(min=0, max=300)
-            ),
-            preferred_url_scheme=env.str(
-                "PREFERRED_URL_SCHEME", default.preferred_url_scheme, validate=validate.OneOf(URL_SCHEMES)
-            ),
-            trusted_proxy_count=env.int(
-                "TRUSTED_PROXY_COUNT", default.trusted_proxy_count, validate=validate.Range(min=0, max=10)
-            ),
-            watchdog_interval_s=env.float(
-                "WATCHDOG_INTERVAL_S", default.watchdog_interval_s, validate=validate.Range(min=1)
-            ),
-            watchdog_grace_s=env.float(
-                "WATCHDOG_GRACE_S", default.watchdog_grace_s, validate=validate.Range(min=1)
-            ),
-            watchdog_failing_s=env.float(
-                "WATCHDOG_FAILING_S", default.watchdog_failing_s, validate=validate.Range(min=1)
-            ),
-            watchdog_heartbeat_url=env.str("WATCHDOG_HEARTBEAT_URL", default.watchdog_heartbeat_url) or None,
-            archive_after_days=env.float(
-                "ARCHIVE_AFTER_DAYS", default.archive_after_days, validate=validate.Range(min=1)
-            ),
-            archive_batch_size=env.int(
-                "ARCHIVE_BATCH_SIZE", default.archive_batch_size, validate=validate.Range(min=1, max=10_000)
-            ),
-            environ=dict(os.environ),
-        )
+        values = {
+            item.name: _read(env, item, types[item.name])
+            for item in fields(Settings)
+            if item.name != "environ"
+        }
+        return Settings(**values, environ=dict(os.environ))  # type: ignore[arg-type]
     except EnvError as exc:
         raise ConfigurationError(str(exc).replace("\n", " ")) from None
+
+
+# Settings whose raw value is then checked and normalised by a function of its own.
+_PARSERS: Mapping[str, Callable[[Any], object]] = {"database_url": _database_url, "redis_url": _redis_url}
+
+
+def _read(env: Env, item: Field[Any], kind: object) -> object:
+    name = item.metadata.get("env", item.name.upper())
+    check = item.metadata.get("check")
+    default: Any = item.default
+    value: object
+    if kind in (str, str | None):
+        value = env.str(name, default, validate=check)
+        value = value if kind is str else (value or None)
+    elif kind in (int, int | None):
+        value = env.int(name, default, validate=check)
+    elif kind is float:
+        value = env.float(name, default, validate=check)
+    elif kind == tuple[str, ...]:
+        value = tuple(entry for entry in env.list(name, list(default)) if entry)
+    else:
+        raise TypeError(f"Settings.{item.name}: no reader for {kind!r}")
+    parse = _PARSERS.get(item.name)
+    return parse(value) if parse else value
 
 
 def load_settings() -> Settings:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from environs import Env
 
-from config.settings import ConfigurationError, Settings, load_settings, read_settings
+from config.settings import ConfigurationError, Settings, _read, load_settings, read_settings
 
 pytestmark = pytest.mark.unit
 
@@ -160,3 +162,62 @@ def test_a_sandbox_credential_aimed_at_a_real_vendor_is_refused(monkeypatch: pyt
     monkeypatch.setenv("TRACKTIK_BASE_URL", "https://acme.tracktik.com/rest")
     with pytest.raises(ConfigurationError, match="TRACKTIK_BASE_URL"):
         read_settings()
+
+
+def _variable(item: dataclasses.Field[object]) -> str:
+    return str(item.metadata.get("env", item.name.upper()))
+
+
+_LONG_PROBE = "probe-value-long-enough-to-be-a-signing-key"
+
+
+def _probe(item: dataclasses.Field[object], default: object) -> tuple[str, object] | None:
+    """A value for the field's variable other than its default, and what it reads as (None: skip)."""
+    check = item.metadata.get("check")
+    if isinstance(default, bool) or item.name in ("database_url", "redis_url"):
+        return None
+    if isinstance(default, int | float):
+        wanted = default + 1
+    elif isinstance(default, tuple):
+        return (
+            "probe-one-0123456789:x,probe-two-0123456789:y",
+            ("probe-one-0123456789:x", "probe-two-0123456789:y"),
+        )
+    elif isinstance(default, str) and check is None and item.name != "auth_failure_limit":
+        text = "http://127.0.0.1:9/probe" if item.name.endswith("_url") else _LONG_PROBE
+        return (text, text)
+    else:
+        return None
+    try:
+        if check is not None:
+            check(wanted)
+    except Exception:
+        return None
+    return (str(wanted), wanted)
+
+
+def test_every_setting_is_read_from_its_variable_and_listed_in_the_readme(monkeypatch):
+    """The reader loops over the fields: a new field is read (and must be documented) with no second list."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    default = Settings()
+    probed = 0
+    for item in dataclasses.fields(Settings):
+        if item.name == "environ":
+            continue
+        name = _variable(item)
+        assert f"`{name}`" in readme, f"{name} is not in the README"
+        probe = _probe(item, getattr(default, item.name))
+        if probe is None:
+            continue
+        monkeypatch.setenv(name, probe[0])
+        assert getattr(read_settings(), item.name) == probe[1], name
+        monkeypatch.delenv(name)
+        probed += 1
+    assert probed > 50
+
+
+def test_a_setting_without_a_reader_is_a_bug_at_start_up():
+    item = dataclasses.field(default=b"")
+    item.name = "blob"
+    with pytest.raises(TypeError, match=r"Settings\.blob"):
+        _read(Env(), item, bytes)

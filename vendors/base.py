@@ -7,7 +7,8 @@ dashboard calls its ids. Intake, plans, the sites file, stand-down, operations, 
 dashboard ask the registry (``vendors``) for these instead of naming a vendor.
 
 These declarations are data and small pure functions: no HTTP, no Celery, no Flask (an import
-contract checks it). The clients and tasks that act on them live in ``workers``.
+contract checks it). The client and tasks that act on them sit beside them, in ``client`` and ``tasks``
+of the same package, which only workers load.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, TypeVar
 
-from app.domain.site_tables import Location, Report, Table
+from app.domain.site_tables import Location, Report, TableSchema
 
 T = TypeVar("T")
 
@@ -34,11 +35,12 @@ class SiteContext:
     """What a vendor table's cross-checks see of the rest of its site, as read from the file.
 
     ``plan_key`` is None when the site's plan did not load (its problems are reported under
-    ``[plans]``); ``plan_steps`` then is empty. ``location`` may be partly read: a wrong value is
-    reported and left out, so a check judges presence from ``site.raw``.
+    ``[plans]``); ``plan_steps`` then is empty. ``location`` holds only the values that are right: a
+    wrong one is reported and left out, so a check judges presence from ``raw``.
     """
 
-    site: Table
+    where: str  # "sites.<key>"
+    raw: Mapping[str, object]  # the site's table as the file has it
     plan_key: str | None
     plan_steps: Mapping[str, tuple[str, ...]]  # the plan's step kinds, by plan key
     location: Location | None
@@ -55,14 +57,13 @@ class SiteContext:
 class SiteTable:
     """A vendor's table in each site of the sites file (``[sites.<key>.<name>]``).
 
-    ``load`` reads it from the site's table: None when the site has none, or after reporting its
-    problems. ``check`` runs once the whole site is read, for what the table needs of the plan or
-    the location; it reports and returns nothing.
+    ``schema`` reads it (its ``make`` builds a ``type``); ``check`` runs once the whole site is read,
+    for what the table needs of the plan or the location; it reports and returns nothing.
     """
 
     name: str
+    schema: type[TableSchema]
     type: type[object]
-    load: Callable[[Report, Table], object | None]
     check: Callable[[Report, SiteContext], None] | None = None
 
 
@@ -130,6 +131,9 @@ class Vendor:
     waking_refs: frozenset[str] = frozenset()  # refs whose arrival starts steps waiting for them
     site_table: SiteTable | None = None
     stand_down: ByApi | ByHand | None = None
+    # steps that still run after the alarm has ended: they close it with the upstream (or look up
+    # what closing needs)
+    closing_steps: frozenset[str] = frozenset()
     falls_back: frozenset[str] = frozenset()  # steps whose permanent failure calls a person by phone
     phone_fallback: PhoneFallback | None = None
     source_kind: str | None = None  # its steps act on the alert a signal of this source kind came with

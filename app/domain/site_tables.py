@@ -1,19 +1,27 @@
-"""What every table of the sites file is read with: the problem report, the table reader, the location.
+"""The marshmallow fields and schema base every table of the sites file is read with.
 
-``app.domain.sites_file`` reads the generic tables (sources, plans, sites) with these, and each vendor
-package (``vendors/*/site.py``) reads its own ``[sites.<key>.<vendor>]`` table with the same ones, so
-a vendor's table reports its problems in the same words, one line each, with the file, table and key.
+``app.domain.sites_file`` declares the generic tables (sources, plans, sites) with these, and each
+vendor package (``vendors/*/site.py``) declares its own ``[sites.<key>.<vendor>]`` table with the
+same ones, so a vendor's table reports its problems in the same words: one line each, naming the
+file, table and key. Marshmallow collects every problem of a table; ``problems`` turns its nested
+messages into those lines, in the order the file is read.
 """
 
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import cast
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from app.domain.plan_keys import format_duration
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
+
+from app.domain.plan_keys import PLAN_KEYS, format_duration
+
+_T = TypeVar("_T")
+# Marshmallow's error messages: a list at a key, or tables of them (an int key is an array index).
+Messages = list[str] | dict[str | int, Any]
 
 _DURATION_PATTERN = re.compile(r"(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?")
 _E164_PATTERN = re.compile(r"\+?[1-9][0-9]{7,14}")
@@ -75,6 +83,32 @@ def show(value: object) -> str:
     return toml_type(value)
 
 
+def unknown_key(key: str, allowed: Sequence[str]) -> str:
+    """The message for a key a table does not take, with the closest allowed one as a hint."""
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f'did you mean "{close[0]}"?' if close else "expected one of " + ", ".join(allowed)
+    return f"unknown key ({hint})"
+
+
+def unknown_plan_key(key: str) -> str:
+    """The message for a key that is not a plan key, in a plan or in a vendor's codes by plan key."""
+    return unknown_key(key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")'
+
+
+def problems(where: str, messages: Messages) -> Iterator[tuple[str, str]]:
+    """Each (table.key, message) of marshmallow's nested ``messages`` for the table at ``where``.
+
+    A string key is a key of the table, an int an index in an array, ``""`` the table itself.
+    """
+    if isinstance(messages, dict):
+        for key, inner in messages.items():
+            path = where if key == "" else f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}"
+            yield from problems(path, inner)
+    else:
+        for message in messages:
+            yield where, message
+
+
 class Report:
     """Collects one line per problem: ``<file>: <table>.<key>: <message>``."""
 
@@ -85,134 +119,292 @@ class Report:
     def add(self, where: str, message: str) -> None:
         self.lines.append(f"{self.file}: {where}: {message}")
 
+    def read(
+        self, where: str, schema: "TableSchema", raw: Mapping[str, object], *, unknown_keys: bool = True
+    ) -> tuple[Any, dict[str | int, Any]]:
+        """``raw`` read with ``schema``: (the values that are right, the problems by key)."""
+        try:
+            return load_table(schema, raw, unknown_keys=unknown_keys), {}
+        except ValidationError as exc:
+            messages = cast(dict[str | int, Any], exc.messages)
+            self.extend(where, messages)
+            return exc.valid_data or {}, messages
 
-class Table:
-    """One TOML table being read. Each getter records a problem and returns None on bad input."""
+    def value(self, where: str, field: fields.Field[_T], raw: object) -> _T | None:
+        """``raw`` read with ``field``, or what of it is right (None when nothing is)."""
+        try:
+            return field.deserialize(raw)
+        except ValidationError as exc:
+            self.extend(where, cast(Messages, exc.messages))
+            return cast(_T | None, exc.valid_data)
 
-    def __init__(self, report: Report, where: str, raw: Mapping[str, object], allowed: Iterable[str]) -> None:
-        self.report = report
-        self.where = where
-        self.raw = raw
-        allowed = tuple(allowed)
-        for key in raw:
-            if key not in allowed:
-                report.add(self.at(key), unknown_key(key, allowed))
+    def extend(self, where: str, messages: Messages) -> None:
+        for at, message in problems(where, messages):
+            self.add(at, message)
 
-    def at(self, key: str) -> str:
-        return f"{self.where}.{key}"
 
-    def _get(self, key: str, required: bool, expected: type | tuple[type, ...], example: str) -> object:
-        value = self.raw.get(key)
-        if value is None:
-            if required:
-                self.report.add(self.at(key), f"is required ({example})")
-            return None
-        # A TOML boolean is a Python int; never accept one where a number is meant.
-        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in _as_tuple(expected)):
-            self.report.add(self.at(key), f"must be {example}, not {toml_type(value)}")
-            return None
-        return value
+class TableSchema(Schema):
+    """A TOML table: its keys are the declared fields (or ``KEYS``), in the order they are read.
 
-    def text(
+    Unknown keys are reported first, as "did you mean"; ``make`` builds the table's object once every
+    value is right (marshmallow's ``post_load`` would also run with unknown keys reported).
+    """
+
+    KEYS: ClassVar[tuple[str, ...] | None] = None  # when the table takes keys other schemas read
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return cls.KEYS if cls.KEYS is not None else tuple(cls._declared_fields)
+
+    def make(self, data: dict[str, Any]) -> object:
+        """The table's value once it is valid: its values by key unless a schema builds an object."""
+        return data
+
+
+def load_table(schema: TableSchema, raw: Mapping[str, object], *, unknown_keys: bool = True) -> object:
+    """``raw`` read with ``schema``; ``ValidationError`` holds every problem, unknown keys first.
+
+    ``unknown_keys=False`` reads part of a table whose other keys another schema reports on.
+    """
+    allowed = schema.keys()
+    unknown: dict[str | int, Any] = {
+        key: [unknown_key(key, allowed)] for key in raw if unknown_keys and key not in allowed
+    }
+    try:
+        data = schema.load(raw)
+    except ValidationError as exc:
+        messages = cast(dict[str | int, Any], exc.messages)
+        raise ValidationError({**unknown, **messages}, valid_data=exc.valid_data) from None
+    if unknown:
+        raise ValidationError(unknown, valid_data=data)
+    return schema.make(data)
+
+
+class Value(fields.Field[_T], Generic[_T]):
+    """A TOML value of one type; ``example`` completes "is required (...)" and "must be ..., not ..."."""
+
+    expected: ClassVar[tuple[type, ...]] = (object,)
+
+    def __init__(
         self,
-        key: str,
         *,
+        example: str,
         required: bool = False,
-        example: str = "a string",
-        min_length: int = 1,
-        max_length: int = 200,
-    ) -> str | None:
-        value = self._get(key, required, str, example)
-        if value is None:
-            return None
-        text = cast(str, value).strip()
-        if not min_length <= len(text) <= max_length:
-            self.report.add(self.at(key), f"must be {min_length} to {max_length} characters, not {len(text)}")
-            return None
+        load_default: object = missing,
+        validate: Callable[[Any], object] | None = None,
+    ) -> None:
+        super().__init__(
+            required=required,
+            load_default=load_default,
+            validate=validate,
+            # marshmallow formats its messages: braces in an example are literal
+            error_messages={"required": f"is required ({example})".replace("{", "{{").replace("}", "}}")},
+        )
+        self.example = example
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> _T:
+        # A TOML boolean is a Python int; never accept one where a number is meant.
+        if not isinstance(value, self.expected) or (isinstance(value, bool) and bool not in self.expected):
+            raise ValidationError(f"must be {self.example}, not {toml_type(value)}")
+        return self.convert(value, data or {})
+
+    def convert(self, value: Any, data: Mapping[str, Any]) -> _T:
+        """``value``, of the expected type, as the table holds it; ``ValidationError`` if it is wrong."""
+        return value  # type: ignore[no-any-return]
+
+
+def rule(predicate: Callable[[_T], bool], message: Callable[[_T], str]) -> Callable[[_T], None]:
+    """A marshmallow validator: ``message(value)`` unless ``predicate(value)``."""
+
+    def validator(value: _T) -> None:
+        if not predicate(value):
+            raise ValidationError(message(value))
+
+    return validator
+
+
+def one_of(choices: Sequence[str] | frozenset[str], message: Callable[[str], str]) -> Callable[[str], None]:
+    """A validator for a text that must be one of ``choices``."""
+    return rule(lambda value: value in choices, message)
+
+
+class Text(Value[str]):
+    """A string, without surrounding spaces, of ``min_length`` to ``max_length`` characters."""
+
+    expected = (str,)
+
+    def __init__(
+        self, *, example: str = "a string", min_length: int = 1, max_length: int = 200, **kwargs: Any
+    ) -> None:
+        super().__init__(example=example, **kwargs)
+        self.min_length, self.max_length = min_length, max_length
+
+    def convert(self, value: str, data: Mapping[str, Any]) -> str:
+        text = value.strip()
+        if not self.min_length <= len(text) <= self.max_length:
+            raise ValidationError(
+                f"must be {self.min_length} to {self.max_length} characters, not {len(text)}"
+            )
         return text
 
-    def integer(self, key: str, *, required: bool = False, example: str = "an integer") -> int | None:
-        return cast(int | None, self._get(key, required, int, example))
 
-    def number(self, key: str, *, low: float, high: float) -> float | None:
-        value = self._get(key, False, (int, float), f"a number from {low:g} to {high:g}")
-        if value is None:
-            return None
-        number = float(cast(float, value))
-        if not low <= number <= high:
-            self.report.add(self.at(key), f"{show(value)} is not between {low:g} and {high:g}")
-            return None
-        return number
+class Phone(Text):
+    """An E.164 phone number (quoted in the file)."""
 
-    def boolean(self, key: str, *, default: bool) -> bool:
-        value = self._get(key, False, bool, "true or false")
-        return default if value is None else cast(bool, value)
+    def __init__(self, *, required: bool = False) -> None:
+        super().__init__(
+            example='an E.164 number like "+15145550100" (quote it)',
+            required=required,
+            validate=rule(
+                lambda v: bool(_E164_PATTERN.fullmatch(v)),
+                lambda v: f'{show(v)} is not an E.164 number like "+15145550100"',
+            ),
+        )
 
-    def duration(self, key: str, *, default: timedelta, maximum: timedelta) -> timedelta | None:
-        value = self._get(key, False, str, 'a duration like "90s" or "2m"')
-        if value is None:
-            return None if key in self.raw else default
-        return duration_value(self.report, self.at(key), cast(str, value), maximum)
 
-    def table(
-        self, key: str, *, required: bool = False, example: str = "a table"
-    ) -> Mapping[str, object] | None:
-        return cast(Mapping[str, object] | None, self._get(key, required, dict, example))
+class Integer(Value[int]):
+    expected = (int,)
 
-    def array(self, key: str, *, required: bool = False, example: str = "an array") -> list[object] | None:
-        return cast(list[object] | None, self._get(key, required, list, example))
 
-    def identifiers(self, key: str, *, required: bool = False, example: str) -> tuple[str, ...]:
-        """An array of distinct identifiers (no spaces or commas, 1 to 64 characters)."""
-        items = self.array(key, required=required, example=example)
-        if items is None:
-            return ()
+class Number(Value[float]):
+    """A number from ``low`` to ``high`` (an integer is taken as a float)."""
+
+    expected = (int, float)
+
+    def __init__(self, *, low: float, high: float) -> None:
+        super().__init__(example=f"a number from {low:g} to {high:g}")
+        self.low, self.high = low, high
+
+    def convert(self, value: float, data: Mapping[str, Any]) -> float:
+        if not self.low <= value <= self.high:
+            raise ValidationError(f"{show(value)} is not between {self.low:g} and {self.high:g}")
+        return float(value)
+
+
+class Boolean(Value[bool]):
+    expected = (bool,)
+
+    def __init__(self, *, default: bool) -> None:
+        super().__init__(example="true or false", load_default=default)
+
+
+class Duration(Value[timedelta]):
+    """``"90s"``, ``"2m"``, ``"1h30m"``: up to ``maximum``, and from ``minimum`` when one is given."""
+
+    expected = (str,)
+
+    def __init__(
+        self,
+        *,
+        maximum: timedelta,
+        minimum: timedelta | None = None,
+        load_default: object = missing,
+    ) -> None:
+        super().__init__(example='a duration like "90s" or "2m"', load_default=load_default)
+        self.maximum, self.minimum = maximum, minimum
+
+    def convert(self, value: str, data: Mapping[str, Any]) -> timedelta:
+        if value.strip().startswith("-"):
+            raise ValidationError(f'{show(value)} is negative; durations start at "0s"')
+        delta = parse_duration(value)
+        if delta is None:
+            raise ValidationError(f'{show(value)} is not a duration like "90s" or "2m"')
+        if delta > self.maximum:
+            raise ValidationError(
+                f'{show(value)} is longer than the maximum of "{format_duration(self.maximum)}"'
+            )
+        if self.minimum is not None and delta < self.minimum:
+            raise ValidationError(
+                f'{show(value)} is shorter than the minimum of "{format_duration(self.minimum)}" '
+                "(leave the key out to switch the check off)"
+            )
+        return delta
+
+
+class Identifiers(Value[tuple[str, ...]]):
+    """An array of distinct identifiers (no spaces or commas, 1 to 64 characters).
+
+    A wrong item is reported and left out; the others are still read (routing checks use them).
+    """
+
+    expected = (list,)
+
+    def __init__(self, *, example: str, required: bool = False) -> None:
+        super().__init__(example=example, required=required, load_default=missing if required else ())
+
+    def convert(self, value: list[object], data: Mapping[str, Any]) -> tuple[str, ...]:
+        errors: list[str] = []
         found: list[str] = []
         seen: set[str] = set()
-        for item in items:
+        for item in value:
             if not isinstance(item, str) or not _IDENTIFIER_PATTERN.fullmatch(item.strip()):
-                self.report.add(self.at(key), f"{show(item)} is not an identifier ({example})")
-                continue
-            if normalise(item) in seen:
-                self.report.add(self.at(key), f"{show(item)} is listed twice")
-                continue
-            seen.add(normalise(item))
-            found.append(item.strip())
-        if required and not items:
-            self.report.add(self.at(key), f"must not be empty ({example})")
+                errors.append(f"{show(item)} is not an identifier ({self.example})")
+            elif normalise(item) in seen:
+                errors.append(f"{show(item)} is listed twice")
+            else:
+                seen.add(normalise(item))
+                found.append(item.strip())
+        if self.required and not value:
+            errors.append(f"must not be empty ({self.example})")
+        errors.extend(self.refer(found))
+        if errors:
+            raise ValidationError(errors, valid_data=found)
         return tuple(found)
 
-
-def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
-    return expected if isinstance(expected, tuple) else (expected,)
-
-
-def unknown_key(key: str, allowed: Sequence[str]) -> str:
-    """The message for a key a table does not take, with the closest allowed one as a hint."""
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f'did you mean "{close[0]}"?' if close else "expected one of " + ", ".join(allowed)
-    return f"unknown key ({hint})"
+    def refer(self, identifiers: Sequence[str]) -> list[str]:
+        """Problems with what the identifiers name (a subclass checks references)."""
+        return []
 
 
-def duration_value(report: Report, where: str, text: str, maximum: timedelta) -> timedelta | None:
-    """``text`` as a duration up to ``maximum``; None after reporting why it is not one."""
-    if text.strip().startswith("-"):
-        report.add(where, f'{show(text)} is negative; durations start at "0s"')
-        return None
-    delta = parse_duration(text)
-    if delta is None:
-        report.add(where, f'{show(text)} is not a duration like "90s" or "2m"')
-        return None
-    if delta > maximum:
-        report.add(where, f'{show(text)} is longer than the maximum of "{format_duration(maximum)}"')
-        return None
-    return delta
+class TableOf(Value[_T]):
+    """A table read with its own schema (``[sites.<key>.location]``, a vendor's table, ...)."""
+
+    expected = (dict,)
+
+    def __init__(
+        self, schema: Callable[[], TableSchema], *, example: str = "a table", required: bool = False
+    ) -> None:
+        super().__init__(example=example, required=required)
+        self.schema = schema
+
+    def convert(self, value: Mapping[str, object], data: Mapping[str, Any]) -> _T:
+        return load_table(self.schema(), value)  # type: ignore[return-value]
 
 
-def phone(report: Report, table: Table, key: str, *, required: bool) -> str | None:
-    """An E.164 phone number (quoted in the file); None after reporting a malformed one."""
-    phone = table.text(key, required=required, example='an E.164 number like "+15145550100" (quote it)')
-    if phone is not None and not _E164_PATTERN.fullmatch(phone):
-        report.add(table.at(key), f'{show(phone)} is not an E.164 number like "+15145550100"')
-        return None
-    return phone
+class ArrayOf(Value[tuple[_T, ...]]):
+    """An array whose items ``item`` reads: at most ``too_many[0]`` of them when ``too_many`` is given.
+
+    ``salvage`` keeps what it can of a wrong item (e.g. a plan step whose only fault is a stray key).
+    """
+
+    expected = (list,)
+
+    def __init__(
+        self,
+        item: fields.Field[_T],
+        *,
+        example: str,
+        too_many: tuple[int, Callable[[int], str]] | None = None,
+        salvage: Callable[[Any], _T | None] = lambda valid: None,
+    ) -> None:
+        super().__init__(example=example)
+        self.item, self.too_many, self.salvage = item, too_many, salvage
+
+    def convert(self, value: list[object], data: Mapping[str, Any]) -> tuple[_T, ...]:
+        errors: dict[str | int, Any] = {}
+        if self.too_many is not None and len(value) > self.too_many[0]:
+            errors[""] = [self.too_many[1](len(value))]
+        found: list[_T] = []
+        for index, raw in enumerate(value):
+            try:
+                found.append(self.item.deserialize(raw))
+            except ValidationError as exc:
+                errors[index] = exc.messages
+                if (kept := self.salvage(exc.valid_data)) is not None:
+                    found.append(kept)
+        if errors:
+            raise ValidationError(errors, valid_data=found)
+        return tuple(found)

@@ -13,29 +13,36 @@ import binascii
 import json
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.domain.plans import (
-    PLAN_KEYS,
-    Plan,
-    Step,
-    format_duration,
-    plan_problems,
-)
+from marshmallow import ValidationError, fields, validates_schema
+
+from app.domain.plans import PLAN_KEYS, Plan, Step, plan_problems
 from app.domain.site_tables import (
+    ArrayOf,
+    Boolean,
+    Duration,
+    Identifiers,
     Location,
+    Number,
     Report,
-    Table,
+    TableOf,
+    TableSchema,
+    Text,
+    Value,
+    load_table,
     normalise,
+    one_of,
     show,
     toml_type,
     unknown_key,
+    unknown_plan_key,
 )
 from app.domain.site_tables import parse_duration as parse_duration
 from app.domain.sites import (
@@ -97,9 +104,159 @@ def _check_key(report: Report, table: str, key: str) -> bool:
     return False
 
 
-_SUPERVISION_KEYS = ("link_supervision", "test_interval", "test_grace")
+# --- supervision: of a site's accounts, or of every account a source posts for ----------------------
+
+
+class _Grace(Duration):
+    """``test_grace``: only beside ``test_interval``, to which it is added."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> timedelta:
+        errors = (
+            []
+            if "test_interval" in (data or {})
+            else ["is given without test_interval (the grace is added to the test interval)"]
+        )
+        try:
+            grace = super()._deserialize(value, attr, data, **kwargs)
+        except ValidationError as exc:
+            raise ValidationError(errors + cast(list[str], exc.messages)) from None
+        if errors:
+            raise ValidationError(errors)
+        return grace
+
+
+def _supervision_fields() -> dict[str, fields.Field[Any]]:
+    return {
+        "link_supervision": Duration(minimum=MIN_LINK_SUPERVISION, maximum=MAX_LINK_SUPERVISION),
+        "test_interval": Duration(minimum=MIN_TEST_INTERVAL, maximum=MAX_TEST_INTERVAL),
+        "test_grace": _Grace(maximum=MAX_TEST_GRACE, load_default=DEFAULT_TEST_GRACE),
+    }
+
+
+_SupervisionSchema = cast(type[TableSchema], TableSchema.from_dict(_supervision_fields()))
+_SUPERVISION_KEYS = tuple(_supervision_fields())
+
+
+def _supervision(data: Mapping[str, Any]) -> Supervision | None:
+    """The supervision a table's values declare; None when it declares no check."""
+    link, interval = data.get("link_supervision"), data.get("test_interval")
+    if link is None and interval is None:
+        return None
+    return Supervision(
+        link=link, test_interval=interval, test_grace=data.get("test_grace", DEFAULT_TEST_GRACE)
+    )
+
+
+# --- [sources.<key>] ---------------------------------------------------------------------------------
+
 _DC09_SOURCE_KEYS = ("encryption_keys_env", "encryption_keys_format", "timestamp_band")
 _SOURCE_KEYS = ("kind", "token_env", "signing_secrets_env", *_SUPERVISION_KEYS, *_DC09_SOURCE_KEYS)
+# "hex": 32, 48 or 64 hex digits are the key's bytes (the standard's notation); "ascii": the 16, 24
+# or 32 characters themselves are the key (what pysiaalarm and panels such as Ajax take).
+_DC09_KEY_FORMATS = ("hex", "ascii")
+_DC09_KEY_SHAPES = {"hex": "32, 48 or 64 hex digits", "ascii": "16, 24 or 32 printable characters"}
+
+
+def _kind(raw: Mapping[str, object]) -> str | None:
+    """The source's kind when the file gives a valid one (its problems are the ``kind`` field's)."""
+    kind = raw.get("kind")
+    return kind.strip() if isinstance(kind, str) and kind.strip() in SOURCE_KINDS else None
+
+
+class _Refused(fields.Field[object]):
+    """A key of ``[sources.<key>]`` that this kind of source does not take."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> object:
+        kind = _kind(data or {})
+        if kind is None:  # the kind's own problem is reported
+            return value
+        raise ValidationError(self.message.format(kind=kind))
+
+
+class _SourceSchema(TableSchema):
+    """What every source table has: its kind. Supervision keys are read by ``_SupervisionSchema``."""
+
+    KEYS = _SOURCE_KEYS
+
+    kind = Text(
+        required=True,
+        example='"panel", "alta" or "dc09"',
+        validate=one_of(SOURCE_KINDS, lambda v: f'{show(v)} is not "panel", "alta" or "dc09"'),
+    )
+
+
+class _PostingSourceSchema(_SourceSchema):
+    """A panel or alta source: it posts over HTTP with a bearer token or a Standard Webhooks signature."""
+
+    encryption_keys_env = _Refused("is for a dc09 source (the receiver), not a {kind} source")
+    encryption_keys_format = _Refused("is for a dc09 source (the receiver), not a {kind} source")
+    timestamp_band = _Refused("is for a dc09 source (the receiver), not a {kind} source")
+    token_env = Text(example='a variable name like "ACME_PANELS_TOKEN"')
+    signing_secrets_env = Text(example='a variable name like "ACME_PANELS_WHSEC"')
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _authenticates(
+        self, data: dict[str, Any], original_data: Mapping[str, object], **kwargs: Any
+    ) -> None:
+        if "token_env" not in original_data and "signing_secrets_env" not in original_data:
+            raise ValidationError(
+                "is required unless signing_secrets_env is set (every source authenticates)", "token_env"
+            )
+
+
+_DC09_TAKES_NO = (
+    "is not for a dc09 source: DC-09 frames carry no token; give an account an AES key "
+    "(encryption_keys_env) to have its frames proven"
+)
+
+
+class _KeyFormat(Text):
+    """``encryption_keys_format``: how the keys in ``encryption_keys_env`` are written."""
+
+    def convert(self, value: str, data: Mapping[str, Any]) -> str:
+        text = super().convert(value, data)
+        errors = [] if text in _DC09_KEY_FORMATS else [f'{show(text)} is not "hex" or "ascii"']
+        if "encryption_keys_env" not in data:
+            errors.append("is given without encryption_keys_env")
+        if errors:
+            # The text is kept so that the keys are not read in a format nobody asked for; marshmallow
+            # keeps whatever a field hands back, although its annotation says a list or a dict.
+            raise ValidationError(errors, valid_data=text)  # type: ignore[arg-type]
+        return text
+
+
+class _Dc09SourceSchema(_SourceSchema):
+    """A source of SIA DC-09 frames (the receiver): its accounts' AES keys and its timestamp band.
+
+    DC-09 frames carry no credential: the receiver knows the source by the frame's account, and an
+    account with a key proves itself by encrypting (a plain frame from it is refused). The timestamp
+    band is read after the keys (``_TIMESTAMP_BAND``), as the problems are reported.
+    """
+
+    token_env = _Refused(_DC09_TAKES_NO)
+    signing_secrets_env = _Refused(_DC09_TAKES_NO)
+    encryption_keys_format = _KeyFormat(example='"hex" or "ascii"')
+    encryption_keys_env = Text(example='a variable name like "ACME_DC09_KEYS"')
+
+
+class _TimestampBandSchema(TableSchema):
+    """How far behind (past) and ahead (future) of the receiver's clock a frame's timestamp may be."""
+
+    past = Duration(maximum=MAX_TIMESTAMP_BAND, load_default=DEFAULT_TIMESTAMP_PAST)
+    future = Duration(maximum=MAX_TIMESTAMP_BAND, load_default=DEFAULT_TIMESTAMP_FUTURE)
+
+
+_TIMESTAMP_BAND = TableOf[dict[str, timedelta]](
+    _TimestampBandSchema, example='a table like { past = "40s", future = "20s" }'
+)
 
 
 def _env_values(report: Report, where: str, name: str, environ: Mapping[str, str]) -> tuple[str, ...] | None:
@@ -121,91 +278,70 @@ def _env_values(report: Report, where: str, name: str, environ: Mapping[str, str
 def _load_source(
     report: Report, key: str, raw: Mapping[str, object], environ: Mapping[str, str]
 ) -> Source | None:
+    """The source called ``key``: its table, then the credentials it names in ``environ``.
+
+    The environment is looked up after the table is read (marshmallow reads the file, not the
+    process's variables), so its problems come after the table's.
+    """
     where = f"sources.{key}"
-    table = Table(report, where, raw, _SOURCE_KEYS)
-    kind = table.text("kind", required=True, example='"panel", "alta" or "dc09"')
-    if kind is not None and kind not in SOURCE_KINDS:
-        report.add(table.at("kind"), f'{show(kind)} is not "panel", "alta" or "dc09"')
-        kind = None
-    if kind == "dc09":
-        return _load_dc09_source(report, key, table, environ)
-    for dc09_key in _DC09_SOURCE_KEYS if kind is not None else ():
-        if dc09_key in raw:
-            report.add(table.at(dc09_key), f"is for a dc09 source (the receiver), not a {kind} source")
-    token_env = table.text("token_env", example='a variable name like "ACME_PANELS_TOKEN"')
-    secrets_env = table.text("signing_secrets_env", example='a variable name like "ACME_PANELS_WHSEC"')
-    if "token_env" not in raw and "signing_secrets_env" not in raw:
-        report.add(
-            table.at("token_env"),
-            "is required unless signing_secrets_env is set (every source authenticates)",
-        )
+    if _kind(raw) == "dc09":
+        return _load_dc09_source(report, key, raw, environ)
+    data, _ = report.read(where, _PostingSourceSchema(), raw)
+    token_env, secrets_env = data.get("token_env"), data.get("signing_secrets_env")
     tokens: tuple[str, ...] | None = ()
     secrets: tuple[str, ...] | None = ()
     if token_env is not None:
-        tokens = _env_values(report, table.at("token_env"), token_env, environ)
+        tokens = _env_values(report, f"{where}.token_env", token_env, environ)
         for number, token in enumerate(tokens or (), start=1):
             # Never the value itself: error messages end up in logs.
             if len(token) < MIN_TOKEN_LENGTH or not _TOKEN_PATTERN.fullmatch(token):
                 report.add(
-                    table.at("token_env"),
+                    f"{where}.token_env",
                     f"token {number} in {token_env} must be at least {MIN_TOKEN_LENGTH} printable ASCII "
                     "characters without spaces",
                 )
                 tokens = None
     if secrets_env is not None:
-        secrets = _env_values(report, table.at("signing_secrets_env"), secrets_env, environ)
+        secrets = _env_values(report, f"{where}.signing_secrets_env", secrets_env, environ)
         for number, secret in enumerate(secrets or (), start=1):
             if not _is_signing_secret(secret):
                 report.add(
-                    table.at("signing_secrets_env"),
+                    f"{where}.signing_secrets_env",
                     f'secret {number} in {secrets_env} is not a Standard Webhooks secret ("whsec_" then the '
                     f"base64 of {SIGNING_SECRET_BYTES.start} to {SIGNING_SECRET_BYTES.stop - 1} bytes)",
                 )
                 secrets = None
+    kind = data.get("kind")
     if kind is None or tokens is None or secrets is None or (not tokens and not secrets):
         return None
     return Source(key=key, kind=cast(SourceKind, kind), tokens=tokens, signing_secrets=secrets)
 
 
-def _load_dc09_source(report: Report, key: str, table: Table, environ: Mapping[str, str]) -> Source | None:
-    """A source of SIA DC-09 frames (the receiver): its accounts' AES keys and its timestamp band.
-
-    DC-09 frames carry no credential: the receiver knows the source by the frame's account, and an
-    account with a key proves itself by encrypting (a plain frame from it is refused).
-    """
-    errors_before = len(report.lines)
-    for name in ("token_env", "signing_secrets_env"):
-        if name in table.raw:
-            report.add(
-                table.at(name),
-                "is not for a dc09 source: DC-09 frames carry no token; give an account an AES key "
-                "(encryption_keys_env) to have its frames proven",
-            )
-    key_format = table.text("encryption_keys_format", example='"hex" or "ascii"')
-    if key_format is not None and key_format not in _DC09_KEY_FORMATS:
-        report.add(table.at("encryption_keys_format"), f'{show(key_format)} is not "hex" or "ascii"')
-    if key_format is not None and "encryption_keys_env" not in table.raw:
-        report.add(table.at("encryption_keys_format"), "is given without encryption_keys_env")
-    keys_env = table.text("encryption_keys_env", example='a variable name like "ACME_DC09_KEYS"')
+def _load_dc09_source(
+    report: Report, key: str, raw: Mapping[str, object], environ: Mapping[str, str]
+) -> Source | None:
+    """A dc09 source: its table, its keys from ``environ``, then its timestamp band."""
+    where = f"sources.{key}"
+    data, problems = report.read(where, _Dc09SourceSchema(), raw)
+    ok = not any(k in _SOURCE_KEYS for k in problems)  # unknown keys do not stop the source
     keys: dict[str, bytes] | None = {}
-    if keys_env is not None and key_format in (None, *_DC09_KEY_FORMATS):
-        keys = _dc09_keys(report, table.at("encryption_keys_env"), keys_env, key_format or "hex", environ)
-    past, future = _timestamp_band(report, table)
-    if len(report.lines) > errors_before or keys is None or past is None or future is None:
+    key_format = data.get("encryption_keys_format")
+    if "encryption_keys_env" in data and key_format in (None, *_DC09_KEY_FORMATS):
+        keys = _dc09_keys(
+            report, f"{where}.encryption_keys_env", data["encryption_keys_env"], key_format or "hex", environ
+        )
+    band: dict[str, timedelta] | None = {}
+    if "timestamp_band" in raw:
+        band = report.value(f"{where}.timestamp_band", _TIMESTAMP_BAND, raw["timestamp_band"])
+    if not ok or keys is None or band is None or not isinstance(band, dict):
         return None
     return Source(
         key=key,
         kind="dc09",
         encryption_keys=MappingProxyType(keys),
-        timestamp_past=past,
-        timestamp_future=future,
+        timestamp_past=band.get("past", DEFAULT_TIMESTAMP_PAST),
+        timestamp_future=band.get("future", DEFAULT_TIMESTAMP_FUTURE),
     )
-
-
-# "hex": 32, 48 or 64 hex digits are the key's bytes (the standard's notation); "ascii": the 16, 24
-# or 32 characters themselves are the key (what pysiaalarm and panels such as Ajax take).
-_DC09_KEY_FORMATS = ("hex", "ascii")
-_DC09_KEY_SHAPES = {"hex": "32, 48 or 64 hex digits", "ascii": "16, 24 or 32 printable characters"}
 
 
 def _dc09_keys(
@@ -251,19 +387,6 @@ def _dc09_key(text: str, key_format: str) -> bytes | None:
     if len(text) not in DC09_KEY_BYTES or not _TOKEN_PATTERN.fullmatch(text):
         return None
     return text.encode("ascii")
-
-
-def _timestamp_band(report: Report, table: Table) -> tuple[timedelta | None, timedelta | None]:
-    """How far behind (past) and ahead (future) of the receiver's clock a frame's timestamp may be."""
-    if "timestamp_band" not in table.raw:
-        return DEFAULT_TIMESTAMP_PAST, DEFAULT_TIMESTAMP_FUTURE
-    raw = table.table("timestamp_band", example='a table like { past = "40s", future = "20s" }')
-    if raw is None:
-        return None, None
-    band = Table(report, table.at("timestamp_band"), raw, ("past", "future"))
-    past = band.duration("past", default=DEFAULT_TIMESTAMP_PAST, maximum=MAX_TIMESTAMP_BAND)
-    future = band.duration("future", default=DEFAULT_TIMESTAMP_FUTURE, maximum=MAX_TIMESTAMP_BAND)
-    return past, future
 
 
 def _check_dc09(report: Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
@@ -329,29 +452,75 @@ def _check_shared_credentials(
                     )
 
 
-_STEP_KEYS = ("do", "after", "cancellable")
+def _supervise_source(
+    report: Report, key: str, raw: Mapping[str, object], source: Source | None
+) -> Source | None:
+    """The source with the supervision it declares for every account routed through it."""
+    if not any(k in raw for k in _SUPERVISION_KEYS):
+        return source
+    where = f"sources.{key}"
+    # The other keys are the source table's: _load_source has reported the unknown ones.
+    data, problems = report.read(where, _SupervisionSchema(), raw, unknown_keys=False)
+    if raw.get("kind") == "alta":
+        report.add(
+            f"{where}.{next(k for k in _SUPERVISION_KEYS if k in raw)}",
+            "supervises panel accounts; an alta source posts only when a zone alarms",
+        )
+    if source is None or problems or raw.get("kind") == "alta":
+        return None
+    return replace(source, supervision=_supervision(data))
+
+
+# --- [plans.<key>] -----------------------------------------------------------------------------------
+
+
+class _StepSchema(TableSchema):
+    do = Text(required=True, example='a step kind like "callonalarm.trigger"')
+    # The range is checked by plan_problems, which also guards plans built in code.
+    after = Duration(maximum=timedelta.max, load_default=timedelta(0))
+    cancellable = Boolean(default=False)
+
+    def make(self, data: dict[str, Any]) -> Step:
+        return Step(kind=data["do"], after=data["after"], cancellable=data["cancellable"])
+
+
+def _step(valid: object) -> Step | None:
+    """A step from what of its table is right: its kind and delay are enough (a stray key is not)."""
+    if not isinstance(valid, dict) or "do" not in valid or "after" not in valid:
+        return None
+    return Step(kind=valid["do"], after=valid["after"], cancellable=valid.get("cancellable", False))
+
+
+class _StepValue(Value[Step]):
+    """A bare string is a step with no delay that a cancel does not stop."""
+
+    expected = (str, dict)
+
+    def convert(self, value: str | Mapping[str, object], data: Mapping[str, Any]) -> Step:
+        if isinstance(value, str):
+            return Step(kind=value.strip())
+        return cast(Step, load_table(_StepSchema(), value))
+
+
+_STEPS = ArrayOf(
+    _StepValue(example='a step kind or a table like { do = "callonalarm.trigger", after = "60s" }'),
+    example="an array of steps",
+    salvage=_step,
+)
 
 
 def _load_plan(report: Report, key: str, raw: Mapping[str, object]) -> Plan | None:
+    """A plan's lists, in the file's order (a plan key is a family, so the keys are not fields)."""
     where = f"plans.{key}"
     errors_before = len(report.lines)
     steps_by_key: dict[str, tuple[Step, ...]] = {}
     for plan_key, raw_steps in raw.items():
         if plan_key not in PLAN_KEYS:
-            report.add(
-                f"{where}.{plan_key}",
-                unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")',
-            )
+            report.add(f"{where}.{plan_key}", unknown_plan_key(plan_key))
             continue
-        if not isinstance(raw_steps, list):
-            report.add(f"{where}.{plan_key}", f"must be an array of steps, not {toml_type(raw_steps)}")
-            continue
-        steps: list[Step] = []
-        for index, raw_step in enumerate(raw_steps):
-            step = _load_step(report, f"{where}.{plan_key}[{index}]", raw_step)
-            if step is not None:
-                steps.append(step)
-        steps_by_key[plan_key] = tuple(steps)
+        steps = report.value(f"{where}.{plan_key}", _STEPS, raw_steps)
+        if steps is not None:
+            steps_by_key[plan_key] = tuple(steps)
     for problem in plan_problems(steps_by_key):
         report.add(f"{where}.{problem.where}", problem.message)
     if len(report.lines) > errors_before:
@@ -359,51 +528,103 @@ def _load_plan(report: Report, key: str, raw: Mapping[str, object]) -> Plan | No
     return Plan(key=key, steps_by_key=steps_by_key)
 
 
-def _load_step(report: Report, where: str, raw: object) -> Step | None:
-    """A bare string is a step with no delay that a cancel does not stop."""
-    if isinstance(raw, str):
-        return Step(kind=raw.strip())
-    if not isinstance(raw, dict):
-        report.add(
-            where,
-            'must be a step kind or a table like { do = "callonalarm.trigger", after = "60s" }, '
-            f"not {toml_type(raw)}",
-        )
-        return None
-    table = Table(report, where, raw, _STEP_KEYS)
-    kind = table.text("do", required=True, example='a step kind like "callonalarm.trigger"')
-    # The range is checked by plan_problems, which also guards plans built in code.
-    after = table.duration("after", default=timedelta(0), maximum=timedelta.max)
-    cancellable = table.boolean("cancellable", default=False)
-    if kind is None or after is None:
-        return None
-    return Step(kind=kind, after=after, cancellable=cancellable)
+# --- [sites.<key>] -----------------------------------------------------------------------------------
 
 
-_SITE_KEYS = (
-    "name",
-    "sources",
-    "accounts",
-    "alta_zones",
-    "timezone",
-    "site_type",
-    "instructions",
-    "cancel_window",
-    "plan",
-    "location",
-    *(vendor_table.name for vendor_table in SITE_TABLES),
-    *_SUPERVISION_KEYS,
-)
-_LOCATION_KEYS = (
-    "name",
-    "address_line1",
-    "address_line2",
-    "city",
-    "state",
-    "country",
-    "postal_code",
-    "latitude",
-    "longitude",
+class _LocationSchema(TableSchema):
+    """``[sites.<key>.location]``: an address, coordinates, or both."""
+
+    name = Text()
+    address_line1 = Text()
+    address_line2 = Text()
+    city = Text()
+    state = Text()
+    country = Text()
+    postal_code = Text(example='a string like "H2W 2R2" (quote it)')
+    latitude = Number(low=-90, high=90)
+    longitude = Number(low=-180, high=180)
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _complete(self, data: dict[str, Any], original_data: Mapping[str, object], **kwargs: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        country = data.get("country")
+        if country is not None and not _COUNTRY_PATTERN.fullmatch(country):
+            errors["country"] = [f'{show(country)} is not a two-letter ISO 3166 code like "CA" or "US"']
+        if ("latitude" in original_data) != ("longitude" in original_data):
+            other = "latitude" if "latitude" in original_data else "longitude"
+            missing = "longitude" if other == "latitude" else "latitude"
+            errors[missing] = [f"is required with {other}"]
+        if not {"address_line1", "latitude", "longitude"} & original_data.keys():
+            errors["address_line1"] = ["is required unless latitude and longitude are set"]
+        if errors:
+            raise ValidationError(errors)
+
+    def make(self, data: dict[str, Any]) -> Location:
+        return Location(**data)
+
+
+class _SourceNames(Identifiers):
+    def refer(self, identifiers: Sequence[str]) -> list[str]:
+        known = cast(_SiteFields, self.parent).known_sources
+        return [f'"{s}" is not a source (no [sources.{s}] table)' for s in identifiers if s not in known]
+
+
+class _PlanName(Text):
+    def convert(self, value: str, data: Mapping[str, Any]) -> str:
+        name = super().convert(value, data)
+        if name not in cast(_SiteFields, self.parent).known_plans:
+            raise ValidationError(f'"{name}" is not a plan (no [plans.{name}] table)')
+        return name
+
+
+class _TimeZone(Value[ZoneInfo]):
+    expected = (str,)
+    _name = Text()
+
+    def convert(self, value: str, data: Mapping[str, Any]) -> ZoneInfo:
+        name = self._name.convert(value, data)
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError(f'{show(name)} is not an IANA time zone like "America/Montreal"') from None
+
+
+class _SiteFields(TableSchema):
+    """``[sites.<key>]`` up to its location; ``_SiteSchema`` adds the vendor tables and supervision."""
+
+    def __init__(self, known_sources: Collection[str], known_plans: Collection[str]) -> None:
+        super().__init__()
+        self.known_sources, self.known_plans = known_sources, known_plans
+
+    name = Text(required=True, example='a string like "Montréal HQ"')
+    sources = _SourceNames(required=True, example='source names like ["acme-panels"]')
+    accounts = Identifiers(example='panel account numbers like ["ab-95367"]')
+    alta_zones = Identifiers(example='Alta alarm zone ids like ["az-5d1c"]')
+    timezone = _TimeZone(required=True, example='an IANA name like "America/Montreal"')
+    site_type = Text(
+        required=True,
+        example='"COMMERCIAL" or "RESIDENTIAL"',
+        validate=one_of(
+            SITE_TYPES, lambda v: f"{show(v)} is not one of RapidSOS's {', '.join(sorted(SITE_TYPES))}"
+        ),
+    )
+    instructions = Text(min_length=0, max_length=4000, load_default="")
+    cancel_window = Duration(maximum=MAX_CANCEL_WINDOW, load_default=DEFAULT_CANCEL_WINDOW)
+    plan = _PlanName(required=True, example='a plan name like "commercial"')
+    location = TableOf[Location](
+        _LocationSchema, required=True, example="a table with address_line1 or latitude and longitude"
+    )
+
+
+_SiteSchema = cast(
+    type[_SiteFields],
+    _SiteFields.from_dict(
+        {
+            **{table.name: TableOf[object](table.schema) for table in SITE_TABLES},
+            **_supervision_fields(),
+        },
+        name="_SiteSchema",
+    ),
 )
 
 
@@ -415,206 +636,73 @@ def _load_site(
     plans: Mapping[str, Plan | None],
     routes: list[_SiteRoutes],
 ) -> Site | None:
-    """The site called ``key``, or None after reporting its problems; its routing goes to ``routes``."""
+    """The site called ``key``, or None after reporting its problems; its routing goes to ``routes``.
+
+    The table is read first; what a site needs of its sources, its plan and its vendors' tables is
+    checked after, on what of it is right.
+    """
     where = f"sites.{key}"
     errors_before = len(report.lines)
-    table = Table(report, where, raw, _SITE_KEYS)
-    name = table.text("name", required=True, example='a string like "Montréal HQ"')
-    site_sources = table.identifiers("sources", required=True, example='source names like ["acme-panels"]')
-    for source_key in site_sources:
-        if source_key not in sources:
-            report.add(
-                table.at("sources"), f'"{source_key}" is not a source (no [sources.{source_key}] table)'
-            )
-    accounts = table.identifiers("accounts", example='panel account numbers like ["ab-95367"]')
-    alta_zones = table.identifiers("alta_zones", example='Alta alarm zone ids like ["az-5d1c"]')
-    routes.append(_SiteRoutes(key, site_sources, accounts, alta_zones))
-    timezone = _timezone(report, table)
-    site_type = table.text("site_type", required=True, example='"COMMERCIAL" or "RESIDENTIAL"')
-    if site_type is not None and site_type not in SITE_TYPES:
-        report.add(
-            table.at("site_type"),
-            f"{show(site_type)} is not one of RapidSOS's {', '.join(sorted(SITE_TYPES))}",
-        )
-        site_type = None
-    instructions = table.text("instructions", min_length=0, max_length=4000) or ""
-    cancel_window = table.duration("cancel_window", default=DEFAULT_CANCEL_WINDOW, maximum=MAX_CANCEL_WINDOW)
-    plan_key = table.text("plan", required=True, example='a plan name like "commercial"')
-    if plan_key is not None and plan_key not in plans:
-        report.add(table.at("plan"), f'"{plan_key}" is not a plan (no [plans.{plan_key}] table)')
-    plan = plans.get(plan_key) if plan_key is not None else None
-
-    location = _load_location(report, table)
-    tables = {
-        vendor_table.type: loaded
-        for vendor_table in SITE_TABLES
-        if (loaded := vendor_table.load(report, table)) is not None
-    }
-    supervision = _load_supervision(report, table)
+    data, problems = report.read(where, _SiteSchema(sources.keys(), plans.keys()), raw)
+    # A wrong identifier is left out of its list, and the rest still routes (see _check_claims).
+    site_sources = tuple[str, ...](data.get("sources", ()))
+    accounts = tuple[str, ...](data.get("accounts", ()))
+    routes.append(_SiteRoutes(key, site_sources, accounts, tuple(data.get("alta_zones", ()))))
+    # A location table that is partly wrong is still read (marshmallow drops an empty one), so that
+    # the vendors' checks can judge the rest; its wrong values are left out.
+    location = data.get("location", {} if isinstance(raw.get("location"), dict) else None)
+    if isinstance(location, dict):
+        wrong = problems.get("location", {})
+        location = Location(**{k: v for k, v in location.items() if k not in wrong})
+    tables = {t.type: table for t in SITE_TABLES if isinstance(table := data.get(t.name), t.type)}
+    supervision = _supervision(data)
     if supervision is not None and not accounts:
         report.add(
-            table.at(next(k for k in _SUPERVISION_KEYS if k in raw)),
+            f"{where}.{next(k for k in _SUPERVISION_KEYS if k in raw)}",
             "supervises the site's panel accounts, but the site lists none",
         )
 
     resolved = [source for s in site_sources if (source := sources.get(s)) is not None]
-    _check_reachable(report, table, resolved, len(resolved) == len(site_sources))
+    _check_reachable(report, where, raw, resolved, len(resolved) == len(site_sources))
+    plan = plans.get(data["plan"]) if "plan" in data else None
     if plan is not None:
-        _check_vendor_tables(report, table, plan)
+        _check_vendor_tables(report, where, raw, plan)
     context = SiteContext(
-        site=table,
+        where=where,
+        raw=raw,
         plan_key=plan.key if plan is not None else None,
         plan_steps={k: tuple(step.kind for step in steps) for k, steps in plan.steps_by_key.items()}
         if plan is not None
         else {},
         location=location,
-        site_type=site_type,
+        site_type=data.get("site_type"),
         tables=tables,
     )
     for vendor_table in SITE_TABLES:
         if vendor_table.check is not None:
             vendor_table.check(report, context)
-
-    if (
-        len(report.lines) > errors_before
-        or name is None
-        or timezone is None
-        or site_type is None
-        or cancel_window is None
-        or plan is None  # its own errors are reported under [plans]
-        or location is None
-    ):
+    if len(report.lines) > errors_before or plan is None:  # a plan's own errors are under [plans]
         return None
     return Site(
         key=key,
-        name=name,
+        name=data["name"],
         sources=site_sources,
         accounts=accounts,
-        alta_zones=alta_zones,
-        timezone=timezone,
-        site_type=site_type,
-        instructions=instructions,
-        cancel_window=cancel_window,
+        alta_zones=data["alta_zones"],
+        timezone=data["timezone"],
+        site_type=data["site_type"],
+        instructions=data["instructions"],
+        cancel_window=data["cancel_window"],
         plan=plan,
-        location=location,
+        location=data["location"],
         supervision=supervision,
         tables=tables,
     )
 
 
-def _timezone(report: Report, table: Table) -> ZoneInfo | None:
-    name = table.text("timezone", required=True, example='an IANA name like "America/Montreal"')
-    if name is None:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        report.add(table.at("timezone"), f'{show(name)} is not an IANA time zone like "America/Montreal"')
-        return None
-
-
-def _load_location(report: Report, site: Table) -> Location | None:
-    """The site's location; a value that is wrong is reported and left out (the site then fails).
-
-    A partly wrong location is still returned, so that the RapidSOS checks can report on the rest.
-    """
-    raw = site.table(
-        "location", required=True, example="a table with address_line1 or latitude and longitude"
-    )
-    if raw is None:
-        return None
-    table = Table(report, site.at("location"), raw, _LOCATION_KEYS)
-    texts = {
-        key: table.text(key) for key in _LOCATION_KEYS if key not in ("latitude", "longitude", "postal_code")
-    }
-    postal_code = table.text("postal_code", example='a string like "H2W 2R2" (quote it)')
-    latitude = table.number("latitude", low=-90, high=90)
-    longitude = table.number("longitude", low=-180, high=180)
-    country = texts["country"]
-    if country is not None and not _COUNTRY_PATTERN.fullmatch(country):
-        report.add(
-            table.at("country"), f'{show(country)} is not a two-letter ISO 3166 code like "CA" or "US"'
-        )
-        country = None
-    if ("latitude" in raw) != ("longitude" in raw):
-        missing = "longitude" if "latitude" in raw else "latitude"
-        report.add(
-            table.at(missing), "is required with " + ("latitude" if missing == "longitude" else "longitude")
-        )
-    if "address_line1" not in raw and "latitude" not in raw and "longitude" not in raw:
-        report.add(table.at("address_line1"), "is required unless latitude and longitude are set")
-    return Location(
-        name=texts["name"],
-        address_line1=texts["address_line1"],
-        address_line2=texts["address_line2"],
-        city=texts["city"],
-        state=texts["state"],
-        country=country,
-        postal_code=postal_code,
-        latitude=latitude,
-        longitude=longitude,
-    )
-
-
-def _supervision_period(
-    table: Table, key: str, *, minimum: timedelta, maximum: timedelta
-) -> timedelta | None:
-    """A supervision period from the file: None when absent or wrong (a wrong one is reported)."""
-    if key not in table.raw:
-        return None
-    period = table.duration(key, default=timedelta(0), maximum=maximum)
-    if period is not None and period < minimum:
-        table.report.add(
-            table.at(key),
-            f'{show(table.raw[key])} is shorter than the minimum of "{format_duration(minimum)}" '
-            "(leave the key out to switch the check off)",
-        )
-        return None
-    return period
-
-
-def _load_supervision(report: Report, table: Table) -> Supervision | None:
-    """How often a site's (or a source's) accounts must be heard from; None when it does not say."""
-    link = _supervision_period(
-        table, "link_supervision", minimum=MIN_LINK_SUPERVISION, maximum=MAX_LINK_SUPERVISION
-    )
-    interval = _supervision_period(
-        table, "test_interval", minimum=MIN_TEST_INTERVAL, maximum=MAX_TEST_INTERVAL
-    )
-    grace: timedelta | None = DEFAULT_TEST_GRACE
-    if "test_grace" in table.raw:
-        if "test_interval" not in table.raw:
-            report.add(
-                table.at("test_grace"),
-                "is given without test_interval (the grace is added to the test interval)",
-            )
-        grace = table.duration("test_grace", default=DEFAULT_TEST_GRACE, maximum=MAX_TEST_GRACE)
-    if (link is None and interval is None) or grace is None:
-        return None
-    return Supervision(link=link, test_interval=interval, test_grace=grace)
-
-
-def _supervise_source(
-    report: Report, key: str, raw: Mapping[str, object], source: Source | None
-) -> Source | None:
-    """The source with the supervision it declares for every account routed through it."""
-    if not any(k in raw for k in _SUPERVISION_KEYS):
-        return source
-    # Every key of the table is allowed here: _load_source has reported the unknown ones.
-    table = Table(report, f"sources.{key}", raw, raw.keys())
-    errors_before = len(report.lines)
-    supervision = _load_supervision(report, table)
-    if raw.get("kind") == "alta":
-        report.add(
-            table.at(next(k for k in _SUPERVISION_KEYS if k in raw)),
-            "supervises panel accounts; an alta source posts only when a zone alarms",
-        )
-    if source is None or len(report.lines) > errors_before:
-        return None
-    return replace(source, supervision=supervision)
-
-
-def _check_reachable(report: Report, table: Table, sources: Sequence[Source], all_resolved: bool) -> None:
+def _check_reachable(
+    report: Report, where: str, raw: Mapping[str, object], sources: Sequence[Source], all_resolved: bool
+) -> None:
     """Every identifier needs a source that can post it, and every source something to post.
 
     Identifiers count as given when the file lists any, even malformed ones (already reported).
@@ -622,30 +710,30 @@ def _check_reachable(report: Report, table: Table, sources: Sequence[Source], al
     is then unknown, so the site is not also blamed for lacking one.
     """
     kinds = {source.kind for source in sources}
-    has_accounts = bool(table.raw.get("accounts"))
-    has_zones = bool(table.raw.get("alta_zones"))
+    has_accounts = bool(raw.get("accounts"))
+    has_zones = bool(raw.get("alta_zones"))
     if all_resolved and has_accounts and not kinds.intersection(ACCOUNT_SOURCE_KINDS):
         report.add(
-            table.at("accounts"),
+            f"{where}.accounts",
             "are panel account numbers, but none of the site's sources is a panel or dc09 source",
         )
     if all_resolved and has_zones and "alta" not in kinds:
         report.add(
-            table.at("alta_zones"), "are Alta zone ids, but none of the site's sources is an alta source"
+            f"{where}.alta_zones", "are Alta zone ids, but none of the site's sources is an alta source"
         )
     for source in sources:
         if source.kind in ACCOUNT_SOURCE_KINDS and not has_accounts:
             report.add(
-                table.at("accounts"),
+                f"{where}.accounts",
                 f'is empty, so {source.kind} source "{source.key}" cannot post for this site',
             )
         if source.kind == "alta" and not has_zones:
             report.add(
-                table.at("alta_zones"), f'is empty, so alta source "{source.key}" cannot post for this site'
+                f"{where}.alta_zones", f'is empty, so alta source "{source.key}" cannot post for this site'
             )
 
 
-def _check_vendor_tables(report: Report, table: Table, plan: Plan) -> None:
+def _check_vendor_tables(report: Report, where: str, raw: Mapping[str, object], plan: Plan) -> None:
     """A plan step that needs vendor settings the site lacks would fail on every alarm."""
     needed: dict[str, str] = {}
     for steps in plan.steps_by_key.values():
@@ -654,8 +742,8 @@ def _check_vendor_tables(report: Report, table: Table, plan: Plan) -> None:
             if vendor is not None and vendor.site_table is not None:
                 needed.setdefault(vendor.site_table.name, step.kind)
     for name, kind in needed.items():
-        if name not in table.raw:
-            report.add(table.at(name), f'is required: plan "{plan.key}" has {kind} steps')
+        if name not in raw:
+            report.add(f"{where}.{name}", f'is required: plan "{plan.key}" has {kind} steps')
 
 
 def _check_claims(report: Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:

@@ -1,12 +1,10 @@
 """CallOnAlarm's table in a site: the connection whose contacts are called for it."""
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from app.domain.site_tables import Report, Table
+from app.domain.site_tables import TableSchema, Text
 from vendors.base import SiteTable
-
-KEYS: Final = ("account_number",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,14 +14,13 @@ class CallOnAlarmSite:
     account_number: str
 
 
-def load(report: Report, site: Table) -> CallOnAlarmSite | None:
-    """The site's ``[sites.<key>.callonalarm]`` table, or None (absent, or its problems reported)."""
-    raw = site.table("callonalarm")
-    if raw is None:
-        return None
-    table = Table(report, site.at("callonalarm"), raw, KEYS)
-    account = table.text("account_number", required=True, example='a string like "CA-1001"', max_length=64)
-    return None if account is None else CallOnAlarmSite(account_number=account)
+class CallOnAlarmSiteSchema(TableSchema):
+    """``[sites.<key>.callonalarm]``."""
+
+    account_number = Text(required=True, example='a string like "CA-1001"', max_length=64)
+
+    def make(self, data: dict[str, Any]) -> CallOnAlarmSite:
+        return CallOnAlarmSite(**data)
 
 
-TABLE: Final = SiteTable(name="callonalarm", type=CallOnAlarmSite, load=load)
+TABLE: Final = SiteTable(name="callonalarm", type=CallOnAlarmSite, schema=CallOnAlarmSiteSchema)

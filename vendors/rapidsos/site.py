@@ -7,13 +7,10 @@ be coordinates or a civic address within RapidSOS's limits, which the RapidSOS t
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, cast
+from typing import Any, Final, cast
 
-from app.domain.site_tables import Report, Table, phone, show, toml_type
+from app.domain.site_tables import ArrayOf, Phone, Report, TableOf, TableSchema, Text, show
 from vendors.base import SiteContext, SiteTable
-
-KEYS: Final = ("callflow", "emergency_contacts", "alarm_permit_number", "site_phone")
-CONTACT_KEYS: Final = ("name", "phone", "relationship", "language")
 
 # Personal and vehicle sites are located by GPS coordinates (``variables.event.site_type``).
 GEODETIC_SITE_TYPES: frozenset[str] = frozenset({"VEHICLE", "PERSONAL"})
@@ -57,52 +54,41 @@ class RapidSOSSite:
     site_phone: str | None = None
 
 
-def load(report: Report, site: Table) -> RapidSOSSite | None:
-    """The site's ``[sites.<key>.rapidsos]`` table, or None (absent, or its problems reported)."""
-    raw = site.table("rapidsos")
-    if raw is None:
-        return None
-    errors_before = len(report.lines)
-    table = Table(report, site.at("rapidsos"), raw, KEYS)
-    callflow = table.text(
-        "callflow", required=True, example='the agreed flow name like "CentralStationABCFireAlarmFlow"'
+class _ContactSchema(TableSchema):
+    """One of ``emergency_contacts``."""
+
+    name = Text(required=True, example='a full name like "Jane Roe"')
+    phone = Phone(required=True)
+    relationship = Text()
+    language = Text()
+
+    def make(self, data: dict[str, Any]) -> EmergencyContact:
+        return EmergencyContact(**data)
+
+
+class RapidSOSSiteSchema(TableSchema):
+    """``[sites.<key>.rapidsos]``."""
+
+    # Read (and reported) in field order; an unknown key's hint lists them as the docs do.
+    KEYS = ("callflow", "emergency_contacts", "alarm_permit_number", "site_phone")
+
+    callflow = Text(required=True, example='the agreed flow name like "CentralStationABCFireAlarmFlow"')
+    alarm_permit_number = Text()
+    site_phone = Phone()
+    emergency_contacts = ArrayOf(
+        TableOf[EmergencyContact](_ContactSchema, example="a table like { name = ..., phone = ... }"),
+        example='an array like [{ name = "Jane Roe", phone = "+15145550100" }]',
+        too_many=(
+            MAX_EMERGENCY_CONTACTS,
+            lambda count: (
+                f"has {count} contacts; RapidSOS takes at most {MAX_EMERGENCY_CONTACTS} "
+                "(the keyholder and three more)"
+            ),
+        ),
     )
-    permit = table.text("alarm_permit_number")
-    site_phone = phone(report, table, "site_phone", required=False)
-    raw_contacts = table.array(
-        "emergency_contacts", example='an array like [{ name = "Jane Roe", phone = "+15145550100" }]'
-    )
-    contacts: list[EmergencyContact] = []
-    if raw_contacts is not None and len(raw_contacts) > MAX_EMERGENCY_CONTACTS:
-        report.add(
-            table.at("emergency_contacts"),
-            f"has {len(raw_contacts)} contacts; RapidSOS takes at most {MAX_EMERGENCY_CONTACTS} "
-            "(the keyholder and three more)",
-        )
-    for index, raw_contact in enumerate(raw_contacts or ()):
-        where = f"{table.at('emergency_contacts')}[{index}]"
-        if not isinstance(raw_contact, dict):
-            report.add(
-                where, f"must be a table like {{ name = ..., phone = ... }}, not {toml_type(raw_contact)}"
-            )
-            continue
-        contact = Table(report, where, raw_contact, CONTACT_KEYS)
-        name = contact.text("name", required=True, example='a full name like "Jane Roe"')
-        number = phone(report, contact, "phone", required=True)
-        relationship = contact.text("relationship")
-        language = contact.text("language")
-        if name is not None and number is not None:
-            contacts.append(
-                EmergencyContact(name=name, phone=number, relationship=relationship, language=language)
-            )
-    if len(report.lines) > errors_before or callflow is None:
-        return None
-    return RapidSOSSite(
-        callflow=callflow,
-        emergency_contacts=tuple(contacts),
-        alarm_permit_number=permit,
-        site_phone=site_phone,
-    )
+
+    def make(self, data: dict[str, Any]) -> RapidSOSSite:
+        return RapidSOSSite(**data)
 
 
 def check(report: Report, context: SiteContext) -> None:
@@ -111,11 +97,11 @@ def check(report: Report, context: SiteContext) -> None:
     Presence is judged from the file, so that a value already reported as malformed is not also
     reported as missing.
     """
-    table, location, site_type = context.site, context.location, context.site_type
-    if location is None or "rapidsos" not in table.raw:
+    location, site_type = context.location, context.site_type
+    if location is None or "rapidsos" not in context.raw:
         return
-    where = table.at("location")
-    present = cast(Mapping[str, object], table.raw["location"]).keys()
+    where = f"{context.where}.location"
+    present = cast(Mapping[str, object], context.raw["location"]).keys()
     has_coordinates = "latitude" in present and "longitude" in present
     for key, (rapidsos_name, low, high) in CIVIC.items():
         value = getattr(location, key)
@@ -138,4 +124,4 @@ def check(report: Report, context: SiteContext) -> None:
         )
 
 
-TABLE: Final = SiteTable(name="rapidsos", type=RapidSOSSite, load=load, check=check)
+TABLE: Final = SiteTable(name="rapidsos", type=RapidSOSSite, schema=RapidSOSSiteSchema, check=check)

@@ -6,14 +6,14 @@
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
-from app.domain import task_names
+from marshmallow import ValidationError
+
 from app.domain.plan_keys import DEFAULT_KEY, PLAN_KEYS, TROUBLE_KEY, TROUBLE_KINDS
-from app.domain.site_tables import Report, Table, show, unknown_key
+from app.domain.site_tables import Integer, Report, TableSchema, Text, Value, rule, show, unknown_plan_key
 from vendors.base import SiteContext, SiteTable
-
-KEYS: Final = ("alarm_organization", "alarm_connection_custom_id", "alarm_type_codes")
+from vendors.tracktik import steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,38 +34,47 @@ class TrackTikSite:
         return self.alarm_type_codes.get(key, self.alarm_type_codes.get(DEFAULT_KEY))
 
 
-def load(report: Report, site: Table) -> TrackTikSite | None:
-    """The site's ``[sites.<key>.tracktik]`` table, or None (absent, or its problems reported)."""
-    raw = site.table("tracktik")
-    if raw is None:
-        return None
-    errors_before = len(report.lines)
-    table = Table(report, site.at("tracktik"), raw, KEYS)
-    organization = table.integer("alarm_organization", required=True, example="a TrackTik client id like 687")
-    if organization is not None and organization < 1:
-        report.add(table.at("alarm_organization"), f"{organization} is not a TrackTik client id (1 or more)")
-    connection = table.text("alarm_connection_custom_id", example='a string like "ab-95367"')
-    raw_codes = table.table("alarm_type_codes", required=True, example='a table like { burglary = "11111" }')
-    codes: dict[str, str] = {}
-    for plan_key, code in (raw_codes or {}).items():
-        where = f"{table.at('alarm_type_codes')}.{plan_key}"
-        if plan_key not in PLAN_KEYS:
-            report.add(
-                where, unknown_key(plan_key, sorted(PLAN_KEYS)) + ' (a family, "trouble" or "default")'
-            )
-        elif not isinstance(code, str) or not code.strip():
-            report.add(where, f'must be a TrackTik alarm type code like "11111" (quote it), not {show(code)}')
-        else:
-            codes[plan_key] = code.strip()
-    if raw_codes is not None and not raw_codes:
-        report.add(table.at("alarm_type_codes"), 'must name at least one code, e.g. default = "11111"')
-    if len(report.lines) > errors_before or organization is None:
-        return None
-    return TrackTikSite(
-        alarm_organization=organization,
-        alarm_type_codes=MappingProxyType(codes),
-        alarm_connection_custom_id=connection,
+class _TypeCodes(Value[Mapping[str, str]]):
+    """``alarm_type_codes``: a TrackTik alarm type code per plan key, in the file's order."""
+
+    expected = (dict,)
+
+    def convert(self, value: Mapping[str, object], data: Mapping[str, Any]) -> Mapping[str, str]:
+        errors: dict[str | int, list[str]] = {}
+        codes: dict[str, str] = {}
+        for plan_key, code in value.items():
+            if plan_key not in PLAN_KEYS:
+                errors[plan_key] = [unknown_plan_key(plan_key)]
+            elif not isinstance(code, str) or not code.strip():
+                errors[plan_key] = [
+                    f'must be a TrackTik alarm type code like "11111" (quote it), not {show(code)}'
+                ]
+            else:
+                codes[plan_key] = code.strip()
+        if not value:
+            errors[""] = ['must name at least one code, e.g. default = "11111"']
+        if errors:
+            raise ValidationError(errors)
+        return MappingProxyType(codes)
+
+
+class TrackTikSiteSchema(TableSchema):
+    """``[sites.<key>.tracktik]``."""
+
+    alarm_organization = Integer(
+        required=True,
+        example="a TrackTik client id like 687",
+        validate=rule(lambda v: v >= 1, lambda v: f"{v} is not a TrackTik client id (1 or more)"),
     )
+    alarm_connection_custom_id = Text(example='a string like "ab-95367"')
+    alarm_type_codes = _TypeCodes(required=True, example='a table like { burglary = "11111" }')
+
+    def make(self, data: dict[str, Any]) -> TrackTikSite:
+        return TrackTikSite(
+            alarm_organization=data["alarm_organization"],
+            alarm_type_codes=data["alarm_type_codes"],
+            alarm_connection_custom_id=data.get("alarm_connection_custom_id"),
+        )
 
 
 def check(report: Report, context: SiteContext) -> None:
@@ -73,16 +82,15 @@ def check(report: Report, context: SiteContext) -> None:
     tracktik = context.table(TrackTikSite)
     if context.plan_key is None or tracktik is None:
         return
-    table = context.site
     codes = tracktik.alarm_type_codes
     if DEFAULT_KEY in codes:
         return
     uncovered = [
         plan_key
         for plan_key, kinds in context.plan_steps.items()
-        if plan_key not in codes and task_names.TRACKTIK_CREATE_ALARM in kinds
+        if plan_key not in codes and steps.CREATE_ALARM in kinds
     ]
-    where = f"{table.at('tracktik')}.alarm_type_codes"
+    where = f"{context.where}.tracktik.alarm_type_codes"
     if DEFAULT_KEY in uncovered:
         # Only a default code can serve families the plan does not name.
         report.add(
@@ -96,4 +104,4 @@ def check(report: Report, context: SiteContext) -> None:
         )
 
 
-TABLE: Final = SiteTable(name="tracktik", type=TrackTikSite, load=load, check=check)
+TABLE: Final = SiteTable(name="tracktik", type=TrackTikSite, schema=TrackTikSiteSchema, check=check)

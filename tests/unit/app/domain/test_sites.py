@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain import task_names
 from app.domain.plans import NEVER_HELD_FAMILIES, Plan, Step, format_duration
 from app.domain.site_tables import Location
 from app.domain.sites import (
@@ -23,6 +22,7 @@ from app.domain.sites import (
     Source,
 )
 from app.domain.sites_file import load_sites, parse_duration
+from vendors.callonalarm import steps as callonalarm_steps
 from vendors.callonalarm.site import CallOnAlarmSite
 from vendors.rapidsos.site import RapidSOSSite
 from vendors.tracktik.site import TrackTikSite
@@ -169,7 +169,7 @@ def test_the_example_plans_hold_burglary_calls_but_never_fire() -> None:
     burglary = site.plan.steps_for("burglary", "alarm")
     fire = site.plan.steps_for("fire", "alarm")
 
-    assert burglary[-1] == Step(task_names.CALLONALARM_TRIGGER, after=timedelta(seconds=60), cancellable=True)
+    assert burglary[-1] == Step(callonalarm_steps.TRIGGER, after=timedelta(seconds=60), cancellable=True)
     assert not any(step.cancellable or step.after for step in fire)
 
 

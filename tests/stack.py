@@ -7,6 +7,7 @@ clock (``advance``); the bridge's own delays are real but short in the test plan
 
 from __future__ import annotations
 
+import importlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import requests
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
+import vendors
 from app.web import create_app
 from config.celery import QUEUES, celery_config
 from config.settings import Settings
@@ -161,14 +163,12 @@ class Stack:
     def running(self) -> Iterator[Stack]:
         """Start the worker and the dispatcher; stop them and the servers on exit."""
         import workers.dispatcher
-        import workers.tasks.alta
-        import workers.tasks.cad
-        import workers.tasks.callonalarm
-        import workers.tasks.rapidsos
         import workers.tasks.system
-        import workers.tasks.tracktik
         import workers.tasks.watchdog  # noqa: F401 - registers the shared tasks
         from workers import runtime
+
+        for module in vendors.TASK_MODULES:  # and every vendor's
+            importlib.import_module(module)
 
         runtime.configure(self.settings)
         app = Celery(f"e2e-{uuid.uuid4().hex[:6]}", set_as_current=False)

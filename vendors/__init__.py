@@ -4,6 +4,11 @@ Intake, plans, the sites file, stand-down, operations, ``workers.perform`` and t
 these instead of naming a vendor, so a vendor's rules live in its own package (``vendors/<key>/``)
 and a sixth vendor is one more package plus one line in ``VENDORS``. The order of ``VENDORS`` is
 the order people see: site tables in the sites file and ``sites check``, ids on the dashboard.
+
+A vendor's package also holds its worker side, which only the worker loads (an import contract
+keeps the web, the receiver and the configuration from it): ``client`` (the upstream client; its
+class is named ``CLIENT``) and ``tasks`` (its Celery tasks, named by its ``steps`` module). Neither
+is imported here nor by the declarations: the worker finds them by these module names.
 """
 
 from collections.abc import Mapping
@@ -50,6 +55,8 @@ BY_HAND: Final[tuple[ByHand, ...]] = tuple(v.stand_down for v in VENDORS if isin
 BY_HAND_CREATES: Final[Mapping[str, str]] = MappingProxyType({h.create: h.vendor for h in BY_HAND})
 # A permanent failure (or a "no PSAP can take it") of these steps calls a person by phone instead.
 FALLBACK_FROM: Final = frozenset(step for vendor in VENDORS for step in vendor.falls_back)
+# The steps that still run after the alarm has ended (app.domain.actions: every other step is cancelled).
+CLOSING_STEPS: Final = frozenset(step for vendor in VENDORS for step in vendor.closing_steps)
 # The refs a step may wait for (NotYetError(wake_on_refs=True)).
 WAKING_REFS: Final = frozenset(ref for vendor in VENDORS for ref in vendor.waking_refs)
 # The 911 requests that other immediate life-safety steps wait for.
@@ -60,6 +67,13 @@ UPSTREAM_IDS: Final[Mapping[str, str]] = MappingProxyType(
 )
 VIDEO_LINK_REFS: Final = tuple(v.video_links for v in VENDORS if v.video_links)
 OPERATOR_STEPS: Final[tuple[OperatorSteps, ...]] = tuple(v.operator for v in VENDORS if v.operator)
+
+# Each vendor's worker side, by the convention above: the worker app includes the tasks modules
+# (workers.celery_app), and builds one client per vendor from the client modules (workers.clients).
+CLIENT_MODULES: Final = tuple(f"{__name__}.{v.key}.client" for v in VENDORS)
+TASK_MODULES: Final = tuple(f"{__name__}.{v.key}.tasks" for v in VENDORS)
+# Every task name a vendor runs (a unit test checks the worker app registers each of them).
+STEPS: Final = frozenset(step for vendor in VENDORS for step in vendor.steps)
 
 
 def _phone_fallback() -> PhoneFallback:
@@ -87,12 +101,16 @@ __all__ = [
     "BY_API",
     "BY_HAND",
     "BY_HAND_CREATES",
+    "CLIENT_MODULES",
+    "CLOSING_STEPS",
     "EMERGENCY_REQUESTS",
     "FALLBACK_FROM",
     "OPERATOR_STEPS",
     "PHONE_FALLBACK",
     "PLAN_STEP_KINDS",
     "SITE_TABLES",
+    "STEPS",
+    "TASK_MODULES",
     "UPSTREAM_IDS",
     "VENDORS",
     "VIDEO_LINK_REFS",

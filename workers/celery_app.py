@@ -14,21 +14,19 @@ from typing import Any
 import structlog
 from celery import Celery, Task, bootsteps, signals
 
+import vendors
 from app import telemetry
 from config.celery import LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
 from workers import runtime
 
+# The system's tasks, then every vendor's (``vendors.<key>.tasks``, from the registry).
 TASK_MODULES = [
     "workers.dispatcher",
     "workers.tasks.system",
     "workers.tasks.watchdog",
-    "workers.tasks.alta",
-    "workers.tasks.tracktik",
-    "workers.tasks.callonalarm",
-    "workers.tasks.rapidsos",
-    "workers.tasks.cad",
+    *vendors.TASK_MODULES,
 ]
 
 settings = load_settings()

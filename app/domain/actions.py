@@ -29,7 +29,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from app.domain import task_names
 from app.ledger.models import (
     Action,
     ActionState,
@@ -38,18 +37,11 @@ from app.ledger.models import (
     Event,
     TimelineEntry,
 )
+from vendors import CLOSING_STEPS
 
-# Steps that still run after the alarm has ended: those that close it with the upstreams, and the
-# read-only Alta lookup they need (ending an Alta alarm needs the alert's guid).
-CLOSING_KINDS = frozenset(
-    {
-        task_names.ALTA_FIND_ONGOING_ALERT,
-        task_names.ALTA_VERIFY,
-        task_names.ALTA_END,
-        task_names.CALLONALARM_SEND_RESTORE,
-        task_names.RAPIDSOS_CANCEL_ALERT,
-    }
-)
+# Steps that still run after the alarm has ended (those that close it with the upstreams, and what they
+# need): each vendor declares its own.
+CLOSING_KINDS = CLOSING_STEPS
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0

@@ -14,11 +14,13 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from app.domain import operations, task_names
+from app.domain import operations
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry, utcnow
 from tests.sites_fixture import MONTREAL_ACCOUNT
+from vendors.rapidsos import steps as rapidsos_steps
+from vendors.tracktik import steps as tracktik_steps
 from workers import runtime as worker_runtime
 from workers.perform import Job, Outcome, perform
 
@@ -74,7 +76,7 @@ def test_a_tracktik_dispatch_created_after_the_alarm_ended_is_put_in_front_of_a_
             operations.end(session, alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
         return Outcome(external_id="77", refs={"tracktik_alarm_id": 77})
 
-    assert perform(_step(rt, alarm_id, task_names.TRACKTIK_CREATE_ALARM), create) == ActionState.SUCCEEDED
+    assert perform(_step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create) == ActionState.SUCCEEDED
     line = "created after the alarm ended (false_alarm) — TrackTik dispatch 77 is active: cancel it there"
     assert _by_hand(rt, alarm_id) == [line]
     assert line in (_alarm(rt, alarm_id).needs_person_reason or "")
@@ -83,9 +85,9 @@ def test_a_tracktik_dispatch_created_after_the_alarm_ended_is_put_in_front_of_a_
 def test_a_rapidsos_alert_created_after_the_alarm_ended_is_cancelled(rt: Any) -> None:
     alarm_id = _signal(rt, "BA")
     assert alarm_id is not None
-    step = _step(rt, alarm_id, task_names.TRACKTIK_CREATE_ALARM)
+    step = _step(rt, alarm_id, tracktik_steps.CREATE_ALARM)
     with rt.sessions.begin() as session:  # this site's burglary plan has no RapidSOS step: give it one
-        session.get_one(Action, step).kind = task_names.RAPIDSOS_CREATE_ALERT
+        session.get_one(Action, step).kind = rapidsos_steps.CREATE_ALERT
 
     def create(job: Job) -> Outcome:
         with rt.sessions.begin() as session:
@@ -96,11 +98,11 @@ def test_a_rapidsos_alert_created_after_the_alarm_ended_is_cancelled(rt: Any) ->
     with rt.sessions() as session:
         planned = session.execute(
             select(Action.kind, Action.state).where(
-                Action.alarm_id == alarm_id, Action.kind == task_names.RAPIDSOS_CANCEL_ALERT
+                Action.alarm_id == alarm_id, Action.kind == rapidsos_steps.CANCEL_ALERT
             )
         ).all()
-    assert [tuple(row) for row in planned] == [(task_names.RAPIDSOS_CANCEL_ALERT, ActionState.QUEUED)]
-    assert task_names.RAPIDSOS_CANCEL_ALERT in _published_kinds(rt, "default")
+    assert [tuple(row) for row in planned] == [(rapidsos_steps.CANCEL_ALERT, ActionState.QUEUED)]
+    assert rapidsos_steps.CANCEL_ALERT in _published_kinds(rt, "default")
 
 
 def test_a_dispatch_in_flight_at_the_panel_s_cancel_names_itself_when_it_lands(rt: Any) -> None:
@@ -110,7 +112,7 @@ def test_a_dispatch_in_flight_at_the_panel_s_cancel_names_itself_when_it_lands(r
         _signal(rt, "BC", zone="12")  # the user cancels at the panel while the request is on the wire
         return Outcome(external_id="78", refs={"tracktik_alarm_id": 78})
 
-    perform(_step(rt, alarm_id, task_names.TRACKTIK_CREATE_ALARM), create)
+    perform(_step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create)
     alarm = _alarm(rt, alarm_id)
     assert alarm.state == "needs_person" and alarm.panel_cancelled_at is not None
     assert _by_hand(rt, alarm_id) == [

@@ -14,8 +14,8 @@ simulators stored, and checks:
    - ``rapidsos.create_alert`` (``source_id`` = ``alarm-bridge-<alarm id>``) and
      ``callonalarm.trigger`` (account and zone of the alarm): at least one; these vendors offer no
      dedupe, so the bridge deliberately sends again after an unknown outcome (see
-     workers/tasks/rapidsos.py and callonalarm.py) — more than one is allowed only as many times
-     as the ledger recorded an attempt whose outcome was unknown;
+     vendors/rapidsos/tasks.py and vendors/callonalarm/tasks.py) — more than one is allowed only as
+     many times as the ledger recorded an attempt whose outcome was unknown;
    - no upstream object that no action of the ledger accounts for.
 
 It prints a short summary and raises AssertionError listing the first problems.
@@ -31,18 +31,21 @@ from typing import Any
 import requests
 from sqlalchemy import Engine, select
 
-from app.domain import task_names
 from app.ledger.models import Action, Alarm, Event, TimelineEntry
 from tests.reliability.faultstack import Posted
-from workers.clients.tracktik_alarms import REF_PREFIX
-from workers.tasks.cad import sys_id_for
+from vendors.cad import steps as cad_steps
+from vendors.cad.tasks import sys_id_for
+from vendors.callonalarm import steps as callonalarm_steps
+from vendors.rapidsos import steps as rapidsos_steps
+from vendors.tracktik import steps as tracktik_steps
+from vendors.tracktik.alarms import REF_PREFIX
 
 # What a step of the fault suite's plans must end as when nothing is refused for good.
 ALL_SUCCEED: Mapping[str, str] = {
-    task_names.TRACKTIK_CREATE_ALARM: "succeeded",
-    task_names.CAD_UPLOAD_INCIDENT: "succeeded",
-    task_names.RAPIDSOS_CREATE_ALERT: "succeeded",
-    task_names.CALLONALARM_TRIGGER: "succeeded",
+    tracktik_steps.CREATE_ALARM: "succeeded",
+    cad_steps.UPLOAD_INCIDENT: "succeeded",
+    rapidsos_steps.CREATE_ALERT: "succeeded",
+    callonalarm_steps.TRIGGER: "succeeded",
 }
 # Timeline messages of a retry whose previous attempt may have reached the upstream
 # (workers/clients/base.py's OutcomeUnknownError texts, and perform()'s time limit).
@@ -145,7 +148,7 @@ def reconcile(
             report,
             actions,
             unknown,
-            task_names.RAPIDSOS_CREATE_ALERT,
+            rapidsos_steps.CREATE_ALERT,
             "rapidsos",
             [a["alert"]["source_id"] for a in _get(session, sandbox_url, "/rapidsos/_sandbox/alerts")],
             lambda action: f"alarm-bridge-{action['alarm_id']}",
@@ -154,7 +157,7 @@ def reconcile(
             report,
             actions,
             unknown,
-            task_names.CALLONALARM_TRIGGER,
+            callonalarm_steps.TRIGGER,
             "callonalarm",
             [
                 f"{a['accountNumber']}/{a['zone']}"
@@ -218,7 +221,7 @@ def _check_tracktik(report: Report, actions: list[Mapping[str, Any]], stored: li
     report.upstream["tracktik"] = len(stored)
     keys = set()
     for action in actions:
-        if action["kind"] != task_names.TRACKTIK_CREATE_ALARM:
+        if action["kind"] != tracktik_steps.CREATE_ALARM:
             continue
         keys.add(action["idempotency_key"])
         found = by_ref.get(action["idempotency_key"], [])
@@ -244,7 +247,7 @@ def _check_cad(report: Report, actions: list[Mapping[str, Any]], stored: list[di
     report.upstream["cad"] = len(stored)
     wanted = set()
     for action in actions:
-        if action["kind"] != task_names.CAD_UPLOAD_INCIDENT:
+        if action["kind"] != cad_steps.UPLOAD_INCIDENT:
             continue
         sys_id = sys_id_for(action["alarm_id"])
         wanted.add(sys_id)

@@ -30,7 +30,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.domain import task_names
 from app.ledger.models import Action, Alarm, utcnow
 from tests.conftest import service_unavailable
 from tests.polling import wait_until
@@ -48,6 +47,7 @@ from tests.reliability.faultstack import (
     iter_lines,
 )
 from tests.reliability.reconcile import reconcile
+from vendors.tracktik import steps as tracktik_steps
 
 pytestmark = [pytest.mark.faults, pytest.mark.reliability]
 BULK = 1000  # alarms in the worker-kill and Redis cases; each creates a TrackTik alarm and a CAD incident
@@ -151,7 +151,7 @@ def test_1000_alarms_while_the_worker_is_sigkilled_ten_times(
         f"kills {killed} at {[round(m, 1) for m in moments]}s; platform restarts {stack.restarts}; "
         f"phases {timer.marks}"
     )
-    assert report.actions[(task_names.TRACKTIK_CREATE_ALARM, "succeeded")] == BULK
+    assert report.actions[(tracktik_steps.CREATE_ALARM, "succeeded")] == BULK
     assert report.upstream["tracktik"] == BULK and report.upstream["cad"] == BULK
     # The kills were felt: some steps needed another attempt (a lease expired, a message came back).
     assert sum(report.attempts.values()) > 0
@@ -323,7 +323,7 @@ def test_a_delayed_step_longer_than_the_visibility_timeout_runs_once(
         with stack.engine.connect() as conn:
             started = conn.execute(
                 select(func.min(Action.updated_at)).where(
-                    Action.kind == task_names.TRACKTIK_CREATE_ALARM, Action.state == "running"
+                    Action.kind == tracktik_steps.CREATE_ALARM, Action.state == "running"
                 )
             ).scalar()
         return started is not None and utcnow() - started > timedelta(seconds=3.5)
@@ -349,7 +349,7 @@ def test_a_delayed_step_longer_than_the_visibility_timeout_runs_once(
         ).all()
     assert len(rows) == 3 * DELAYED
     assert {row.attempts for row in rows} == {1}
-    delayed = [row for row in rows if row.kind != task_names.TRACKTIK_CREATE_ALARM]
+    delayed = [row for row in rows if row.kind != tracktik_steps.CREATE_ALARM]
     assert all(row.completed_at - row.opened_at >= timedelta(seconds=6) for row in delayed)
     # Whichever worker polls first gets the redelivery: with a thread pool the first worker has free
     # threads and restores it to itself as often as the second one does.

@@ -106,8 +106,8 @@ def test_a_lost_answer_after_tracktik_created_the_alarm_does_not_create_a_second
 def test_a_worker_killed_after_sending_is_re_driven_once_its_lease_expires(
     make_settings: Callable[..., Settings], postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
+    from vendors.tracktik.tasks import _create_alarm  # the handler the killed worker was running
     from workers import runtime as worker_runtime
-    from workers.tasks.tracktik import _create_alarm  # the handler the killed worker was running
 
     # A lease of 4 s (the hard time limit must be shorter), so the re-drive comes soon.
     settings = make_settings(

@@ -51,7 +51,6 @@ import redis
 import requests
 from sqlalchemy import Engine, func, select
 
-from app.domain import task_names
 from app.ledger.models import TERMINAL_ACTION_STATES, Action, ActionState, Alarm, Event, TimelineEntry
 from app.ledger.session import make_engine
 from config.celery import QUEUES
@@ -71,6 +70,8 @@ from tests.processes import (
 from tests.reliability.netns import Lab, LabUnavailableError, probe_lab
 from tests.reliability.reconcile import Posted, reconcile
 from tests.sites_fixture import TRACKTIK_FIRE, new_york, site_toml
+from vendors.cad import steps as cad_steps
+from vendors.tracktik import steps as tracktik_steps
 
 pytestmark = [pytest.mark.faults, pytest.mark.reliability, pytest.mark.timeout(240)]
 
@@ -106,7 +107,7 @@ default = ["tracktik.create_alarm", "cad.upload_incident"]
     tracktik=TRACKTIK_FIRE,
     location=new_york("Acme warehouse"),
 )
-EXPECTED_KINDS = {task_names.TRACKTIK_CREATE_ALARM, task_names.CAD_UPLOAD_INCIDENT}
+EXPECTED_KINDS = {tracktik_steps.CREATE_ALARM, cad_steps.UPLOAD_INCIDENT}
 # Settings refuse a sandbox credential aimed anywhere but loopback (a misconfiguration in production),
 # and here the vendors are on another host: the sandbox runs with credentials of this test's own.
 CREDENTIALS = {  # variable: (the sandbox's default, this test's)

@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.domain import task_names
 from app.ledger.models import Action, Alarm, Event
 from tests.reliability.faultstack import FaultStack, Posted, alarm_body, bulk_bodies
 from tests.reliability.reconcile import reconcile
 from tests.reliability.test_fault_suite import Chaos, Timer
+from vendors.rapidsos import steps as rapidsos_steps
+from vendors.tracktik import steps as tracktik_steps
 
 pytestmark = [pytest.mark.reliability, pytest.mark.soak]
 ALARMS = int(os.environ.get("SOAK_ALARMS", "10000"))
@@ -144,7 +145,7 @@ def test_soak_10000_alarms_through_kills_restarts_and_a_slow_stormy_vendor(soak_
     assert len(done) == KILLS + REDIS_RESTARTS
     assert report.upstream["tracktik"] == len(posted)  # one guard dispatch per alarm, never two
     assert report.upstream["cad"] == len(posted)
-    assert report.actions[(task_names.RAPIDSOS_CREATE_ALERT, "succeeded")] == ALARMS // LIFE_SHARE
+    assert report.actions[(rapidsos_steps.CREATE_ALERT, "succeeded")] == ALARMS // LIFE_SHARE
 
 
 def _signal_to_guard_dispatched(stack: FaultStack) -> tuple[float, float]:
@@ -155,7 +156,7 @@ def _signal_to_guard_dispatched(stack: FaultStack) -> tuple[float, float]:
             select(Event.received_at, Action.completed_at)
             .join(Alarm, Alarm.id == Event.alarm_id)
             .join(Action, Action.alarm_id == Alarm.id)
-            .where(Action.kind == task_names.TRACKTIK_CREATE_ALARM, Action.completed_at.is_not(None))
+            .where(Action.kind == tracktik_steps.CREATE_ALARM, Action.completed_at.is_not(None))
         ).all()
     waits = sorted((done - received).total_seconds() for received, done in rows)
     if not waits:

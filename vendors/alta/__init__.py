@@ -7,8 +7,7 @@ alta source, and never wait for a 911 request. Collecting the video needs the al
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from app.domain import task_names
-from vendors.alta import refs
+from vendors.alta import refs, steps
 from vendors.base import OperatorSteps, Vendor
 
 
@@ -20,20 +19,15 @@ def _from_alta(code: str | None, alarm_refs: Mapping[str, object]) -> bool:
 VENDOR = Vendor(
     key="alta",
     name="Alta",
-    steps=frozenset(
-        {
-            task_names.ALTA_FIND_ONGOING_ALERT,
-            task_names.ALTA_COLLECT_VIDEO,
-            task_names.ALTA_VERIFY,
-            task_names.ALTA_END,
-        }
-    ),
-    plan_steps=(task_names.ALTA_FIND_ONGOING_ALERT, task_names.ALTA_COLLECT_VIDEO),
+    steps=steps.ALL,
+    plan_steps=(steps.FIND_ONGOING_ALERT, steps.COLLECT_VIDEO),
+    # ending an Alta alarm needs the alert's guid: the read-only lookup runs after the end too
+    closing_steps=frozenset({steps.FIND_ONGOING_ALERT, steps.VERIFY, steps.END}),
     refs=refs.ALL,
     upstream_ids=((refs.ALERT_GUID, "Alta alert guid"),),
     video_links=refs.VIDEO_LINKS,
     waking_refs=frozenset({refs.ALERT_GUID, refs.VIDEO_LINKS}),
     source_kind="alta",
-    prerequisites=MappingProxyType({task_names.ALTA_COLLECT_VIDEO: task_names.ALTA_FIND_ONGOING_ALERT}),
-    operator=OperatorSteps(applies=_from_alta, verify=task_names.ALTA_VERIFY, end=task_names.ALTA_END),
+    prerequisites=MappingProxyType({steps.COLLECT_VIDEO: steps.FIND_ONGOING_ALERT}),
+    operator=OperatorSteps(applies=_from_alta, verify=steps.VERIFY, end=steps.END),
 )

@@ -4,9 +4,8 @@ A call still held (in CallOnAlarm's own delay) is stopped with the restore code 
 even before its alert id is recorded: the restore then waits for the trigger in flight.
 """
 
-from app.domain import task_names
 from vendors.base import ByApi, HasTables, PhoneFallback, Vendor
-from vendors.callonalarm import refs, site
+from vendors.callonalarm import refs, site, steps
 from vendors.callonalarm.site import CallOnAlarmSite
 
 
@@ -19,22 +18,17 @@ def _site_account(tables: HasTables) -> str | None:
 VENDOR = Vendor(
     key="callonalarm",
     name="CallOnAlarm",
-    steps=frozenset(
-        {
-            task_names.CALLONALARM_TRIGGER,
-            task_names.CALLONALARM_FOLLOW_STATUS,
-            task_names.CALLONALARM_SEND_RESTORE,
-        }
-    ),
-    plan_steps=(task_names.CALLONALARM_TRIGGER,),
+    steps=steps.ALL,
+    plan_steps=(steps.TRIGGER,),
+    closing_steps=frozenset({steps.SEND_RESTORE}),
     refs=refs.ALL,
     upstream_ids=((refs.ALERT_ID, "CallOnAlarm alert"), (refs.STATUS, "CallOnAlarm status")),
     site_table=site.TABLE,
     stand_down=ByApi(
         refs.ALERT_ID,
-        task_names.CALLONALARM_SEND_RESTORE,
-        maybe_engaged_by=task_names.CALLONALARM_TRIGGER,
+        steps.SEND_RESTORE,
+        maybe_engaged_by=steps.TRIGGER,
         takes_cancel_code=True,
     ),
-    phone_fallback=PhoneFallback(step=task_names.CALLONALARM_TRIGGER, account=_site_account),
+    phone_fallback=PhoneFallback(step=steps.TRIGGER, account=_site_account),
 )

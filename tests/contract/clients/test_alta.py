@@ -18,7 +18,7 @@ import requests
 from config.settings import Settings
 from sandbox.alta import create_app
 from sandbox.server import RunningServer, serve_in_thread
-from workers.clients.alta import AltaClient
+from vendors.alta.client import AltaClient
 from workers.clients.cache import cache_key
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 

@@ -20,7 +20,7 @@ from sandbox.cad import create_app
 from sandbox.config import load_config
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
-from workers.clients.cad import CadClient, CadIncident, IncidentNote, UploadedIncident, utc_text
+from vendors.cad.client import CadClient, CadIncident, IncidentNote, UploadedIncident, utc_text
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.contract

@@ -18,8 +18,8 @@ from limits.storage import MemoryStorage
 from config.settings import Settings
 from sandbox.callonalarm import create_app
 from sandbox.server import RunningServer, serve_in_thread
-from workers.clients.callonalarm import CallOnAlarmClient
-from workers.clients.callonalarm_budget import HourlyBudget
+from vendors.callonalarm.budget import HourlyBudget
+from vendors.callonalarm.client import CallOnAlarmClient
 from workers.clients.errors import (
     BudgetExhaustedError,
     OutcomeUnknownError,

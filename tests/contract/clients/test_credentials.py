@@ -30,13 +30,13 @@ from sandbox.server import serve_in_thread
 from tests.contract.clients.test_rapidsos import civic_body
 from tests.contract.clients.test_tracktik import seed_alarm
 from tests.contract.sandbox.harness import LiveSimulator
-from workers.clients.alta import AltaClient
+from vendors.alta.client import AltaClient
+from vendors.cad.client import CadClient, CadIncident
+from vendors.callonalarm.client import CallOnAlarmClient
+from vendors.rapidsos.client import RapidSOSClient
+from vendors.tracktik.client import TrackTikClient
 from workers.clients.base import BaseClient, EnvironmentOnceSession
-from workers.clients.cad import CadClient, CadIncident
-from workers.clients.callonalarm import CallOnAlarmClient
 from workers.clients.errors import OutcomeUnknownError, UnreadableAnswerError, UpstreamRejectedError
-from workers.clients.rapidsos import RapidSOSClient
-from workers.clients.tracktik import TrackTikClient
 
 pytestmark = pytest.mark.contract
 

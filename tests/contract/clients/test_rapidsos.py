@@ -24,9 +24,9 @@ from sandbox.rapidsos import create_app
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
 from tests.polling import wait_until
+from vendors.rapidsos.client import RapidSOSClient, token_cache_ttl_s
 from workers.clients.cache import cache_key
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
-from workers.clients.rapidsos import RapidSOSClient, token_cache_ttl_s
 
 pytestmark = pytest.mark.contract
 
@@ -303,7 +303,7 @@ def test_a_lost_answer_after_the_alert_was_made_is_outcome_unknown(
         client.create_alert(civic_body("NY", source_id="alarm-bridge-77"))
 
     # The alert exists upstream, but RapidSOS offers no way to find it by source_id (only this
-    # control view shows it): the task decides what a retry does (workers/tasks/rapidsos.py).
+    # control view shows it): the task decides what a retry does (vendors/rapidsos/tasks.py).
     stored = sim.request("GET", "/_sandbox/alerts", params={"source_id": "alarm-bridge-77"}).json()
     assert len(stored) == 1
 

@@ -23,9 +23,7 @@ from config.settings import Settings
 from sandbox.alta.webhook import THUMBNAIL_B64
 from sandbox.server import RunningServer, serve_in_thread
 from sandbox.tracktik import create_app
-from workers.clients.cache import cache_key
-from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
-from workers.clients.tracktik import (
+from vendors.tracktik.client import (
     ALARMS_PATH,
     TOKEN_PATH,
     CreatedAlarm,
@@ -35,6 +33,8 @@ from workers.clients.tracktik import (
     TrackTikLocation,
     ref_note,
 )
+from workers.clients.cache import cache_key
+from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.contract
 

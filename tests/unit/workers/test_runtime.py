@@ -13,6 +13,7 @@ import fakeredis
 import pytest
 
 from config.settings import Settings
+from vendors.tracktik.client import TrackTikClient
 from workers import runtime
 
 pytestmark = pytest.mark.unit
@@ -64,7 +65,7 @@ def test_the_pools_are_sized_to_what_the_process_runs_at_once(
         pool = rt.engine.pool
         assert pool.size() == runtime.POOL_KEEP  # type: ignore[attr-defined]
         assert pool._max_overflow >= 96 - runtime.POOL_KEEP  # type: ignore[attr-defined]
-        adapter = rt.clients.tracktik.session.get_adapter(rt.settings.tracktik_base_url)
+        adapter = rt.clients.get(TrackTikClient).session.get_adapter(rt.settings.tracktik_base_url)
         assert adapter._pool_maxsize == 96  # type: ignore[attr-defined]
     finally:
         rt.engine.dispose()

@@ -11,12 +11,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import actions as action_rules
-from app.domain import operations, task_names
+from app.domain import operations
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, Receipt, record_event
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry
 from app.ledger.session import make_sessionmaker
 from tests.sites_fixture import MONTREAL_ACCOUNT, NEWTON_ACCOUNT, example_sites
+from vendors.callonalarm import steps as callonalarm_steps
+from vendors.rapidsos import steps as rapidsos_steps
+from vendors.tracktik import steps as tracktik_steps
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -98,12 +101,12 @@ def test_a_cancel_in_time_with_a_tracktik_dispatch_raises_the_alarm_to_a_person(
     # Montréal burglary: TrackTik now, a call after 60 s (cancellable); the window is 90 s.
     opened = signal(sessions, "BA")
     run_step(
-        sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+        sessions, opened.alarm_id, tracktik_steps.CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
     )
     cancel = signal(sessions, "BC", after_s=2)
 
     assert cancel.alarm_id == opened.alarm_id
-    assert steps(sessions, opened.alarm_id)[task_names.CALLONALARM_TRIGGER] == ActionState.CANCELLED
+    assert steps(sessions, opened.alarm_id)[callonalarm_steps.TRIGGER] == ActionState.CANCELLED
     held = get(sessions, opened.alarm_id)
     assert held.state == "needs_person" and held.panel_cancelled_at is not None
     assert (
@@ -119,7 +122,7 @@ def test_the_operator_s_acknowledge_or_end_then_ends_it_as_cancelled(
 ) -> None:
     opened = signal(sessions, "BA")
     run_step(
-        sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+        sessions, opened.alarm_id, tracktik_steps.CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
     )
     signal(sessions, "BC", after_s=2)
     now = T0 + timedelta(seconds=40)
@@ -139,7 +142,7 @@ def test_a_tracktik_create_in_flight_at_the_cancel_is_put_in_front_of_a_person(
     sessions: sessionmaker[Session],
 ) -> None:
     opened = signal(sessions, "BA")
-    start_step(sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=0.5)
+    start_step(sessions, opened.alarm_id, tracktik_steps.CREATE_ALARM, after_s=0.5)
     signal(sessions, "BC", after_s=1)
 
     held = get(sessions, opened.alarm_id)
@@ -148,8 +151,8 @@ def test_a_tracktik_create_in_flight_at_the_cancel_is_put_in_front_of_a_person(
         held.needs_person_reason or ""
     )
     assert steps(sessions, opened.alarm_id) == {
-        task_names.TRACKTIK_CREATE_ALARM: ActionState.RUNNING,  # cannot be called back
-        task_names.CALLONALARM_TRIGGER: ActionState.CANCELLED,
+        tracktik_steps.CREATE_ALARM: ActionState.RUNNING,  # cannot be called back
+        callonalarm_steps.TRIGGER: ActionState.CANCELLED,
     }
 
 
@@ -163,14 +166,14 @@ def test_a_cancel_in_time_cancels_rapidsos_and_restores_a_held_call_then_ends_th
     # handed to CallOnAlarm (it may sit in CallOnAlarm's own delay) and a RapidSOS alert exists.
     opened = signal(sessions, "BA", account=NEWTON_ACCOUNT)
     run_step(
-        sessions, opened.alarm_id, task_names.CALLONALARM_TRIGGER, after_s=31,
+        sessions, opened.alarm_id, callonalarm_steps.TRIGGER, after_s=31,
         refs={"callonalarm_alert_id": "coa-7", "rapidsos_alert_id": "rs-9"},
     )  # fmt: skip
     cancel = signal(sessions, "OP", account=NEWTON_ACCOUNT, zone="1", after_s=40)
 
     assert sorted(d.task_name for d in cancel.due_actions) == [
-        task_names.CALLONALARM_SEND_RESTORE,
-        task_names.RAPIDSOS_CANCEL_ALERT,
+        callonalarm_steps.SEND_RESTORE,
+        rapidsos_steps.CANCEL_ALERT,
     ]
     ended = get(sessions, opened.alarm_id)
     assert (ended.state, ended.outcome, ended.panel_cancelled_at) == ("ended", "cancelled", None)
@@ -181,11 +184,11 @@ def test_a_call_still_in_flight_gets_a_restore_that_waits_for_it(sessions: sessi
     with sessions.begin() as session:
         call = session.execute(select(Action).where(Action.alarm_id == opened.alarm_id)).scalar_one()
         call.due_at = T0 + timedelta(seconds=30)
-    start_step(sessions, opened.alarm_id, task_names.CALLONALARM_TRIGGER, after_s=30)
+    start_step(sessions, opened.alarm_id, callonalarm_steps.TRIGGER, after_s=30)
     cancel = signal(sessions, "BC", account=NEWTON_ACCOUNT, after_s=31)
 
     (restore,) = cancel.due_actions
-    assert restore.task_name == task_names.CALLONALARM_SEND_RESTORE
+    assert restore.task_name == callonalarm_steps.SEND_RESTORE
     with sessions() as session:
         assert session.get_one(Action, restore.id).params["cancelled_by"] == "BC"
 
@@ -195,9 +198,9 @@ def test_the_operator_s_end_and_the_panel_s_cancel_plan_the_same_stand_down(
 ) -> None:
     refs = {"callonalarm_alert_id": "coa-7", "rapidsos_alert_id": "rs-9", "tracktik_alarm_id": 42}
     by_panel = signal(sessions, "BA", zone="3")
-    run_step(sessions, by_panel.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs=refs)
+    run_step(sessions, by_panel.alarm_id, tracktik_steps.CREATE_ALARM, after_s=1, refs=refs)
     by_operator = signal(sessions, "BA", zone="4", account=NEWTON_ACCOUNT)
-    run_step(sessions, by_operator.alarm_id, task_names.CALLONALARM_TRIGGER, after_s=1, refs=refs)
+    run_step(sessions, by_operator.alarm_id, callonalarm_steps.TRIGGER, after_s=1, refs=refs)
 
     panel = signal(sessions, "BC", after_s=2)
     assert by_operator.alarm_id is not None
@@ -224,7 +227,7 @@ def test_a_fire_cancel_does_not_stop_a_burglary_s_held_call(sessions: sessionmak
     cancel = signal(sessions, "FC", zone="5", after_s=2)
 
     assert cancel.alarm_id is None and cancel.due_actions == ()  # no fire alarm to record it on
-    assert steps(sessions, burglary.alarm_id)[task_names.CALLONALARM_TRIGGER] == ActionState.PENDING
+    assert steps(sessions, burglary.alarm_id)[callonalarm_steps.TRIGGER] == ActionState.PENDING
     assert get(sessions, burglary.alarm_id).state == "open"
     assert not [k for k, _ in timeline(sessions, burglary.alarm_id) if k.startswith("alarm.cancel")]
 
@@ -262,8 +265,8 @@ def test_a_cancel_after_the_window_is_recorded_and_stops_nothing(sessions: sessi
     signal(sessions, "BC", after_s=91)  # Montréal's window is 90 s
 
     assert steps(sessions, opened.alarm_id) == {
-        task_names.TRACKTIK_CREATE_ALARM: ActionState.QUEUED,
-        task_names.CALLONALARM_TRIGGER: ActionState.PENDING,
+        tracktik_steps.CREATE_ALARM: ActionState.QUEUED,
+        callonalarm_steps.TRIGGER: ActionState.PENDING,
     }
     assert get(sessions, opened.alarm_id).state == "open"
     assert [k for k, _ in timeline(sessions, opened.alarm_id)][-1] == "alarm.cancel_too_late"
@@ -272,7 +275,7 @@ def test_a_cancel_after_the_window_is_recorded_and_stops_nothing(sessions: sessi
 def test_a_second_cancel_does_not_stand_the_alarm_down_twice(sessions: sessionmaker[Session]) -> None:
     opened = signal(sessions, "BA")
     run_step(
-        sessions, opened.alarm_id, task_names.TRACKTIK_CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+        sessions, opened.alarm_id, tracktik_steps.CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
     )
     signal(sessions, "BC", after_s=2)
     again = signal(sessions, "OP", zone="1", after_s=3)

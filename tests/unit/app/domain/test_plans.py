@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import pytest
 
-from app.domain import task_names
 from app.domain.plans import (
     FAMILIES,
     KINDS,
@@ -16,13 +15,16 @@ from app.domain.plans import (
     format_duration,
     plan_problems,
 )
+from vendors.callonalarm import steps as callonalarm_steps
+from vendors.rapidsos import steps as rapidsos_steps
+from vendors.tracktik import steps as tracktik_steps
 
 pytestmark = pytest.mark.unit
 
-TRACKTIK = Step(task_names.TRACKTIK_CREATE_ALARM)
-CALL = Step(task_names.CALLONALARM_TRIGGER)
-DELAYED_CALL = Step(task_names.CALLONALARM_TRIGGER, after=timedelta(seconds=60), cancellable=True)
-RAPIDSOS = Step(task_names.RAPIDSOS_CREATE_ALERT)
+TRACKTIK = Step(tracktik_steps.CREATE_ALARM)
+CALL = Step(callonalarm_steps.TRIGGER)
+DELAYED_CALL = Step(callonalarm_steps.TRIGGER, after=timedelta(seconds=60), cancellable=True)
+RAPIDSOS = Step(rapidsos_steps.CREATE_ALERT)
 
 PLAN = Plan(
     key="commercial",
@@ -143,16 +145,16 @@ def test_a_cancellable_burglary_step_is_allowed() -> None:
         ({"fire": (TRACKTIK, TRACKTIK)}, "fire[1]", "is already a step of fire"),
         ({"fires": (TRACKTIK,)}, "fires", "is not a family"),
         (
-            {"burglary": (Step(task_names.CALLONALARM_TRIGGER, after=timedelta(hours=25)),)},
+            {"burglary": (Step(callonalarm_steps.TRIGGER, after=timedelta(hours=25)),)},
             "burglary[0].after",
             "25h",
         ),
         (
-            {"burglary": (Step(task_names.CALLONALARM_TRIGGER, after=timedelta(seconds=-1)),)},
+            {"burglary": (Step(callonalarm_steps.TRIGGER, after=timedelta(seconds=-1)),)},
             "burglary[0].after",
             "-1s",
         ),
-        ({"fire": (Step(task_names.CALLONALARM_SEND_RESTORE),)}, "fire[0]", "is not a step kind"),
+        ({"fire": (Step(callonalarm_steps.SEND_RESTORE),)}, "fire[0]", "is not a step kind"),
     ],
 )
 def test_plan_problems_name_the_step_at_fault(

@@ -16,7 +16,6 @@ import fakeredis
 import pytest
 import requests
 
-from app.domain import task_names
 from app.domain.actions import ClaimedAction
 from app.domain.alarms import AlarmContext
 from app.domain.sites import Site
@@ -24,9 +23,11 @@ from config.settings import Settings
 from sandbox.callonalarm import create_app
 from sandbox.server import RunningServer, serve_in_thread
 from tests.sites_fixture import example_sites
+from vendors.callonalarm import steps as callonalarm_steps
+from vendors.callonalarm import tasks
+from vendors.callonalarm.client import CallOnAlarmClient
 from vendors.callonalarm.site import CallOnAlarmSite
 from workers.clients import Clients
-from workers.clients.callonalarm import CallOnAlarmClient
 from workers.clients.errors import (
     BudgetExhaustedError,
     NotYetError,
@@ -34,7 +35,6 @@ from workers.clients.errors import (
     UpstreamUnavailableError,
 )
 from workers.perform import FollowUp, Job
-from workers.tasks import callonalarm as tasks
 
 pytestmark = pytest.mark.unit
 
@@ -86,7 +86,7 @@ def settings(sandbox: Sandbox) -> Settings:
 @pytest.fixture
 def clients(settings: Settings) -> Iterator[Clients]:
     client = CallOnAlarmClient.from_settings(settings, fakeredis.FakeRedis())
-    yield Clients(alta=None, tracktik=None, callonalarm=client, rapidsos=None, cad=None)  # type: ignore[arg-type]
+    yield Clients.of(client)
     client.session.close()
 
 
@@ -160,7 +160,7 @@ def with_refs(alarm: AlarmContext, refs: dict[str, Any]) -> AlarmContext:
 def test_trigger_calls_the_sites_account_and_follows_the_alert(
     make_job: JobFactory, montreal: Site, sandbox: Sandbox
 ) -> None:
-    outcome = tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, make_alarm(montreal)))
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, make_alarm(montreal)))
 
     [entry] = sandbox.journal(path="/v1/alert/trigger")
     assert entry["body"] == {
@@ -178,7 +178,7 @@ def test_trigger_calls_the_sites_account_and_follows_the_alert(
         "callonalarm_delay_s": 0,
     }
     assert outcome.follow_ups == (
-        FollowUp(task_names.CALLONALARM_FOLLOW_STATUS, after_s=POLL_S, params={"alert_id": alert_id}),
+        FollowUp(callonalarm_steps.FOLLOW_STATUS, after_s=POLL_S, params={"alert_id": alert_id}),
     )
     assert outcome.needs_person is None
 
@@ -190,7 +190,7 @@ def test_trigger_sends_burglary_alarm_code_for_an_alta_video_intrusion(
         montreal, source_kind="alta", code=None, zone="az-5d1c", description="Person detected: Loading Dock"
     )
 
-    tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm))
+    tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
 
     [entry] = sandbox.journal(path="/v1/alert/trigger")
     assert entry["body"]["eventCode"] == "BA"
@@ -202,7 +202,7 @@ def test_trigger_of_a_delayed_code_first_polls_when_the_calls_start(
 ) -> None:
     alarm = make_alarm(montreal, code="IA", family="system", priority="technical", description=None)
 
-    outcome = tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm))
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
 
     assert outcome.refs["callonalarm_status"] == "call_delayed"
     assert outcome.refs["callonalarm_delay_s"] == 60
@@ -215,7 +215,7 @@ def test_fallback_trigger_calls_the_given_account_and_says_why(
 ) -> None:
     params = {"fallback": True, "account": "9000", "reason": "rapidsos.create_alert failed"}
 
-    outcome = tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, make_alarm(montreal), params))
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, make_alarm(montreal), params))
 
     [entry] = sandbox.journal(path="/v1/alert/trigger")
     assert entry["body"]["accountNumber"] == "9000"
@@ -227,9 +227,9 @@ def test_retry_after_an_unknown_outcome_triggers_again(
     make_job: JobFactory, montreal: Site, sandbox: Sandbox
 ) -> None:
     # No idempotency key and no lookup: a second call is safer than none for a life-safety alarm.
-    job = make_job(task_names.CALLONALARM_TRIGGER, make_alarm(montreal))
+    job = make_job(callonalarm_steps.TRIGGER, make_alarm(montreal))
     tasks._trigger(job)
-    retry = make_job(task_names.CALLONALARM_TRIGGER, make_alarm(montreal), outcome_unknown=True)
+    retry = make_job(callonalarm_steps.TRIGGER, make_alarm(montreal), outcome_unknown=True)
 
     outcome = tasks._trigger(retry)
 
@@ -241,7 +241,7 @@ def test_retry_after_an_unknown_outcome_triggers_again(
 def test_trigger_on_an_inactive_connection_needs_a_person(make_job: JobFactory, montreal: Site) -> None:
     alarm = make_alarm(montreal)
 
-    outcome = tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm, {"account": "1002"}))
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm, {"account": "1002"}))
 
     assert outcome.refs["callonalarm_status"] == "logged_inactive"
     assert outcome.follow_ups == ()
@@ -254,9 +254,9 @@ def test_trigger_without_any_account_is_rejected_without_a_request(
     alarm = make_alarm(montreal.without(CallOnAlarmSite))
 
     with pytest.raises(UpstreamRejectedError):
-        tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm))
+        tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
     with pytest.raises(UpstreamRejectedError):
-        tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, None))
+        tasks._trigger(make_job(callonalarm_steps.TRIGGER, None))
     assert sandbox.journal() == []
 
 
@@ -264,7 +264,7 @@ def test_trigger_with_a_code_callonalarm_refuses_is_rejected(make_job: JobFactor
     alarm = make_alarm(montreal, code="ZZZZ", family="unknown")
 
     with pytest.raises(UpstreamRejectedError) as caught:
-        tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm))
+        tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
     assert caught.value.status == 400
 
 
@@ -274,8 +274,8 @@ def test_trigger_with_a_bad_api_key_is_rejected(
     settings = Settings(callonalarm_base_url=sandbox.server.base_url, callonalarm_api_key="coa_wrong")
     client = CallOnAlarmClient.from_settings(settings, fakeredis.FakeRedis())
     job = dataclasses.replace(
-        make_job(task_names.CALLONALARM_TRIGGER, make_alarm(montreal)),
-        clients=Clients(alta=None, tracktik=None, callonalarm=client, rapidsos=None, cad=None),  # type: ignore[arg-type]
+        make_job(callonalarm_steps.TRIGGER, make_alarm(montreal)),
+        clients=Clients.of(client),
     )
 
     with pytest.raises(UpstreamRejectedError) as caught:
@@ -290,15 +290,15 @@ def test_trigger_refused_with_429_carries_retry_after(
     sandbox.fault(path="/v1/alert/trigger", status=429, headers={"Retry-After": "42"})
 
     with pytest.raises(UpstreamUnavailableError) as caught:
-        tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, make_alarm(montreal)))
+        tasks._trigger(make_job(callonalarm_steps.TRIGGER, make_alarm(montreal)))
     assert caught.value.retry_after_s == 42
 
 
 def test_trigger_waits_when_the_hourly_budget_is_spent(
     make_job: JobFactory, montreal: Site, sandbox: Sandbox
 ) -> None:
-    job = make_job(task_names.CALLONALARM_TRIGGER, make_alarm(montreal))
-    budget = job.clients.callonalarm.budget
+    job = make_job(callonalarm_steps.TRIGGER, make_alarm(montreal))
+    budget = job.clients.get(CallOnAlarmClient).budget
     for _ in range(100):
         budget.take()
 
@@ -315,12 +315,12 @@ def test_restore_within_the_delay_cancels_the_calls_as_in_the_seed(
     make_job: JobFactory, montreal: Site, sandbox: Sandbox
 ) -> None:
     alarm = make_alarm(montreal, code="IA", zone="rack B34E", description="Server down")
-    triggered = tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm))
+    triggered = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
     assert triggered.refs["callonalarm_status"] == "call_delayed"
     alarm = with_refs(alarm, triggered.refs)
     sandbox.advance(30)
 
-    restored = tasks._send_restore(make_job(task_names.CALLONALARM_SEND_RESTORE, alarm))
+    restored = tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm))
 
     restore_entry = sandbox.journal(path="/v1/alert/trigger")[-1]
     assert restore_entry["body"]["eventCode"] == "IR"
@@ -346,7 +346,7 @@ def test_restore_of_a_burglary_sends_burglary_restoral(
         make_alarm(montreal), {"callonalarm_alert_id": "alt_1", "callonalarm_status": "call_delayed"}
     )
 
-    tasks._send_restore(make_job(task_names.CALLONALARM_SEND_RESTORE, alarm))
+    tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm))
 
     assert sandbox.journal(path="/v1/alert/trigger")[-1]["body"]["eventCode"] == "BR"
 
@@ -356,7 +356,7 @@ def test_restore_sends_the_code_it_is_given_on_the_triggers_account(
 ) -> None:
     alarm = with_refs(make_alarm(montreal), {"callonalarm_alert_id": "alt_1", "callonalarm_account": "9000"})
 
-    tasks._send_restore(make_job(task_names.CALLONALARM_SEND_RESTORE, alarm, {"code": "BH"}))
+    tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm, {"code": "BH"}))
 
     body = sandbox.journal(path="/v1/alert/trigger")[-1]["body"]
     assert (body["eventCode"], body["accountNumber"]) == ("BH", "9000")
@@ -367,7 +367,7 @@ def test_restore_of_a_code_without_a_pair_sends_a_cancel_report(
 ) -> None:
     alarm = with_refs(make_alarm(montreal, code="UX"), {"callonalarm_alert_id": "alt_1"})
 
-    outcome = tasks._send_restore(make_job(task_names.CALLONALARM_SEND_RESTORE, alarm))
+    outcome = tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm))
 
     assert outcome.refs["callonalarm_restore_code"] == "OC"
 
@@ -375,7 +375,7 @@ def test_restore_of_a_code_without_a_pair_sends_a_cancel_report(
 def test_restore_without_a_callonalarm_alert_sends_nothing(
     make_job: JobFactory, montreal: Site, sandbox: Sandbox
 ) -> None:
-    outcome = tasks._send_restore(make_job(task_names.CALLONALARM_SEND_RESTORE, make_alarm(montreal)))
+    outcome = tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, make_alarm(montreal)))
 
     assert outcome.refs == {}
     assert sandbox.journal() == []
@@ -388,7 +388,7 @@ def test_restore_of_an_alert_that_already_ended_sends_nothing(
         make_alarm(montreal), {"callonalarm_alert_id": "alt_1", "callonalarm_status": "acknowledged"}
     )
 
-    outcome = tasks._send_restore(make_job(task_names.CALLONALARM_SEND_RESTORE, alarm))
+    outcome = tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm))
 
     assert outcome.refs == {}
     assert sandbox.journal() == []
@@ -399,7 +399,7 @@ def test_restore_of_an_alert_that_already_ended_sends_nothing(
 
 def triggered_alarm(make_job: JobFactory, site: Site) -> tuple[AlarmContext, str]:
     alarm = make_alarm(site)
-    outcome = tasks._trigger(make_job(task_names.CALLONALARM_TRIGGER, alarm))
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
     assert outcome.external_id is not None
     return with_refs(alarm, outcome.refs), outcome.external_id
 
@@ -410,14 +410,12 @@ def test_follow_status_of_a_running_alert_polls_again_and_counts(
     alarm, alert_id = triggered_alarm(make_job, montreal)
 
     outcome = tasks._follow_status(
-        make_job(task_names.CALLONALARM_FOLLOW_STATUS, alarm, {"alert_id": alert_id, "polls": 3})
+        make_job(callonalarm_steps.FOLLOW_STATUS, alarm, {"alert_id": alert_id, "polls": 3})
     )
 
     assert outcome.refs["callonalarm_status"] == "call_immediate"
     assert outcome.follow_ups == (
-        FollowUp(
-            task_names.CALLONALARM_FOLLOW_STATUS, after_s=POLL_S, params={"alert_id": alert_id, "polls": 4}
-        ),
+        FollowUp(callonalarm_steps.FOLLOW_STATUS, after_s=POLL_S, params={"alert_id": alert_id, "polls": 4}),
     )
     assert outcome.needs_person is None
 
@@ -428,7 +426,7 @@ def test_follow_status_stops_after_forty_polls_and_asks_a_person(
     alarm, alert_id = triggered_alarm(make_job, montreal)
 
     outcome = tasks._follow_status(
-        make_job(task_names.CALLONALARM_FOLLOW_STATUS, alarm, {"alert_id": alert_id, "polls": 39})
+        make_job(callonalarm_steps.FOLLOW_STATUS, alarm, {"alert_id": alert_id, "polls": 39})
     )
 
     assert outcome.follow_ups == ()
@@ -440,11 +438,9 @@ def test_follow_status_records_who_acknowledged(
     make_job: JobFactory, montreal: Site, clients: Clients
 ) -> None:
     alarm, alert_id = triggered_alarm(make_job, montreal)
-    clients.callonalarm.acknowledge(alert_id, "+15550100002")
+    clients.get(CallOnAlarmClient).acknowledge(alert_id, "+15550100002")
 
-    outcome = tasks._follow_status(
-        make_job(task_names.CALLONALARM_FOLLOW_STATUS, alarm, {"alert_id": alert_id})
-    )
+    outcome = tasks._follow_status(make_job(callonalarm_steps.FOLLOW_STATUS, alarm, {"alert_id": alert_id}))
 
     assert outcome.refs["callonalarm_status"] == "acknowledged"
     assert outcome.refs["callonalarm_acknowledged_by"] == "+15550100002"
@@ -459,9 +455,7 @@ def test_follow_status_of_a_timeout_needs_a_person(
     alarm, alert_id = triggered_alarm(make_job, montreal)
     sandbox.advance(200)
 
-    outcome = tasks._follow_status(
-        make_job(task_names.CALLONALARM_FOLLOW_STATUS, alarm, {"alert_id": alert_id})
-    )
+    outcome = tasks._follow_status(make_job(callonalarm_steps.FOLLOW_STATUS, alarm, {"alert_id": alert_id}))
 
     assert outcome.refs["callonalarm_status"] == "timeout"
     assert outcome.follow_ups == ()
@@ -470,13 +464,13 @@ def test_follow_status_of_a_timeout_needs_a_person(
 
 def test_follow_status_without_an_alert_id_is_rejected(make_job: JobFactory, montreal: Site) -> None:
     with pytest.raises(UpstreamRejectedError):
-        tasks._follow_status(make_job(task_names.CALLONALARM_FOLLOW_STATUS, make_alarm(montreal)))
+        tasks._follow_status(make_job(callonalarm_steps.FOLLOW_STATUS, make_alarm(montreal)))
 
 
 def test_user_cancel_waits_for_a_trigger_still_in_flight(
     make_job: JobFactory, montreal: Site, sandbox: Sandbox
 ) -> None:
-    job = make_job(task_names.CALLONALARM_SEND_RESTORE, make_alarm(montreal), {"cancelled_by": "BC"})
+    job = make_job(callonalarm_steps.SEND_RESTORE, make_alarm(montreal), {"cancelled_by": "BC"})
 
     with pytest.raises(NotYetError):
         tasks._send_restore(job)
@@ -489,9 +483,7 @@ def test_user_cancel_stops_waiting_once_the_trigger_must_have_ended(
     long_ago = NOW - montreal.cancel_window - timedelta(hours=1)
     alarm = make_alarm(montreal, opened_at=long_ago)
 
-    outcome = tasks._send_restore(
-        make_job(task_names.CALLONALARM_SEND_RESTORE, alarm, {"cancelled_by": "BC"})
-    )
+    outcome = tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm, {"cancelled_by": "BC"}))
 
     assert outcome.result == {"skipped": "no CallOnAlarm alert"}
     assert sandbox.journal() == []
@@ -502,9 +494,7 @@ def test_user_cancel_sends_the_alarms_restore_pair_not_the_cancel_code(
 ) -> None:
     alarm = with_refs(make_alarm(montreal), {"callonalarm_alert_id": "alt_1"})
 
-    outcome = tasks._send_restore(
-        make_job(task_names.CALLONALARM_SEND_RESTORE, alarm, {"cancelled_by": "BC"})
-    )
+    outcome = tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm, {"cancelled_by": "BC"}))
 
     assert outcome.refs["callonalarm_restore_code"] == "BR"
     assert outcome.result["cancelled_by"] == "BC"

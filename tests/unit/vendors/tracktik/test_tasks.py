@@ -17,7 +17,6 @@ import fakeredis
 import pytest
 import requests
 
-from app.domain import task_names
 from app.domain.actions import ClaimedAction
 from app.domain.alarms import AlarmContext
 from app.domain.sites import Site
@@ -26,12 +25,13 @@ from sandbox.alta.webhook import THUMBNAIL_B64
 from sandbox.server import RunningServer, serve_in_thread
 from sandbox.tracktik.app import ALARMS_PATH, create_app
 from tests.sites_fixture import example_sites
+from vendors.tracktik import steps as tracktik_steps
+from vendors.tracktik.client import TrackTikClient
 from vendors.tracktik.site import TrackTikSite
+from vendors.tracktik.tasks import _create_alarm
 from workers.clients import Clients
 from workers.clients.errors import NotYetError, OutcomeUnknownError, PreconditionError, UpstreamRejectedError
-from workers.clients.tracktik import TrackTikClient
 from workers.perform import Job, Outcome
-from workers.tasks.tracktik import _create_alarm
 
 pytestmark = pytest.mark.unit
 
@@ -62,7 +62,7 @@ def settings(make_settings: Callable[..., Settings], server: RunningServer) -> S
 @pytest.fixture
 def clients(settings: Settings) -> Clients:
     tracktik = TrackTikClient.from_settings(settings, fakeredis.FakeRedis())
-    return Clients(alta=None, tracktik=tracktik, callonalarm=None, rapidsos=None, cad=None)  # type: ignore[arg-type]
+    return Clients.of(tracktik)
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def job(
     action = ClaimedAction(
         id=11,
         alarm_id=alarm.id if alarm else None,
-        kind=task_names.TRACKTIK_CREATE_ALARM,
+        kind=tracktik_steps.CREATE_ALARM,
         attempts=attempts,
         max_attempts=5,
         lease_token="lease",

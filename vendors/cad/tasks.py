@@ -22,15 +22,15 @@ from typing import Any
 
 from celery import shared_task
 
-from app.domain import sia, task_names
+from app.domain import sia
 from app.domain.alarms import AlarmContext
 from app.domain.site_tables import Location
 from app.domain.sites import Site
 from vendors.alta import refs as alta_refs
-from vendors.cad import refs
+from vendors.cad import refs, steps
+from vendors.cad.client import CadClient, CadIncident, IncidentNote
 from vendors.rapidsos.site import RapidSOSSite
 from vendors.tracktik import refs as tracktik_refs
-from workers.clients.cad import CadIncident, IncidentNote
 from workers.clients.errors import PreconditionError
 from workers.perform import Job, Outcome, perform
 
@@ -53,7 +53,7 @@ VERIFICATION_TEXT: dict[str, str] = {
 }
 
 
-@shared_task(name=task_names.CAD_UPLOAD_INCIDENT, ignore_result=True)
+@shared_task(name=steps.UPLOAD_INCIDENT, ignore_result=True)
 def upload_incident(action_id: int) -> str:
     """Upload the action's alarm to the CAD as one incident (created once per alarm)."""
     return perform(action_id, _upload_incident)
@@ -63,7 +63,7 @@ def _upload_incident(job: Job) -> Outcome:
     alarm = job.alarm
     if alarm is None:
         raise PreconditionError("cad", f"action {job.action.id} has no alarm to upload")
-    uploaded = job.clients.cad.upload_incident(incident_for(alarm, job))
+    uploaded = job.clients.get(CadClient).upload_incident(incident_for(alarm, job))
     external_id = str(uploaded.id) if uploaded.id is not None else uploaded.sys_id
     where = alarm.site.name if alarm.site else "no site (unrouted)"
     return Outcome(

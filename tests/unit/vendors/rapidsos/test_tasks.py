@@ -17,7 +17,6 @@ import fakeredis
 import pytest
 import requests
 
-from app.domain import task_names
 from app.domain.actions import ClaimedAction
 from app.domain.alarms import AlarmContext
 from app.domain.plans import Plan
@@ -28,12 +27,13 @@ from sandbox.config import load_config
 from sandbox.rapidsos import create_app
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
+from vendors.rapidsos import steps as rapidsos_steps
+from vendors.rapidsos import tasks
+from vendors.rapidsos.client import RapidSOSClient
 from vendors.rapidsos.site import EmergencyContact, RapidSOSSite
 from workers.clients import Clients
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError
-from workers.clients.rapidsos import RapidSOSClient
 from workers.perform import Job
-from workers.tasks import rapidsos as tasks
 
 pytestmark = pytest.mark.unit
 
@@ -109,7 +109,7 @@ def alarm(**changes: Any) -> AlarmContext:
     return replace(base, **changes)
 
 
-def action(kind: str = task_names.RAPIDSOS_CREATE_ALERT, *, outcome_unknown: bool = False) -> ClaimedAction:
+def action(kind: str = rapidsos_steps.CREATE_ALERT, *, outcome_unknown: bool = False) -> ClaimedAction:
     return ClaimedAction(
         id=7,
         alarm_id=42,
@@ -139,7 +139,7 @@ def settings(make_settings: Callable[..., Settings], sim: LiveSimulator) -> Sett
 @pytest.fixture
 def clients(settings: Settings) -> Iterator[Clients]:
     client = RapidSOSClient.from_settings(settings, fakeredis.FakeRedis())
-    yield Clients(alta=None, tracktik=None, callonalarm=None, rapidsos=client, cad=None)  # type: ignore[arg-type]
+    yield Clients.of(client)
     client.session.close()
 
 
@@ -280,7 +280,7 @@ def test_an_alarm_that_already_has_an_alert_is_not_sent_again(
 def test_cancel_patches_canceled_and_records_it(job: Callable[..., Job], sim: LiveSimulator) -> None:
     created = tasks._create_alert(job(alarm()))
 
-    outcome = tasks._cancel_alert(job(alarm(refs=created.refs), action(task_names.RAPIDSOS_CANCEL_ALERT)))
+    outcome = tasks._cancel_alert(job(alarm(refs=created.refs), action(rapidsos_steps.CANCEL_ALERT)))
 
     assert outcome.refs == {"rapidsos_cancelled": True}
     assert outcome.external_id == created.external_id
@@ -292,7 +292,7 @@ def test_cancel_patches_canceled_and_records_it(job: Callable[..., Job], sim: Li
 def test_cancel_without_an_alert_succeeds_with_nothing_to_cancel(
     job: Callable[..., Job], sim: LiveSimulator
 ) -> None:
-    outcome = tasks._cancel_alert(job(alarm(), action(task_names.RAPIDSOS_CANCEL_ALERT)))
+    outcome = tasks._cancel_alert(job(alarm(), action(rapidsos_steps.CANCEL_ALERT)))
 
     assert outcome.message is not None and "nothing to cancel" in outcome.message
     assert outcome.refs == {}
@@ -305,7 +305,7 @@ def test_cancel_after_rapidsos_forgot_the_alert_succeeds_as_not_cancelled(
     created = tasks._create_alert(job(alarm()))
     sim.advance_clock(12 * 3600 + 1)
 
-    outcome = tasks._cancel_alert(job(alarm(refs=created.refs), action(task_names.RAPIDSOS_CANCEL_ALERT)))
+    outcome = tasks._cancel_alert(job(alarm(refs=created.refs), action(rapidsos_steps.CANCEL_ALERT)))
 
     assert outcome.refs == {"rapidsos_cancelled": False}
 

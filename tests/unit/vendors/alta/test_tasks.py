@@ -15,17 +15,17 @@ import fakeredis
 import pytest
 import requests
 
-from app.domain import task_names
 from app.domain.actions import ClaimedAction
 from app.domain.alarms import AlarmContext
 from config.settings import Settings
 from sandbox.alta import create_app
 from sandbox.server import serve_in_thread
+from vendors.alta import steps as alta_steps
+from vendors.alta.client import AltaClient
+from vendors.alta.tasks import _collect_video, _end, _find_ongoing_alert, _verify
 from workers.clients import Clients
-from workers.clients.alta import AltaClient
 from workers.clients.errors import NotYetError, UpstreamRejectedError, UpstreamUnavailableError
 from workers.perform import FollowUp, Job
-from workers.tasks.alta import _collect_video, _end, _find_ongoing_alert, _verify
 
 DOCK = "az-5d1c"
 OPENED = datetime(2026, 1, 6, 10, 0, tzinfo=UTC)
@@ -90,7 +90,7 @@ def settings(sim: Sim) -> Settings:
 @pytest.fixture
 def clients(settings: Settings) -> Clients:
     alta = AltaClient.from_settings(settings, fakeredis.FakeRedis())
-    return Clients(alta=alta, tracktik=None, callonalarm=None, rapidsos=None, cad=None)  # type: ignore[arg-type]
+    return Clients.of(alta)
 
 
 def alarm(refs: dict[str, Any] | None = None, **fields: Any) -> AlarmContext:
@@ -156,7 +156,7 @@ def test_find_then_collect_follows_the_late_listing_and_the_late_bookmarks(
     find = job(
         clients,
         settings,
-        task_names.ALTA_FIND_ONGOING_ALERT,
+        alta_steps.FIND_ONGOING_ALERT,
         context=context,
         params={"then": "alta.collect_video"},
     )
@@ -174,11 +174,11 @@ def test_find_then_collect_follows_the_late_listing_and_the_late_bookmarks(
         "alta_merged": False,
         "alta_origin_name": "Loading Dock Cam 2",
     }
-    assert found.follow_ups == (FollowUp(task_names.ALTA_COLLECT_VIDEO),)
+    assert found.follow_ups == (FollowUp(alta_steps.COLLECT_VIDEO),)
     assert found.needs_person is None
 
     context = merged(context, found.refs)
-    collect = job(clients, settings, task_names.ALTA_COLLECT_VIDEO, context=context, after_s=4)
+    collect = job(clients, settings, alta_steps.COLLECT_VIDEO, context=context, after_s=4)
     with pytest.raises(NotYetError) as no_video:
         _collect_video(collect)
     assert no_video.value.retry_after_s == 2
@@ -194,7 +194,7 @@ def test_find_then_collect_follows_the_late_listing_and_the_late_bookmarks(
 def test_find_plans_no_follow_up_unless_asked(sim: Sim, clients: Clients, settings: Settings) -> None:
     sim.detect(DOCK)
     sim.advance(2)
-    found = _find_ongoing_alert(job(clients, settings, task_names.ALTA_FIND_ONGOING_ALERT, context=alarm()))
+    found = _find_ongoing_alert(job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm()))
     assert found.follow_ups == ()
     assert found.refs["alta_alert_guid"]
 
@@ -203,7 +203,7 @@ def test_find_reports_a_merged_alert(sim: Sim, clients: Clients, settings: Setti
     sim.detect(DOCK, device_id="dev-2")
     sim.advance(20)
     sim.detect(DOCK, device_id="dev-3")
-    found = _find_ongoing_alert(job(clients, settings, task_names.ALTA_FIND_ONGOING_ALERT, context=alarm()))
+    found = _find_ongoing_alert(job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm()))
     assert found.refs["alta_merged"] is True
     assert found.refs["alta_origin_name"] == "Loading Dock Cam 2"
 
@@ -211,7 +211,7 @@ def test_find_reports_a_merged_alert(sim: Sim, clients: Clients, settings: Setti
 def test_find_gives_up_to_a_person_after_the_lookup_timeout(
     sim: Sim, clients: Clients, settings: Settings
 ) -> None:
-    late = job(clients, settings, task_names.ALTA_FIND_ONGOING_ALERT, context=alarm(), after_s=121)
+    late = job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm(), after_s=121)
     outcome = _find_ongoing_alert(late)
     assert outcome.needs_person == "no ongoing Alta alert for zone az-5d1c after 121 s"
     assert outcome.refs == {}
@@ -225,7 +225,7 @@ def test_find_waits_for_the_alarms_own_alert_rather_than_an_older_open_one(
     sim.advance(600)
     newer = sim.detect(DOCK, device_id="dev-3")  # a new alert: listed only 2 s from now
     opened = datetime.fromtimestamp(sim.time(), tz=UTC)
-    find = job(clients, settings, task_names.ALTA_FIND_ONGOING_ALERT, context=alarm(opened_at=opened))
+    find = job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm(opened_at=opened))
     with pytest.raises(NotYetError):
         _find_ongoing_alert(find)
     sim.advance(2)
@@ -234,10 +234,10 @@ def test_find_waits_for_the_alarms_own_alert_rather_than_an_older_open_one(
 
 def test_find_without_its_alarm_or_zone_is_permanent(clients: Clients, settings: Settings) -> None:
     with pytest.raises(UpstreamRejectedError):
-        _find_ongoing_alert(job(clients, settings, task_names.ALTA_FIND_ONGOING_ALERT, context=None))
+        _find_ongoing_alert(job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=None))
     with pytest.raises(UpstreamRejectedError):
         _find_ongoing_alert(
-            job(clients, settings, task_names.ALTA_FIND_ONGOING_ALERT, context=alarm(account=None))
+            job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm(account=None))
         )
 
 
@@ -246,7 +246,7 @@ def test_find_lets_an_upstream_failure_through_for_perform_to_classify(
 ) -> None:
     sim.fault(path="/api/v1/ongoingAlerts", status=503)
     with pytest.raises(UpstreamUnavailableError):
-        _find_ongoing_alert(job(clients, settings, task_names.ALTA_FIND_ONGOING_ALERT, context=alarm()))
+        _find_ongoing_alert(job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm()))
 
 
 # --- alta.collect_video ---------------------------------------------------------------------------------
@@ -254,10 +254,8 @@ def test_find_lets_an_upstream_failure_through_for_perform_to_classify(
 
 def test_collect_waits_for_the_guid_then_gives_up_with_no_links(clients: Clients, settings: Settings) -> None:
     with pytest.raises(NotYetError):
-        _collect_video(job(clients, settings, task_names.ALTA_COLLECT_VIDEO, context=alarm(), after_s=10))
-    outcome = _collect_video(
-        job(clients, settings, task_names.ALTA_COLLECT_VIDEO, context=alarm(), after_s=120)
-    )
+        _collect_video(job(clients, settings, alta_steps.COLLECT_VIDEO, context=alarm(), after_s=10))
+    outcome = _collect_video(job(clients, settings, alta_steps.COLLECT_VIDEO, context=alarm(), after_s=120))
     assert outcome.refs == {"video_links": []}
     assert "no Alta alert" in (outcome.message or "")
 
@@ -268,9 +266,7 @@ def test_collect_with_no_bookmark_after_the_wait_succeeds_with_no_links(
     guid = sim.detect(DOCK)["alert"]["guid"]
     sim.advance(2)  # listed, bookmark not visible yet
     context = alarm({"alta_alert_guid": guid})
-    outcome = _collect_video(
-        job(clients, settings, task_names.ALTA_COLLECT_VIDEO, context=context, after_s=31)
-    )
+    outcome = _collect_video(job(clients, settings, alta_steps.COLLECT_VIDEO, context=context, after_s=31))
     assert outcome.refs == {"video_links": []}
     assert outcome.needs_person is None
     assert "no Alta bookmark" in (outcome.message or "")
@@ -286,7 +282,7 @@ def test_collect_keeps_bookmark_order_and_drops_duplicate_tokens(
     ]
     sim.fault(path="/api/v1/alerts/g-1/bookmarks", status=200, body=marks)
     context = alarm({"alta_alert_guid": "g-1"})
-    outcome = _collect_video(job(clients, settings, task_names.ALTA_COLLECT_VIDEO, context=context))
+    outcome = _collect_video(job(clients, settings, alta_steps.COLLECT_VIDEO, context=context))
     assert outcome.refs == {"video_links": [f"{sim.base_url}/cloud?t=tok-b", f"{sim.base_url}/cloud?t=tok-a"]}
 
 
@@ -296,7 +292,7 @@ def test_collect_links_every_merged_detection(sim: Sim, clients: Clients, settin
     second = sim.detect(DOCK, device_id="dev-3")
     sim.advance(5)
     context = alarm({"alta_alert_guid": first["alert"]["guid"]})
-    outcome = _collect_video(job(clients, settings, task_names.ALTA_COLLECT_VIDEO, context=context))
+    outcome = _collect_video(job(clients, settings, alta_steps.COLLECT_VIDEO, context=context))
     tokens = [first["bookmark"]["guest_token"], second["bookmark"]["guest_token"]]
     assert outcome.refs["video_links"] == [f"{sim.base_url}/cloud?t={token}" for token in tokens]
 
@@ -315,7 +311,7 @@ def test_verify_sends_the_verdicts_code_with_the_alerts_refs(
         job(
             clients,
             settings,
-            task_names.ALTA_VERIFY,
+            alta_steps.VERIFY,
             context=context,
             after_s=300,
             params={"verdict": verdict},
@@ -341,16 +337,14 @@ def test_verify_sends_the_verdicts_code_with_the_alerts_refs(
 def test_verify_refuses_an_unknown_verdict(clients: Clients, settings: Settings) -> None:
     context = alarm({"alta_alert_guid": "g-1"})
     with pytest.raises(UpstreamRejectedError):
-        _verify(job(clients, settings, task_names.ALTA_VERIFY, context=context, params={"verdict": "maybe"}))
+        _verify(job(clients, settings, alta_steps.VERIFY, context=context, params={"verdict": "maybe"}))
 
 
 def test_verify_waits_for_the_guid_then_hands_over_to_a_person(clients: Clients, settings: Settings) -> None:
     params = {"verdict": "valid"}
     with pytest.raises(NotYetError):
-        _verify(job(clients, settings, task_names.ALTA_VERIFY, context=alarm(), after_s=5, params=params))
-    outcome = _verify(
-        job(clients, settings, task_names.ALTA_VERIFY, context=alarm(), after_s=200, params=params)
-    )
+        _verify(job(clients, settings, alta_steps.VERIFY, context=alarm(), after_s=5, params=params))
+    outcome = _verify(job(clients, settings, alta_steps.VERIFY, context=alarm(), after_s=200, params=params))
     assert outcome.needs_person is not None and "not sent to Alta" in outcome.needs_person
 
 
@@ -360,7 +354,7 @@ def test_verify_waits_for_the_guid_then_hands_over_to_a_person(clients: Clients,
 def test_end_ends_the_alert_and_may_run_twice(sim: Sim, clients: Clients, settings: Settings) -> None:
     guid = sim.detect(DOCK)["alert"]["guid"]
     sim.advance(2)
-    step = job(clients, settings, task_names.ALTA_END, context=alarm({"alta_alert_guid": guid}))
+    step = job(clients, settings, alta_steps.END, context=alarm({"alta_alert_guid": guid}))
     first, again = _end(step), _end(step)
     assert first.message == again.message == f"Alta alert {guid} ended"
     assert first.refs == {"alta_ended": True}
@@ -368,7 +362,7 @@ def test_end_ends_the_alert_and_may_run_twice(sim: Sim, clients: Clients, settin
 
 
 def test_end_of_an_alert_alta_no_longer_knows_succeeds(clients: Clients, settings: Settings) -> None:
-    step = job(clients, settings, task_names.ALTA_END, context=alarm({"alta_alert_guid": "gone-guid"}))
+    step = job(clients, settings, alta_steps.END, context=alarm({"alta_alert_guid": "gone-guid"}))
     outcome = _end(step)
     assert "already gone" in (outcome.message or "")
     assert outcome.needs_person is None
@@ -376,8 +370,8 @@ def test_end_of_an_alert_alta_no_longer_knows_succeeds(clients: Clients, setting
 
 def test_end_waits_for_the_lookup_then_asks_a_person(sim: Sim, clients: Clients, settings: Settings) -> None:
     with pytest.raises(NotYetError):
-        _end(job(clients, settings, task_names.ALTA_END, context=alarm(), after_s=1.0))
+        _end(job(clients, settings, alta_steps.END, context=alarm(), after_s=1.0))
     late = settings.alta_lookup_timeout_s + 1
-    outcome = _end(job(clients, settings, task_names.ALTA_END, context=alarm(), after_s=late))
+    outcome = _end(job(clients, settings, alta_steps.END, context=alarm(), after_s=late))
     assert outcome.needs_person and "by hand" in outcome.needs_person
     assert sim.journal("/api/v1") == []

@@ -16,14 +16,14 @@ never "outcome unknown".
 from __future__ import annotations
 
 import time
-from typing import Self
+from typing import Final, Self
 from urllib.parse import quote
 
 import redis
 import requests
 
 from config.settings import Settings
-from workers.clients.alta_models import (
+from vendors.alta.models import (
     ACKNOWLEDGMENT_CODES,
     Bookmark,
     EndResult,
@@ -31,6 +31,7 @@ from workers.clients.alta_models import (
     parse_alerts,
     parse_bookmarks,
 )
+from workers.clients import VendorClient
 from workers.clients.base import BaseClient, timeouts
 from workers.clients.cache import cache_key
 from workers.clients.credentials import Issued, SharedCredential
@@ -214,3 +215,7 @@ def _cookie_header(cookie: str) -> dict[str, str]:
 def _segment(value: str) -> str:
     """A guid as one path segment (it comes from Alta, but a stray '/' must not change the path)."""
     return quote(str(value), safe="")
+
+
+# The registry finds each vendor's client under this name (workers.clients.Clients).
+CLIENT: Final[VendorClient] = AltaClient

@@ -3,12 +3,12 @@
 
 Auth is a static Bearer API key (``StaticCredential``: no renewal, a 401 is permanent). Every
 request, status polls included, first takes a unit of the deployment's shared hourly budget
-(callonalarm_budget.py); the vendor's ``X-RateLimit-*`` headers and 429 ``Retry-After`` feed the same
+(budget.py); the vendor's ``X-RateLimit-*`` headers and 429 ``Retry-After`` feed the same
 budget (``_answered``, which sees every answer), and the 429 itself is mapped by BaseClient to
 ``UpstreamUnavailableError(retry_after_s=...)``.
 
 CallOnAlarm has no idempotency key and no way to look an alert up by anything but its id, so a
-trigger whose answer was lost cannot be reconciled: the caller decides (workers/tasks/callonalarm.py
+trigger whose answer was lost cannot be reconciled: the caller decides (vendors/callonalarm/tasks.py
 triggers again — a second phone call is safer than none).
 """
 
@@ -16,15 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Self
+from typing import Final, Self
 
 import redis
 import requests
 
 from config.settings import Settings
+from vendors.callonalarm.budget import HourlyBudget
+from workers.clients import VendorClient
 from workers.clients.base import BaseClient, excerpt, retry_after_s, timeouts
 from workers.clients.cache import cache_key
-from workers.clients.callonalarm_budget import HourlyBudget
 from workers.clients.credentials import StaticCredential
 from workers.clients.errors import UpstreamRejectedError
 
@@ -292,3 +293,7 @@ def _time(value: object) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+# The registry finds each vendor's client under this name (workers.clients.Clients).
+CLIENT: Final[VendorClient] = CallOnAlarmClient

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import requests
 
-from app.domain import task_names
 from app.domain.actions import ClaimedAction
 from app.domain.alarms import AlarmContext
 from app.domain.sites import Site
@@ -24,11 +23,12 @@ from sandbox.config import load_config
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
 from tests.sites_fixture import example_sites
+from vendors.cad import steps as cad_steps
+from vendors.cad.client import CadClient
+from vendors.cad.tasks import _upload_incident, incident_for, sys_id_for, upload_incident
 from workers.clients import Clients
-from workers.clients.cad import CadClient
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 from workers.perform import Job
-from workers.tasks.cad import _upload_incident, incident_for, sys_id_for, upload_incident
 
 pytestmark = pytest.mark.unit
 
@@ -87,7 +87,7 @@ def make_job(cad: CadClient, alarm: AlarmContext | None, *, attempts: int = 1) -
     action = ClaimedAction(
         id=7,
         alarm_id=alarm.id if alarm else 42,
-        kind=task_names.CAD_UPLOAD_INCIDENT,
+        kind=cad_steps.UPLOAD_INCIDENT,
         attempts=attempts,
         max_attempts=8,
         lease_token="lease",
@@ -95,7 +95,7 @@ def make_job(cad: CadClient, alarm: AlarmContext | None, *, attempts: int = 1) -
         outcome_unknown=False,
         params={},
     )
-    clients = Clients(alta=None, tracktik=None, callonalarm=None, rapidsos=None, cad=cad)  # type: ignore[arg-type]
+    clients = Clients.of(cad)
     return Job(action=action, alarm=alarm, clients=clients, settings=Settings(), now=NOW)
 
 
@@ -109,7 +109,7 @@ def sent_bodies(sim: LiveSimulator) -> list[dict[str, Any]]:
 
 
 def test_the_task_is_registered_under_its_constant_name() -> None:
-    assert upload_incident.name == task_names.CAD_UPLOAD_INCIDENT
+    assert upload_incident.name == cad_steps.UPLOAD_INCIDENT
 
 
 def test_upload_creates_one_incident_and_records_its_id_in_refs(

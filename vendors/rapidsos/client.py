@@ -15,7 +15,7 @@ create the alert (Part A 14), and ``requests`` calls all three success, so the c
 exact status in ``CreatedAlert`` and the caller branches on it (CONTRACTS §7.4). The status is the
 answer: the body is read leniently (``blocking: false`` answers without an ``alert_id``). RapidSOS has no
 idempotency key and no lookup by ``source_id``: a create whose answer is lost cannot be reconciled
-here, it raises ``OutcomeUnknownError`` and the task decides (workers/tasks/rapidsos.py).
+here, it raises ``OutcomeUnknownError`` and the task decides (vendors/rapidsos/tasks.py).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Final, Self
 
 import redis
 import requests
 
 from config.settings import Settings
+from workers.clients import VendorClient
 from workers.clients.base import BaseClient, timeouts
 from workers.clients.cache import cache_key
 from workers.clients.credentials import Issued, SharedCredential
@@ -274,3 +275,7 @@ def _alert_state(body: object) -> AlertState:
         last_updated_time=updated if isinstance(updated, int) and not isinstance(updated, bool) else None,
         body=data,
     )
+
+
+# The registry finds each vendor's client under this name (workers.clients.Clients).
+CLIENT: Final[VendorClient] = RapidSOSClient

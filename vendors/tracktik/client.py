@@ -5,7 +5,7 @@ TrackTik has no idempotency key and generates the alarm's ``customId`` itself, s
 its own alarms: the first note of every alarm it creates is ``alarm-bridge ref <key>``
 (``ref_note``). After an unknown outcome the caller looks for that note with ``find_alarm_by_ref``
 before creating again. The token pair lives in Redis, shared by all workers
-(``credentials.SharedCredential``, issued by ``tracktik_tokens.TrackTikGrants``); a 401 renews it
+(``credentials.SharedCredential``, issued by ``tokens.TrackTikGrants``); a 401 renews it
 and sends the call once more (``BaseClient._authorized``).
 """
 
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Self
+from typing import Final, Self
 
 import redis
 import requests
 
 from config.settings import Settings
-from workers.clients.base import BaseClient, RequestOptions, timeouts
-from workers.clients.cache import cache_key
-from workers.clients.credentials import SharedCredential
-from workers.clients.tracktik_alarms import (
+from vendors.tracktik.alarms import (
     AlarmAttachment,
     AlarmDetail,
     AlarmNote,
@@ -37,7 +34,11 @@ from workers.clients.tracktik_alarms import (
     ref_note,
     unwrap,
 )
-from workers.clients.tracktik_tokens import PasswordCredentials, TrackTikGrants
+from vendors.tracktik.tokens import PasswordCredentials, TrackTikGrants
+from workers.clients import VendorClient
+from workers.clients.base import BaseClient, RequestOptions, timeouts
+from workers.clients.cache import cache_key
+from workers.clients.credentials import SharedCredential
 
 TOKEN_PATH = "/rest/oauth2/access_token"  # noqa: S105  # a path, not a secret
 ALARMS_PATH = "/rest/v1/alarms"
@@ -200,3 +201,7 @@ __all__ = [
     "format_time",
     "ref_note",
 ]
+
+
+# The registry finds each vendor's client under this name (workers.clients.Clients).
+CLIENT: Final[VendorClient] = TrackTikClient

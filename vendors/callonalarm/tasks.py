@@ -16,11 +16,11 @@ from typing import Any
 
 from celery import shared_task
 
-from app.domain import sia, task_names
+from app.domain import sia
 from app.domain.alarms import AlarmContext
-from vendors.callonalarm import refs
+from vendors.callonalarm import refs, steps
+from vendors.callonalarm.client import CallOnAlarmClient, is_final
 from vendors.callonalarm.site import CallOnAlarmSite
-from workers.clients.callonalarm import is_final
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
 
@@ -34,19 +34,19 @@ NO_CALL_STATUSES = frozenset({"ignored", "technical_only", "logged_inactive"})
 TRIGGER_IN_FLIGHT_RECHECK_S = 2.0
 
 
-@shared_task(name=task_names.CALLONALARM_TRIGGER, ignore_result=True)
+@shared_task(name=steps.TRIGGER, ignore_result=True)
 def trigger(action_id: int) -> str:
     """Trigger the site's CallOnAlarm phone alert for the alarm."""
     return perform(action_id, _trigger)
 
 
-@shared_task(name=task_names.CALLONALARM_FOLLOW_STATUS, ignore_result=True)
+@shared_task(name=steps.FOLLOW_STATUS, ignore_result=True)
 def follow_status(action_id: int) -> str:
     """Poll one CallOnAlarm alert's status and record it; poll again until it ends."""
     return perform(action_id, _follow_status)
 
 
-@shared_task(name=task_names.CALLONALARM_SEND_RESTORE, ignore_result=True)
+@shared_task(name=steps.SEND_RESTORE, ignore_result=True)
 def send_restore(action_id: int) -> str:
     """Send the restore code that cancels the alarm's pending CallOnAlarm calls."""
     return perform(action_id, _send_restore)
@@ -67,7 +67,7 @@ def _trigger(job: Job) -> Outcome:
     message = _message(alarm, code, params)
     if job.action.outcome_unknown:
         message += " (repeat: the previous call request may have gone through)"
-    result = job.clients.callonalarm.trigger(account, code, alarm.zone, message)
+    result = job.clients.get(CallOnAlarmClient).trigger(account, code, alarm.zone, message)
     learned: dict[str, Any] = {
         refs.ALERT_ID: result.alert_id,
         refs.ACCOUNT: account,
@@ -80,7 +80,7 @@ def _trigger(job: Job) -> Outcome:
         # poll spends 1% of the hourly budget: the first one waits for the calls to start.
         follow_ups = (
             FollowUp(
-                task_names.CALLONALARM_FOLLOW_STATUS,
+                steps.FOLLOW_STATUS,
                 after_s=max(job.settings.callonalarm_poll_interval_s, float(result.delay_seconds)),
                 params={"alert_id": result.alert_id},
             ),
@@ -117,7 +117,7 @@ def _follow_status(job: Job) -> Outcome:
     if not alert_id:
         raise PreconditionError(UPSTREAM, "follow_status without an alert_id")
     polls = int(params.get("polls", 0)) + 1
-    status = job.clients.callonalarm.status(str(alert_id))
+    status = job.clients.get(CallOnAlarmClient).status(str(alert_id))
     learned: dict[str, Any] = {refs.STATUS: status.status, refs.CALLS_MADE: status.calls_made}
     if status.acknowledged_by:
         learned[refs.ACKNOWLEDGED_BY] = status.acknowledged_by
@@ -131,7 +131,7 @@ def _follow_status(job: Job) -> Outcome:
         if polls < MAX_POLLS:
             follow_ups = (
                 FollowUp(
-                    task_names.CALLONALARM_FOLLOW_STATUS,
+                    steps.FOLLOW_STATUS,
                     after_s=job.settings.callonalarm_poll_interval_s,
                     params={"alert_id": alert_id, "polls": polls},
                 ),
@@ -187,7 +187,7 @@ def _send_restore(job: Job) -> Outcome:
     account = job.action.params.get("account") or alarm.refs.get(refs.ACCOUNT)
     account = account or _account(job, alarm)
     code = _restore_code(alarm, job.action.params)
-    result = job.clients.callonalarm.trigger(
+    result = job.clients.get(CallOnAlarmClient).trigger(
         str(account), code, alarm.zone, f"alarm-bridge: restore for alert {alert_id}"
     )
     return Outcome(

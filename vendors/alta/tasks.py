@@ -17,10 +17,10 @@ from typing import Any
 
 from celery import shared_task
 
-from app.domain import task_names
 from app.domain.alarms import AlarmContext
-from vendors.alta import refs
-from workers.clients.alta_models import ACK_FALSE, ACK_NONE, ACK_VALID
+from vendors.alta import refs, steps
+from vendors.alta.client import AltaClient
+from vendors.alta.models import ACK_FALSE, ACK_NONE, ACK_VALID
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
 
@@ -33,25 +33,25 @@ MAX_ALERT_LEAD_S = 300.0
 VERDICT_CODES = {"none": ACK_NONE, "valid": ACK_VALID, "false": ACK_FALSE}
 
 
-@shared_task(name=task_names.ALTA_FIND_ONGOING_ALERT, ignore_result=True)
+@shared_task(name=steps.FIND_ONGOING_ALERT, ignore_result=True)
 def find_ongoing_alert(action_id: int) -> str:
     """Find the Alta alert of the alarm's zone and remember its guid."""
     return perform(action_id, _find_ongoing_alert)
 
 
-@shared_task(name=task_names.ALTA_COLLECT_VIDEO, ignore_result=True)
+@shared_task(name=steps.COLLECT_VIDEO, ignore_result=True)
 def collect_video(action_id: int) -> str:
     """Turn the Alta alert's bookmarks into shareable video links."""
     return perform(action_id, _collect_video)
 
 
-@shared_task(name=task_names.ALTA_VERIFY, ignore_result=True)
+@shared_task(name=steps.VERIFY, ignore_result=True)
 def verify(action_id: int) -> str:
     """Send an operator's verdict (valid / false / none) to the Alta alert."""
     return perform(action_id, _verify)
 
 
-@shared_task(name=task_names.ALTA_END, ignore_result=True)
+@shared_task(name=steps.END, ignore_result=True)
 def end(action_id: int) -> str:
     """End the Alta alert of the alarm."""
     return perform(action_id, _end)
@@ -62,7 +62,7 @@ def _find_ongoing_alert(job: Job) -> Outcome:
     zone = (alarm.account or "").strip()
     if not zone:
         raise PreconditionError("alta", f"alarm {alarm.id} carries no Alta alarm zone id")
-    alert = job.clients.alta.find_ongoing_alert(zone)
+    alert = job.clients.get(AltaClient).find_ongoing_alert(zone)
     reference = alarm.occurred_at or alarm.opened_at
     if alert is not None and alert.start_time_ms is not None:
         started = datetime.fromtimestamp(alert.start_time_ms / 1000, tz=UTC)
@@ -75,8 +75,8 @@ def _find_ongoing_alert(job: Job) -> Outcome:
         reason = f"no ongoing Alta alert for zone {zone} after {elapsed:.0f} s"
         return Outcome(message=reason, needs_person=reason)
     follow_ups: tuple[FollowUp, ...] = ()
-    if job.action.params.get("then") == task_names.ALTA_COLLECT_VIDEO:
-        follow_ups = (FollowUp(task_names.ALTA_COLLECT_VIDEO),)
+    if job.action.params.get("then") == steps.COLLECT_VIDEO:
+        follow_ups = (FollowUp(steps.COLLECT_VIDEO),)
     merged = " (merged)" if alert.merged else ""
     origin = alert.origin_name or "an unnamed device"
     return Outcome(
@@ -111,7 +111,7 @@ def _collect_video(job: Job) -> Outcome:
             message=f"no Alta alert found after {elapsed:.0f} s: no video links",
             refs={refs.VIDEO_LINKS: []},
         )
-    client = job.clients.alta
+    client = job.clients.get(AltaClient)
     links: list[str] = []
     for bookmark in client.bookmarks(guid):
         link = client.guest_link(bookmark.guest_token)
@@ -151,7 +151,7 @@ def _verify(job: Job) -> Outcome:
         return Outcome(message=reason, needs_person=reason)
     merged = alarm.refs.get(refs.MERGED) is True
     origin_name = str(alarm.refs.get(refs.ORIGIN_NAME) or "")
-    job.clients.alta.verify(guid, code, merged, origin_name)
+    job.clients.get(AltaClient).verify(guid, code, merged, origin_name)
     ended = code == ACK_FALSE  # Alta ends an alert verified false (Part A item 4)
     learned: dict[str, Any] = {
         refs.VERIFICATION: {"verdict": verdict, "acknowledgment_code": code, "ended": ended}
@@ -179,7 +179,7 @@ def _end(job: Job) -> Outcome:
             )
         reason = f"no Alta alert known after {elapsed:.0f} s: end it in Alta by hand if it is still open"
         return Outcome(message=reason, needs_person=reason if alarm.source_kind == "alta" else None)
-    ended = job.clients.alta.end(guid)
+    ended = job.clients.get(AltaClient).end(guid)
     if not ended.known:
         return Outcome(
             external_id=guid,

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Self
+from typing import Final, Self
 
 import redis
 import requests
 
 from config.settings import Settings
+from workers.clients import VendorClient
 from workers.clients.base import BaseClient, excerpt, timeouts
 from workers.clients.credentials import StaticCredential
 from workers.clients.errors import UpstreamRejectedError
@@ -221,3 +222,7 @@ class CadClient(BaseClient):
         return self._decode(
             response, lambda body: UploadedIncident.from_json(body, incident.sys_id), optional=True
         )
+
+
+# The registry finds each vendor's client under this name (workers.clients.Clients).
+CLIENT: Final[VendorClient] = CadClient

@@ -16,21 +16,23 @@ from typing import Any
 import structlog
 from celery import shared_task
 
-from app.domain import sia, task_names
+from app.domain import sia
 from app.domain.alarms import AlarmContext
 from app.domain.site_tables import Location
 from app.domain.sites import Site
 from vendors.alta import refs as alta_refs
-from vendors.tracktik import refs
-from vendors.tracktik.site import TrackTikSite
-from workers.clients.errors import NotYetError, PreconditionError
-from workers.clients.tracktik import (
+from vendors.alta import steps as alta_steps
+from vendors.tracktik import refs, steps
+from vendors.tracktik.client import (
     CreatedAlarm,
     TrackTikAlarm,
     TrackTikAttachment,
+    TrackTikClient,
     TrackTikLocation,
     ref_note,
 )
+from vendors.tracktik.site import TrackTikSite
+from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import Job, Outcome, perform
 
 log = structlog.get_logger(__name__)
@@ -41,7 +43,7 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 MISSING_VALUES = frozenset({"", "N/A"})
 
 
-@shared_task(name=task_names.TRACKTIK_CREATE_ALARM, ignore_result=True)
+@shared_task(name=steps.CREATE_ALARM, ignore_result=True)
 def create_alarm(action_id: int) -> str:
     """Raise the alarm in TrackTik (a guard's Dispatch Task) and record the ids it returns."""
     return perform(action_id, _create_alarm)
@@ -56,7 +58,7 @@ def _create_alarm(job: Job) -> Outcome:
     if site is None or tracktik is None:
         raise PreconditionError(UPSTREAM, "site has no tracktik table")
     # Wait for the links only when the plan looks for the Alta alert (and so for its video).
-    is_alta = alarm.source_kind == "alta" and task_names.ALTA_FIND_ONGOING_ALERT in alarm.action_kinds
+    is_alta = alarm.source_kind == "alta" and alta_steps.FIND_ONGOING_ALERT in alarm.action_kinds
     links = _video_links(alarm.refs.get(alta_refs.VIDEO_LINKS))
     waited_s = (job.now - alarm.opened_at).total_seconds()
     if is_alta and alta_refs.VIDEO_LINKS not in alarm.refs and waited_s < job.settings.alta_video_wait_s:
@@ -65,7 +67,7 @@ def _create_alarm(job: Job) -> Outcome:
         raise NotYetError("waiting for the Alta video links", retry_after_s=2, wake_on_refs=True)
 
     tracktik_alarm = _payload(job, alarm, site, tracktik, links, is_alta=is_alta)
-    client = job.clients.tracktik
+    client = job.clients.get(TrackTikClient)
     found: CreatedAlarm | None = None
     if job.action.outcome_unknown or job.action.attempts > 1:
         # An earlier attempt may have created it (TrackTik has no idempotency key): adopt, never twice.

@@ -24,17 +24,17 @@ from typing import Any
 
 from celery import shared_task
 
-from app.domain import sia, task_names
+from app.domain import sia
 from app.domain.alarms import AlarmContext
 from app.domain.plans import TROUBLE_KINDS
 from app.domain.site_tables import Location
 from app.domain.sites import Site
 from vendors.alta import refs as alta_refs
-from vendors.rapidsos import refs
+from vendors.rapidsos import refs, steps
+from vendors.rapidsos.client import SUPPLEMENTAL_ONLY, UNSUPPORTED_LOCATION, CreatedAlert, RapidSOSClient
 from vendors.rapidsos.site import CIVIC, RapidSOSSite
 from vendors.rapidsos.site import CIVIC_REQUIRED as CIVIC_REQUIRED_FIELDS
 from workers.clients.errors import PreconditionError
-from workers.clients.rapidsos import SUPPLEMENTAL_ONLY, UNSUPPORTED_LOCATION, CreatedAlert
 from workers.perform import Job, Outcome, perform
 
 UPSTREAM = "rapidsos"
@@ -67,13 +67,13 @@ OCCURRED_AT_LATEST = timedelta(minutes=5)
 _MISSING = frozenset({"", "n/a"})
 
 
-@shared_task(name=task_names.RAPIDSOS_CREATE_ALERT, ignore_result=True)
+@shared_task(name=steps.CREATE_ALERT, ignore_result=True)
 def create_alert(action_id: int) -> str:
     """Ask RapidSOS for emergency dispatch for one alarm; 216/217 fall back to a phone call."""
     return perform(action_id, _create_alert)
 
 
-@shared_task(name=task_names.RAPIDSOS_CANCEL_ALERT, ignore_result=True)
+@shared_task(name=steps.CANCEL_ALERT, ignore_result=True)
 def cancel_alert(action_id: int) -> str:
     """Cancel the alarm's RapidSOS alert (the alarm ended as false, cancelled or a test)."""
     return perform(action_id, _cancel_alert)
@@ -92,7 +92,7 @@ def _create_alert(job: Job) -> Outcome:
         return Outcome(external_id=str(existing), message=f"RapidSOS alert {existing} already exists")
     body = alert_body(alarm, site)
     # The guard, the CAD and the calls go once the 911 request has left (written to the socket).
-    created = job.clients.rapidsos.create_alert(body, on_sent=job.release_911)
+    created = job.clients.get(RapidSOSClient).create_alert(body, on_sent=job.release_911)
     source_id = body["variables"]["event"]["source_id"]
     learned: dict[str, Any] = {refs.SOURCE_ID: source_id, refs.STATUS_CODE: created.status_code}
     if created.alert_id is not None:
@@ -121,7 +121,7 @@ def _cancel_alert(job: Job) -> Outcome:
     alert_id = alarm.refs.get(refs.ALERT_ID)
     if not alert_id:
         return Outcome(message="no RapidSOS alert: nothing to cancel", result={"cancelled": False})
-    state = job.clients.rapidsos.cancel_alert(str(alert_id))
+    state = job.clients.get(RapidSOSClient).cancel_alert(str(alert_id))
     if state is None:
         return Outcome(
             external_id=str(alert_id),

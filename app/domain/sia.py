@@ -341,9 +341,7 @@ def conditions_cleared_by(code: str) -> tuple[str, ...]:
     return lookup(code).restores
 
 
-_RANK: Final[Mapping[str, int]] = MappingProxyType(
-    {Priority.LIFE_SAFETY: 0, Priority.PROPERTY: 1, Priority.TECHNICAL: 2, Priority.INFORMATIONAL: 3}
-)
+_RANK: Final[Mapping[str, int]] = MappingProxyType({priority: priority.rank for priority in Priority})
 
 
 def rank(priority: str) -> int:

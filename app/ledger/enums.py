@@ -21,6 +21,14 @@ class Priority(StrEnum):
     TECHNICAL = "technical"
     INFORMATIONAL = "informational"
 
+    @property
+    def rank(self) -> int:
+        """Its place in the declared order: lower goes first wherever signals wait."""
+        return _PRIORITY_ORDER.index(self)
+
+
+_PRIORITY_ORDER: tuple[Priority, ...] = tuple(Priority)
+
 
 class AlarmState(StrEnum):
     OPEN = "open"

@@ -161,7 +161,7 @@ def alarm_queue(
         query = query.where(Alarm.site_key.is_(None) if unrouted else Alarm.site_key.is_not(None))
     if needs_person is not None:
         query = query.where(Alarm.needs_person if needs_person else ~Alarm.needs_person)
-    rank = case({p.value: i for i, p in enumerate(Priority)}, value=Alarm.priority, else_=len(Priority))
+    rank = case({p.value: p.rank for p in Priority}, value=Alarm.priority, else_=len(Priority))
     query = query.order_by(rank, Alarm.opened_at, Alarm.id).limit(limit)
     return [_alarm_summary(alarm) for alarm in session.execute(query).scalars()]
 

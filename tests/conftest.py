@@ -27,6 +27,14 @@ from app.ledger.session import make_engine
 from cli.ledger import alembic_config
 from config.celery import QUEUES, celery_config
 from config.settings import Settings
+from workers.runtime import (
+    Runtime,
+    RuntimeHolder,
+    attach_runtime,
+    build_runtime,
+    detach_runtime,
+    runtime_holder,
+)
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get(
@@ -173,15 +181,67 @@ def celery_worker(broker_settings: Settings) -> Iterator[Celery]:
 @contextmanager
 def running_worker(broker_settings: Settings, queues: Iterable[str]) -> Iterator[Celery]:
     """A real Celery worker thread consuming ``queues`` of the test's private broker namespace."""
-    import workers.dispatcher
-    import workers.tasks.system  # noqa: F401 - registers the shared tasks with the test app
-    from workers import runtime
-
-    app = Celery("alarm_bridge_test", set_as_current=False)
-    app.conf.update(celery_config(broker_settings))
-    runtime.configure(broker_settings)
-    with start_worker(
-        app, pool="solo", concurrency=1, perform_ping_check=False, queues=list(queues), shutdown_timeout=20
+    with (
+        worker_app(broker_settings) as app,
+        start_worker(
+            app,
+            pool="solo",
+            concurrency=1,
+            perform_ping_check=False,
+            queues=list(queues),
+            shutdown_timeout=20,
+        ),
     ):
         yield app
-    runtime.runtime().engine.dispose()
+
+
+@contextmanager
+def worker_app(settings: Settings, runtime: Runtime | None = None) -> Iterator[Celery]:
+    """A Celery app of the test's own with the system tasks registered and ``runtime`` installed (by
+    default one built from ``settings``, whose engine is disposed after); removed afterwards.
+
+    Run a task in the test's thread with ``app.tasks[name]()``: it gets this app's runtime."""
+    import workers.dispatcher
+    import workers.tasks.system
+    import workers.tasks.watchdog  # noqa: F401 - registers the shared tasks with the test app
+
+    app = Celery(f"alarm_bridge_test_{uuid.uuid4().hex[:6]}", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    installed = build_runtime(settings) if runtime is None else runtime
+    try:
+        with installed_runtime(app, installed):
+            yield app
+    finally:
+        if runtime is None:
+            installed.engine.dispose()
+
+
+def install_runtime(app: Celery, runtime: Runtime | None) -> Runtime | None:
+    """Make ``runtime`` the one ``app``'s tasks run with (None: none built yet); returns the previous
+    one. An app with no holder gets one."""
+    try:
+        holder = runtime_holder(app)
+    except LookupError:
+        if runtime is None:
+            return None
+        holder = attach_runtime(app, RuntimeHolder(runtime.settings))
+    return holder.install(runtime)
+
+
+@contextmanager
+def installed_runtime(app: Celery, runtime: Runtime) -> Iterator[Runtime]:
+    """``runtime`` installed on ``app`` for the block; afterwards the app has what it had before (a
+    holder it did not have is taken away again)."""
+    try:
+        runtime_holder(app)
+        attached = False
+    except LookupError:
+        attached = True
+    previous = install_runtime(app, runtime)
+    try:
+        yield runtime
+    finally:
+        if attached:
+            detach_runtime(app)
+        else:
+            install_runtime(app, previous)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,17 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from celery import Celery
+from celery import Celery, Task
 from celery.contrib.testing.worker import start_worker
 
 import vendors
+from app.domain import task_names
 from app.web import create_app
-from config.celery import QUEUES, celery_config
+from config.celery import QUEUES
 from config.settings import Settings
 from sandbox.alta import deployment
 from sandbox.clock import Clock
 from sandbox.config import load_config
 from sandbox.server import build_apps, combined_app, serve_in_thread
+from tests.conftest import worker_app
 from tests.polling import wait_until
 from tests.sites_fixture import (
     ALTA_TOKEN,
@@ -38,6 +39,7 @@ from tests.sites_fixture import (
     new_york,
     site_toml,
 )
+from workers.runtime import Runtime, runtime_holder
 
 OPERATOR = {"Authorization": "Bearer test-operator-key"}
 # The Alta zone webhooks of the sandbox carry this token (sandbox/default.toml).
@@ -158,41 +160,52 @@ class Stack:
         self._stop = threading.Event()
         self._worker_cm: Any = None
         self._dispatcher: threading.Thread | None = None
+        self._app: Celery | None = None
 
     @contextmanager
     def running(self) -> Iterator[Stack]:
         """Start the worker and the dispatcher; stop them and the servers on exit."""
-        import workers.dispatcher
-        import workers.tasks.system
-        import workers.tasks.watchdog  # noqa: F401 - registers the shared tasks
-        from workers import runtime
-
-        for module in vendors.TASK_MODULES:  # and every vendor's
+        for module in vendors.TASK_MODULES:  # every vendor's tasks (worker_app registers the system's)
             importlib.import_module(module)
 
-        runtime.configure(self.settings)
-        app = Celery(f"e2e-{uuid.uuid4().hex[:6]}", set_as_current=False)
-        app.conf.update(celery_config(self.settings))
-        self._dispatcher = threading.Thread(target=self._tick, name="dispatcher", daemon=True)
-        self._worker_cm = start_worker(
-            app,
-            pool="solo",
-            concurrency=1,
-            perform_ping_check=False,
-            queues=list(QUEUES),
-            shutdown_timeout=30,
-        )
-        try:
-            self._worker_cm.__enter__()
-            self._dispatcher.start()
-            yield self
-        finally:
-            self.stop_worker()
-            self._stop.set()
-            if self._dispatcher.is_alive():
-                self._dispatcher.join(timeout=10)
-            self.close()
-            runtime.runtime().engine.dispose()
+        with worker_app(self.settings) as app:
+            self._app = app
+            self._dispatcher = threading.Thread(target=self._tick, name="dispatcher", daemon=True)
+            self._worker_cm = start_worker(
+                app,
+                pool="solo",
+                concurrency=1,
+                perform_ping_check=False,
+                queues=list(QUEUES),
+                shutdown_timeout=30,
+            )
+            try:
+                self._worker_cm.__enter__()
+                self._dispatcher.start()
+                yield self
+            finally:
+                self.stop_worker()
+                self._stop.set()
+                if self._dispatcher.is_alive():
+                    self._dispatcher.join(timeout=10)
+                self.close()
+                self._app = None
+
+    @property
+    def app(self) -> Celery:
+        """The running worker's Celery app (its tasks run with the stack's runtime)."""
+        assert self._app is not None, "the stack is not running"
+        return self._app
+
+    @property
+    def runtime(self) -> Runtime:
+        """The worker runtime the stack's tasks run with."""
+        return runtime_holder(self.app).get()
+
+    def task(self, name: str) -> Task[..., Any]:
+        """The task ``name`` of the running worker's app, to run in the test's thread as beat would
+        have it sent (the same runtime as the worker's)."""
+        return self.app.tasks[name]
 
     def stop_worker(self) -> None:
         """Stop the Celery worker (the dispatcher keeps ticking), as a crashed worker pool would."""
@@ -201,8 +214,7 @@ class Stack:
             cm.__exit__(None, None, None)
 
     def _tick(self) -> None:
-        from workers.dispatcher import send_due_actions
-
+        send_due_actions = self.task(task_names.DISPATCHER_SEND_DUE_ACTIONS)
         while not self._stop.wait(0.2):
             send_due_actions()
 

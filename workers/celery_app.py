@@ -2,8 +2,9 @@
 
 A process entry point, so it is allowed to build things at import: it reads the settings once and
 configures logging. It never builds the Flask app: workers need the ledger and the clients only.
-Each worker process builds its own runtime (engine, clients) on first use and again after a fork
-(``workers.runtime``), so nothing here touches the ledger at import.
+The app holds the worker runtime (``workers.runtime.RuntimeHolder``): each worker process builds its
+own (engine, clients) on first use and again after a fork, so nothing here touches the ledger at
+import; the tasks reach it through their base class (``workers.step_task.StepTask``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from app import telemetry
 from config.celery import LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
-from workers import runtime
+from workers.runtime import RuntimeHolder, attach_runtime, runtime_holder
 
 # The system's tasks, then every vendor's (``vendors.<key>.tasks``, from the registry).
 TASK_MODULES = [
@@ -35,6 +36,7 @@ celery_app = Celery("alarm_bridge", include=TASK_MODULES)
 celery_app.conf.update(celery_config(settings))
 celery_app.conf.beat_schedule = beat_schedule(settings)
 celery_app.conf.beat_schedule_filename = f"{settings.var_dir}/celerybeat-schedule"
+attach_runtime(celery_app, RuntimeHolder(settings))
 app = celery_app  # `celery --app workers.celery_app` looks for `app` or `celery`
 
 
@@ -50,7 +52,7 @@ class SizeForTheQueues(bootsteps.Step):
         serves_life_safety = consumed is None or LIFE_SAFETY_QUEUE in consumed
         if serves_life_safety and parent.concurrency == parent.app.conf.worker_concurrency:
             parent.concurrency = parent.min_concurrency = settings.urgent_concurrency
-        runtime.set_concurrency(int(parent.concurrency or 1))
+        runtime_holder(parent.app).set_concurrency(int(parent.concurrency or 1))
         super().__init__(parent, **kwargs)
 
 

@@ -20,16 +20,17 @@ from app.domain import actions, task_names
 from app.ledger.models import utcnow
 from config.celery import QUEUES
 from config.settings import Settings
-from workers.runtime import Runtime, runtime
+from workers.runtime import Runtime
+from workers.step_task import StepTask
 
 log = structlog.get_logger(__name__)
 
 
-@shared_task(name=task_names.DISPATCHER_SEND_DUE_ACTIONS, ignore_result=True)
-def send_due_actions() -> int:
+@shared_task(name=task_names.DISPATCHER_SEND_DUE_ACTIONS, base=StepTask, bind=True, ignore_result=True)
+def send_due_actions(self: StepTask[[], int]) -> int:
     """Send every action that has come due, whose lease expired or whose message was lost; returns how
     many were sent."""
-    rt = runtime()
+    rt = self.runtime
     waiting = waiting_messages(rt.settings, _broker(rt))
     with rt.sessions.begin() as session:
         due = actions.collect_for_dispatch(

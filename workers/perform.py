@@ -59,7 +59,7 @@ from workers.clients.errors import (
     UpstreamRejectedError,
     UpstreamUnavailableError,
 )
-from workers.runtime import Runtime, runtime
+from workers.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 FIRST_REQUEST_MEMORY_S = 7 * 24 * 3600  # longer than any alarm stays open
@@ -113,12 +113,12 @@ class Job:
 Handler = Callable[[Job], Outcome]
 
 
-def perform(action_id: int, handler: Handler) -> str:
+def perform(rt: Runtime, action_id: int, handler: Handler) -> str:
     """Run ``handler`` for one action at most once at a time, and record what happened.
 
-    Returns the action's resulting state name (for logs and tests); outcomes live in the ledger.
+    ``rt`` is the process's runtime (a task's ``self.runtime``). Returns the action's resulting state
+    name (for logs and tests); outcomes live in the ledger.
     """
-    rt = runtime()
     lease = timedelta(seconds=rt.settings.action_lease_s)
     fallback: list[DueAction] = []
 

@@ -8,33 +8,44 @@ from datetime import timedelta
 
 import pytest
 import redis
+from celery import Celery
 from sqlalchemy import select
 
-from app.domain import actions
+from app.domain import actions, task_names
 from app.ledger.models import Action, ActionState, utcnow
 from config.settings import Settings
-from workers import runtime
-from workers.dispatcher import send_due_actions, waiting_messages
+from tests.conftest import worker_app
+from workers.dispatcher import waiting_messages
+from workers.runtime import Runtime, runtime_holder
 
 pytestmark = pytest.mark.integration
 PRIORITY_3 = "\x06\x163"  # kombu's key suffix for the priority-3 list of a queue
 
 
 @pytest.fixture
-def broker(broker_settings: Settings) -> Iterator[redis.Redis]:
+def app(broker_settings: Settings) -> Iterator[Celery]:
+    """A test app with its worker runtime installed: its dispatcher task runs in the test's thread."""
+    with worker_app(broker_settings) as app:
+        yield app
+
+
+def send_due_actions(app: Celery) -> int:
+    """One dispatcher tick, as beat has the worker run it."""
+    return int(app.tasks[task_names.DISPATCHER_SEND_DUE_ACTIONS]())
+
+
+@pytest.fixture
+def broker(broker_settings: Settings, app: Celery) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(broker_settings.redis_url or "")
-    runtime.configure(broker_settings)
     yield client
-    runtime.runtime().engine.dispose()
     keys = list(client.scan_iter(match=f"{broker_settings.broker_key_prefix}*"))
     if keys:
         client.delete(*keys)
     client.close()
 
 
-def _queued_long_ago(count: int) -> list[int]:
+def _queued_long_ago(rt: Runtime, count: int) -> list[int]:
     """``count`` actions handed to the broker more than a lease ago, their messages really published."""
-    rt = runtime.runtime()
     then = utcnow() - timedelta(seconds=2 * rt.settings.action_lease_s)
     with rt.sessions.begin() as session:
         rows = [
@@ -56,32 +67,36 @@ def _queued_long_ago(count: int) -> list[int]:
     return [d.id for d in due]
 
 
-def _enqueued_at(ids: list[int]) -> set[object]:
-    with runtime.runtime().sessions() as session:
+def _enqueued_at(rt: Runtime, ids: list[int]) -> set[object]:
+    with rt.sessions() as session:
         return set(session.execute(select(Action.enqueued_at).where(Action.id.in_(ids))).scalars())
 
 
-def test_a_backlog_waiting_in_redis_is_not_sent_again(broker: redis.Redis, broker_settings: Settings) -> None:
-    ids = _queued_long_ago(30)
-    before = _enqueued_at(ids)
+def test_a_backlog_waiting_in_redis_is_not_sent_again(
+    broker: redis.Redis, broker_settings: Settings, app: Celery
+) -> None:
+    rt = runtime_holder(app).get()
+    ids = _queued_long_ago(rt, 30)
+    before = _enqueued_at(rt, ids)
 
-    assert send_due_actions() == 0
+    assert send_due_actions(app) == 0
     assert broker.llen(f"{broker_settings.broker_key_prefix}default") == 30  # no duplicates added
-    assert _enqueued_at(ids) == before
+    assert _enqueued_at(rt, ids) == before
 
 
 def test_messages_redis_lost_are_sent_again_and_only_once(
-    broker: redis.Redis, broker_settings: Settings
+    broker: redis.Redis, broker_settings: Settings, app: Celery
 ) -> None:
-    ids = _queued_long_ago(30)
+    rt = runtime_holder(app).get()
+    ids = _queued_long_ago(rt, 30)
     broker.delete(f"{broker_settings.broker_key_prefix}default")  # Redis restarted without persistence
 
-    assert send_due_actions() == 30
+    assert send_due_actions(app) == 30
     assert broker.llen(f"{broker_settings.broker_key_prefix}default") == 30
-    with runtime.runtime().sessions() as session:
+    with rt.sessions() as session:
         states = set(session.execute(select(Action.state).where(Action.id.in_(ids))).scalars())
     assert states == {ActionState.QUEUED}
-    assert send_due_actions() == 0  # the queue holds them again
+    assert send_due_actions(app) == 0  # the queue holds them again
 
 
 def test_an_unreadable_broker_falls_back_to_re_sending_every_stale_action(broker_settings: Settings) -> None:

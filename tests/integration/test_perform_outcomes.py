@@ -27,7 +27,6 @@ from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, utcnow
 from tests.sites_fixture import MONTREAL_ACCOUNT
-from workers import runtime as worker_runtime
 from workers.clients.errors import (
     NotYetError,
     OutcomeUnknownError,
@@ -36,13 +35,14 @@ from workers.clients.errors import (
     UpstreamUnavailableError,
 )
 from workers.perform import Job, Outcome, perform
+from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
 TRACKTIK = "tracktik.create_alarm"
 
 
-def _tracktik_step(rt: worker_runtime.Runtime, zone: str) -> int:
+def _tracktik_step(rt: Runtime, zone: str) -> int:
     """A commercial burglary's TrackTik create (example sites file): the step under test."""
     now = utcnow()
     event = Event(
@@ -57,7 +57,7 @@ def _tracktik_step(rt: worker_runtime.Runtime, zone: str) -> int:
     return int(step)
 
 
-def _row(rt: worker_runtime.Runtime, action_id: int) -> Action:
+def _row(rt: Runtime, action_id: int) -> Action:
     with rt.sessions() as session:
         action = session.get_one(Action, action_id)
         session.expunge(action)
@@ -75,7 +75,7 @@ def test_an_outcome_is_a_success_with_its_external_id_result_and_refs(rt: Any) -
     step = _tracktik_step(rt, "1")
     outcome = Outcome(external_id="77", result={"id": 77}, refs={"tracktik_alarm_id": 77})
 
-    assert perform(step, lambda job: outcome) == ActionState.SUCCEEDED
+    assert perform(rt, step, lambda job: outcome) == ActionState.SUCCEEDED
     row = _row(rt, step)
     assert (row.state, row.external_id, row.result, row.attempts) == (
         ActionState.SUCCEEDED,
@@ -92,7 +92,7 @@ def test_an_unavailable_upstream_is_retried_after_its_retry_after(rt: Any) -> No
     step = _tracktik_step(rt, "2")
     before = utcnow()
 
-    state = perform(step, _raise(UpstreamUnavailableError("tracktik", "HTTP 503", retry_after_s=120)))
+    state = perform(rt, step, _raise(UpstreamUnavailableError("tracktik", "HTTP 503", retry_after_s=120)))
 
     row = _row(rt, step)
     assert state == ActionState.PENDING == row.state
@@ -104,7 +104,9 @@ def test_an_unavailable_upstream_is_retried_after_its_retry_after(rt: Any) -> No
 def test_a_lost_answer_is_retried_as_outcome_unknown(rt: Any) -> None:
     step = _tracktik_step(rt, "3")
 
-    state = perform(step, _raise(OutcomeUnknownError("tracktik", "read timeout after the request was sent")))
+    state = perform(
+        rt, step, _raise(OutcomeUnknownError("tracktik", "read timeout after the request was sent"))
+    )
 
     row = _row(rt, step)
     assert state == ActionState.PENDING == row.state
@@ -116,7 +118,7 @@ def test_a_rejection_is_a_dead_letter_and_a_failed_tracktik_create_calls_a_perso
     step = _tracktik_step(rt, "4")
     before = utcnow()
 
-    state = perform(step, _raise(UpstreamRejectedError("tracktik", 422, "alarm type code unknown")))
+    state = perform(rt, step, _raise(UpstreamRejectedError("tracktik", 422, "alarm type code unknown")))
 
     row = _row(rt, step)
     assert state == ActionState.FAILED == row.state
@@ -136,7 +138,7 @@ def test_a_rejection_is_a_dead_letter_and_a_failed_tracktik_create_calls_a_perso
 def test_a_step_that_cannot_be_built_fails_as_not_sent_not_as_an_http_status(rt: Any) -> None:
     step = _tracktik_step(rt, "8")
 
-    state = perform(step, _raise(PreconditionError("tracktik", "site has no tracktik table")))
+    state = perform(rt, step, _raise(PreconditionError("tracktik", "site has no tracktik table")))
 
     row = _row(rt, step)
     assert state == ActionState.FAILED == row.state
@@ -146,7 +148,7 @@ def test_a_step_that_cannot_be_built_fails_as_not_sent_not_as_an_http_status(rt:
 def test_not_yet_is_deferred_without_spending_an_attempt(rt: Any) -> None:
     step = _tracktik_step(rt, "5")
 
-    state = perform(step, _raise(NotYetError("waiting for the Alta video links", retry_after_s=30)))
+    state = perform(rt, step, _raise(NotYetError("waiting for the Alta video links", retry_after_s=30)))
 
     row = _row(rt, step)
     assert state == ActionState.PENDING == row.state
@@ -157,7 +159,7 @@ def test_an_error_of_ours_is_retried_and_raised(rt: Any) -> None:
     step = _tracktik_step(rt, "6")
 
     with pytest.raises(KeyError):
-        perform(step, _raise(KeyError("missing")))
+        perform(rt, step, _raise(KeyError("missing")))
 
     row = _row(rt, step)
     assert row.state == ActionState.PENDING and row.attempts == 1
@@ -170,7 +172,7 @@ def test_the_last_attempt_unavailable_fails_the_step(rt: Any) -> None:
         action = session.get_one(Action, step)
         action.attempts = action.max_attempts - 1
 
-    state = perform(step, _raise(UpstreamUnavailableError("tracktik", "HTTP 503")))
+    state = perform(rt, step, _raise(UpstreamUnavailableError("tracktik", "HTTP 503")))
 
     row = _row(rt, step)
     assert state == ActionState.FAILED == row.state

@@ -21,14 +21,14 @@ from app.ledger.models import Action, ActionState, Alarm, TimelineEntry, utcnow
 from tests.sites_fixture import MONTREAL_ACCOUNT
 from vendors.rapidsos import steps as rapidsos_steps
 from vendors.tracktik import steps as tracktik_steps
-from workers import runtime as worker_runtime
 from workers.perform import Job, Outcome, perform
+from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
 
 
-def _signal(rt: worker_runtime.Runtime, code: str, zone: str = "3") -> int | None:
+def _signal(rt: Runtime, code: str, zone: str = "3") -> int | None:
     now = utcnow()
     event = Event(
         source_key="acme-panels", source_kind="panel", received_at=now, account=MONTREAL_ACCOUNT, code=code,
@@ -38,20 +38,20 @@ def _signal(rt: worker_runtime.Runtime, code: str, zone: str = "3") -> int | Non
         return record_event(session, event, sites=rt.sites, rules=RULES).alarm_id
 
 
-def _step(rt: worker_runtime.Runtime, alarm_id: int | None, kind: str) -> int:
+def _step(rt: Runtime, alarm_id: int | None, kind: str) -> int:
     with rt.sessions() as session:
         return session.execute(
             select(Action.id).where(Action.alarm_id == alarm_id, Action.kind == kind)
         ).scalar_one()
 
 
-def _published_kinds(rt: worker_runtime.Runtime, queue: str) -> list[str]:
+def _published_kinds(rt: Runtime, queue: str) -> list[str]:
     client = redis.Redis.from_url(rt.settings.redis_url or "")
     raw_messages = client.lrange(f"{rt.settings.broker_key_prefix}{queue}", 0, -1)
     return [json.loads(raw)["headers"]["task"] for raw in raw_messages]
 
 
-def _by_hand(rt: worker_runtime.Runtime, alarm_id: int | None) -> list[str]:
+def _by_hand(rt: Runtime, alarm_id: int | None) -> list[str]:
     with rt.sessions() as session:
         return list(
             session.execute(
@@ -62,7 +62,7 @@ def _by_hand(rt: worker_runtime.Runtime, alarm_id: int | None) -> list[str]:
         )
 
 
-def _alarm(rt: worker_runtime.Runtime, alarm_id: int | None) -> Alarm:
+def _alarm(rt: Runtime, alarm_id: int | None) -> Alarm:
     with rt.sessions() as session:
         return session.get_one(Alarm, alarm_id)
 
@@ -76,7 +76,7 @@ def test_a_tracktik_dispatch_created_after_the_alarm_ended_is_put_in_front_of_a_
             operations.end(session, alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
         return Outcome(external_id="77", refs={"tracktik_alarm_id": 77})
 
-    assert perform(_step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create) == ActionState.SUCCEEDED
+    assert perform(rt, _step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create) == ActionState.SUCCEEDED
     line = "created after the alarm ended (false_alarm) — TrackTik dispatch 77 is active: cancel it there"
     assert _by_hand(rt, alarm_id) == [line]
     assert line in (_alarm(rt, alarm_id).needs_person_reason or "")
@@ -94,7 +94,7 @@ def test_a_rapidsos_alert_created_after_the_alarm_ended_is_cancelled(rt: Any) ->
             operations.end(session, alarm_id, "cancelled", now=utcnow(), max_attempts=5)
         return Outcome(external_id="rs-1", refs={"rapidsos_alert_id": "rs-1"})
 
-    perform(step, create)
+    perform(rt, step, create)
     with rt.sessions() as session:
         planned = session.execute(
             select(Action.kind, Action.state).where(
@@ -112,7 +112,7 @@ def test_a_dispatch_in_flight_at_the_panel_s_cancel_names_itself_when_it_lands(r
         _signal(rt, "BC", zone="12")  # the user cancels at the panel while the request is on the wire
         return Outcome(external_id="78", refs={"tracktik_alarm_id": 78})
 
-    perform(_step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create)
+    perform(rt, _step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create)
     alarm = _alarm(rt, alarm_id)
     assert alarm.state == "needs_person" and alarm.panel_cancelled_at is not None
     assert _by_hand(rt, alarm_id) == [

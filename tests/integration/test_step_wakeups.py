@@ -20,15 +20,15 @@ from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.ledger.models import WAITING_FOR_REFS, Action, ActionState, utcnow
 from tests.sites_fixture import ALTA_ZONE, NEWTON_ACCOUNT
-from workers import runtime as worker_runtime
 from workers.clients.errors import NotYetError, UpstreamUnavailableError
 from workers.perform import Job, Outcome, perform
+from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
 
 
-def _published(rt: worker_runtime.Runtime, queue: str) -> list[int]:
+def _published(rt: Runtime, queue: str) -> list[int]:
     """The action ids of the messages waiting in ``queue`` (kombu's Redis list, protocol 2 bodies)."""
     client = redis.Redis.from_url(rt.settings.redis_url or "")
     ids = []
@@ -38,7 +38,7 @@ def _published(rt: worker_runtime.Runtime, queue: str) -> list[int]:
     return sorted(ids)
 
 
-def _alarm(rt: worker_runtime.Runtime, code: str | None, account: str, zone: str = "1") -> dict[str, int]:
+def _alarm(rt: Runtime, code: str | None, account: str, zone: str = "1") -> dict[str, int]:
     """Record a panel event (or, with no code, an Alta zone webhook); its plan's step ids by kind."""
     now = utcnow()
     if code is None:  # Alta: the plan's video step looks for the ongoing alert first
@@ -59,7 +59,7 @@ def _alarm(rt: worker_runtime.Runtime, code: str | None, account: str, zone: str
     return {"alarm": receipt.alarm_id or 0, **steps}
 
 
-def _state(rt: worker_runtime.Runtime, action_id: int) -> tuple[str, str | None]:
+def _state(rt: Runtime, action_id: int) -> tuple[str, str | None]:
     with rt.sessions() as session:
         action = session.get_one(Action, action_id)
         return action.state, action.waiting_on
@@ -76,11 +76,11 @@ def test_a_step_waiting_for_a_ref_starts_as_soon_as_another_step_records_it(rt: 
     steps = _alarm(rt, None, ALTA_ZONE)  # commercial burglary: Alta video, TrackTik, a held call
     tracktik, finder = steps["tracktik.create_alarm"], steps["alta.find_ongoing_alert"]
     waiting = NotYetError("waiting for the Alta video links", retry_after_s=60, wake_on_refs=True)
-    assert perform(tracktik, _raise(waiting)) == ActionState.PENDING
+    assert perform(rt, tracktik, _raise(waiting)) == ActionState.PENDING
     assert _state(rt, tracktik) == (ActionState.PENDING, WAITING_FOR_REFS)
     assert tracktik not in _published(rt, "default")
 
-    perform(finder, lambda job: Outcome(refs={"video_links": ["https://alta.example/v/1"]}))
+    perform(rt, finder, lambda job: Outcome(refs={"video_links": ["https://alta.example/v/1"]}))
 
     assert _state(rt, tracktik) == (ActionState.QUEUED, None)  # not in 60 s: now
     assert tracktik in _published(rt, "default")
@@ -92,10 +92,10 @@ def test_a_ref_recorded_while_the_step_looked_is_not_missed(rt: Any) -> None:
 
     def looks_then_waits(job: Job) -> Outcome:
         # Another worker records the links after this step read the alarm, before it defers.
-        perform(finder, lambda _: Outcome(refs={"video_links": ["https://alta.example/v/2"]}))
+        perform(rt, finder, lambda _: Outcome(refs={"video_links": ["https://alta.example/v/2"]}))
         raise NotYetError("waiting for the Alta video links", retry_after_s=60, wake_on_refs=True)
 
-    perform(tracktik, looks_then_waits)
+    perform(rt, tracktik, looks_then_waits)
     assert _state(rt, tracktik) == (ActionState.QUEUED, None)
     assert tracktik in _published(rt, "default")
 
@@ -103,8 +103,8 @@ def test_a_ref_recorded_while_the_step_looked_is_not_missed(rt: Any) -> None:
 def test_a_backoff_is_not_cut_short_by_a_ref(rt: Any) -> None:
     steps = _alarm(rt, None, ALTA_ZONE)
     tracktik, finder = steps["tracktik.create_alarm"], steps["alta.find_ongoing_alert"]
-    perform(tracktik, _raise(UpstreamUnavailableError("tracktik", "HTTP 503", retry_after_s=30)))
-    perform(finder, lambda job: Outcome(refs={"video_links": ["https://alta.example/v/3"]}))
+    perform(rt, tracktik, _raise(UpstreamUnavailableError("tracktik", "HTTP 503", retry_after_s=30)))
+    perform(rt, finder, lambda job: Outcome(refs={"video_links": ["https://alta.example/v/3"]}))
     assert _state(rt, tracktik) == (ActionState.PENDING, None)  # Retry-After is honoured
 
 
@@ -120,7 +120,7 @@ def test_the_911_request_leaves_before_the_alarm_s_other_steps(rt: Any) -> None:
         seen["published"] = _published(rt, "life_safety")
         return Outcome(external_id="rapidsos-1", refs={"rapidsos_alert_id": "rapidsos-1"})
 
-    perform(steps["rapidsos.create_alert"], create_alert)
+    perform(rt, steps["rapidsos.create_alert"], create_alert)
     assert seen["before"] == [(ActionState.PENDING, "911")] * 2
     assert seen["after"] == [ActionState.QUEUED] * 2
     assert set(held) <= set(seen["published"])
@@ -130,6 +130,7 @@ def test_a_911_request_that_cannot_be_sent_does_not_keep_the_guard_waiting(rt: A
     steps = _alarm(rt, "FA", NEWTON_ACCOUNT)
     held = [steps["callonalarm.trigger"], steps["cad.upload_incident"]]
     perform(
+        rt,
         steps["rapidsos.create_alert"],
         _raise(UpstreamUnavailableError("rapidsos", "token: HTTP 503", retry_after_s=5)),
     )

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.domain import supervision
+from app.domain import supervision, task_names
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.domain.sites import Sites, Supervision
@@ -92,9 +92,7 @@ def _link_troubles(stack: Stack) -> list[dict[str, Any]]:
 
 
 def _the_deadline_passes(stack: Stack) -> None:
-    from workers.runtime import runtime
-
-    with runtime().sessions.begin() as session:
+    with stack.runtime.sessions.begin() as session:
         session.execute(
             update(AccountSupervision)
             .where(AccountSupervision.account == ACCOUNT)
@@ -105,14 +103,13 @@ def _the_deadline_passes(stack: Stack) -> None:
 def test_a_quiet_account_opens_one_trouble_through_the_tick_and_its_next_message_restores_it(
     stack: Stack,
 ) -> None:
-    from workers.runtime import runtime
-    from workers.tasks.watchdog import check
+    check = stack.task(task_names.SYSTEM_WATCHDOG)
 
     opened_before = _metric(stack, 'alarm_bridge_supervision_troubles_total{kind="link"}')
     restored_before = _metric(stack, 'alarm_bridge_supervision_restored_total{kind="link"}')
     assert stack.post_event(_event("RP"))["alarm_id"] is None  # a test: contact, no alarm
     assert check() == 0  # armed, and on time
-    with runtime().sessions() as session:
+    with stack.runtime.sessions() as session:
         row = session.execute(
             select(AccountSupervision).where(AccountSupervision.account == ACCOUNT)
         ).scalar_one()

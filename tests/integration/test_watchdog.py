@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from app.domain import task_names
 from config.settings import Settings
 from sandbox.server import serve_in_thread
 from tests.polling import wait_until
@@ -84,7 +85,7 @@ def _raised_total(stack: Stack) -> float:
 
 
 def test_a_worker_stopped_mid_plan_gets_the_alarm_raised_to_a_person(stack: Stack, monitor: Monitor) -> None:
-    from workers.tasks.watchdog import check
+    check = stack.task(task_names.SYSTEM_WATCHDOG)
 
     alarm_id = stack.post_event(_burglary())["alarm_id"]
     stack.wait_for(alarm_id, "tracktik.create_alarm")  # the plan is under way: the call waits 3 s
@@ -107,7 +108,7 @@ def test_a_worker_stopped_mid_plan_gets_the_alarm_raised_to_a_person(stack: Stac
 
 
 def test_the_watchdog_leaves_a_healthy_alarm_alone(stack: Stack, monitor: Monitor) -> None:
-    from workers.tasks.watchdog import check
+    check = stack.task(task_names.SYSTEM_WATCHDOG)
 
     alarm_id = stack.post_event(_burglary())["alarm_id"]
     alarm = stack.wait_for(alarm_id, "callonalarm.trigger", timeout_s=30)

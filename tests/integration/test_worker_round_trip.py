@@ -9,7 +9,7 @@ from celery import Celery
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from app.domain import actions
+from app.domain import actions, task_names
 from app.domain.selftest import plan_selftest
 from app.ledger.models import Action, ActionState, utcnow
 from app.ledger.session import make_engine, make_sessionmaker
@@ -17,7 +17,6 @@ from app.web import create_app
 from config.settings import Settings
 from tests.conftest import running_worker
 from tests.polling import wait_until
-from workers.dispatcher import send_due_actions
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": "Bearer test-operator-key"}
@@ -67,6 +66,7 @@ def test_dispatcher_sends_an_action_whose_message_never_reached_the_broker(
         due = plan_selftest(session, now=utcnow())
         session.get(Action, due.id).enqueued_at = None  # as if the broker was down at commit time
     # No publish: only the dispatcher can rescue it.
+    send_due_actions = celery_worker.tasks[task_names.DISPATCHER_SEND_DUE_ACTIONS]
     assert send_due_actions() == 1
 
     def state() -> str:

@@ -107,7 +107,7 @@ def test_a_worker_killed_after_sending_is_re_driven_once_its_lease_expires(
     make_settings: Callable[..., Settings], postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     from vendors.tracktik.tasks import _create_alarm  # the handler the killed worker was running
-    from workers import runtime as worker_runtime
+    from workers.runtime import build_runtime
 
     # A lease of 4 s (the hard time limit must be shorter), so the re-drive comes soon.
     settings = make_settings(
@@ -122,14 +122,17 @@ def test_a_worker_killed_after_sending_is_re_driven_once_its_lease_expires(
     # Before any worker runs: the doomed worker claims the action, TrackTik applies its request,
     # and it dies without recording anything.
     alarm_id = stack.post_event(event("ny-1", "BA"))["alarm_id"]
-    rt = worker_runtime.configure(stack.settings)
-    with rt.sessions.begin() as session:
-        action = session.query(Action).filter_by(alarm_id=alarm_id, kind="tracktik.create_alarm").one()
-        claimed = actions.claim(session, action.id, now=utcnow(), lease=timedelta(seconds=4))
-        assert claimed is not None
-    with rt.sessions() as session:
-        context = load_context(session, alarm_id, rt.sites)
-    _create_alarm(Job(claimed, context, rt.clients, rt.settings, utcnow()))
+    rt = build_runtime(stack.settings)  # the doomed worker's
+    try:
+        with rt.sessions.begin() as session:
+            action = session.query(Action).filter_by(alarm_id=alarm_id, kind="tracktik.create_alarm").one()
+            claimed = actions.claim(session, action.id, now=utcnow(), lease=timedelta(seconds=4))
+            assert claimed is not None
+        with rt.sessions() as session:
+            context = load_context(session, alarm_id, rt.sites)
+        _create_alarm(Job(claimed, context, rt.clients, rt.settings, utcnow()))
+    finally:
+        rt.engine.dispose()
     assert len(stack.sandbox_get("/tracktik/_sandbox/alarms")) == 1
 
     with stack.running():  # the surviving worker gets the message, finds the lease live, waits for expiry

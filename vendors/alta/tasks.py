@@ -23,6 +23,7 @@ from vendors.alta.client import AltaClient
 from vendors.alta.models import ACK_FALSE, ACK_NONE, ACK_VALID
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
+from workers.step_task import ActionTask, StepTask
 
 RETRY_S = 2.0
 # An alert that started this long before the alarm's event is an older one still open in the same
@@ -33,28 +34,28 @@ MAX_ALERT_LEAD_S = 300.0
 VERDICT_CODES = {"none": ACK_NONE, "valid": ACK_VALID, "false": ACK_FALSE}
 
 
-@shared_task(name=steps.FIND_ONGOING_ALERT, ignore_result=True)
-def find_ongoing_alert(action_id: int) -> str:
+@shared_task(name=steps.FIND_ONGOING_ALERT, base=StepTask, bind=True, ignore_result=True)
+def find_ongoing_alert(self: ActionTask, action_id: int) -> str:
     """Find the Alta alert of the alarm's zone and remember its guid."""
-    return perform(action_id, _find_ongoing_alert)
+    return perform(self.runtime, action_id, _find_ongoing_alert)
 
 
-@shared_task(name=steps.COLLECT_VIDEO, ignore_result=True)
-def collect_video(action_id: int) -> str:
+@shared_task(name=steps.COLLECT_VIDEO, base=StepTask, bind=True, ignore_result=True)
+def collect_video(self: ActionTask, action_id: int) -> str:
     """Turn the Alta alert's bookmarks into shareable video links."""
-    return perform(action_id, _collect_video)
+    return perform(self.runtime, action_id, _collect_video)
 
 
-@shared_task(name=steps.VERIFY, ignore_result=True)
-def verify(action_id: int) -> str:
+@shared_task(name=steps.VERIFY, base=StepTask, bind=True, ignore_result=True)
+def verify(self: ActionTask, action_id: int) -> str:
     """Send an operator's verdict (valid / false / none) to the Alta alert."""
-    return perform(action_id, _verify)
+    return perform(self.runtime, action_id, _verify)
 
 
-@shared_task(name=steps.END, ignore_result=True)
-def end(action_id: int) -> str:
+@shared_task(name=steps.END, base=StepTask, bind=True, ignore_result=True)
+def end(self: ActionTask, action_id: int) -> str:
     """End the Alta alert of the alarm."""
-    return perform(action_id, _end)
+    return perform(self.runtime, action_id, _end)
 
 
 def _find_ongoing_alert(job: Job) -> Outcome:

@@ -33,6 +33,7 @@ from vendors.rapidsos.site import RapidSOSSite
 from vendors.tracktik import refs as tracktik_refs
 from workers.clients.errors import PreconditionError
 from workers.perform import Job, Outcome, perform
+from workers.step_task import ActionTask, StepTask
 
 SYS_ID_PREFIX = "alarm-bridge-"
 NUMBER_PREFIX = "AB-"
@@ -53,10 +54,10 @@ VERIFICATION_TEXT: dict[str, str] = {
 }
 
 
-@shared_task(name=steps.UPLOAD_INCIDENT, ignore_result=True)
-def upload_incident(action_id: int) -> str:
+@shared_task(name=steps.UPLOAD_INCIDENT, base=StepTask, bind=True, ignore_result=True)
+def upload_incident(self: ActionTask, action_id: int) -> str:
     """Upload the action's alarm to the CAD as one incident (created once per alarm)."""
-    return perform(action_id, _upload_incident)
+    return perform(self.runtime, action_id, _upload_incident)
 
 
 def _upload_incident(job: Job) -> Outcome:

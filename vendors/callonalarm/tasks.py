@@ -23,6 +23,7 @@ from vendors.callonalarm.client import CallOnAlarmClient, is_final
 from vendors.callonalarm.site import CallOnAlarmSite
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
+from workers.step_task import ActionTask, StepTask
 
 UPSTREAM = "callonalarm"
 ALTA_EVENT_CODE = "BA"  # an Alta Protect detection is a video-verified intrusion: Burglary Alarm
@@ -34,22 +35,22 @@ NO_CALL_STATUSES = frozenset({"ignored", "technical_only", "logged_inactive"})
 TRIGGER_IN_FLIGHT_RECHECK_S = 2.0
 
 
-@shared_task(name=steps.TRIGGER, ignore_result=True)
-def trigger(action_id: int) -> str:
+@shared_task(name=steps.TRIGGER, base=StepTask, bind=True, ignore_result=True)
+def trigger(self: ActionTask, action_id: int) -> str:
     """Trigger the site's CallOnAlarm phone alert for the alarm."""
-    return perform(action_id, _trigger)
+    return perform(self.runtime, action_id, _trigger)
 
 
-@shared_task(name=steps.FOLLOW_STATUS, ignore_result=True)
-def follow_status(action_id: int) -> str:
+@shared_task(name=steps.FOLLOW_STATUS, base=StepTask, bind=True, ignore_result=True)
+def follow_status(self: ActionTask, action_id: int) -> str:
     """Poll one CallOnAlarm alert's status and record it; poll again until it ends."""
-    return perform(action_id, _follow_status)
+    return perform(self.runtime, action_id, _follow_status)
 
 
-@shared_task(name=steps.SEND_RESTORE, ignore_result=True)
-def send_restore(action_id: int) -> str:
+@shared_task(name=steps.SEND_RESTORE, base=StepTask, bind=True, ignore_result=True)
+def send_restore(self: ActionTask, action_id: int) -> str:
     """Send the restore code that cancels the alarm's pending CallOnAlarm calls."""
-    return perform(action_id, _send_restore)
+    return perform(self.runtime, action_id, _send_restore)
 
 
 def _trigger(job: Job) -> Outcome:

@@ -36,6 +36,7 @@ from vendors.rapidsos.site import CIVIC, RapidSOSSite
 from vendors.rapidsos.site import CIVIC_REQUIRED as CIVIC_REQUIRED_FIELDS
 from workers.clients.errors import PreconditionError
 from workers.perform import Job, Outcome, perform
+from workers.step_task import ActionTask, StepTask
 
 UPSTREAM = "rapidsos"
 
@@ -67,16 +68,16 @@ OCCURRED_AT_LATEST = timedelta(minutes=5)
 _MISSING = frozenset({"", "n/a"})
 
 
-@shared_task(name=steps.CREATE_ALERT, ignore_result=True)
-def create_alert(action_id: int) -> str:
+@shared_task(name=steps.CREATE_ALERT, base=StepTask, bind=True, ignore_result=True)
+def create_alert(self: ActionTask, action_id: int) -> str:
     """Ask RapidSOS for emergency dispatch for one alarm; 216/217 fall back to a phone call."""
-    return perform(action_id, _create_alert)
+    return perform(self.runtime, action_id, _create_alert)
 
 
-@shared_task(name=steps.CANCEL_ALERT, ignore_result=True)
-def cancel_alert(action_id: int) -> str:
+@shared_task(name=steps.CANCEL_ALERT, base=StepTask, bind=True, ignore_result=True)
+def cancel_alert(self: ActionTask, action_id: int) -> str:
     """Cancel the alarm's RapidSOS alert (the alarm ended as false, cancelled or a test)."""
-    return perform(action_id, _cancel_alert)
+    return perform(self.runtime, action_id, _cancel_alert)
 
 
 def _create_alert(job: Job) -> Outcome:

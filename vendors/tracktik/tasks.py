@@ -34,6 +34,7 @@ from vendors.tracktik.client import (
 from vendors.tracktik.site import TrackTikSite
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import Job, Outcome, perform
+from workers.step_task import ActionTask, StepTask
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +44,10 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 MISSING_VALUES = frozenset({"", "N/A"})
 
 
-@shared_task(name=steps.CREATE_ALARM, ignore_result=True)
-def create_alarm(action_id: int) -> str:
+@shared_task(name=steps.CREATE_ALARM, base=StepTask, bind=True, ignore_result=True)
+def create_alarm(self: ActionTask, action_id: int) -> str:
     """Raise the alarm in TrackTik (a guard's Dispatch Task) and record the ids it returns."""
-    return perform(action_id, _create_alarm)
+    return perform(self.runtime, action_id, _create_alarm)
 
 
 def _create_alarm(job: Job) -> Outcome:

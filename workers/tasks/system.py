@@ -13,12 +13,13 @@ from celery import shared_task
 
 from app.domain import task_names
 from workers.perform import Job, Outcome, perform
+from workers.step_task import ActionTask, StepTask
 
 
-@shared_task(name=task_names.SYSTEM_SELFTEST, ignore_result=True)
-def selftest(action_id: int) -> str:
+@shared_task(name=task_names.SYSTEM_SELFTEST, base=StepTask, bind=True, ignore_result=True)
+def selftest(self: ActionTask, action_id: int) -> str:
     """Complete a self-test action, recording which worker process did it."""
-    return perform(action_id, _selftest)
+    return perform(self.runtime, action_id, _selftest)
 
 
 def _selftest(job: Job) -> Outcome:

@@ -21,21 +21,20 @@ from celery import shared_task
 from app import telemetry
 from app.domain import supervision, task_names, watchdog
 from app.domain.intake import IntakeRules
-from app.domain.sites import Sites
 from app.ledger.models import utcnow
 from workers.clients.errors import UpstreamError
 from workers.clients.heartbeat import HeartbeatClient
-from workers.runtime import Runtime, runtime
+from workers.runtime import Runtime
+from workers.step_task import StepTask
 
 log = structlog.get_logger(__name__)
-_armed: list[Sites] = []  # the sites file whose supervised accounts this process has armed
 
 
-@shared_task(name=task_names.SYSTEM_WATCHDOG, ignore_result=True)
-def check() -> int:
+@shared_task(name=task_names.SYSTEM_WATCHDOG, base=StepTask, bind=True, ignore_result=True)
+def check(self: StepTask[[], int]) -> int:
     """Raise alarms with overdue steps to a person, open a trouble for each supervision deadline
     passed, then ping the heartbeat; returns how many alarms it raised or opened."""
-    rt = runtime()
+    rt = self.runtime
     limits = watchdog.Limits(
         grace=timedelta(seconds=rt.settings.watchdog_grace_s),
         failing=timedelta(seconds=rt.settings.watchdog_failing_s),
@@ -63,11 +62,12 @@ def check() -> int:
 
 
 def supervise(rt: Runtime) -> list[supervision.Trouble]:
-    """Arm the supervised accounts (once per process and sites file), then trip the deadlines passed."""
-    if not _armed or _armed[0] is not rt.sites:
+    """Arm the supervised accounts (once per runtime, so once per process and sites file), then trip
+    the deadlines passed."""
+    if not rt.supervision_armed:
         with rt.sessions.begin() as session:  # its own transaction: it touches every account's row
             supervision.arm(session, sites=rt.sites, now=utcnow())
-        _armed[:] = [rt.sites]
+        rt.supervision_armed = True
     rules = IntakeRules.from_settings(rt.settings)  # the trouble is recorded as intake would
     with rt.sessions.begin() as session:
         checked = supervision.check(session, sites=rt.sites, now=utcnow(), rules=rules)

@@ -1,0 +1,445 @@
+"""perform(), the error classifier, run directly: one handler per classification against a real
+``Runtime`` on a temporary SQLite ledger (fakeredis for the cache, a recording outbox), asserting
+what the ledger holds afterwards and what was published.
+
+| handler | state | attempt spent | due | also |
+| --- | --- | --- | --- | --- |
+| returns an Outcome | succeeded | yes | - | refs merged, follow-ups planned, due ones published |
+| UpstreamUnavailableError | pending | yes | Retry-After, else the backoff | "will retry in ..." |
+| OutcomeUnknownError | pending | yes | the backoff | outcome_unknown set |
+| UpstreamRejectedError | failed | yes | - | a person; a failed TrackTik create calls now |
+| PreconditionError | failed | yes | - | "not sent: ...", never "HTTP 0" |
+| NotYetError | pending | no | retry_after_s | "waits: ...", woken by refs when asked |
+| BudgetExhaustedError | pending | no | retry_after_s | the alarm goes to a person |
+| SoftTimeLimitExceeded | pending, re-raised | yes | the backoff | outcome_unknown set |
+| any other exception (a bug) | pending, re-raised | yes | the backoff | "internal error: ..." |
+| a second delivery, lease live | untouched | - | - | its handler never runs |
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import fakeredis
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select, update
+
+from app.domain.actions import BACKOFF_BASE_S, DueAction
+from app.domain.events import Event
+from app.domain.intake import IntakeRules, record_event
+from app.domain.outbox import RecordingOutbox
+from app.ledger.models import (
+    WAITING_FOR_REFS,
+    Action,
+    ActionState,
+    Alarm,
+    AlarmState,
+    TimelineEntry,
+    utcnow,
+)
+from app.ledger.session import make_engine, make_sessionmaker
+from config.settings import Settings
+from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV, example_sites
+from vendors.alta import refs as alta_refs
+from vendors.alta import steps as alta_steps
+from vendors.callonalarm import steps as callonalarm_steps
+from vendors.tracktik import steps as tracktik_steps
+from workers.clients import Clients
+from workers.clients.errors import (
+    BudgetExhaustedError,
+    NotYetError,
+    OutcomeUnknownError,
+    PreconditionError,
+    UpstreamRejectedError,
+    UpstreamUnavailableError,
+)
+from workers.perform import FollowUp, Job, Outcome, perform
+from workers.runtime import Runtime
+
+pytestmark = pytest.mark.unit
+RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
+TRACKTIK = tracktik_steps.CREATE_ALARM
+CALL = callonalarm_steps.TRIGGER
+VIDEO = alta_steps.COLLECT_VIDEO
+
+
+@pytest.fixture
+def rt(make_settings: Callable[..., Settings], sqlite_url: str) -> Iterator[Runtime]:
+    """A runtime as a task gets it, on a temporary ledger: nothing leaves the process."""
+    settings = make_settings(database_url=sqlite_url, sites_file=str(EXAMPLE_SITES), environ=SOURCE_ENV)
+    engine = make_engine(sqlite_url)
+    runtime = Runtime(
+        settings,
+        engine,
+        make_sessionmaker(engine),
+        RecordingOutbox(),
+        example_sites(),
+        given_cache=fakeredis.FakeRedis(),
+        given_clients=Clients.of(),  # the handlers here call no upstream
+    )
+    yield runtime
+    engine.dispose()
+
+
+@dataclass(frozen=True)
+class Alarmed:
+    """A commercial burglary's alarm (example sites file) and its steps' ids by kind."""
+
+    alarm_id: int
+    steps: dict[str, int]
+
+
+def _burglary(rt: Runtime, zone: str = "1") -> Alarmed:
+    """Record a burglary at Montreal HQ: Alta video, the TrackTik create (due now), a call in 60 s."""
+    now = utcnow()
+    event = Event(
+        source_key="acme-panels", source_kind="panel", received_at=now, account=MONTREAL_ACCOUNT,
+        code="BA", zone=zone, occurred_at=now, payload={"code": "BA"},
+    )  # fmt: skip
+    with rt.sessions.begin() as session:
+        receipt = record_event(session, event, sites=rt.sites, rules=RULES)
+        rows = session.execute(select(Action).where(Action.alarm_id == receipt.alarm_id)).scalars()
+        steps = {row.kind: row.id for row in rows}
+    assert receipt.alarm_id is not None
+    return Alarmed(receipt.alarm_id, steps)
+
+
+def _due_now(rt: Runtime, action_id: int) -> None:
+    with rt.sessions.begin() as session:
+        session.execute(update(Action).where(Action.id == action_id).values(due_at=utcnow()))
+
+
+def _row(rt: Runtime, action_id: int) -> Action:
+    with rt.sessions() as session:
+        action = session.get_one(Action, action_id)
+        session.expunge(action)
+        return action
+
+
+def _alarm(rt: Runtime, alarm_id: int) -> Alarm:
+    with rt.sessions() as session:
+        alarm = session.get_one(Alarm, alarm_id)
+        session.expunge(alarm)
+        return alarm
+
+
+def _timeline(
+    rt: Runtime, action_id: int | None = None, *, alarm_id: int | None = None
+) -> list[tuple[str, str]]:
+    """(kind, message) of the entries about one action, or about one alarm, oldest first, besides
+    intake's "action.planned"."""
+    query = (
+        select(TimelineEntry.kind, TimelineEntry.message)
+        .where(TimelineEntry.kind != "action.planned")
+        .order_by(TimelineEntry.id)
+    )
+    if action_id is not None:
+        query = query.where(TimelineEntry.action_id == action_id)
+    if alarm_id is not None:
+        query = query.where(TimelineEntry.alarm_id == alarm_id)
+    with rt.sessions() as session:
+        return [(kind, message) for kind, message in session.execute(query)]
+
+
+def _sent(rt: Runtime) -> list[DueAction]:
+    assert isinstance(rt.outbox, RecordingOutbox)
+    return rt.outbox.sent
+
+
+def _raise(exc: BaseException) -> Callable[[Job], Outcome]:
+    def handler(job: Job) -> Outcome:
+        raise exc
+
+    return handler
+
+
+def _between(due_at: datetime, before: datetime, after: datetime, low_s: float, high_s: float) -> bool:
+    return before + timedelta(seconds=low_s) <= due_at <= after + timedelta(seconds=high_s)
+
+
+def _first_backoff(rt: Runtime, action_id: int, before: datetime, after: datetime) -> bool:
+    """Due after the first attempt's backoff (full jitter: half to all of BACKOFF_BASE_S)."""
+    return _between(_row(rt, action_id).due_at, before, after, BACKOFF_BASE_S / 2, BACKOFF_BASE_S)
+
+
+# -- success ------------------------------------------------------------------------------------------
+
+
+def test_a_success_records_its_outcome_merges_its_refs_and_plans_its_follow_ups(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    step = alarm.steps[TRACKTIK]
+    outcome = Outcome(
+        external_id="77",
+        result={"id": 77},
+        message="TrackTik alarm 77 created",
+        refs={"tracktik_alarm_id": 77},
+        follow_ups=(FollowUp(VIDEO), FollowUp(CALL, after_s=600)),
+    )
+
+    assert perform(rt, step, lambda job: outcome) == ActionState.SUCCEEDED
+
+    row = _row(rt, step)
+    assert (row.state, row.external_id, row.result, row.attempts) == (
+        ActionState.SUCCEEDED,
+        "77",
+        {"id": 77},
+        1,
+    )
+    assert row.lease_token is None and row.completed_at is not None
+    assert _alarm(rt, alarm.alarm_id).refs["tracktik_alarm_id"] == 77
+    assert _timeline(rt, step) == [("action.succeeded", "TrackTik alarm 77 created")]
+    with rt.sessions() as session:
+        planned = session.execute(
+            select(Action).where(Action.alarm_id == alarm.alarm_id, Action.id.not_in(alarm.steps.values()))
+        ).scalars()
+        follow_ups = {a.kind: (a.state, a.id) for a in planned}
+    assert follow_ups.keys() == {VIDEO, CALL}
+    assert follow_ups[CALL][0] == ActionState.PENDING  # in 10 minutes: the dispatcher sends it then
+    assert [(d.id, d.task_name) for d in _sent(rt)] == [(follow_ups[VIDEO][1], VIDEO)]  # due now: sent
+
+
+def test_a_waking_ref_starts_the_steps_waiting_for_it_at_once(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    waiting = NotYetError("waiting for the Alta video links", retry_after_s=60, wake_on_refs=True)
+    perform(rt, alarm.steps[TRACKTIK], _raise(waiting))
+    _due_now(rt, alarm.steps[CALL])
+
+    # Any step of the alarm that records a waking ref (here the call's handler, for brevity).
+    perform(rt, alarm.steps[CALL], lambda job: Outcome(refs={alta_refs.VIDEO_LINKS: ["https://v/1"]}))
+
+    assert _row(rt, alarm.steps[TRACKTIK]).state == ActionState.QUEUED
+    assert [d.id for d in _sent(rt)] == [alarm.steps[TRACKTIK]]
+
+
+# -- retried: an attempt spent --------------------------------------------------------------------------
+
+
+def test_an_unavailable_upstream_is_retried_after_its_retry_after(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+    before = utcnow()
+
+    state = perform(rt, step, _raise(UpstreamUnavailableError("tracktik", "HTTP 503", retry_after_s=120)))
+
+    after = utcnow()
+    row = _row(rt, step)
+    assert state == ActionState.PENDING == row.state
+    assert (row.attempts, row.last_error, row.outcome_unknown) == (1, "tracktik: HTTP 503", False)
+    assert _between(row.due_at, before, after, 120, 120)  # Retry-After honoured, not the backoff
+    assert row.lease_token is None and row.waiting_on is None
+    assert _timeline(rt, step) == [
+        ("action.retry_scheduled", f"{TRACKTIK} will retry in 120.0s: tracktik: HTTP 503")
+    ]
+    assert _sent(rt) == []  # the dispatcher sends it when it is due
+
+
+def test_an_unavailable_upstream_without_retry_after_backs_off(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+    before = utcnow()
+
+    state = perform(rt, step, _raise(UpstreamUnavailableError("tracktik", "connection refused")))
+
+    assert state == ActionState.PENDING
+    assert _first_backoff(rt, step, before, utcnow())
+    assert _row(rt, step).attempts == 1 and not _row(rt, step).outcome_unknown
+    [(kind, message)] = _timeline(rt, step)
+    assert kind == "action.retry_scheduled"
+    assert re.fullmatch(rf"{TRACKTIK} will retry in [12]\.\ds: tracktik: connection refused", message)
+
+
+def test_a_lost_answer_is_retried_as_outcome_unknown(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+    before = utcnow()
+
+    state = perform(
+        rt, step, _raise(OutcomeUnknownError("tracktik", "read timeout after the request was sent"))
+    )
+
+    row = _row(rt, step)
+    assert state == ActionState.PENDING == row.state
+    assert row.outcome_unknown  # the retry looks for what the lost attempt may have created
+    assert row.attempts == 1
+    assert row.last_error == "tracktik: read timeout after the request was sent"
+    assert _first_backoff(rt, step, before, utcnow())
+    assert _timeline(rt, step)[0][0] == "action.retry_scheduled"
+
+
+def test_a_step_cut_off_by_its_time_limit_is_retried_as_outcome_unknown_and_re_raised(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        perform(rt, step, _raise(SoftTimeLimitExceeded()))
+
+    row = _row(rt, step)
+    assert (row.state, row.attempts, row.outcome_unknown) == (ActionState.PENDING, 1, True)
+    assert row.last_error == "task time limit reached"
+
+
+def test_an_error_of_ours_is_recorded_retried_and_re_raised(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+    before = utcnow()
+
+    with pytest.raises(KeyError):
+        perform(rt, step, _raise(KeyError("missing")))
+
+    row = _row(rt, step)
+    assert (row.state, row.attempts, row.outcome_unknown) == (ActionState.PENDING, 1, False)
+    assert row.last_error == "internal error: KeyError: 'missing'"  # the alarm is never silently dropped
+    assert _first_backoff(rt, step, before, utcnow())
+    [(kind, message)] = _timeline(rt, step)
+    assert kind == "action.retry_scheduled" and message.endswith(": internal error: KeyError: 'missing'")
+
+
+def test_the_last_attempt_unavailable_fails_the_step_and_calls_a_person(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    step = alarm.steps[TRACKTIK]
+    with rt.sessions.begin() as session:
+        action = session.get_one(Action, step)
+        action.attempts = action.max_attempts - 1
+
+    state = perform(rt, step, _raise(UpstreamUnavailableError("tracktik", "HTTP 503")))
+
+    row = _row(rt, step)
+    assert state == ActionState.FAILED == row.state
+    assert row.last_error == "attempts exhausted: tracktik: HTTP 503"
+    assert [d.id for d in _sent(rt)] == [alarm.steps[CALL]]  # the fallback call, now
+
+
+# -- failed: a person must look -------------------------------------------------------------------------
+
+
+def test_a_rejection_fails_the_step_and_a_failed_tracktik_create_calls_now(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    step = alarm.steps[TRACKTIK]
+    before = utcnow()
+
+    state = perform(rt, step, _raise(UpstreamRejectedError("tracktik", 422, "alarm type code unknown")))
+
+    row = _row(rt, step)
+    error = "tracktik: HTTP 422: alarm type code unknown"
+    assert state == ActionState.FAILED == row.state
+    assert (row.attempts, row.last_error) == (1, error)
+    assert _timeline(rt, step) == [("action.failed", f"{TRACKTIK} failed: {error}")]
+    flagged = _alarm(rt, alarm.alarm_id)
+    assert flagged.state == AlarmState.NEEDS_PERSON
+    assert f"{TRACKTIK} failed" in (flagged.needs_person_reason or "")
+    call = _row(rt, alarm.steps[CALL])
+    # The plan's call (60 s later, cancellable) is the fallback: now, and no cancel stops it.
+    assert (call.state, call.cancellable) == (ActionState.QUEUED, False)
+    assert before - timedelta(seconds=1) <= call.due_at <= utcnow()
+    assert [(d.id, d.task_name) for d in _sent(rt)] == [(call.id, CALL)]
+
+
+def test_a_step_that_cannot_be_built_fails_as_not_sent_not_as_an_http_status(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    step = alarm.steps[TRACKTIK]
+
+    state = perform(rt, step, _raise(PreconditionError("tracktik", "site has no tracktik table")))
+
+    row = _row(rt, step)
+    assert state == ActionState.FAILED == row.state
+    assert row.last_error == "tracktik: not sent: site has no tracktik table"  # never "HTTP 0"
+    assert _timeline(rt, step) == [("action.failed", f"{TRACKTIK} failed: {row.last_error}")]
+    assert [d.id for d in _sent(rt)] == [alarm.steps[CALL]]  # the fallback runs as for a rejection
+
+
+# -- not yet: no attempt spent ----------------------------------------------------------------------------
+
+
+def test_not_yet_waits_without_spending_an_attempt(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+    before = utcnow()
+
+    state = perform(rt, step, _raise(NotYetError("waiting for the Alta video links", retry_after_s=30)))
+
+    row = _row(rt, step)
+    assert state == ActionState.PENDING == row.state
+    assert row.attempts == 0
+    assert row.waiting_on is None  # only its due time starts it again
+    assert _between(row.due_at, before, utcnow(), 30, 30)
+    assert row.last_error == "waiting for the Alta video links"
+    assert _timeline(rt, step) == [("action.waiting", f"{TRACKTIK} waits: waiting for the Alta video links")]
+    assert _sent(rt) == []
+
+
+def test_not_yet_on_refs_waits_for_them_and_a_ref_recorded_meanwhile_is_not_missed(rt: Runtime) -> None:
+    first, second = _burglary(rt, "1"), _burglary(rt, "2")
+    waiting = NotYetError("waiting for the Alta video links", retry_after_s=60, wake_on_refs=True)
+
+    perform(rt, first.steps[TRACKTIK], _raise(waiting))
+
+    row = _row(rt, first.steps[TRACKTIK])
+    assert (row.state, row.attempts, row.waiting_on) == (ActionState.PENDING, 0, WAITING_FOR_REFS)
+    assert _sent(rt) == []
+
+    def looks_then_waits(job: Job) -> Outcome:  # the links are recorded while this step looks
+        with rt.sessions.begin() as session:
+            session.get_one(Alarm, second.alarm_id).refs = {alta_refs.VIDEO_LINKS: ["https://v/2"]}
+        raise waiting
+
+    perform(rt, second.steps[TRACKTIK], looks_then_waits)
+
+    assert _row(rt, second.steps[TRACKTIK]).state == ActionState.QUEUED
+    assert [d.id for d in _sent(rt)] == [second.steps[TRACKTIK]]
+
+
+def test_a_spent_budget_waits_without_an_attempt_and_puts_the_alarm_in_front_of_a_person(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    step = alarm.steps[CALL]
+    _due_now(rt, step)
+    before = utcnow()
+
+    state = perform(rt, step, _raise(BudgetExhaustedError("100 calls an hour spent", retry_after_s=600)))
+
+    row = _row(rt, step)
+    assert state == ActionState.PENDING == row.state
+    assert row.attempts == 0
+    assert _between(row.due_at, before, utcnow(), 600, 600)
+    flagged = _alarm(rt, alarm.alarm_id)
+    reason = f"{CALL} waits 600s: 100 calls an hour spent"
+    assert flagged.state == AlarmState.NEEDS_PERSON and flagged.needs_person_reason == reason
+    assert ("alarm.needs_person", reason) in _timeline(rt, alarm_id=alarm.alarm_id)
+    assert _timeline(rt, step) == [
+        ("action.waiting", f"{CALL} waits: 100 calls an hour spent"),
+        ("alarm.needs_person", reason),
+    ]
+
+
+# -- the lease ------------------------------------------------------------------------------------------
+
+
+def test_a_second_delivery_while_the_lease_is_live_does_nothing(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+    ran: list[str] = []
+
+    def second(job: Job) -> Outcome:
+        ran.append("second")
+        return Outcome(external_id="second")
+
+    def first(job: Job) -> Outcome:
+        ran.append("first")
+        assert perform(rt, step, second) == "skipped"  # the same message delivered again meanwhile
+        assert _row(rt, step).state == ActionState.RUNNING
+        return Outcome(external_id="first")
+
+    assert perform(rt, step, first) == ActionState.SUCCEEDED
+
+    row = _row(rt, step)
+    assert ran == ["first"]
+    assert (row.external_id, row.attempts) == ("first", 1)
+    assert [kind for kind, _ in _timeline(rt, step)] == ["action.succeeded"]
+
+
+def test_a_finished_step_delivered_again_is_not_run_again(rt: Runtime) -> None:
+    step = _burglary(rt).steps[TRACKTIK]
+    perform(rt, step, lambda job: Outcome(external_id="77"))
+
+    def again(job: Job) -> Any:
+        raise AssertionError("a finished step ran again")
+
+    assert perform(rt, step, again) == "skipped"
+    assert _row(rt, step).attempts == 1

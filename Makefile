@@ -33,9 +33,9 @@ run: $(VENV)/.installed ## install and run the whole service with embedded defau
 sandbox: $(VENV)/.installed ## run only the vendor simulators (http://127.0.0.1:8100)
 	$(BIN)/alarm-bridge sandbox
 
-test: $(VENV)/.installed-test ## install, make sure Redis and PostgreSQL answer, run the whole suite
+test: $(VENV)/.installed-test ## install, make sure Redis and PostgreSQL answer, run the whole suite (with its coverage floor)
 	$(BIN)/python .ci/services.py
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS)
 
 soak: $(VENV)/.installed-test ## 10,000 alarms through 20 kills, 2 Redis restarts and a slow, stormy vendor (up to 15 min)
 	$(BIN)/python .ci/services.py

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 from app.domain.site_tables import Location, Report, TableSchema
+from config.settings import Settings
 
 T = TypeVar("T")
 
@@ -102,6 +103,8 @@ class PhoneFallback:
 
     step: str
     account: Callable[[HasTables], str | None]  # the site's own connection, if it has one
+    # the monitoring centre's own connection, for a site without one (None: the alarm goes to a person)
+    default_account: Callable[[Settings], str | None] = lambda _settings: None
 
 
 @dataclass(frozen=True, slots=True)

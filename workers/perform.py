@@ -48,7 +48,7 @@ from app.ledger.models import (
     utcnow,
 )
 from config.settings import Settings
-from vendors import EMERGENCY_REQUESTS, WAKING_REFS
+from vendors import EMERGENCY_REQUESTS, PHONE_FALLBACK, WAKING_REFS
 from workers.clients import Clients
 from workers.clients.base import FirstRequestProbe, first_request_probe, step_deadline
 from workers.clients.cache import cache_key
@@ -308,7 +308,7 @@ def _plan_fallback(session: Any, rt: Runtime, alarm_id: int, reason: str, now: d
         now=now,
         max_attempts=rt.settings.action_max_attempts,
         sites=rt.sites,
-        fallback_account=rt.settings.callonalarm_fallback_account,
+        fallback_account=PHONE_FALLBACK.default_account(rt.settings),
     )
     return [step] if step else []
 

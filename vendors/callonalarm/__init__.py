@@ -30,5 +30,9 @@ VENDOR = Vendor(
         maybe_engaged_by=steps.TRIGGER,
         takes_cancel_code=True,
     ),
-    phone_fallback=PhoneFallback(step=steps.TRIGGER, account=_site_account),
+    phone_fallback=PhoneFallback(
+        step=steps.TRIGGER,
+        account=_site_account,
+        default_account=lambda settings: settings.callonalarm_fallback_account,
+    ),
 )

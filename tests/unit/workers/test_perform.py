@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,7 @@ from app.domain.actions import BACKOFF_BASE_S, DueAction
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.domain.outbox import RecordingOutbox
+from app.domain.sites import Sites
 from app.ledger.models import (
     WAITING_FOR_REFS,
     Action,
@@ -48,6 +49,7 @@ from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV, exa
 from vendors.alta import refs as alta_refs
 from vendors.alta import steps as alta_steps
 from vendors.callonalarm import steps as callonalarm_steps
+from vendors.callonalarm.site import CallOnAlarmSite
 from vendors.tracktik import steps as tracktik_steps
 from workers.clients import Clients
 from workers.clients.errors import (
@@ -443,3 +445,31 @@ def test_a_finished_step_delivered_again_is_not_run_again(rt: Runtime) -> None:
 
     assert perform(rt, step, again) == "skipped"
     assert _row(rt, step).attempts == 1
+
+
+@pytest.mark.parametrize("centre", ["CENTRE-1", None])
+def test_a_site_without_its_own_phone_connection_falls_back_to_the_centres(
+    rt: Runtime, centre: str | None
+) -> None:
+    """The phone fallback's default account comes from the settings through its vendor's declaration."""
+    site = rt.sites.site_for_account("acme-panels", MONTREAL_ACCOUNT)
+    assert site is not None and site.table(CallOnAlarmSite) is not None
+    others = [other for other in rt.sites.sites if other.key != site.key]
+    sites = Sites(rt.sites.sources, [site.without(CallOnAlarmSite), *others])
+    rt = replace(rt, sites=sites, settings=replace(rt.settings, callonalarm_fallback_account=centre))
+    alarm = _burglary(rt)
+    with rt.sessions.begin() as session:  # the plan's own call is out of the picture
+        session.execute(
+            update(Action).where(Action.id == alarm.steps[CALL]).values(state=ActionState.CANCELLED)
+        )
+
+    perform(rt, alarm.steps[TRACKTIK], _raise(UpstreamRejectedError("tracktik", 422, "refused")))
+
+    with rt.sessions() as session:
+        calls = session.execute(select(Action).where(Action.alarm_id == alarm.alarm_id, Action.kind == CALL))
+        params = [row.params for row in calls.scalars() if row.id != alarm.steps[CALL]]
+    if centre is None:
+        assert params == []
+        assert any(kind == "fallback.none" for kind, _ in _timeline(rt, alarm_id=alarm.alarm_id))
+    else:
+        assert [(p["account"], p["fallback"]) for p in params] == [(centre, True)]

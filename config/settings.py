@@ -45,17 +45,37 @@ POSITIVE = validate.Range(min=1)
 PORT = validate.Range(min=1, max=65535)
 
 
+def _database_url(raw: str) -> str:
+    """Accept the URL forms platforms hand out and pin the PostgreSQL driver we ship (psycopg 3)."""
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://") :]
+    if raw.startswith("postgresql://"):
+        raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
+    if not raw.startswith(("sqlite://", "postgresql+psycopg://")):
+        raise ConfigurationError("DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported")
+    return raw
+
+
+def _redis_url(raw: str | None) -> str | None:
+    if raw in (None, ""):
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    return raw
+
+
 def setting(
     default: Any,
     *,
     check: Callable[[Any], object] | None = None,
     env: str | None = None,
+    parse: Callable[[Any], object] | None = None,
     secret: bool = False,
 ) -> Any:
     """A Settings field with what reading it from the environment needs: its ``check`` (an environs
-    validator), its variable when that is not the field's name in capitals, and ``secret`` (kept out of
-    repr, so out of logs)."""
-    metadata = {"check": check} | ({"env": env} if env else {})
+    validator), its variable when that is not the field's name in capitals, ``parse`` (checks and
+    normalises the raw value) and ``secret`` (kept out of repr, so out of logs)."""
+    metadata = {"check": check, "parse": parse} | ({"env": env} if env else {})
     return field(default=default, repr=not secret, metadata=metadata)
 
 
@@ -63,10 +83,10 @@ def setting(
 class Settings:
     """Everything a process needs to know about its environment; tests build it directly."""
 
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = setting(DEFAULT_DATABASE_URL, parse=_database_url)
     # None: no broker configured. `alarm-bridge dev` starts an embedded one and sets REDIS_URL
     # for its children; web and worker processes started any other way need a real Redis.
-    redis_url: str | None = setting(None, secret=True)
+    redis_url: str | None = setting(None, parse=_redis_url, secret=True)
     broker_key_prefix: str = ""
     host: str = "0.0.0.0"  # noqa: S104 - platforms route to the container; dev binds loopback
     port: int = setting(8000, check=PORT)
@@ -241,25 +261,6 @@ class Settings:
                 )
 
 
-def _database_url(raw: str) -> str:
-    """Accept the URL forms platforms hand out and pin the PostgreSQL driver we ship (psycopg 3)."""
-    if raw.startswith("postgres://"):
-        raw = "postgresql://" + raw[len("postgres://") :]
-    if raw.startswith("postgresql://"):
-        raw = "postgresql+psycopg://" + raw[len("postgresql://") :]
-    if not raw.startswith(("sqlite://", "postgresql+psycopg://")):
-        raise ConfigurationError("DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported")
-    return raw
-
-
-def _redis_url(raw: str | None) -> str | None:
-    if raw in (None, ""):
-        return None
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigurationError("REDIS_URL: must start with redis://, rediss:// or unix://")
-    return raw
-
-
 def read_settings() -> Settings:
     """Build Settings from the process environment; raise ConfigurationError naming the variable.
 
@@ -279,10 +280,6 @@ def read_settings() -> Settings:
         raise ConfigurationError(str(exc).replace("\n", " ")) from None
 
 
-# Settings whose raw value is then checked and normalised by a function of its own.
-_PARSERS: Mapping[str, Callable[[Any], object]] = {"database_url": _database_url, "redis_url": _redis_url}
-
-
 def _read(env: Env, item: Field[Any], kind: object) -> object:
     name = item.metadata.get("env", item.name.upper())
     check = item.metadata.get("check")
@@ -299,7 +296,7 @@ def _read(env: Env, item: Field[Any], kind: object) -> object:
         value = tuple(entry for entry in env.list(name, list(default)) if entry)
     else:
         raise TypeError(f"Settings.{item.name}: no reader for {kind!r}")
-    parse = _PARSERS.get(item.name)
+    parse = item.metadata.get("parse")
     return parse(value) if parse else value
 
 

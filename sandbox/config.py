@@ -1,11 +1,11 @@
-"""The simulators' configuration: one TOML file, one table per vendor, with a packaged default.
+"""The simulators' configuration: one table per vendor, each with a packaged default in its own folder.
 
 Accounts, credentials, organizations, type codes, delay rules and coverage are data, not code, so a
-demo or a test can change what an upstream "knows" without touching a simulator. `default.toml` next
-to this module works out of the box; a file given by the user replaces, vendor by vendor, the tables it
-defines (a table it leaves out keeps its default), so a one-table file is enough to change one vendor.
-Whole tables are replaced rather than merged key by key so that a file can also remove an account or a
-token the default has.
+demo or a test can change what an upstream "knows" without touching a simulator. Each simulator's
+`sandbox/<key>/default.toml` holds its `[<key>]` table and works out of the box; a file given by the
+user replaces, vendor by vendor, the tables it defines (a table it leaves out keeps its default), so a
+one-table file is enough to change one vendor. Whole tables are replaced rather than merged key by key
+so that a file can also remove an account or a token the default has.
 """
 
 import tomllib
@@ -13,13 +13,32 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-VENDORS = ("alta", "tracktik", "callonalarm", "rapidsos", "cad")
+from sandbox.registry import find_simulators
+
+DEFAULT_FILE = "default.toml"
 
 
 def load_default_config() -> dict[str, Any]:
-    """The packaged `sandbox/default.toml`."""
-    text = resources.files("sandbox").joinpath("default.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    """Every simulator's packaged `sandbox/<key>/default.toml`, each its `[<key>]` table.
+
+    A simulator without the file has no default table. The file is read as package data, so this works
+    from an installed package too.
+
+    Raises:
+        ValueError: a simulator's file defines anything but its own table.
+    """
+    config: dict[str, Any] = {}
+    for key in find_simulators():
+        resource = resources.files(f"sandbox.{key}").joinpath(DEFAULT_FILE)
+        if not resource.is_file():
+            continue
+        tables = tomllib.loads(resource.read_text(encoding="utf-8"))
+        strays = sorted(set(tables) - {key})
+        if strays:
+            raise ValueError(f"sandbox/{key}/{DEFAULT_FILE} may only hold [{key}], not {', '.join(strays)}")
+        if key in tables:
+            config[key] = tables[key]
+    return config
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:

@@ -1,19 +1,20 @@
 """Start the simulators: each on its own server (tests), or all under one port by prefix (the CLI).
 
-Every simulator package `sandbox.<name>` exposes `create_app(config=None, clock=None) -> Flask`, where
-`config` is the whole loaded configuration. `build_apps` imports the ones asked for (an import error is
-not hidden: a missing simulator is a bug), `combined_app` mounts each under `/<name>` — so the CAD is
+The simulators are the folders `sandbox.registry.find_simulators` finds: each declares `SIMULATOR`, whose
+`create_app(config=None, clock=None) -> Flask` gets the whole loaded configuration. `build_apps` creates
+the ones asked for (in key order), `combined_app` mounts each under `/<name>` — so the CAD is
 `http://127.0.0.1:8100/cad/api/v1/external/incident` and its control API
 `http://127.0.0.1:8100/cad/_sandbox/journal` — and `serve_in_thread` runs any WSGI app on a threaded
 werkzeug server in the background (port 0 = a free port chosen by the OS), which is how tests and
-`alarm-bridge dev` start them. `main` is the command line (`python -m sandbox`, `alarm-bridge sandbox`).
+`alarm-bridge dev` start them. `main` is the command line (`python -m sandbox`, `alarm-bridge sandbox`);
+a simulator's own options (Alta's `--alta-webhook-base-url`) come from its `add_arguments` and
+`configure`, so the core names no vendor.
 
 The werkzeug server is used, not gunicorn, because the drop and timeout faults need the raw client
 socket, which werkzeug hands to the app as `environ["werkzeug.socket"]`.
 """
 
 import argparse
-import importlib
 import json
 import signal
 import sys
@@ -31,15 +32,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.clock import Clock
 from sandbox.config import load_config
-
-# name -> "module:factory"; the name is also the mount prefix and the configuration table.
-SIMULATORS: dict[str, str] = {
-    "alta": "sandbox.alta:create_app",
-    "tracktik": "sandbox.tracktik:create_app",
-    "callonalarm": "sandbox.callonalarm:create_app",
-    "rapidsos": "sandbox.rapidsos:create_app",
-    "cad": "sandbox.cad:create_app",
-}
+from sandbox.registry import Simulator, find_simulators
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8100
@@ -48,24 +41,24 @@ DEFAULT_PORT = 8100
 def build_apps(
     config: dict[str, Any] | None = None, only: Iterable[str] | None = None, clock: Clock | None = None
 ) -> dict[str, Flask]:
-    """Create the simulators named in `only` (default: all), in `SIMULATORS` order.
+    """Create the simulators named in `only` (default: all), in key order.
 
     Args:
         config: the whole loaded configuration; None = the packaged default.
         only: simulator names; an unknown name is a ValueError.
         clock: one clock for all of them (the command line shares one), None = one each.
     """
+    simulators = find_simulators()
     config = config if config is not None else load_config()
-    wanted = list(SIMULATORS) if only is None else list(only)
-    unknown = sorted(set(wanted) - set(SIMULATORS))
+    wanted = set(simulators) if only is None else set(only)
+    unknown = sorted(wanted - set(simulators))
     if unknown:
-        raise ValueError(f"unknown simulator(s) {', '.join(unknown)}; known: {', '.join(SIMULATORS)}")
-    apps: dict[str, Flask] = {}
-    for name in SIMULATORS:
-        if name in wanted:
-            module_name, _, factory = SIMULATORS[name].partition(":")
-            apps[name] = getattr(importlib.import_module(module_name), factory)(config=config, clock=clock)
-    return apps
+        raise ValueError(f"unknown simulator(s) {', '.join(unknown)}; known: {', '.join(simulators)}")
+    return {
+        name: simulator.create_app(config=config, clock=clock)
+        for name, simulator in simulators.items()
+        if name in wanted
+    }
 
 
 def combined_app(apps: dict[str, Flask]) -> WSGIApplication:
@@ -146,6 +139,7 @@ def serve_in_thread(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: start the simulators under one port, print their base URLs, serve until Ctrl-C."""
+    simulators = find_simulators()
     parser = argparse.ArgumentParser(prog="alarm-bridge sandbox", description="Run the vendor simulators.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
     parser.add_argument(
@@ -153,14 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", metavar="PATH", help="TOML file; its vendor tables replace the defaults")
     parser.add_argument(
-        "--only", metavar="NAME[,NAME]", help=f"start only these simulators ({', '.join(SIMULATORS)})"
+        "--only", metavar="NAME[,NAME]", help=f"start only these simulators ({', '.join(simulators)})"
     )
     parser.add_argument("--log-requests", action="store_true", help="print one line per request")
-    parser.add_argument(
-        "--alta-webhook-base-url",
-        metavar="URL",
-        help="send Alta zone webhooks to this scheme://host:port (path and ?token= as configured)",
-    )
+    for simulator in simulators.values():
+        if simulator.add_arguments is not None:
+            simulator.add_arguments(parser)
     args = parser.parse_args(argv)
 
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
@@ -172,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if not apps:
         sys.stderr.write("alarm-bridge sandbox: no simulator selected\n")
         return 2
-    if args.alta_webhook_base_url and "alta" in apps:
-        # The same lasting override as POST /_sandbox/webhook-target {"base_url": ...}.
-        from sandbox.alta import deployment
-
-        deployment(apps["alta"]).set_target(None, None, args.alta_webhook_base_url)
+    _configure(simulators, apps, args)
 
     stop = threading.Event()
 
@@ -193,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _configure(simulators: dict[str, Simulator], apps: dict[str, Flask], args: argparse.Namespace) -> None:
+    """Hand each started simulator the parsed command line, for the options it added."""
+    for name, app in apps.items():
+        configure = simulators[name].configure
+        if configure is not None:
+            configure(app, args)
 
 
 def _serve_until_stopped(

@@ -20,7 +20,8 @@ or the connection error). Optional keys: `detection`, `trigger_phase`, `fire_web
 `GET|POST|DELETE /webhook-target` reads / sets / forgets a lasting override of the zones' webhook URL
 (`{"url"}` whole or `{"base_url"}` scheme and host only, optionally for one `alarm_zone_id`); it
 survives `POST /_sandbox/reset` because it is wiring, not vendor data. `GET /alerts` lists every alert
-with its internals (listed or not, ended or not); `GET /webhooks` every delivery.
+with its internals (listed or not, ended or not); `GET /webhooks` every delivery. The command line's
+`--alta-webhook-base-url` (`add_arguments`, `configure`) sets the same override for every zone.
 
 Choices the documents leave open, made here and nowhere else:
 
@@ -62,6 +63,7 @@ Choices the documents leave open, made here and nowhere else:
   (`GET /alerts/{guid}` is 405: only the verify POST exists there).
 """
 
+import argparse
 import threading
 from datetime import UTC, datetime
 from html import escape
@@ -411,6 +413,21 @@ def deployment(app: Flask | None = None) -> AltaDeployment:
     """The Alta deployment (of `app`, or of the app handling the current request)."""
     site: AltaDeployment = (app or current_app).extensions[STORE_KEY]
     return site
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Alta's command-line option: where the zone webhooks go (`alarm-bridge dev` points them at the web)."""
+    parser.add_argument(
+        "--alta-webhook-base-url",
+        metavar="URL",
+        help="send Alta zone webhooks to this scheme://host:port (path and ?token= as configured)",
+    )
+
+
+def configure(app: Flask, args: argparse.Namespace) -> None:
+    """Apply `--alta-webhook-base-url`: the same lasting override as POST /_sandbox/webhook-target."""
+    if args.alta_webhook_base_url:
+        deployment(app).set_target(None, None, args.alta_webhook_base_url)
 
 
 def _session() -> Account:

@@ -1,10 +1,10 @@
 """CallOnAlarm's configuration: API keys, connections (accounts), contacts and delay rules.
 
-The `[callonalarm]` table of `sandbox/default.toml` is parsed and checked here once, at start-up, so a
-mistyped rule (a delay of 7 s, a custom code that is an SIA code, a language CallOnAlarm does not
-speak) fails loudly instead of answering strangely later. The constraints are the vendor's: delays
-10-300 s in steps of 5 and custom codes of 2-10 characters `A-Z 0-9 _` that are not SIA codes
-(CONTRACTS Part B §3.3), languages en/fr/es/it/de (seed 001).
+The `[callonalarm]` table (default: `sandbox/callonalarm/default.toml`) is parsed and checked here
+once, at start-up, so a mistyped rule (a delay of 7 s, a custom code that is an SIA code, a language
+CallOnAlarm does not speak) fails loudly instead of answering strangely later. The constraints are the
+vendor's: delays 10-300 s in steps of 5 and custom codes of 2-10 characters `A-Z 0-9 _` that are not SIA
+codes (CONTRACTS Part B §3.3), languages en/fr/es/it/de (seed 001).
 """
 
 from collections.abc import Mapping

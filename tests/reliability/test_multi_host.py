@@ -266,9 +266,9 @@ class Deployment:
             client.close()
 
     def _start_sandbox(self, ns: str) -> None:
-        config = (REPO / "sandbox" / "default.toml").read_text()
+        config = "\n".join(path.read_text() for path in sorted((REPO / "sandbox").glob("*/default.toml")))
         for default, ours in CREDENTIALS.values():
-            assert f'"{default}"' in config, f"sandbox/default.toml no longer holds {default}"
+            assert f'"{default}"' in config, f"no sandbox/<vendor>/default.toml holds {default}"
             config = config.replace(f'"{default}"', f'"{ours}"')
         (self.root / "sandbox.toml").write_text(config)
         argv = [

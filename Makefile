@@ -22,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed
 
-.PHONY: help run sandbox test soak bench bench-growth lint fmt migrate clean
+.PHONY: help run sandbox test soak bench bench-growth lint fmt docs migrate clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: $(VENV)/.installed-test ## ruff, formatting, the import contracts and mypy
 fmt: $(VENV)/.installed-test ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+docs: $(VENV)/.installed ## write each vendor's settings (vendors/<key>/settings.py) into README.md and .env.example
+	$(BIN)/python .ci/vendor_docs.py
 
 migrate: $(VENV)/.installed ## apply ledger migrations to DATABASE_URL
 	$(BIN)/alarm-bridge db upgrade

@@ -35,7 +35,7 @@ EXAMPLE_SITES = PACKAGE_ROOT / "config" / "examples" / "sites.toml"
 DEV_SOURCE_SECRETS = {
     "ACME_PANELS_TOKEN": "dev-panel-token-change-me",
     "ACME_PANELS_WHSEC": "whsec_ZGV2LXNpZ25pbmctc2VjcmV0LWNoYW5nZS1tZS0xMjM0",
-    # The token the sandbox's Alta zones put on their webhooks (sandbox/default.toml), so a detection
+    # The token the sandbox's Alta zones put on their webhooks (sandbox/alta/default.toml), so a detection
     # played in the sandbox reaches this bridge as it would from Alta Protect.
     "ALTA_MAIN_TOKEN": "sandbox-alta-webhook-token",
 }
@@ -63,6 +63,7 @@ def dev(broker: str, flower_port: int | None) -> None:
     """Run web, worker, urgent, beat, the DC-09 receiver, Flower and the sandbox with embedded defaults."""
     from honcho.manager import Manager
 
+    import vendors
     from config.settings import load_settings
 
     env = dict(os.environ)
@@ -86,10 +87,12 @@ def dev(broker: str, flower_port: int | None) -> None:
         {k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS", "SITES_FILE", "SIA_RECEIVER_PORT")}
     )
     sandbox_port = env.get("SANDBOX_PORT", "8100")
-    for vendor in ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD"):  # the clients talk to the sandbox
-        env.setdefault(f"{vendor}_BASE_URL", f"http://127.0.0.1:{sandbox_port}/{vendor.lower()}")
-        os.environ[f"{vendor}_BASE_URL"] = env[f"{vendor}_BASE_URL"]
-    settings = load_settings()
+    for vendor in vendors.VENDORS:  # the clients talk to the sandbox, which serves each under its key
+        if vendor.settings is not None:
+            name = vendor.settings.env_name("base_url")
+            env.setdefault(name, f"http://127.0.0.1:{sandbox_port}/{vendor.key}")
+            os.environ[name] = env[name]
+    settings = load_settings(vendors.SETTINGS)  # a bad vendor setting stops `dev` before its processes
     Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
     # prometheus_client's multiprocess mode adds up the sample files every process leaves in this
     # directory, so each run starts from an empty one (files of a previous run's dead processes would
@@ -181,14 +184,13 @@ def _port_or_free(preferred: int) -> int:
 
 
 def _sandbox_available() -> bool:
-    """True when every simulator the sandbox server lists is present."""
-    import importlib.util
-
+    """True when the sandbox is installed and has simulators (each found by its folder)."""
     try:
-        from sandbox.server import SIMULATORS
+        from sandbox.registry import find_simulators
+
+        return bool(find_simulators())
     except ImportError:
         return False
-    return all(importlib.util.find_spec(target.split(":")[0]) for target in SIMULATORS.values())
 
 
 @contextmanager

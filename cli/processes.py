@@ -52,9 +52,10 @@ def flower(port: int, address: str) -> None:
     Flower can revoke tasks and shut workers down, so it refuses to listen beyond loopback without
     FLOWER_BASIC_AUTH (user:password pairs, comma-separated).
     """
+    import vendors
     from config.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(vendors.SETTINGS)  # as the worker app Flower loads will
     if not settings.flower_basic_auth and not is_loopback(address):
         sys.exit(
             f"alarm-bridge flower: refusing to serve Flower on {address or 'every interface'} without "
@@ -82,7 +83,9 @@ def receiver() -> None:
     account has a key in the sites file); each is answered ACK only once what it reports is committed
     to the ledger. SIGTERM stops accepting, lets the frames in flight finish, and exits.
     """
+    import vendors
     from app.receiver.server import run
     from config.settings import load_settings
 
-    sys.exit(run(load_settings()))
+    # The receiver uses no vendor's settings; reading them refuses a bad one here too, as everywhere.
+    sys.exit(run(load_settings(vendors.SETTINGS)))

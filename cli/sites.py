@@ -112,11 +112,12 @@ def sites_check(file: Path | None, ignore_missing_secrets: bool) -> None:
     Secrets are read from the environment variables the file names, as at start-up. Prints one
     line per problem and exits 1, or a short summary and exits 0.
     """
+    import vendors
     from app.domain.sites import SitesFileError
     from app.domain.sites_file import load_sites
     from config.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(vendors.SETTINGS)  # as the web process would: a bad vendor setting is refused
     path = file or (Path(settings.sites_file) if settings.sites_file else None)
     if path is None:
         raise click.UsageError("give the FILE to check, or set SITES_FILE")

@@ -4,6 +4,11 @@ This is the only module that reads ``os.environ`` (it also hands a copy to the s
 which resolves the secrets each source names by variable). Every value has a default that serves the
 embedded mode (``alarm-bridge dev``: SQLite ledger, embedded broker, sandbox upstreams), and an
 invalid value stops start-up with one line naming the variable and why.
+
+Each vendor declares its own settings (a ``VendorSettings`` in ``vendors/<key>/settings.py``); this
+module cannot import them (the vendors import the domain), so a process that runs vendors hands them
+over: ``load_settings(vendors.SETTINGS)`` reads them with the rest, and ``Settings.vendor()`` returns
+them.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import Field, dataclass, field, fields
-from typing import Any, get_type_hints
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, TypeVar, get_type_hints
 from urllib.parse import urlsplit
 
 from environs import Env, EnvError, validate
@@ -68,15 +74,77 @@ def setting(
     default: Any,
     *,
     check: Callable[[Any], object] | None = None,
+    doc: str | None = None,
     env: str | None = None,
+    example: str | None = None,
     parse: Callable[[Any], object] | None = None,
     secret: bool = False,
 ) -> Any:
     """A Settings field with what reading it from the environment needs: its ``check`` (an environs
     validator), its variable when that is not the field's name in capitals, ``parse`` (checks and
-    normalises the raw value) and ``secret`` (kept out of repr, so out of logs)."""
-    metadata = {"check": check, "parse": parse} | ({"env": env} if env else {})
+    normalises the raw value) and ``secret`` (kept out of repr, so out of logs). A vendor's setting
+    also says what it means (``doc``, one line) and, when it is unset by default, an ``example`` value
+    for ``.env.example``: both documents are generated from them (``make docs``)."""
+    metadata = {"check": check, "parse": parse, "doc": doc, "example": example} | (
+        {"env": env} if env else {}
+    )
     return field(default=default, repr=not secret, metadata=metadata)
+
+
+def variable(item: Field[Any], prefix: str = "") -> str:
+    """The environment variable a setting is read from: ``setting(env=...)``, else its name in capitals,
+    after its section's prefix (``TRACKTIK`` + ``base_url`` -> ``TRACKTIK_BASE_URL``)."""
+    return str(item.metadata.get("env") or f"{prefix}_{item.name}".lstrip("_").upper())
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class VendorSettings:
+    """Base of a vendor's own settings (``vendors/<key>/settings.py``), read with the others at start-up.
+
+    A subclass is a frozen slots dataclass whose fields use ``setting()``: each is read from
+    ``<prefix>_<FIELD>``. ``base_url`` is mandatory. A field without ``doc`` belongs to the vendor's
+    connection (its URL and credentials, whose defaults are the sandbox's): the generated docs list
+    those in one row that ``description`` explains; a field with ``doc`` gets a row of its own.
+    """
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # every subclass is a dataclass
+    prefix: ClassVar[str]  # "TRACKTIK"
+    description: ClassVar[str]  # one line: what its connection reaches ("TrackTik REST API and ...")
+    base_url: str
+
+    def __post_init__(self) -> None:
+        # A sandbox credential aimed at a real vendor is a misconfiguration, never a test.
+        host = urlsplit(self.base_url).hostname or ""
+        items = fields(self)
+        if host not in _LOOPBACK and any(
+            not item.repr and "sandbox" in str(getattr(self, item.name) or "") for item in items
+        ):
+            raise ConfigurationError(
+                f"{self.env_name('base_url')} points at {host} with the sandbox's {self.prefix} credentials"
+            )
+
+    @classmethod
+    def env_name(cls, name: str) -> str:
+        """The environment variable field ``name`` is read from (``base_url`` -> ``TRACKTIK_BASE_URL``)."""
+        return variable(cls.__dataclass_fields__[name], cls.prefix)
+
+
+V = TypeVar("V", bound=VendorSettings)
+
+
+def _checked(kind: type[V]) -> type[V]:
+    """``kind``, once checked to be a frozen dataclass with a prefix and a ``base_url`` (a mistake in
+    a vendor's declaration: a TypeError, not a configuration error)."""
+    params = getattr(kind, "__dataclass_params__", None)
+    named = {item.name for item in fields(kind)} if params else set()  # fields(): ClassVars left out
+    if not (params and params.frozen and getattr(kind, "prefix", "") and "base_url" in named):
+        raise TypeError(
+            f"{kind.__name__}: vendor settings are a frozen dataclass with a prefix and a base_url"
+        )
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,28 +196,6 @@ class Settings:
     clock_skew_tolerance_s: float = setting(300.0, check=validate.Range(min=0))
     http_connect_timeout_s: float = setting(3.05, check=validate.Range(min=0.1))
     http_read_timeout_s: float = setting(10.0, check=validate.Range(min=0.1))
-    alta_base_url: str = "http://127.0.0.1:8100/alta"
-    alta_username: str = "api@sandbox.alta.example"
-    alta_password: str = setting("sandbox-alta-password", secret=True)
-    # how long to keep looking for a webhook's ongoing alert
-    alta_lookup_timeout_s: float = setting(120.0, check=validate.Range(min=1))
-    # how long a TrackTik alarm waits for the video links
-    alta_video_wait_s: float = setting(30.0, check=validate.Range(min=0))
-    tracktik_base_url: str = "http://127.0.0.1:8100/tracktik"
-    tracktik_client_id: str = "sandbox-tracktik-client"
-    tracktik_client_secret: str = setting("sandbox-tracktik-secret", secret=True)
-    tracktik_username: str = "alarm-bridge-api"
-    tracktik_password: str = setting("sandbox-tracktik-password", secret=True)
-    callonalarm_base_url: str = "http://127.0.0.1:8100/callonalarm"
-    callonalarm_api_key: str = setting("coa_sandbox_key_0001", secret=True)
-    callonalarm_hourly_budget: int = setting(100, check=validate.Range(min=1))
-    callonalarm_poll_interval_s: float = setting(30.0, check=validate.Range(min=1))
-    callonalarm_fallback_account: str | None = None  # the monitoring centre's own connection
-    rapidsos_base_url: str = "http://127.0.0.1:8100/rapidsos"
-    rapidsos_client_id: str = "sandbox-rapidsos-client"
-    rapidsos_client_secret: str = setting("sandbox-rapidsos-secret", secret=True)
-    cad_base_url: str = "http://127.0.0.1:8100/cad"
-    cad_token: str = setting("sandbox-cad-token", secret=True)
     # Signs the dashboard's session cookie (which holds only a session id; the session itself is in
     # Redis). The web process refuses to start without it (check_web); `alarm-bridge dev` makes one.
     secret_key: str = setting("", secret=True)
@@ -196,6 +242,33 @@ class Settings:
     archive_batch_size: int = setting(500, check=validate.Range(min=1, max=10_000))
     # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Each vendor's own settings, by class, as read at start-up (``vendor()``); their reprs keep their
+    # secrets out, but their URLs need not be in every Settings repr either.
+    sections: Mapping[type[VendorSettings], VendorSettings] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
+    # True when read from the environment: a vendor whose settings were not read is then a bug.
+    read_from_environment: bool = field(default=False, repr=False, compare=False)
+
+    def vendor(self, kind: type[V]) -> V:
+        """A vendor's settings: as read at start-up; for Settings a test built, ``kind()`` (the sandbox's).
+
+        Raises LookupError when these Settings were read from the environment without ``kind``: the
+        entry point forgot to pass it, and production must never run on the sandbox's defaults.
+        """
+        found = self.sections.get(kind)
+        if isinstance(found, kind):
+            return found
+        if self.read_from_environment:
+            raise LookupError(
+                f"{kind.__name__} was not read at start-up: the process's entry point must pass "
+                "vendors.SETTINGS to load_settings()"
+            )
+        return kind()
+
+    def with_vendor(self, *sections: VendorSettings) -> Settings:
+        """These settings with the given vendor settings in place of their own (tests use it)."""
+        return replace(self, sections=MappingProxyType({**self.sections, **{type(s): s for s in sections}}))
 
     @property
     def prometheus_dir(self) -> str:
@@ -246,42 +319,46 @@ class Settings:
             raise ConfigurationError(
                 f"AUTH_FAILURE_LIMIT: {self.auth_failure_limit!r} is not a rate like '10 per minute'"
             ) from None
-        # A sandbox credential aimed at a real vendor is a misconfiguration, never a test.
-        for vendor, url, secret in (
-            ("ALTA", self.alta_base_url, self.alta_password),
-            ("TRACKTIK", self.tracktik_base_url, self.tracktik_client_secret),
-            ("CALLONALARM", self.callonalarm_base_url, self.callonalarm_api_key),
-            ("RAPIDSOS", self.rapidsos_base_url, self.rapidsos_client_secret),
-            ("CAD", self.cad_base_url, self.cad_token),
-        ):
-            host = urlsplit(url).hostname or ""
-            if "sandbox" in secret and host not in ("127.0.0.1", "localhost", "::1"):
-                raise ConfigurationError(
-                    f"{vendor}_BASE_URL points at {host} with the sandbox's {vendor} credentials"
-                )
 
 
-def read_settings() -> Settings:
-    """Build Settings from the process environment; raise ConfigurationError naming the variable.
+# The Settings fields the reader fills itself: they are not variables.
+NOT_VARIABLES: Final = frozenset({"environ", "sections", "read_from_environment"})
+
+
+def read_settings(sections: Iterable[type[VendorSettings]] = ()) -> Settings:
+    """Build Settings, and each vendor's of ``sections``, from the process environment; raise
+    ConfigurationError naming the variable.
 
     Each setting is read by its field's type, from the variable its field names (its name in capitals
-    unless ``setting(env=...)`` says otherwise), with its field's default and ``check``.
+    unless ``setting(env=...)`` says otherwise, after a vendor's prefix), with its field's default and
+    ``check``.
     """
     env = Env(eager=True)  # a .env file is never read implicitly
-    types = get_type_hints(Settings)
     try:
-        values = {
-            item.name: _read(env, item, types[item.name])
-            for item in fields(Settings)
-            if item.name != "environ"
+        values = _read_fields(env, Settings)
+        read = {kind: kind(**_read_fields(env, _checked(kind), kind.prefix)) for kind in sections}
+        given = {
+            "environ": dict(os.environ),
+            "sections": MappingProxyType(read),
+            "read_from_environment": True,
         }
-        return Settings(**values, environ=dict(os.environ))  # type: ignore[arg-type]
+        return Settings(**values, **given)  # type: ignore[arg-type]
     except EnvError as exc:
         raise ConfigurationError(str(exc).replace("\n", " ")) from None
 
 
-def _read(env: Env, item: Field[Any], kind: object) -> object:
-    name = item.metadata.get("env", item.name.upper())
+def _read_fields(env: Env, kind: type[Settings | VendorSettings], prefix: str = "") -> dict[str, object]:
+    """Every setting of ``kind`` (Settings, or a vendor's with its prefix), by field name: the one reader."""
+    types = get_type_hints(kind)
+    return {
+        item.name: _read(env, item, types[item.name], prefix)
+        for item in fields(kind)
+        if item.name not in NOT_VARIABLES
+    }
+
+
+def _read(env: Env, item: Field[Any], kind: object, prefix: str = "") -> object:
+    name = variable(item, prefix)
     check = item.metadata.get("check")
     default: Any = item.default
     value: object
@@ -295,14 +372,15 @@ def _read(env: Env, item: Field[Any], kind: object) -> object:
     elif kind == tuple[str, ...]:
         value = tuple(entry for entry in env.list(name, list(default)) if entry)
     else:
-        raise TypeError(f"Settings.{item.name}: no reader for {kind!r}")
+        raise TypeError(f"{name}: no reader for {kind!r}")
     parse = item.metadata.get("parse")
     return parse(value) if parse else value
 
 
-def load_settings() -> Settings:
-    """Read the process environment once; on a bad value exit with one line naming the variable."""
+def load_settings(sections: Iterable[type[VendorSettings]] = ()) -> Settings:
+    """Read the process environment once, with the vendor settings of ``sections`` (a process that
+    runs vendors passes ``vendors.SETTINGS``); on a bad value exit with one line naming the variable."""
     try:
-        return read_settings()
+        return read_settings(sections)
     except ConfigurationError as exc:
         sys.exit(f"alarm-bridge: invalid configuration: {exc}")

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from app.ledger.session import make_engine
 from cli.ledger import alembic_config
 from config.celery import QUEUES, celery_config
-from config.settings import Settings
+from config.settings import Settings, VendorSettings
 from workers.runtime import (
     Runtime,
     RuntimeHolder,
@@ -146,16 +146,17 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for a test: embedded-mode defaults, a private var dir, overrides as keywords."""
+    """Settings for a test: embedded-mode defaults, a private var dir, overrides as keywords, and
+    vendor settings (``TrackTikSettings(base_url=...)``) as arguments."""
 
-    def build(**overrides: Any) -> Settings:
+    def build(*sections: VendorSettings, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "var_dir": str(tmp_path / "var"),
             "log_format": "console",
             "secret_key": SECRET_KEY,
         }
         values.update(overrides)
-        return Settings(**values)
+        return Settings(**values).with_vendor(*sections)
 
     return build
 

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import requests
 
+import vendors
 from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the virtualenv's scripts: gunicorn, celery, alarm-bridge
-VENDORS = ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD")
 # Variables that name the services or state of another deployment (a developer's shell, CI's).
 SERVICE_VARIABLES = ("DATABASE_", "REDIS_", "PROMETHEUS")
 
@@ -87,8 +87,8 @@ def inherited_env(drop: Sequence[str] = SERVICE_VARIABLES) -> dict[str, str]:
 
 
 def sandbox_urls(base: str) -> dict[str, str]:
-    """``<VENDOR>_BASE_URL`` for the five vendors of a sandbox at ``base``."""
-    return {f"{vendor}_BASE_URL": f"{base}/{vendor.lower()}" for vendor in VENDORS}
+    """``<VENDOR>_BASE_URL`` for every vendor of a sandbox at ``base``, which serves each under its key."""
+    return {v.settings.env_name("base_url"): f"{base}/{v.key}" for v in vendors.VENDORS if v.settings}
 
 
 def deployment_env(

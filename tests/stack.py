@@ -42,7 +42,7 @@ from tests.sites_fixture import (
 from workers.runtime import Runtime, runtime_holder
 
 OPERATOR = {"Authorization": "Bearer test-operator-key"}
-# The Alta zone webhooks of the sandbox carry this token (sandbox/default.toml).
+# The Alta zone webhooks of the sandbox carry this token (sandbox/alta/default.toml).
 SANDBOX_ALTA_TOKEN = "sandbox-alta-webhook-token"
 
 E2E_SITES = (
@@ -142,17 +142,15 @@ class Stack:
         sites = tmp_path / "e2e-sites.toml"
         sites.write_text(sites_toml)
         environ = {**SOURCE_ENV, "ALTA_MAIN_TOKEN": f"{ALTA_TOKEN},{SANDBOX_ALTA_TOKEN}"}
+        # Every vendor at its key in this sandbox, the rest of its settings as the test gave them.
+        at_sandbox = [
+            replace(settings.vendor(vendor.settings), base_url=f"{sb}/{vendor.key}")
+            for vendor in vendors.VENDORS
+            if vendor.settings
+        ]
         self.settings = replace(
-            settings,
-            sites_file=str(sites),
-            environ=environ,
-            operator_api_keys=("test-operator-key",),
-            alta_base_url=f"{sb}/alta",
-            tracktik_base_url=f"{sb}/tracktik",
-            callonalarm_base_url=f"{sb}/callonalarm",
-            rapidsos_base_url=f"{sb}/rapidsos",
-            cad_base_url=f"{sb}/cad",
-        )
+            settings, sites_file=str(sites), environ=environ, operator_api_keys=("test-operator-key",)
+        ).with_vendor(*at_sandbox)
         self.web_app = create_app(self.settings)
         self.web = serve_in_thread(self.web_app)
         deployment(self.sandbox_apps["alta"]).set_target(None, None, self.web.base_url)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from config.settings import VendorSettings
 from vendors import alta, cad, callonalarm, rapidsos, tracktik
 from vendors.base import ByApi, ByHand, OperatorSteps, PhoneFallback, SiteTable, Vendor
 
@@ -67,6 +68,9 @@ UPSTREAM_IDS: Final[Mapping[str, str]] = MappingProxyType(
 )
 VIDEO_LINK_REFS: Final = tuple(v.video_links for v in VENDORS if v.video_links)
 OPERATOR_STEPS: Final[tuple[OperatorSteps, ...]] = tuple(v.operator for v in VENDORS if v.operator)
+# Each vendor's settings class: every process that runs vendors reads them at start-up
+# (``load_settings(vendors.SETTINGS)``), and the README's and .env.example's lists are generated from them.
+SETTINGS: Final[tuple[type[VendorSettings], ...]] = tuple(v.settings for v in VENDORS if v.settings)
 
 # Each vendor's worker side, by the convention above: the worker app includes the tasks modules
 # (workers.celery_app), and builds one client per vendor from the client modules (workers.clients).
@@ -108,6 +112,7 @@ __all__ = [
     "OPERATOR_STEPS",
     "PHONE_FALLBACK",
     "PLAN_STEP_KINDS",
+    "SETTINGS",
     "SITE_TABLES",
     "STEPS",
     "TASK_MODULES",

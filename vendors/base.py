@@ -4,7 +4,8 @@ A vendor (an upstream the bridge drives: Alta, TrackTik, CallOnAlarm, RapidSOS, 
 its own package which steps it runs and which of them a site plan may name, which ``alarm.refs`` keys
 it writes, the table it reads from a site in the sites file, how it is stood down, and what the
 dashboard calls its ids. Intake, plans, the sites file, stand-down, operations, ``perform`` and the
-dashboard ask the registry (``vendors``) for these instead of naming a vendor.
+dashboard ask the registry (``vendors``) for these instead of naming a vendor. Its settings (URL,
+credentials, the waits of its steps) are declared in its ``settings`` module, read at start-up.
 
 These declarations are data and small pure functions: no HTTP, no Celery, no Flask (an import
 contract checks it). The client and tasks that act on them sit beside them, in ``client`` and ``tasks``
@@ -19,7 +20,7 @@ from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 from app.domain.site_tables import Location, Report, TableSchema
-from config.settings import Settings
+from config.settings import Settings, VendorSettings
 
 T = TypeVar("T")
 
@@ -143,3 +144,5 @@ class Vendor:
     prerequisites: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     emergency_request: str | None = None  # the 911 request other immediate life-safety steps wait for
     operator: OperatorSteps | None = None
+    # its own settings (``<key>/settings.py``), read at start-up by every process that runs vendors
+    settings: type[VendorSettings] | None = None

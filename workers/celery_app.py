@@ -30,7 +30,7 @@ TASK_MODULES = [
     *vendors.TASK_MODULES,
 ]
 
-settings = load_settings()
+settings = load_settings(vendors.SETTINGS)
 Path(settings.var_dir).mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file here
 celery_app = Celery("alarm_bridge", include=TASK_MODULES)
 celery_app.conf.update(celery_config(settings))

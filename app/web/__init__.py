@@ -14,6 +14,7 @@ from flask import Flask, redirect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+import vendors
 from app import telemetry
 from app.domain.intake import IntakeRules
 from app.domain.outbox import Outbox, make_producer
@@ -40,7 +41,9 @@ def create_app(
 ) -> Flask:
     """Build the web app; gunicorn passes nothing, tests pass their own Settings and doubles."""
     if settings is None:  # a process entry point (gunicorn): share metrics with the host's processes
-        settings = load_settings()
+        # The web uses no vendor's settings, but reads them so that a bad one stops it as it stops
+        # every other process: one configuration, refused or accepted as a whole.
+        settings = load_settings(vendors.SETTINGS)
         telemetry.use_multiprocess_metrics(settings.prometheus_dir)
     configure_logging(settings)
     try:

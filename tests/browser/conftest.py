@@ -17,6 +17,8 @@ from playwright.sync_api import BrowserContext, Page, sync_playwright
 from config.settings import Settings
 from tests.conftest import CI
 from tests.stack import Stack
+from vendors.alta.settings import AltaSettings
+from vendors.callonalarm.settings import CallOnAlarmSettings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_MISSING = "Debian's chromium is not installed (apt-get install chromium chromium-driver)"
@@ -84,12 +86,11 @@ def stack(
     """The whole bridge (web over HTTP, worker, dispatcher, simulators), as the end-to-end tests run
     it; only started once the browser is known to be there."""
     settings = make_settings(
+        AltaSettings(lookup_timeout_s=30, video_wait_s=20),
+        CallOnAlarmSettings(poll_interval_s=2),
         database_url=postgres_url,
         redis_url=redis_url,
         broker_key_prefix=f"abbrowser:{uuid.uuid4().hex[:10]}:",
-        alta_lookup_timeout_s=30,
-        alta_video_wait_s=20,
-        callonalarm_poll_interval_s=2,
     )
     with Stack(settings, tmp_path).running() as running:
         yield running

@@ -16,6 +16,8 @@ from app.domain.intake import HOLD_FOR_911
 from config.settings import Settings
 from tests.polling import wait_until
 from tests.stack import OPERATOR, Stack
+from vendors.alta.settings import AltaSettings
+from vendors.callonalarm.settings import CallOnAlarmSettings
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +34,11 @@ def stack(
     make_settings: Callable[..., Settings], postgres_url: str, redis_url: str, tmp_path: Path
 ) -> Iterator[Stack]:
     settings = make_settings(
+        AltaSettings(lookup_timeout_s=30, video_wait_s=20),
+        CallOnAlarmSettings(poll_interval_s=2),
         database_url=postgres_url,
         redis_url=redis_url,
         broker_key_prefix=f"abe2e:{uuid.uuid4().hex[:10]}:",
-        alta_lookup_timeout_s=30,
-        alta_video_wait_s=20,
-        callonalarm_poll_interval_s=2,
     )
     with Stack(settings, tmp_path).running() as running:
         yield running

@@ -53,7 +53,7 @@ SIGNING_KEY = b"PLANTED-signing-key-0123456789ab"
 SIGNING_SECRET = "whsec_" + base64.b64encode(SIGNING_KEY).decode()
 CONTACT_NAME = "Plantedname Contactperson"
 CONTACT_PHONE = "+16175550199"
-SANDBOX_CREDENTIALS = (  # the sandbox's vendor credentials (sandbox/default.toml)
+SANDBOX_CREDENTIALS = (  # the sandbox's vendor credentials (sandbox/<vendor>/default.toml)
     "sandbox-alta-password",
     "sandbox-tracktik-secret",
     "sandbox-tracktik-password",

@@ -18,6 +18,7 @@ from config.settings import Settings
 from sandbox.server import serve_in_thread
 from tests.polling import wait_until
 from tests.stack import Stack
+from vendors.alta.settings import AltaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +57,10 @@ def stack(
     monitor: Monitor,
 ) -> Iterator[Stack]:
     settings = make_settings(
+        AltaSettings(lookup_timeout_s=30, video_wait_s=1),
         database_url=postgres_url,
         redis_url=redis_url,
         broker_key_prefix=f"abwd:{uuid.uuid4().hex[:10]}:",
-        alta_lookup_timeout_s=30,
-        alta_video_wait_s=1,
         watchdog_grace_s=1.0,
         watchdog_heartbeat_url=monitor.url,
     )

@@ -15,6 +15,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+import vendors
 from app.ledger.models import Action
 from app.ledger.session import make_engine, make_sessionmaker
 from app.web import create_app
@@ -50,7 +51,7 @@ class Deployment:
         saved = dict(os.environ)
         os.environ.update(self.env)
         try:
-            self.settings = read_settings()
+            self.settings = read_settings(vendors.SETTINGS)
         finally:
             os.environ.clear()
             os.environ.update(saved)

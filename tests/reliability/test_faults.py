@@ -17,6 +17,7 @@ from app.ledger.models import Action, utcnow
 from config.settings import Settings
 from tests.polling import wait_until
 from tests.stack import Stack
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from workers.perform import Job
 
 pytestmark = pytest.mark.reliability
@@ -44,10 +45,9 @@ def make_stack(
             "redis_url": redis_url,
             "broker_key_prefix": f"abrel:{uuid.uuid4().hex[:10]}:",
             "http_read_timeout_s": 2.0,
-            "callonalarm_poll_interval_s": 2,
         }
         values.update(overrides)
-        context = Stack(make_settings(**values), tmp_path).running()
+        context = Stack(make_settings(CallOnAlarmSettings(poll_interval_s=2), **values), tmp_path).running()
         contexts.append(context)
         return context.__enter__()
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from vendors.alta import refs, steps
+from vendors.alta.settings import AltaSettings
 from vendors.base import OperatorSteps, Vendor
 
 
@@ -30,4 +31,5 @@ VENDOR = Vendor(
     source_kind="alta",
     prerequisites=MappingProxyType({steps.COLLECT_VIDEO: steps.FIND_ONGOING_ALERT}),
     operator=OperatorSteps(applies=_from_alta, verify=steps.VERIFY, end=steps.END),
+    settings=AltaSettings,
 )

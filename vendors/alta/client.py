@@ -31,6 +31,7 @@ from vendors.alta.models import (
     parse_alerts,
     parse_bookmarks,
 )
+from vendors.alta.settings import AltaSettings
 from workers.clients import VendorClient
 from workers.clients.base import BaseClient, timeouts
 from workers.clients.cache import cache_key
@@ -74,11 +75,12 @@ class AltaClient(BaseClient):
         cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
     ) -> Self:
         """The client for this deployment; `cache` is the shared Redis that holds the login cookie."""
+        alta = settings.vendor(AltaSettings)
         return cls(
-            settings.alta_base_url,
+            alta.base_url,
             timeouts(settings),
-            username=settings.alta_username,
-            password=settings.alta_password,
+            username=alta.username,
+            password=alta.password,
             cache=cache,
             cookie_key=cache_key(settings, "alta", "cookie"),
             session=session,

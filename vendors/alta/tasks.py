@@ -21,6 +21,7 @@ from app.domain.alarms import AlarmContext
 from vendors.alta import refs, steps
 from vendors.alta.client import AltaClient
 from vendors.alta.models import ACK_FALSE, ACK_NONE, ACK_VALID
+from vendors.alta.settings import AltaSettings
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
 from workers.step_task import ActionTask, StepTask
@@ -71,7 +72,7 @@ def _find_ongoing_alert(job: Job) -> Outcome:
             alert = None  # an older alert of the zone; this alarm's own is not listed yet
     elapsed = _elapsed_s(job, alarm)
     if alert is None:
-        if elapsed < job.settings.alta_lookup_timeout_s:
+        if elapsed < job.settings.vendor(AltaSettings).lookup_timeout_s:
             raise NotYetError(f"the Alta alert for zone {zone} is not listed yet", retry_after_s=RETRY_S)
         reason = f"no ongoing Alta alert for zone {zone} after {elapsed:.0f} s"
         return Outcome(message=reason, needs_person=reason)
@@ -104,7 +105,7 @@ def _collect_video(job: Job) -> Outcome:
     elapsed = _elapsed_s(job, alarm)
     guid = alarm.refs.get(refs.ALERT_GUID)
     if not guid:
-        if elapsed < job.settings.alta_lookup_timeout_s:
+        if elapsed < job.settings.vendor(AltaSettings).lookup_timeout_s:
             raise NotYetError(
                 "the Alta alert guid is not known yet", retry_after_s=RETRY_S, wake_on_refs=True
             )
@@ -119,7 +120,7 @@ def _collect_video(job: Job) -> Outcome:
         if link not in links:
             links.append(link)
     if not links:
-        if elapsed < job.settings.alta_video_wait_s:
+        if elapsed < job.settings.vendor(AltaSettings).video_wait_s:
             raise NotYetError(f"Alta alert {guid} has no bookmark yet", retry_after_s=RETRY_S)
         return Outcome(
             external_id=guid,
@@ -144,7 +145,7 @@ def _verify(job: Job) -> Outcome:
     guid = alarm.refs.get(refs.ALERT_GUID)
     if not guid:
         elapsed = _elapsed_s(job, alarm)
-        if elapsed < job.settings.alta_lookup_timeout_s:
+        if elapsed < job.settings.vendor(AltaSettings).lookup_timeout_s:
             raise NotYetError(
                 "the Alta alert guid is not known yet", retry_after_s=RETRY_S, wake_on_refs=True
             )
@@ -174,7 +175,8 @@ def _end(job: Job) -> Outcome:
     if not guid:
         # The lookup may still be running (it is not cancelled when an alarm ends): wait for it, bounded.
         elapsed = _elapsed_s(job, alarm)
-        if alarm.source_kind == "alta" and elapsed < job.settings.alta_lookup_timeout_s:
+        lookup_timeout_s = job.settings.vendor(AltaSettings).lookup_timeout_s
+        if alarm.source_kind == "alta" and elapsed < lookup_timeout_s:
             raise NotYetError(
                 "the Alta alert guid is not known yet", retry_after_s=RETRY_S, wake_on_refs=True
             )

@@ -3,6 +3,7 @@ has no CAD table."""
 
 from vendors.base import Vendor
 from vendors.cad import refs, steps
+from vendors.cad.settings import CadSettings
 
 VENDOR = Vendor(
     key="cad",
@@ -11,4 +12,5 @@ VENDOR = Vendor(
     plan_steps=(steps.UPLOAD_INCIDENT,),
     refs=refs.ALL,
     upstream_ids=((refs.INCIDENT_ID, "CAD incident"), (refs.SYS_ID, "CAD sysId")),
+    settings=CadSettings,
 )

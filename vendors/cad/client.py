@@ -24,6 +24,7 @@ import redis
 import requests
 
 from config.settings import Settings
+from vendors.cad.settings import CadSettings
 from workers.clients import VendorClient
 from workers.clients.base import BaseClient, excerpt, timeouts
 from workers.clients.credentials import StaticCredential
@@ -185,7 +186,8 @@ class CadClient(BaseClient):
         cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
     ) -> Self:
         """The client for this deployment; the CAD token is static, so ``cache`` holds nothing of ours."""
-        return cls(settings.cad_base_url, settings.cad_token, timeouts(settings), session)
+        cad = settings.vendor(CadSettings)
+        return cls(cad.base_url, cad.token, timeouts(settings), session)
 
     def upload_incident(self, incident: CadIncident) -> UploadedIncident:
         """Upload an incident (seed 003 "Upload Incident"; CONTRACTS Part A 16).

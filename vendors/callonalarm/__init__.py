@@ -6,6 +6,7 @@ even before its alert id is recorded: the restore then waits for the trigger in 
 
 from vendors.base import ByApi, HasTables, PhoneFallback, Vendor
 from vendors.callonalarm import refs, site, steps
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.callonalarm.site import CallOnAlarmSite
 
 
@@ -33,6 +34,7 @@ VENDOR = Vendor(
     phone_fallback=PhoneFallback(
         step=steps.TRIGGER,
         account=_site_account,
-        default_account=lambda settings: settings.callonalarm_fallback_account,
+        default_account=lambda settings: settings.vendor(CallOnAlarmSettings).fallback_account,
     ),
+    settings=CallOnAlarmSettings,
 )

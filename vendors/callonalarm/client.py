@@ -23,6 +23,7 @@ import requests
 
 from config.settings import Settings
 from vendors.callonalarm.budget import HourlyBudget
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from workers.clients import VendorClient
 from workers.clients.base import BaseClient, excerpt, retry_after_s, timeouts
 from workers.clients.cache import cache_key
@@ -125,13 +126,14 @@ class CallOnAlarmClient(BaseClient):
         cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
     ) -> Self:
         """The client for this deployment; ``cache`` is the shared Redis that holds the budget."""
+        callonalarm = settings.vendor(CallOnAlarmSettings)
         budget = HourlyBudget.from_redis(
-            cache, cache_key(settings, "callonalarm", "budget"), settings.callonalarm_hourly_budget
+            cache, cache_key(settings, "callonalarm", "budget"), callonalarm.hourly_budget
         )
         return cls(
-            settings.callonalarm_base_url,
+            callonalarm.base_url,
             timeouts(settings),
-            api_key=settings.callonalarm_api_key,
+            api_key=callonalarm.api_key,
             budget=budget,
             session=session,
         )

@@ -6,7 +6,7 @@ Refs written on the alarm: ``callonalarm_alert_id``, ``callonalarm_account``, ``
 ``callonalarm_restore_sent``, ``callonalarm_restore_code``, ``callonalarm_restore_alert_id``.
 
 Every request counts against the deployment's 100 requests/hour, so polls are spaced by
-``callonalarm_poll_interval_s`` (the first one not before the vendor's own delay ends) and capped.
+``CALLONALARM_POLL_INTERVAL_S`` (the first one not before the vendor's own delay ends) and capped.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.domain import sia
 from app.domain.alarms import AlarmContext
 from vendors.callonalarm import refs, steps
 from vendors.callonalarm.client import CallOnAlarmClient, is_final
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.callonalarm.site import CallOnAlarmSite
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
@@ -79,10 +80,11 @@ def _trigger(job: Job) -> Outcome:
     if not result.is_final:
         # Polling during the vendor's delay learns nothing a restore would not tell us, and each
         # poll spends 1% of the hourly budget: the first one waits for the calls to start.
+        poll_interval_s = job.settings.vendor(CallOnAlarmSettings).poll_interval_s
         follow_ups = (
             FollowUp(
                 steps.FOLLOW_STATUS,
-                after_s=max(job.settings.callonalarm_poll_interval_s, float(result.delay_seconds)),
+                after_s=max(poll_interval_s, float(result.delay_seconds)),
                 params={"alert_id": result.alert_id},
             ),
         )
@@ -133,7 +135,7 @@ def _follow_status(job: Job) -> Outcome:
             follow_ups = (
                 FollowUp(
                     steps.FOLLOW_STATUS,
-                    after_s=job.settings.callonalarm_poll_interval_s,
+                    after_s=job.settings.vendor(CallOnAlarmSettings).poll_interval_s,
                     params={"alert_id": alert_id, "polls": polls},
                 ),
             )

@@ -3,6 +3,7 @@ alarm is stood down, and a create that failed for good (or no PSAP can take) cal
 
 from vendors.base import ByApi, Vendor
 from vendors.rapidsos import refs, site, steps
+from vendors.rapidsos.settings import RapidSOSSettings
 
 VENDOR = Vendor(
     key="rapidsos",
@@ -16,4 +17,5 @@ VENDOR = Vendor(
     stand_down=ByApi(refs.ALERT_ID, steps.CANCEL_ALERT),
     falls_back=frozenset({steps.CREATE_ALERT}),
     emergency_request=steps.CREATE_ALERT,
+    settings=RapidSOSSettings,
 )

@@ -29,6 +29,7 @@ import redis
 import requests
 
 from config.settings import Settings
+from vendors.rapidsos.settings import RapidSOSSettings
 from workers.clients import VendorClient
 from workers.clients.base import BaseClient, timeouts
 from workers.clients.cache import cache_key
@@ -102,11 +103,12 @@ class RapidSOSClient(BaseClient):
         cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
     ) -> Self:
         """The client for this deployment; `cache` is the shared Redis (tokens, cookies, budgets)."""
+        rapidsos = settings.vendor(RapidSOSSettings)
         return cls(
-            settings.rapidsos_base_url,
+            rapidsos.base_url,
             timeouts(settings),
-            client_id=settings.rapidsos_client_id,
-            client_secret=settings.rapidsos_client_secret,
+            client_id=rapidsos.client_id,
+            client_secret=rapidsos.client_secret,
             cache=cache,
             token_key=cache_key(settings, "rapidsos", "token"),
             session=session,

@@ -6,6 +6,7 @@ and a create that failed for good calls a person by phone instead.
 
 from vendors.base import ByHand, Vendor
 from vendors.tracktik import refs, site, steps
+from vendors.tracktik.settings import TrackTikSettings
 
 VENDOR = Vendor(
     key="tracktik",
@@ -17,4 +18,5 @@ VENDOR = Vendor(
     site_table=site.TABLE,
     stand_down=ByHand(refs.ALARM_ID, "TrackTik", "dispatch", create=steps.CREATE_ALARM),
     falls_back=frozenset({steps.CREATE_ALARM}),
+    settings=TrackTikSettings,
 )

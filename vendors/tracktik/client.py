@@ -34,6 +34,7 @@ from vendors.tracktik.alarms import (
     ref_note,
     unwrap,
 )
+from vendors.tracktik.settings import TrackTikSettings
 from vendors.tracktik.tokens import PasswordCredentials, TrackTikGrants
 from workers.clients import VendorClient
 from workers.clients.base import BaseClient, RequestOptions, timeouts
@@ -82,16 +83,17 @@ class TrackTikClient(BaseClient):
         cls, settings: Settings, cache: redis.Redis, *, session: requests.Session | None = None
     ) -> Self:
         """The client for this deployment; `cache` is the shared Redis (tokens, cookies, budgets)."""
+        tracktik = settings.vendor(TrackTikSettings)
         return cls(
-            settings.tracktik_base_url,
+            tracktik.base_url,
             timeouts(settings),
             cache,
             cache_key(settings, "tracktik", "token"),
             PasswordCredentials(
-                client_id=settings.tracktik_client_id,
-                client_secret=settings.tracktik_client_secret,
-                username=settings.tracktik_username,
-                password=settings.tracktik_password,
+                client_id=tracktik.client_id,
+                client_secret=tracktik.client_secret,
+                username=tracktik.username,
+                password=tracktik.password,
             ),
             session,
         )

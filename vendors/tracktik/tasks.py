@@ -22,6 +22,7 @@ from app.domain.site_tables import Location
 from app.domain.sites import Site
 from vendors.alta import refs as alta_refs
 from vendors.alta import steps as alta_steps
+from vendors.alta.settings import AltaSettings
 from vendors.tracktik import refs, steps
 from vendors.tracktik.client import (
     CreatedAlarm,
@@ -62,9 +63,10 @@ def _create_alarm(job: Job) -> Outcome:
     is_alta = alarm.source_kind == "alta" and alta_steps.FIND_ONGOING_ALERT in alarm.action_kinds
     links = _video_links(alarm.refs.get(alta_refs.VIDEO_LINKS))
     waited_s = (job.now - alarm.opened_at).total_seconds()
-    if is_alta and alta_refs.VIDEO_LINKS not in alarm.refs and waited_s < job.settings.alta_video_wait_s:
+    video_wait_s = job.settings.vendor(AltaSettings).video_wait_s
+    if is_alta and alta_refs.VIDEO_LINKS not in alarm.refs and waited_s < video_wait_s:
         # The guard should get the recording with the alarm; alta.collect_video adds it to the refs.
-        # Bounded: after alta_video_wait_s the alarm goes without it (a note says so).
+        # Bounded: after ALTA_VIDEO_WAIT_S the alarm goes without it (a note says so).
         raise NotYetError("waiting for the Alta video links", retry_after_s=2, wake_on_refs=True)
 
     tracktik_alarm = _payload(job, alarm, site, tracktik, links, is_alta=is_alta)
@@ -123,8 +125,9 @@ def _payload(
     if links:
         notes.append("Video: " + " ".join(links))
     elif is_alta:
+        wait_s = job.settings.vendor(AltaSettings).video_wait_s
         notes.append(
-            f"No video links from Alta within {job.settings.alta_video_wait_s:g} s of the alarm; "
+            f"No video links from Alta within {wait_s:g} s of the alarm; "
             "see the alert in Alta for the recording."
         )
     thumbnail = _thumbnail(alarm.payload.get("jpg")) if is_alta else None

@@ -19,6 +19,7 @@ from config.settings import Settings
 from sandbox.alta import create_app
 from sandbox.server import RunningServer, serve_in_thread
 from vendors.alta.client import AltaClient
+from vendors.alta.settings import AltaSettings
 from workers.clients.cache import cache_key
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 
@@ -76,16 +77,11 @@ def cache() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis()
 
 
-def make_client(
-    sandbox: AltaSandbox, cache: Any, *, read_timeout_s: float = 5.0, **overrides: Any
-) -> AltaClient:
+def make_client(sandbox: AltaSandbox, cache: Any, *, read_timeout_s: float = 5.0, **alta: Any) -> AltaClient:
+    """A client of the sandbox; ``alta``: AltaSettings fields other than its URL."""
     settings = Settings(
-        alta_base_url=sandbox.base_url,
-        http_connect_timeout_s=2.0,
-        http_read_timeout_s=read_timeout_s,
-        broker_key_prefix="test:",
-        **overrides,
-    )
+        http_connect_timeout_s=2.0, http_read_timeout_s=read_timeout_s, broker_key_prefix="test:"
+    ).with_vendor(AltaSettings(base_url=sandbox.base_url, **alta))
     return AltaClient.from_settings(settings, cache)
 
 
@@ -140,7 +136,7 @@ def test_a_401_after_a_fresh_login_is_a_refusal_not_a_loop(sandbox: AltaSandbox,
 def test_wrong_credentials_are_refused_once_without_retrying(
     sandbox: AltaSandbox, cache: fakeredis.FakeRedis
 ) -> None:
-    client = make_client(sandbox, cache, alta_password="wrong-password")
+    client = make_client(sandbox, cache, password="wrong-password")
     with pytest.raises(UpstreamRejectedError) as caught:
         client.ongoing_alerts()
     assert caught.value.status == 401
@@ -239,8 +235,8 @@ def test_bookmarks_need_the_share_video_permission(sandbox: AltaSandbox, cache: 
     viewer = make_client(
         sandbox,
         cache,
-        alta_username="viewer@sandbox.alta.example",
-        alta_password="sandbox-alta-viewer-password",
+        username="viewer@sandbox.alta.example",
+        password="sandbox-alta-viewer-password",
     )
     guid = sandbox.detect(DOCK)["alert"]["guid"]
     sandbox.advance(6)

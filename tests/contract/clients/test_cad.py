@@ -21,6 +21,7 @@ from sandbox.config import load_config
 from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
 from vendors.cad.client import CadClient, CadIncident, IncidentNote, UploadedIncident, utc_text
+from vendors.cad.settings import CadSettings
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.contract
@@ -252,7 +253,9 @@ def test_an_unreachable_cad_is_unavailable() -> None:
 
 
 def test_from_settings_uses_the_cad_url_token_and_timeouts(govworx: LiveSimulator) -> None:
-    settings = Settings(cad_base_url=govworx.base_url, http_connect_timeout_s=1.5, http_read_timeout_s=4.0)
+    settings = Settings(http_connect_timeout_s=1.5, http_read_timeout_s=4.0).with_vendor(
+        CadSettings(base_url=govworx.base_url)
+    )
     client = CadClient.from_settings(settings, fakeredis.FakeRedis())
 
     assert client.timeout == (1.5, 4.0)

@@ -20,6 +20,7 @@ from sandbox.callonalarm import create_app
 from sandbox.server import RunningServer, serve_in_thread
 from vendors.callonalarm.budget import HourlyBudget
 from vendors.callonalarm.client import CallOnAlarmClient
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from workers.clients.errors import (
     BudgetExhaustedError,
     OutcomeUnknownError,
@@ -83,10 +84,12 @@ def make_client(sandbox: Sandbox, cache: fakeredis.FakeRedis) -> Iterator[Callab
     """Clients of the sandbox sharing one fake Redis; settings overridable per client."""
     made: list[CallOnAlarmClient] = []
 
-    def build(**overrides: Any) -> CallOnAlarmClient:
-        values: dict[str, Any] = {"callonalarm_base_url": sandbox.base_url, "http_read_timeout_s": 5.0}
+    def build(vendor: dict[str, Any] | None = None, **overrides: Any) -> CallOnAlarmClient:
+        """``vendor``: CallOnAlarmSettings fields other than its URL; ``overrides``: Settings fields."""
+        values: dict[str, Any] = {"http_read_timeout_s": 5.0}
         values.update(overrides)
-        client = CallOnAlarmClient.from_settings(Settings(**values), cache)
+        callonalarm = CallOnAlarmSettings(base_url=sandbox.base_url, **(vendor or {}))
+        client = CallOnAlarmClient.from_settings(Settings(**values).with_vendor(callonalarm), cache)
         made.append(client)
         return client
 
@@ -209,7 +212,7 @@ def test_unknown_event_code_is_rejected_with_400(client: CallOnAlarmClient) -> N
 
 
 def test_invalid_key_is_rejected_with_401(make_client: Callable[..., CallOnAlarmClient]) -> None:
-    client = make_client(callonalarm_api_key="coa_not_a_key")
+    client = make_client({"api_key": "coa_not_a_key"})
 
     with pytest.raises(UpstreamRejectedError) as caught:
         client.trigger(ACCOUNT, "BA")
@@ -220,7 +223,7 @@ def test_expired_key_on_the_sandbox_clock_is_a_permanent_401(
     make_client: Callable[..., CallOnAlarmClient],
 ) -> None:
     # A static API key cannot be renewed by the client: a person must issue a new one.
-    client = make_client(callonalarm_api_key="coa_sandbox_key_expired")
+    client = make_client({"api_key": "coa_sandbox_key_expired"})
 
     with pytest.raises(UpstreamRejectedError) as caught:
         client.test_connection()
@@ -301,12 +304,12 @@ def test_the_101st_request_of_the_hour_is_not_sent(
 def test_another_deployment_has_its_own_budget(
     make_client: Callable[..., CallOnAlarmClient],
 ) -> None:
-    spent = make_client(callonalarm_hourly_budget=1)
+    spent = make_client({"hourly_budget": 1})
     spent.test_connection()
     with pytest.raises(BudgetExhaustedError):
         spent.test_connection()
 
-    other = make_client(callonalarm_hourly_budget=1, broker_key_prefix="other:")
+    other = make_client({"hourly_budget": 1}, broker_key_prefix="other:")
     assert other.test_connection().valid
 
 

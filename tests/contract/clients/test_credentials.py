@@ -31,10 +31,15 @@ from tests.contract.clients.test_rapidsos import civic_body
 from tests.contract.clients.test_tracktik import seed_alarm
 from tests.contract.sandbox.harness import LiveSimulator
 from vendors.alta.client import AltaClient
+from vendors.alta.settings import AltaSettings
 from vendors.cad.client import CadClient, CadIncident
+from vendors.cad.settings import CadSettings
 from vendors.callonalarm.client import CallOnAlarmClient
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.rapidsos.client import RapidSOSClient
+from vendors.rapidsos.settings import RapidSOSSettings
 from vendors.tracktik.client import TrackTikClient
+from vendors.tracktik.settings import TrackTikSettings
 from workers.clients.base import BaseClient, EnvironmentOnceSession
 from workers.clients.errors import OutcomeUnknownError, UnreadableAnswerError, UpstreamRejectedError
 
@@ -101,7 +106,7 @@ def vendor(
     name: str = request.param
     if name == "tracktik":
         with running(tracktik_sandbox.create_app()) as sim:
-            settings = make_settings(tracktik_base_url=sim.base_url, broker_key_prefix="creds:")
+            settings = make_settings(TrackTikSettings(base_url=sim.base_url), broker_key_prefix="creds:")
             yield Vendor(
                 name,
                 sim,
@@ -112,7 +117,7 @@ def vendor(
             )
     elif name == "rapidsos":
         with running(rapidsos_sandbox.create_app(config=load_config())) as sim:
-            settings = make_settings(rapidsos_base_url=sim.base_url, broker_key_prefix="creds:")
+            settings = make_settings(RapidSOSSettings(base_url=sim.base_url), broker_key_prefix="creds:")
             yield Vendor(
                 name,
                 sim,
@@ -123,7 +128,7 @@ def vendor(
             )
     else:
         with running(alta_sandbox.create_app()) as sim:
-            settings = make_settings(alta_base_url=sim.base_url, broker_key_prefix="creds:")
+            settings = make_settings(AltaSettings(base_url=sim.base_url), broker_key_prefix="creds:")
             played = sim.request(
                 "POST", "/_sandbox/detections", json={"alarm_zone_id": ALTA_ZONE, "fire_webhook": False}
             ).json()
@@ -205,11 +210,11 @@ def clients(
     sims: dict[str, LiveSimulator], make_settings: Callable[..., Settings], cache: fakeredis.FakeRedis
 ) -> dict[str, Any]:
     settings = make_settings(
-        tracktik_base_url=sims["tracktik"].base_url,
-        rapidsos_base_url=sims["rapidsos"].base_url,
-        alta_base_url=sims["alta"].base_url,
-        callonalarm_base_url=sims["callonalarm"].base_url,
-        cad_base_url=sims["cad"].base_url,
+        TrackTikSettings(base_url=sims["tracktik"].base_url),
+        RapidSOSSettings(base_url=sims["rapidsos"].base_url),
+        AltaSettings(base_url=sims["alta"].base_url),
+        CallOnAlarmSettings(base_url=sims["callonalarm"].base_url),
+        CadSettings(base_url=sims["cad"].base_url),
         broker_key_prefix="decode:",
     )
     return {

@@ -25,6 +25,7 @@ from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
 from tests.polling import wait_until
 from vendors.rapidsos.client import RapidSOSClient, token_cache_ttl_s
+from vendors.rapidsos.settings import RapidSOSSettings
 from workers.clients.cache import cache_key
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 
@@ -101,7 +102,7 @@ def cache() -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sim: LiveSimulator) -> Settings:
-    return make_settings(rapidsos_base_url=sim.base_url, http_read_timeout_s=1.0)
+    return make_settings(RapidSOSSettings(base_url=sim.base_url), http_read_timeout_s=1.0)
 
 
 @pytest.fixture
@@ -254,7 +255,7 @@ def test_wrong_client_credentials_are_permanent_and_tried_once(
     make_settings: Callable[..., Settings], sim: LiveSimulator, cache: fakeredis.FakeRedis
 ) -> None:
     wrong = RapidSOSClient.from_settings(
-        make_settings(rapidsos_base_url=sim.base_url, rapidsos_client_secret="sandbox-wrong"), cache
+        make_settings(RapidSOSSettings(base_url=sim.base_url, client_secret="sandbox-wrong")), cache
     )
 
     with pytest.raises(UpstreamRejectedError) as caught:

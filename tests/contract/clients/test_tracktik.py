@@ -33,6 +33,7 @@ from vendors.tracktik.client import (
     TrackTikLocation,
     ref_note,
 )
+from vendors.tracktik.settings import TrackTikSettings
 from workers.clients.cache import cache_key
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 
@@ -89,7 +90,7 @@ def cache() -> fakeredis.FakeRedis:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sandbox: Sandbox) -> Settings:
     # A short read timeout: the timeout-after-commit fault holds the answer until the client gives up.
-    return make_settings(tracktik_base_url=sandbox.base_url, http_read_timeout_s=1.0)
+    return make_settings(TrackTikSettings(base_url=sandbox.base_url), http_read_timeout_s=1.0)
 
 
 @pytest.fixture
@@ -241,7 +242,7 @@ def test_renewal_uses_the_token_another_worker_already_stored(
 def test_bad_credentials_are_permanent_and_not_tried_again(
     make_settings: Callable[..., Settings], sandbox: Sandbox, cache: fakeredis.FakeRedis
 ) -> None:
-    bad = make_settings(tracktik_base_url=sandbox.base_url, tracktik_password="wrong-password")
+    bad = make_settings(TrackTikSettings(base_url=sandbox.base_url, password="wrong-password"))
     client = TrackTikClient.from_settings(bad, cache)
 
     with pytest.raises(UpstreamRejectedError) as first:
@@ -257,11 +258,11 @@ def test_bad_credentials_are_permanent_and_not_tried_again(
 def test_corrected_credentials_log_in_despite_a_remembered_refusal(
     make_settings: Callable[..., Settings], sandbox: Sandbox, cache: fakeredis.FakeRedis
 ) -> None:
-    bad = make_settings(tracktik_base_url=sandbox.base_url, tracktik_password="wrong-password")
+    bad = make_settings(TrackTikSettings(base_url=sandbox.base_url, password="wrong-password"))
     with pytest.raises(UpstreamRejectedError):
         TrackTikClient.from_settings(bad, cache).create_alarm(seed_alarm())
 
-    good = make_settings(tracktik_base_url=sandbox.base_url)
+    good = make_settings(TrackTikSettings(base_url=sandbox.base_url))
     assert TrackTikClient.from_settings(good, cache).create_alarm(seed_alarm()).id == 22
 
 

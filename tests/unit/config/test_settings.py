@@ -6,11 +6,26 @@ import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from environs import Env
 
-from config.settings import ConfigurationError, Settings, _read, load_settings, read_settings
+import vendors
+from config.settings import (
+    NOT_VARIABLES,
+    ConfigurationError,
+    Settings,
+    VendorSettings,
+    _read,
+    load_settings,
+    read_settings,
+    setting,
+)
+from vendors.cad.settings import CadSettings
+from vendors.callonalarm.settings import CallOnAlarmSettings
+from vendors.rapidsos.settings import RapidSOSSettings
+from vendors.tracktik.settings import TrackTikSettings
 
 pytestmark = pytest.mark.unit
 
@@ -149,23 +164,133 @@ def test_load_settings_is_the_process_entry(monkeypatch: pytest.MonkeyPatch) -> 
 def test_upstream_defaults_are_the_sandbox_and_the_environment_overrides_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for vendor in ("ALTA", "TRACKTIK", "CALLONALARM", "RAPIDSOS", "CAD"):
-        monkeypatch.delenv(f"{vendor}_BASE_URL", raising=False)
-    defaults = read_settings()
-    assert defaults.tracktik_base_url == "http://127.0.0.1:8100/tracktik"
-    assert defaults.cad_base_url == "http://127.0.0.1:8100/cad"
+    for kind in vendors.SETTINGS:
+        monkeypatch.delenv(kind.env_name("base_url"), raising=False)
+    defaults = read_settings(vendors.SETTINGS)
+    assert defaults.vendor(TrackTikSettings).base_url == "http://127.0.0.1:8100/tracktik"
+    assert defaults.vendor(CadSettings).base_url == "http://127.0.0.1:8100/cad"
     monkeypatch.setenv("RAPIDSOS_BASE_URL", "http://127.0.0.1:9999/rapidsos")
-    assert read_settings().rapidsos_base_url == "http://127.0.0.1:9999/rapidsos"
+    assert (
+        read_settings(vendors.SETTINGS).vendor(RapidSOSSettings).base_url == "http://127.0.0.1:9999/rapidsos"
+    )
 
 
 def test_a_sandbox_credential_aimed_at_a_real_vendor_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRACKTIK_BASE_URL", "https://acme.tracktik.com/rest")
     with pytest.raises(ConfigurationError, match="TRACKTIK_BASE_URL"):
-        read_settings()
+        read_settings(vendors.SETTINGS)
 
 
-def _variable(item: dataclasses.Field[object]) -> str:
-    return str(item.metadata.get("env", item.name.upper()))
+@pytest.mark.parametrize("kind", vendors.SETTINGS, ids=lambda kind: kind.prefix)
+def test_every_vendor_refuses_its_sandbox_credentials_at_a_real_url(
+    monkeypatch: pytest.MonkeyPatch, kind: type[VendorSettings]
+) -> None:
+    url = kind.env_name("base_url")
+    monkeypatch.setenv(url, "https://vendor.example.com/api")
+    with pytest.raises(ConfigurationError, match=f"^{url} points at vendor.example.com"):
+        read_settings(vendors.SETTINGS)
+    with pytest.raises(ConfigurationError, match=url):  # built directly (a test) too
+        kind(base_url="https://vendor.example.com/api")
+    # With its own credentials, the same URL is accepted.
+    secrets = [item for item in dataclasses.fields(kind) if not item.repr]
+    assert secrets, f"{kind.__name__} declares no secret"
+    for item in secrets:
+        monkeypatch.setenv(kind.env_name(item.name), _LONG_PROBE)
+    assert read_settings(vendors.SETTINGS).vendor(kind).base_url == "https://vendor.example.com/api"
+
+
+def test_vendor_settings_built_directly_are_the_sandboxs() -> None:
+    settings = Settings()
+    assert settings.vendor(TrackTikSettings) == TrackTikSettings()
+    assert settings.vendor(CallOnAlarmSettings).fallback_account is None
+    centre = settings.with_vendor(CallOnAlarmSettings(fallback_account="9000"))
+    assert centre.vendor(CallOnAlarmSettings).fallback_account == "9000"
+    assert centre.vendor(TrackTikSettings) == TrackTikSettings()  # the others keep their defaults
+
+
+def test_vendor_settings_not_read_at_start_up_are_a_bug_never_the_sandboxs() -> None:
+    """An entry point that forgot to pass them must not run production on the sandbox's defaults."""
+    settings = read_settings()
+    with pytest.raises(LookupError, match="TrackTikSettings was not read at start-up"):
+        settings.vendor(TrackTikSettings)
+    with pytest.raises(LookupError):
+        read_settings([CadSettings]).vendor(TrackTikSettings)
+    assert read_settings([CadSettings]).vendor(CadSettings) == CadSettings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ALTA_LOOKUP_TIMEOUT_S", "soon"),
+        ("ALTA_VIDEO_WAIT_S", "-1"),
+        ("CALLONALARM_HOURLY_BUDGET", "0"),
+        ("CALLONALARM_POLL_INTERVAL_S", "0.5"),
+    ],
+)
+def test_an_invalid_vendor_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        read_settings(vendors.SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "import vendors; from config.settings import load_settings; load_settings(vendors.SETTINGS)",
+        "from app.web import create_app; create_app()",  # what gunicorn's workers run
+        "import workers.celery_app",  # what worker, urgent and beat load
+    ],
+    ids=["load_settings", "web", "worker"],
+)
+def test_a_process_with_a_bad_vendor_value_exits_with_one_line_naming_it(tmp_path: Path, entry: str) -> None:
+    env = {
+        "PATH": "",
+        "VAR_DIR": str(tmp_path / "var"),
+        "LOG_FORMAT": "console",
+        "SECRET_KEY": "s" * 32,
+        "CALLONALARM_HOURLY_BUDGET": "lots",
+    }
+    done = subprocess.run([sys.executable, "-c", entry], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("alarm-bridge: invalid configuration:")
+    assert "CALLONALARM_HOURLY_BUDGET" in lines[0]
+
+
+def test_vendor_secrets_stay_out_of_repr() -> None:
+    tracktik = TrackTikSettings(client_secret="tt-secret-0123", password="tt-password-0123")
+    settings = Settings().with_vendor(tracktik)
+    for shown in (repr(tracktik), repr(settings)):
+        assert "tt-secret" not in shown
+        assert "tt-password" not in shown
+
+
+def test_vendor_settings_are_a_frozen_dataclass_with_a_prefix_and_a_base_url() -> None:
+    """A mistake in a vendor's declaration is a bug: TypeError at start-up, not a configuration error."""
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class NoURL(VendorSettings):
+        prefix: ClassVar[str] = "NOURL"
+        description: ClassVar[str] = "nothing"
+        base_url: ClassVar[str] = "http://127.0.0.1/none"
+        token: str = setting("t", secret=True)
+
+    @dataclasses.dataclass(slots=True)
+    class Mutable(VendorSettings):
+        prefix: ClassVar[str] = "MUTABLE"
+        description: ClassVar[str] = "nothing"
+        base_url: str = "http://127.0.0.1/mutable"
+
+    for kind in (NoURL, Mutable):
+        with pytest.raises(TypeError, match=kind.__name__):
+            read_settings([kind])
+
+
+def _variable(item: dataclasses.Field[object], prefix: str = "") -> str:
+    return str(item.metadata.get("env") or f"{prefix}_{item.name}".lstrip("_").upper())
 
 
 _LONG_PROBE = "probe-value-long-enough-to-be-a-signing-key"
@@ -183,7 +308,7 @@ def _probe(item: dataclasses.Field[object], default: object) -> tuple[str, objec
             "probe-one-0123456789:x,probe-two-0123456789:y",
             ("probe-one-0123456789:x", "probe-two-0123456789:y"),
         )
-    elif isinstance(default, str) and check is None and item.name != "auth_failure_limit":
+    elif isinstance(default, str | None) and check is None and item.name != "auth_failure_limit":
         text = "http://127.0.0.1:9/probe" if item.name.endswith("_url") else _LONG_PROBE
         return (text, text)
     else:
@@ -197,27 +322,37 @@ def _probe(item: dataclasses.Field[object], default: object) -> tuple[str, objec
 
 
 def test_every_setting_is_read_from_its_variable_and_listed_in_the_readme(monkeypatch):
-    """The reader loops over the fields: a new field is read (and must be documented) with no second list."""
+    """The reader loops over the fields: a new field is read (and must be documented) with no second list.
+
+    The same holds for every vendor's settings, read through the same reader with its prefix.
+    """
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    default = Settings()
-    probed = 0
-    for item in dataclasses.fields(Settings):
-        if item.name == "environ":
-            continue
-        name = _variable(item)
-        assert f"`{name}`" in readme, f"{name} is not in the README"
-        probe = _probe(item, getattr(default, item.name))
-        if probe is None:
-            continue
-        monkeypatch.setenv(name, probe[0])
-        assert getattr(read_settings(), item.name) == probe[1], name
-        monkeypatch.delenv(name)
-        probed += 1
-    assert probed > 50
+    owners: list[tuple[type[Any], str]] = [(Settings, "")]
+    owners += [(kind, kind.prefix) for kind in vendors.SETTINGS]
+    probed, unprobed = 0, []
+    for owner, prefix in owners:
+        default = owner()
+        for item in dataclasses.fields(owner):
+            if item.name in NOT_VARIABLES:
+                continue
+            name = _variable(item, prefix)
+            assert f"`{name}`" in readme, f"{name} is not in the README"
+            probe = _probe(item, getattr(default, item.name))
+            if probe is None:
+                unprobed.append(name)
+                continue
+            monkeypatch.setenv(name, probe[0])
+            read = read_settings(vendors.SETTINGS)
+            found = read if owner is Settings else read.vendor(owner)
+            assert getattr(found, item.name) == probe[1], name
+            monkeypatch.delenv(name)
+            probed += 1
+    assert probed > 60
+    assert not [name for name in unprobed if name.startswith(tuple(kind.prefix for kind in vendors.SETTINGS))]
 
 
 def test_a_setting_without_a_reader_is_a_bug_at_start_up():
     item = dataclasses.field(default=b"")
     item.name = "blob"
-    with pytest.raises(TypeError, match=r"Settings\.blob"):
+    with pytest.raises(TypeError, match=r"^BLOB: no reader"):
         _read(Env(), item, bytes)

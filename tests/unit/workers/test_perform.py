@@ -49,6 +49,7 @@ from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV, exa
 from vendors.alta import refs as alta_refs
 from vendors.alta import steps as alta_steps
 from vendors.callonalarm import steps as callonalarm_steps
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.callonalarm.site import CallOnAlarmSite
 from vendors.tracktik import steps as tracktik_steps
 from workers.clients import Clients
@@ -456,7 +457,9 @@ def test_a_site_without_its_own_phone_connection_falls_back_to_the_centres(
     assert site is not None and site.table(CallOnAlarmSite) is not None
     others = [other for other in rt.sites.sites if other.key != site.key]
     sites = Sites(rt.sites.sources, [site.without(CallOnAlarmSite), *others])
-    rt = replace(rt, sites=sites, settings=replace(rt.settings, callonalarm_fallback_account=centre))
+    rt = replace(
+        rt, sites=sites, settings=rt.settings.with_vendor(CallOnAlarmSettings(fallback_account=centre))
+    )
     alarm = _burglary(rt)
     with rt.sessions.begin() as session:  # the plan's own call is out of the picture
         session.execute(

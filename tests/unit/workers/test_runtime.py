@@ -19,6 +19,7 @@ from app.ledger.session import make_engine
 from config.settings import Settings
 from tests.conftest import installed_runtime
 from vendors.tracktik.client import TrackTikClient
+from vendors.tracktik.settings import TrackTikSettings
 from workers import runtime
 from workers.runtime import RuntimeHolder, build_runtime, runtime_holder
 from workers.step_task import StepTask
@@ -89,7 +90,8 @@ def test_the_pools_are_sized_to_what_the_process_runs_at_once(settings: Settings
         pool = rt.engine.pool
         assert pool.size() == runtime.POOL_KEEP  # type: ignore[attr-defined]
         assert pool._max_overflow >= 96 - runtime.POOL_KEEP  # type: ignore[attr-defined]
-        adapter = rt.clients.get(TrackTikClient).session.get_adapter(rt.settings.tracktik_base_url)
+        tracktik_url = rt.settings.vendor(TrackTikSettings).base_url
+        adapter = rt.clients.get(TrackTikClient).session.get_adapter(tracktik_url)
         assert adapter._pool_maxsize == 96  # type: ignore[attr-defined]
     finally:
         rt.engine.dispose()

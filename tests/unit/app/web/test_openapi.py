@@ -104,3 +104,26 @@ def test_every_error_status_answers_the_envelope(spec: dict[str, Any]) -> None:
     assert answers["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert answers["429"]["headers"]["Retry-After"]["required"] is True
     assert set(spec["components"]["schemas"]["Error"]["properties"]) == {"error", "message", "fields"}
+
+
+def test_the_security_each_operation_declares_is_the_one_its_view_enforces(
+    app: Flask, spec: dict[str, Any]
+) -> None:
+    """Each view states its credential twice, in ``@operation(security=...)`` and in the check it runs
+    (``require_operator``, ``_authenticated``): called without any credential, an operation that
+    declares one answers 401, and one that declares none never does."""
+    client = app.test_client()
+    urls = app.url_map.bind("localhost")
+    wrong = []
+    for rule in app.url_map.iter_rules():
+        operations = spec["paths"].get(FlaskPlugin.flaskpath2openapi(rule.rule), {})
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            declared = operations.get(method.lower())
+            if declared is None:
+                continue
+            url = urls.build(rule.endpoint, dict.fromkeys(rule.arguments, 1), method=method)
+            status = client.open(url, method=method, json={}).status_code
+            if bool(declared.get("security")) != (status == 401):
+                wrong.append(f"{method} {rule.rule}: security {declared.get('security')}, answered {status}")
+    assert len(spec["paths"]) > 10
+    assert not wrong, wrong

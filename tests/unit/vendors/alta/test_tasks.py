@@ -22,6 +22,7 @@ from sandbox.alta import create_app
 from sandbox.server import serve_in_thread
 from vendors.alta import steps as alta_steps
 from vendors.alta.client import AltaClient
+from vendors.alta.settings import AltaSettings
 from vendors.alta.tasks import _collect_video, _end, _find_ongoing_alert, _verify
 from workers.clients import Clients
 from workers.clients.errors import NotYetError, UpstreamRejectedError, UpstreamUnavailableError
@@ -78,12 +79,8 @@ def sim() -> Iterator[Sim]:
 
 @pytest.fixture
 def settings(sim: Sim) -> Settings:
-    return Settings(
-        alta_base_url=sim.base_url,
-        alta_lookup_timeout_s=120.0,
-        alta_video_wait_s=30.0,
-        http_read_timeout_s=5.0,
-        broker_key_prefix="unit:",
+    return Settings(http_read_timeout_s=5.0, broker_key_prefix="unit:").with_vendor(
+        AltaSettings(base_url=sim.base_url, lookup_timeout_s=120.0, video_wait_s=30.0)
     )
 
 
@@ -371,7 +368,7 @@ def test_end_of_an_alert_alta_no_longer_knows_succeeds(clients: Clients, setting
 def test_end_waits_for_the_lookup_then_asks_a_person(sim: Sim, clients: Clients, settings: Settings) -> None:
     with pytest.raises(NotYetError):
         _end(job(clients, settings, alta_steps.END, context=alarm(), after_s=1.0))
-    late = settings.alta_lookup_timeout_s + 1
+    late = settings.vendor(AltaSettings).lookup_timeout_s + 1
     outcome = _end(job(clients, settings, alta_steps.END, context=alarm(), after_s=late))
     assert outcome.needs_person and "by hand" in outcome.needs_person
     assert sim.journal("/api/v1") == []

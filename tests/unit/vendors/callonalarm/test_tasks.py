@@ -26,6 +26,7 @@ from tests.sites_fixture import example_sites
 from vendors.callonalarm import steps as callonalarm_steps
 from vendors.callonalarm import tasks
 from vendors.callonalarm.client import CallOnAlarmClient
+from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.callonalarm.site import CallOnAlarmSite
 from workers.clients import Clients
 from workers.clients.errors import (
@@ -80,7 +81,8 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def settings(sandbox: Sandbox) -> Settings:
-    return Settings(callonalarm_base_url=sandbox.server.base_url, callonalarm_poll_interval_s=POLL_S)
+    callonalarm = CallOnAlarmSettings(base_url=sandbox.server.base_url, poll_interval_s=POLL_S)
+    return Settings().with_vendor(callonalarm)
 
 
 @pytest.fixture
@@ -271,7 +273,8 @@ def test_trigger_with_a_code_callonalarm_refuses_is_rejected(make_job: JobFactor
 def test_trigger_with_a_bad_api_key_is_rejected(
     sandbox: Sandbox, montreal: Site, make_job: JobFactory
 ) -> None:
-    settings = Settings(callonalarm_base_url=sandbox.server.base_url, callonalarm_api_key="coa_wrong")
+    wrong_key = CallOnAlarmSettings(base_url=sandbox.server.base_url, api_key="coa_wrong")
+    settings = Settings().with_vendor(wrong_key)
     client = CallOnAlarmClient.from_settings(settings, fakeredis.FakeRedis())
     job = dataclasses.replace(
         make_job(callonalarm_steps.TRIGGER, make_alarm(montreal)),

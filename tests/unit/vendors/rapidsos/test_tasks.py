@@ -30,6 +30,7 @@ from tests.contract.sandbox.harness import LiveSimulator
 from vendors.rapidsos import steps as rapidsos_steps
 from vendors.rapidsos import tasks
 from vendors.rapidsos.client import RapidSOSClient
+from vendors.rapidsos.settings import RapidSOSSettings
 from vendors.rapidsos.site import EmergencyContact, RapidSOSSite
 from workers.clients import Clients
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError
@@ -133,7 +134,7 @@ def sim() -> Iterator[LiveSimulator]:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sim: LiveSimulator) -> Settings:
-    return make_settings(rapidsos_base_url=sim.base_url, http_read_timeout_s=1.0)
+    return make_settings(RapidSOSSettings(base_url=sim.base_url), http_read_timeout_s=1.0)
 
 
 @pytest.fixture

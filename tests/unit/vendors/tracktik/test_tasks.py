@@ -25,8 +25,10 @@ from sandbox.alta.webhook import THUMBNAIL_B64
 from sandbox.server import RunningServer, serve_in_thread
 from sandbox.tracktik.app import ALARMS_PATH, create_app
 from tests.sites_fixture import example_sites
+from vendors.alta.settings import AltaSettings
 from vendors.tracktik import steps as tracktik_steps
 from vendors.tracktik.client import TrackTikClient
+from vendors.tracktik.settings import TrackTikSettings
 from vendors.tracktik.site import TrackTikSite
 from vendors.tracktik.tasks import _create_alarm
 from workers.clients import Clients
@@ -56,7 +58,9 @@ def http() -> Iterator[requests.Session]:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], server: RunningServer) -> Settings:
-    return make_settings(tracktik_base_url=server.base_url, http_read_timeout_s=1.0, alta_video_wait_s=30.0)
+    return make_settings(
+        TrackTikSettings(base_url=server.base_url), AltaSettings(video_wait_s=30.0), http_read_timeout_s=1.0
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import vendors
 from config.settings import Settings
 from vendors.cad.client import CadClient
 from vendors.tracktik.client import TrackTikClient
+from vendors.tracktik.settings import TrackTikSettings
 from workers.clients import Clients, vendor_clients
 
 pytestmark = pytest.mark.unit
@@ -21,7 +22,7 @@ def test_one_client_per_vendor_of_the_registry(make_settings: Callable[..., Sett
     assert len(clients.by_type) == len(vendors.VENDORS) == len(vendor_clients())
     tracktik = clients.get(TrackTikClient)
     assert isinstance(tracktik, TrackTikClient)
-    assert tracktik.base_url == make_settings().tracktik_base_url.rstrip("/")
+    assert tracktik.base_url == make_settings().vendor(TrackTikSettings).base_url.rstrip("/")
 
 
 def test_a_client_not_built_is_named_when_asked_for(make_settings: Callable[..., Settings]) -> None:

@@ -28,6 +28,8 @@ import psycopg
 import redis
 import requests
 
+import vendors
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GUNICORN_CONF = "config/gunicorn.conf.py"
@@ -322,8 +324,8 @@ class Stack:
             "HOST": "127.0.0.1",
             "VAR_DIR": str(self.phase_dir / "var"),
             "PROMETHEUS_MULTIPROC_DIR": str(self.phase_dir / "prometheus"),
-            **{f"{v}_BASE_URL": f"{sandbox}/{v.lower()}" for v in ("ALTA", "TRACKTIK", "CALLONALARM")},
-            **{f"{v}_BASE_URL": f"{sandbox}/{v.lower()}" for v in ("RAPIDSOS", "CAD")},
+            # every vendor at the sandbox, which serves each under its key
+            **{v.settings.env_name("base_url"): f"{sandbox}/{v.key}" for v in vendors.VENDORS if v.settings},
             **self.extra_env,
         }
         lines = procfile()

@@ -603,7 +603,12 @@ def signal_run(
         storm: dict[str, Any] = {}
         with QueueSampler(services, stack.prefix, ("default", "bulk", "life_safety")) as sampler:
             if troubles:
-                storm = _queue_troubles(stack, tag, troubles)
+                # "2,000 troubles queued, then fire alarms" (issue 13): the `worker` is held still while
+                # they are posted, so all of them wait in the bulk queue when the fire alarms start (as
+                # when a power cut's signals land faster than the workers take them); it goes on as the
+                # fire alarms start, and drains them beside the urgent worker.
+                with stk.paused(stack.procs["worker"]):
+                    storm = _queue_troubles(stack, tag, troubles)
             window = CpuWindow(stack, services, redis_pid)
             whole = CpuWindow(stack, services, redis_pid)  # the load and the drain after it
             whole.start()
@@ -962,15 +967,19 @@ def goals(result: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
         idle, busy = storm["idle"]["latency_ms"].get("p99"), storm["storm"]["latency_ms"].get("p99")
         factor = busy / idle if idle and busy is not None else math.inf
         # When the idle baseline is itself saturated (its queue grew all along), both figures measure
-        # the urgent worker's backlog, not the storm's effect: the comparison says nothing.
+        # the urgent worker's backlog, not the storm's effect: the comparison says nothing. Nor does it
+        # when the troubles were no longer queued as the fire alarms started.
         saturated = idle is None or idle > IDLE_SATURATED_MS
+        queued = storm["storm"].get("storm", {}).get("bulk_depth_when_alarms_start", 0)
+        overlapped = queued >= plan.storm_troubles // 2
+        why = " — the idle baseline is saturated" if saturated else ""
+        why += "" if overlapped else f" — only {queued} troubles were queued as the fire alarms started"
         out.append(
             goal(
                 f"life-safety p99 during the storm <= {GOAL_STORM_FACTOR:g}x idle",
-                f"{report.ms(busy)} ms vs {report.ms(idle)} ms idle ({factor:.2f}x)"
-                + (" — the idle baseline is saturated" if saturated else ""),
-                factor <= GOAL_STORM_FACTOR and not saturated,
-                "INCONCLUSIVE" if saturated else None,
+                f"{report.ms(busy)} ms vs {report.ms(idle)} ms idle ({factor:.2f}x){why}",
+                factor <= GOAL_STORM_FACTOR and not saturated and overlapped,
+                "INCONCLUSIVE" if saturated or not overlapped else None,
             )
         )
     return out

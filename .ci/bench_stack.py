@@ -264,6 +264,16 @@ def start(name: str, argv: list[str], env: dict[str, str], log: Path) -> Proc:
     return Proc(name, popen, log)
 
 
+@contextlib.contextmanager
+def paused(proc: Proc) -> Iterator[None]:
+    """Hold a process group still (SIGSTOP) for the block, and let it go on (SIGCONT) after it."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
 def stop_all(procs: list[Proc]) -> None:
     """SIGTERM each process group we started, then SIGKILL what is left after the grace period."""
     for proc in procs:

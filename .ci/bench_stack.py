@@ -334,8 +334,7 @@ class Stack:
             "HOST": "127.0.0.1",
             "VAR_DIR": str(self.phase_dir / "var"),
             "PROMETHEUS_MULTIPROC_DIR": str(self.phase_dir / "prometheus"),
-            # every vendor at the sandbox, which serves each under its key
-            **{v.settings.env_name("base_url"): f"{sandbox}/{v.key}" for v in vendors.VENDORS if v.settings},
+            **vendors.sandbox_base_urls(sandbox),
             **self.extra_env,
         }
         lines = procfile()

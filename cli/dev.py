@@ -87,11 +87,10 @@ def dev(broker: str, flower_port: int | None) -> None:
         {k: env[k] for k in ("HOST", "LOG_FORMAT", "OPERATOR_API_KEYS", "SITES_FILE", "SIA_RECEIVER_PORT")}
     )
     sandbox_port = env.get("SANDBOX_PORT", "8100")
-    for vendor in vendors.VENDORS:  # the clients talk to the sandbox, which serves each under its key
-        if vendor.settings is not None:
-            name = vendor.settings.env_name("base_url")
-            env.setdefault(name, f"http://127.0.0.1:{sandbox_port}/{vendor.key}")
-            os.environ[name] = env[name]
+    # the clients talk to the sandbox (unless a base URL is set already)
+    for name, url in vendors.sandbox_base_urls(f"http://127.0.0.1:{sandbox_port}").items():
+        env.setdefault(name, url)
+        os.environ[name] = env[name]
     settings = load_settings(vendors.SETTINGS)  # a bad vendor setting stops `dev` before its processes
     Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
     # prometheus_client's multiprocess mode adds up the sample files every process leaves in this

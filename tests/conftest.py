@@ -11,7 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,18 +182,22 @@ def celery_worker(broker_settings: Settings) -> Iterator[Celery]:
 @contextmanager
 def running_worker(broker_settings: Settings, queues: Iterable[str]) -> Iterator[Celery]:
     """A real Celery worker thread consuming ``queues`` of the test's private broker namespace."""
-    with (
-        worker_app(broker_settings) as app,
-        start_worker(
-            app,
-            pool="solo",
-            concurrency=1,
-            perform_ping_check=False,
-            queues=list(queues),
-            shutdown_timeout=20,
-        ),
-    ):
+    with worker_app(broker_settings) as app, worker_thread(app, queues, shutdown_timeout=20):
         yield app
+
+
+def worker_thread(
+    app: Celery, queues: Iterable[str], *, shutdown_timeout: float
+) -> AbstractContextManager[object]:
+    """Celery's test worker for ``app``: one step at a time, in a thread, on ``queues``."""
+    return start_worker(
+        app,
+        pool="solo",
+        concurrency=1,
+        perform_ping_check=False,
+        queues=list(queues),
+        shutdown_timeout=shutdown_timeout,
+    )
 
 
 @contextmanager

@@ -8,7 +8,7 @@ grace period, then SIGKILLs whatever is left of each group (orphaned pool childr
 
 - ``free_port()``, ``port_open(port)``: loopback ports;
 - ``procfile()``, ``procfile_argv(type, port)``: the Procfile's lines, as text and as argv;
-- ``deployment_env(...)``, ``inherited_env()``, ``sandbox_urls(base)``, ``unique_prefix(tag)``: the
+- ``deployment_env(...)``, ``inherited_env()``, ``unique_prefix(tag)``: the
   environment of a deployment's processes (its own ledger, broker key prefix, sites file, sandbox);
 - ``Proc`` (``start(name, argv, env, log)``), ``stop_all(procs, grace_s)``;
 - ``answers(http, url)``, ``wait_answers(http, url)``, ``celery_ready(proc)``: readiness.
@@ -86,11 +86,6 @@ def inherited_env(drop: Sequence[str] = SERVICE_VARIABLES) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(tuple(drop))}
 
 
-def sandbox_urls(base: str) -> dict[str, str]:
-    """``<VENDOR>_BASE_URL`` for every vendor of a sandbox at ``base``, which serves each under its key."""
-    return {v.settings.env_name("base_url"): f"{base}/{v.key}" for v in vendors.VENDORS if v.settings}
-
-
 def deployment_env(
     *,
     database_url: str,
@@ -120,7 +115,7 @@ def deployment_env(
         prometheus.mkdir(parents=True, exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(prometheus)
     if sandbox is not None:
-        env.update(sandbox_urls(sandbox))
+        env.update(vendors.sandbox_base_urls(sandbox))
     env.update(values)
     return env
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import requests
 from celery import Celery, Task
-from celery.contrib.testing.worker import start_worker
 
 import vendors
 from app.domain import task_names
@@ -28,7 +27,7 @@ from sandbox.alta import deployment
 from sandbox.clock import Clock
 from sandbox.config import load_config
 from sandbox.server import build_apps, combined_app, serve_in_thread
-from tests.conftest import worker_app
+from tests.conftest import worker_app, worker_thread
 from tests.polling import wait_until
 from tests.sites_fixture import (
     ALTA_TOKEN,
@@ -169,14 +168,7 @@ class Stack:
         with worker_app(self.settings) as app:
             self._app = app
             self._dispatcher = threading.Thread(target=self._tick, name="dispatcher", daemon=True)
-            self._worker_cm = start_worker(
-                app,
-                pool="solo",
-                concurrency=1,
-                perform_ping_check=False,
-                queues=list(QUEUES),
-                shutdown_timeout=30,
-            )
+            self._worker_cm = worker_thread(app, QUEUES, shutdown_timeout=30)
             try:
                 self._worker_cm.__enter__()
                 self._dispatcher.start()

@@ -90,6 +90,12 @@ def _phone_fallback() -> PhoneFallback:
 PHONE_FALLBACK: Final = _phone_fallback()
 
 
+def sandbox_base_urls(sandbox: str) -> dict[str, str]:
+    """Each vendor's ``<PREFIX>_BASE_URL`` pointed at a sandbox at ``sandbox``, which serves every
+    simulated vendor under its key (``http://127.0.0.1:8100/tracktik``)."""
+    return {v.settings.env_name("base_url"): f"{sandbox}/{v.key}" for v in VENDORS if v.settings}
+
+
 def vendor_of(step: str) -> Vendor | None:
     """The vendor that runs task ``step``, or None (a system task, or no task at all)."""
     return _BY_STEP.get(step)
@@ -122,5 +128,6 @@ __all__ = [
     "WAKING_REFS",
     "Vendor",
     "acts_on_source",
+    "sandbox_base_urls",
     "vendor_of",
 ]

@@ -67,6 +67,10 @@ RATE_LIMIT_WAITS = Counter(
 RATE_LIMIT_WAIT_SECONDS = Counter(
     "alarm_bridge_rate_limit_wait_seconds", "Seconds of those waits", ["upstream", "cause"]
 )
+BULK_YIELD_SECONDS = Counter(
+    "alarm_bridge_bulk_yield_seconds",
+    "Seconds bulk steps (troubles) waited for life-safety steps (BULK_YIELD_RATE, BULK_YIELD_S)",
+)
 LEDGER_WRITES = Histogram(
     "alarm_bridge_ledger_write_seconds",
     "Ledger transactions, from begin to commit, by operation",

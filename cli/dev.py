@@ -3,7 +3,7 @@
 No Redis, no database server, no vendor accounts. It picks an embedded broker (a private
 ``redis-server`` on a free loopback port when one is installed, else fakeredis's TCP server in this
 process), migrates the SQLite ledger, and supervises the same processes the Procfile runs in
-production (web (gunicorn), worker, urgent, beat, the DC-09 receiver, Flower and the sandbox) with
+production (web (gunicorn), worker, urgent, bulk, beat, the DC-09 receiver, Flower and the sandbox) with
 real Celery messages. Ctrl-C stops all of them.
 """
 
@@ -60,7 +60,7 @@ PROMETHEUS_SAMPLE_GLOB = "*.db"
     help=f"Flower's port on 127.0.0.1 [default: {FLOWER_PORT}, or a free one when it is taken].",
 )
 def dev(broker: str, flower_port: int | None) -> None:
-    """Run web, worker, urgent, beat, the DC-09 receiver, Flower and the sandbox with embedded defaults."""
+    """Run web, worker, urgent, bulk, beat, the DC-09 receiver, Flower and the sandbox, embedded defaults."""
     from honcho.manager import Manager
 
     import vendors
@@ -108,11 +108,15 @@ def dev(broker: str, flower_port: int | None) -> None:
         py = sys.executable
         processes = {
             "web": [py, "-m", "gunicorn", "--config", str(GUNICORN_CONF)],
-            # The Procfile's model: thread pools of WORKER_CONCURRENCY and URGENT_CONCURRENCY.
+            # The Procfile's model: thread pools of WORKER_CONCURRENCY, URGENT_CONCURRENCY and
+            # BULK_CONCURRENCY, the bulk queue in a process of its own (its steps wait there while
+            # troubles yield to life-safety: workers/bulk_gate.py).
             "worker": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
-                       "default,bulk", "--hostname", "worker@%h", "--loglevel", "INFO"],
+                       "default", "--hostname", "worker@%h", "--loglevel", "INFO"],
             "urgent": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
                        "life_safety,dispatch", "--hostname", "urgent@%h", "--loglevel", "INFO"],
+            "bulk": [py, "-m", "celery", "--app", "workers.celery_app", "worker", "--queues",
+                     "bulk", "--hostname", "bulk@%h", "--loglevel", "INFO"],
             "beat": [py, "-m", "celery", "--app", "workers.celery_app", "beat", "--loglevel", "INFO"],
             "receiver": [py, "-m", "cli", "receiver"],
         }  # fmt: skip

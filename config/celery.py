@@ -45,8 +45,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,  # ...including a killed child process
         "worker_prefetch_multiplier": 1,
         # Threads, many per process: a step spends its time waiting on a vendor, not on the CPU.
-        # `urgent` takes URGENT_CONCURRENCY instead (workers/celery_app.py). Celery enforces no time
-        # limit on threads: each step has a deadline of its own (the soft limit, workers/perform.py).
+        # `urgent` and `bulk` take URGENT_CONCURRENCY and BULK_CONCURRENCY (workers/celery_app.py).
+        # Celery enforces no time limit on threads: each step has a deadline of its own (the soft
+        # limit, workers/perform.py).
         "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
         "task_soft_time_limit": settings.task_soft_time_limit_s,

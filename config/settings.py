@@ -184,9 +184,14 @@ class Settings:
     task_time_limit_s: int = setting(60, check=POSITIVE)
     # Workers are sized for the vendors' latency, not the CPU: each thread holds one upstream call.
     worker_pool: str = setting("threads", check=validate.OneOf(WORKER_POOLS))
-    worker_concurrency: int = setting(48, check=validate.Range(min=1, max=512))  # `worker` (default, bulk)
+    worker_concurrency: int = setting(48, check=validate.Range(min=1, max=512))  # `worker` (default)
     # `urgent` (life_safety, dispatch)
     urgent_concurrency: int = setting(48, check=validate.Range(min=1, max=512))
+    bulk_concurrency: int = setting(32, check=validate.Range(min=1, max=512))  # `bulk` (bulk)
+    # Troubles yield to life-safety (workers/bulk_gate.py): while a life-safety step ran within
+    # BULK_YIELD_S, bulk steps start at most BULK_YIELD_RATE a second across the deployment.
+    bulk_yield_rate: int = setting(10, check=validate.Range(min=1, max=10_000))
+    bulk_yield_s: float = setting(5.0, check=validate.Range(min=0.1, max=3600))
     broker_visibility_timeout_s: int = setting(3600, check=POSITIVE)
     sandbox_port: int = setting(8100, check=PORT)
     var_dir: str = "var"

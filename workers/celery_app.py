@@ -17,7 +17,7 @@ from celery import Celery, Task, bootsteps, signals
 
 import vendors
 from app import telemetry
-from config.celery import LIFE_SAFETY_QUEUE, beat_schedule, celery_config
+from config.celery import BULK_QUEUE, LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
 from workers.runtime import RuntimeHolder, attach_runtime, runtime_holder
@@ -42,16 +42,21 @@ app = celery_app  # `celery --app workers.celery_app` looks for `app` or `celery
 
 class SizeForTheQueues(bootsteps.Step):
     """Before the pool starts: a worker that consumes the life-safety queue (the Procfile's `urgent`)
-    runs URGENT_CONCURRENCY steps at once, unless ``--concurrency`` said otherwise, and the runtime's
-    database and HTTP pools are sized to what the process runs at once."""
+    runs URGENT_CONCURRENCY steps at once and one that consumes only the bulk queue (`bulk`)
+    BULK_CONCURRENCY, unless ``--concurrency`` said otherwise, and the runtime's database and HTTP
+    pools are sized to what the process runs at once."""
 
     requires = ("celery.worker.components:Pool",)  # after Pool.__init__, before the pool is created
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         consumed = parent.app.amqp.queues.consume_from
         serves_life_safety = consumed is None or LIFE_SAFETY_QUEUE in consumed
-        if serves_life_safety and parent.concurrency == parent.app.conf.worker_concurrency:
-            parent.concurrency = parent.min_concurrency = settings.urgent_concurrency
+        serves_only_bulk = consumed is not None and set(consumed) == {BULK_QUEUE}
+        if parent.concurrency == parent.app.conf.worker_concurrency:
+            if serves_life_safety:
+                parent.concurrency = parent.min_concurrency = settings.urgent_concurrency
+            elif serves_only_bulk:
+                parent.concurrency = parent.min_concurrency = settings.bulk_concurrency
         runtime_holder(parent.app).set_concurrency(int(parent.concurrency or 1))
         super().__init__(parent, **kwargs)
 

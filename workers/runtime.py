@@ -33,8 +33,9 @@ from app.domain.sites import Sites
 from app.domain.sites_file import load_sites
 from app.ledger.session import make_engine, make_sessionmaker
 from config.settings import Settings
+from workers.bulk_gate import BulkGate
 from workers.clients import Clients
-from workers.clients.cache import shared_cache
+from workers.clients.cache import cache_key, shared_cache
 
 # Connections a process keeps open; beyond them, up to its concurrency, a burst opens more and closes
 # them after use (PostgreSQL's max_connections must cover every process: see README, Deploy).
@@ -64,6 +65,7 @@ class Runtime:
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     _cache: redis.Redis | None = field(default=None, init=False, repr=False)
     _clients: Clients | None = field(default=None, init=False, repr=False)
+    _bulk_gate: BulkGate | None = field(default=None, init=False, repr=False)
 
     @property
     def cache(self) -> redis.Redis:
@@ -84,6 +86,20 @@ class Runtime:
                         self.settings, self.cache, pool_maxsize=self.concurrency
                     )
         return self._clients
+
+    @property
+    def bulk_gate(self) -> BulkGate:
+        """The deployment's gate that makes troubles yield to life-safety (in the shared Redis)."""
+        if self._bulk_gate is None:
+            with self._lock:
+                if self._bulk_gate is None:
+                    self._bulk_gate = BulkGate(
+                        self.cache,
+                        cache_key(self.settings, "bulk-gate"),
+                        rate=self.settings.bulk_yield_rate,
+                        hold_s=self.settings.bulk_yield_s,
+                    )
+        return self._bulk_gate
 
 
 def build_runtime(

@@ -53,20 +53,21 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         FLOWER_BASIC_AUTH=f"someone:else,{':'.join(FLOWER_USER)}",
         WORKER_CONCURRENCY="12",
         URGENT_CONCURRENCY="24",
+        BULK_CONCURRENCY="6",
         **SOURCE_ENV,
     )
 
 
 @pytest.fixture
 def running(deploy_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, int]]:
-    assert set(procfile()) == {"release", "web", "worker", "urgent", "beat", "receiver", "flower"}
+    assert set(procfile()) == {"release", "web", "worker", "urgent", "bulk", "beat", "receiver", "flower"}
     release = subprocess.run(
         procfile_argv("release"), cwd=REPO, env=deploy_env, capture_output=True, text=True, timeout=120
     )
     assert release.returncode == 0, release.stderr
     ports = {"web": free_port(), "flower": free_port(), "receiver": free_port()}
     procs = []
-    for name in ("web", "worker", "urgent", "beat", "receiver", "flower"):
+    for name in ("web", "worker", "urgent", "bulk", "beat", "receiver", "flower"):
         port = ports.get(name) or free_port()  # platforms set PORT for all
         env = {**deploy_env, "PORT": str(port), "SIA_RECEIVER_PORT": str(ports["receiver"])}
         procs.append(start(name, procfile_argv(name, port), env, tmp_path / f"{name}.log"))
@@ -93,7 +94,7 @@ def test_every_procfile_line_runs_against_real_services(running: dict[str, int],
         wait_until(flower_task_names, timeout_s=60, interval_s=0.5)
 
         urls = []
-        for queue in ("life_safety", "default", "bulk"):  # urgent takes the first, worker the others
+        for queue in ("life_safety", "default", "bulk"):  # urgent, worker and bulk take one each
             accepted = http.post(f"{web}/v1/system/selftest", headers=AUTH, json={"queue": queue}, timeout=5)
             assert accepted.status_code == 202
             urls.append(web + accepted.json()["status_url"])
@@ -110,10 +111,12 @@ def test_every_procfile_line_runs_against_real_services(running: dict[str, int],
     with socket.create_connection(("127.0.0.1", running["receiver"]), timeout=10) as panel:
         panel.sendall(build_frame("128A", "FA", "1", key=KEYS["128A"]))
         assert read_reply(read_answer(panel), KEYS["128A"], "128A").kind == "ACK"
-    # Both Celery lines run thread pools sized by the settings, not by the CPU count: `urgent` (it
-    # consumes life_safety) takes URGENT_CONCURRENCY, `worker` WORKER_CONCURRENCY.
+    # The Celery lines run thread pools sized by the settings, not by the CPU count: `urgent` (it
+    # consumes life_safety) takes URGENT_CONCURRENCY, `bulk` (only bulk) BULK_CONCURRENCY, `worker`
+    # WORKER_CONCURRENCY.
     assert "concurrency: 12 (thread)" in (tmp_path / "worker.log").read_text()
     assert "concurrency: 24 (thread)" in (tmp_path / "urgent.log").read_text()
+    assert "concurrency: 6 (thread)" in (tmp_path / "bulk.log").read_text()
 
 
 def test_the_flower_line_refuses_to_listen_on_every_interface_without_basic_auth(tmp_path: Path) -> None:

@@ -3,10 +3,11 @@
 What a case gets (``FaultStack``):
 
 - the Procfile's processes, started from its lines as a platform would: ``web`` (gunicorn, two
-  workers), ``worker`` (the default and bulk queues: the bulk site's alarms are burglaries, so this
-  is the pool the worker-kill case kills), ``urgent`` (life safety and the dispatcher's ticks) and
-  ``beat``, each in its own session (process group) so it can be killed whole; like the platform, a
-  supervisor thread starts again any of them that exits (``restarts``, ``crashes()``);
+  workers), ``worker`` (the default queue: the bulk site's alarms are burglaries, so this is the pool
+  the worker-kill case kills), ``urgent`` (life safety and the dispatcher's ticks), ``bulk`` (the
+  troubles, which yield to life safety) and ``beat``, each in its own session (process group) so it
+  can be killed whole; like the platform, a supervisor thread starts again any of them that exits
+  (``restarts``, ``crashes()``);
 - the sandbox as its own process (``alarm-bridge sandbox``), with fault injection over HTTP;
 - a PRIVATE ``redis-server`` on a free port, without persistence (``PrivateRedis``), that a case may
   kill and restart, and for the PostgreSQL case a PRIVATE PostgreSQL cluster (``PrivatePostgres``,
@@ -317,7 +318,7 @@ class FaultStack:
         database_url: str,
         *,
         env: dict[str, str] | None = None,
-        processes: Sequence[str] = ("web", "worker", "urgent", "beat"),
+        processes: Sequence[str] = ("web", "worker", "urgent", "bulk", "beat"),
     ) -> None:
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.tmp_path = tmp_path

@@ -1,5 +1,5 @@
 """`make soak` (not part of `make test`): 10,000 alarms against vendors that answer in 0.3-1 s, with
-20 SIGKILLs spread over `worker` and `urgent`, 2 Redis restarts and a storm of 5xx, 429 and lost
+20 SIGKILLs spread over `worker`, `urgent` and `bulk`, 2 Redis restarts and a storm of 5xx, 429 and lost
 answers; then every alarm is reconciled against the sandbox: nothing lost, nothing sent twice.
 
 The deployment is the fault suite's (``FaultStack``): the Procfile's processes with their thread
@@ -32,6 +32,9 @@ ALARMS = int(os.environ.get("SOAK_ALARMS", "10000"))
 # One alarm in forty is a fire (RapidSOS, TrackTik, CAD on `urgent`): the sandbox's RapidSOS takes 60
 # alerts a minute, as RapidSOS does, and a 429 storm there would only measure its own limit.
 LIFE_SHARE = 40
+# One alarm in five of the rest is a trouble (SIA BT: the bulk queue, worked by `bulk`, which yields
+# to the fire alarms while they are being worked: its steps wait their turn, then run as the others).
+TROUBLE_SHARE = 5
 KILLS, REDIS_RESTARTS = 20, 2
 SEED = 20261206
 SOAK_TIMEOUT_S = 900
@@ -77,7 +80,10 @@ def _latency_and_storm(stack: FaultStack, seed: int) -> None:
 
 
 def _bodies(count: int) -> list[dict[str, Any]]:
-    bodies = bulk_bodies(count - count // LIFE_SHARE, "soak")
+    rest = count - count // LIFE_SHARE
+    burglaries = bulk_bodies(rest - rest // TROUBLE_SHARE, "soak")
+    troubles = bulk_bodies(rest // TROUBLE_SHARE, "soak-trouble", code="BT")
+    bodies = [body for group in _interleave(burglaries, troubles, TROUBLE_SHARE) for body in group]
     fires = [alarm_body("fs-life", f"soak-fire-{n}", code="FA") for n in range(count // LIFE_SHARE)]
     mixed: list[dict[str, Any]] = []
     for index, body in enumerate(bodies):
@@ -85,6 +91,18 @@ def _bodies(count: int) -> list[dict[str, Any]]:
         if index % (LIFE_SHARE - 1) == 0 and fires:
             mixed.append(fires.pop())
     return mixed + fires
+
+
+def _interleave(
+    many: list[dict[str, Any]], few: list[dict[str, Any]], every: int
+) -> Iterator[list[dict[str, Any]]]:
+    """``many`` with one of ``few`` after each ``every - 1`` of them, and whatever is left after."""
+    few = list(few)
+    for index, body in enumerate(many):
+        yield [body]
+        if index % (every - 1) == every - 2 and few:
+            yield [few.pop()]
+    yield few
 
 
 @pytest.mark.timeout(SOAK_TIMEOUT_S + 60)
@@ -95,7 +113,8 @@ def test_soak_10000_alarms_through_kills_restarts_and_a_slow_stormy_vendor(soak_
     _latency_and_storm(stack, SEED)
     bodies = _bodies(ALARMS)
     posting_s = max(60.0, ALARMS / 25)  # about 25 alarms/s offered: about 35 steps in flight per pool
-    kills = sorted((rng.uniform(5.0, posting_s), rng.choice(("worker", "urgent"))) for _ in range(KILLS))
+    pools = ("worker", "urgent", "bulk")
+    kills = sorted((rng.uniform(5.0, posting_s), rng.choice(pools)) for _ in range(KILLS))
     restarts = sorted(rng.uniform(10.0, posting_s) for _ in range(REDIS_RESTARTS))
     events = sorted([(t, f"kill {name}") for t, name in kills] + [(t, "redis") for t in restarts])
     done: list[str] = []
@@ -136,7 +155,8 @@ def test_soak_10000_alarms_through_kills_restarts_and_a_slow_stormy_vendor(soak_
     latencies = _signal_to_guard_dispatched(stack)
     print(  # noqa: T201
         f"soak: {len(posted)} alarms in {time.monotonic() - began:.0f}s; {done.count('redis')} Redis "
-        f"restarts; kills: worker {done.count('kill worker')}, urgent {done.count('kill urgent')}; "
+        f"restarts; kills: worker {done.count('kill worker')}, urgent {done.count('kill urgent')}, "
+        f"bulk {done.count('kill bulk')}; troubles {sum(1 for p in posted if p.body['code'] == 'BT')}; "
         f"platform restarts {len(stack.restarts)}; {report.unknown_outcomes} unknown outcomes, "
         f"{report.adopted} TrackTik alarms adopted, {report.resent_without_dedupe} deliberate "
         f"RapidSOS re-sends; extra attempts {dict(report.attempts)}; signal to TrackTik alarm created "

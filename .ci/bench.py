@@ -55,7 +55,7 @@ import bench_report as report
 import bench_stack as stk
 
 REPO = stk.REPO
-ALL = ("sandbox", "web", "worker", "urgent", "beat")
+ALL = ("sandbox", "web", "worker", "urgent", "bulk", "beat")
 TERMINAL = ("succeeded", "failed", "cancelled")
 GOAL_INGEST_RATIO = 0.5  # the long-run goal
 GOAL_INGEST_RATIO_NOW = 0.25  # issue 14's target
@@ -217,9 +217,7 @@ def ingest_phase(plan: Plan, services: stk.Services, run_dir: Path, redis_pid: i
                 processes: tuple[str, ...] = ("web",)
                 web_app: str | None = "bench_bare_app:app"
             else:
-                processes = (
-                    ("web", "worker", "urgent", "beat", "sandbox") if plan.ingest_with_workers else ("web",)
-                )
+                processes = ALL if plan.ingest_with_workers else ("web",)
                 web_app = None
             stack = stk.Stack(
                 services,
@@ -603,11 +601,11 @@ def signal_run(
         storm: dict[str, Any] = {}
         with QueueSampler(services, stack.prefix, ("default", "bulk", "life_safety")) as sampler:
             if troubles:
-                # "2,000 troubles queued, then fire alarms" (issue 13): the `worker` is held still while
-                # they are posted, so all of them wait in the bulk queue when the fire alarms start (as
-                # when a power cut's signals land faster than the workers take them); it goes on as the
-                # fire alarms start, and drains them beside the urgent worker.
-                with stk.paused(stack.procs["worker"]):
+                # "2,000 troubles queued, then fire alarms" (issue 13): the `bulk` worker is held still
+                # while they are posted, so all of them wait in the bulk queue when the fire alarms
+                # start (as when a power cut's signals land faster than the workers take them); it goes
+                # on as the fire alarms start, and drains them beside the urgent worker.
+                with stk.paused(stack.procs["bulk"]):
                     storm = _queue_troubles(stack, tag, troubles)
             window = CpuWindow(stack, services, redis_pid)
             whole = CpuWindow(stack, services, redis_pid)  # the load and the drain after it
@@ -743,7 +741,7 @@ def _reach(latencies: list[float]) -> dict[str, Any]:
     }
 
 
-BRIDGE = ("web", "worker", "urgent", "beat", "pg backends", "redis")
+BRIDGE = ("web", "worker", "urgent", "bulk", "beat", "pg backends", "redis")
 
 
 def _cost(cpu: dict[str, float], wall_s: float, received: int, done: int, commits: int) -> dict[str, Any]:
@@ -863,8 +861,11 @@ def configuration(services: stk.Services, plan: Plan) -> dict[str, Any]:
             f"timeout {gunicorn['timeout']} s, preload_app {gunicorn['preload_app']}"
         ),
         "celery": (
-            "worker (default,bulk) and urgent (life_safety,dispatch): thread pools, WORKER_CONCURRENCY "
-            f"and URGENT_CONCURRENCY ({settings.worker_concurrency} and {settings.urgent_concurrency}), "
+            "worker (default), urgent (life_safety,dispatch) and bulk (bulk): thread pools, "
+            "WORKER_CONCURRENCY, URGENT_CONCURRENCY and BULK_CONCURRENCY "
+            f"({settings.worker_concurrency}, {settings.urgent_concurrency} and "
+            f"{settings.bulk_concurrency}), "
+            f"troubles yield to life-safety at {settings.bulk_yield_rate}/s for {settings.bulk_yield_s:g} s, "
             f"pool {settings.worker_pool}, prefetch {celery['worker_prefetch_multiplier']}, "
             f"acks_late {celery['task_acks_late']}"
         ),

@@ -299,7 +299,7 @@ class Stack:
     services: Services
     phase_dir: Path
     prefix: str
-    processes: tuple[str, ...]  # of "sandbox", "web", "receiver", "worker", "urgent", "beat"
+    processes: tuple[str, ...]  # of "sandbox", "web", "receiver", "worker", "urgent", "bulk", "beat"
     web_app: str | None = None  # another WSGI app for the web process (the bare ceiling)
     extra_env: dict[str, str] = field(default_factory=dict)  # settings of this phase only
     procs: dict[str, Proc] = field(default_factory=dict)
@@ -358,13 +358,13 @@ class Stack:
             env = {**self.env, "SIA_RECEIVER_HOST": "127.0.0.1", "SIA_RECEIVER_PORT": str(self.receiver_port)}
             self.procs["receiver"] = start("receiver", argv, env, self.phase_dir / "receiver.log")
             wait_until(lambda: _listens(self.receiver_port, self.procs["receiver"]), 60, what="the receiver")
-        for name in ("worker", "urgent", "beat"):
+        for name in ("worker", "urgent", "bulk", "beat"):
             if name in self.processes:
                 argv = shlex.split(lines[name])
                 argv[0] = str(BIN / argv[0])
                 env = {**self.env, "PORT": str(free_port())}
                 self.procs[name] = start(name, argv, env, self.phase_dir / f"{name}.log")
-        for name in ("worker", "urgent"):
+        for name in ("worker", "urgent", "bulk"):
             if name in self.procs:
                 proc = self.procs[name]
                 wait_until(lambda p=proc: _celery_ready(p), 60, what=f"the {name} process")

@@ -32,7 +32,10 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-MAX_WAIT_S = 60.0  # well below the broker's visibility timeout and any lease
+# Well below the broker's visibility timeout and any lease, and short enough that a warm shutdown
+# (SIGTERM: the threads finish what they hold) is not held up by a waiting step for long. Steps reserve
+# their slots ahead, at most BULK_CONCURRENCY of them: keep BULK_CONCURRENCY / BULK_YIELD_RATE under it.
+MAX_WAIT_S = 10.0
 MARK_EVERY_S = 1.0  # a process refreshes the flag at most this often
 # KEYS: the flag, the next free slot (ms on Redis's clock). ARGV: the spacing (ms), the slot's time
 # to live (ms). Returns -1 when no life-safety step ran lately, else the ms until the slot this call

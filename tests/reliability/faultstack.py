@@ -76,6 +76,8 @@ token_env = "FAULT_PANELS_TOKEN"
 
 [plans.guard]
 default = ["tracktik.create_alarm", "cad.upload_incident"]
+# Troubles take no default steps (a low battery must not send a guard); the soak's troubles do.
+trouble = ["tracktik.create_alarm", "cad.upload_incident"]
 
 [plans.phone]
 default = ["tracktik.create_alarm", "callonalarm.trigger"]

@@ -452,12 +452,33 @@ def _running(engine: Engine) -> list[Lease]:
     return [Lease(r.id, r.attempts, str(r.lease_token), r.lease_until) for r in rows]
 
 
-def _held_by_a(engine: Engine, worker_b: Proc) -> bool:
-    """True when some action has been running for a moment under a lease B's log does not show."""
-    settled = datetime.now(UTC) + timedelta(seconds=LEASE_S - 0.3)  # claimed at least 0.3 s ago
-    running = [lease for lease in _running(engine) if lease.until <= settled]
-    claims_b = _claims(worker_b.tail(10_000_000))
-    return any((lease.action_id, lease.attempts) not in claims_b for lease in running)
+class _ClaimsLog:
+    """The claims a worker's log shows, read incrementally: each look parses only the lines written
+    since the last, so looking costs milliseconds however long the log has grown."""
+
+    def __init__(self, proc: Proc) -> None:
+        self.path = proc.log
+        self.offset = 0
+        self.claims: set[tuple[int, int]] = set()
+
+    def update(self) -> set[tuple[int, int]]:
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            chunk = log.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for next time
+        self.offset += len(complete)
+        self.claims |= _claims(complete.decode(errors="replace"))
+        return self.claims
+
+
+def _held_by_a(engine: Engine, claims_a: _ClaimsLog) -> bool:
+    """True when an action runs now under a lease whose claim A's log shows: A is mid-step.
+
+    Positive evidence, read before the leases: a claim A logged and still running at the read is A's
+    (B's log could lag behind its claims, and parsing all of it took long enough for A's step to end
+    before the cut)."""
+    known_a = claims_a.update()
+    return any((lease.action_id, lease.attempts) in known_a for lease in _running(engine))
 
 
 def _claims(log: str) -> set[tuple[int, int]]:
@@ -511,8 +532,9 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
     wait_until(lambda: storm.answered >= CUT_AFTER or storm.finished(), timeout_s=90, interval_s=0.02)
     # Cut while A's worker holds a lease (an action running that B did not claim), so that the case
     # always has something of A's to re-drive.
+    claims_a_log = _ClaimsLog(worker_a)
     try:
-        wait_until(lambda: _held_by_a(engine, worker_b), timeout_s=20, interval_s=0.05)
+        wait_until(lambda: _held_by_a(engine, claims_a_log), timeout_s=20, interval_s=0.02)
     except AssertionError:
         raise AssertionError(
             "host A's worker held no lease for 20 s after half the storm\n" + deployment.logs_tail()

@@ -190,8 +190,8 @@ class Settings:
     bulk_concurrency: int = setting(32, check=validate.Range(min=1, max=512))  # `bulk` (bulk)
     # Troubles yield to life-safety (workers/bulk_gate.py): while a life-safety step ran within
     # BULK_YIELD_S, bulk steps start at most BULK_YIELD_RATE a second across the deployment.
-    bulk_yield_rate: int = setting(10, check=validate.Range(min=1, max=10_000))
-    bulk_yield_s: float = setting(5.0, check=validate.Range(min=0.1, max=3600))
+    bulk_yield_rate: int = setting(25, check=validate.Range(min=1, max=10_000))
+    bulk_yield_s: float = setting(2.0, check=validate.Range(min=0.1, max=3600))
     broker_visibility_timeout_s: int = setting(3600, check=POSITIVE)
     sandbox_port: int = setting(8100, check=PORT)
     var_dir: str = "var"

@@ -139,7 +139,7 @@ def cost_table(rows_in: list[tuple[str, dict[str, Any]]]) -> str:
                 label,
                 f"{cost['bridge_cpu_ms']:.1f}",
                 f"{by['web']:.1f}",
-                f"{by['worker'] + by['urgent'] + by.get('bulk', 0.0) + by['beat']:.1f}",
+                f"{by['worker'] + by['urgent'] + by['bulk'] + by['beat']:.1f}",
                 f"{by['pg backends']:.1f}",
                 f"{by['redis']:.1f}",
                 f"{cost['sandbox_cpu_ms']:.1f}",

@@ -28,18 +28,17 @@ class StepTask(Task[P, R_co]):
         """This process's runtime for the task's app (built on first use, rebuilt after a fork)."""
         return runtime_holder(self.app).get()
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
-        """Run the task; a step delivered from the bulk queue first waits its turn while life-safety
-        steps are being worked, and a life-safety step says it is (workers/bulk_gate.py)."""
-        delivery = self.request.delivery_info or {}
-        queue = delivery.get("routing_key")
+    def before_start(self, task_id: str, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        """Celery's hook in the worker, just before the task body: a step delivered from the bulk
+        queue first waits its turn while life-safety steps are being worked, and a life-safety step
+        says it is (workers/bulk_gate.py). Run in the worker only, as the tracer calls it."""
+        queue = (self.request.delivery_info or {}).get("routing_key")
         if queue == BULK_QUEUE:
             waited = self.runtime.bulk_gate.wait_turn()
             if waited > 0.0:
                 telemetry.BULK_YIELD_SECONDS.inc(waited)
         elif queue == LIFE_SAFETY_QUEUE:
             self.runtime.bulk_gate.life_safety_seen()
-        return super().__call__(*args, **kwargs)
 
 
 # What every step task is: it takes an action id and returns the action's resulting state.

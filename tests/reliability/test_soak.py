@@ -84,26 +84,23 @@ def _bodies(count: int) -> list[dict[str, Any]]:
     rest = count - count // LIFE_SHARE
     burglaries = bulk_bodies(rest - rest // TROUBLE_SHARE, "soak")
     troubles = bulk_bodies(rest // TROUBLE_SHARE, "soak-trouble", code="BT")
-    bodies = [body for group in _interleave(burglaries, troubles, TROUBLE_SHARE) for body in group]
+    bodies = _interleave(burglaries, troubles, TROUBLE_SHARE, after=TROUBLE_SHARE - 2)
     fires = [alarm_body("fs-life", f"soak-fire-{n}", code="FA") for n in range(count // LIFE_SHARE)]
-    mixed: list[dict[str, Any]] = []
-    for index, body in enumerate(bodies):
-        mixed.append(body)
-        if index % (LIFE_SHARE - 1) == 0 and fires:
-            mixed.append(fires.pop())
-    return mixed + fires
+    return _interleave(bodies, fires, LIFE_SHARE, after=0)
 
 
 def _interleave(
-    many: list[dict[str, Any]], few: list[dict[str, Any]], every: int
-) -> Iterator[list[dict[str, Any]]]:
-    """``many`` with one of ``few`` after each ``every - 1`` of them, and whatever is left after."""
+    many: list[dict[str, Any]], few: list[dict[str, Any]], every: int, *, after: int
+) -> list[dict[str, Any]]:
+    """``many`` with one of ``few`` (from its end) after each of ``many``'s ``after``-th of every
+    ``every - 1``, and whatever is left of ``few`` at the end."""
     few = list(few)
+    mixed: list[dict[str, Any]] = []
     for index, body in enumerate(many):
-        yield [body]
-        if index % (every - 1) == every - 2 and few:
-            yield [few.pop()]
-    yield few
+        mixed.append(body)
+        if index % (every - 1) == after and few:
+            mixed.append(few.pop())
+    return mixed + few
 
 
 @pytest.mark.timeout(SOAK_TIMEOUT_S + 60)

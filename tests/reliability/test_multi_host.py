@@ -530,7 +530,7 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
     started = time.monotonic()
     storm.start()
     wait_until(lambda: storm.answered >= CUT_AFTER or storm.finished(), timeout_s=90, interval_s=0.02)
-    # Cut while A's worker holds a lease (an action running that B did not claim), so that the case
+    # Cut while A's worker holds a lease (a claim in A's own log, still running), so that the case
     # always has something of A's to re-drive.
     claims_a_log = _ClaimsLog(worker_a)
     try:

@@ -35,6 +35,7 @@ BIN = Path(sys.executable).parent
 GUNICORN_CONF = "config/gunicorn.conf.py"
 BENCH_SECRET_KEY = "bench-secret-key-signing-dashboard-sessions"  # noqa: S105 - the bench's own
 SITES_FILE = REPO / ".ci" / "bench_sites.toml"
+SEED_SQL = REPO / ".ci" / "bench_ledger_seed.sql"
 PANEL_TOKEN = "bench-panel-token-3f9c2d7a51e8"  # noqa: S105 - a loopback benchmark's own credential
 OPERATOR_KEY = "bench-operator-key-8b1e44c0"
 PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("TEST_PG_PORT", "5432"))
@@ -138,6 +139,13 @@ class Services:
         self.prefix_root = f"abbench:{run_id}:"
         self.redis = redis.Redis.from_url(REDIS_URL)
         self.database_url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{DB_NAME}"
+        # "seeded" (the default): every phase starts from a month of history with planner statistics;
+        # "empty": a new, never-analysed ledger, as runs before 2026-12-06 measured.
+        self.ledger = os.environ.get("BENCH_LEDGER", "seeded")
+        if self.ledger not in ("seeded", "empty"):
+            raise SystemExit(f"BENCH_LEDGER must be seeded or empty, not {self.ledger!r}")
+        # The highest seeded id per table: the phases count only the rows their own load made.
+        self.seeded = {"events": 0, "alarms": 0, "actions": 0}
 
     def admin(self) -> psycopg.Connection[Any]:
         return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
@@ -165,6 +173,28 @@ class Services:
                 check=True,
                 timeout=120,
             )
+        if self.ledger == "seeded":
+            self.seed_template()
+
+    def seed_template(self) -> None:
+        """A month of history and the planner's statistics, as a production ledger has them.
+
+        On a never-analysed database PostgreSQL plans the prepared statements for empty tables and
+        keeps those plans while the load grows them (.ci/bench_ledger_seed.sql says more).
+        """
+        sql = "\n".join(ln for ln in SEED_SQL.read_text().splitlines() if not ln.startswith("\\"))
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=TEMPLATE_DB) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]  # one script, several statements
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=TEMPLATE_DB, autocommit=True
+        ) as conn:
+            conn.execute("VACUUM ANALYZE")
+            row = conn.execute(
+                "SELECT (SELECT coalesce(max(id), 0) FROM events), "
+                "(SELECT coalesce(max(id), 0) FROM alarms), (SELECT coalesce(max(id), 0) FROM actions)"
+            ).fetchone()
+        assert row is not None
+        self.seeded = {"events": int(row[0]), "alarms": int(row[1]), "actions": int(row[2])}
 
     def fresh_database(self) -> str:
         with self.admin() as conn:

@@ -1,9 +1,15 @@
 """The vendor simulators for `make bench`, in a process of their own, sized for thousands of alarms.
 
-The same simulators as `alarm-bridge sandbox`, with three changes a load run needs and nothing else:
+The same simulators as `alarm-bridge sandbox`, with the changes a load run needs and nothing else:
 the journal keeps every request (its default keeps the newest 10,000, fewer than a 200 alarms/s
 minute produces), and the TrackTik and RapidSOS rate limits, which would answer 429 long before
 the bridge reaches its own limits, are lifted. Timing, validation and answers are unchanged.
+
+They are served as the vendors serve their APIs: HTTP/1.1 connections kept alive between calls, by
+gunicorn's threaded worker in one process (the simulators' state is in memory). werkzeug's server,
+which `alarm-bridge sandbox` and the tests use, closes the connection after every answer, so each
+vendor call cost the workers and the sandbox a TCP connection of its own that a real vendor's
+keep-alive saves. `BENCH_SANDBOX_SERVER=werkzeug` serves them as before.
 
     python .ci/bench_sandbox.py --port 8100
 """
@@ -11,10 +17,14 @@ the bridge reaches its own limits, are lifted. Timing, validation and answers ar
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -24,6 +34,10 @@ from sandbox.server import build_apps, combined_app, serve_in_thread
 from sandbox.simulator import STATE_KEY
 
 JOURNAL_ENTRIES = 2_000_000
+# Enough threads for every call a slow-vendor phase keeps waiting at once (creates answered after
+# 0.5-2 s at up to 60 alarms/s), and an idle keep-alive longer than any pause between phases' calls.
+THREADS = 256
+KEEPALIVE_S = 75
 
 
 def main() -> int:
@@ -38,6 +52,9 @@ def main() -> int:
     apps = build_apps(config, clock=Clock())
     for app in apps.values():
         app.extensions[STATE_KEY].journal.max_entries = JOURNAL_ENTRIES
+    if os.environ.get("BENCH_SANDBOX_SERVER", "gunicorn") == "gunicorn":
+        _Gunicorn(combined_app(apps), f"{args.host}:{args.port}").run()
+        return 0
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -48,6 +65,31 @@ def main() -> int:
     finally:
         server.stop()
     return 0
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
+    """One gthread worker (the simulators' state lives in this process), connections kept alive."""
+
+    def __init__(self, app: Any, bind: str) -> None:
+        self._app = app
+        self._bind = bind
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in {
+            "bind": self._bind,
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": THREADS,
+            "keepalive": KEEPALIVE_S,
+            "graceful_timeout": 5,
+            "accesslog": None,
+            "loglevel": "warning",
+        }.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        return self._app
 
 
 if __name__ == "__main__":

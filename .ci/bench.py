@@ -893,7 +893,15 @@ def configuration(services: stk.Services, plan: Plan) -> dict[str, Any]:
         "(the broker only; the ledger is the source of truth)",
         "logging": f"LOG_LEVEL={os.environ.get('LOG_LEVEL', 'INFO')}, json, to files",
         "ingest workers": "running" if plan.ingest_with_workers else "stopped (messages wait in Redis)",
-        "sandbox": "own process (werkzeug, threaded); journal unbounded; TrackTik, RapidSOS rate limits off",
+        "sandbox": (
+            "own process ("
+            + (
+                "werkzeug, threaded, a connection per call"
+                if os.environ.get("BENCH_SANDBOX_SERVER", "gunicorn") == "werkzeug"
+                else "gunicorn gthread, connections kept alive"
+            )
+            + "); journal unbounded; TrackTik, RapidSOS rate limits off"
+        ),
         "load generator": "Python asyncio open loop (fixed rates), wrk (saturation), on this machine",
     }
 

@@ -885,7 +885,7 @@ def configuration(services: stk.Services, plan: Plan) -> dict[str, Any]:
         "ledger": (
             f"seeded: every phase starts from a month of history ({services.seeded['events']:,} events, "
             f"{services.seeded['alarms']:,} alarms, {services.seeded['actions']:,} actions; "
-            ".ci/bench_ledger_seed.sql), VACUUM ANALYZE"
+            ".ci/bench_seed.sql), VACUUM ANALYZE"
             if services.ledger == "seeded"
             else "empty: a new, never-analysed database (BENCH_LEDGER=empty)"
         ),

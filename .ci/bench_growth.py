@@ -2,7 +2,7 @@
 ledger (one day: a page of every list) and on one holding a year of a mid-size monitoring centre,
 side by side, with their ratio.
 
-The year (.ci/bench_growth_seed.sql: 1,000,000 events, 300,000 alarms, 708,215 actions, 3,000,101
+The year (.ci/bench_seed.sql, shape YEAR: 1,000,000 events, 300,000 alarms, 708,215 actions, 3,000,101
 timeline lines, 5,000 accounts over 365 days) is seeded once at the first schema revision into a
 database of its own; each run copies it and applies `alarm-bridge db upgrade` to the copy, as a
 production upgrade would (its duration is reported), then VACUUM ANALYZE. The same script run from
@@ -41,7 +41,6 @@ import bench_load as load
 import bench_stack as stk
 import psycopg
 
-SEED_SQL = Path(__file__).resolve().parent / "bench_growth_seed.sql"
 SEED_DB = "abg_year_seed_r0001"  # seeded at revision 0001; kept with --keep-seed
 TARGET_RATIO = 1.5
 # The "empty" ledger holds one day: a page of every list (ended alarms, dead letters) to return, so
@@ -149,7 +148,7 @@ def seed(ledgers: Ledgers, log: Path, reuse: bool) -> float:
     code, _, _ = alarm_bridge(["db", "upgrade", "--revision", "0001"], ledgers.url(SEED_DB), log)
     if code != 0:
         raise SystemExit(f"bench-growth: migrating {SEED_DB} to 0001 failed; see {log}")
-    sql = "\n".join(ln for ln in SEED_SQL.read_text().splitlines() if not ln.startswith("\\"))
+    sql = stk.render_seed(stk.YEAR)
     t0 = time.monotonic()
     ledgers.run_sql(SEED_DB, sql)
     ledgers.run_sql(SEED_DB, "VACUUM ANALYZE")

@@ -35,7 +35,11 @@ BIN = Path(sys.executable).parent
 GUNICORN_CONF = "config/gunicorn.conf.py"
 BENCH_SECRET_KEY = "bench-secret-key-signing-dashboard-sessions"  # noqa: S105 - the bench's own
 SITES_FILE = REPO / ".ci" / "bench_sites.toml"
-SEED_SQL = REPO / ".ci" / "bench_ledger_seed.sql"
+SEED_SQL = REPO / ".ci" / "bench_seed.sql"
+# The seeded ledgers' shapes (.ci/bench_seed.sql says what each number counts).
+YEAR = {"DAYS": 365, "ALARMS": 300_000, "OPEN": 204, "ATTACHED": 595_323, "ROUTINE": 404_677}
+YEAR["ACTIONS"] = 708_215
+MONTH = {"DAYS": 30, "ALARMS": 30_000, "OPEN": 20, "ATTACHED": 60_000, "ROUTINE": 15_000, "ACTIONS": 60_000}
 PANEL_TOKEN = "bench-panel-token-3f9c2d7a51e8"  # noqa: S105 - a loopback benchmark's own credential
 OPERATOR_KEY = "bench-operator-key-8b1e44c0"
 PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("TEST_PG_PORT", "5432"))
@@ -180,9 +184,9 @@ class Services:
         """A month of history and the planner's statistics, as a production ledger has them.
 
         On a never-analysed database PostgreSQL plans the prepared statements for empty tables and
-        keeps those plans while the load grows them (.ci/bench_ledger_seed.sql says more).
+        keeps those plans while the load grows them (.ci/bench_seed.sql says more).
         """
-        sql = "\n".join(ln for ln in SEED_SQL.read_text().splitlines() if not ln.startswith("\\"))
+        sql = render_seed(MONTH)
         with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=TEMPLATE_DB) as conn:
             conn.execute(sql)  # type: ignore[arg-type]  # one script, several statements
         with psycopg.connect(
@@ -253,6 +257,14 @@ class Services:
         if batch:
             deleted += int(self.redis.delete(*batch))
         return deleted
+
+
+def render_seed(shape: dict[str, int]) -> str:
+    """.ci/bench_seed.sql for one shape, without psql's own commands (it runs through psycopg)."""
+    sql = "\n".join(ln for ln in SEED_SQL.read_text().splitlines() if not ln.startswith("\\"))
+    for token, value in shape.items():
+        sql = sql.replace("{" + token + "}", str(value))
+    return sql
 
 
 def _base_env() -> dict[str, str]:

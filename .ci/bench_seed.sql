@@ -9,10 +9,10 @@
 --   upgrade` on the copy, as a production upgrade would.
 -- - MONTH, for every phase of `make bench` (.ci/bench_stack.py, Services.prepare_template): 30 days,
 --   30,000 alarms of which 20 are open, 75,000 events of which 15,000 opened none, 60,001 actions,
---   300,101 timeline lines (a finished self-test among them). A production ledger has history and planner statistics (autovacuum
---   keeps them); on a new, never-analysed database PostgreSQL plans the prepared intake and worker
---   statements for empty tables and keeps those plans while a one-minute load grows the tables, so
---   the run measured the planner's cold start, not the bridge.
+--   300,101 timeline lines (a finished self-test among them). A production ledger has history and
+--   planner statistics (autovacuum keeps them); on a new, never-analysed database PostgreSQL plans
+--   the prepared intake and worker statements for empty tables and keeps those plans while a
+--   one-minute load grows the tables, so the run measured the planner's cold start, not the bridge.
 --
 -- Accounts bp-00..15 and bl-00..15 are the bench sites' own (.ci/bench_sites.toml), so the accounts
 -- the load posts to carry history like every other; zones are z0..z7, and the benchmarks' own events

@@ -897,7 +897,7 @@ def configuration(services: stk.Services, plan: Plan) -> dict[str, Any]:
             "own process ("
             + (
                 "werkzeug, threaded, a connection per call"
-                if os.environ.get("BENCH_SANDBOX_SERVER", "gunicorn") == "werkzeug"
+                if services.sandbox_server == "werkzeug"
                 else "gunicorn gthread, connections kept alive"
             )
             + "); journal unbounded; TrackTik, RapidSOS rate limits off"

@@ -17,7 +17,6 @@ keep-alive saves. `BENCH_SANDBOX_SERVER=werkzeug` serves them as before.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,8 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_stack import sandbox_server
 
 from sandbox.clock import Clock
 from sandbox.config import load_config
@@ -52,7 +53,7 @@ def main() -> int:
     apps = build_apps(config, clock=Clock())
     for app in apps.values():
         app.extensions[STATE_KEY].journal.max_entries = JOURNAL_ENTRIES
-    if os.environ.get("BENCH_SANDBOX_SERVER", "gunicorn") == "gunicorn":
+    if sandbox_server() == "gunicorn":
         _Gunicorn(combined_app(apps), f"{args.host}:{args.port}").run()
         return 0
     stop = threading.Event()

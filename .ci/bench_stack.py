@@ -37,9 +37,28 @@ BENCH_SECRET_KEY = "bench-secret-key-signing-dashboard-sessions"  # noqa: S105 -
 SITES_FILE = REPO / ".ci" / "bench_sites.toml"
 SEED_SQL = REPO / ".ci" / "bench_seed.sql"
 # The seeded ledgers' shapes (.ci/bench_seed.sql says what each number counts).
-YEAR = {"DAYS": 365, "ALARMS": 300_000, "OPEN": 204, "ATTACHED": 595_323, "ROUTINE": 404_677}
-YEAR["ACTIONS"] = 708_215
+YEAR = {
+    "DAYS": 365,
+    "ALARMS": 300_000,
+    "OPEN": 204,
+    "ATTACHED": 595_323,
+    "ROUTINE": 404_677,
+    "ACTIONS": 708_215,
+}
 MONTH = {"DAYS": 30, "ALARMS": 30_000, "OPEN": 20, "ATTACHED": 60_000, "ROUTINE": 15_000, "ACTIONS": 60_000}
+# How .ci/bench_sandbox.py serves the simulators: "gunicorn" (connections kept alive, as vendors keep
+# them) or "werkzeug" (a connection per call, as runs before 2026-12-06 measured).
+SANDBOX_SERVERS = ("gunicorn", "werkzeug")
+
+
+def sandbox_server() -> str:
+    """BENCH_SANDBOX_SERVER, checked: the report and the sandbox process read it alike."""
+    server = os.environ.get("BENCH_SANDBOX_SERVER", SANDBOX_SERVERS[0])
+    if server not in SANDBOX_SERVERS:
+        raise SystemExit(f"BENCH_SANDBOX_SERVER must be one of {', '.join(SANDBOX_SERVERS)}, not {server!r}")
+    return server
+
+
 PANEL_TOKEN = "bench-panel-token-3f9c2d7a51e8"  # noqa: S105 - a loopback benchmark's own credential
 OPERATOR_KEY = "bench-operator-key-8b1e44c0"
 PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("TEST_PG_PORT", "5432"))
@@ -150,6 +169,7 @@ class Services:
             raise SystemExit(f"BENCH_LEDGER must be seeded or empty, not {self.ledger!r}")
         # The highest seeded id per table: the phases count only the rows their own load made.
         self.seeded = {"events": 0, "alarms": 0, "actions": 0}
+        self.sandbox_server = sandbox_server()
 
     def admin(self) -> psycopg.Connection[Any]:
         return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)

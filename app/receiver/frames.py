@@ -26,11 +26,13 @@ own test frames among them) compute the length wrongly.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from Crypto.Cipher import AES
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 from pysiaalarm.utils.enums import ResponseType
@@ -46,6 +48,12 @@ FRAME_END = b"\r"
 MAX_FRAME_BYTES = 1 + 4 + 4 + 0xFFF + 1
 TIMESTAMP_FORMAT = "_%H:%M:%S,%m-%d-%Y"  # GMT
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
+_PRINTABLE_BYTES = re.compile(rb"[\x20-\x7e]*")
+_ZERO_IV = bytes(16)  # the standard's CBC starts from a zero IV
+_NOT_IN_PAD = b"|[]"
+# The shortest text after a non-printable pad a frame may decrypt to: "|", a data block, "]" and the
+# 20-character timestamp make any real frame's at least 22.
+_MIN_CLEAR = 16
 _REPLY = re.compile(
     r'(?P<crc>[0-9A-Fa-f]{4})(?P<length>[0-9A-Fa-f]{4})(?P<body>"(?P<encrypted>\*)?(?P<kind>ACK|NAK|DUH|RSP)"'
     r"(?P<rest>.*))"
@@ -124,7 +132,7 @@ class Frame:
     account: str
     encrypted: bool
     timestamp: datetime | None  # the panel's clock, GMT
-    content: str  # what follows "[" (decrypted), through the timestamp
+    content: str  # what follows "[" (decrypted, from the pad's closing "|" on), through the timestamp
     source: Source
     site: Site
     adm: tuple[str, str, str, str] | None = None  # ADM-CID: qualifier, event type, partition, zone
@@ -219,8 +227,12 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
     # AES block), and more: each of them is a refusal, never a dead listener.
     except Exception:  # noqa: BLE001
         return refuse(Reason.DECRYPT_FAILED if encrypted else Reason.UNREADABLE, source)
-    if encrypted and not _decrypted_cleanly(event):
-        return refuse(Reason.DECRYPT_FAILED, source)
+    content = event.content or ""
+    if encrypted:
+        clear = _unpadded(event.encrypted_content or "", book.key_b)
+        if clear is None:
+            return refuse(Reason.DECRYPT_FAILED, source)
+        content = clear
     timestamp = event.timestamp if isinstance(event.timestamp, datetime) else None
     if encrypted and timestamp is None:
         return refuse(Reason.NO_TIMESTAMP, source)
@@ -237,7 +249,7 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
         account=account,
         encrypted=encrypted,
         timestamp=timestamp,
-        content=event.content or "",
+        content=content,
         source=source,
         site=site,
         adm=adm,
@@ -250,13 +262,36 @@ def _prefix(match: re.Match[str] | None) -> tuple[str | None, str | None]:
     return (match["receiver"], match["line"]) if match else (None, None)
 
 
-def _decrypted_cleanly(event: SIAEvent) -> bool:
-    """A wrong key decrypts to noise: bytes outside printable ASCII, which pysiaalarm drops silently.
+def _unpadded(cipher: str, key: bytes | None) -> str | None:
+    """The decrypted text from the end of the pad on, or None when the account's key does not decrypt it.
 
-    Sixteen or more noise bytes that all happen to be printable is a chance below one in a million.
+    The standard's pad (ANSI/SIA DC-09-2013 5.4.4.2) is pseudo-random bytes, any value 0-255 but
+    ``|``, ``[`` and ``]``, ended by the first ``|``; from there on the text is printable ASCII
+    (pysiaalarm, which reads the content, drops the pad's bytes above 127 and keeps the rest). A wrong
+    key decrypts to noise, so the text after the pad must be printable, and when the pad itself is not
+    (a standard panel's), at least ``_MIN_CLEAR`` characters long: noise passes that with a chance
+    below one in a million, before the content and timestamp checks that follow. A frame whose whole
+    plaintext is printable (pysiaalarm's senders pad with ``0``) is read as before.
     """
-    content, cipher = event.content or "", event.encrypted_content or ""
-    return len(content) * 2 == len(cipher) and bool(_PRINTABLE.fullmatch(content))
+    try:
+        plain = AES.new(key or b"", AES.MODE_CBC, _ZERO_IV).decrypt(bytes.fromhex(cipher))
+    except ValueError:  # no key, a key of the wrong length, not hex, a partial block
+        return None
+    end = plain.find(b"|")
+    pad, text = (b"", plain) if end < 0 else (plain[:end], plain[end:])
+    if not _PRINTABLE_BYTES.fullmatch(text):
+        return None
+    if not _PRINTABLE_BYTES.fullmatch(pad) and len(text) < _MIN_CLEAR:
+        return None
+    return text.decode("ascii")
+
+
+def standard_pad(length: int) -> bytes:
+    """``length`` pad bytes as the standard has a panel send them: pseudo-random, any value but |, [ and ]."""
+    pad = b""
+    while len(pad) < length:
+        pad += bytes(b for b in os.urandom(length) if b not in _NOT_IN_PAD)
+    return pad[:length]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,13 +312,16 @@ def build_frame(
     line: str = "L1",
     message_type: str = SIA_DCS,
     data: str | None = None,
+    pad: bytes | None = None,
 ) -> bytes:
     """A DC-09 frame as a panel sends it: ``<LF><crc><length>"<id>"<seq>R…L…#<acct>[<data>]<time><CR>``.
 
     ``data`` is the block inside the brackets; by default ``#<acct>|N[ri<area>/]<code><zone>`` for
     SIA-DCS and empty for NULL. With ``key`` (AES key bytes) the frame is encrypted as the standard
-    says: pad characters, ``|``, then the data and the timestamp. ``timestamp`` defaults to now;
-    ``stamped=False`` leaves it out (allowed for plain frames only).
+    says: pad bytes, ``|``, then the data and the timestamp. The pad is ``pad`` when given (its length
+    must bring the encrypted part to a multiple of 16), else pseudo-random bytes as the standard has
+    panels send (``standard_pad``). ``timestamp`` defaults to now; ``stamped=False`` leaves it out
+    (allowed for plain frames only).
     """
     if data is None:
         if message_type == SIA_DCS:
@@ -295,7 +333,10 @@ def build_frame(
     stamp = (timestamp or datetime.now(UTC)).astimezone(UTC).strftime(TIMESTAMP_FORMAT) if stamped else ""
     content = f"{data}]{stamp}"
     if key is not None:
-        content = _Answer(sia_account=sia_account(account, key)).encrypt_content("|" + content) or ""
+        plain = f"|{content}".encode("ascii")
+        # A part already a multiple of 16 long still gets a pad: 16 bytes of it (the standard's rule).
+        pad = standard_pad(16 - len(plain) % 16) if pad is None else pad
+        content = AES.new(key, AES.MODE_CBC, _ZERO_IV).encrypt(pad + plain).hex().upper()
     flag = "*" if key is not None else ""
     body = f'"{flag}{message_type}"{sequence:04d}{receiver}{line}#{account}[{content}'
     crc = SIAEvent(full_message=body).calc_crc

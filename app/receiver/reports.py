@@ -55,7 +55,7 @@ def events_of(frame: Frame, received_at: datetime) -> list[Event]:
             "account": frame.account,
             "encrypted": frame.encrypted,
             "timestamp": frame.timestamp.isoformat() if frame.timestamp else None,
-            "data": _data_block(frame) if frame.message_type == SIA_DCS else frame.content.split("]")[0],
+            "data": _data_block(frame) if frame.message_type == SIA_DCS else _block(frame),
             "extended": frame.extended,
         }
     }
@@ -80,6 +80,12 @@ def events_of(frame: Frame, received_at: datetime) -> list[Event]:
             )
         )
     return events
+
+
+def _block(frame: Frame) -> str:
+    """The block between ``[`` and ``]`` as sent, without the encryption's pad and its ``|``."""
+    body = frame.content.removeprefix("|") if frame.encrypted else frame.content
+    return body.split("]", 1)[0]
 
 
 def _data_block(frame: Frame) -> str:

@@ -23,6 +23,7 @@ from app.receiver.frames import (
     nak,
     read_frame,
     read_reply,
+    standard_pad,
 )
 from app.receiver.reports import events_of
 from app.receiver.server import PriorityPool
@@ -131,6 +132,66 @@ def test_an_ascii_key_source_decrypts_as_pysiaalarm_and_ajax_panels_encrypt(acco
     assert (frame.source.key, frame.encrypted) == ("ajax", True)
 
 
+# "|#128A|NFA7]" and the 20-character timestamp are 32 bytes: the standard adds 16 pad bytes.
+STANDARD_PADS = [
+    pytest.param(bytes(range(16)), id="control-bytes-and-nul"),
+    pytest.param(bytes(range(0x80, 0x90)), id="bytes-above-127"),
+    pytest.param(b"\xff" * 16, id="all-ff"),
+    pytest.param(b"\x15" + b"x" * 15, id="one-control-byte"),
+    pytest.param(b"\n\r\x00 ~" * 3 + b"\x7f", id="line-ends"),
+    pytest.param(b"0" * 16, id="printable-as-pysiaalarm"),
+]
+
+
+@pytest.mark.parametrize("pad", STANDARD_PADS)
+@pytest.mark.parametrize("account", ["128A", "256C"])
+def test_a_standard_panels_binary_pad_is_read_and_left_out_of_the_record(
+    accounts: Accounts, account: str, pad: bytes
+) -> None:
+    """ANSI/SIA DC-09-2013 5.4.4.2: the pad is pseudo-random bytes 0-255 but "|", "[" and "]"."""
+    sent_at = datetime.now(UTC).replace(microsecond=0)
+    raw = build_frame(account, "FA", "7", sequence=12, key=KEYS[account], timestamp=sent_at, pad=pad)
+    frame = read(raw, accounts)
+
+    assert frame.timestamp == sent_at
+    assert frame.content == f"|#{account}|NFA7]_{sent_at:%H:%M:%S,%m-%d-%Y}"
+    (event,) = events_of(frame, sent_at)
+    assert (event.code, event.zone, event.payload["dc09"]["data"]) == ("FA", "7", "NFA7")
+    reply = read_reply(frame.ack(), KEYS[account], account)
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("ACK", True, True)
+
+
+def test_an_encrypted_contact_id_frame_keeps_no_pad_in_its_payload(accounts: Accounts) -> None:
+    raw = build_frame(
+        "128A", message_type=ADM_CID, data="#128A|1130 01 003", key=KEYS["128A"], pad=bytes(range(9))
+    )
+    frame = read(raw, accounts)
+
+    (event,) = events_of(frame, datetime.now(UTC))
+    assert event.code == "BA"
+    assert event.payload["dc09"]["data"] == "#128A|1130 01 003"
+
+
+def test_the_sender_pads_as_the_standard_says() -> None:
+    """Pseudo-random pad bytes, never "|", "[" or "]", different from one frame to the next."""
+    pads = [standard_pad(16) for _ in range(200)]
+
+    assert all(len(pad) == 16 and not set(pad) & set(b"|[]") for pad in pads)
+    assert len(set(pads)) == 200
+    assert any(byte > 0x7E or byte < 0x20 for pad in pads for byte in pad)
+
+
+def test_a_wrong_key_never_reads_a_standard_panels_frame(accounts: Accounts) -> None:
+    """With a pad that is not printable, the text after it must be: noise passes below one in a million."""
+    wrong = [KEYS["256C"][:16][::-1], KEYS["256C"][16:], ASCII_KEY]
+    reasons = {
+        refused(build_frame("128A", "BA", str(n % 9), sequence=n, key=wrong[n % 3]), accounts).reason
+        for n in range(300)
+    }
+
+    assert reasons == {Reason.DECRYPT_FAILED}
+
+
 # --- refusals ---------------------------------------------------------------------------------------------
 
 
@@ -174,7 +235,9 @@ def corrupt_crc(raw: bytes) -> bytes:
             lambda: build_frame("1234", "BA", "1", key=KEYS["128A"]), Reason.NO_KEY, id="encrypted-no-key"
         ),
         pytest.param(
-            lambda: build_frame("128A", "BA", "1", key=KEYS["128A"], stamped=False),
+            # pysiaalarm's senders pad with "0": a printable pad, so the frame reads and the missing
+            # timestamp is what refuses it.
+            lambda: build_frame("128A", "BA", "1", key=KEYS["128A"], stamped=False, pad=b"0000"),
             Reason.NO_TIMESTAMP,
             id="encrypted-without-timestamp",
         ),

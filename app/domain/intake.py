@@ -91,12 +91,29 @@ _ATTACH_EVENT = (
 )
 
 
+# The priorities of the alarms an event may join: its own and higher. A fire alarm that follows a
+# fire trouble of its zone (a detector's fault, then the fire) must not join the trouble's alarm, which
+# runs the trouble's plan on the bulk queue: it opens a fire alarm with the fire plan. A trouble that
+# follows a fire alarm joins it: the fire's response is already more than the trouble's.
+_PRIORITY_ORDER = (
+    sia.Priority.LIFE_SAFETY,
+    sia.Priority.PROPERTY,
+    sia.Priority.TECHNICAL,
+    sia.Priority.INFORMATIONAL,
+)
+_JOINABLE = {
+    priority.value: [p.value for p in _PRIORITY_ORDER[: index + 1]]
+    for index, priority in enumerate(_PRIORITY_ORDER)
+}
+
+
 @functools.cache
-def _join_statement(routed: bool, zoned: bool) -> Any:
+def _join_statement(routed: bool, zoned: bool, priority: str) -> Any:
     """Find and join the open alarm of this place, zone and family in one statement.
 
-    The outer state test is evaluated again on the row the UPDATE locks, so an alarm an operator
-    ends meanwhile is not joined: a new one opens instead.
+    Only an alarm of the event's priority or a higher one is joined (``_JOINABLE``). The outer state
+    test is evaluated again on the row the UPDATE locks, so an alarm an operator ends meanwhile is not
+    joined: a new one opens instead.
     """
     place = [ALARMS.c.account == bindparam("p_account")]
     if routed:
@@ -109,6 +126,7 @@ def _join_statement(routed: bool, zoned: bool) -> Any:
         .where(
             *place,
             ALARMS.c.family == bindparam("p_family"),
+            ALARMS.c.priority.in_(_JOINABLE[priority]),
             ALARMS.c.state.in_(_ACTIVE),
             ALARMS.c.last_event_at >= bindparam("p_since", type_=ALARMS.c.last_event_at.type),
         )
@@ -355,7 +373,7 @@ class _Recorder:
     def _open_or_join(self) -> tuple[_AlarmRef, list[DueAction]]:
         routed, zoned = self.site is not None, self.event.zone is not None
         joined = self.session.execute(
-            _join_statement(routed, zoned),
+            _join_statement(routed, zoned, self.cls.priority),
             {
                 "p_account": self.event.account,
                 "p_site_key": self.site.key if self.site is not None else None,

@@ -136,6 +136,34 @@ def test_a_repeat_after_the_grouping_window_opens_a_new_alarm(sessions: sessionm
     assert later.alarm_id != first.alarm_id
 
 
+@pytest.mark.parametrize(("trouble", "then"), [("FT", "FA"), ("BT", "BA"), ("GT", "GA")])
+def test_an_alarm_after_a_trouble_of_its_zone_opens_its_own_alarm_with_its_own_response(
+    sessions: sessionmaker[Session], trouble: str, then: str
+) -> None:
+    """A detector's fault, then the fire: the fire must not join the trouble's alarm and its plan."""
+    fault = record(sessions, panel(trouble, account=NEWTON_ACCOUNT, zone="5"))
+    real = record(sessions, panel(then, account=NEWTON_ACCOUNT, zone="5", at=T0 + timedelta(seconds=60)))
+
+    assert real.alarm_id != fault.alarm_id and real.opened is not None
+    assert alarm(sessions, fault.alarm_id).event_count == 1
+    opened = alarm(sessions, real.alarm_id)
+    assert (opened.family, opened.priority) == (alarm(sessions, fault.alarm_id).family, real.opened[1])
+    assert opened.priority in ("life_safety", "property")
+    # The same response as the alarm gets on a zone with no trouble.
+    alone = record(sessions, panel(then, account=NEWTON_ACCOUNT, zone="6", at=T0 + timedelta(seconds=60)))
+    assert actions_of(sessions, real.alarm_id) == actions_of(sessions, alone.alarm_id) != {}
+    assert [d.queue for d in real.due_actions] == [d.queue for d in alone.due_actions]
+
+
+def test_a_trouble_after_a_fire_alarm_of_its_zone_joins_the_fire_alarm(sessions: sessionmaker[Session]) -> None:
+    fire = record(sessions, panel("FA", account=NEWTON_ACCOUNT, zone="5"))
+    fault = record(sessions, panel("FT", account=NEWTON_ACCOUNT, zone="5", at=T0 + timedelta(seconds=30)))
+
+    assert fault.alarm_id == fire.alarm_id and fault.due_actions == ()
+    joined = alarm(sessions, fire.alarm_id)
+    assert (joined.priority, joined.event_count) == ("life_safety", 2)
+
+
 def test_another_zone_or_family_is_another_alarm(sessions: sessionmaker[Session]) -> None:
     burglary = record(sessions, panel("BA", zone="3"))
     other_zone = record(sessions, panel("BA", zone="4"))

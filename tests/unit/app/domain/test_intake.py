@@ -155,7 +155,9 @@ def test_an_alarm_after_a_trouble_of_its_zone_opens_its_own_alarm_with_its_own_r
     assert [d.queue for d in real.due_actions] == [d.queue for d in alone.due_actions]
 
 
-def test_a_trouble_after_a_fire_alarm_of_its_zone_joins_the_fire_alarm(sessions: sessionmaker[Session]) -> None:
+def test_a_trouble_after_a_fire_alarm_of_its_zone_joins_the_fire_alarm(
+    sessions: sessionmaker[Session],
+) -> None:
     fire = record(sessions, panel("FA", account=NEWTON_ACCOUNT, zone="5"))
     fault = record(sessions, panel("FT", account=NEWTON_ACCOUNT, zone="5", at=T0 + timedelta(seconds=30)))
 

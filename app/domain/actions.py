@@ -344,6 +344,8 @@ def _claim_slowly(
         return None  # finished, or another delivery holds a live lease
     if alarm_ended and action.kind not in CLOSING_KINDS:
         _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm has ended")
+        if found.outcome_unknown_once_claimed:
+            _check_by_hand(session, action, now)
         return None
     if not found.has_attempts_left:
         action.outcome_unknown = bool(found.outcome_unknown_once_claimed)
@@ -475,6 +477,25 @@ def _finish(session: Session, action: Action, state: ActionState, now: datetime,
     action.completed_at = now
     action.updated_at = now
     _timeline(session, action, now, f"action.{state.value}", message)
+
+
+def _check_by_hand(session: Session, action: Action, now: datetime) -> None:
+    """A step of an ended alarm stopped after an attempt that may have reached its upstream.
+
+    Its answer was lost, or its worker died mid-call (its lease expired): what it created (a guard's
+    dispatch, a 911 alert, a phone call) may be live, with no id to stand it down by. The operator's
+    End could not see it (it was running then), so it is said now, as End says it of the steps it stops.
+    """
+    alarm = session.get(Alarm, action.alarm_id) if action.alarm_id is not None else None
+    if alarm is None:
+        return
+    reason = (
+        f"{action.kind} may have reached {action.target} before the alarm ended (its answer was lost): "
+        f"check {action.target} and stand it down there"
+    )
+    alarm.flag_for_person(reason)
+    action.outcome_unknown = True
+    _timeline(session, action, now, "upstream.check_by_hand", reason)
 
 
 def _timeline(session: Session, action: Action, now: datetime, kind: str, message: str) -> None:

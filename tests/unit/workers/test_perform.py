@@ -29,6 +29,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 
+from app.domain import operations
 from app.domain.actions import BACKOFF_BASE_S, DueAction
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
@@ -476,3 +477,70 @@ def test_a_site_without_its_own_phone_connection_falls_back_to_the_centres(
         assert any(kind == "fallback.none" for kind, _ in _timeline(rt, alarm_id=alarm.alarm_id))
     else:
         assert [(p["account"], p["fallback"]) for p in params] == [(centre, True)]
+
+
+# --- a step in flight when the alarm ends -----------------------------------------------------------
+
+
+def _said_to_check_by_hand(rt: Runtime, alarm_id: int) -> None:
+    alarm = _alarm(rt, alarm_id)
+    assert "tracktik.create_alarm may have reached tracktik" in (alarm.needs_person_reason or "")
+    assert any(
+        kind == "upstream.check_by_hand" and "stand it down there" in message
+        for kind, message in _timeline(rt, alarm_id=alarm_id)
+    )
+
+
+def test_a_create_whose_answer_is_lost_while_the_alarm_ends_is_put_before_a_person(rt: Runtime) -> None:
+    """The POST reached TrackTik (a guard may be on the way) while an operator ended the alarm; its
+    answer was lost. The retry is not run (the alarm ended), and a person is told to check TrackTik."""
+    alarmed = _burglary(rt)
+    step = alarmed.steps[TRACKTIK]
+
+    def create_lost_answer(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:
+            operations.end(session, alarmed.alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
+        raise OutcomeUnknownError("tracktik", "POST /rest/v1/alarms: no answer within the timeout")
+
+    assert perform(rt, step, create_lost_answer) == ActionState.PENDING
+    _due_now(rt, step)
+    ran: list[Job] = []
+    assert perform(rt, step, lambda job: ran.append(job) or Outcome()) == "skipped"
+
+    assert ran == [] and _row(rt, step).state == ActionState.CANCELLED
+    _said_to_check_by_hand(rt, alarmed.alarm_id)
+
+
+def test_a_create_whose_worker_died_while_the_alarm_ended_is_put_before_a_person(rt: Runtime) -> None:
+    alarmed = _burglary(rt)
+    step = alarmed.steps[TRACKTIK]
+
+    def create_then_die(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:
+            operations.end(session, alarmed.alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
+        raise SystemExit  # the worker process killed after the POST left
+
+    with pytest.raises(SystemExit):
+        perform(rt, step, create_then_die)
+    assert _row(rt, step).state == ActionState.RUNNING
+    with rt.sessions.begin() as session:  # its lease runs out
+        session.execute(
+            update(Action).where(Action.id == step).values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    assert perform(rt, step, lambda job: Outcome()) == "skipped"
+
+    assert _row(rt, step).state == ActionState.CANCELLED
+    _said_to_check_by_hand(rt, alarmed.alarm_id)
+
+
+def test_a_step_that_never_reached_its_upstream_is_stopped_quietly_when_the_alarm_ends(rt: Runtime) -> None:
+    alarmed = _burglary(rt)
+    step = alarmed.steps[TRACKTIK]
+    assert perform(rt, step, _raise(UpstreamUnavailableError("tracktik", "503"))) == ActionState.PENDING
+    with rt.sessions.begin() as session:
+        operations.end(session, alarmed.alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
+    _due_now(rt, step)
+    assert perform(rt, step, lambda job: Outcome()) == "skipped"
+
+    assert _row(rt, step).state == ActionState.CANCELLED
+    assert "may have reached" not in (_alarm(rt, alarmed.alarm_id).needs_person_reason or "")

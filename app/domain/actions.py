@@ -284,15 +284,40 @@ def claim_with_alarm(
     need not read it again."""
     connection = core(session)
     alarm = connection.execute(_LOCK_ALARM_OF_ACTION, {"action_id": action_id}).first()
-    alarm_ended = alarm is not None and alarm.state == AlarmState.ENDED
-    if not alarm_ended:  # an ended alarm's steps may be cancelled: the slow path decides
+    stood_down = _stood_down(alarm)
+    if stood_down is None:  # a stood-down alarm's steps may be cancelled: the slow path decides
         claimed = _take_lease(session, connection, action_id, now=now, lease=lease)
         if claimed is not None:
             return claimed, alarm
     claimed = _claim_slowly(
-        session, action_id, now=now, lease=lease, alarm_ended=alarm_ended, on_exhausted=on_exhausted
+        session, action_id, now=now, lease=lease, stood_down=stood_down, on_exhausted=on_exhausted
     )
     return claimed, alarm
+
+
+@dataclass(frozen=True, slots=True)
+class _StoodDown:
+    """Why an alarm's response stopped, and which of its steps that stops (those planned by then)."""
+
+    why: str  # "the alarm has ended"
+    when: str  # "ended": "… may have reached X before the alarm <when>"
+    planned_by: datetime | None = None  # the steps planned before this; None: every step (an ended alarm)
+
+
+def _stood_down(alarm: Row[Any] | None) -> _StoodDown | None:
+    """An ended alarm stops every step but its closing ones. A cancel at the panel within the window
+    stops the steps planned before it, also those running at the cancel whose attempt then failed or
+    lost its answer: their retry must not send again what the user cancelled (a 911 request, a call).
+    Steps planned after it (the stand-down, an operator's) run."""
+    if alarm is None:
+        return None
+    if alarm.state == AlarmState.ENDED:
+        return _StoodDown("the alarm has ended", "ended")
+    if alarm.panel_cancelled_at is not None:
+        return _StoodDown(
+            "the alarm was cancelled at the panel", "was cancelled at the panel", alarm.panel_cancelled_at
+        )
+    return None
 
 
 def _take_lease(
@@ -324,12 +349,12 @@ def _claim_slowly(
     *,
     now: datetime,
     lease: timedelta,
-    alarm_ended: bool,
+    stood_down: _StoodDown | None,
     on_exhausted: Callable[[Session, Action], None] | None,
 ) -> ClaimedAction | None:
-    """The claim when _TAKE_LEASE took nothing (or was not tried: the alarm ended): not found,
-    early, finished or held, a step of an ended alarm, attempts exhausted. The alarm is already
-    locked; the rules are _TAKE_LEASE's own, read back by _WHY_NOT_TAKEN."""
+    """The claim when _TAKE_LEASE took nothing (or was not tried: the alarm was stood down): not
+    found, early, finished or held, a step of a stood-down alarm, attempts exhausted. The alarm is
+    already locked; the rules are _TAKE_LEASE's own, read back by _WHY_NOT_TAKEN."""
     found = session.execute(_WHY_NOT_TAKEN, {"action_id": action_id, "now": now}).first()
     if found is None:
         return None
@@ -342,10 +367,14 @@ def _claim_slowly(
         return None
     if not found.is_free:
         return None  # finished, or another delivery holds a live lease
-    if alarm_ended and action.kind not in CLOSING_KINDS:
-        _finish(session, action, ActionState.CANCELLED, now, message="not run: the alarm has ended")
+    if (
+        stood_down is not None
+        and action.kind not in CLOSING_KINDS
+        and (stood_down.planned_by is None or action.created_at < stood_down.planned_by)
+    ):
+        _finish(session, action, ActionState.CANCELLED, now, message=f"not run: {stood_down.why}")
         if found.outcome_unknown_once_claimed:
-            _check_by_hand(session, action, now)
+            _check_by_hand(session, action, now, stood_down.when)
         return None
     if not found.has_attempts_left:
         action.outcome_unknown = bool(found.outcome_unknown_once_claimed)
@@ -479,18 +508,19 @@ def _finish(session: Session, action: Action, state: ActionState, now: datetime,
     _timeline(session, action, now, f"action.{state.value}", message)
 
 
-def _check_by_hand(session: Session, action: Action, now: datetime) -> None:
-    """A step of an ended alarm stopped after an attempt that may have reached its upstream.
+def _check_by_hand(session: Session, action: Action, now: datetime, when: str) -> None:
+    """A step of a stood-down alarm stopped after an attempt that may have reached its upstream.
 
     Its answer was lost, or its worker died mid-call (its lease expired): what it created (a guard's
-    dispatch, a 911 alert, a phone call) may be live, with no id to stand it down by. The operator's
-    End could not see it (it was running then), so it is said now, as End says it of the steps it stops.
+    dispatch, a 911 alert, a phone call) may be live, with no id to stand it down by. The End or the
+    cancel could not see it (it was running then), so it is said now, as End says it of the steps it
+    stops.
     """
     alarm = session.get(Alarm, action.alarm_id) if action.alarm_id is not None else None
     if alarm is None:
         return
     reason = (
-        f"{action.kind} may have reached {action.target} before the alarm ended (its answer was lost): "
+        f"{action.kind} may have reached {action.target} before the alarm {when} (its answer was lost): "
         f"check {action.target} and stand it down there"
     )
     alarm.flag_for_person(reason)

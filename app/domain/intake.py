@@ -111,9 +111,9 @@ _JOINABLE = {
 def _join_statement(routed: bool, zoned: bool, priority: str) -> Any:
     """Find and join the open alarm of this place, zone and family in one statement.
 
-    Only an alarm of the event's priority or a higher one is joined (``_JOINABLE``). The outer state
-    test is evaluated again on the row the UPDATE locks, so an alarm an operator ends meanwhile is not
-    joined: a new one opens instead.
+    Only an alarm of the event's priority or a higher one is joined (``_JOINABLE``), and not one a
+    panel's cancel stood down. The outer state test is evaluated again on the row the UPDATE locks, so
+    an alarm an operator ends meanwhile is not joined: a new one opens instead.
     """
     place = [ALARMS.c.account == bindparam("p_account")]
     if routed:
@@ -128,6 +128,9 @@ def _join_statement(routed: bool, zoned: bool, priority: str) -> Any:
             ALARMS.c.family == bindparam("p_family"),
             ALARMS.c.priority.in_(_JOINABLE[priority]),
             ALARMS.c.state.in_(_ACTIVE),
+            # A cancel at the panel stood its response down (it only waits for a person to recall a
+            # responder): a new signal opens an alarm of its own, as it would after an End.
+            ALARMS.c.panel_cancelled_at.is_(None),
             ALARMS.c.last_event_at >= bindparam("p_since", type_=ALARMS.c.last_event_at.type),
         )
         .order_by(ALARMS.c.id.desc())

@@ -283,3 +283,82 @@ def test_a_second_cancel_does_not_stand_the_alarm_down_twice(sessions: sessionma
     assert again.due_actions == ()
     lines = [k for k, _ in timeline(sessions, opened.alarm_id)]
     assert lines.count("tracktik.cancel_by_hand") == 1 and lines.count("alarm.cancelled_by_user") == 1
+
+
+# -- after a cancel that waits for a person -----------------------------------------------------------
+
+
+def held_by_a_cancel(sessions: sessionmaker[Session]) -> Receipt:
+    """Montréal burglary: TrackTik dispatched a guard, then the user's cancel in time (BC)."""
+    opened = signal(sessions, "BA")
+    run_step(
+        sessions, opened.alarm_id, tracktik_steps.CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+    )
+    return opened
+
+
+def give_step(sessions: sessionmaker[Session], alarm_id: int | None, kind: str, *, after_s: float) -> int:
+    """Make the alarm's held call a step of ``kind`` due at ``after_s`` (a plan with that step)."""
+    with sessions.begin() as session:
+        action = session.execute(
+            select(Action).where(Action.alarm_id == alarm_id, Action.kind == callonalarm_steps.TRIGGER)
+        ).scalar_one()
+        action.kind, action.target = kind, kind.split(".", 1)[0]
+        action.due_at = T0 + timedelta(seconds=after_s)
+        return action.id
+
+
+@pytest.mark.parametrize("lost_answer", [False, True])
+def test_a_step_in_flight_at_the_cancel_is_not_sent_again_by_its_retry(
+    sessions: sessionmaker[Session], lost_answer: bool
+) -> None:
+    """A 911 request on the wire when the user cancels: its retry (a 503, or a lost answer) must not
+    send what the user cancelled; a lost answer puts the alarm in front of a person."""
+    opened = held_by_a_cancel(sessions)
+    step_id = give_step(sessions, opened.alarm_id, rapidsos_steps.CREATE_ALERT, after_s=1)
+    with sessions.begin() as session:
+        claimed = action_rules.claim(session, step_id, now=T0 + timedelta(seconds=2), lease=LEASE)
+    assert claimed is not None
+    signal(sessions, "BC", zone="12", after_s=3)
+    assert get(sessions, opened.alarm_id).panel_cancelled_at is not None
+    with sessions.begin() as session:
+        action_rules.retry_later(
+            session, claimed, now=T0 + timedelta(seconds=4), error="no answer", delay_s=2,
+            outcome_unknown=lost_answer,
+        )  # fmt: skip
+    with sessions.begin() as session:
+        again = action_rules.claim(session, step_id, now=T0 + timedelta(seconds=10), lease=LEASE)
+
+    assert again is None
+    assert steps(sessions, opened.alarm_id)[rapidsos_steps.CREATE_ALERT] == ActionState.CANCELLED
+    assert ("action.cancelled", "not run: the alarm was cancelled at the panel") in timeline(
+        sessions, opened.alarm_id
+    )
+    reason = get(sessions, opened.alarm_id).needs_person_reason or ""
+    assert ("rapidsos.create_alert may have reached rapidsos" in reason) is lost_answer
+
+
+def test_a_step_planned_after_the_cancel_still_runs(sessions: sessionmaker[Session]) -> None:
+    """What the cancel or a person plans afterwards (the stand-down, an operator's step) is not stopped."""
+    opened = held_by_a_cancel(sessions)
+    signal(sessions, "BC", zone="12", after_s=3)
+    step_id = give_step(sessions, opened.alarm_id, rapidsos_steps.CREATE_ALERT, after_s=5)
+    with sessions.begin() as session:
+        action = session.get_one(Action, step_id)
+        action.state, action.created_at = ActionState.PENDING, T0 + timedelta(seconds=4)
+    with sessions.begin() as session:
+        assert action_rules.claim(session, step_id, now=T0 + timedelta(seconds=6), lease=LEASE) is not None
+
+
+def test_a_new_alarm_after_a_cancel_that_waits_for_a_person_gets_its_own_response(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The zone trips again after the user's cancel: a new alarm with the plan, as after an End, not a
+    repeat absorbed by the stood-down alarm."""
+    opened = held_by_a_cancel(sessions)
+    signal(sessions, "BC", zone="12", after_s=10)
+    again = signal(sessions, "BA", after_s=200)
+
+    assert again.alarm_id != opened.alarm_id and again.opened is not None
+    assert [d.task_name for d in again.due_actions] == [tracktik_steps.CREATE_ALARM]
+    assert get(sessions, opened.alarm_id).event_count == 1

@@ -10,9 +10,11 @@ timeline. The caller commits, then hands ``Receipt.due_actions`` to the outbox.
 Rules (DESIGN.md, CONTRACTS §6.4):
 - A restore is not a cancel: it records that the zone is normal again and stops nothing. A restore
   that arrives before its alarm is kept and matched when the alarm opens.
-- A cancel (BC, OC, an opening by a user) within the site's cancel window stops the steps marked
-  cancellable that have not started. Fire, medical, holdup, panic (and the other never-held
-  families) are never held: their steps cannot be cancellable and their alarms are not cancelled.
+- A cancel (BC, OC, an opening by a user) within the site's cancel window stands the response down
+  as an operator's End with outcome cancelled does: every step not started stops (those marked
+  cancellable, held for the window, and the others). Fire, medical, holdup, panic (and the other
+  never-held families) are never held: their steps cannot be cancellable and their alarms are not
+  cancelled.
 - Nothing that could be a real alarm is dropped: an unknown code or an unclaimed account opens an
   alarm flagged for a person.
 """

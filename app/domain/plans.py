@@ -40,8 +40,9 @@ class Step:
     """One action a plan calls for.
 
     ``kind`` is the task name the action runs under, ``after`` its delay from the alarm's first event,
-    and ``cancellable`` whether a cancel (BC, OC, an opening by a user) inside the site's cancel window
-    stops it while it has not started yet.
+    and ``cancellable`` whether it is held for the site's cancel window (a call after 60 s that a
+    user's cancel is expected to stop). A cancel in time stops every step not started, marked or not
+    (app.domain.intake); the mark says which steps wait for it, and life-safety steps never may.
     """
 
     kind: str

@@ -18,6 +18,7 @@ from celery import shared_task
 
 from app.domain import sia
 from app.domain.alarms import AlarmContext
+from app.ledger.models import AlarmState
 from vendors.callonalarm import refs, steps
 from vendors.callonalarm.client import CallOnAlarmClient, is_final
 from vendors.callonalarm.settings import CallOnAlarmSettings
@@ -31,6 +32,9 @@ ALTA_EVENT_CODE = "BA"  # an Alta Protect detection is a video-verified intrusio
 CANCEL_EVENT_CODE = "OC"  # "Cancel Report": what we mean when the alarm's code has no restore pair
 MAX_POLLS = 40
 NOBODY_ANSWERED = frozenset({"timeout", "failed"})
+# What a restore code does to an alert of its account (CONTRACTS Part A item 11: every pending alert
+# of the account, whatever its zone or alarm).
+CANCELLED = frozenset({"cancelled", "cancelled_during_calls"})
 # Trigger statuses that place no call at all.
 NO_CALL_STATUSES = frozenset({"ignored", "technical_only", "logged_inactive"})
 TRIGGER_IN_FLIGHT_RECHECK_S = 2.0
@@ -130,6 +134,19 @@ def _follow_status(job: Job) -> Outcome:
     needs_person = None
     if status.status in NOBODY_ANSWERED:
         needs_person = f"CallOnAlarm: nobody acknowledged ({status.status})"
+    elif status.status in CANCELLED and _cancelled_for_another_alarm(job):
+        # A restore sent for another alarm on the same account (a user's cancel of a burglary, a
+        # fallback call of another site on the centre's account) cancels this alarm's calls too.
+        alarm = _require_alarm(job)
+        account = alarm.refs.get(refs.ACCOUNT) or _account(job, alarm)
+        needs_person = (
+            f"CallOnAlarm alert {alert_id} was {status.status} by a restore sent for another alarm on "
+            f"account {account}, not for this one: its contacts may not have been called"
+        )
+        if alarm.priority == sia.Priority.LIFE_SAFETY:
+            # Never held: the calls are placed again (a duplicate call is safer than none).
+            follow_ups = (FollowUp(steps.TRIGGER, params={"account": account, "repeat_of": alert_id}),)
+            needs_person += "; the calls are placed again"
     elif not status.is_final:
         if polls < MAX_POLLS:
             follow_ups = (
@@ -150,6 +167,18 @@ def _follow_status(job: Job) -> Outcome:
         refs=learned,
         follow_ups=follow_ups,
         needs_person=needs_person,
+    )
+
+
+def _cancelled_for_another_alarm(job: Job) -> bool:
+    """Whether this alarm's alert was cancelled by no restore of its own: the alarm goes on (not
+    ended) and never planned one (a stand-down, or an operator's End, plans its restore first)."""
+    alarm = job.alarm
+    return (
+        alarm is not None
+        and alarm.state != AlarmState.ENDED
+        and steps.SEND_RESTORE not in alarm.action_kinds
+        and not alarm.refs.get(refs.RESTORE_SENT)
     )
 
 
@@ -242,6 +271,8 @@ def _message(alarm: AlarmContext, code: str, params: dict[str, Any]) -> str:
     text = ", ".join(parts)
     if params.get("fallback"):
         text += f"; fallback: {params.get('reason') or 'dispatch failed'}"
+    if params.get("repeat_of"):
+        text += f"; again: alert {params['repeat_of']} was cancelled by another alarm's restore"
     return text
 
 

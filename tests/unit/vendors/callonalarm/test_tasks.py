@@ -501,3 +501,71 @@ def test_user_cancel_sends_the_alarms_restore_pair_not_the_cancel_code(
 
     assert outcome.refs["callonalarm_restore_code"] == "BR"
     assert outcome.result["cancelled_by"] == "BC"
+
+
+# --- an alert cancelled by another alarm's restore --------------------------------------------------
+
+
+def cancelled_by_anothers_restore(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox, alarm: AlarmContext
+) -> tuple[AlarmContext, str]:
+    """``alarm``'s calls run; then a burglary on the same account is stood down and sends its restore,
+    which CallOnAlarm applies to every alert of the account (CONTRACTS Part A item 11)."""
+    triggered = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
+    assert triggered.external_id is not None
+    alarm = with_refs(alarm, triggered.refs)
+    burglary = make_alarm(montreal, id=9, zone="7")
+    burglary = with_refs(burglary, tasks._trigger(make_job(callonalarm_steps.TRIGGER, burglary)).refs)
+    tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, burglary, {"cancelled_by": "OP"}))
+    sandbox.advance(5)
+    return alarm, triggered.external_id
+
+
+def test_a_fire_alarms_calls_cancelled_by_another_alarms_restore_are_placed_again(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    fire = make_alarm(
+        montreal, code="FA", zone="5", family="fire", priority="life_safety", description="Fire Alarm"
+    )
+    fire, alert_id = cancelled_by_anothers_restore(make_job, montreal, sandbox, fire)
+
+    outcome = tasks._follow_status(make_job(callonalarm_steps.FOLLOW_STATUS, fire, {"alert_id": alert_id}))
+
+    assert outcome.refs["callonalarm_status"] in tasks.CANCELLED
+    assert outcome.needs_person is not None
+    assert "by a restore sent for another alarm on account 1001" in outcome.needs_person
+    assert outcome.follow_ups == (
+        FollowUp(callonalarm_steps.TRIGGER, params={"account": "1001", "repeat_of": alert_id}),
+    )
+    again = tasks._trigger(make_job(callonalarm_steps.TRIGGER, fire, dict(outcome.follow_ups[0].params)))
+    entry = sandbox.journal(path="/v1/alert/trigger")[-1]
+    assert (entry["body"]["eventCode"], entry["body"]["accountNumber"]) == ("FA", "1001")
+    assert f"again: alert {alert_id} was cancelled by another alarm's restore" in entry["body"]["message"]
+    assert again.external_id not in (None, alert_id)
+
+
+def test_a_burglarys_calls_cancelled_by_another_alarms_restore_are_put_before_a_person(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    burglary, alert_id = cancelled_by_anothers_restore(make_job, montreal, sandbox, make_alarm(montreal))
+
+    outcome = tasks._follow_status(
+        make_job(callonalarm_steps.FOLLOW_STATUS, burglary, {"alert_id": alert_id})
+    )
+
+    assert outcome.needs_person is not None and "another alarm" in outcome.needs_person
+    assert outcome.follow_ups == ()
+
+
+def test_an_alert_cancelled_by_the_alarms_own_stand_down_needs_nobody(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    alarm, alert_id = cancelled_by_anothers_restore(make_job, montreal, sandbox, make_alarm(montreal))
+    own = dataclasses.replace(alarm, action_kinds=(callonalarm_steps.TRIGGER, callonalarm_steps.SEND_RESTORE))
+    ended = dataclasses.replace(alarm, state="ended")
+
+    for context in (own, ended):
+        outcome = tasks._follow_status(
+            make_job(callonalarm_steps.FOLLOW_STATUS, context, {"alert_id": alert_id})
+        )
+        assert outcome.needs_person is None and outcome.follow_ups == ()

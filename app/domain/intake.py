@@ -38,6 +38,7 @@ from app.domain.actions import DueAction, action_values
 from app.domain.alarms import note
 from app.domain.events import Classification, DedupeKey, Event
 from app.domain.plans import ALARM_KINDS, TROUBLE_KINDS, UNROUTED_PLAN, Step
+from app.domain.site_tables import normalise
 from app.domain.sites import Site, Sites
 from app.domain.stand_down import engaged_by_hand, stand_down
 from app.ledger.models import (
@@ -243,7 +244,10 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
         return Receipt(row.id, row.alarm_id, duplicate=True)
 
     cls = event.classify()
-    recorder = _Recorder(session, event, event_id, site, cls, rules)
+    account = (
+        sites.as_listed(site, event.account, alta=event.source_kind == "alta") if site else event.account
+    )
+    recorder = _Recorder(session, event, event_id, site, cls, rules, account)
     alarm, due = recorder.apply()
     if alarm is not None:
         recorder.attach_event(alarm)
@@ -303,8 +307,12 @@ def _serialise_per_account(session: Session, event: Event, dialect: str) -> None
 
 
 def account_lock_id(source_key: str, account: str) -> int:
-    """The PostgreSQL advisory lock that serialises one account's signals (a bigint from its key)."""
-    digest = hashlib.sha256(f"{source_key}\x00{account.casefold()}".encode()).digest()
+    """The PostgreSQL advisory lock that serialises one account's signals (a bigint from its key).
+
+    The account is compared as routing compares it (``site_tables.normalise``: any case, no
+    surrounding spaces), so one account's signals share one lock however each spells it.
+    """
+    digest = hashlib.sha256(f"{source_key}\x00{normalise(account)}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -340,9 +348,11 @@ class _Recorder:
         site: Site | None,
         cls: Classification,
         rules: IntakeRules,
+        account: str,
     ) -> None:
         self.session = session
         self.event = event
+        self.account = account  # as the site lists it (Sites.as_listed): the alarm's account
         self.event_id = event_id
         self.site = site
         self.opened = False
@@ -365,7 +375,7 @@ class _Recorder:
 
     def _same_place(self) -> list[Any]:
         """Conditions selecting alarms of this site (or, unrouted, this source) and account."""
-        conditions: list[Any] = [Alarm.account == self.event.account]
+        conditions: list[Any] = [Alarm.account == self.account]
         if self.site is not None:
             conditions.append(Alarm.site_key == self.site.key)
         else:
@@ -380,7 +390,7 @@ class _Recorder:
         joined = self.session.execute(
             _join_statement(routed, zoned, self.cls.priority),
             {
-                "p_account": self.event.account,
+                "p_account": self.account,
                 "p_site_key": self.site.key if self.site is not None else None,
                 "p_source_key": self.event.source_key,
                 "p_zone": self.event.zone,
@@ -417,7 +427,7 @@ class _Recorder:
             {
                 "site_key": self.site.key if self.site else None,
                 "source_key": self.event.source_key,
-                "account": self.event.account,
+                "account": self.account,
                 "zone": self.event.zone,
                 "code": self.event.code,
                 "description": self.cls.description,

@@ -245,6 +245,7 @@ class Sites:
         "_dc09_accounts",
         "_sites",
         "_sources",
+        "_spellings",
         "_supervised",
         "_tokens",
         "_zone_routes",
@@ -301,7 +302,11 @@ class Sites:
         )
         self._by_account: dict[str, tuple[Site, ...]] = {}
         self._by_zone: dict[str, tuple[Site, ...]] = {}
+        self._spellings: dict[tuple[str, bool, str], str] = {}
         for site in self._sites.values():
+            for alta, identifiers in ((False, site.accounts), (True, site.alta_zones)):
+                for identifier in identifiers:
+                    self._spellings.setdefault((site.key, alta, _normalise(identifier)), identifier)
             for account in {_normalise(a) for a in site.accounts}:
                 self._by_account[account] = (*self._by_account.get(account, ()), site)
             for zone in {_normalise(z) for z in site.alta_zones}:
@@ -350,6 +355,14 @@ class Sites:
     def site_for_alta_zone(self, source_key: str, zone_id: str) -> Site | None:
         """The site that ``source_key`` may post Alta alarm zone ``zone_id`` for, or None."""
         return self._zone_routes.get((source_key, _normalise(zone_id)))
+
+    def as_listed(self, site: Site, identifier: str, *, alta: bool = False) -> str:
+        """``identifier`` (an account, or an Alta zone with ``alta``) as ``site`` lists it.
+
+        Routing ignores case and surrounding spaces; an alarm records its account as listed, so that
+        grouping, restores and cancels find it however each signal spells it.
+        """
+        return self._spellings.get((site.key, alta, _normalise(identifier)), identifier)
 
     def sites_for_account(self, account: str) -> tuple[Site, ...]:
         """Every site that lists ``account``, whatever its sources.

@@ -362,3 +362,17 @@ def test_a_new_alarm_after_a_cancel_that_waits_for_a_person_gets_its_own_respons
     assert again.alarm_id != opened.alarm_id and again.opened is not None
     assert [d.task_name for d in again.due_actions] == [tracktik_steps.CREATE_ALARM]
     assert get(sessions, opened.alarm_id).event_count == 1
+
+
+def test_a_cancel_finds_its_alarm_however_each_signal_spells_the_account(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Routing ignores the account's case and surrounding spaces; so do grouping and cancels."""
+    opened = signal(sessions, "BA", account=f" {MONTREAL_ACCOUNT.upper()}")
+    assert get(sessions, opened.alarm_id).account == MONTREAL_ACCOUNT  # as the site lists it
+    repeat = signal(sessions, "BA", after_s=2, account=MONTREAL_ACCOUNT.lower())
+    cancel = signal(sessions, "BC", zone="12", after_s=5, account=MONTREAL_ACCOUNT.lower())
+
+    assert repeat.alarm_id == opened.alarm_id and repeat.due_actions == ()
+    assert cancel.alarm_id == opened.alarm_id
+    assert get(sessions, opened.alarm_id).state == "ended"

@@ -223,11 +223,31 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
             stood_down = stood_down or locked.panel_cancelled_at is not None
             if outcome.follow_ups or outcome.needs_person or outcome.fallback or stood_down:
                 due += _after_success(session, rt, claimed, outcome, now)
+        elif not recorded and locked is not None and outcome.external_id:
+            _second_success(session, claimed, outcome, now)
     rt.outbox.publish(due)
     if recorded:
         telemetry.ACTIONS_FINISHED.labels(claimed.kind, ActionState.SUCCEEDED.value).inc()
     log.info("action.succeeded", external_id=outcome.external_id)
     return ActionState.SUCCEEDED.value
+
+
+def _second_success(session: Any, claimed: ClaimedAction, outcome: Outcome, now: datetime) -> None:
+    """Another delivery of this step had already recorded its success: this one's lease ran out
+    while it still ran. What this one created, if not the same object, may be a duplicate (a second
+    911 alert, a second call) that nothing will stand down, so a person is told, with its ids."""
+    first = session.execute(select(Action.external_id, Action.target).where(Action.id == claimed.id)).one()
+    if first.external_id == outcome.external_id:
+        return  # the same object: found again by its reference, or an upstream that dedupes
+    alarm = session.get(Alarm, claimed.alarm_id)
+    if alarm is None:
+        return
+    reason = (
+        f"{claimed.kind} succeeded twice ({first.external_id} and {outcome.external_id}): the second "
+        f"may be a duplicate at {first.target}: check it there and stand it down"
+    )
+    alarm.flag_for_person(reason)
+    note(session, alarm.id, now, "upstream.check_by_hand", reason, action_id=claimed.id, refs=outcome.refs)
 
 
 def _after_success(

@@ -544,3 +544,44 @@ def test_a_step_that_never_reached_its_upstream_is_stopped_quietly_when_the_alar
 
     assert _row(rt, step).state == ActionState.CANCELLED
     assert "may have reached" not in (_alarm(rt, alarmed.alarm_id).needs_person_reason or "")
+
+
+# --- a step whose lease ran out while it still ran ----------------------------------------------------
+
+
+def _overtaken(rt: Runtime, step: int, second_id: str) -> Callable[[Job], Outcome]:
+    """A first delivery whose lease runs out mid-call; a second delivery takes the step over and
+    succeeds (creating ``second_id`` upstream) before the first one's answer arrives."""
+
+    def first(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:
+            session.execute(
+                update(Action).where(Action.id == step).values(lease_until=utcnow() - timedelta(seconds=1))
+            )
+        assert perform(rt, step, lambda job: Outcome(external_id=second_id)) == ActionState.SUCCEEDED
+        return Outcome(external_id="first-id", refs={"tracktik_alarm_id": "first-id"})
+
+    return first
+
+
+def test_a_second_success_with_another_upstream_id_is_put_before_a_person(rt: Runtime) -> None:
+    """Both deliveries created something upstream: the later one may be a duplicate nothing stands down."""
+    alarmed = _burglary(rt)
+    step = alarmed.steps[TRACKTIK]
+
+    assert perform(rt, step, _overtaken(rt, step, "second-id")) == ActionState.SUCCEEDED
+
+    assert _row(rt, step).external_id == "second-id"  # the first recorded success stands
+    reason = _alarm(rt, alarmed.alarm_id).needs_person_reason or ""
+    assert "tracktik.create_alarm succeeded twice (second-id and first-id)" in reason
+    assert any(kind == "upstream.check_by_hand" for kind, _ in _timeline(rt, alarm_id=alarmed.alarm_id))
+
+
+def test_a_second_success_with_the_same_upstream_id_needs_nobody(rt: Runtime) -> None:
+    """TrackTik's retry finds the first create by its reference note: one object, nothing to check."""
+    alarmed = _burglary(rt)
+    step = alarmed.steps[TRACKTIK]
+
+    assert perform(rt, step, _overtaken(rt, step, "first-id")) == ActionState.SUCCEEDED
+
+    assert "succeeded twice" not in (_alarm(rt, alarmed.alarm_id).needs_person_reason or "")

@@ -4,8 +4,11 @@ credential every vendor call carries, and the one reading of a JSON answer.
 
 Every step runs under a deadline of its own (``step_deadline``, set by perform()): each call's
 connect and read timeouts, and its total, are cut to the time the step has left, and a call that
-would start after the deadline is not sent. That is what bounds a step under the thread pool, where
-Celery enforces no time limit, so a hung upstream can never hold an action's lease.
+would start after the deadline is not sent. Those bound each socket operation; the whole exchange is
+bounded by the deadline too (``transport.call_cutoff``: its connection is shut down then), so an
+answer that trickles in a byte at a time ends with the step as well. That is what bounds a step under
+the thread pool, where Celery enforces no time limit, so a hung upstream can never hold an action's
+lease.
 
 Only connection failures before sending are retried blindly. A read timeout or a dropped connection
 on a non-idempotent call becomes OutcomeUnknownError: the upstream may have applied it, so the
@@ -39,7 +42,9 @@ from workers.clients.errors import (
 )
 from workers.clients.transport import (
     DEFAULT_POOL_MAXSIZE,
+    Cutoff,
     EnvironmentOnceSession,
+    call_cutoff,
     reports_sent,
     request_sent,
 )
@@ -217,9 +222,18 @@ class BaseClient:
         # passes in) every failure after connecting counts as possibly sent.
         reports = reports_sent(self.session, url)
         sent_token = request_sent.set(left)
+        deadline = step_deadline.get()
+        cutoff = Cutoff(deadline) if deadline is not None else None
+        cutoff_token = call_cutoff.set(cutoff)
         try:
-            # requests takes a urllib3 Timeout as it is (adapters.py); types-requests does not say so.
-            response = self.session.request(method, url, timeout=timeout, **options)  # type: ignore[arg-type]
+            try:
+                # requests takes a urllib3 Timeout as it is (adapters.py); types-requests does not say so.
+                response = self.session.request(method, url, timeout=timeout, **options)  # type: ignore[arg-type]
+            except requests.RequestException as exc:
+                if cutoff is not None and cutoff.fired and not isinstance(exc, requests.Timeout):
+                    # Cut at the step's deadline (a reset, a short body...): a timeout, told as one.
+                    raise requests.ReadTimeout(f"cut at the step's deadline: {exc}") from exc
+                raise
             status = response.status_code
         except requests.ConnectionError as exc:
             # Refused, unresolvable, reset while connecting or while writing: the vendor never had the
@@ -248,6 +262,9 @@ class BaseClient:
             ) from exc
         finally:
             request_sent.reset(sent_token)
+            call_cutoff.reset(cutoff_token)
+            if cutoff is not None:
+                cutoff.release()
             elapsed = time.monotonic() - started
             telemetry.UPSTREAM_CALLS.labels(self.upstream, method, str(status)).observe(elapsed)
             if probe is not None and since_signal_s is not None:

@@ -8,10 +8,21 @@ requests or urllib3 that breaks them fails a test instead of silently changing b
   tells "never sent" from "sent, answer lost".
 - ``EnvironmentOnceSession.merge_environment_settings`` caches requests' scan of the process
   environment (proxies, CA bundle) per origin.
+
+And one addition: the same connections hand themselves to ``call_cutoff``, the current call's
+deadline, which shuts their socket down if the call is still running then. urllib3's timeouts bound
+each socket operation, not the whole exchange: an answer that trickles in a few bytes at a time (a
+broken proxy, a hostile upstream) would otherwise outlive the step's deadline and its lease.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
+import socket
+import threading
+import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
@@ -35,6 +46,81 @@ DEFAULT_POOL_MAXSIZE = 64
 # Called once the current call's request (headers and body) has been written to the socket, before its
 # answer is read: what must happen only after a request has left (the 911 request goes first).
 request_sent: ContextVar[Callable[[], None] | None] = ContextVar("request_sent", default=None)
+
+
+class _Watch:
+    """One connection watched for one call."""
+
+    __slots__ = ("conn", "cutoff", "done", "sock")
+
+    def __init__(self, conn: HTTPConnection, cutoff: Cutoff) -> None:
+        self.conn, self.cutoff, self.done = conn, cutoff, False
+        # The socket the answer is read from, once the request has left: a connection that will close
+        # after this answer lets go of it (``conn.sock`` is None) while the answer still reads from it.
+        self.sock: socket.socket | None = None
+
+    def cut(self) -> None:
+        sock = self.sock or self.conn.sock
+        if sock is None:
+            return
+        self.cutoff.fired = True
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)  # the call's blocked read or write returns at once
+
+
+class _Watchdog:
+    """One thread per process for every call's deadline (not a timer thread per call)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, at: float, watch: _Watch) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (at, next(self._order), watch))
+            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
+                self._thread = threading.Thread(target=self._run, name="call-cutoff", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    _, _, watch = heapq.heappop(self._heap)
+                    if not watch.done:
+                        watch.cut()
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+
+
+class Cutoff:
+    """One call's deadline (a ``time.monotonic()`` value) over the connections it uses."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.fired = False  # a connection was shut down at the deadline
+        self._watches: list[_Watch] = []
+
+    def watch(self, conn: HTTPConnection) -> _Watch:
+        watch = _Watch(conn, self)
+        self._watches.append(watch)
+        _WATCHDOG.watch(self.at, watch)
+        return watch
+
+    def release(self) -> None:
+        """The call is over: its connections (back in the pool, or closed) are no longer watched."""
+        for watch in self._watches:
+            watch.done = True
+
+
+# The current call's deadline, set by BaseClient around each request.
+call_cutoff: ContextVar[Cutoff | None] = ContextVar("call_cutoff", default=None)
 
 
 def _notify_sent() -> None:
@@ -62,6 +148,9 @@ class _SentHTTPConnection(HTTPConnection):
         decode_content: bool = True,
         enforce_content_length: bool = True,
     ) -> None:
+        cutoff = call_cutoff.get()
+        # Writing the request and reading its answer, both end by the deadline.
+        watch = cutoff.watch(self) if cutoff is not None else None
         super().request(
             method,
             url,
@@ -72,6 +161,8 @@ class _SentHTTPConnection(HTTPConnection):
             decode_content=decode_content,
             enforce_content_length=enforce_content_length,
         )
+        if watch is not None:
+            watch.sock = self.sock
         _notify_sent()
 
 

@@ -27,12 +27,14 @@ from sandbox.config import load_config
 from sandbox.server import RunningServer, serve_in_thread
 from workers.clients.base import BaseClient, EnvironmentOnceSession, step_deadline
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
+from workers.clients.transport import Cutoff
 
 pytestmark = pytest.mark.unit
 
 # The held route never answers within it, so it decides nothing but how long those tests take.
 SHORT_READ_TIMEOUT_S = 0.3
 HOLD_LIMIT_S = 10.0  # the held route gives up by itself if a test forgets to release it
+DRIP_INTERVAL_S = 0.2  # /drip sends a byte this often: 60 bytes, 12 s in all
 
 
 class DemoClient(BaseClient):
@@ -70,6 +72,19 @@ def make_upstream(release: threading.Event) -> Flask:
     def held() -> Response:
         release.wait(HOLD_LIMIT_S)
         return jsonify(done=True)
+
+    @app.route("/drip", methods=["GET", "POST"])
+    def drip() -> Response:
+        """An answer that trickles in: each byte well within any read timeout, the whole far beyond."""
+        body = b'{"id": 1, "pad": "' + b"x" * 40 + b'"}'
+
+        def trickle() -> Iterator[bytes]:
+            for byte in body:
+                if release.wait(DRIP_INTERVAL_S):
+                    return
+                yield bytes([byte])
+
+        return Response(trickle(), status=201, headers={"Content-Length": str(len(body))})
 
     return app
 
@@ -349,6 +364,60 @@ def test_a_hung_upstream_holds_a_step_no_longer_than_its_deadline(upstream: Runn
     finally:
         step_deadline.reset(token)
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("method", "error"), [("POST", OutcomeUnknownError), ("GET", UpstreamUnavailableError)]
+)
+def test_an_answer_that_trickles_in_ends_at_the_steps_deadline(
+    upstream: RunningServer, method: str, error: type[Exception]
+) -> None:
+    """Each byte comes within the read timeout, so only the deadline over the whole call can end it:
+    the connection is shut down then (12 s of answer against a 1 s deadline)."""
+    client = DemoClient(upstream.base_url, (2.0, 10.0))
+    token = step_deadline.set(time.monotonic() + 1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(error):  # a POST that was sent may have applied: reconcile before again
+            client._request(method, "/drip", json={})
+    finally:
+        step_deadline.reset(token)
+        client.session.close()
+    assert time.monotonic() - started < 6.0
+
+
+class _Conn:
+    """What a watch needs of a connection: its socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_the_deadline_cuts_a_connection_still_in_use_and_spares_one_released(released: bool) -> None:
+    """A call that ended in time releases its watch: its connection, back in the pool, is not cut."""
+    ours, theirs = socket.socketpair()
+    try:
+        cutoff = Cutoff(time.monotonic() + 0.2)
+        cutoff.watch(_Conn(ours))  # type: ignore[arg-type]
+        if released:
+            cutoff.release()
+        ours.settimeout(5.0)
+        theirs.sendall(b"x")
+        assert ours.recv(1) == b"x"
+        deadline = time.monotonic() + 5.0
+        while not cutoff.fired and not released and time.monotonic() < deadline:
+            time.sleep(0.05)  # a bounded poll for the watchdog thread
+        if released:
+            time.sleep(0.4)  # past the deadline: the watch must stay quiet
+            theirs.sendall(b"y")
+            assert ours.recv(1) == b"y" and not cutoff.fired
+        else:
+            assert cutoff.fired
+            assert ours.recv(1) == b""  # shut down: a blocked read returns at once
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_a_call_after_the_deadline_is_not_sent(upstream: RunningServer) -> None:

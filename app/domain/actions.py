@@ -373,8 +373,9 @@ def _claim_slowly(
         and (stood_down.planned_by is None or action.created_at < stood_down.planned_by)
     ):
         _finish(session, action, ActionState.CANCELLED, now, message=f"not run: {stood_down.why}")
-        if found.outcome_unknown_once_claimed:
-            _check_by_hand(session, action, now, stood_down.when)
+        alarm = session.get(Alarm, action.alarm_id) if found.outcome_unknown_once_claimed else None
+        if alarm is not None:
+            check_by_hand(session, alarm, action, now, when=stood_down.when)
         return None
     if not found.has_attempts_left:
         action.outcome_unknown = bool(found.outcome_unknown_once_claimed)
@@ -508,17 +509,13 @@ def _finish(session: Session, action: Action, state: ActionState, now: datetime,
     _timeline(session, action, now, f"action.{state.value}", message)
 
 
-def _check_by_hand(session: Session, action: Action, now: datetime, when: str) -> None:
-    """A step of a stood-down alarm stopped after an attempt that may have reached its upstream.
+def check_by_hand(session: Session, alarm: Alarm, action: Action, now: datetime, *, when: str) -> None:
+    """A stopped step whose last attempt may have reached its upstream: a person must check it.
 
     Its answer was lost, or its worker died mid-call (its lease expired): what it created (a guard's
-    dispatch, a 911 alert, a phone call) may be live, with no id to stand it down by. The End or the
-    cancel could not see it (it was running then), so it is said now, as End says it of the steps it
-    stops.
+    dispatch, a 911 alert, a phone call) may be live, with no id to stand it down by. Said by End of
+    the steps it stops, and by the claim of a step that was running when its alarm was stood down.
     """
-    alarm = session.get(Alarm, action.alarm_id) if action.alarm_id is not None else None
-    if alarm is None:
-        return
     reason = (
         f"{action.kind} may have reached {action.target} before the alarm {when} (its answer was lost): "
         f"check {action.target} and stand it down there"

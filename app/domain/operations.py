@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.domain.actions import CLOSING_KINDS, DueAction, due_action, lock_alarm_first
+from app.domain.actions import CLOSING_KINDS, DueAction, check_by_hand, due_action, lock_alarm_first
 from app.domain.alarms import note, plan_step
 from app.domain.stand_down import stand_down
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, Outcome
@@ -123,13 +123,7 @@ def flag_uncertain(
 ) -> None:
     """Say on the alarm which stopped steps may have reached their upstream (their answer was lost)."""
     for action in uncertain:
-        # Nothing will look for what it may have created now: a person must check.
-        reason = (
-            f"{action.kind} may have reached {action.target} before the alarm {when} (its answer was "
-            f"lost): check {action.target} and stand it down there"
-        )
-        alarm.flag_for_person(reason)
-        note(session, alarm.id, now, "upstream.check_by_hand", reason, action_id=action.id)
+        check_by_hand(session, alarm, action, now, when=when)
 
 
 def end(

@@ -90,14 +90,10 @@ def _block(frame: Frame) -> str:
 
 def _data_block(frame: Frame) -> str:
     """The block between ``[`` and ``]``, without the encryption's pad and the ``#<account>|`` prefix."""
-    body = frame.content
-    if frame.encrypted:
-        pipe, bracket = body.find("|"), body.find("]")
-        if pipe >= 0 and (bracket < 0 or pipe < bracket):
-            body = body[pipe + 1 :]  # the pad ends at the first "|"
+    body = _block(frame)
     if body.startswith("#"):
         body = re.sub(r"^#[0-9A-Fa-f]*\|?", "", body)
-    return body.split("]", 1)[0]
+    return body
 
 
 _Reported = tuple[str, str | None, str | None, dict[str, str]]  # code, zone, message, modifiers

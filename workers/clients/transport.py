@@ -83,7 +83,8 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
                 self._thread = threading.Thread(target=self._run, name="call-cutoff", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is watch:  # a new earliest deadline; else the thread sleeps on
+                self._cond.notify()
 
     def _run(self) -> None:
         with self._cond:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -129,7 +129,8 @@ def _join_statement(routed: bool, zoned: bool, priority: str) -> Any:
         .where(
             *place,
             ALARMS.c.family == bindparam("p_family"),
-            ALARMS.c.priority.in_(_JOINABLE[priority]),
+            # Plain bound values, not IN (...): an IN list is expanded again at every execution.
+            or_(*(ALARMS.c.priority == value for value in _JOINABLE[priority])),
             ALARMS.c.state.in_(_ACTIVE),
             # A cancel at the panel stood its response down (it only waits for a person to recall a
             # responder): a new signal opens an alarm of its own, as it would after an End.

@@ -238,16 +238,18 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
             return Receipt(recent.id, recent.alarm_id, duplicate=True)
     site = route(event, sites)
     skew_s = (event.received_at - event.occurred_at).total_seconds() if event.occurred_at else None
+    # A routed event keeps its account as the site lists it (the body keeps the sender's spelling):
+    # the early restores attach_event looks for are found however each signal spelled it.
+    account = (
+        sites.as_listed(site, event.account, alta=event.source_kind == "alta") if site else event.account
+    )
     # The unique dedupe key answers "seen before?" in the insert itself: no lookup on the common path.
-    event_id = _insert_event(session, dialect, event, key, site, skew_s)
+    event_id = _insert_event(session, dialect, event, key, site, skew_s, account)
     if event_id is None:  # a retried delivery (or a concurrent writer, without the advisory lock)
         row = session.execute(_FIND_EVENT, {"key": key.unique}).one()
         return Receipt(row.id, row.alarm_id, duplicate=True)
 
     cls = event.classify()
-    account = (
-        sites.as_listed(site, event.account, alta=event.source_kind == "alta") if site else event.account
-    )
     recorder = _Recorder(session, event, event_id, site, cls, rules, account)
     alarm, due = recorder.apply()
     if alarm is not None:
@@ -318,7 +320,13 @@ def account_lock_id(source_key: str, account: str) -> int:
 
 
 def _insert_event(
-    session: Session, dialect: str, event: Event, key: DedupeKey, site: Site | None, skew_s: float | None
+    session: Session,
+    dialect: str,
+    event: Event,
+    key: DedupeKey,
+    site: Site | None,
+    skew_s: float | None,
+    account: str | None,
 ) -> int | None:
     values = {
         "dedupe_key": key.unique,
@@ -328,7 +336,7 @@ def _insert_event(
         "received_at": event.received_at,
         "occurred_at": event.occurred_at,
         "clock_skew_s": skew_s,
-        "account": event.account,
+        "account": account,
         "zone": event.zone,
         "code": event.code,
         "site_key": site.key if site else None,
@@ -521,7 +529,7 @@ class _Recorder:
                 "p_event_id": self.event_id,
                 "p_alarm_id": alarm.id,
                 "p_source": self.event.source_key,
-                "p_account": self.event.account,
+                "p_account": self.account,
                 "p_zone": self.event.zone,
                 "p_codes": list(restores),
                 "p_since": self.now - self.rules.grouping_window,

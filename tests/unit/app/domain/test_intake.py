@@ -196,6 +196,26 @@ def test_a_restore_before_its_alarm_is_kept_and_matched(sessions: sessionmaker[S
     assert actions_of(sessions, opened.alarm_id)["tracktik.create_alarm"] == ActionState.QUEUED
 
 
+@pytest.mark.parametrize(
+    ("restore_spelling", "alarm_spelling"),
+    [(" AB-95367 ", MONTREAL_ACCOUNT), (MONTREAL_ACCOUNT, "AB-95367"), ("Ab-95367", " aB-95367")],
+)
+def test_a_restore_before_its_alarm_is_matched_however_each_spells_the_account(
+    sessions: sessionmaker[Session], restore_spelling: str, alarm_spelling: str
+) -> None:
+    """Routing ignores case and spaces, so the early restore must be found the same way: else the
+    alarm never learns its zone was already normal (restored_at stays empty, the restore unattached)."""
+    early = record(sessions, panel("BH", account=restore_spelling))
+    assert early.alarm_id is None
+    opened = record(sessions, panel("BA", account=alarm_spelling, at=T0 + timedelta(seconds=3)))
+    assert alarm(sessions, opened.alarm_id).restored_at == T0
+    with sessions() as session:
+        row = session.get_one(EventRow, early.event_id)
+        assert row.alarm_id == opened.alarm_id
+        assert row.account == MONTREAL_ACCOUNT  # as the site lists it; the body keeps the sender's
+    assert "alarm.zone_restored" in timeline_kinds(sessions, opened.alarm_id)
+
+
 def test_a_user_opening_within_the_cancel_window_stands_the_response_down_and_ends_the_alarm(
     sessions: sessionmaker[Session],
 ) -> None:

@@ -1,16 +1,19 @@
 """SIA DC-09 frames on the wire, read and written through pysiaalarm (CONTRACTS §9).
 
-pysiaalarm does the format: the header, the CRC (CRC-16/ARC), AES-CBC with the zero IV, the frame's
-timestamp, and the ACK / NAK / DUH answers with their own CRC (encrypted, with the receiver's time
-inside, when the frame was). This module uses it for those and decides nothing: what a frame is
-answered, and when, is ``app.receiver.desk``'s.
+pysiaalarm does the format: the header, AES-CBC with the zero IV, the data block's fields, the
+frame's timestamp, and the ACK / NAK / DUH answers (encrypted, with the receiver's time inside, when
+the frame was). The CRC (CRC-16/ARC) is ``app.receiver.crc``'s, for frames and answers alike:
+pysiaalarm's own, a bit at a time, costs milliseconds a frame on the connection loop. This module
+decides nothing: what a frame is answered, and when, is ``app.receiver.desk``'s.
 
 A received frame is checked in this order, and its first failure is its refusal: unreadable (not a
-DC-09 frame, or not printable ASCII), a bad CRC, an account no dc09 source claims, a plain frame from
-an account that has a key (or an encrypted one from an account that has none), a frame that does not
-decrypt with the account's key, an encrypted frame without a timestamp (its replay protection), and a
-timestamp outside the source's band. Each refusal is answered with the standard's NAK, which carries
-the receiver's timestamp so that a panel whose clock drifted can correct it. A bad CRC is NAKed too,
+DC-09 frame, or not printable ASCII), longer than a frame can be, a length field that is not the
+frame's length, a bad CRC (the cheap checks come first: a flood of large bad frames costs no CRC it
+can avoid), an account no dc09 source claims, a plain frame from an account that has a key (or an
+encrypted one from an account that has none), a frame that does not decrypt with the account's key,
+an encrypted frame without a timestamp (its replay protection), and a timestamp outside the source's
+band. Each refusal is answered with the standard's NAK, which carries the receiver's timestamp so that
+a panel whose clock drifted can correct it. A bad CRC is NAKed too,
 although pysiaalarm's own servers leave it unanswered: the NAK names no account and no sequence
 (``"NAK"0000R…L…A0[]``), and it makes the panel send a garbled alarm again at once instead of after
 its ACK timeout.
@@ -19,9 +22,6 @@ Keys are the source's ``encryption_keys``: AES key bytes. pysiaalarm's accounts 
 character string and use its ASCII bytes; here the bytes are set on the account directly, so a key
 written as 32/48/64 hex digits (the standard's notation) and pysiaalarm's ASCII keys both work
 (``encryption_keys_format`` in the sites file says which one a source uses).
-
-The length field is not enforced: the CRC already covers the frame, and some senders (pysiaalarm's
-own test frames among them) compute the length wrongly.
 """
 
 from __future__ import annotations
@@ -39,13 +39,15 @@ from pysiaalarm.utils.enums import ResponseType
 from pysiaalarm.utils.regexes import MAIN_MATCHER
 
 from app.domain.sites import Site, Sites, Source
+from app.receiver.crc import frame_crc
 
 SIA_DCS, ADM_CID, NULL = "SIA-DCS", "ADM-CID", "NULL"
 UNREADABLE = "unreadable"  # the frame-type label of a frame that is not DC-09 at all
-# A frame ends with CR. Its length field has three hex digits (at most 4095 characters from the first
-# quote); with the LF, the CRC, the length field itself and the CR, no frame is longer than this.
+# A frame ends with CR. Its length field is "0" and three hex digits (at most 4095 characters from the
+# first quote); with the LF, the CRC, the length field itself and the CR, no frame is longer than this.
 FRAME_END = b"\r"
-MAX_FRAME_BYTES = 1 + 4 + 4 + 0xFFF + 1
+MAX_BODY_CHARS = 0xFFF
+MAX_FRAME_BYTES = 1 + 4 + 4 + MAX_BODY_CHARS + 1
 TIMESTAMP_FORMAT = "_%H:%M:%S,%m-%d-%Y"  # GMT
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _PRINTABLE_BYTES = re.compile(rb"[\x20-\x7e]*")
@@ -66,6 +68,7 @@ class Reason(StrEnum):
 
     UNREADABLE = "unreadable"
     TOO_LONG = "too_long"
+    BAD_LENGTH = "bad_length"  # the length field is not the frame's length
     BAD_CRC = "bad_crc"
     UNKNOWN_ACCOUNT = "unknown_account"
     UNENCRYPTED = "unencrypted"  # a plain frame from an account that has a key
@@ -82,7 +85,8 @@ class _Answer(SIAEvent):
     """pysiaalarm's event as the vehicle of an answer chosen here.
 
     Its own ``response`` is decided by pysiaalarm's code table (DUH for a code it does not know);
-    ``create_response`` is only the format, which is what is wanted of it.
+    ``create_response`` is only the format, which is what is wanted of it, with our CRC: a NAK is
+    built for every bad frame of a flood.
     """
 
     chosen: ResponseType | None = None
@@ -90,6 +94,10 @@ class _Answer(SIAEvent):
     @property
     def response(self) -> ResponseType | None:
         return self.chosen
+
+    @staticmethod
+    def _crc_calc(msg: str | None) -> str | None:
+        return None if msg is None else frame_crc(msg)
 
 
 def sia_account(account: str, key: bytes | None, band: tuple[int, int] | None = None) -> SIAAccount:
@@ -211,7 +219,13 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
     def refuse(reason: Reason, source: Source | None = None) -> Refusal:
         return Refusal(reason, frame_type, nak(*_prefix(match)), account, source.key if source else None)
 
-    if SIAEvent(full_message=text[8:]).calc_crc != match["crc"].upper():
+    body = text[8:]  # from the first quote on: what the length field counts and the CRC covers
+    if len(body) > MAX_BODY_CHARS:
+        return refuse(Reason.TOO_LONG)
+    if int(match["length"], 16) != len(body):
+        return refuse(Reason.BAD_LENGTH)
+    crc = frame_crc(body)
+    if crc != match["crc"].upper():
         return refuse(Reason.BAD_CRC)
     route = accounts.sites.dc09_route(account) if account else None
     if route is None:
@@ -222,7 +236,21 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
     if encrypted != book.encrypted:
         return refuse(Reason.NO_KEY if encrypted else Reason.UNENCRYPTED, source)
     try:
-        event = SIAEvent.from_line(text, {account: book})
+        event = SIAEvent(
+            full_message=body,
+            msg_crc=match["crc"],
+            calc_crc=crc,  # given, so pysiaalarm does not compute it again a bit at a time
+            length=match["length"],
+            encrypted=encrypted,
+            message_type=frame_type,
+            sequence=match["sequence"],
+            receiver=match["receiver"],
+            line=match["line"],
+            account=account,
+            content=None if encrypted else match["rest"],
+            encrypted_content=match["rest"] if encrypted else None,
+            sia_account=book,
+        )
     # On a frame it cannot read pysiaalarm raises EventFormatError, ValueError (not hex, a partial
     # AES block), and more: each of them is a refusal, never a dead listener.
     except Exception:  # noqa: BLE001
@@ -339,8 +367,7 @@ def build_frame(
         content = AES.new(key, AES.MODE_CBC, _ZERO_IV).encrypt(pad + plain).hex().upper()
     flag = "*" if key is not None else ""
     body = f'"{flag}{message_type}"{sequence:04d}{receiver}{line}#{account}[{content}'
-    crc = SIAEvent(full_message=body).calc_crc
-    return f"\n{crc}{len(body):04X}{body}\r".encode("ascii")
+    return f"\n{frame_crc(body)}{len(body):04X}{body}\r".encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +387,7 @@ def read_reply(raw: bytes, key: bytes | None = None, account: str = "") -> Reply
     match = _REPLY.fullmatch(text)
     if match is None:
         return Reply("", crc_ok=False, encrypted=False, text=text)
-    crc_ok = SIAEvent(full_message=match["body"]).calc_crc == match["crc"].upper()
+    crc_ok = frame_crc(match["body"]) == match["crc"].upper()
     encrypted = bool(match["encrypted"])
     plain = match["rest"]
     if encrypted and key is not None and "[" in plain:

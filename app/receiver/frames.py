@@ -1,10 +1,11 @@
 """SIA DC-09 frames on the wire, read and written through pysiaalarm (CONTRACTS §9).
 
-pysiaalarm does the format: the header, AES-CBC with the zero IV, the data block's fields, the
-frame's timestamp, and the ACK / NAK / DUH answers (encrypted, with the receiver's time inside, when
-the frame was). The CRC (CRC-16/ARC) is ``app.receiver.crc``'s, for frames and answers alike:
-pysiaalarm's own, a bit at a time, costs milliseconds a frame on the connection loop. This module
-decides nothing: what a frame is answered, and when, is ``app.receiver.desk``'s.
+pysiaalarm does the format: the header, the data block's fields, the frame's timestamp, and the
+ACK / NAK / DUH answers (encrypted, with the receiver's time inside, when the frame was). The CRC
+(CRC-16/ARC) is ``app.receiver.crc``'s, for frames and answers alike: pysiaalarm's own, a bit at a
+time, costs milliseconds a frame on the connection loop. A frame is decrypted here, once (AES-CBC
+with the zero IV, its pad read as the standard writes it), and pysiaalarm is handed the clear text.
+This module decides nothing: what a frame is answered, and when, is ``app.receiver.desk``'s.
 
 A received frame is checked in this order, and its first failure is its refusal: unreadable (not a
 DC-09 frame, or not printable ASCII), longer than a frame can be, a length field that is not the
@@ -235,6 +236,12 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
     encrypted = bool(match["encrypted_flag"])
     if encrypted != book.encrypted:
         return refuse(Reason.NO_KEY if encrypted else Reason.UNENCRYPTED, source)
+    content = match["rest"]
+    if encrypted:
+        clear = _unpadded(content, book.key_b)
+        if clear is None:
+            return refuse(Reason.DECRYPT_FAILED, source)
+        content = clear
     try:
         event = SIAEvent(
             full_message=body,
@@ -247,20 +254,13 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
             receiver=match["receiver"],
             line=match["line"],
             account=account,
-            content=None if encrypted else match["rest"],
-            encrypted_content=match["rest"] if encrypted else None,
+            content=content,  # decrypted already: pysiaalarm reads the clear text, as encrypted
             sia_account=book,
         )
-    # On a frame it cannot read pysiaalarm raises EventFormatError, ValueError (not hex, a partial
-    # AES block), and more: each of them is a refusal, never a dead listener.
+    # On a block it cannot read pysiaalarm raises EventFormatError, ValueError, and more: each of
+    # them is a refusal, never a dead listener.
     except Exception:  # noqa: BLE001
         return refuse(Reason.DECRYPT_FAILED if encrypted else Reason.UNREADABLE, source)
-    content = event.content or ""
-    if encrypted:
-        clear = _unpadded(event.encrypted_content or "", book.key_b)
-        if clear is None:
-            return refuse(Reason.DECRYPT_FAILED, source)
-        content = clear
     timestamp = event.timestamp if isinstance(event.timestamp, datetime) else None
     if encrypted and timestamp is None:
         return refuse(Reason.NO_TIMESTAMP, source)

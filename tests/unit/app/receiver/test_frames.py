@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from Crypto.Cipher import AES
 
 from app.domain.sites_file import load_sites
 from app.receiver.frames import (
@@ -170,6 +171,34 @@ def test_an_encrypted_contact_id_frame_keeps_no_pad_in_its_payload(accounts: Acc
     (event,) = events_of(frame, datetime.now(UTC))
     assert event.code == "BA"
     assert event.payload["dc09"]["data"] == "#128A|1130 01 003"
+
+
+@pytest.mark.parametrize("message_type", ["SIA-DCS", ADM_CID, NULL])
+def test_an_encrypted_frame_is_decrypted_once(
+    accounts: Accounts, monkeypatch: pytest.MonkeyPatch, message_type: str
+) -> None:
+    data = {"SIA-DCS": None, ADM_CID: "#128A|1130 01 003", NULL: None}[message_type]
+    raw = build_frame("128A", "BA", "1", key=KEYS["128A"], message_type=message_type, data=data)
+    decryptions: list[int] = []
+    real_new = AES.new
+
+    def counted(key: bytes, mode: int, *args: object, **kwargs: object) -> object:
+        cipher = real_new(key, mode, *args, **kwargs)  # type: ignore[call-overload]
+        real_decrypt = cipher.decrypt
+
+        def decrypt(data: bytes) -> bytes:
+            decryptions.append(len(data))
+            return real_decrypt(data)  # type: ignore[no-any-return]
+
+        cipher.decrypt = decrypt
+        return cipher
+
+    monkeypatch.setattr(AES, "new", counted)
+
+    frame = read(raw, accounts)
+
+    assert frame.encrypted
+    assert len(decryptions) == 1
 
 
 def test_the_sender_pads_as_the_standard_says() -> None:

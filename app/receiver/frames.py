@@ -14,10 +14,15 @@ can avoid), an account no dc09 source claims, a plain frame from an account that
 encrypted one from an account that has none), a frame that does not decrypt with the account's key,
 an encrypted frame without a timestamp (its replay protection), and a timestamp outside the source's
 band. Each refusal is answered with the standard's NAK, which carries the receiver's timestamp so that
-a panel whose clock drifted can correct it. A bad CRC is NAKed too,
-although pysiaalarm's own servers leave it unanswered: the NAK names no account and no sequence
-(``"NAK"0000R…L…A0[]``), and it makes the panel send a garbled alarm again at once instead of after
-its ACK timeout.
+a panel whose clock drifted can correct it. A bad CRC is NAKed too, although pysiaalarm's own servers
+leave it unanswered: the NAK names no account and no sequence (``"NAK"0000R…L…A0[]``), and it makes
+the panel send a garbled alarm again at once instead of after its ACK timeout.
+
+An account is hex digits, and their case does not matter (``#1a2b`` is ``#1A2B``): routing and the
+keys ignore it, and so must the reading. pysiaalarm's Contact ID pattern takes upper-case hex only,
+so a panel sending a lower-case account had its ADM-CID frames refused (and sent them for ever); it
+is handed the block with the account upper-cased. The frame keeps the account as sent: the answers
+echo it, and intake records it as the site lists it.
 
 Keys are the source's ``encryption_keys``: AES key bytes. pysiaalarm's accounts take a 16/24/32
 character string and use its ASCII bytes; here the bytes are set on the account directly, so a key
@@ -49,6 +54,8 @@ UNREADABLE = "unreadable"  # the frame-type label of a frame that is not DC-09 a
 FRAME_END = b"\r"
 MAX_BODY_CHARS = 0xFFF
 MAX_FRAME_BYTES = 1 + 4 + 4 + MAX_BODY_CHARS + 1
+# The account that opens a data block: "#1a2b|…", or "|#1a2b|…" after an encrypted frame's pad.
+_BLOCK_ACCOUNT = re.compile(r"\A(\|?#)([0-9A-Fa-f]{3,16})")
 TIMESTAMP_FORMAT = "_%H:%M:%S,%m-%d-%Y"  # GMT
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _PRINTABLE_BYTES = re.compile(rb"[\x20-\x7e]*")
@@ -254,7 +261,9 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
             receiver=match["receiver"],
             line=match["line"],
             account=account,
-            content=content,  # decrypted already: pysiaalarm reads the clear text, as encrypted
+            # Decrypted already: pysiaalarm reads the clear text, as encrypted; the account in
+            # upper case, the only case its Contact ID pattern takes.
+            content=_BLOCK_ACCOUNT.sub(_upper_account, content, count=1),
             sia_account=book,
         )
     # On a block it cannot read pysiaalarm raises EventFormatError, ValueError, and more: each of
@@ -284,6 +293,10 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
         extended=event.x_data,
         sia=book,
     )
+
+
+def _upper_account(found: re.Match[str]) -> str:
+    return f"{found[1]}{found[2].upper()}"
 
 
 def _prefix(match: re.Match[str] | None) -> tuple[str | None, str | None]:

@@ -41,6 +41,7 @@ from tests.conftest import PG_ADMIN_URL
 from tests.polling import wait_until
 from tests.processes import free_port
 from tests.receiver_fixture import ASCII_KEY, KEYS, PLAIN, SOURCE_ENV, read_answer, write_sites
+from tests.sites_fixture import new_york, site_toml
 
 pytestmark = pytest.mark.integration
 
@@ -231,6 +232,39 @@ def test_contact_id_frames_are_recorded_as_their_sia_code(receiver: RunningRecei
 
     assert reply.kind == "ACK"
     assert [(e.code, e.zone) for e in receiver.events()] == [("BA", "003")]
+
+
+def test_a_contact_id_frame_of_a_lower_case_account_is_recorded_and_routed_to_its_site(
+    receiver_settings: Settings, tmp_path: Path
+) -> None:
+    """A panel sending ``#1a2b`` for the account a site lists as ``1A2B`` (hex: the case does not
+    matter): its alarm was NAKed for ever, since pysiaalarm's Contact ID pattern takes upper case only."""
+    path = write_sites(tmp_path)
+    shop = site_toml(
+        "shop",
+        name="Shop",
+        sources=["acme-dc09"],
+        accounts=["1A2B"],
+        plan="guarded",
+        callonalarm={"account_number": "1009"},
+        location=new_york("Shop"),
+    )
+    path.write_text(path.read_text(encoding="utf-8") + shop, encoding="utf-8")
+    engine = make_engine(receiver_settings.database_url, pre_ping=False)
+    try:
+        with running_receiver(receiver_settings, load_sites(path, SOURCE_ENV), engine) as running:
+            reply = running.send(build_frame("1a2b", message_type="ADM-CID", data="#1a2b|1130 01 003"))
+            (event,) = running.events()
+            alarm = running.alarm(event.alarm_id or 0)
+            actions = [a.task_name for a in running.published.actions]
+    finally:
+        engine.dispose()
+
+    assert (reply.kind, reply.crc_ok) == ("ACK", True)
+    assert reply.text.endswith('"ACK"0001R1L1#1a2b[]')  # the account echoed as the panel sent it
+    assert (event.code, event.zone, event.site_key) == ("BA", "003", "shop")
+    assert (alarm.site_key, alarm.account, alarm.family) == ("shop", "1A2B", "burglary")  # as listed
+    assert actions == ["callonalarm.trigger"]  # the site's plan started
 
 
 def test_a_null_link_test_is_acknowledged_and_records_no_event(receiver: RunningReceiver) -> None:

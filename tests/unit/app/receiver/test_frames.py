@@ -53,7 +53,7 @@ default = []
 [sites.hq]
 name = "HQ"
 sources = ["receiver"]
-accounts = ["1234", "128A", "192B", "256C"]
+accounts = ["1234", "128A", "192B", "256C", "1A2B"]
 timezone = "America/Montreal"
 site_type = "COMMERCIAL"
 plan = "quiet"
@@ -340,6 +340,45 @@ def test_contact_id_is_mapped_to_sia_and_an_unmapped_code_is_kept_for_a_person(a
     assert (mapped.code, mapped.zone, mapped.classify().known) == ("BA", "003", True)
     assert (unmapped.code, unmapped.zone, unmapped.classify().known) == ("E999", "011", False)
     assert unmapped.message == "Contact ID E999 partition 02 zone 011"
+
+
+@pytest.mark.parametrize(
+    ("header", "block"),
+    [
+        pytest.param("1a2b", "1a2b", id="lower-case"),
+        pytest.param("1A2B", "1a2b", id="lower-case-block"),
+        pytest.param("1a2b", "1A2B", id="lower-case-header"),
+        pytest.param("1A2b", "1a2B", id="mixed"),
+    ],
+)
+def test_a_contact_id_frame_is_read_whatever_the_case_of_its_hex_account(
+    accounts: Accounts, header: str, block: str
+) -> None:
+    """DC-09 accounts are hex: pysiaalarm's Contact ID pattern took upper-case only, and NAKed the rest."""
+    raw = build_frame(header, message_type=ADM_CID, data=f"#{block}|1130 01 003", sequence=3)
+
+    frame = read(raw, accounts)
+
+    assert (frame.account, frame.site.key, frame.source.key) == (header, "hq", "receiver")
+    (event,) = events_of(frame, datetime.now(UTC))
+    assert (event.account, event.code, event.zone) == (header, "BA", "003")
+    assert event.payload["dc09"]["data"] == f"#{block}|1130 01 003"  # the block as sent
+    assert read_reply(frame.ack()).text.endswith(f'"ACK"0003R1L1#{header}[]')  # echoed as sent
+
+
+def test_an_encrypted_contact_id_frame_of_a_lower_case_account_is_read(accounts: Accounts) -> None:
+    raw = build_frame("128a", message_type=ADM_CID, data="#128a|3130 02 011", key=KEYS["128A"])
+
+    frame = read(raw, accounts)
+
+    (event,) = events_of(frame, datetime.now(UTC))
+    assert (frame.account, frame.encrypted, event.code, event.zone) == ("128a", True, "BH", "011")
+
+
+def test_an_sia_frame_of_a_lower_case_account_is_read(accounts: Accounts) -> None:
+    frame = read(build_frame("1a2b", "BA", "4"), accounts)
+
+    assert [(e.code, e.zone) for e in events_of(frame, datetime.now(UTC))] == [("BA", "4")]
 
 
 def test_a_null_frame_reports_no_event(accounts: Accounts) -> None:

@@ -7,7 +7,10 @@ event); its due steps are handed to the workers after the commit; only then is i
 NULL (link test) frame records the account's link contact for supervision the same way. A ledger that
 cannot commit gets a NAK, so the panel sends the frame again; a retransmission of a frame that was
 committed (its ACK lost) is recognised by its dedupe key and acknowledged without a second event. An
-unknown event code is recorded for a person and acknowledged like any other: never a DUH.
+unknown event code is recorded for a person and acknowledged like any other: never a DUH. A DUH
+answers only a frame received correctly whose ID token the receiver does not take (say
+``"XYZ-DATA"``): a NAK would have the panel send it for ever, and a person is told by a warning that
+names the account and the token.
 
 The services are built here without Flask, as the worker builds its own (``Desk.from_settings``).
 """
@@ -33,7 +36,7 @@ from app.domain.sites_file import read_sites
 from app.ledger.models import utcnow
 from app.ledger.session import is_unreachable, make_engine, make_sessionmaker
 from app.receiver import frames
-from app.receiver.frames import NULL, Accounts, Frame, Reason, Refusal
+from app.receiver.frames import NULL, UNSUPPORTED, Accounts, Frame, Reason, Refusal, Unsupported
 from app.receiver.reports import events_of
 from config.settings import Settings
 
@@ -49,12 +52,14 @@ LOWEST_RANK = sia.rank(sia.Priority.INFORMATIONAL)
 class Verdict:
     """What to do with one frame: send ``answer`` now, or record ``frame`` first and then answer.
 
-    ``refusal`` is set when the answer is a NAK decided without the ledger.
+    ``refusal`` is set when the answer is a NAK decided without the ledger; ``response`` names an
+    answer sent now (nak, or duh for a frame of an unsupported ID token).
     """
 
     frame_type: str
     answer: bytes | None = None
     refusal: Refusal | None = None
+    response: str = "nak"
     frame: Frame | None = None
     events: tuple[Event, ...] = ()
     rank: int = LOWEST_RANK  # lower first, among frames waiting for a ledger thread
@@ -145,6 +150,18 @@ class Desk:
                 peer=peer,
             )
             return Verdict(read.frame_type, answer=read.answer, refusal=read)
+        if isinstance(read, Unsupported):
+            # Answered DUH, so the panel stops sending it; a person sees a panel reporting what we
+            # cannot process (a protocol the panel is set to that the receiver does not take).
+            log.warning(
+                "receiver.unsupported",
+                token=read.token,
+                encrypted=read.encrypted,
+                account=read.account,
+                source=read.source_key,
+                peer=peer,
+            )
+            return Verdict(UNSUPPORTED, answer=read.answer, response="duh")
         events = tuple(events_of(read, received_at))
         if read.message_type == NULL:
             rank = LINK_RANK

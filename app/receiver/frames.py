@@ -18,6 +18,14 @@ a panel whose clock drifted can correct it. A bad CRC is NAKed too, although pys
 leave it unanswered: the NAK names no account and no sequence (``"NAK"0000R…L…A0[]``), and it makes
 the panel send a garbled alarm again at once instead of after its ACK timeout.
 
+A frame whose length and CRC are good but whose ID token the receiver does not take (it takes
+``SIA-DCS``, ``ADM-CID`` and ``NULL``, plain or encrypted) is answered DUH at once (``Unsupported``):
+ANSI/SIA DC-09-2013's answer when the receiver is unable to process an otherwise correctly received
+message (5.5.3.3 in the public review draft). A NAK asks for the frame again, and the panel would
+send this one for ever. The DUH is not encrypted (as pysiaalarm writes it), echoes the sequence,
+receiver, line and account, and is given whatever the account: nothing of the frame is processed,
+so nor is its timestamp checked (an encrypted one cannot be read without the key).
+
 An account is hex digits, and their case does not matter (``#1a2b`` is ``#1A2B``): routing and the
 keys ignore it, and so must the reading. pysiaalarm's Contact ID pattern takes upper-case hex only,
 so a panel sending a lower-case account had its ADM-CID frames refused (and sent them for ever); it
@@ -42,18 +50,26 @@ from Crypto.Cipher import AES
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
 from pysiaalarm.utils.enums import ResponseType
-from pysiaalarm.utils.regexes import MAIN_MATCHER
 
 from app.domain.sites import Site, Sites, Source
 from app.receiver.crc import frame_crc
 
 SIA_DCS, ADM_CID, NULL = "SIA-DCS", "ADM-CID", "NULL"
+SUPPORTED = frozenset((SIA_DCS, ADM_CID, NULL))
 UNREADABLE = "unreadable"  # the frame-type label of a frame that is not DC-09 at all
+UNSUPPORTED = "unsupported"  # the frame-type label of a DC-09 frame whose ID token we do not take
 # A frame ends with CR. Its length field is "0" and three hex digits (at most 4095 characters from the
 # first quote); with the LF, the CRC, the length field itself and the CR, no frame is longer than this.
 FRAME_END = b"\r"
 MAX_BODY_CHARS = 0xFFF
 MAX_FRAME_BYTES = 1 + 4 + 4 + MAX_BODY_CHARS + 1
+# pysiaalarm's MAIN_MATCHER, but with any ID token (up to 32 characters but '"' and '*'): a frame of a
+# token we do not take is answered DUH once its length and CRC are checked, not refused as unreadable.
+_HEADER = re.compile(
+    r'(?P<crc>[0-9A-Fa-f]{4})(?P<length>[0-9A-Fa-f]{4})"(?P<encrypted_flag>\*)?(?P<message_type>[^"*]{1,32})"'
+    r"(?P<sequence>[0-9]{4})(?P<receiver>R[0-9A-Fa-f]{1,6})?(?P<line>L[0-9A-Fa-f]{1,6})"
+    r"#?(?P<account>[0-9A-Fa-f]{3,16})?\[(?P<rest>.*)"
+)
 # The account that opens a data block: "#1a2b|…", or "|#1a2b|…" after an encrypted frame's pad.
 _BLOCK_ACCOUNT = re.compile(r"\A(\|?#)([0-9A-Fa-f]{3,16})")
 TIMESTAMP_FORMAT = "_%H:%M:%S,%m-%d-%Y"  # GMT
@@ -177,9 +193,20 @@ class Refusal:
     """A frame answered NAK at once, and why."""
 
     reason: Reason
-    frame_type: str
+    frame_type: str  # SIA-DCS, ADM-CID, NULL, unreadable or unsupported: a bounded metric label
     answer: bytes
     account: str | None = None
+    source_key: str | None = None  # the dc09 source of the account, when one claims it
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """A frame received correctly (length, CRC) whose ID token the receiver does not take: DUH at once."""
+
+    token: str  # as sent, without the encryption's "*" (printable, at most 32 characters)
+    answer: bytes
+    account: str | None = None
+    encrypted: bool = False
     source_key: str | None = None  # the dc09 source of the account, when one claims it
 
 
@@ -213,15 +240,16 @@ class Accounts:
         return found
 
 
-def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
+def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported | None:
     """Check one received frame (module docstring); None for an empty line (nothing to answer)."""
     text = raw.decode("ascii", "replace").strip()
     if not text:
         return None
-    match = MAIN_MATCHER.match(text)
+    match = _HEADER.match(text)
     if match is None or not _PRINTABLE.fullmatch(text):
         return Refusal(Reason.UNREADABLE, UNREADABLE, nak(*_prefix(match)))
-    frame_type = match["message_type"]
+    token = match["message_type"]
+    frame_type = token if token in SUPPORTED else UNSUPPORTED
     account = match["account"]
 
     def refuse(reason: Reason, source: Source | None = None) -> Refusal:
@@ -236,11 +264,22 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | None:
     if crc != match["crc"].upper():
         return refuse(Reason.BAD_CRC)
     route = accounts.sites.dc09_route(account) if account else None
+    encrypted = bool(match["encrypted_flag"])
+    if frame_type == UNSUPPORTED:
+        duh = answer(
+            ResponseType.DUH,
+            sequence=match["sequence"],
+            receiver=match["receiver"],
+            line=match["line"],
+            account=account or "",
+            encrypted=False,
+            sia=SIAAccount(),
+        )
+        return Unsupported(token, duh, account, encrypted, route[0].key if route else None)
     if route is None:
         return refuse(Reason.UNKNOWN_ACCOUNT)
     source, site = route
     book = accounts.book(source, account)
-    encrypted = bool(match["encrypted_flag"])
     if encrypted != book.encrypted:
         return refuse(Reason.NO_KEY if encrypted else Reason.UNENCRYPTED, source)
     content = match["rest"]

@@ -113,7 +113,7 @@ class _Connection:
 @dataclass(frozen=True, slots=True)
 class _Answered:
     answer: bytes | None
-    response: str  # the metric's label: ack, nak
+    response: str  # the metric's label: ack, nak, duh
     frame_type: str
     reason: Reason | None = None
 
@@ -265,7 +265,7 @@ class Receiver:
             return _Answered(None, "", "")
         if not verdict.needs_ledger:
             reason = verdict.refusal.reason if verdict.refusal is not None else None
-            return _Answered(verdict.answer, "nak", verdict.frame_type, reason)
+            return _Answered(verdict.answer, verdict.response, verdict.frame_type, reason)
         try:
             outcome = await asyncio.wrap_future(
                 self.pool.submit(verdict.rank, partial(self.desk.commit, verdict))

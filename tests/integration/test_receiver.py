@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from structlog.testing import capture_logs
 
 from app.domain.actions import DueAction
 from app.domain.intake import IntakeRules
@@ -342,6 +343,27 @@ def test_each_refused_frame_gets_the_standards_nak_and_records_nothing(
     assert receiver.events() == []
     assert counted("refusals", reason=reason) == refused_before + 1
     assert counted("decrypt_failures", source="acme-dc09") == failures_before + (reason == "decrypt_failed")
+
+
+def test_a_frame_of_an_unsupported_id_token_is_answered_duh_and_logged_for_a_person(
+    receiver: RunningReceiver,
+) -> None:
+    """A panel set to a protocol the receiver does not take: DUH (received, will not be processed),
+    so it stops sending it; a NAK had it send the frame for ever. A warning names the account and token."""
+    duh_before = counted("frames", response="duh", frame="unsupported")
+
+    with capture_logs() as logs:
+        reply = receiver.send(build_frame(PLAIN, message_type="XYZ-DATA", data=f"#{PLAIN}|?", sequence=5))
+
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("DUH", True, False)
+    assert reply.text.endswith(f'"DUH"0005R1L1#{PLAIN}[]')
+    assert receiver.events() == []
+    assert counted("frames", response="duh", frame="unsupported") == duh_before + 1
+    (warning,) = [line for line in logs if line["event"] == "receiver.unsupported"]
+    assert warning["log_level"] == "warning"
+    assert (warning["account"], warning["token"], warning["source"]) == (PLAIN, "XYZ-DATA", "acme-dc09")
+    # The same connection goes on with a frame the receiver takes.
+    assert receiver.send(build_frame(PLAIN, "BA", "1", sequence=6)).kind == "ACK"
 
 
 def test_garbage_and_an_endless_line_do_not_stop_the_listener(receiver: RunningReceiver) -> None:

@@ -16,10 +16,12 @@ from app.domain.sites_file import load_sites
 from app.receiver.frames import (
     ADM_CID,
     NULL,
+    UNSUPPORTED,
     Accounts,
     Frame,
     Reason,
     Refusal,
+    Unsupported,
     build_frame,
     nak,
     read_frame,
@@ -287,6 +289,66 @@ def test_each_refusal_is_the_standards_nak_with_the_receivers_timestamp(
     reply = read_reply(refusal.answer)
     assert (reply.kind, reply.crc_ok) == ("NAK", True)
     assert reply.timestamp is not None and abs(reply.timestamp - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+# --- an ID token the receiver does not take: DUH ------------------------------------------------------------
+
+
+def unsupported(raw: bytes, accounts: Accounts) -> Unsupported:
+    found = read_frame(raw, accounts)
+    assert isinstance(found, Unsupported), found
+    return found
+
+
+def test_a_correct_frame_of_an_unsupported_id_token_is_answered_duh_not_nak(accounts: Accounts) -> None:
+    """ANSI/SIA DC-09-2013: DUH for a message received correctly that the receiver cannot process; a
+    NAK has the panel send it again, for ever."""
+    found = unsupported(
+        build_frame("1234", message_type="XYZ-DATA", data="#1234|hello", sequence=21), accounts
+    )
+
+    assert (found.token, found.account, found.source_key, found.encrypted) == (
+        "XYZ-DATA",
+        "1234",
+        "receiver",
+        False,
+    )
+    reply = read_reply(found.answer)
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("DUH", True, False)
+    assert reply.text.endswith('"DUH"0021R1L1#1234[]')  # the sequence, receiver, line and account echoed
+
+
+def test_an_encrypted_frame_of_an_unsupported_token_gets_the_plain_duh(accounts: Accounts) -> None:
+    raw = build_frame("128A", message_type="XYZ-DATA", data="#128A|hello", key=KEYS["128A"], sequence=4)
+
+    found = unsupported(raw, accounts)
+
+    assert (found.token, found.encrypted) == ("XYZ-DATA", True)
+    assert read_reply(found.answer).text.endswith('"DUH"0004R1L1#128A[]')
+
+
+def test_an_unsupported_token_of_an_account_no_source_claims_is_answered_duh(accounts: Accounts) -> None:
+    found = unsupported(build_frame("9999", message_type="MODEM IIe", data="x", sequence=2), accounts)
+
+    assert (found.token, found.account, found.source_key) == ("MODEM IIe", "9999", None)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        pytest.param(lambda raw: corrupt_crc(raw), Reason.BAD_CRC, id="bad-crc"),
+        pytest.param(lambda raw: raw[:5] + b"0001" + raw[9:], Reason.BAD_LENGTH, id="bad-length"),
+    ],
+)
+def test_a_damaged_frame_of_an_unsupported_token_is_still_nak(
+    accounts: Accounts, damage: object, reason: Reason
+) -> None:
+    raw = build_frame("1234", message_type="XYZ-DATA", data="#1234|hello")
+
+    refusal = refused(damage(raw), accounts)  # type: ignore[operator]
+
+    assert (refusal.reason, refusal.frame_type) == (reason, UNSUPPORTED)  # a bounded label, not the token
+    assert read_reply(refusal.answer).kind == "NAK"
 
 
 def test_an_empty_line_is_not_answered(accounts: Accounts) -> None:

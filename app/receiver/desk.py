@@ -6,7 +6,8 @@ transaction for all the events it reports (same dedupe, routing, grouping and pl
 event); its due steps are handed to the workers after the commit; only then is it acknowledged. A
 NULL (link test) frame records the account's link contact for supervision the same way. A ledger that
 cannot commit gets a NAK, so the panel sends the frame again; a retransmission of a frame that was
-committed (its ACK lost) is recognised by its dedupe key and acknowledged without a second event. An
+committed (its ACK lost) is recognised by its dedupe key, re-stamped or not (``reports.
+Retransmissions``), and acknowledged without a second event. An
 unknown event code is recorded for a person and acknowledged like any other: never a DUH. A DUH
 answers only a frame received correctly whose ID token the receiver does not take (say
 ``"XYZ-DATA"``): a NAK would have the panel send it for ever, and a person is told by a warning that
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Engine
@@ -37,7 +38,7 @@ from app.ledger.models import utcnow
 from app.ledger.session import is_unreachable, make_engine, make_sessionmaker
 from app.receiver import frames
 from app.receiver.frames import NULL, UNSUPPORTED, Accounts, Frame, Reason, Refusal, Unsupported
-from app.receiver.reports import events_of
+from app.receiver.reports import Retransmissions, events_of
 from config.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -97,6 +98,7 @@ class Desk:
         self.rules = rules
         self.engine = engine
         self.accounts = Accounts(sites)
+        self.retransmissions = Retransmissions(timedelta(seconds=rules.dedupe_window_s))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Desk:
@@ -162,10 +164,12 @@ class Desk:
                 peer=peer,
             )
             return Verdict(UNSUPPORTED, answer=read.answer, response="duh")
-        events = tuple(events_of(read, received_at))
         if read.message_type == NULL:
+            events: tuple[Event, ...] = ()
             rank = LINK_RANK
         else:
+            first = self.retransmissions.first_timestamp(read, received_at)
+            events = tuple(events_of(read, received_at, first))
             rank = min((sia.rank(e.classify().priority) for e in events), default=LOWEST_RANK)
         return Verdict(read.message_type, frame=read, events=events, rank=rank, received_at=received_at)
 

@@ -12,18 +12,28 @@ ADM-CID (Contact ID) is mapped to SIA codes with pysiaalarm's table (``1130`` â†
 ``BH``); a Contact ID code the table lacks is recorded as itself (``E999``, ``R999``, ``P999``: new,
 restore, still present), which intake treats as an unknown code: a person reads it.
 
-Retransmissions: a panel repeats a frame it got no ACK for, with the same sequence number and
-timestamp. A stamped frame's events carry ``<account>/<sequence>/<timestamp>/<n>`` as their sender
-event id, so the ledger's unique dedupe key answers a retransmission whenever it comes. An unstamped
-frame's events carry the sequence number instead (``Event.sequence``): they are recognised within the
-dedupe window, and a new event a panel numbers anew is never taken for an old one even when its
-sequence numbers wrap around or restart.
+Retransmissions: a panel repeats a frame it got no ACK for, with the same sequence number; it may
+keep the frame's timestamp or stamp it anew (it must, once the first stamp is older than the
+receiver's band). A stamped frame's events carry ``<account>/<sequence>/<timestamp>/<n>`` as their
+sender event id, so the ledger's unique dedupe key answers a retransmission with the same stamp
+whenever it comes. ``Retransmissions`` gives a re-stamped one the same ids: a frame that says the
+same thing (account, ID token, sequence, data block) as one received within the dedupe window of it
+keeps that frame's first timestamp in its ids, so the ledger answers it as a duplicate (ACK, no
+second event). A frame of the same sequence that says something else (a panel that restarted its
+numbering) is a new event, and so is the same frame once the window has passed (within it, the same
+event sent anew under a used number is taken for a retransmission, as intake takes an unstamped
+frame's). The memory is the process's: a re-stamped retransmission that spans a restart of the
+receiver is recorded a second time. An unstamped frame's events carry the sequence number instead
+(``Event.sequence``): intake recognises them within the dedupe window, and a new event a panel
+numbers anew is never taken for an old one even when its sequence numbers wrap around or restart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from datetime import datetime
+from collections import OrderedDict
+from datetime import datetime, timedelta
 from typing import Any
 
 from pysiaalarm.data.adm_mapping import ADM_MAPPING
@@ -36,10 +46,64 @@ _MODIFIER_NAMES = {"ri": "area", "id": "user", "pi": "peripheral", "ti": "time"}
 _EVENT = re.compile(r"([A-Z]{2})([0-9]{0,8})")
 _CID_QUALIFIERS = {"1": "E", "3": "R", "6": "P"}  # new event or opening, restore or closing, still present
 MAX_MESSAGE_CHARS = 500
+# Frames remembered at most (about 300 bytes each): at the receiver's measured 400 frames/s, two
+# minutes of a storm; the oldest are forgotten first, and a forgotten frame's re-stamped
+# retransmission is recorded a second time (never lost).
+MAX_REMEMBERED_FRAMES = 50_000
+_TRAILING_STAMP = re.compile(r"_\d\d:\d\d:\d\d,\d\d-\d\d-\d{4}\Z")
 
 
-def events_of(frame: Frame, received_at: datetime) -> list[Event]:
-    """The events ``frame`` reports, in the order it reports them; none for a NULL (link test) frame."""
+class Retransmissions:
+    """The first timestamp of each frame received within the dedupe window, by what the frame says.
+
+    Used from the connection loop only (one thread). A frame is remembered from its last sending:
+    a panel that goes on repeating a frame, each time within the window of the one before, keeps
+    its first timestamp however long it goes on.
+    """
+
+    def __init__(self, window: timedelta, capacity: int = MAX_REMEMBERED_FRAMES) -> None:
+        self.window = window
+        self.capacity = capacity
+        self._frames: OrderedDict[bytes, tuple[datetime, datetime]] = OrderedDict()  # first stamp, last seen
+
+    def first_timestamp(self, frame: Frame, received_at: datetime) -> datetime | None:
+        """The timestamp ``frame``'s events are identified by: its first sending's, within the window.
+
+        None for an unstamped frame (intake's window recognises its retransmissions).
+        """
+        if frame.timestamp is None:
+            return None
+        said = "\x00".join(
+            (
+                frame.source.key,
+                frame.account.casefold(),
+                frame.message_type,
+                frame.sequence,
+                _TRAILING_STAMP.sub("", frame.content),
+            )
+        )
+        key = hashlib.blake2b(said.encode(), digest_size=16).digest()
+        seen = self._frames.pop(key, None)
+        first = seen[0] if seen is not None and received_at - seen[1] <= self.window else frame.timestamp
+        self._frames[key] = (first, received_at)
+        self._forget(received_at)
+        return first
+
+    def _forget(self, now: datetime) -> None:
+        """Drop the frames last seen before the window (the oldest first), and any beyond capacity."""
+        while self._frames:
+            _, (_, last_seen) = next(iter(self._frames.items()))
+            if now - last_seen <= self.window and len(self._frames) <= self.capacity:
+                return
+            self._frames.popitem(last=False)
+
+
+def events_of(frame: Frame, received_at: datetime, first_timestamp: datetime | None = None) -> list[Event]:
+    """The events ``frame`` reports, in the order it reports them; none for a NULL (link test) frame.
+
+    ``first_timestamp`` (``Retransmissions``) identifies the events of a re-stamped retransmission as
+    those of its first sending; by default the frame's own timestamp.
+    """
     if frame.message_type == SIA_DCS:
         reported = _sia_events(_data_block(frame))
     elif frame.message_type == ADM_CID and frame.adm is not None:
@@ -59,9 +123,10 @@ def events_of(frame: Frame, received_at: datetime) -> list[Event]:
             "extended": frame.extended,
         }
     }
+    identified_by = first_timestamp or frame.timestamp
+    stamp = identified_by.strftime("%Y%m%dT%H%M%SZ") if identified_by else None
     events = []
     for index, (code, zone, message, where) in enumerate(reported):
-        stamp = frame.timestamp.strftime("%Y%m%dT%H%M%SZ") if frame.timestamp else None
         events.append(
             Event(
                 source_key=frame.source.key,

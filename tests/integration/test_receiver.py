@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,63 @@ def test_a_retransmitted_frame_whose_ack_was_lost_is_recorded_once(receiver: Run
     assert again.kind == "ACK"
     assert len(receiver.events()) == 1
     assert len(receiver.published.actions) == 1  # the retransmission started nothing
+
+
+def test_a_retransmission_the_panel_stamped_anew_is_recorded_once_and_acknowledged(
+    receiver: RunningReceiver,
+) -> None:
+    """A panel that got no ACK sends the frame again under its sequence number with a fresh timestamp
+    (a stamp older than the band would be refused): one event, and the retransmission is ACKed."""
+    sent_at = datetime.now(UTC) - timedelta(seconds=20)
+    first = build_frame("256C", "BA", "1", sequence=78, key=KEYS["256C"], timestamp=sent_at)
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(first)  # and leave without reading the ACK: the panel never got it
+    wait_until(receiver.events, timeout_s=10)
+
+    again = build_frame("256C", "BA", "1", sequence=78, key=KEYS["256C"], timestamp=datetime.now(UTC))
+    answers = [receiver.send(again, KEYS["256C"], "256C").kind for _ in range(2)]
+
+    assert answers == ["ACK", "ACK"]
+    (event,) = receiver.events()
+    assert event.occurred_at == sent_at.replace(microsecond=0)  # the first sending's, recorded once
+    assert len(receiver.published.actions) == 1  # the retransmissions started nothing
+
+
+def test_a_frame_of_a_used_sequence_number_that_says_something_else_is_a_new_event(
+    receiver: RunningReceiver,
+) -> None:
+    """A panel that restarted its numbering: the same sequence number, another event."""
+    earlier = datetime.now(UTC) - timedelta(seconds=10)
+    answers = [
+        receiver.send(build_frame(PLAIN, "BA", "1", sequence=79, timestamp=earlier)).kind,
+        receiver.send(build_frame(PLAIN, "BA", "2", sequence=79)).kind,
+    ]
+
+    assert answers == ["ACK", "ACK"]
+    assert [(e.code, e.zone) for e in receiver.events()] == [("BA", "1"), ("BA", "2")]
+
+
+def test_the_same_frame_after_the_dedupe_window_is_a_new_event(
+    make_settings: Callable[..., Settings], database_url: str, sites: Sites
+) -> None:
+    settings = make_settings(
+        database_url=database_url,
+        sia_receiver_host="127.0.0.1",
+        sia_receiver_port=free_port(),
+        dedupe_window_s=1,
+    )
+    engine = make_engine(database_url, pre_ping=False)
+    try:
+        with running_receiver(settings, sites, engine) as running:
+            first = running.send(build_frame(PLAIN, "BA", "1", sequence=80)).kind
+            time.sleep(1.5)  # beyond the window; the next frame is stamped a second or more later
+            again = running.send(build_frame(PLAIN, "BA", "1", sequence=80)).kind
+            events = running.events()
+    finally:
+        engine.dispose()
+
+    assert (first, again) == ("ACK", "ACK")
+    assert [(e.code, e.zone) for e in events] == [("BA", "1"), ("BA", "1")]
 
 
 def test_an_unstamped_retransmission_is_recorded_once_but_the_next_sequence_is_a_new_event(

@@ -163,6 +163,12 @@ def counted(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(f"alarm_bridge_dc09_{name}_total", labels) or 0.0
 
 
+def counts(expected: float, name: str, **labels: str) -> bool:
+    """Whether the counter comes to ``expected``: the receiver counts an answer once it has sent it,
+    so the panel can read the answer a moment before it is counted."""
+    return bool(wait_until(lambda: counted(name, **labels) == expected, timeout_s=5, interval_s=0.01))
+
+
 # --- accepted: ACK after commit -----------------------------------------------------------------------------
 
 
@@ -197,7 +203,7 @@ def test_a_frame_is_acknowledged_only_once_its_alarm_is_committed(
     # The plan's step was handed to the workers after the commit, and before the ACK.
     assert [a.task_name for a in receiver.published.actions] == ["callonalarm.trigger"]
     assert receiver.published.committed == [True]
-    assert counted("frames", response="ack", frame="SIA-DCS") == acked_before + 1
+    assert counts(acked_before + 1, "frames", response="ack", frame="SIA-DCS")
 
 
 def test_a_frame_over_udp_is_acknowledged_after_its_commit(receiver: RunningReceiver) -> None:
@@ -399,7 +405,7 @@ def test_each_refused_frame_gets_the_standards_nak_and_records_nothing(
     assert reply.text[8:].startswith('"NAK"0000R1L1A0[]_')
     assert reply.timestamp is not None  # the receiver's clock, for a panel to correct its own
     assert receiver.events() == []
-    assert counted("refusals", reason=reason) == refused_before + 1
+    assert counts(refused_before + 1, "refusals", reason=reason)
     assert counted("decrypt_failures", source="acme-dc09") == failures_before + (reason == "decrypt_failed")
 
 
@@ -416,7 +422,7 @@ def test_a_frame_of_an_unsupported_id_token_is_answered_duh_and_logged_for_a_per
     assert (reply.kind, reply.crc_ok, reply.encrypted) == ("DUH", True, False)
     assert reply.text.endswith(f'"DUH"0005R1L1#{PLAIN}[]')
     assert receiver.events() == []
-    assert counted("frames", response="duh", frame="unsupported") == duh_before + 1
+    assert counts(duh_before + 1, "frames", response="duh", frame="unsupported")
     (warning,) = [line for line in logs if line["event"] == "receiver.unsupported"]
     assert warning["log_level"] == "warning"
     assert (warning["account"], warning["token"], warning["source"]) == (PLAIN, "XYZ-DATA", "acme-dc09")

@@ -4,14 +4,13 @@ The intake rule holds at this door as at the web's: an ACK means committed. A fr
 checks (``app.receiver.frames``) is recorded with ``app.domain.intake.record_event``, in one
 transaction for all the events it reports (same dedupe, routing, grouping and plans as an HTTP panel
 event); its due steps are handed to the workers after the commit; only then is it acknowledged. A
-NULL (link test) frame records the account's link contact for supervision the same way. A ledger that
-cannot commit gets a NAK, so the panel sends the frame again; a retransmission of a frame that was
-committed (its ACK lost) is recognised by its dedupe key, re-stamped or not (``reports.
-Retransmissions``), and acknowledged without a second event. An
-unknown event code is recorded for a person and acknowledged like any other: never a DUH. A DUH
-answers only a frame received correctly whose ID token the receiver does not take (say
-``"XYZ-DATA"``): a NAK would have the panel send it for ever, and a person is told by a warning that
-names the account and the token.
+NULL (link test) frame records the account's link contact for supervision the same way. A ledger
+that cannot commit gets a NAK, so the panel sends the frame again; a retransmission of a frame that
+was committed (its ACK lost) is recognised by its dedupe key, re-stamped or not
+(``reports.Retransmissions``), and acknowledged without a second event. An unknown event code is
+recorded for a person and acknowledged like any other: never a DUH. A DUH answers only a frame
+received correctly whose ID token the receiver does not take (say ``"XYZ-DATA"``): a NAK would have
+the panel send it for ever, and a person is told by a warning that names the account and the token.
 
 The services are built here without Flask, as the worker builds its own (``Desk.from_settings``).
 """

@@ -1,11 +1,12 @@
 """SIA DC-09 frames on the wire, read and written through pysiaalarm (CONTRACTS §9).
 
-pysiaalarm does the format: the header, the data block's fields, the frame's timestamp, and the
-ACK / NAK / DUH answers (encrypted, with the receiver's time inside, when the frame was). The CRC
-(CRC-16/ARC) is ``app.receiver.crc``'s, for frames and answers alike: pysiaalarm's own, a bit at a
-time, costs milliseconds a frame on the connection loop. A frame is decrypted here, once (AES-CBC
-with the zero IV, its pad read as the standard writes it), and pysiaalarm is handed the clear text.
-This module decides nothing: what a frame is answered, and when, is ``app.receiver.desk``'s.
+pysiaalarm does the format: the data block's fields, the frame's timestamp, and the ACK / NAK / DUH
+answers (encrypted, with the receiver's time inside, when the frame was). The header is read here
+with pysiaalarm's pattern, widened to any ID token; the CRC (CRC-16/ARC) is ``app.receiver.crc``'s,
+for frames and answers alike (pysiaalarm's own, a bit at a time, cost milliseconds a frame on the
+connection loop); a frame is decrypted here, once (AES-CBC with the zero IV, its pad read as the
+standard writes it), and pysiaalarm is handed the clear text. This module decides nothing: what a
+frame is answered, and when, is ``app.receiver.desk``'s.
 
 A received frame is checked in this order, and its first failure is its refusal: unreadable (not a
 DC-09 frame, or not printable ASCII), longer than a frame can be, a length field that is not the

@@ -109,7 +109,7 @@ SUPERVISION_RESTORED = Counter(
 DC09_FRAMES = Counter(
     "alarm_bridge_dc09_frames",
     "SIA DC-09 frames the receiver answered, by answer (ack, nak, duh; none: the sender left first) "
-    "and frame type (SIA-DCS, ADM-CID, NULL, unreadable)",
+    "and frame type (SIA-DCS, ADM-CID, NULL, unreadable; unsupported: any other ID token)",
     ["response", "frame"],
 )
 DC09_CONNECTIONS_REFUSED = Counter(

@@ -9,15 +9,20 @@ standard writes it), and pysiaalarm is handed the clear text. This module decide
 frame is answered, and when, is ``app.receiver.desk``'s.
 
 A received frame is checked in this order, and its first failure is its refusal: unreadable (not a
-DC-09 frame, or not printable ASCII), longer than a frame can be, a length field that is not the
-frame's length, a bad CRC (the cheap checks come first: a flood of large bad frames costs no CRC it
-can avoid), an account no dc09 source claims, a plain frame from an account that has a key (or an
-encrypted one from an account that has none), a frame that does not decrypt with the account's key,
-an encrypted frame without a timestamp (its replay protection), and a timestamp outside the source's
-band. Each refusal is answered with the standard's NAK, which carries the receiver's timestamp so that
-a panel whose clock drifted can correct it. A bad CRC is NAKed too, although pysiaalarm's own servers
-leave it unanswered: the NAK names no account and no sequence (``"NAK"0000R…L…A0[]``), and it makes
-the panel send a garbled alarm again at once instead of after its ACK timeout.
+DC-09 frame, or not printable ASCII), longer than a frame can be (checked before the CRC: a flood of
+large frames costs no CRC it can avoid), a bad CRC, an account no dc09 source claims, a plain frame
+from an account that has a key (or an encrypted one from an account that has none), a frame that
+does not decrypt with the account's key, an encrypted frame without a timestamp (its replay
+protection), and a timestamp outside the source's band. Each refusal is answered with the standard's
+NAK, which carries the receiver's timestamp so that a panel whose clock drifted can correct it. A
+bad CRC is NAKed too, although pysiaalarm's own servers leave it unanswered: the NAK names no
+account and no sequence (``"NAK"0000R…L…A0[]``), and it makes the panel send a garbled alarm again
+at once instead of after its ACK timeout.
+
+The length field is not a reason to refuse: the CRC already covers the frame, and some senders
+(pysiaalarm's own test frames among them) compute the length wrongly. Refusing their frames would
+make such a panel retry its alarm for ever; a frame whose length field is wrong but whose CRC is good
+is read, and the mismatch is logged for a person (``receiver.length_mismatch``).
 
 A frame whose length and CRC are good but whose ID token the receiver does not take (it takes
 ``SIA-DCS``, ``ADM-CID`` and ``NULL``, plain or encrypted) is answered DUH at once (``Unsupported``):
@@ -47,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import structlog
 from Crypto.Cipher import AES
 from pysiaalarm.account import SIAAccount
 from pysiaalarm.event import SIAEvent
@@ -54,6 +60,8 @@ from pysiaalarm.utils.enums import ResponseType
 
 from app.domain.sites import Site, Sites, Source
 from app.receiver.crc import frame_crc
+
+log = structlog.get_logger(__name__)
 
 SIA_DCS, ADM_CID, NULL = "SIA-DCS", "ADM-CID", "NULL"
 SUPPORTED = frozenset((SIA_DCS, ADM_CID, NULL))
@@ -93,7 +101,6 @@ class Reason(StrEnum):
 
     UNREADABLE = "unreadable"
     TOO_LONG = "too_long"
-    BAD_LENGTH = "bad_length"  # the length field is not the frame's length
     BAD_CRC = "bad_crc"
     UNKNOWN_ACCOUNT = "unknown_account"
     UNENCRYPTED = "unencrypted"  # a plain frame from an account that has a key
@@ -259,11 +266,13 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
     body = text[8:]  # from the first quote on: what the length field counts and the CRC covers
     if len(body) > MAX_BODY_CHARS:
         return refuse(Reason.TOO_LONG)
-    if int(match["length"], 16) != len(body):
-        return refuse(Reason.BAD_LENGTH)
     crc = frame_crc(body)
     if crc != match["crc"].upper():
         return refuse(Reason.BAD_CRC)
+    if int(match["length"], 16) != len(body):  # read all the same (module docstring)
+        log.warning(
+            "receiver.length_mismatch", account=account, declared=int(match["length"], 16), actual=len(body)
+        )
     route = accounts.sites.dc09_route(account) if account else None
     encrypted = bool(match["encrypted_flag"])
     if frame_type == UNSUPPORTED:

@@ -116,6 +116,11 @@ DC09_CONNECTIONS_REFUSED = Counter(
     "alarm_bridge_dc09_connections_refused",
     "TCP connections the receiver closed at once: SIA_RECEIVER_MAX_CONNECTIONS were already open",
 )
+DC09_CONNECTIONS_EVICTED = Counter(
+    "alarm_bridge_dc09_connections_evicted",
+    "Idle TCP connections the receiver closed at SIA_RECEIVER_MAX_CONNECTIONS to make room for an "
+    "address holding fewer (one address cannot hold every slot)",
+)
 DC09_REFUSALS = Counter(
     "alarm_bridge_dc09_refusals",
     "DC-09 frames answered NAK, by reason (unknown_account, bad_crc, decrypt_failed, timestamp, ...)",

@@ -8,8 +8,12 @@ take the most urgent waiting frame first, so a storm of troubles never holds a f
 connection is read one frame at a time: its next frame is read once the previous one is answered,
 so one panel's frames are recorded in the order it sent them.
 
-Bounds: at most ``SIA_RECEIVER_MAX_CONNECTIONS`` TCP connections are open at once (one more is
-closed at once, and the process raises its file-descriptor limit to hold them); a frame is at most
+Bounds: at most ``SIA_RECEIVER_MAX_CONNECTIONS`` TCP connections are open at once (the process
+raises its file-descriptor limit to hold them). At the cap, a connection from an address that holds
+fewer than the busiest address less one takes the place of that address's connection idle longest
+(closed; a panel reconnects), so one address cannot hold every slot; otherwise the new connection is
+closed at once. A cap per address would refuse real panels behind one NAT; this shares the slots only
+when they run out. A frame is at most
 ``MAX_FRAME_BYTES`` up to its CR (a longer one is answered NAK and its connection closed); a TCP
 connection must bring its next complete frame within ``SIA_RECEIVER_IDLE_TIMEOUT_S`` (a panel
 reconnects for its next frame); at most ``MAX_DATAGRAMS_IN_FLIGHT`` datagrams wait for the ledger at
@@ -32,6 +36,8 @@ import logging
 import resource
 import signal
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -107,6 +113,8 @@ class PriorityPool:
 
 @dataclass
 class _Connection:
+    host: str  # the sender's address, without its port: what the slots are shared between
+    idle_since: float  # time.monotonic() when it was accepted or last answered
     busy: bool = False  # between reading a frame and sending its answer
 
 
@@ -127,6 +135,7 @@ class Receiver:
         self.pool = PriorityPool(settings.sia_receiver_concurrency)
         self._stopping = False
         self._connections: dict[asyncio.Task[Any], _Connection] = {}
+        self._per_host: Counter[str] = Counter()  # open connections by address
         self._datagrams: set[asyncio.Task[None]] = set()
         self._udp: _Datagrams | None = None
 
@@ -180,15 +189,17 @@ class Receiver:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= self.settings.sia_receiver_max_connections:
+        address = writer.get_extra_info("peername")
+        peer, host = _peer(address), _host(address)
+        if len(self._connections) >= self.settings.sia_receiver_max_connections and not self._make_room(host):
             # Closed before reading anything: a flood of idle connections cannot take every file
             # descriptor (the panels already connected keep theirs; a refused panel reconnects).
             telemetry.DC09_CONNECTIONS_REFUSED.inc()
-            log.warning("receiver.connection_refused", peer=_peer(writer.get_extra_info("peername")))
+            log.warning("receiver.connection_refused", peer=peer)
             writer.close()
             return
-        state = self._connections[task] = _Connection()
-        peer = _peer(writer.get_extra_info("peername"))
+        state = self._connections[task] = _Connection(host, time.monotonic())
+        self._per_host[host] += 1
         idle_s = self.settings.sia_receiver_idle_timeout_s
         try:
             while not self._stopping:
@@ -206,12 +217,38 @@ class Receiver:
                     break  # the sender closed (or reset) the connection
                 state.busy = True
                 await self._send(writer, await self._decide(raw, peer))
-                state.busy = False
+                state.busy, state.idle_since = False, time.monotonic()
         finally:
-            self._connections.pop(task, None)
+            self._forget(task)
             writer.close()
             with contextlib.suppress(OSError, asyncio.CancelledError):  # gone, or the shutdown's cancel
                 await writer.wait_closed()
+
+    def _make_room(self, host: str) -> bool:
+        """At the cap: close the longest-idle connection of the address holding the most, when it holds
+        at least two more than ``host``; False (refuse ``host``'s) when the slots are fairly shared.
+
+        A connection busy with a frame is never closed: its frame is recorded and answered.
+        """
+        hog, held = self._per_host.most_common(1)[0]
+        if held < self._per_host[host] + 2:
+            return False
+        idle = [(c.idle_since, t) for t, c in self._connections.items() if c.host == hog and not c.busy]
+        if not idle:
+            return False
+        _, task = min(idle, key=lambda pair: pair[0])
+        self._forget(task)
+        task.cancel()
+        telemetry.DC09_CONNECTIONS_EVICTED.inc()
+        log.warning("receiver.connection_evicted", host=hog, held=held, for_host=host)
+        return True
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        state = self._connections.pop(task, None)
+        if state is not None:
+            self._per_host[state.host] -= 1
+            if self._per_host[state.host] <= 0:
+                del self._per_host[state.host]
 
     async def _send(self, writer: asyncio.StreamWriter, answered: _Answered) -> None:
         if answered.answer is None:
@@ -298,6 +335,12 @@ def _count(answered: _Answered, delivered: bool) -> None:
     telemetry.DC09_FRAMES.labels(answered.response if delivered else "none", answered.frame_type).inc()
     if answered.reason is not None:
         telemetry.DC09_REFUSALS.labels(answered.reason.value).inc()
+
+
+def _host(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0])
+    return str(address or "")
 
 
 def _peer(address: Any) -> str:

@@ -9,6 +9,7 @@ test's own ledger); tests/integration/test_receiver_process.py runs the real pro
 from __future__ import annotations
 
 import asyncio
+import select as io_select
 import socket
 import threading
 import time
@@ -495,6 +496,70 @@ def test_connections_beyond_the_cap_are_closed_and_the_connected_panels_go_on(
     assert (
         REGISTRY.get_sample_value("alarm_bridge_dc09_connections_refused_total") or 0.0
     ) >= refused_before + 1
+
+
+def _idle_from(host: str, port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(host, 0))
+
+
+def _closed_by_receiver(sock: socket.socket) -> bool:
+    """Whether the receiver closed ``sock`` (end of stream), without waiting: False while it is open."""
+    readable, _, _ = io_select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(16, socket.MSG_PEEK) == b""
+    except OSError:  # reset
+        return True
+
+
+def _closed(socks: list[socket.socket]) -> int:
+    return sum(_closed_by_receiver(sock) for sock in socks)
+
+
+def test_one_address_cannot_hold_every_slot(
+    make_settings: Callable[..., Settings], sqlite_url: str, sites: Sites
+) -> None:
+    """At the cap, an address holding at least two fewer takes the place of the busiest address's
+    longest-idle connection; when the slots are shared fairly, one more is refused as before."""
+    settings = make_settings(
+        database_url=sqlite_url,
+        sia_receiver_host="127.0.0.1",
+        sia_receiver_port=free_port(),
+        sia_receiver_max_connections=4,
+    )
+    evicted_before = counted("connections_evicted")
+    engine = make_engine(sqlite_url)
+    with running_receiver(settings, sites, engine) as running:
+        hog = [_idle_from("127.0.0.2", running.port) for _ in range(4)]  # every slot, from one address
+        for sock in hog:
+            sock.sendall(b"\n0000")  # half a frame: a slow or hostile sender
+
+        panel = _idle_from("127.0.0.1", running.port)  # a panel: one of the hog's gives way
+        panel.sendall(build_frame(PLAIN, "BA", "1", sequence=1))
+        assert read_reply(read_answer(panel)).kind == "ACK"
+        assert wait_until(lambda: _closed(hog) == 1, timeout_s=10, interval_s=0.02)
+        with _idle_from("127.0.0.2", running.port) as more:  # the hog gets no slot back
+            wait_until(lambda: _closed_by_receiver(more), timeout_s=10, interval_s=0.02)
+        third = _idle_from("127.0.0.3", running.port)  # hog 3, panel 1: the hog gives way again
+        third.sendall(build_frame(PLAIN, "BA", "2", sequence=2))
+        assert read_reply(read_answer(third)).kind == "ACK"
+        assert wait_until(lambda: _closed(hog) == 2, timeout_s=10, interval_s=0.02)
+        fourth = _idle_from("127.0.0.4", running.port)  # hog 2, panel 1, third 1: and again
+        fourth.sendall(build_frame(PLAIN, "BA", "3", sequence=3))
+        assert read_reply(read_answer(fourth)).kind == "ACK"
+        assert wait_until(lambda: _closed(hog) == 3, timeout_s=10, interval_s=0.02)
+        # One each now: shared fairly, so a fifth address is refused and nobody is closed.
+        with _idle_from("127.0.0.5", running.port) as fifth:
+            wait_until(lambda: _closed_by_receiver(fifth), timeout_s=10, interval_s=0.02)
+        for sock in (panel, third, fourth):
+            sock.sendall(build_frame(PLAIN, "BA", "4", sequence=4))
+            assert read_reply(read_answer(sock)).kind == "ACK"
+        assert _closed(hog) == 3
+        for sock in (*hog, panel, third, fourth):
+            sock.close()
+    engine.dispose()
+    assert counted("connections_evicted") == evicted_before + 3
 
 
 def _accepted(port: int) -> bool:

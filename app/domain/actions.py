@@ -37,6 +37,7 @@ from app.ledger.models import (
     Event,
     TimelineEntry,
 )
+from config.celery import BULK_QUEUE, DEFAULT_QUEUE, DISPATCH_QUEUE, LIFE_SAFETY_QUEUE
 from vendors import CLOSING_STEPS
 
 # Steps that still run after the alarm has ended (those that close it with the upstreams, and what they
@@ -538,6 +539,15 @@ def _timeline(session: Session, action: Action, now: datetime, kind: str, messag
     )
 
 
+# The order the dispatcher sends what is due in: life-safety steps first, so that after a broker
+# outage during a storm of troubles a fire alarm's steps never wait a tick per batch of older troubles.
+_QUEUE_RANKS = {LIFE_SAFETY_QUEUE: 0, DISPATCH_QUEUE: 1, DEFAULT_QUEUE: 2, BULK_QUEUE: 3}
+
+
+def _queue_rank(queue: str | None) -> int:
+    return _QUEUE_RANKS.get(queue or "", _QUEUE_RANKS[DEFAULT_QUEUE])
+
+
 def collect_for_dispatch(
     session: Session,
     *,
@@ -556,7 +566,9 @@ def collect_for_dispatch(
       from the broker just before: see ``_lost_messages``. Without it (the broker did not answer)
       every queued action older than ``resend_after`` is re-sent, which at-least-once allows.
     Rows another dispatcher (or a claim) is handling are skipped (PostgreSQL ``SKIP LOCKED``), and a
-    duplicate message is harmless anyway: the claim lets only one delivery act.
+    duplicate message is harmless anyway: the claim lets only one delivery act. Life-safety steps
+    come first in each batch (then the dispatcher's own, property, trouble), each kind by due time:
+    ``limit`` never makes a fire alarm's step wait behind older troubles.
     """
     stale = now - resend_after
     never_or_stale = (Action.enqueued_at.is_(None)) | (Action.enqueued_at <= stale)
@@ -572,7 +584,9 @@ def collect_for_dispatch(
         session.execute(
             select(Action)
             .where(wanted)
-            .order_by(Action.due_at)
+            .order_by(
+                case(_QUEUE_RANKS, value=Action.queue, else_=_QUEUE_RANKS[DEFAULT_QUEUE]), Action.due_at
+            )
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).scalars()
@@ -589,7 +603,8 @@ def collect_for_dispatch(
 def _lost_messages(
     session: Session, sent_long_ago: ColumnElement[bool], waiting: Mapping[str, int], limit: int
 ) -> list[Action]:
-    """The queued actions whose message cannot be in their queue any more, oldest first.
+    """The queued actions whose message cannot be in their queue any more: life-safety first, then
+    oldest first within each queue.
 
     A queue is first in, first out (kombu pushes at one end of a Redis list and workers pop at the
     other), so a queue holding ``n`` messages holds at most those of its ``n`` most recently queued
@@ -604,7 +619,7 @@ def _lost_messages(
         .group_by(Action.queue)
     ).all()
     found: list[Action] = []
-    for queue, queued, candidates in counts:
+    for queue, queued, candidates in sorted(counts, key=lambda row: _queue_rank(row[0])):
         without_message = min(queued - waiting.get(queue, 0), candidates or 0, limit - len(found))
         if without_message <= 0:
             continue

@@ -82,11 +82,6 @@ def signal_while_the_broker_is_down(runtime: Runtime, code: str, zone: str) -> i
     return int(receipt.alarm_id or 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="collect_for_dispatch orders every due step by due_at alone: a life-safety step due after a "
-    "backlog of more than DISPATCH_BATCH_SIZE trouble steps waits one tick per batch behind them",
-)
 def test_after_a_broker_outage_the_first_tick_sends_the_fire_s_steps_before_the_troubles(app: Celery) -> None:
     runtime: Runtime = app.tasks[task_names.DISPATCHER_SEND_DUE_ACTIONS].runtime  # type: ignore[attr-defined]
     for zone in range(TROUBLES):  # AC loss at every zone (the trouble plan: a call, bulk queue)

@@ -9,73 +9,33 @@ the operator API (Flask's test client) on both ledgers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from app.domain import actions
-from app.domain.outbox import RecordingOutbox
 from app.ledger.models import Action, ActionState, Alarm, utcnow
-from app.web import create_app
-from config.settings import Settings
-from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, PANEL_TOKEN, SOURCE_ENV
+from tests.integration.test_operator_api import OP, Console
+from tests.integration.test_operator_api import console as console  # the fixture, shared
 from vendors.tracktik import steps as tracktik_steps
 
 pytestmark = pytest.mark.integration
-OPERATOR_KEY = "op-key-for-the-guarantee-tests"
-OP = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 TRACKTIK = tracktik_steps.CREATE_ALARM
 
 
-class Console:
-    def __init__(self, settings: Settings) -> None:
-        self.outbox = RecordingOutbox()
-        self.app = create_app(settings, outbox=self.outbox, ping_broker=lambda: None)
-        self.client: FlaskClient = self.app.test_client()
-        self.sessions = self.app.extensions["alarm_bridge"].sessions
-
-    def burglary(self) -> int:
-        body = {
-            "account": MONTREAL_ACCOUNT,
-            "code": "BA",
-            "zone": "3",
-            "occurred_at": datetime.now(UTC).isoformat(),
-        }
-        response = self.client.post(
-            "/v1/events", json=body, headers={"Authorization": f"Bearer {PANEL_TOKEN}"}
-        )
-        assert response.status_code == 202
-        return int(response.json["alarm_id"])
-
-    def tracktik_step(self, alarm_id: int) -> int:
-        with self.sessions() as session:
-            return int(
-                session.execute(
-                    select(Action.id).where(Action.alarm_id == alarm_id, Action.kind == TRACKTIK)
-                ).scalar_one()
-            )
-
-
-@pytest.fixture
-def console(make_settings: Callable[..., Settings], database_url: str) -> Iterator[Console]:
-    console = Console(
-        make_settings(
-            database_url=database_url,
-            sites_file=str(EXAMPLE_SITES),
-            environ=SOURCE_ENV,
-            operator_api_keys=(OPERATOR_KEY,),
-        )
-    )
-    yield console
-    console.app.extensions["alarm_bridge"].engine.dispose()
+def _burglary_and_its_tracktik_step(console: Console) -> tuple[int, int]:
+    """A commercial burglary through the intake door, and its TrackTik create."""
+    alarm_id = console.panel("BA")
+    with console.sessions() as session:
+        step = session.execute(
+            select(Action.id).where(Action.alarm_id == alarm_id, Action.kind == TRACKTIK)
+        ).scalar_one()
+    return alarm_id, int(step)
 
 
 def test_ending_without_an_outcome_after_a_guard_was_dispatched_records_dispatched(console: Console) -> None:
-    alarm_id = console.burglary()
-    step = console.tracktik_step(alarm_id)
+    alarm_id, step = _burglary_and_its_tracktik_step(console)
     with console.sessions.begin() as session:  # the worker's claim and its recorded success
         now = utcnow()
         claimed = actions.claim(session, step, now=now, lease=timedelta(seconds=90))
@@ -91,8 +51,7 @@ def test_ending_without_an_outcome_after_a_guard_was_dispatched_records_dispatch
 
 
 def test_a_failed_dispatch_of_an_ended_alarm_cannot_be_retried(console: Console) -> None:
-    alarm_id = console.burglary()
-    step = console.tracktik_step(alarm_id)
+    alarm_id, step = _burglary_and_its_tracktik_step(console)
     with console.sessions.begin() as session:  # its attempts ran out: a dead letter
         now = utcnow()
         claimed = actions.claim(session, step, now=now, lease=timedelta(seconds=90))

@@ -11,7 +11,6 @@ private key prefix, the example sites file):
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,34 +18,15 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from app.domain.actions import BACKOFF_BASE_S
-from app.domain.events import Event
-from app.domain.intake import IntakeRules, record_event
 from app.ledger import queries
 from app.ledger.models import Action, ActionState, TimelineEntry, utcnow
-from tests.sites_fixture import MONTREAL_ACCOUNT
+from tests.integration.test_perform_outcomes import RULES, TRACKTIK
+from tests.integration.test_perform_outcomes import _tracktik_step as tracktik_step
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 from workers.perform import Job, Outcome, perform
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
-RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300, max_attempts=8)
-TRACKTIK = "tracktik.create_alarm"
-
-
-def tracktik_step(rt: Runtime, zone: str) -> int:
-    """A commercial burglary's TrackTik create (example sites file), one alarm per zone."""
-    now = utcnow()
-    event = Event(
-        source_key="acme-panels", source_kind="panel", received_at=now, account=MONTREAL_ACCOUNT,
-        code="BA", zone=zone, occurred_at=now, payload={"code": "BA"},
-    )  # fmt: skip
-    with rt.sessions.begin() as session:
-        receipt = record_event(session, event, sites=rt.sites, rules=RULES)
-        return int(
-            session.execute(
-                select(Action.id).where(Action.alarm_id == receipt.alarm_id, Action.kind == TRACKTIK)
-            ).scalar_one()
-        )
 
 
 def due_now(rt: Runtime, action_id: int) -> None:

@@ -7,6 +7,9 @@ classification (family, kind, priority) that picks the plan are decided here, on
 A retried or replayed delivery is recognised by the first of these the event has:
 
 1. the sender's event id (per source): the same id is the same event, whenever it comes again;
+   with a sequence number as well (a stamped DC-09 frame, whose id holds its timestamp), also what
+   it says plus that number within the dedupe window, as in 3: a panel re-stamps a frame it
+   retransmits once the first stamp is too old for the receiver;
 2. its own time: a hash of what it says and when it says it happened (a retry carries both);
 3. neither: a hash of what it says, matched against the events recorded within the dedupe window
    of its receive time (a sliding window, looked up by intake), and, for a signed delivery, its
@@ -91,7 +94,11 @@ class Event:
         """
         if self.sender_event_id:
             digest = hashlib.sha256(f"{self.source_key}\x00{self.sender_event_id}".encode()).hexdigest()
-            return DedupeKey(f"id:{digest}")
+            # A sequence number too (a stamped DC-09 frame): a retransmission the panel stamps anew
+            # has another id, and is the same event when it says the same under the same number
+            # within the window, whichever receiver process takes it.
+            content = self._content_digest(None) if self.sequence is not None else None
+            return DedupeKey(f"id:{digest}", content)
         if self.occurred_at is not None:
             return DedupeKey(f"content:{self._content_digest(self.occurred_at.isoformat())}")
         content = self._content_digest(None)

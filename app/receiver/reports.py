@@ -22,10 +22,12 @@ keeps that frame's first timestamp in its ids, so the ledger answers it as a dup
 second event). A frame of the same sequence that says something else (a panel that restarted its
 numbering) is a new event, and so is the same frame once the window has passed (within it, the same
 event sent anew under a used number is taken for a retransmission, as intake takes an unstamped
-frame's). The memory is the process's: a re-stamped retransmission that spans a restart of the
-receiver is recorded a second time. An unstamped frame's events carry the sequence number instead
-(``Event.sequence``): intake recognises them within the dedupe window, and a new event a panel
-numbers anew is never taken for an old one even when its sequence numbers wrap around or restart.
+frame's). The memory is the process's; the ledger's window covers a restart: a stamped frame's
+events carry the sequence number as well as their id, and intake takes an event that says the same
+under the same number within the dedupe window for a retransmission (``Event.dedupe_key``). An
+unstamped frame's events carry only the sequence number (``Event.sequence``): intake recognises them
+within the dedupe window, and a new event a panel numbers anew is never taken for an old one even
+when its sequence numbers wrap around or restart.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def events_of(frame: Frame, received_at: datetime, first_timestamp: datetime | N
                 sender_event_id=(
                     f"dc09/{frame.account.casefold()}/{frame.sequence}/{stamp}/{index}" if stamp else None
                 ),
-                sequence=None if stamp else f"{frame.sequence}/{index}",
+                sequence=f"{frame.sequence}/{index}",  # with the id: Event.dedupe_key
                 payload={**payload, **({"modifiers": where} if where else {})},
             )
         )

@@ -321,6 +321,33 @@ def test_a_retransmission_the_panel_stamped_anew_is_recorded_once_and_acknowledg
     assert len(receiver.published.actions) == 1  # the retransmissions started nothing
 
 
+def test_a_retransmission_stamped_anew_after_a_restart_of_the_receiver_is_recorded_once(
+    receiver_settings: Settings, sites: Sites
+) -> None:
+    """The receiver's memory of recent frames dies with it; the ledger's window does not. A panel
+    whose ACK was lost as the receiver restarted (a deploy) sends its frame again, re-stamped, to the
+    new process: ACK, no second event, no second plan."""
+    engine = make_engine(receiver_settings.database_url, pre_ping=False)
+    sent_at = datetime.now(UTC) - timedelta(seconds=20)
+    try:
+        with running_receiver(receiver_settings, sites, engine) as before:
+            first = before.send(
+                build_frame("256C", "BA", "1", sequence=77, key=KEYS["256C"], timestamp=sent_at)
+            )
+        with running_receiver(receiver_settings, sites, engine) as after:
+            again = build_frame("256C", "BA", "1", sequence=77, key=KEYS["256C"], timestamp=datetime.now(UTC))
+            answer = after.send(again, KEYS["256C"], "256C")
+            events = after.events()
+            published = after.published.actions
+    finally:
+        engine.dispose()
+
+    assert (first.kind, answer.kind) == ("ACK", "ACK")
+    (event,) = events
+    assert event.occurred_at == sent_at.replace(microsecond=0)
+    assert published == []  # the new process started nothing
+
+
 def test_a_frame_of_a_used_sequence_number_that_says_something_else_is_a_new_event(
     receiver: RunningReceiver,
 ) -> None:

@@ -106,3 +106,24 @@ def test_an_event_with_its_own_id_or_time_keeps_its_key(sessions: sessionmaker[S
     assert record(sessions, untimed(3600, sender_event_id="evt-1")).duplicate
     with sessions() as session:
         assert session.execute(select(EventRow.content_key)).scalars().all() == [None, None]
+
+
+def test_an_id_with_a_sequence_number_is_also_matched_by_what_it_says_within_the_window(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A stamped DC-09 frame's id holds its timestamp; the panel re-stamps a retransmission. The same
+    content under the same sequence number within the window is that event, on both ledgers; another
+    number, or the same after the window, is a new one."""
+    first = record(
+        sessions, untimed(sender_event_id="dc09/1234/0077/T1/0", sequence="0077/0", occurred_at=T0)
+    )
+    again = untimed(
+        30, sender_event_id="dc09/1234/0077/T2/0", sequence="0077/0", occurred_at=T0 + timedelta(seconds=30)
+    )
+    assert record(sessions, again).event_id == first.event_id
+    assert not record(
+        sessions, untimed(40, sender_event_id="dc09/1234/0078/T3/0", sequence="0078/0")
+    ).duplicate
+    late = untimed(RULES.dedupe_window_s + 60, sender_event_id="dc09/1234/0077/T4/0", sequence="0077/0")
+    assert not record(sessions, late).duplicate
+    assert events(sessions) == 3

@@ -55,7 +55,7 @@ default = []
 [sites.hq]
 name = "HQ"
 sources = ["receiver"]
-accounts = ["1234", "128A", "192B", "256C", "1A2B"]
+accounts = ["1234", "128A", "192B", "256C", "1A2B", "5678"]
 timezone = "America/Montreal"
 site_type = "COMMERCIAL"
 plan = "quiet"

@@ -5,7 +5,6 @@ field) refuse a frame before any CRC is computed."""
 from __future__ import annotations
 
 import timeit
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from pysiaalarm.event import BaseEvent, SIAEvent
 from structlog.testing import capture_logs
 
-from app.domain.sites_file import load_sites
 from app.receiver import frames
 from app.receiver.crc import crc16_arc, frame_crc
 from app.receiver.frames import (
@@ -28,34 +26,12 @@ from app.receiver.frames import (
     read_frame,
     read_reply,
 )
+from tests.unit.app.receiver.test_frames import KEYS
+from tests.unit.app.receiver.test_frames import accounts as accounts  # the fixture, shared
 
 pytestmark = pytest.mark.unit
 
-KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-SITES = """
-[sources.receiver]
-kind = "dc09"
-encryption_keys_env = "DC09_KEYS"
-
-[plans.quiet]
-default = []
-
-[sites.hq]
-name = "HQ"
-sources = ["receiver"]
-accounts = ["1234", "128A"]
-timezone = "America/Montreal"
-site_type = "COMMERCIAL"
-plan = "quiet"
-location = { address_line1 = "1 Main St" }
-"""
-
-
-@pytest.fixture(scope="module")
-def accounts(tmp_path_factory: pytest.TempPathFactory) -> Accounts:
-    path = tmp_path_factory.mktemp("sites") / "sites.toml"
-    path.write_text(SITES, encoding="utf-8")
-    return Accounts(load_sites(Path(path), {"DC09_KEYS": f"128A={KEY.hex()}"}))
+KEY = KEYS["128A"]
 
 
 def bit_by_bit(data: bytes) -> int:

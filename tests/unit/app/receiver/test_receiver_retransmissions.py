@@ -6,44 +6,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from app.domain.events import Event
-from app.domain.sites_file import load_sites
 from app.receiver.frames import ADM_CID, Accounts, Frame, build_frame, read_frame
 from app.receiver.reports import Retransmissions, events_of
+from tests.unit.app.receiver.test_frames import KEYS
+from tests.unit.app.receiver.test_frames import accounts as accounts  # the fixture, shared
 
 pytestmark = pytest.mark.unit
 
-KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-SITES = """
-[sources.receiver]
-kind = "dc09"
-encryption_keys_env = "DC09_KEYS"
-
-[plans.quiet]
-default = []
-
-[sites.hq]
-name = "HQ"
-sources = ["receiver"]
-accounts = ["1234", "128A", "5678"]
-timezone = "America/Montreal"
-site_type = "COMMERCIAL"
-plan = "quiet"
-location = { address_line1 = "1 Main St" }
-"""
+KEY = KEYS["128A"]
 WINDOW = timedelta(seconds=300)
 T0 = datetime(2026, 7, 12, 10, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def accounts(tmp_path_factory: pytest.TempPathFactory) -> Accounts:
-    path = tmp_path_factory.mktemp("sites") / "sites.toml"
-    path.write_text(SITES, encoding="utf-8")
-    return Accounts(load_sites(Path(path), {"DC09_KEYS": f"128A={KEY.hex()}"}))
 
 
 @pytest.fixture

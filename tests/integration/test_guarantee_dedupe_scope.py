@@ -23,12 +23,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.domain.outbox import RecordingOutbox
 from app.ledger.models import Alarm
 from app.ledger.models import Event as EventRow
-from app.web import create_app
-from config.settings import Settings
-from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, PANEL_TOKEN, SOURCE_ENV
+from tests.integration.test_guarantee_source_kind import intake_app
+from tests.sites_fixture import MONTREAL_ACCOUNT, PANEL_TOKEN
 
 pytestmark = pytest.mark.integration
 OTHER_TOKEN = "other-panels-token-0123456789"
@@ -58,25 +56,9 @@ address_line1 = "1 Depot Rd"
 
 @pytest.fixture
 def web(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, sessionmaker[Session]]]:
-    sites = tmp_path / "sites.toml"
-    sites.write_text(EXAMPLE_SITES.read_text(encoding="utf-8") + OTHER_TENANT, encoding="utf-8")
-    app = create_app(
-        Settings(
-            database_url=database_url,
-            sites_file=str(sites),
-            environ={**SOURCE_ENV, "OTHER_PANELS_TOKEN": OTHER_TOKEN},
-            operator_api_keys=("op-key-0123456789abcdef",),
-            secret_key="s" * 32,
-            var_dir=str(tmp_path / "var"),
-            log_level="ERROR",
-            log_format="console",
-        ),
-        outbox=RecordingOutbox(),
-        ping_broker=lambda: None,
-    )
-    services = app.extensions["alarm_bridge"]
-    yield app.test_client(), services.sessions
-    services.engine.dispose()
+    environ = {"OTHER_PANELS_TOKEN": OTHER_TOKEN}
+    with intake_app(database_url, tmp_path, more_sites=OTHER_TENANT, environ=environ) as client_and_sessions:
+        yield client_and_sessions
 
 
 def post(client: FlaskClient, headers: dict[str, str], **body: Any) -> Any:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,13 +35,18 @@ PANEL = {"Authorization": f"Bearer {PANEL_TOKEN}", "Content-Type": "application/
 UNLISTED = "zz-unlisted-9"  # no site lists it: through the right door it is an unrouted alarm
 
 
-@pytest.fixture
-def web(database_url: str, tmp_path: Any) -> Iterator[tuple[FlaskClient, sessionmaker[Session]]]:
+@contextmanager
+def intake_app(
+    database_url: str, tmp_path: Path, *, more_sites: str = "", environ: dict[str, str] | None = None
+) -> Iterator[tuple[FlaskClient, sessionmaker[Session]]]:
+    """The web app on the example sites file (plus ``more_sites``), with a recording outbox."""
+    sites = tmp_path / "sites.toml"
+    sites.write_text(EXAMPLE_SITES.read_text(encoding="utf-8") + more_sites, encoding="utf-8")
     app = create_app(
         Settings(
             database_url=database_url,
-            sites_file=str(EXAMPLE_SITES),
-            environ=SOURCE_ENV,
+            sites_file=str(sites),
+            environ={**SOURCE_ENV, **(environ or {})},
             operator_api_keys=("op-key-0123456789abcdef",),
             secret_key="s" * 32,
             var_dir=str(tmp_path / "var"),
@@ -52,6 +59,12 @@ def web(database_url: str, tmp_path: Any) -> Iterator[tuple[FlaskClient, session
     services = app.extensions["alarm_bridge"]
     yield app.test_client(), services.sessions
     services.engine.dispose()
+
+
+@pytest.fixture
+def web(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, sessionmaker[Session]]]:
+    with intake_app(database_url, tmp_path) as client_and_sessions:
+        yield client_and_sessions
 
 
 def panel_event(account: str = UNLISTED) -> dict[str, Any]:

@@ -269,10 +269,9 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
     crc = frame_crc(body)
     if crc != match["crc"].upper():
         return refuse(Reason.BAD_CRC)
-    if int(match["length"], 16) != len(body):  # read all the same (module docstring)
-        log.warning(
-            "receiver.length_mismatch", account=account, declared=int(match["length"], 16), actual=len(body)
-        )
+    declared = int(match["length"], 16)
+    if declared != len(body):  # read all the same (module docstring)
+        log.warning("receiver.length_mismatch", account=account, declared=declared, actual=len(body))
     route = accounts.sites.dc09_route(account) if account else None
     encrypted = bool(match["encrypted_flag"])
     if frame_type == UNSUPPORTED:

@@ -23,6 +23,7 @@ from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from app.adapters import kombu_redis
 from app.ledger.session import make_engine
 from cli.ledger import alembic_config
 from config.celery import QUEUES, celery_config
@@ -212,6 +213,7 @@ def worker_app(settings: Settings, runtime: Runtime | None = None) -> Iterator[C
 
     app = Celery(f"alarm_bridge_test_{uuid.uuid4().hex[:6]}", set_as_current=False)
     app.conf.update(celery_config(settings))
+    kombu_redis.use_shared_client(app)  # the transport workers.celery_app gives the real workers
     installed = build_runtime(settings) if runtime is None else runtime
     try:
         with installed_runtime(app, installed):

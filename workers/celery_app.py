@@ -17,6 +17,7 @@ from celery import Celery, Task, bootsteps, signals
 
 import vendors
 from app import telemetry
+from app.adapters import kombu_redis
 from config.celery import BULK_QUEUE, LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
@@ -34,6 +35,7 @@ settings = load_settings(vendors.SETTINGS)
 Path(settings.var_dir).mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file here
 celery_app = Celery("alarm_bridge", include=TASK_MODULES)
 celery_app.conf.update(celery_config(settings))
+kombu_redis.use_shared_client(celery_app)  # one Redis client per channel for deliveries and acks
 celery_app.conf.beat_schedule = beat_schedule(settings)
 celery_app.conf.beat_schedule_filename = f"{settings.var_dir}/celerybeat-schedule"
 attach_runtime(celery_app, RuntimeHolder(settings))

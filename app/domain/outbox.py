@@ -32,10 +32,7 @@ def make_producer(settings: Settings) -> Celery:
     """A Celery app with no tasks: it only sends messages by name."""
     producer = Celery("alarm_bridge_producer", set_as_current=False)
     producer.conf.update(celery_config(settings))
-    transport = kombu_redis.producer_transport(settings.broker_url)
-    if transport is not None:  # one Redis client for every publish (app.adapters.kombu_redis)
-        producer.conf.broker_transport = transport
-    return producer
+    return kombu_redis.use_shared_client(producer)  # one Redis client for every publish
 
 
 class Outbox:

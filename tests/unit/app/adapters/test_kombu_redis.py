@@ -1,16 +1,21 @@
 """What alarm-bridge relies on in kombu's Redis transport: a kombu upgrade that changes it fails here.
 
 The dispatcher and /metrics count a queue's messages from the Redis lists ``queue_keys`` names, and
-the producers publish through ``PublishingChannel``, which overrides the method kombu's ``_put`` asks
-for a client.
+every broker connection (producers and the workers' consumers) goes through ``SharedClientChannel``,
+which overrides the method kombu asks for a client when it publishes, records a delivery and acks.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
@@ -20,7 +25,9 @@ from kombu.transport import redis as kombu_transport
 from kombu.utils.imports import symbol_by_name
 
 from app.adapters import kombu_redis
-from app.adapters.kombu_redis import PublishingChannel, PublishingTransport
+from app.adapters.kombu_redis import SharedClientChannel, SharedClientTransport
+from app.domain.outbox import make_producer
+from config.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +47,7 @@ def redis_url() -> Iterator[str]:
 def _publish(url: str, queue: str, priorities: list[int], prefix: str = "") -> None:
     exchange = Exchange(queue, type="direct")
     options = {"global_keyprefix": prefix} if prefix else {}
-    with Connection(url, transport=PublishingTransport, transport_options=options) as connection:
+    with Connection(url, transport=SharedClientTransport, transport_options=options) as connection:
         producer = connection.Producer()
         for priority in priorities:
             producer.publish(
@@ -85,13 +92,13 @@ def test_an_unreachable_broker_raises_a_redis_error() -> None:
         kombu_redis.waiting_messages(client, ["default"])
 
 
-def test_the_publishing_channel_overrides_what_kombu_asks_for_a_client() -> None:
+def test_the_shared_client_channel_overrides_what_kombu_asks_for_a_client() -> None:
     kombus = inspect.signature(kombu_transport.Channel.conn_or_acquire)
-    ours = inspect.signature(PublishingChannel.conn_or_acquire)
+    ours = inspect.signature(SharedClientChannel.conn_or_acquire)
     assert list(kombus.parameters) == list(ours.parameters) == ["self", "client"]
     assert callable(getattr(kombu_transport.Channel, "_create_client", None))
-    assert PublishingTransport.Channel is PublishingChannel
-    assert issubclass(PublishingTransport, kombu_transport.Transport)
+    assert SharedClientTransport.Channel is SharedClientChannel
+    assert issubclass(SharedClientTransport, kombu_transport.Transport)
 
 
 def test_every_message_is_published_through_one_client(
@@ -99,18 +106,84 @@ def test_every_message_is_published_through_one_client(
 ) -> None:
     built: list[bool] = []
 
-    def counting(self: PublishingChannel, asynchronous: bool = False) -> object:
+    def counting(self: SharedClientChannel, asynchronous: bool = False) -> object:
         built.append(asynchronous)
         return kombu_transport.Channel._create_client(self, asynchronous=asynchronous)
 
-    monkeypatch.setattr(PublishingChannel, "_create_client", counting)
+    monkeypatch.setattr(SharedClientChannel, "_create_client", counting)
     _publish(redis_url, "default", [0, 0, 0])
     assert built.count(False) == 1  # kombu's own channel builds one per message
 
 
-def test_producers_name_the_publishing_transport_for_redis_only() -> None:
+def test_the_shared_client_transport_is_named_for_redis_only() -> None:
     for url in ("redis://127.0.0.1:6379/0", "rediss://broker.example:6380/0"):
-        transport = kombu_redis.producer_transport(url)
-        assert transport is not None and symbol_by_name(transport) is PublishingTransport
-    assert kombu_redis.producer_transport("memory://") is None
-    assert kombu_redis.producer_transport(None) is None
+        transport = kombu_redis.broker_transport(url)
+        assert transport is not None and symbol_by_name(transport) is SharedClientTransport
+    assert kombu_redis.broker_transport("memory://") is None
+    assert kombu_redis.broker_transport(None) is None
+
+
+def test_the_workers_and_the_producers_use_the_shared_client_transport(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(redis_url="redis://127.0.0.1:6379/0")
+    assert symbol_by_name(make_producer(settings).conf.broker_transport) is SharedClientTransport
+    # workers.celery_app reads the environment when it is imported: the Procfile's workers, in a process.
+    shown = subprocess.run(
+        [sys.executable, "-c", "from workers.celery_app import app; print(app.conf.broker_transport)"],
+        env={**os.environ, "REDIS_URL": "redis://127.0.0.1:6379/0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert symbol_by_name(shown) is SharedClientTransport
+
+
+def _consume_and_ack(url: str, queue: str, count: int, ack_threads: int) -> list[int]:
+    """Take ``count`` messages from ``queue`` as a Celery worker does (acknowledged late, from
+    ``ack_threads`` pool threads); returns what each carried."""
+    received: list[Any] = []
+    with Connection(url, transport=SharedClientTransport) as connection:
+        exchange = Exchange(queue, type="direct")
+        keep = [lambda body, message: received.append(message)]
+        with connection.Consumer(Queue(queue, exchange, routing_key=queue), callbacks=keep) as consumer:
+            consumer.qos(prefetch_count=count)
+            while len(received) < count:
+                connection.drain_events(timeout=5)
+            with ThreadPoolExecutor(ack_threads) as pool:
+                list(pool.map(lambda message: message.ack(), received))
+            unacked = consumer.channel.qos.unacked_key
+            client = redis.Redis.from_url(url)
+            try:
+                assert client.hlen(unacked) == 0  # every ack reached Redis
+            finally:
+                client.close()
+    return [message.payload["priority"] for message in received]
+
+
+def test_a_consumer_records_and_acks_every_message_through_one_client(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[bool] = []
+
+    def counting(self: SharedClientChannel, asynchronous: bool = False) -> object:
+        built.append(asynchronous)
+        return kombu_transport.Channel._create_client(self, asynchronous=asynchronous)
+
+    monkeypatch.setattr(SharedClientChannel, "_create_client", counting)
+    _publish(redis_url, "default", [0] * 40)
+    built.clear()
+    assert _consume_and_ack(redis_url, "default", 40, ack_threads=8) == [0] * 40
+    assert built.count(False) == 1  # kombu's own channel builds two per message (delivery, ack)
+
+
+def test_the_shared_client_follows_the_channel_pool_kombu_rebuilds(redis_url: str) -> None:
+    with Connection(redis_url, transport=SharedClientTransport) as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as again:
+            assert first is again and first.connection_pool is channel.pool
+        channel._disconnect_pools()  # what kombu does when the connection is lost
+        with channel.conn_or_acquire() as rebuilt:
+            assert rebuilt is not first and rebuilt.connection_pool is channel.pool
+            assert rebuilt.ping()

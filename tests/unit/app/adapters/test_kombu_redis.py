@@ -101,9 +101,9 @@ def test_the_shared_client_channel_overrides_what_kombu_asks_for_a_client() -> N
     assert issubclass(SharedClientTransport, kombu_transport.Transport)
 
 
-def test_every_message_is_published_through_one_client(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def clients_built(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each client a SharedClientChannel builds (True: kombu's asynchronous one, for BRPOP)."""
     built: list[bool] = []
 
     def counting(self: SharedClientChannel, asynchronous: bool = False) -> object:
@@ -111,8 +111,12 @@ def test_every_message_is_published_through_one_client(
         return kombu_transport.Channel._create_client(self, asynchronous=asynchronous)
 
     monkeypatch.setattr(SharedClientChannel, "_create_client", counting)
+    return built
+
+
+def test_every_message_is_published_through_one_client(redis_url: str, clients_built: list[bool]) -> None:
     _publish(redis_url, "default", [0, 0, 0])
-    assert built.count(False) == 1  # kombu's own channel builds one per message
+    assert clients_built.count(False) == 1  # kombu's own channel builds one per message
 
 
 def test_the_shared_client_transport_is_named_for_redis_only() -> None:
@@ -163,19 +167,12 @@ def _consume_and_ack(url: str, queue: str, count: int, ack_threads: int) -> list
 
 
 def test_a_consumer_records_and_acks_every_message_through_one_client(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, clients_built: list[bool]
 ) -> None:
-    built: list[bool] = []
-
-    def counting(self: SharedClientChannel, asynchronous: bool = False) -> object:
-        built.append(asynchronous)
-        return kombu_transport.Channel._create_client(self, asynchronous=asynchronous)
-
-    monkeypatch.setattr(SharedClientChannel, "_create_client", counting)
     _publish(redis_url, "default", [0] * 40)
-    built.clear()
+    clients_built.clear()
     assert _consume_and_ack(redis_url, "default", 40, ack_threads=8) == [0] * 40
-    assert built.count(False) == 1  # kombu's own channel builds two per message (delivery, ack)
+    assert clients_built.count(False) == 1  # kombu's own channel builds two per message (delivery, ack)
 
 
 def test_the_shared_client_follows_the_channel_pool_kombu_rebuilds(redis_url: str) -> None:

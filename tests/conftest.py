@@ -21,6 +21,7 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
 
 from app.adapters import kombu_redis
@@ -143,6 +144,19 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement ``engine`` sends, in order (what a path costs in round trips)."""
+    captured: list[str] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        captured.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", capture)
+    yield captured
+    sa_event.remove(engine, "before_cursor_execute", capture)
 
 
 @pytest.fixture

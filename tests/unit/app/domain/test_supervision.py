@@ -4,13 +4,11 @@ ledger rows, so a restart loses none; an unsupervised account costs intake nothi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import supervision
@@ -358,18 +356,6 @@ def test_a_site_overrides_its_sources_supervision_check_by_check() -> None:
 
 
 # --- what it costs intake ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def statements(engine: Engine) -> Iterator[list[str]]:
-    captured: list[str] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        captured.append(statement)
-
-    event.listen(engine, "before_cursor_execute", capture)
-    yield captured
-    event.remove(engine, "before_cursor_execute", capture)
 
 
 def test_an_unsupervised_account_adds_no_statement_to_intake(

@@ -8,6 +8,7 @@ of failing to upgrade a read lock halfway through a claim. PostgreSQL keeps its 
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +26,13 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
     """An engine for the ledger URL, with the durability pragmas for SQLite.
 
-    ``pre_ping`` tests each pooled PostgreSQL connection before use (a round trip). Workers keep it:
-    a stale connection would cost an attempt. Intake turns it off: after a database restart a stale
+    ``pre_ping`` tests each pooled PostgreSQL connection before use. Workers keep it: a stale
+    connection would cost an attempt. Intake turns it off: after a database restart a stale
     connection answers one request 503, SQLAlchemy then replaces the pool, and the sender retries.
+    The test is a look at the connection's socket, not SQLAlchemy's ``pool_pre_ping`` (a ``SELECT 1``
+    round trip on every checkout, two per worker step): a server that restarted or ended the session
+    has closed it, and an idle connection's socket then has the goodbye or the end of the stream to
+    read (``closed_by_server``).
     """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -40,7 +45,31 @@ def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> E
         )
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if pre_ping:
+        event.listen(engine, "checkout", _refuse_closed)
+    return engine
+
+
+def closed_by_server(dbapi_connection: Any) -> bool:
+    """Whether an idle PostgreSQL connection has been closed: by psycopg's account, or because its
+    socket has something to read (an idle session is sent nothing but the server's goodbye: a
+    shutdown's or a terminated backend's error, or the end of the stream). No round trip."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):  # no socket any more
+        return True
+
+
+def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """SQLAlchemy's checkout hook: a closed connection is replaced by a new one before use (the pool
+    reconnects that slot; each other stale connection is found at its own checkout)."""
+    if closed_by_server(dbapi_connection):
+        raise sa_exc.DisconnectionError("the database closed this connection")
 
 
 def _tune_sqlite(engine: Engine) -> None:

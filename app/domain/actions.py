@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import (
+    JSON,
     BindParameter,
     ColumnElement,
     Connection,
@@ -27,7 +28,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.ledger.models import (
     Action,
@@ -60,12 +64,35 @@ def _first_event(column: Any) -> Any:
     return select(column).where(_EVENTS.c.alarm_id == _ALARMS.c.id).order_by(_EVENTS.c.id).limit(1)
 
 
-# What a step sees of its alarm, read in the round trip that takes the alarm's lock: its columns and
-# its first event's time and body (app.domain.alarms.load_context builds the step's context from it).
+class _JsonArrayOf(FunctionElement[Any]):
+    """An aggregate of a column's values as one JSON array: ``json_agg`` on PostgreSQL,
+    ``json_group_array`` on SQLite (NULL on PostgreSQL when there are no rows)."""
+
+    type = JSON()
+    inherit_cache = True
+
+
+@compiles(_JsonArrayOf, "postgresql")
+def _json_agg(element: _JsonArrayOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_agg({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_JsonArrayOf, "sqlite")
+def _json_group_array(element: _JsonArrayOf, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+
+
+# What a step sees of its alarm, read in the round trip that takes the alarm's lock: its columns, its
+# first event's time and body, and the kinds of its steps (app.domain.alarms.load_context builds the
+# step's context from it; the kinds were a round trip of their own on every step).
 ALARM_SNAPSHOT = (
     *_ALARMS.c,
     _first_event(_EVENTS.c.occurred_at).scalar_subquery().label("first_event_occurred_at"),
     _first_event(_EVENTS.c.payload).scalar_subquery().label("first_event_payload"),
+    select(_JsonArrayOf(_ACTIONS.c.kind))
+    .where(_ACTIONS.c.alarm_id == _ALARMS.c.id)
+    .scalar_subquery()
+    .label("step_kinds"),
 )
 _LOCK_ALARM = select(_ALARMS.c.id).where(_ALARMS.c.id == bindparam("alarm_id")).with_for_update()
 _LOCK_ALARM_OF_ACTION = (

@@ -33,9 +33,6 @@ _LOCKED_ALARM = (
     .where(_ALARMS.c.id == bindparam("alarm_id"))
     .with_for_update()
 )
-_ACTION_KINDS = (
-    select(_ACTIONS.c.kind).where(_ACTIONS.c.alarm_id == bindparam("alarm_id")).order_by(_ACTIONS.c.id)
-)
 _SET_REFS = update(_ALARMS).where(_ALARMS.c.id == bindparam("alarm_id")).values(refs=bindparam("merged"))
 
 
@@ -60,7 +57,7 @@ class AlarmContext:
     refs: dict[str, Any]
     verification: str | None
     event_count: int = 1
-    action_kinds: tuple[str, ...] = ()  # the kinds of the alarm's steps, in order
+    action_kinds: tuple[str, ...] = ()  # the kinds of the alarm's steps, sorted by name
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,7 +75,6 @@ def load_context(
         if alarm is None:
             return None
     payload = dict(alarm.first_event_payload or {})
-    kinds = connection.execute(_ACTION_KINDS, {"alarm_id": alarm_id}).scalars()
     return AlarmContext(
         id=alarm.id,
         state=alarm.state,
@@ -97,7 +93,7 @@ def load_context(
         refs=dict(alarm.refs or {}),
         verification=alarm.verification,
         event_count=alarm.event_count,
-        action_kinds=tuple(kinds),
+        action_kinds=tuple(sorted(alarm.step_kinds or ())),
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import actions
@@ -78,9 +79,40 @@ def test_the_context_read_with_the_claim_is_the_context_read_on_its_own(
     assert alone is not None
     assert (alone.message, alone.payload["message"]) == ("Front door 0", "Front door 0")  # the first event
     assert alone.occurred_at == T0 - timedelta(seconds=5)
-    assert alone.action_kinds == ("tracktik.create_alarm", "callonalarm.trigger")
+    assert sorted(alone.action_kinds) == ["callonalarm.trigger", "tracktik.create_alarm"]
     assert (alone.source_kind, alone.refs, alone.event_count) == ("panel", {"alta_alert_guid": "g-1"}, 2)
     assert alone.site is not None and alone.site.key == "montreal-hq"
+
+
+def test_a_step_reads_its_alarm_in_the_claim_s_two_statements(engine: Engine, statements: list[str]) -> None:
+    """The lock with the alarm's snapshot (its first event and its steps' kinds too), then the lease:
+    no round trip more for the step's context (its steps' kinds were one of their own)."""
+    sessions = make_sessionmaker(engine)
+    alarm_id, (first_step, second_step) = _alarm(sessions)
+    with sessions.begin() as session:  # the first call of a statement differs
+        actions.claim_with_alarm(session, second_step, now=T0, lease=timedelta(seconds=90))
+    statements.clear()
+    with sessions.begin() as session:
+        claimed, row = actions.claim_with_alarm(session, first_step, now=T0, lease=timedelta(seconds=90))
+        context = load_context(session, alarm_id, example_sites(), alarm=row)
+        sent = [statement.split(None, 1)[0].upper() for statement in statements]
+    assert claimed is not None and context is not None
+    assert sorted(context.action_kinds) == ["callonalarm.trigger", "tracktik.create_alarm"]
+    assert [word for word in sent if word not in ("BEGIN", "COMMIT")] == ["SELECT", "UPDATE"]
+
+
+def test_an_alarm_without_steps_has_no_step_kinds(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        alarm = Alarm(
+            site_key="montreal-hq", account="ab-95367", zone="7", code="BA", description="Burglary",
+            family="burglary", priority="property", opened_at=T0, last_event_at=T0,
+        )  # fmt: skip
+        session.add(alarm)
+        session.flush()
+        alarm_id = alarm.id
+    with sessions() as session:
+        context = load_context(session, alarm_id, example_sites())
+    assert context is not None and context.action_kinds == ()
 
 
 def test_an_alarm_without_events_has_an_empty_payload(sessions: sessionmaker[Session]) -> None:

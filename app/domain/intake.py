@@ -68,10 +68,6 @@ RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.
 EVENTS, ALARMS = EventRow.__table__, Alarm.__table__
 ACTIONS, TIMELINE = Action.__table__, TimelineEntry.__table__
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
-_INSERT_EVENT = {
-    dialect: insert_(EVENTS).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(EVENTS.c.id)
-    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
 _FIND_EVENT = select(EVENTS.c.id, EVENTS.c.alarm_id).where(EVENTS.c.dedupe_key == bindparam("key"))
 # The sliding window: the events of this content received within the window either side of this one
 # (a clock stepped back is still within it). One range read of ix_events_content_key.
@@ -83,9 +79,6 @@ _IN_WINDOW = (
 _FIND_RECENT = (
     select(EVENTS.c.id, EVENTS.c.alarm_id).where(*_IN_WINDOW).order_by(EVENTS.c.received_at.desc()).limit(1)
 )
-# An event with a content key is inserted only when no event of its content is in the window: the
-# window's test rides in the insert, so a new event costs no round trip of its own for it (a lookup
-# before the insert cost the DC-09 receiver a fifth of its frames a second).
 _EVENT_COLUMNS = (
     "dedupe_key",
     "content_key",
@@ -100,14 +93,22 @@ _EVENT_COLUMNS = (
     "site_key",
     "payload",
 )
+# Both inserts of an event take these columns (``_insert_event`` binds each by name): neither can drop one.
+_EVENT_VALUES = [bindparam(name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS]
+_INSERT_EVENT = {
+    dialect: insert_(EVENTS)
+    .values(dict(zip(_EVENT_COLUMNS, _EVENT_VALUES, strict=True)))
+    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    .returning(EVENTS.c.id)
+    for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+# An event with a content key is inserted only when no event of its content is in the window: the
+# window's test rides in the insert, so a new event costs no round trip of its own for it (a lookup
+# before the insert cost the DC-09 receiver a fifth of its frames a second).
+_NONE_IN_WINDOW = ~select(EVENTS.c.id).where(*_IN_WINDOW).exists()
 _INSERT_EVENT_UNLESS_RECENT = {
     dialect: insert_(EVENTS)
-    .from_select(
-        _EVENT_COLUMNS,
-        select(*(bindparam(name, type_=EVENTS.c[name].type) for name in _EVENT_COLUMNS)).where(
-            ~select(EVENTS.c.id).where(*_IN_WINDOW).exists()
-        ),
-    )
+    .from_select(_EVENT_COLUMNS, select(*_EVENT_VALUES).where(_NONE_IN_WINDOW))
     .on_conflict_do_nothing(index_elements=["dedupe_key"])
     .returning(EVENTS.c.id)
     for dialect, insert_ in (("postgresql", pg_insert), ("sqlite", sqlite_insert))

@@ -7,7 +7,6 @@ A missing Redis or PostgreSQL skips the tests that need it, saying so; under CI=
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import uuid
@@ -19,7 +18,6 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-import structlog
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine
@@ -146,20 +144,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture(autouse=True)
-def _logging_as_found() -> Iterator[None]:
-    """Each test leaves logging as it found it: an app a test builds configures logging for the whole
-    process, and a `LOG_LEVEL=ERROR` left behind silenced the warnings a later test captures."""
-    saved = structlog.get_config()
-    saved["processors"] = list(saved["processors"])  # capture_logs edits the configured list in place
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

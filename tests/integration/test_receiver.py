@@ -26,7 +26,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from structlog.testing import capture_logs
 
 from app.domain.actions import DueAction
 from app.domain.intake import IntakeRules
@@ -41,6 +40,7 @@ from app.receiver.frames import MAX_FRAME_BYTES, NULL, Reply, build_frame, read_
 from app.receiver.server import Receiver
 from config.settings import Settings
 from tests.conftest import PG_ADMIN_URL
+from tests.logs import capture_logs
 from tests.polling import wait_until
 from tests.processes import free_port
 from tests.receiver_fixture import ASCII_KEY, KEYS, PLAIN, SOURCE_ENV, read_answer, write_sites

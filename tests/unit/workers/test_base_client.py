@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, Response, jsonify, request
-from structlog.testing import capture_logs
 
 from sandbox.cad import create_app as create_cad_app
 from sandbox.config import load_config
 from sandbox.server import RunningServer, serve_in_thread
+from tests.logs import capture_logs
 from workers.clients.base import BaseClient, EnvironmentOnceSession, step_deadline
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 from workers.clients.transport import Cutoff

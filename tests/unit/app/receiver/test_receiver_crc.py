@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pysiaalarm.event import BaseEvent, SIAEvent
-from structlog.testing import capture_logs
 
 from app.receiver import frames
 from app.receiver.crc import crc16_arc, frame_crc
@@ -26,6 +25,7 @@ from app.receiver.frames import (
     read_frame,
     read_reply,
 )
+from tests.logs import capture_logs
 from tests.unit.app.receiver.test_frames import KEYS
 from tests.unit.app.receiver.test_frames import accounts as accounts  # the fixture, shared
 

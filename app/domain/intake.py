@@ -250,10 +250,10 @@ def route(event: Event, sites: Sites) -> Site | None:
 def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeRules) -> Receipt:
     """Record one event and everything it implies; the caller's transaction makes it atomic."""
     dialect = session.get_bind().dialect.name
-    _serialise_per_account(session, event, dialect)
+    site = route(event, sites)
+    _serialise_per_account(session, event, site, dialect)
     key = event.dedupe_key()
     window = timedelta(seconds=rules.dedupe_window_s)
-    site = route(event, sites)
     skew_s = (event.received_at - event.occurred_at).total_seconds() if event.occurred_at else None
     # A routed event keeps its account as the site lists it (the body keeps the sender's spelling):
     # the early restores attach_event looks for are found however each signal spelled it.
@@ -319,23 +319,29 @@ class _AlarmRef:
     priority: str
 
 
-def _serialise_per_account(session: Session, event: Event, dialect: str) -> None:
-    """One writer at a time per (source, account) on PostgreSQL: grouping and dedupe stay exact.
+def _serialise_per_account(session: Session, event: Event, site: Site | None, dialect: str) -> None:
+    """One writer at a time per account on PostgreSQL: grouping, cancels and dedupe stay exact.
 
     SQLite needs nothing: every ledger transaction there starts with BEGIN IMMEDIATE.
     """
     if dialect != "postgresql":
         return
-    session.execute(_ADVISORY_LOCK, {"id": account_lock_id(event.source_key, event.account)})
+    lock_id = account_lock_id(event.source_key, event.account, site.key if site else None)
+    session.execute(_ADVISORY_LOCK, {"id": lock_id})
 
 
-def account_lock_id(source_key: str, account: str) -> int:
+def account_lock_id(source_key: str, account: str, site_key: str | None = None) -> int:
     """The PostgreSQL advisory lock that serialises one account's signals (a bigint from its key).
 
-    The account is compared as routing compares it (``site_tables.normalise``: any case, no
-    surrounding spaces), so one account's signals share one lock however each spells it.
+    A routed signal takes its site's lock for the account, whichever of the site's sources brought
+    it: grouping, cancels and restores find an open alarm by site and account, and a panel that
+    reports over two paths (a DC-09 link and a gateway posting over HTTP) sends the same alarm through
+    two sources at once. Locked per source, both would open an alarm and dispatch twice. An unrouted
+    signal's alarm is found by source and account, so that is its lock. The account is compared as
+    routing compares it (``site_tables.normalise``: any case, no surrounding spaces).
     """
-    digest = hashlib.sha256(f"{source_key}\x00{normalise(account)}".encode()).digest()
+    place = source_key if site_key is None else f"site:{site_key}"  # a source key has no ":"
+    digest = hashlib.sha256(f"{place}\x00{normalise(account)}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 

@@ -80,7 +80,7 @@ def note_link(
     supervised = sites.supervision_for(source_key, account)
     if supervised is None:
         return []
-    _lock_account(session, source_key, account)
+    _lock_account(session, sites, source_key, account)
     contact.record_contact(session, supervised, at=at, what="a DC-09 link frame", link_frame=True)
     return []
 
@@ -153,7 +153,7 @@ def check(
             .limit(limit)
         ).all()
         for found in due:
-            _lock_account(session, found.source_key, found.account)
+            _lock_account(session, sites, found.source_key, found.account)
             row = session.execute(
                 select(AccountSupervision).where(AccountSupervision.id == found.id).with_for_update()
             ).scalar_one()
@@ -254,7 +254,11 @@ def _trouble_event(
     )
 
 
-def _lock_account(session: Session, source_key: str, account: str) -> None:
+def _lock_account(session: Session, sites: Sites, source_key: str, account: str) -> None:
     """Intake's per-account lock (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(_ADVISORY_LOCK, {"id": account_lock_id(source_key, account)})
+        site = sites.site_for_account(
+            source_key, account
+        )  # the lock of the site's account, as intake takes it
+        lock_id = account_lock_id(source_key, account, site.key if site else None)
+        session.execute(_ADVISORY_LOCK, {"id": lock_id})

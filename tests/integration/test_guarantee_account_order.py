@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, Receipt, record_event
+from app.domain.sites import Sites
+from app.domain.sites_file import load_sites
 from app.ledger.models import Action, Alarm
 from app.ledger.models import Event as EventRow
 from app.ledger.session import make_sessionmaker
-from tests.sites_fixture import MONTREAL_ACCOUNT, example_sites
+from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV, example_sites
 
 pytestmark = pytest.mark.integration
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -32,16 +35,18 @@ SITES = example_sites()
 WAIT_S = 1.0  # how long the second writer is given to (wrongly) get through while the first is open
 
 
-def burglary(*, after_s: float, account: str = MONTREAL_ACCOUNT, **kw: Any) -> Event:
+def burglary(
+    *, after_s: float, account: str = MONTREAL_ACCOUNT, source: str = "acme-panels", **kw: Any
+) -> Event:
     at = T0 + timedelta(seconds=after_s)
     return Event(
-        source_key="acme-panels", source_kind="panel", received_at=at, account=account,
+        source_key=source, source_kind="panel", received_at=at, account=account,
         code="BA", zone="3", message="Front door", payload={"code": "BA"}, **kw,
     )  # fmt: skip
 
 
 def first_open_then_second(
-    sessions: sessionmaker[Session], first: Event, second: Event
+    sessions: sessionmaker[Session], first: Event, second: Event, sites: Sites = SITES
 ) -> tuple[Receipt, Receipt, bool]:
     """Record ``first`` and keep its transaction open while ``second`` is recorded in another thread;
     commit the first after WAIT_S. Returns both receipts, and whether the second was still waiting
@@ -52,12 +57,12 @@ def first_open_then_second(
     def record_second() -> None:
         try:
             with sessions.begin() as session:
-                got.append(record_event(session, second, sites=SITES, rules=RULES))
+                got.append(record_event(session, second, sites=sites, rules=RULES))
         except BaseException as exc:  # reported by the caller's assertion
             errors.append(exc)
 
     with sessions.begin() as session:
-        receipt = record_event(session, first, sites=SITES, rules=RULES)
+        receipt = record_event(session, first, sites=sites, rules=RULES)
         thread = threading.Thread(target=record_second)
         thread.start()
         thread.join(WAIT_S)
@@ -102,3 +107,41 @@ def test_a_delivery_without_id_or_time_repeated_while_the_first_commits_is_its_d
     assert waited
     assert second.duplicate and (second.event_id, second.alarm_id) == (first.event_id, first.alarm_id)
     assert count(sessions, EventRow) == 1 and count(sessions, Alarm) == 1
+
+
+def dual_path_sites(directory: Path) -> Sites:
+    """The example sites, with Montréal's panel also reporting through a second path: a gateway that
+    posts the same signals as a source of its own (as a DC-09 link beside an HTTP path would)."""
+    text = EXAMPLE_SITES.read_text()
+    text = text.replace(
+        "[sources.alta-main]",
+        '[sources.acme-gateway]\nkind = "panel"\ntoken_env = "ACME_GATEWAY_TOKEN"\n\n[sources.alta-main]',
+        1,
+    )
+    listed = 'sources = ["acme-panels", "alta-main"]'
+    assert listed in text
+    text = text.replace(listed, 'sources = ["acme-panels", "acme-gateway", "alta-main"]', 1)
+    path = directory / "sites.toml"
+    path.write_text(text)
+    return load_sites(path, {**SOURCE_ENV, "ACME_GATEWAY_TOKEN": "gateway-token-0123456789abcdef"})
+
+
+def test_the_same_alarm_through_a_second_path_waits_and_joins_the_first(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A dual-path panel sends one alarm through two sources at once. Grouping finds the open alarm by
+    site and account, so the lock must be the site's account, not each source's: with a lock per
+    source, the second path's signal sees nothing yet and opens a second alarm (a second guard)."""
+    sessions = make_sessionmaker(engine)
+    sites = dual_path_sites(tmp_path)
+    first, second, waited = first_open_then_second(
+        sessions,
+        burglary(after_s=0, sender_event_id="evt-1", occurred_at=T0),
+        burglary(after_s=0.2, source="acme-gateway", sender_event_id="gw-1", occurred_at=T0),
+        sites,
+    )
+
+    assert waited, "the second path's signal did not wait for the first one's commit"
+    assert not second.duplicate and second.alarm_id == first.alarm_id and second.due_actions == ()
+    assert count(sessions, Alarm) == 1
+    assert count(sessions, Action) == 2  # one plan: the guard and the held call, not two of each

@@ -90,7 +90,7 @@ def test_sigterm_stops_accepting_and_acknowledges_the_frame_being_committed_befo
         busy = socket.create_connection(("127.0.0.1", port), timeout=10)
         with _connect(postgres_url) as holder:
             # The frame's transaction waits on its account's lock, held here: a frame in flight.
-            holder.execute("SELECT pg_advisory_lock(%s)", (account_lock_id("acme-dc09", "128A"),))
+            holder.execute("SELECT pg_advisory_lock(%s)", (account_lock_id("acme-dc09", "128A", "hq"),))
             busy.sendall(build_frame("128A", "FA", "3", sequence=41, key=KEYS["128A"]))
             wait_until(
                 lambda: (
@@ -112,7 +112,7 @@ def test_sigterm_stops_accepting_and_acknowledges_the_frame_being_committed_befo
             wait_until(lambda: not port_open(port), timeout_s=30)  # no new connection
             assert idle.recv(16) == b""  # a connection waiting for a frame is closed at once
             assert proc.alive()  # the frame in flight holds the exit
-            holder.execute("SELECT pg_advisory_unlock(%s)", (account_lock_id("acme-dc09", "128A"),))
+            holder.execute("SELECT pg_advisory_unlock(%s)", (account_lock_id("acme-dc09", "128A", "hq"),))
 
         reply = read_reply(read_answer(busy), KEYS["128A"], "128A")
         assert (reply.kind, reply.crc_ok) == ("ACK", True)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import supervision, task_names
 from app.domain.events import Event
-from app.domain.intake import IntakeRules, record_event
+from app.domain.intake import IntakeRules, account_lock_id, record_event
 from app.domain.sites import Sites, Supervision
 from app.ledger.models import AccountSupervision, Alarm
 from app.ledger.session import make_engine, make_sessionmaker
@@ -193,11 +193,46 @@ def test_a_message_racing_the_tick_either_re_arms_first_or_restores_what_it_open
         engine.dispose()
 
 
+def test_the_tick_takes_the_lock_intake_takes_for_the_sites_account(postgres_url: str) -> None:
+    """Intake locks a routed account by its site (every path of a dual-path panel shares it). The tick
+    must wait for that same lock before it locks the account's row: with a lock of its own it would
+    hold the row while waiting for the site's lock in intake, and intake, holding the site's lock,
+    waits for the row to record the account's contact; each would wait for the other."""
+    example = example_sites()
+    newton = example.site("newton-residence")
+    assert newton is not None
+    sites = Sites(example.sources, [replace(newton, supervision=Supervision(link=timedelta(minutes=10)))])
+    engine = make_engine(postgres_url)
+    sessions = make_sessionmaker(engine)
+    deadline = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    try:
+        with sessions.begin() as session:
+            supervision.arm(session, sites=sites, now=deadline - timedelta(minutes=10))
+
+        def tick(session: Session) -> None:
+            supervision.check(session, sites=sites, now=deadline + timedelta(seconds=1), rules=RULES)
+
+        def intake_holds_the_sites_lock(session: Session) -> None:
+            lock_id = account_lock_id("acme-panels", NEWTON_ACCOUNT, "newton-residence")
+            session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+
+        def row_is_free(session: Session) -> None:  # NOWAIT: raises if the tick holds the row
+            session.execute(select(AccountSupervision.id).with_for_update(nowait=True)).all()
+
+        _second_waits_for_first(sessions, intake_holds_the_sites_lock, tick, while_waiting=row_is_free)
+    finally:
+        engine.dispose()
+
+
 def _second_waits_for_first(
-    sessions: sessionmaker[Session], first: Callable[[Session], None], second: Callable[[Session], None]
+    sessions: sessionmaker[Session],
+    first: Callable[[Session], None],
+    second: Callable[[Session], None],
+    while_waiting: Callable[[Session], None] | None = None,
 ) -> None:
     """Run ``first`` in a transaction held open until ``second``, in another thread, is seen waiting
-    for one of its locks; then commit it and let ``second`` finish."""
+    for one of its locks (then ``while_waiting`` runs in the first's transaction); then commit it and
+    let ``second`` finish."""
     errors: list[BaseException] = []
     pid: list[int] = []
 
@@ -224,6 +259,8 @@ def _second_waits_for_first(
             return bool(found)
 
         wait_until(waiting, timeout_s=10)
+        if while_waiting is not None:
+            while_waiting(session)
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert not errors, errors

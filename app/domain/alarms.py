@@ -186,6 +186,17 @@ def plan_fallback(
     """
     alarm = session.execute(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).scalar_one()
     alarm.flag_for_person(reason)
+    if alarm.panel_cancelled_at is not None:
+        # The user cancelled at the panel and the response was stood down: a call now would ring the
+        # people the cancel spared. The alarm waits for a person, who may still call.
+        note(
+            session,
+            alarm_id,
+            now,
+            "fallback.none",
+            f"{reason}: no phone fallback, the alarm was cancelled at the panel; a person must act",
+        )
+        return None
     calls = (
         session.execute(
             select(Action)

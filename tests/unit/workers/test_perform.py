@@ -585,3 +585,34 @@ def test_a_second_success_with_the_same_upstream_id_needs_nobody(rt: Runtime) ->
     assert perform(rt, step, _overtaken(rt, step, "first-id")) == ActionState.SUCCEEDED
 
     assert "succeeded twice" not in (_alarm(rt, alarmed.alarm_id).needs_person_reason or "")
+
+
+def test_a_dispatch_failing_after_a_cancel_at_the_panel_calls_nobody(rt: Runtime) -> None:
+    """The user cancels at the panel while the TrackTik create is in flight (the alarm waits for a
+    person and its held call is stopped), then the create fails for good. A failed dispatch normally
+    falls back to a phone call; here that call would ring the people the cancel spared."""
+    alarm = _burglary(rt)
+
+    def cancelled_meanwhile_then_refused(job: Job) -> Outcome:
+        now = utcnow()
+        cancel = Event(
+            source_key="acme-panels", source_kind="panel", received_at=now, account=MONTREAL_ACCOUNT,
+            code="BC", zone="3", occurred_at=now, payload={"code": "BC"},
+        )  # fmt: skip
+        with rt.sessions.begin() as session:
+            record_event(session, cancel, sites=rt.sites, rules=RULES)
+        raise UpstreamRejectedError("tracktik", 422, "alarm type code unknown")
+
+    assert perform(rt, alarm.steps[TRACKTIK], cancelled_meanwhile_then_refused) == "failed"
+
+    with rt.sessions() as session:
+        calls = session.execute(select(Action).where(Action.alarm_id == alarm.alarm_id, Action.kind == CALL))
+        found = [(row.id, row.state) for row in calls.scalars()]
+    assert found == [(alarm.steps[CALL], ActionState.CANCELLED)]  # the plan's call, stopped; no new one
+    assert [d for d in _sent(rt) if d.task_name == CALL] == []
+    row = _alarm(rt, alarm.alarm_id)
+    assert row.panel_cancelled_at is not None and row.needs_person_reason
+    assert any(
+        kind == "fallback.none" and "cancelled at the panel" in message
+        for kind, message in _timeline(rt, alarm_id=alarm.alarm_id)
+    )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -139,12 +139,34 @@ _JOINABLE = {
 
 
 @functools.cache
-def _join_statement(routed: bool, zoned: bool, priority: str) -> Any:
+def _trouble_codes(family: str, priority: str) -> tuple[str, ...]:
+    """The codes of ``family`` whose alarms run the trouble plan at a priority an alarm may join.
+
+    Priority alone keeps most alarms out of a trouble's alarm (a fire trouble is technical, the fire
+    life-safety), but some supervisory signals rank with their family's alarms: a "fail to close" (CI)
+    is an access supervisory at property priority, like a door forced (DF). An alarm must not be
+    absorbed by such an alarm, whose plan is the trouble's: it opens its own, with its own response.
+    """
+    joinable = set(_JOINABLE[priority])
+    return tuple(
+        sorted(
+            code
+            for code, entry in sia.CATALOGUE.items()
+            if entry.family.value == family
+            and entry.kind.value in TROUBLE_KINDS
+            and entry.priority.value in joinable
+        )
+    )
+
+
+@functools.cache
+def _join_statement(routed: bool, zoned: bool, priority: str, not_codes: tuple[str, ...] = ()) -> Any:
     """Find and join the open alarm of this place, zone and family in one statement.
 
-    Only an alarm of the event's priority or a higher one is joined (``_JOINABLE``), and not one a
-    panel's cancel stood down. The outer state test is evaluated again on the row the UPDATE locks, so
-    an alarm an operator ends meanwhile is not joined: a new one opens instead.
+    Only an alarm of the event's priority or a higher one is joined (``_JOINABLE``), not one a
+    panel's cancel stood down, and not one opened by a code of ``not_codes`` (an alarm's event and a
+    trouble's alarm: ``_trouble_codes``). The outer state test is evaluated again on the row the
+    UPDATE locks, so an alarm an operator ends meanwhile is not joined: a new one opens instead.
     """
     place = [ALARMS.c.account == bindparam("p_account")]
     if routed:
@@ -164,6 +186,11 @@ def _join_statement(routed: bool, zoned: bool, priority: str) -> Any:
             # responder): a new signal opens an alarm of its own, as it would after an End.
             ALARMS.c.panel_cancelled_at.is_(None),
             ALARMS.c.last_event_at >= bindparam("p_since", type_=ALARMS.c.last_event_at.type),
+            *(
+                [or_(ALARMS.c.code.is_(None), and_(*(ALARMS.c.code != code for code in not_codes)))]
+                if not_codes
+                else []
+            ),
         )
         .order_by(ALARMS.c.id.desc())
         .limit(1)
@@ -433,7 +460,12 @@ class _Recorder:
     def _open_or_join(self) -> tuple[_AlarmRef, list[DueAction]]:
         routed, zoned = self.site is not None, self.event.zone is not None
         joined = self.session.execute(
-            _join_statement(routed, zoned, self.cls.priority),
+            _join_statement(
+                routed,
+                zoned,
+                self.cls.priority,
+                _trouble_codes(self.cls.family, self.cls.priority) if self.cls.kind in ALARM_KINDS else (),
+            ),
             {
                 "p_account": self.account,
                 "p_site_key": self.site.key if self.site is not None else None,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -126,3 +127,25 @@ def test_a_batch_records_life_safety_first_but_never_ahead_of_its_own_account(we
     ids = [r["event_id"] for r in results]
     recorded = sorted(range(5), key=lambda i: ids[i])
     assert recorded == [3, 4, 0, 1, 2]
+
+
+def test_a_batch_reads_each_account_as_intake_does_before_putting_life_safety_first(web: str) -> None:
+    """An account sent as a number, or in a CallOnAlarm body (accountNumber, eventCode), is the same
+    account as its string elsewhere in the batch: its fire keeps its place behind the account's
+    burglary, and a CallOnAlarm-shaped fire of another account goes first."""
+    events: list[dict[str, Any]] = [
+        {**_event("batch-x", "AT", "1")},
+        {**_event("7301", "BA", "1"), "account": 7301},  # a number: the account 7301
+        _event("7301", "FA", "2"),  # behind 7301's burglary: keeps its place
+        {"accountNumber": "7302", "eventCode": "BA", "zone": "1"},
+        {"accountNumber": "7302", "eventCode": "FA", "zone": "2"},  # behind 7302's burglary
+        {"accountNumber": "7303", "eventCode": "fa", "zone": "1"},  # nothing of 7303 before it: first
+    ]
+    answer = requests.Session().post(
+        f"{web}/v1/events:batch", json={"events": events}, headers=HEADERS, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [202] * 6, results
+    ids = [r["event_id"] for r in results]
+    assert sorted(range(6), key=lambda i: ids[i]) == [5, 0, 1, 2, 3, 4]

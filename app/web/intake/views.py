@@ -24,6 +24,7 @@ from app import telemetry
 from app.domain import intake, sia
 from app.domain.events import Event, SourceKind
 from app.domain.intake import Receipt
+from app.domain.site_tables import normalise
 from app.domain.sites import Source
 from app.ledger.models import utcnow
 from app.web.auth import authenticate_source
@@ -149,17 +150,16 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
     delivery_id = _delivery_id()
     results: dict[int, dict[str, Any]] = {}
     unavailable = False
-    for index in _life_safety_first(events):
-        body = events[index]
+    parsed = [_batch_item(source, index, body, received_at, delivery_id) for index, body in enumerate(events)]
+    for index in _life_safety_first(parsed):
         if unavailable:
             results[index] = _unavailable(index)
             continue
         try:
-            if not isinstance(body, dict):
-                raise ApiError(422, "invalid_request", "each event must be a JSON object")
-            item_delivery = f"{delivery_id}#{index}" if delivery_id else None
-            event = _panel_event(source, body, received_at=received_at, delivery_id=item_delivery)
-            receipt = _record(event)
+            item = parsed[index]
+            if isinstance(item, Exception):
+                raise item  # answered below as its own 422, 403 or 500
+            receipt = _record(item)
         except ma.ValidationError as exc:
             fields = invalid_fields(exc)
             results[index] = {"index": index, "status": 422, "error": "invalid_request", "fields": fields}
@@ -187,22 +187,39 @@ def receive_panel_events() -> tuple[dict[str, Any], int]:
     return {"results": [results[index] for index in range(len(events))]}, 200
 
 
-def _life_safety_first(events: list[Any]) -> list[int]:
+def _batch_item(
+    source: Source, index: int, body: Any, received_at: datetime, delivery_id: str | None
+) -> Event | Exception:
+    """One event of a batch as intake will record it, or why it cannot be (raised in its turn)."""
+    try:
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid_request", "each event must be a JSON object")
+        item_delivery = f"{delivery_id}#{index}" if delivery_id else None
+        return _panel_event(source, body, received_at=received_at, delivery_id=item_delivery)
+    except Exception as exc:  # noqa: BLE001 - one event's failure is its own answer, not the batch's
+        return exc
+
+
+def _life_safety_first(items: list[Event | Exception]) -> list[int]:
     """The order a batch is recorded in: life-safety events first, unless one of their account's
     signals comes earlier in the batch (one account's signals keep their order: a fire restore never
     overtakes its fire); then the rest as sent. Results are answered in the batch's own order.
+
+    The events are read as intake reads them, so an account sent as a number or in a CallOnAlarm body
+    (``accountNumber``, ``eventCode``) is the same account as its string in another item. An item
+    that cannot be read is not recorded, so it holds no place.
     """
     seen: set[str] = set()
     first: list[int] = []
     rest: list[int] = []
-    for index, body in enumerate(events):
-        account = body.get("account") if isinstance(body, dict) else None
-        key = account.strip().casefold() if isinstance(account, str) else None
-        code = body.get("code") if isinstance(body, dict) else None
-        urgent = isinstance(code, str) and sia.is_life_safety(code)
-        (first if urgent and key is not None and key not in seen else rest).append(index)
-        if key is not None:
-            seen.add(key)
+    for index, item in enumerate(items):
+        if isinstance(item, Exception):
+            rest.append(index)
+            continue
+        key = normalise(item.account)
+        urgent = item.code is not None and sia.is_life_safety(item.code)
+        (first if urgent and key not in seen else rest).append(index)
+        seen.add(key)
     return first + rest
 
 

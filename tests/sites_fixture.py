@@ -35,6 +35,24 @@ def example_sites() -> Sites:
     return load_sites(EXAMPLE_SITES, SOURCE_ENV)
 
 
+def dual_path_sites(directory: Path) -> Sites:
+    """The example sites, with Montréal's panel also reporting through a second path: a gateway that
+    posts the same signals as a source of its own, ``acme-gateway`` (as a DC-09 link beside an HTTP
+    path would). Written to ``directory``/sites.toml."""
+    text = EXAMPLE_SITES.read_text()
+    text = text.replace(
+        "[sources.alta-main]",
+        '[sources.acme-gateway]\nkind = "panel"\ntoken_env = "ACME_GATEWAY_TOKEN"\n\n[sources.alta-main]',
+        1,
+    )
+    listed = 'sources = ["acme-panels", "alta-main"]'
+    assert listed in text
+    text = text.replace(listed, 'sources = ["acme-panels", "acme-gateway", "alta-main"]', 1)
+    path = directory / "sites.toml"
+    path.write_text(text)
+    return load_sites(path, {**SOURCE_ENV, "ACME_GATEWAY_TOKEN": "gateway-token-0123456789abcdef"})
+
+
 # -- sites files of the deployment tests --------------------------------------------------------------
 # Each stack writes a sites file of its own: its sources and plans as TOML text, and its sites with
 # ``site_toml``, which renders one site's table and its location table from Python values.

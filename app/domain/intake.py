@@ -213,7 +213,7 @@ def _attach_with_restores_statement(zoned: bool) -> Any:
     """Attach the event to its new alarm, and adopt restores of its zone that came first."""
     early = (
         EVENTS.c.alarm_id.is_(None)
-        & (EVENTS.c.source == bindparam("p_source"))
+        & EVENTS.c.source.in_(bindparam("p_sources", expanding=True))
         & (EVENTS.c.account == bindparam("p_account"))
         & (EVENTS.c.zone == bindparam("p_zone") if zoned else EVENTS.c.zone.is_(None))
         & EVENTS.c.code.in_(bindparam("p_codes", expanding=True))
@@ -596,7 +596,9 @@ class _Recorder:
             {
                 "p_event_id": self.event_id,
                 "p_alarm_id": alarm.id,
-                "p_source": self.event.source_key,
+                # A routed alarm's restore may have come through any of its site's sources (a
+                # dual-path panel); an unrouted one's only through its own.
+                "p_sources": list(self.site.sources) if self.site is not None else [self.event.source_key],
                 "p_account": self.account,
                 "p_zone": self.event.zone,
                 "p_codes": list(restores),

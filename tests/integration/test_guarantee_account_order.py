@@ -22,11 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, Receipt, record_event
 from app.domain.sites import Sites
-from app.domain.sites_file import load_sites
 from app.ledger.models import Action, Alarm
 from app.ledger.models import Event as EventRow
 from app.ledger.session import make_sessionmaker
-from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV, example_sites
+from tests.sites_fixture import MONTREAL_ACCOUNT, dual_path_sites, example_sites
 
 pytestmark = pytest.mark.integration
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -107,23 +106,6 @@ def test_a_delivery_without_id_or_time_repeated_while_the_first_commits_is_its_d
     assert waited
     assert second.duplicate and (second.event_id, second.alarm_id) == (first.event_id, first.alarm_id)
     assert count(sessions, EventRow) == 1 and count(sessions, Alarm) == 1
-
-
-def dual_path_sites(directory: Path) -> Sites:
-    """The example sites, with Montréal's panel also reporting through a second path: a gateway that
-    posts the same signals as a source of its own (as a DC-09 link beside an HTTP path would)."""
-    text = EXAMPLE_SITES.read_text()
-    text = text.replace(
-        "[sources.alta-main]",
-        '[sources.acme-gateway]\nkind = "panel"\ntoken_env = "ACME_GATEWAY_TOKEN"\n\n[sources.alta-main]',
-        1,
-    )
-    listed = 'sources = ["acme-panels", "alta-main"]'
-    assert listed in text
-    text = text.replace(listed, 'sources = ["acme-panels", "acme-gateway", "alta-main"]', 1)
-    path = directory / "sites.toml"
-    path.write_text(text)
-    return load_sites(path, {**SOURCE_ENV, "ACME_GATEWAY_TOKEN": "gateway-token-0123456789abcdef"})
 
 
 def test_the_same_alarm_through_a_second_path_waits_and_joins_the_first(

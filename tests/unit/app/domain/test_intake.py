@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tests.sites_fixture import (
     MONTREAL_ACCOUNT,
     NEWTON_ACCOUNT,
     SOURCE_ENV,
+    dual_path_sites,
     example_sites,
 )
 
@@ -199,6 +201,22 @@ def test_a_restore_before_its_alarm_is_kept_and_matched(sessions: sessionmaker[S
     with sessions() as session:
         assert session.get_one(EventRow, early.event_id).alarm_id == opened.alarm_id
     assert actions_of(sessions, opened.alarm_id)["tracktik.create_alarm"] == ActionState.QUEUED
+
+
+def test_a_restore_before_its_alarm_is_matched_whichever_path_of_the_site_brought_it(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A dual-path panel: the restore came through the gateway, the alarm through the other path."""
+    sites = dual_path_sites(tmp_path)
+    with sessions.begin() as session:
+        early = record_event(
+            session, replace(panel("BH"), source_key="acme-gateway"), sites=sites, rules=RULES
+        )
+    assert early.alarm_id is None
+    with sessions.begin() as session:
+        opened = record_event(session, panel("BA", at=T0 + timedelta(seconds=3)), sites=sites, rules=RULES)
+    assert alarm(sessions, opened.alarm_id).restored_at == T0
+    assert "alarm.zone_restored" in timeline_kinds(sessions, opened.alarm_id)
 
 
 @pytest.mark.parametrize(

@@ -344,12 +344,22 @@ def _retry(
 ) -> str:
     now = utcnow()
     due: list[DueAction] = []
+    # An upstream that asks for a longer wait (Retry-After) than the watchdog lets a step be late
+    # makes the step a person's at once: a 911 request told to come back in ten minutes must not
+    # wait silently for the watchdog's failing rule.
+    long_wait = (
+        delay_s is not None and delay_s > rt.settings.watchdog_grace_s and claimed.alarm_id is not None
+    )
     with _ledger_write("record"), rt.sessions.begin() as session:
+        if long_wait:
+            locked_alarm(session, claimed.alarm_id)  # the alarm's row before the action's, as elsewhere
         state = actions.retry_later(
             session, claimed, now=now, error=error, delay_s=delay_s, outcome_unknown=outcome_unknown
         )
         if state == ActionState.FAILED and claimed.kind in FALLBACK_FROM:
             due = _fallback(session, rt, claimed, f"{claimed.kind} failed", now)
+        elif state == ActionState.PENDING and long_wait:
+            _tell_a_person(session, claimed, f"{claimed.kind} waits {delay_s:.0f}s: {error}"[:500], now)
     rt.outbox.publish(due)
     if state == ActionState.FAILED:
         telemetry.DEAD_LETTERS.labels(claimed.kind).inc()
@@ -392,18 +402,24 @@ def _defer(rt: Runtime, claimed: ClaimedAction, exc: NotYetError, context: Alarm
         if locked is not None and context is not None and locked.refs != context.refs:
             # Recorded while this step was looking: waiting would miss the wake-up that already passed.
             due = actions.wake(session, locked.id, WAITING_FOR_REFS, now=now)
-        if isinstance(exc, BudgetExhaustedError) and claimed.alarm_id is not None:
+        if isinstance(exc, BudgetExhaustedError):
             # A call that cannot be placed for a while is a person's to make.
-            alarm = session.execute(
-                select(Alarm).where(Alarm.id == claimed.alarm_id).with_for_update()
-            ).scalar_one()
-            reason = f"{claimed.kind} waits {exc.retry_after_s:.0f}s: {exc.reason}"
-            if alarm.is_active and not alarm.needs_person:
-                alarm.flag_for_person(reason)
-                note(session, alarm.id, now, "alarm.needs_person", reason, action_id=claimed.id)
+            _tell_a_person(
+                session, claimed, f"{claimed.kind} waits {exc.retry_after_s:.0f}s: {exc.reason}", now
+            )
     rt.outbox.publish(due)
     log.info("action.deferred", reason=exc.reason, delay_s=exc.retry_after_s)
     return state.value
+
+
+def _tell_a_person(session: Any, claimed: ClaimedAction, reason: str, now: datetime) -> None:
+    """Raise the step's alarm to a person (once: an alarm already waiting for one keeps its reason)."""
+    if claimed.alarm_id is None:
+        return
+    alarm = session.execute(select(Alarm).where(Alarm.id == claimed.alarm_id).with_for_update()).scalar_one()
+    if alarm.is_active and not alarm.needs_person:
+        alarm.flag_for_person(reason)
+        note(session, alarm.id, now, "alarm.needs_person", reason, action_id=claimed.id)
 
 
 __all__ = ["Action", "FollowUp", "Handler", "Job", "Outcome", "perform"]

@@ -236,9 +236,38 @@ def test_an_unavailable_upstream_is_retried_after_its_retry_after(rt: Runtime) -
     assert _between(row.due_at, before, after, 120, 120)  # Retry-After honoured, not the backoff
     assert row.lease_token is None and row.waiting_on is None
     assert _timeline(rt, step) == [
-        ("action.retry_scheduled", f"{TRACKTIK} will retry in 120.0s: tracktik: HTTP 503")
+        ("action.retry_scheduled", f"{TRACKTIK} will retry in 120.0s: tracktik: HTTP 503"),
+        # Longer than the watchdog lets a step be late (WATCHDOG_GRACE_S, 60 s): a person is told now.
+        ("alarm.needs_person", f"{TRACKTIK} waits 120s: tracktik: HTTP 503"),
     ]
     assert _sent(rt) == []  # the dispatcher sends it when it is due
+
+
+def test_a_short_retry_after_waits_without_raising_the_alarm(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    assert rt.settings.watchdog_grace_s == 60
+
+    state = perform(
+        rt, alarm.steps[TRACKTIK], _raise(UpstreamUnavailableError("tracktik", "429", retry_after_s=60))
+    )
+
+    assert state == ActionState.PENDING
+    assert not _alarm(rt, alarm.alarm_id).needs_person
+    assert [kind for kind, _ in _timeline(rt, alarm.steps[TRACKTIK])] == ["action.retry_scheduled"]
+
+
+def test_a_retry_after_longer_than_the_watchdog_grace_raises_the_alarm_at_once(rt: Runtime) -> None:
+    """A 429 telling the guard's dispatch to come back in an hour: the alarm is a person's now, not
+    after the watchdog's failing rule (WATCHDOG_FAILING_S) notices the step."""
+    alarm = _burglary(rt)
+
+    perform(
+        rt, alarm.steps[TRACKTIK], _raise(UpstreamUnavailableError("tracktik", "429", retry_after_s=3600))
+    )
+
+    row = _alarm(rt, alarm.alarm_id)
+    assert row.needs_person and row.needs_person_reason == f"{TRACKTIK} waits 3600s: tracktik: 429"
+    assert _row(rt, alarm.steps[TRACKTIK]).state == ActionState.PENDING  # and it still retries then
 
 
 def test_an_unavailable_upstream_without_retry_after_backs_off(rt: Runtime) -> None:

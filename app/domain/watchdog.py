@@ -83,14 +83,23 @@ def find_overdue(session: Session, *, now: datetime, limits: Limits) -> list[Fin
     late = now - limits.grace
     cap = MAX_ALARMS_PER_CHECK * 4
     live = (ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING)
+    # Each walk keeps only steps of open alarms before its cap: the steps of alarms already raised
+    # (or ended) stay late through an outage, and as the oldest they would fill every walk, so that
+    # once a few thousand of them piled up no open alarm was ever reached again. A scalar subquery,
+    # not EXISTS: the planner cannot turn it into a join, so each walk stays driven by its own index
+    # and probes the alarm by its primary key row by row (as a semi-join, with statistics that lag
+    # behind a storm's backlog, the planner drove it from the alarms and a tick ran out of time).
+    of_open_alarm = (
+        select(Alarm.state).where(Alarm.id == Action.alarm_id).scalar_subquery() == AlarmState.OPEN
+    )
     walks = [
         select(Action.id)
-        .where(Action.state == ActionState.RUNNING, Action.lease_until < late)
+        .where(Action.state == ActionState.RUNNING, Action.lease_until < late, of_open_alarm)
         .order_by(Action.lease_until)
         .limit(cap),
         *(
             select(Action.id)
-            .where(Action.state == state, Action.due_at < late)
+            .where(Action.state == state, Action.due_at < late, of_open_alarm)
             .order_by(Action.due_at)
             .limit(cap)
             for state in (ActionState.PENDING, ActionState.QUEUED)
@@ -100,7 +109,9 @@ def find_overdue(session: Session, *, now: datetime, limits: Limits) -> list[Fin
             Action.state.in_(live),
             Action.last_error.is_not(None),
             Action.created_at < now - limits.failing,
+            of_open_alarm,
         )
+        .order_by(Action.created_at)
         .limit(cap),
     ]
     stuck = union(*(select(walk.subquery()) for walk in walks)).subquery()

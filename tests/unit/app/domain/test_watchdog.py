@@ -164,3 +164,33 @@ def test_one_finding_per_alarm_and_oldest_first(sessions: sessionmaker[Session])
     assert [f.alarm_id for f in found] == [second, first]
     with sessions() as session:
         assert session.execute(select(Action).where(Action.alarm_id == first)).scalars().all()
+
+
+@pytest.mark.parametrize("held", [AlarmState.NEEDS_PERSON, AlarmState.ENDED])
+def test_steps_of_alarms_already_raised_never_hide_an_open_alarm(
+    sessions: sessionmaker[Session], held: str
+) -> None:
+    """A worker pool down through a storm: the alarms raised on earlier ticks (or ended) keep their
+    late steps, the oldest in every index. More of them than a tick reads must not hide the open
+    alarm whose step is late behind them."""
+    held_steps = watchdog.MAX_ALARMS_PER_CHECK * 4 + 50
+    with sessions.begin() as session:
+        alarm = Alarm(family="burglary", priority="property", opened_at=T0, last_event_at=T0, state=held)
+        session.add(alarm)
+        session.flush()
+        for n in range(held_steps):
+            step = actions.new_action(
+                kind="tracktik.create_alarm", target="tracktik", queue="default",
+                due_at=T0 + timedelta(milliseconds=n), max_attempts=5, alarm_id=alarm.id,
+            )  # fmt: skip
+            step.state = ActionState.QUEUED
+            step.last_error = "tracktik: HTTP 503"  # and failing, for the failing walk too
+            session.add(step)
+    alarm_id, action_id = _alarm_with_step(
+        sessions, state=ActionState.QUEUED, due_at=T0 + timedelta(seconds=5)
+    )
+
+    found = _check(sessions, T0 + timedelta(minutes=10))
+
+    assert [(f.alarm_id, f.action_id) for f in found] == [(alarm_id, action_id)]
+    assert _alarm(sessions, alarm_id).state == AlarmState.NEEDS_PERSON

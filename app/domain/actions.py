@@ -618,8 +618,11 @@ def collect_for_dispatch(
             .with_for_update(skip_locked=True)
         ).scalars()
     )
-    if waiting is not None and len(rows) < limit:
-        rows += _lost_messages(session, sent_long_ago, waiting, limit - len(rows))
+    if waiting is not None:
+        # Lost messages rank with the rest, queue by queue: a fire step whose message Redis lost must
+        # not wait until a backlog of due troubles has gone out.
+        lost = _lost_messages(session, sent_long_ago, waiting, limit)
+        rows = sorted(rows + lost, key=lambda action: (_queue_rank(action.queue), action.due_at))[:limit]
     for action in rows:
         action.enqueued_at = now
         if action.state == ActionState.PENDING:

@@ -147,3 +147,23 @@ def test_a_queued_action_with_no_hand_off_time_is_sent_whatever_the_queues_hold(
         session.get_one(Action, unsent).enqueued_at = None  # "the dispatcher must send"
 
     assert _collect(sessions, T0 + timedelta(seconds=1), {"default": 5}) == [unsent]
+
+
+def test_a_lost_life_safety_message_goes_out_ahead_of_a_backlog_of_due_troubles(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Redis restarted without its data: the fire step's message is gone, and troubles are due by the
+    hundred. The batch limit must not make the fire step wait until the troubles have gone out."""
+    [fire] = _queued(sessions, 1, queue="life_safety")
+    with sessions.begin() as session:
+        troubles = [
+            actions.new_action(
+                kind="system.selftest", target="system", queue="bulk", due_at=T0, max_attempts=3
+            )
+            for _ in range(30)
+        ]
+        session.add_all(troubles)
+
+    first = _collect(sessions, LATER, waiting={"life_safety": 0, "bulk": 0}, limit=10)
+
+    assert first[0] == fire and len(first) == 10

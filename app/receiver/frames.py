@@ -297,6 +297,13 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
         if clear is None:
             return refuse(Reason.DECRYPT_FAILED, source)
         content = clear
+    # pysiaalarm's Contact ID pattern takes one extended-data block; the standard allows several
+    # ([X…] longitude, [Y…] latitude, [H…] time, …). They are kept here, as pysiaalarm keeps an SIA
+    # block's ("X…][Y…"), and the frame is read without them: a valid alarm is not NAKed for them.
+    extended: str | None = None
+    if frame_type == ADM_CID and (many := _MANY_EXTENDED.search(content)) is not None:
+        extended = many["blocks"][1:-1]
+        content = content[: many.start("blocks")] + (many["tail"] or "")
     try:
         event = SIAEvent(
             full_message=body,
@@ -338,9 +345,13 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
         source=source,
         site=site,
         adm=adm,
-        extended=event.x_data,
+        extended=extended if extended is not None else event.x_data,
         sia=book,
     )
+
+
+# Two or more extended-data blocks after a Contact ID block, then the timestamp if any.
+_MANY_EXTENDED = re.compile(r"\](?P<blocks>(?:\[[^\[\]]*\]){2,})(?P<tail>_[0-9:,-]*)?\Z")
 
 
 def _upper_account(found: re.Match[str]) -> str:

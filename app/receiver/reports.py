@@ -44,6 +44,11 @@ from app.domain.events import Event
 from app.receiver.frames import ADM_CID, SIA_DCS, Frame
 
 _MODIFIER = re.compile(r"(ri|id|pi|ti)(.{0,16})")
+# A modifier run into the event that follows it, without a "/" (``ri1BA03``, ``ri0KR1^TAST. 001 ^``,
+# as real panels send): numbers for area, user and peripheral, hh:mm[:ss] for the time.
+_LEADING_MODIFIER = re.compile(r"(ri|id|pi)([0-9]{1,8})|(ti)([0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?)")
+# An event with the text a panel may add between carets (``BA03^Front door^``).
+_EVENT_WITH_TEXT = re.compile(r"([A-Z]{2})([0-9]{0,8})(?:\^([^^]*)\^?)?")
 _MODIFIER_NAMES = {"ri": "area", "id": "user", "pi": "peripheral", "ti": "time"}
 _EVENT = re.compile(r"([A-Z]{2})([0-9]{0,8})")
 _CID_QUALIFIERS = {"1": "E", "3": "R", "6": "P"}  # new event or opening, restore or closing, still present
@@ -174,7 +179,13 @@ def _sia_events(block: str) -> list[_Reported]:
     text: list[str] = []
     unread: list[str] = []
     for packet in packets:
-        if (modifier := _MODIFIER.fullmatch(packet)) is not None:
+        if (read := _modifiers_then_event(packet)) is not None:
+            leading, code, zone, caret_text = read
+            modifiers.update(leading)
+            found.append((code, zone, dict(modifiers)))
+            if caret_text:
+                text.append(caret_text)
+        elif (modifier := _MODIFIER.fullmatch(packet)) is not None:
             modifiers[_MODIFIER_NAMES[modifier[1]]] = modifier[2]
         elif (event := _EVENT.fullmatch(packet)) is not None:
             found.append((event[1], event[2] or None, dict(modifiers)))
@@ -192,6 +203,22 @@ def _sia_events(block: str) -> list[_Reported]:
         code = (unread[0] if unread else "N")[:16]
         return [(code, None, f"DC-09 data block {block!r} has no event code"[:MAX_MESSAGE_CHARS], modifiers)]
     return [(code, zone, message, where) for code, zone, where in found]
+
+
+def _modifiers_then_event(packet: str) -> tuple[dict[str, str], str, str | None, str | None] | None:
+    """A packet holding an event, after any modifiers run into it and with any text in carets:
+    (modifiers, code, zone, text); None when the packet holds no event (a lone modifier, text)."""
+    modifiers: dict[str, str] = {}
+    rest = packet
+    while (modifier := _LEADING_MODIFIER.match(rest)) is not None:
+        name, value = (modifier[1], modifier[2]) if modifier[1] else (modifier[3], modifier[4])
+        modifiers[_MODIFIER_NAMES[name]] = value
+        rest = rest[modifier.end() :]
+    event = _EVENT_WITH_TEXT.fullmatch(rest)
+    if event is None:
+        return None
+    text = event[3].strip() if event[3] is not None else None
+    return modifiers, event[1], event[2] or None, text or None
 
 
 def _contact_id_event(qualifier: str, event_type: str, partition: str, zone: str) -> _Reported:

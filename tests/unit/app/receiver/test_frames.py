@@ -391,6 +391,48 @@ def test_a_packet_that_is_not_understood_is_kept_in_the_message(accounts: Accoun
     assert (event.code, event.zone, event.message) == ("FA", "2", "unread: %%")
 
 
+@pytest.mark.parametrize(
+    ("data", "reported"),
+    [
+        # Layouts real panels send (pysiaalarm's own cases, from its users' panels): a modifier run
+        # into its event without a "/", and text between carets after the event.
+        pytest.param("#1234|Nri1BA03", ("BA", "03", None, {"area": "1"}), id="modifier-run-in"),
+        pytest.param("#1234|Nri1CL0^VX FRONTE ^", ("CL", "0", "VX FRONTE", {"area": "1"}), id="closing"),
+        pytest.param("#1234|Nri0KR1^TAST. 001 ^", ("KR", "1", "TAST. 001", {"area": "0"}), id="restore"),
+        pytest.param(
+            "#1234|Nri1/BA03^Front door^", ("BA", "03", "Front door", {"area": "1"}), id="caret-text"
+        ),
+        pytest.param("#1234|Nti10:15id7BA05", ("BA", "05", None, {"time": "10:15", "user": "7"}), id="time"),
+    ],
+)
+def test_an_event_run_into_its_modifiers_or_followed_by_caret_text_keeps_its_code(
+    accounts: Accounts, data: str, reported: tuple[str, str, str | None, dict[str, str]]
+) -> None:
+    """Read as a modifier swallowing the rest ("ri" = "1BA03"), such a block had no code: the burglary
+    became an unknown code, the restore opened an alarm instead of restoring one."""
+    (event,) = events_of(read(build_frame("1234", data=data), accounts), datetime.now(UTC))
+
+    assert (event.code, event.zone, event.message, event.payload.get("modifiers")) == reported
+    assert event.classify().known
+
+
+@pytest.mark.parametrize("key", [None, KEYS["128A"]], ids=["plain", "encrypted"])
+def test_a_contact_id_frame_with_several_extended_blocks_is_read_and_keeps_them(
+    accounts: Accounts, key: bytes | None
+) -> None:
+    """The standard allows several extended-data blocks (here longitude and latitude); pysiaalarm's
+    Contact ID pattern takes one, and the frame was NAKed (an encrypted one blamed on its key)."""
+    account = "128A" if key else "1234"
+    data = f"#{account}|1130 01 003][X006E07.7777777][Y49N06.6666666"
+    frame = read(build_frame(account, message_type=ADM_CID, data=data, key=key), accounts)
+
+    (event,) = events_of(frame, datetime.now(UTC))
+
+    assert (event.code, event.zone) == ("BA", "003")
+    assert frame.extended == "X006E07.7777777][Y49N06.6666666"
+    assert event.payload["dc09"]["extended"] == frame.extended
+
+
 def test_contact_id_is_mapped_to_sia_and_an_unmapped_code_is_kept_for_a_person(accounts: Accounts) -> None:
     burglary = read(build_frame("1234", message_type=ADM_CID, data="#1234|1130 01 003"), accounts)
     odd = read(build_frame("1234", message_type=ADM_CID, data="#1234|1999 02 011"), accounts)

@@ -81,7 +81,10 @@ def _dc09_address(to: str | None) -> tuple[str, int]:
 
     if to is None:
         return "127.0.0.1", load_settings().sia_receiver_port
-    host, _, port = to.rpartition(":") if to.count(":") == 1 else (to, "", "")
+    if to.startswith("[") and "]:" in to:  # [IPv6]:PORT
+        host, _, port = to[1:].partition("]:")
+    else:
+        host, _, port = to.rpartition(":") if to.count(":") == 1 else (to, "", "")
     if not port:
         return to.strip("[]"), load_settings().sia_receiver_port
     if not port.isdigit() or not 0 < int(port) < 65536:

@@ -309,6 +309,7 @@ def _stand_down_late(
         now=now,
         max_attempts=rt.settings.action_max_attempts,
         raise_to_person=True,
+        just_created=True,
     )
 
 

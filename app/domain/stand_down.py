@@ -31,6 +31,9 @@ from vendors.base import ByHand
 
 # A stand-down step already planned, running or done is not planned again.
 _PLANNED = (ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING, ActionState.SUCCEEDED)
+# For what a step has just created, only one that has not started yet counts: one that ran (or is
+# running) acted before it existed, or found nothing to stand down and did nothing.
+_NOT_STARTED = (ActionState.PENDING, ActionState.QUEUED)
 
 
 def engaged_by_hand(refs: Mapping[str, Any]) -> bool:
@@ -54,6 +57,7 @@ def stand_down(
     raise_to_person: bool,
     maybe_engaged: Collection[str] = (),
     cancelled_by: str | None = None,
+    just_created: bool = False,
 ) -> list[DueAction]:
     """Stand down every responder ``refs`` shows engaged; returns the steps due now.
 
@@ -61,14 +65,15 @@ def stand_down(
     that tried although no ref records their answer (e.g. a phone call held in the vendor's own delay): their
     by-API stand-down runs even without the ref. ``raise_to_person``: also put the by-hand lines in
     the needs-a-person reason. ``cancelled_by``: the panel's cancel code, for the steps that take it
-    (they wait for a create still in flight).
+    (they wait for a create still in flight). ``just_created``: ``refs`` are what a step created
+    after the stand-down (a late success), so a stand-down step that already ran does not cover it.
     """
     planned = set(
         session.execute(
             select(Action.kind).where(
                 Action.alarm_id == alarm.id,
                 Action.kind.in_([entry.step for entry in BY_API]),
-                Action.state.in_(_PLANNED),
+                Action.state.in_(_NOT_STARTED if just_created else _PLANNED),
             )
         ).scalars()
     )

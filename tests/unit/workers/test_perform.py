@@ -31,6 +31,7 @@ from sqlalchemy import select, update
 
 from app.domain import operations
 from app.domain.actions import BACKOFF_BASE_S, DueAction
+from app.domain.alarms import plan_step
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.domain.outbox import RecordingOutbox
@@ -49,7 +50,9 @@ from config.settings import Settings
 from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, SOURCE_ENV, example_sites
 from vendors.alta import refs as alta_refs
 from vendors.alta import steps as alta_steps
+from vendors.callonalarm import refs as callonalarm_refs
 from vendors.callonalarm import steps as callonalarm_steps
+from vendors.callonalarm import tasks as callonalarm_tasks
 from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.callonalarm.site import CallOnAlarmSite
 from vendors.tracktik import steps as tracktik_steps
@@ -645,3 +648,44 @@ def test_a_dispatch_failing_after_a_cancel_at_the_panel_calls_nobody(rt: Runtime
         kind == "fallback.none" and "cancelled at the panel" in message
         for kind, message in _timeline(rt, alarm_id=alarm.alarm_id)
     )
+
+
+def test_a_call_placed_again_while_the_alarm_is_ended_gets_its_restore(rt: Runtime) -> None:
+    """The alarm's first alert (A1) was cancelled by another alarm's restore, so its calls are placed
+    again (A2). While A2's trigger is in flight the operator ends the alarm as false: End's restore
+    finds A1 already final and sends nothing. When A2's trigger answers, A2 must be restored: a
+    restore that ran before A2 existed does not cover it, and CallOnAlarm would ring the contacts."""
+    alarm = _burglary(rt)
+    _due_now(rt, alarm.steps[CALL])
+    first_alert = {callonalarm_refs.ALERT_ID: "A1", callonalarm_refs.ACCOUNT: "1001"}
+    perform(rt, alarm.steps[CALL], lambda job: Outcome(external_id="A1", refs=first_alert))
+    with rt.sessions.begin() as session:
+        row = session.get_one(Alarm, alarm.alarm_id)
+        row.refs = {**row.refs, callonalarm_refs.STATUS: "cancelled_during_calls"}
+        again = plan_step(
+            session, row, CALL, now=utcnow(), max_attempts=5, params={"account": "1001", "repeat_of": "A1"}
+        )
+    assert again is not None
+    skipped: list[str] = []
+
+    def ended_while_in_flight(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:
+            due = operations.end(session, alarm.alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
+        for step in due:
+            if step.task_name == callonalarm_steps.SEND_RESTORE:
+                skipped.append(perform(rt, step.id, callonalarm_tasks._send_restore))
+        refs = {callonalarm_refs.ALERT_ID: "A2", callonalarm_refs.STATUS: "call_delayed"}
+        return Outcome(external_id="A2", refs=refs)
+
+    assert perform(rt, again.id, ended_while_in_flight) == ActionState.SUCCEEDED
+    assert skipped == [ActionState.SUCCEEDED]  # End's restore: A1 already final, nothing sent
+
+    with rt.sessions() as session:
+        restores = session.execute(
+            select(Action).where(
+                Action.alarm_id == alarm.alarm_id, Action.kind == callonalarm_steps.SEND_RESTORE
+            )
+        ).scalars()
+        waiting = [r.id for r in restores if r.state in (ActionState.PENDING, ActionState.QUEUED)]
+    assert len(waiting) == 1, "no restore planned for the alert created after the End"
+    assert waiting[0] in {d.id for d in _sent(rt)}

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from app.domain import sia
+from app.domain.site_tables import normalise
 
 SourceKind = Literal["panel", "alta"]
 
@@ -86,12 +87,18 @@ class Event:
         description = entry.description if entry.known else f"unknown event code {self.code!r}"
         return Classification(entry.family, entry.kind, entry.priority, description, entry.known)
 
-    def dedupe_key(self) -> DedupeKey:
+    def dedupe_key(self, *, per_account: bool = False) -> DedupeKey:
         """The keys that make a retried delivery of this event recognisable (module docstring).
 
         The first two are the keys rows were always written with: a retry that spans an upgrade is
-        still recognised.
+        still recognised. ``per_account``: the sender's id scoped by the account too, for an id that
+        another account of the same source already used (panels behind one gateway number their
+        events each from 1): intake falls back to it only then, so every key written before stands.
         """
+        if self.sender_event_id and per_account:
+            said = f"{self.source_key}\x00{normalise(self.account)}\x00{self.sender_event_id}"
+            content = self._content_digest(None) if self.sequence is not None else None
+            return DedupeKey(f"id-account:{hashlib.sha256(said.encode()).hexdigest()}", content)
         if self.sender_event_id:
             digest = hashlib.sha256(f"{self.source_key}\x00{self.sender_event_id}".encode()).hexdigest()
             # A sequence number too (a stamped DC-09 frame): a retransmission the panel stamps anew

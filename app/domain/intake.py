@@ -68,7 +68,9 @@ RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.
 EVENTS, ALARMS = EventRow.__table__, Alarm.__table__
 ACTIONS, TIMELINE = Action.__table__, TimelineEntry.__table__
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
-_FIND_EVENT = select(EVENTS.c.id, EVENTS.c.alarm_id).where(EVENTS.c.dedupe_key == bindparam("key"))
+_FIND_EVENT = select(EVENTS.c.id, EVENTS.c.alarm_id, EVENTS.c.account).where(
+    EVENTS.c.dedupe_key == bindparam("key")
+)
 # The sliding window: the events of this content received within the window either side of this one
 # (a clock stepped back is still within it). One range read of ix_events_content_key.
 _IN_WINDOW = (
@@ -290,8 +292,16 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
     # The unique dedupe key, and the window of a content key, answer "seen before?" in the insert
     # itself: no lookup on the common path.
     event_id = _insert_event(session, dialect, event, key, site, skew_s, account, window)
+    row: Any = None
     if event_id is None:  # a retried delivery (or a concurrent writer, without the advisory lock)
         row = session.execute(_FIND_EVENT, {"key": key.unique}).first()
+        if _another_accounts_id(event, row, account):
+            # The sender's id names another account's event (panels behind one source number their
+            # events each): this one is new, recognised from now on by its id and its account.
+            key = event.dedupe_key(per_account=True)
+            event_id = _insert_event(session, dialect, event, key, site, skew_s, account, window)
+            row = session.execute(_FIND_EVENT, {"key": key.unique}).first() if event_id is None else None
+    if event_id is None:
         if row is None:  # not the same key: the same content within the window
             row = session.execute(_FIND_RECENT, _window(key, event, window)).one()
         return Receipt(row.id, row.alarm_id, duplicate=True)
@@ -334,6 +344,16 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
         duplicate=False,
         due_actions=tuple(due),
         opened=(alarm.family, alarm.priority) if alarm is not None and recorder.opened else None,
+    )
+
+
+def _another_accounts_id(event: Event, found: Any, account: str) -> bool:
+    """Whether the event its id found (``found``) is another account's: not this event's retry."""
+    return (
+        found is not None
+        and event.sender_event_id is not None
+        and found.account is not None
+        and normalise(found.account) != normalise(account)
     )
 
 

@@ -6,6 +6,8 @@ forgets it, nobody is sent, and the alarm is lost without a trace. Two ways it c
 
 - the sender's event id taken across sources: panels and gateways number their events themselves
   (often from 1), so two tenants' senders use the same ids;
+- or across the accounts of one source: the panels behind one gateway number theirs each (a retry of
+  an event always comes from its own account, so the account tells the two apart);
 - an event without an id but with its own time, keyed without that time: the zone tripping again
   later is a new event, not a retry of the first.
 """
@@ -26,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.ledger.models import Alarm
 from app.ledger.models import Event as EventRow
 from tests.integration.test_guarantee_source_kind import intake_app
-from tests.sites_fixture import MONTREAL_ACCOUNT, PANEL_TOKEN
+from tests.sites_fixture import MONTREAL_ACCOUNT, NEWTON_ACCOUNT, PANEL_TOKEN
 
 pytestmark = pytest.mark.integration
 OTHER_TOKEN = "other-panels-token-0123456789"
@@ -79,6 +81,39 @@ def test_two_sources_may_use_the_same_event_ids(web: tuple[FlaskClient, sessionm
     with sessions() as session:
         assert session.get_one(Alarm, other.get_json()["alarm_id"]).site_key == "depot"
         assert session.get_one(Alarm, acme.get_json()["alarm_id"]).site_key == "montreal-hq"
+
+
+def test_two_accounts_of_one_source_may_use_the_same_event_ids(
+    web: tuple[FlaskClient, sessionmaker[Session]],
+) -> None:
+    """Montréal's burglary is event 1 of its panel; Newton's fire, minutes later, is event 1 of its own.
+    Each is recorded, and a retry of either is still its own duplicate."""
+    client, sessions = web
+    now = datetime.now(UTC)
+    burglary = dict(account=MONTREAL_ACCOUNT, event_id="1", occurred_at=now.isoformat())
+    fire = dict(
+        account=NEWTON_ACCOUNT,
+        code="FA",
+        zone="1",
+        event_id="1",
+        occurred_at=(now + timedelta(minutes=2)).isoformat(),
+    )
+    first = post(client, ACME, **burglary)
+    second = post(client, ACME, **fire)
+    retries = [post(client, ACME, **fire), post(client, ACME, **burglary)]
+
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert second.get_json()["duplicate"] is False
+    assert second.get_json()["alarm_id"] not in (None, first.get_json()["alarm_id"])
+    assert [r.status_code for r in retries] == [200, 200]
+    assert [r.get_json()["event_id"] for r in retries] == [
+        second.get_json()["event_id"],
+        first.get_json()["event_id"],
+    ]
+    with sessions() as session:
+        assert session.execute(select(func.count()).select_from(EventRow)).scalar_one() == 2
+        fire_alarm = session.get_one(Alarm, second.get_json()["alarm_id"])
+        assert (fire_alarm.site_key, fire_alarm.family) == ("newton-residence", "fire")
 
 
 def test_the_same_signal_at_a_later_time_of_its_own_is_a_new_event(

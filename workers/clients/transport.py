@@ -33,6 +33,7 @@ import structlog
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 if TYPE_CHECKING:  # names that exist only in the type stubs
     from requests.sessions import _Settings
@@ -51,21 +52,29 @@ request_sent: ContextVar[Callable[[], None] | None] = ContextVar("request_sent",
 class _Watch:
     """One connection watched for one call."""
 
-    __slots__ = ("conn", "cutoff", "done", "sock")
+    __slots__ = ("conn", "cutoff", "done", "lock", "sock")
 
     def __init__(self, conn: HTTPConnection, cutoff: Cutoff) -> None:
         self.conn, self.cutoff, self.done = conn, cutoff, False
         # The socket the answer is read from, once the request has left: a connection that will close
         # after this answer lets go of it (``conn.sock`` is None) while the answer still reads from it.
         self.sock: socket.socket | None = None
+        self.lock = threading.Lock()  # a cut and the end of the watch never interleave
+
+    def end(self) -> None:
+        with self.lock:
+            self.done = True
 
     def cut(self) -> None:
-        sock = self.sock or self.conn.sock
-        if sock is None:
-            return
-        self.cutoff.fired = True
-        with contextlib.suppress(OSError):  # already closed
-            sock.shutdown(socket.SHUT_RDWR)  # the call's blocked read or write returns at once
+        with self.lock:
+            if self.done:  # the call is over, or its connection already serves another call
+                return
+            sock = self.sock or self.conn.sock
+            if sock is None:
+                return
+            self.cutoff.fired = True
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)  # the call's blocked read or write returns at once
 
 
 class _Watchdog:
@@ -117,7 +126,7 @@ class Cutoff:
     def release(self) -> None:
         """The call is over: its connections (back in the pool, or closed) are no longer watched."""
         for watch in self._watches:
-            watch.done = True
+            watch.end()
 
 
 # The current call's deadline, set by BaseClient around each request.
@@ -149,9 +158,16 @@ class _SentHTTPConnection(HTTPConnection):
         decode_content: bool = True,
         enforce_content_length: bool = True,
     ) -> None:
+        # A connection back in the pool may still be watched for the call that used it last (its
+        # thread has not reached its release yet): that watch ends here, so its deadline can never
+        # shut this call's socket.
+        previous: _Watch | None = getattr(self, "_bridge_watch", None)
+        if previous is not None:
+            previous.end()
         cutoff = call_cutoff.get()
         # Writing the request and reading its answer, both end by the deadline.
         watch = cutoff.watch(self) if cutoff is not None else None
+        self._bridge_watch = watch
         super().request(
             method,
             url,
@@ -165,6 +181,19 @@ class _SentHTTPConnection(HTTPConnection):
         if watch is not None:
             watch.sock = self.sock
         _notify_sent()
+
+    def connect(self) -> None:
+        """Open the connection (name lookup, TCP, then TLS for HTTPS), then check the call's deadline.
+
+        No timeout bounds a name lookup (a resolver trying its nameservers in turn), and a watch has
+        no socket to shut down before this: a call that got past the step's deadline here sends
+        nothing (the step's lease may be another worker's by now), and says it was not sent.
+        """
+        super().connect()
+        cutoff = call_cutoff.get()
+        if cutoff is not None and time.monotonic() >= cutoff.at:
+            self.close()
+            raise ConnectTimeoutError(self, "the step's deadline passed while connecting; nothing was sent")
 
 
 class _SentHTTPSConnection(_SentHTTPConnection, HTTPSConnection):

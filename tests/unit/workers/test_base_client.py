@@ -452,3 +452,115 @@ def test_the_session_keeps_as_many_connections_as_steps_run_at_once() -> None:
     adapter = session.get_adapter("http://127.0.0.1:1/")
     assert adapter._pool_maxsize == 96  # type: ignore[attr-defined]
     assert adapter.max_retries.total == 0  # retries are perform()'s, never urllib3's
+
+
+def _recording_upstream(received: list[str]) -> Flask:
+    """`/create`: recorded, answered 201; `/slow`: answered after 0.6 s."""
+    app = Flask("recording-upstream")
+
+    @app.post("/create")
+    def create() -> Response:
+        received.append(request.path)
+        response = jsonify(id=1)
+        response.status_code = 201
+        return response
+
+    @app.get("/slow")
+    def slow() -> Response:
+        time.sleep(0.6)
+        return jsonify(done=True)
+
+    return app
+
+
+def test_a_connection_that_opens_past_the_deadline_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name lookup that takes longer than the step has left (a resolver trying its nameservers in
+    turn): no timeout bounds it, and the create must not be written once the deadline has passed,
+    when the step's lease may already be another worker's."""
+    received: list[str] = []
+    server = serve_in_thread(_recording_upstream(received), port=0)
+    resolve = socket.getaddrinfo
+
+    def slow_lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow-lookup.test":
+            time.sleep(1.0)
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
+    client = DemoClient(f"http://slow-lookup.test:{server.port}", (5.0, 10.0))
+    token = step_deadline.set(time.monotonic() + 0.3)
+    try:
+        with pytest.raises(UpstreamUnavailableError):  # not sent: safe to send again
+            client._request("POST", "/create", json={})
+    finally:
+        step_deadline.reset(token)
+        client.session.close()
+        server.stop()
+    assert received == []
+
+
+def _keep_alive_server() -> tuple[socket.socket, threading.Thread]:
+    """One HTTP/1.1 connection kept open: each request answered 200, ``/slow`` after 0.6 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            pending = b""
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, pending = pending.split(b"\r\n\r\n", 1)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                while len(pending) < length:
+                    pending += conn.recv(4096)
+                pending = pending[length:]
+                if b" /slow " in head.split(b"\r\n")[0]:
+                    time.sleep(0.6)
+                try:
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
+                    )
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_deadline_left_behind_on_a_pooled_connection_never_cuts_the_next_call() -> None:
+    """Call A got its answer just before its deadline; its connection went back to the pool before
+    A's thread released its watch. Call B, on the same connection, must not be cut at A's deadline."""
+    from workers.clients.transport import _SentHTTPConnection, call_cutoff
+
+    listener, thread = _keep_alive_server()
+    conn = _SentHTTPConnection("127.0.0.1", listener.getsockname()[1], timeout=5.0)
+    a = Cutoff(time.monotonic() + 0.3)
+    token = call_cutoff.set(a)
+    try:
+        conn.request("POST", "/create", body=b"{}", headers={"Content-Type": "application/json"})
+        assert conn.getresponse().data == b"{}"  # A is answered; its thread has not released its watch
+        first = conn.sock
+        call_cutoff.set(None)  # B, on the same connection, with time to spare
+        conn.request("GET", "/slow")
+        assert conn.sock is first  # the same kept-alive connection
+        answer = conn.getresponse()
+        assert (answer.status, answer.data) == (200, b"{}")  # 0.6 s: past A's deadline, not cut by it
+        assert not a.fired
+    finally:
+        call_cutoff.reset(token)
+        conn.close()
+        listener.close()
+        thread.join(5)

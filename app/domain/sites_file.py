@@ -23,7 +23,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import ValidationError, fields, validates_schema
 
-from app.domain.plans import PLAN_KEYS, Plan, Step, plan_problems
+from app.domain import sia
+from app.domain.plans import (
+    ALARM_KINDS,
+    DEFAULT_KEY,
+    PLAN_KEYS,
+    TROUBLE_KEY,
+    UNKNOWN_KEY,
+    Plan,
+    Step,
+    plan_problems,
+)
 from app.domain.site_tables import (
     ArrayOf,
     Boolean,
@@ -509,6 +519,15 @@ _STEPS = ArrayOf(
 )
 
 
+# Families no code of the SIA catalogue opens an alarm of (every power, network, system and test code
+# is a trouble, a test or a status): a plan list of theirs would never run.
+_NO_ALARM_FAMILIES = frozenset(
+    PLAN_KEYS
+    - {entry.family.value for entry in sia.CATALOGUE.values() if entry.kind.value in ALARM_KINDS}
+    - {TROUBLE_KEY, DEFAULT_KEY, UNKNOWN_KEY}
+)
+
+
 def _load_plan(report: Report, key: str, raw: Mapping[str, object]) -> Plan | None:
     """A plan's lists, in the file's order (a plan key is a family, so the keys are not fields)."""
     where = f"plans.{key}"
@@ -517,6 +536,14 @@ def _load_plan(report: Report, key: str, raw: Mapping[str, object]) -> Plan | No
     for plan_key, raw_steps in raw.items():
         if plan_key not in PLAN_KEYS:
             report.add(f"{where}.{plan_key}", unknown_plan_key(plan_key))
+            continue
+        if plan_key in _NO_ALARM_FAMILIES:
+            # Accepted and never run would be a rule switched off in silence.
+            report.add(
+                f"{where}.{plan_key}",
+                f"no SIA code opens a {plan_key} alarm (its signals are troubles, tests or status): "
+                'a "trouble" list runs for its troubles',
+            )
             continue
         steps = report.value(f"{where}.{plan_key}", _STEPS, raw_steps)
         if steps is not None:
@@ -756,6 +783,17 @@ def _check_claims(report: Report, sources: Mapping[str, Source], sites: Sequence
                 f'"{claim.identifier}" is already claimed by site "{claim.other_site}" '
                 f'on source "{claim.source}"',
             )
+    for site in sites:
+        # A site's alarms are found by their account, and an Alta alarm's account is its zone: a zone
+        # spelled like a panel account of the site would let that panel's disarm cancel the video alarm.
+        accounts = {normalise(account) for account in site.accounts}
+        for zone in site.alta_zones:
+            if normalise(zone) in accounts:
+                report.add(
+                    f"sites.{site.key}.alta_zones",
+                    f'"{zone}" is also one of this site\'s panel accounts: their alarms would group, '
+                    "restore and cancel together",
+                )
 
 
 def _section(report: Report, document: Mapping[str, object], name: str) -> dict[str, Mapping[str, object]]:

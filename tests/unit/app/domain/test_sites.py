@@ -515,6 +515,36 @@ def test_an_alta_zone_claimed_by_two_sites_on_the_same_source_is_refused(write: 
     ]
 
 
+def test_an_alta_zone_spelled_like_a_panel_account_of_its_site_is_refused(write: Write) -> None:
+    """Both alarms would carry the same account: a user's disarm at the panel would cancel the video
+    alarm of the zone."""
+    path = write(variant(('alta_zones = ["az-5d1c"]', 'alta_zones = ["az-5d1c", " AB-95367"]')))
+
+    assert errors_of(path) == [
+        'sites.toml: sites.hq.alta_zones: "AB-95367" is also one of this site\'s panel accounts: '
+        "their alarms would group, restore and cancel together"
+    ]
+
+
+@pytest.mark.parametrize("family", ["power", "network", "system", "test"])
+def test_a_plan_list_for_a_family_no_code_opens_an_alarm_of_is_refused(write: Write, family: str) -> None:
+    """AC loss (AT), a comms failure (YC), a test (RP): troubles and tests, never alarms of their family.
+    A list under the family's name would be accepted and never run."""
+    path = write(
+        variant(
+            (
+                'default = ["callonalarm.trigger"]',
+                f'default = ["callonalarm.trigger"]\n{family} = ["callonalarm.trigger"]',
+            )
+        )
+    )
+
+    assert errors_of(path) == [
+        f"sites.toml: plans.residential.{family}: no SIA code opens a {family} alarm (its signals are "
+        'troubles, tests or status): a "trouble" list runs for its troubles'
+    ]
+
+
 def test_the_same_account_on_two_different_sources_routes_each_to_its_own_site(write: Write) -> None:
     other_source = '[sources.other-panels]\nkind = "panel"\ntoken_env = "OTHER_TOKEN"\n\n[sites.home]'
     path = write(

@@ -54,6 +54,7 @@ from app.ledger.models import (
 from app.ledger.models import Event as EventRow
 from config.settings import Settings
 from vendors import BY_API, BY_HAND_CREATES, EMERGENCY_REQUESTS, acts_on_source, vendor_of
+from vendors.base import ByApi
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
 # A life-safety alarm's 911 request (``vendors.EMERGENCY_REQUESTS``) leaves first: its other immediate
@@ -738,7 +739,18 @@ class _Recorder:
             }
         )
         refs = alarm.refs or {}
-        waits_for_person = engaged_by_hand(refs) or bool(by_hand_in_flight)
+        # A create stood down by API whose answer was lost (a 911 request, a call) may be live with no
+        # id to stand it down by: only a person can check it there, so the alarm waits for one too.
+        unknown_by_api = any(
+            a.outcome_unknown
+            and a.state != ActionState.SUCCEEDED
+            and (owner := vendor_of(a.kind)) is not None
+            and a.kind in owner.plan_steps  # a create, not a follow-up or a stand-down
+            and isinstance(owner.stand_down, ByApi)
+            and not refs.get(owner.stand_down.ref)
+            for a in steps
+        )
+        waits_for_person = engaged_by_hand(refs) or bool(by_hand_in_flight) or unknown_by_api
         if not waits_for_person:
             note(
                 self.session,

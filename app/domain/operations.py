@@ -199,6 +199,9 @@ def retry_action(session: Session, action_id: int, *, now: datetime, max_attempt
     action.max_attempts = action.attempts + max_attempts
     action.completed_at = None
     action.updated_at = now
+    # Planned anew by a person: it runs after a cancel at the panel stood the alarm down (the claim
+    # stops only the steps planned before the cancel), and the watchdog's failing clock starts again.
+    action.created_at = now
     note(
         session,
         action.alarm_id,

@@ -376,3 +376,58 @@ def test_a_cancel_finds_its_alarm_however_each_signal_spells_the_account(
     assert repeat.alarm_id == opened.alarm_id and repeat.due_actions == ()
     assert cancel.alarm_id == opened.alarm_id
     assert get(sessions, opened.alarm_id).state == "ended"
+
+
+@pytest.mark.parametrize(
+    ("kind", "vendor"),
+    [(rapidsos_steps.CREATE_ALERT, "rapidsos"), (callonalarm_steps.TRIGGER, "callonalarm")],
+)
+def test_a_cancel_after_a_create_lost_its_answer_waits_for_a_person(
+    sessions: sessionmaker[Session], kind: str, vendor: str
+) -> None:
+    """The 911 request (or the call) was sent and its answer lost: it may be live, and there is no id
+    to stand it down by. A cancel in time must not end the alarm quietly: a person checks there."""
+    opened = signal(sessions, "BA")
+    step_id = give_step(sessions, opened.alarm_id, kind, after_s=1)
+    with sessions.begin() as session:
+        claimed = action_rules.claim(session, step_id, now=T0 + timedelta(seconds=2), lease=LEASE)
+    assert claimed is not None
+    with sessions.begin() as session:
+        action_rules.retry_later(
+            session,
+            claimed,
+            now=T0 + timedelta(seconds=3),
+            error="no answer",
+            delay_s=5,
+            outcome_unknown=True,
+        )
+
+    signal(sessions, "BC", zone="12", after_s=4)
+
+    alarm = get(sessions, opened.alarm_id)
+    assert alarm.state == "needs_person" and alarm.panel_cancelled_at is not None
+    assert vendor in (alarm.needs_person_reason or "")
+    assert steps(sessions, opened.alarm_id)[kind] == ActionState.CANCELLED  # its retry is not sent
+
+
+def test_an_operators_retry_after_a_cancel_at_the_panel_runs(sessions: sessionmaker[Session]) -> None:
+    """The 911 request failed for good, then the user cancelled (the guard keeps the alarm in front of
+    a person). The operator judges the cancel false and retries the request: it must be sent, not
+    answered 202 and then stopped at its claim as a step of before the cancel."""
+    opened = held_by_a_cancel(sessions)
+    step_id = give_step(sessions, opened.alarm_id, rapidsos_steps.CREATE_ALERT, after_s=1)
+    with sessions.begin() as session:
+        claimed = action_rules.claim(session, step_id, now=T0 + timedelta(seconds=1.5), lease=LEASE)
+    assert claimed is not None
+    with sessions.begin() as session:
+        action_rules.fail(session, claimed, now=T0 + timedelta(seconds=1.8), error="400 bad request")
+    signal(sessions, "BC", zone="12", after_s=2)
+    assert get(sessions, opened.alarm_id).panel_cancelled_at is not None
+
+    with sessions.begin() as session:
+        operations.retry_action(session, step_id, now=T0 + timedelta(seconds=30), max_attempts=5)
+    with sessions.begin() as session:
+        again = action_rules.claim(session, step_id, now=T0 + timedelta(seconds=31), lease=LEASE)
+
+    assert again is not None and again.kind == rapidsos_steps.CREATE_ALERT
+    assert steps(sessions, opened.alarm_id)[rapidsos_steps.CREATE_ALERT] == ActionState.RUNNING

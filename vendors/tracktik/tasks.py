@@ -145,7 +145,8 @@ def _payload(
 
 
 def _summary(alarm: AlarmContext) -> str:
-    """What happened, in one note a guard can read: description, SIA code, zone, message."""
+    """What happened, in one note a guard can read: description, SIA code, zone, message, and when,
+    on the site's clock."""
     parts = [alarm.description or f"{alarm.family} alarm"]
     if alarm.code:
         parts.append(f"SIA {alarm.code}")
@@ -155,6 +156,10 @@ def _summary(alarm: AlarmContext) -> str:
         parts.append(f"account {alarm.account}")
     if alarm.message and alarm.message != alarm.description:
         parts.append(alarm.message)
+    if alarm.site is not None:
+        # The guard reads the site's own clock (the sites file's timezone), not UTC.
+        local = (alarm.occurred_at or alarm.opened_at).astimezone(alarm.site.timezone)
+        parts.append(f"at {local:%Y-%m-%d %H:%M:%S %Z} site time")
     return " — ".join(parts)
 
 

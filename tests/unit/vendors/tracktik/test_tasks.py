@@ -184,7 +184,11 @@ def test_panel_alarm_creates_seed_000_alarm_and_records_the_dispatch_task(
     assert body["onSiteInformation"]["instructions"] == site.instructions
     assert body["notes"] == [
         {"comment": f"alarm-bridge ref {IDEMPOTENCY_KEY}"},
-        {"comment": "Burglary alarm — SIA BA — zone 3 — account ab-95367 — Rear door contact"},
+        # 14:36:37 UTC on 2026-05-26 is 10:36:37 in Montréal (EDT): the site's timezone.
+        {
+            "comment": "Burglary alarm — SIA BA — zone 3 — account ab-95367 — Rear door contact"
+            " — at 2026-05-26 10:36:37 EDT site time"
+        },
     ]
     assert body["attachments"] == []
     assert stored["notes"][0]["comment"] == f"alarm-bridge ref {IDEMPOTENCY_KEY}"

@@ -177,3 +177,41 @@ def test_sqlite_ledger_runs_in_wal_mode_with_full_sync(sqlite_url: str) -> None:
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_a_ledger_holding_history_goes_back_a_revision_and_forward_again(empty_database_url: str) -> None:
+    """`alarm-bridge db upgrade --revision 0004...` on a ledger whose timeline points at its events:
+    on SQLite a batch downgrade rebuilds the events table, which enforced foreign keys refused."""
+    from alembic import command
+
+    from cli.ledger import alembic_config
+    from tests.conftest import migrate
+
+    migrate(empty_database_url)
+    engine = make_engine(empty_database_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions.begin() as session:
+            alarm = Alarm(family="burglary", priority="property", opened_at=T0, last_event_at=T0)
+            session.add(alarm)
+            session.flush()
+            event = _event("history-1", alarm_id=alarm.id)
+            session.add(event)
+            session.flush()
+            session.add(
+                TimelineEntry(alarm_id=alarm.id, event_id=event.id, at=T0, kind="event", message="BA")
+            )
+        engine.dispose()
+
+        command.downgrade(alembic_config(empty_database_url), "0004")
+        command.upgrade(alembic_config(empty_database_url), "head")
+
+        with sessions() as session:
+            assert session.execute(select(func.count()).select_from(TimelineEntry)).scalar_one() == 1
+            assert session.execute(select(Event.alarm_id)).scalar_one() == alarm.id
+        assert _schema_matches_models(engine) == []
+        with pytest.raises(IntegrityError), sessions.begin() as session:  # enforced again afterwards
+            session.add(_event("history-2", alarm_id=999_999))
+            session.flush()
+    finally:
+        engine.dispose()

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import redis
 import requests
 
+from app.domain.site_tables import normalise
 from config.settings import Settings
 from vendors.alta.models import (
     ACKNOWLEDGMENT_CODES,
@@ -110,13 +111,20 @@ class AltaClient(BaseClient):
             UpstreamUnavailableError: Alta unreachable, 5xx or 429.
             UpstreamRejectedError: login refused, another 4xx, or an unreadable body.
         """
-        wanted = str(alarm_zone_id).strip()
         matches = [
             (alert.start_time_ms if alert.start_time_ms is not None else -1, position, alert)
-            for position, alert in enumerate(self.ongoing_alerts())
-            if alert.alarm_zone_id.strip() == wanted
+            for position, alert in enumerate(self.alerts_of_zone(alarm_zone_id))
         ]
         return max(matches, key=lambda match: (match[0], match[1]))[2] if matches else None
+
+    def alerts_of_zone(self, alarm_zone_id: str) -> list[OngoingAlert]:
+        """Every ongoing alert of an alarm zone, as Alta lists them (oldest first).
+
+        The zone id is compared as routing compares it (any case, no surrounding spaces): a sites
+        file that spells it ``AZ-5D1C`` routes Alta's ``az-5d1c``, so its alert must be found too.
+        """
+        wanted = normalise(str(alarm_zone_id))
+        return [alert for alert in self.ongoing_alerts() if normalise(alert.alarm_zone_id) == wanted]
 
     def bookmarks(self, guid: str) -> list[Bookmark]:
         """The alert's bookmarks that exist so far (seed 002 "View alarm video using a shared link").

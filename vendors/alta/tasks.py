@@ -20,7 +20,7 @@ from celery import shared_task
 from app.domain.alarms import AlarmContext
 from vendors.alta import refs, steps
 from vendors.alta.client import AltaClient
-from vendors.alta.models import ACK_FALSE, ACK_NONE, ACK_VALID
+from vendors.alta.models import ACK_FALSE, ACK_NONE, ACK_VALID, OngoingAlert
 from vendors.alta.settings import AltaSettings
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
@@ -32,6 +32,14 @@ RETRY_S = 2.0
 # 60 s by default and adjustable per zone, so this leaves it room). Waiting for the right one is
 # better than verifying or ending the wrong one.
 MAX_ALERT_LEAD_S = 300.0
+# An alert that started this close to the alarm's event is the event's own (Alta's default merge window).
+OWN_ALERT_S = 60.0
+# An alert that started this long after the alarm's event is a later detection's, another alarm's: a
+# lookup that runs late (a backlog, a vendor's 429) must not adopt it, then verify or end it.
+MAX_ALERT_LAG_S = 60.0
+# An older alert of the zone (a detection merged into it under a longer merge window) is taken only
+# once the alarm's own has had this long to be listed (Alta may list an alert late).
+OLDER_ALERT_AFTER_S = 10.0
 VERDICT_CODES = {"none": ACK_NONE, "valid": ACK_VALID, "false": ACK_FALSE}
 
 
@@ -59,18 +67,46 @@ def end(self: ActionTask, action_id: int) -> str:
     return perform(self.runtime, action_id, _end)
 
 
+def _the_alarms_alert(
+    alerts: list[OngoingAlert], reference: datetime, *, waited_s: float
+) -> OngoingAlert | None:
+    """The alert of the zone this alarm's event announced, or None while it is not listed.
+
+    The one that started nearest the event within Alta's merge window; an older one still open
+    (within ``MAX_ALERT_LEAD_S``) only after ``OLDER_ALERT_AFTER_S`` of waiting; never one that started
+    after the event's own (a later alarm's). An alert without a start time counts only when no alert
+    of the zone has one (the newest listed).
+    """
+    timed = [
+        (datetime.fromtimestamp(alert.start_time_ms / 1000, tz=UTC), alert)
+        for alert in alerts
+        if alert.start_time_ms is not None
+    ]
+    if not timed:
+        return alerts[-1] if alerts else None
+    earliest = reference - timedelta(seconds=MAX_ALERT_LEAD_S)
+    latest = reference + timedelta(seconds=MAX_ALERT_LAG_S)
+    candidates = [(started, alert) for started, alert in timed if earliest <= started <= latest]
+    own = [
+        (abs((started - reference).total_seconds()), alert)
+        for started, alert in candidates
+        if started >= reference - timedelta(seconds=OWN_ALERT_S)
+    ]
+    if own:
+        return min(own, key=lambda found: found[0])[1]
+    if candidates and waited_s >= OLDER_ALERT_AFTER_S:
+        return max(candidates, key=lambda found: found[0])[1]
+    return None
+
+
 def _find_ongoing_alert(job: Job) -> Outcome:
     alarm = _alarm(job)
     zone = (alarm.account or "").strip()
     if not zone:
         raise PreconditionError("alta", f"alarm {alarm.id} carries no Alta alarm zone id")
-    alert = job.clients.get(AltaClient).find_ongoing_alert(zone)
-    reference = alarm.occurred_at or alarm.opened_at
-    if alert is not None and alert.start_time_ms is not None:
-        started = datetime.fromtimestamp(alert.start_time_ms / 1000, tz=UTC)
-        if started < _aware(reference) - timedelta(seconds=MAX_ALERT_LEAD_S):
-            alert = None  # an older alert of the zone; this alarm's own is not listed yet
+    alerts = job.clients.get(AltaClient).alerts_of_zone(zone)
     elapsed = _elapsed_s(job, alarm)
+    alert = _the_alarms_alert(alerts, _aware(alarm.occurred_at or alarm.opened_at), waited_s=elapsed)
     if alert is None:
         if elapsed < job.settings.vendor(AltaSettings).lookup_timeout_s:
             raise NotYetError(f"the Alta alert for zone {zone} is not listed yet", retry_after_s=RETRY_S)

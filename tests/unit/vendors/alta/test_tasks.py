@@ -102,7 +102,8 @@ def alarm(refs: dict[str, Any] | None = None, **fields: Any) -> AlarmContext:
         "family": "burglary",
         "priority": "high",
         "description": "Person detected",
-        "opened_at": OPENED,
+        # The simulator's clock is real time (plus what a test advanced): the alarm opened now.
+        "opened_at": datetime.now(UTC).replace(microsecond=0),
         "occurred_at": None,
         "message": "Person",
         "payload": {},
@@ -227,6 +228,72 @@ def test_find_waits_for_the_alarms_own_alert_rather_than_an_older_open_one(
         _find_ongoing_alert(find)
     sim.advance(2)
     assert _find_ongoing_alert(find).external_id == newer["alert"]["guid"]
+
+
+def _now(sim: Sim) -> datetime:
+    return datetime.fromtimestamp(sim.time(), tz=UTC)
+
+
+def test_find_matches_the_zone_however_the_sites_file_spells_it(
+    sim: Sim, clients: Clients, settings: Settings
+) -> None:
+    """Routing ignores case, so the alarm may carry the zone as the sites file spells it."""
+    played = sim.detect(DOCK, listing_delay_s=0)
+    found = _find_ongoing_alert(
+        job(
+            clients,
+            settings,
+            alta_steps.FIND_ONGOING_ALERT,
+            context=alarm(account=" AZ-5D1C", opened_at=_now(sim)),
+        )
+    )
+    assert found.external_id == played["alert"]["guid"]
+
+
+def test_a_late_lookup_never_adopts_a_later_alarms_alert(
+    sim: Sim, clients: Clients, settings: Settings
+) -> None:
+    """Alarm A's lookup was held back (a backlog, a 429) past a second detection that opened another
+    alert: A must not take it (its verdict and End would go to B's alert)."""
+    first = sim.detect(DOCK, listing_delay_s=0)
+    opened = _now(sim)
+    sim.advance(70)
+    sim.detect(DOCK, device_id="dev-3", listing_delay_s=0)  # past the merge window: a new alert
+    late = job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm(opened_at=opened), after_s=70)
+    assert _find_ongoing_alert(late).external_id == first["alert"]["guid"]
+
+
+def test_the_alarms_own_alert_listed_late_wins_over_an_older_open_one(
+    sim: Sim, clients: Clients, settings: Settings
+) -> None:
+    """An older alert of the zone (110 s old, unmerged, never ended) is listed; the alarm's own is not
+    yet. The lookup waits for its own; only after OLDER_ALERT_AFTER_S does it take the older one (a
+    detection merged into it under a zone's longer merge window)."""
+    sim.detect(DOCK, listing_delay_s=0)
+    sim.advance(110)
+    own = sim.detect(DOCK, device_id="dev-3", listing_delay_s=3)
+    opened = _now(sim)
+    with pytest.raises(NotYetError):
+        _find_ongoing_alert(
+            job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm(opened_at=opened))
+        )
+    sim.advance(3)
+    found = _find_ongoing_alert(
+        job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm(opened_at=opened), after_s=3)
+    )
+    assert found.external_id == own["alert"]["guid"]
+
+
+def test_an_older_open_alert_is_taken_once_the_alarms_own_had_time_to_be_listed(
+    sim: Sim, clients: Clients, settings: Settings
+) -> None:
+    older = sim.detect(DOCK, listing_delay_s=0)
+    sim.advance(110)
+    opened = _now(sim)  # no alert of its own comes (merged into the older one upstream)
+    found = _find_ongoing_alert(
+        job(clients, settings, alta_steps.FIND_ONGOING_ALERT, context=alarm(opened_at=opened), after_s=11)
+    )
+    assert found.external_id == older["alert"]["guid"]
 
 
 def test_find_without_its_alarm_or_zone_is_permanent(clients: Clients, settings: Settings) -> None:

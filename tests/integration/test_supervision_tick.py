@@ -146,6 +146,14 @@ def test_a_quiet_account_opens_one_trouble_through_the_tick_and_its_next_message
     assert len(_link_troubles(stack)) == 1
 
 
+def _newton_supervised() -> Sites:
+    """The example sites with Newton's link supervised every 10 minutes."""
+    example = example_sites()
+    newton = example.site("newton-residence")
+    assert newton is not None
+    return Sites(example.sources, [replace(newton, supervision=Supervision(link=timedelta(minutes=10)))])
+
+
 @pytest.mark.parametrize("first", ["tick", "message"])
 def test_a_message_racing_the_tick_either_re_arms_first_or_restores_what_it_opened(
     postgres_url: str, first: str
@@ -154,10 +162,7 @@ def test_a_message_racing_the_tick_either_re_arms_first_or_restores_what_it_open
     first instead of deadlocking. Message first: the tick finds the deadline moved and opens nothing.
     Tick first: the message restores the alarm the tick just opened. Either way the account ends
     re-armed from the message."""
-    example = example_sites()
-    newton = example.site("newton-residence")
-    assert newton is not None
-    sites = Sites(example.sources, [replace(newton, supervision=Supervision(link=timedelta(minutes=10)))])
+    sites = _newton_supervised()
     engine = make_engine(postgres_url)
     sessions = make_sessionmaker(engine)
     deadline = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -198,10 +203,7 @@ def test_the_tick_takes_the_lock_intake_takes_for_the_sites_account(postgres_url
     must wait for that same lock before it locks the account's row: with a lock of its own it would
     hold the row while waiting for the site's lock in intake, and intake, holding the site's lock,
     waits for the row to record the account's contact; each would wait for the other."""
-    example = example_sites()
-    newton = example.site("newton-residence")
-    assert newton is not None
-    sites = Sites(example.sources, [replace(newton, supervision=Supervision(link=timedelta(minutes=10)))])
+    sites = _newton_supervised()
     engine = make_engine(postgres_url)
     sessions = make_sessionmaker(engine)
     deadline = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

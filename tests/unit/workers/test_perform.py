@@ -33,7 +33,7 @@ from app.domain import operations
 from app.domain.actions import BACKOFF_BASE_S, DueAction
 from app.domain.alarms import plan_step
 from app.domain.events import Event
-from app.domain.intake import IntakeRules, record_event
+from app.domain.intake import IntakeRules, Receipt, record_event
 from app.domain.outbox import RecordingOutbox
 from app.domain.sites import Sites
 from app.ledger.models import (
@@ -101,15 +101,21 @@ class Alarmed:
     steps: dict[str, int]
 
 
-def _burglary(rt: Runtime, zone: str = "1") -> Alarmed:
-    """Record a burglary at Montreal HQ: Alta video, the TrackTik create (due now), a call in 60 s."""
+def _signal(rt: Runtime, code: str, zone: str) -> Receipt:
+    """Record a panel signal of Montreal HQ now."""
     now = utcnow()
     event = Event(
         source_key="acme-panels", source_kind="panel", received_at=now, account=MONTREAL_ACCOUNT,
-        code="BA", zone=zone, occurred_at=now, payload={"code": "BA"},
+        code=code, zone=zone, occurred_at=now, payload={"code": code},
     )  # fmt: skip
     with rt.sessions.begin() as session:
-        receipt = record_event(session, event, sites=rt.sites, rules=RULES)
+        return record_event(session, event, sites=rt.sites, rules=RULES)
+
+
+def _burglary(rt: Runtime, zone: str = "1") -> Alarmed:
+    """Record a burglary at Montreal HQ: Alta video, the TrackTik create (due now), a call in 60 s."""
+    receipt = _signal(rt, "BA", zone)
+    with rt.sessions.begin() as session:
         rows = session.execute(select(Action).where(Action.alarm_id == receipt.alarm_id)).scalars()
         steps = {row.kind: row.id for row in rows}
     assert receipt.alarm_id is not None
@@ -626,13 +632,7 @@ def test_a_dispatch_failing_after_a_cancel_at_the_panel_calls_nobody(rt: Runtime
     alarm = _burglary(rt)
 
     def cancelled_meanwhile_then_refused(job: Job) -> Outcome:
-        now = utcnow()
-        cancel = Event(
-            source_key="acme-panels", source_kind="panel", received_at=now, account=MONTREAL_ACCOUNT,
-            code="BC", zone="3", occurred_at=now, payload={"code": "BC"},
-        )  # fmt: skip
-        with rt.sessions.begin() as session:
-            record_event(session, cancel, sites=rt.sites, rules=RULES)
+        _signal(rt, "BC", "3")
         raise UpstreamRejectedError("tracktik", 422, "alarm type code unknown")
 
     assert perform(rt, alarm.steps[TRACKTIK], cancelled_meanwhile_then_refused) == "failed"

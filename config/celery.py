@@ -23,12 +23,22 @@ DISPATCH_QUEUE = "dispatch"
 QUEUES = (LIFE_SAFETY_QUEUE, DEFAULT_QUEUE, BULK_QUEUE, DISPATCH_QUEUE)
 
 
+# The longest one broker operation (a publish, an ack) may take before it fails.
+BROKER_SOCKET_TIMEOUT_S = 5.0
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration mapping for one process."""
     transport_options: dict[str, Any] = {
         # Redis redelivers an unacknowledged message after this. Delays never live in the broker (they
         # wait in the ledger), so this only bounds how long a message held by a dead worker stays hidden.
         "visibility_timeout": settings.broker_visibility_timeout_s,
+        # kombu waits forever on a connection whose peer went silent (a failover, a dropped NAT entry):
+        # a publish after commit would hang instead of failing, and a failed publish is what hands the
+        # step back to the next dispatcher tick. Bounded here, above the consumers' 1 s BRPOP.
+        "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
     }
     if settings.broker_key_prefix:
         # Lets several deployments (or test runs) share one Redis without seeing each other's queues.

@@ -116,3 +116,88 @@ def test_the_shared_publishing_client_survives_a_broker_restart(sqlite_url: str)
         assert outbox.publish([DueAction(2, "tracktik.create_alarm", "default")]) == []
         [message] = _messages(client, "default")
         assert json.loads(base64.b64decode(message["body"]))[1] == {"action_id": 2}
+
+
+@contextmanager
+def _silent_peer_proxy(upstream: tuple[str, int]) -> Iterator[tuple[str, threading.Event]]:
+    """A TCP proxy to ``upstream``; once the event is set it forwards nothing more (a half-open peer:
+    a broker that failed over, a NAT entry dropped), without closing anything."""
+    frozen, stopped = threading.Event(), threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    opened: list[socket.socket] = []
+
+    def pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                while frozen.is_set() and not stopped.is_set():
+                    stopped.wait(0.05)
+                if stopped.is_set():
+                    return
+                target.sendall(data)
+        except OSError:
+            return
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(upstream)
+            opened.extend((client, server))
+            threading.Thread(target=pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", frozen
+    finally:
+        stopped.set()
+        listener.close()
+        acceptor.join(5)
+        for sock in opened:
+            sock.close()
+
+
+def test_a_broker_gone_silent_fails_the_publish_within_the_socket_timeout(sqlite_url: str) -> None:
+    """A publish on a connection whose peer went silent must fail (so the rows go back to the next
+    dispatcher tick), not hang: kombu's default waits forever."""
+    from config.celery import BROKER_SOCKET_TIMEOUT_S
+
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        rows = [
+            new_action(kind="rapidsos.create_alert", target="rapidsos", queue="life_safety",
+                       due_at=datetime.now(UTC), max_attempts=3, enqueued=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        session.add_all(rows)
+        session.flush()
+        first, second = (row.id for row in rows)
+    broker = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    broker.daemon_threads = True
+    threading.Thread(target=broker.serve_forever, daemon=True).start()
+    try:
+        with _silent_peer_proxy(broker.server_address) as (url, frozen):  # type: ignore[arg-type]
+            outbox = Outbox(make_producer(Settings(database_url=sqlite_url, redis_url=url)), sessions)
+            assert outbox.publish([DueAction(first, "rapidsos.create_alert", "life_safety")]) == []
+            frozen.set()
+            done: list[list[int]] = []
+            publishing = threading.Thread(
+                target=lambda: done.append(
+                    outbox.publish([DueAction(second, "rapidsos.create_alert", "life_safety")])
+                ),
+                daemon=True,
+            )
+            publishing.start()
+            publishing.join(BROKER_SOCKET_TIMEOUT_S * 4)
+            assert not publishing.is_alive(), "the publish hung on a silent broker"
+            assert done == [[second]]  # failed: handed back to the dispatcher
+        with sessions() as session:
+            assert session.get_one(Action, second).enqueued_at is None
+    finally:
+        broker.shutdown()
+        broker.server_close()
+        engine.dispose()

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy import select
 
 from app import telemetry
@@ -47,6 +47,7 @@ from app.ledger.models import (
     AlarmState,
     utcnow,
 )
+from app.ledger.session import is_unreachable
 from config.settings import Settings
 from vendors import EMERGENCY_REQUESTS, PHONE_FALLBACK, WAKING_REFS
 from workers.clients import Clients
@@ -113,6 +114,10 @@ class Job:
 Handler = Callable[[Job], Outcome]
 
 
+# How long a step whose claim found the ledger unreachable waits before its message goes back.
+CLAIM_UNAVAILABLE_PAUSE_S = 1.0
+
+
 def perform(rt: Runtime, action_id: int, handler: Handler) -> str:
     """Run ``handler`` for one action at most once at a time, and record what happened.
 
@@ -128,15 +133,25 @@ def perform(rt: Runtime, action_id: int, handler: Handler) -> str:
         if action.kind in FALLBACK_FROM and action.alarm_id is not None:
             fallback.extend(_plan_fallback(session, rt, action.alarm_id, f"{action.kind} failed", utcnow()))
 
-    with _ledger_write("claim"), rt.sessions.begin() as session:
-        claimed, alarm = actions.claim_with_alarm(
-            session, action_id, now=utcnow(), lease=lease, on_exhausted=exhausted
-        )
-        context = (
-            load_context(session, claimed.alarm_id, rt.sites, alarm=alarm)
-            if claimed is not None and claimed.alarm_id is not None
-            else None
-        )
+    try:
+        with _ledger_write("claim"), rt.sessions.begin() as session:
+            claimed, alarm = actions.claim_with_alarm(
+                session, action_id, now=utcnow(), lease=lease, on_exhausted=exhausted
+            )
+            context = (
+                load_context(session, claimed.alarm_id, rt.sites, alarm=alarm)
+                if claimed is not None and claimed.alarm_id is not None
+                else None
+            )
+    except Exception as exc:
+        if not is_unreachable(exc):
+            raise
+        # The ledger cannot be reached (a restart, a failover): the message goes back to its queue
+        # instead of being acknowledged with nothing recorded, which left the step to the lost-message
+        # re-send a lease later. A short pause first, so a thread does not spin on a ledger that is down.
+        log.warning("action.claim_unavailable", action_id=action_id, error=type(exc).__name__)
+        time.sleep(CLAIM_UNAVAILABLE_PAUSE_S)
+        raise Reject(f"the ledger cannot be reached: {type(exc).__name__}", requeue=True) from exc
     rt.outbox.publish(fallback)
     if claimed is None:
         log.info("action.skipped", action_id=action_id)

@@ -689,3 +689,45 @@ def test_a_call_placed_again_while_the_alarm_is_ended_gets_its_restore(rt: Runti
         waiting = [r.id for r in restores if r.state in (ActionState.PENDING, ActionState.QUEUED)]
     assert len(waiting) == 1, "no restore planned for the alert created after the End"
     assert waiting[0] in {d.id for d in _sent(rt)}
+
+
+def test_a_claim_that_cannot_reach_the_ledger_hands_the_message_back(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL restart or failover under the claim: acknowledging the message with nothing
+    recorded left the step to the lost-message re-send a lease (90 s) later; it goes back instead."""
+    from celery.exceptions import Reject
+    from sqlalchemy.exc import OperationalError
+
+    import workers.perform as performing
+
+    step = _burglary(rt).steps[TRACKTIK]
+
+    def ledger_down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError(
+            "UPDATE actions ...", {}, Exception("server closed the connection unexpectedly")
+        )
+
+    monkeypatch.setattr(performing, "CLAIM_UNAVAILABLE_PAUSE_S", 0.0)
+    monkeypatch.setattr(performing.actions, "claim_with_alarm", ledger_down)
+    with pytest.raises(Reject) as rejected:
+        perform(rt, step, lambda job: pytest.fail("a step ran without its claim"))
+
+    assert rejected.value.requeue is True
+    monkeypatch.undo()
+    assert (_row(rt, step).state, _row(rt, step).attempts) == (ActionState.QUEUED, 0)  # untouched
+    assert perform(rt, step, lambda job: Outcome(external_id="77")) == ActionState.SUCCEEDED  # redelivered
+
+
+def test_a_claim_error_that_is_a_bug_is_not_handed_back(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retrying a statement that is wrong would only loop: it fails the task as before."""
+    from sqlalchemy.exc import ProgrammingError
+
+    import workers.perform as performing
+
+    def wrong(*args: Any, **kwargs: Any) -> Any:
+        raise ProgrammingError("SELECT nonsense", {}, Exception("syntax error"))
+
+    monkeypatch.setattr(performing.actions, "claim_with_alarm", wrong)
+    with pytest.raises(ProgrammingError):
+        perform(rt, _burglary(rt).steps[TRACKTIK], lambda job: pytest.fail("ran"))

@@ -1,4 +1,4 @@
-"""The watchdog task (sent by beat on the life-safety queue, beside the dispatcher tick).
+"""The watchdog task (sent by beat on the `dispatch` queue, beside the dispatcher tick).
 
 It runs on the ``urgent`` worker, so a stalled ``worker`` pool is noticed; if the ``urgent`` worker,
 beat or the broker are down, the check stops and so do the heartbeat pings, which the monitor at

@@ -193,14 +193,22 @@ def retry_action(session: Session, action_id: int, *, now: datetime, max_attempt
         alarm = session.get(Alarm, action.alarm_id)
         if alarm is not None and alarm.state == AlarmState.ENDED and action.kind not in CLOSING_KINDS:
             raise AlarmEndedError(f"alarm {alarm.id} has ended ({alarm.outcome})")
+        if alarm is not None and alarm.panel_cancelled_at is not None and action.kind not in CLOSING_KINDS:
+            # The panel's cancel stood the response down: whatever the step created would be stood
+            # down again the moment it succeeded (a 911 request cancelled, a call restored). Said now,
+            # rather than answered 202 and undone: a person who judges the cancel false calls directly.
+            raise ActionNotRetryableError(
+                f"alarm {alarm.id} was cancelled at the panel: a retried {action.kind} would be stood "
+                "down again; contact the responder directly, or end the alarm"
+            )
     action.state = ActionState.QUEUED
     action.due_at = now
     action.enqueued_at = now
     action.max_attempts = action.attempts + max_attempts
     action.completed_at = None
     action.updated_at = now
-    # Planned anew by a person: it runs after a cancel at the panel stood the alarm down (the claim
-    # stops only the steps planned before the cancel), and the watchdog's failing clock starts again.
+    # Planned anew by a person: the watchdog's failing clock starts again with it (its last error
+    # stays shown until the new attempt).
     action.created_at = now
     note(
         session,

@@ -410,10 +410,13 @@ def test_a_cancel_after_a_create_lost_its_answer_waits_for_a_person(
     assert steps(sessions, opened.alarm_id)[kind] == ActionState.CANCELLED  # its retry is not sent
 
 
-def test_an_operators_retry_after_a_cancel_at_the_panel_runs(sessions: sessionmaker[Session]) -> None:
+def test_an_operators_retry_after_a_cancel_at_the_panel_is_refused_not_undone(
+    sessions: sessionmaker[Session],
+) -> None:
     """The 911 request failed for good, then the user cancelled (the guard keeps the alarm in front of
-    a person). The operator judges the cancel false and retries the request: it must be sent, not
-    answered 202 and then stopped at its claim as a step of before the cancel."""
+    a person). Whatever a retried request created would be stood down again as soon as it succeeded
+    (the alarm's response was stood down at the panel): the retry is refused, saying so, rather than
+    answered 202 and then stopped at its claim or cancelled after its success."""
     opened = held_by_a_cancel(sessions)
     step_id = give_step(sessions, opened.alarm_id, rapidsos_steps.CREATE_ALERT, after_s=1)
     with sessions.begin() as session:
@@ -424,10 +427,10 @@ def test_an_operators_retry_after_a_cancel_at_the_panel_runs(sessions: sessionma
     signal(sessions, "BC", zone="12", after_s=2)
     assert get(sessions, opened.alarm_id).panel_cancelled_at is not None
 
-    with sessions.begin() as session:
+    with (
+        pytest.raises(operations.ActionNotRetryableError, match="cancelled at the panel"),
+        sessions.begin() as session,
+    ):
         operations.retry_action(session, step_id, now=T0 + timedelta(seconds=30), max_attempts=5)
-    with sessions.begin() as session:
-        again = action_rules.claim(session, step_id, now=T0 + timedelta(seconds=31), lease=LEASE)
 
-    assert again is not None and again.kind == rapidsos_steps.CREATE_ALERT
-    assert steps(sessions, opened.alarm_id)[rapidsos_steps.CREATE_ALERT] == ActionState.RUNNING
+    assert steps(sessions, opened.alarm_id)[rapidsos_steps.CREATE_ALERT] == ActionState.FAILED

@@ -257,8 +257,7 @@ def _trouble_event(
 def _lock_account(session: Session, sites: Sites, source_key: str, account: str) -> None:
     """Intake's per-account lock (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers)."""
     if session.get_bind().dialect.name == "postgresql":
-        site = sites.site_for_account(
-            source_key, account
-        )  # the lock of the site's account, as intake takes it
+        # The lock of the site's account, as intake takes it for a routed signal.
+        site = sites.site_for_account(source_key, account)
         lock_id = account_lock_id(source_key, account, site.key if site else None)
         session.execute(_ADVISORY_LOCK, {"id": lock_id})

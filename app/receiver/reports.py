@@ -50,7 +50,6 @@ _LEADING_MODIFIER = re.compile(r"(ri|id|pi)([0-9]{1,8})|(ti)([0-9]{1,2}:[0-9]{2}
 # An event with the text a panel may add between carets (``BA03^Front door^``).
 _EVENT_WITH_TEXT = re.compile(r"([A-Z]{2})([0-9]{0,8})(?:\^([^^]*)\^?)?")
 _MODIFIER_NAMES = {"ri": "area", "id": "user", "pi": "peripheral", "ti": "time"}
-_EVENT = re.compile(r"([A-Z]{2})([0-9]{0,8})")
 _CID_QUALIFIERS = {"1": "E", "3": "R", "6": "P"}  # new event or opening, restore or closing, still present
 MAX_MESSAGE_CHARS = 500
 # Frames remembered at most (about 300 bytes each): at the receiver's measured 400 frames/s, two
@@ -187,8 +186,6 @@ def _sia_events(block: str) -> list[_Reported]:
                 text.append(caret_text)
         elif (modifier := _MODIFIER.fullmatch(packet)) is not None:
             modifiers[_MODIFIER_NAMES[modifier[1]]] = modifier[2]
-        elif (event := _EVENT.fullmatch(packet)) is not None:
-            found.append((event[1], event[2] or None, dict(modifiers)))
         elif packet.startswith("A") and len(packet) > 1:
             text.append(packet[1:])
         elif packet:

@@ -30,6 +30,12 @@ from workers.clients.cache import cache_key
 from workers.clients.credentials import StaticCredential
 from workers.clients.errors import UpstreamRejectedError
 
+
+class InvalidEventCodeError(UpstreamRejectedError):
+    """CallOnAlarm's 400 "Invalid eventCode": the code is neither SIA (its catalogue) nor one of the
+    connection's custom codes (Part A item 10). Nothing was created."""
+
+
 UPSTREAM = "callonalarm"
 
 # Seed 001's trigger statuses that end the procedure at once, and the webhook page's final statuses
@@ -48,6 +54,7 @@ FINAL_STATUSES = frozenset(
     }
 )
 ALREADY_ACKNOWLEDGED = "Alert Already Acknowledged"
+INVALID_EVENT_CODE = "Invalid eventCode"
 
 
 def is_final(status: str) -> bool:
@@ -150,15 +157,20 @@ class CallOnAlarmClient(BaseClient):
             BudgetExhaustedError: the hourly budget is spent; nothing was sent.
             UpstreamUnavailableError: not sent, 5xx, or 429 (``retry_after_s`` from ``Retry-After``).
             OutcomeUnknownError: sent but no (readable) answer: the alert may exist.
-            UpstreamRejectedError: 400 (missing field, invalid eventCode), 401 (bad or expired key),
-                404 (connection not found).
+            InvalidEventCodeError: 400 "Invalid eventCode" (neither SIA nor a custom code).
+            UpstreamRejectedError: 400 (missing field), 401 (bad or expired key), 404 (connection not
+                found).
         """
         body: dict[str, str] = {"accountNumber": account_number, "eventCode": event_code}
         if zone:
             body["zone"] = zone
         if message:
             body["message"] = message
-        response = self._call("POST", "/v1/alert/trigger", json=body)
+        response = self._call("POST", "/v1/alert/trigger", expected=(400,), json=body)
+        if response.status_code == 400:
+            title = self._decode(response, _error_title, optional=True)
+            error = InvalidEventCodeError if title == INVALID_EVENT_CODE else UpstreamRejectedError
+            raise error(UPSTREAM, 400, excerpt(response))
         # The vendor answered 2xx, so the alert exists; without its id we cannot follow it.
         return self._decode(response, _trigger, creates=True)
 

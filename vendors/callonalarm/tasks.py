@@ -20,7 +20,7 @@ from app.domain import sia
 from app.domain.alarms import AlarmContext
 from app.ledger.models import AlarmState
 from vendors.callonalarm import refs, steps
-from vendors.callonalarm.client import CallOnAlarmClient, is_final
+from vendors.callonalarm.client import CallOnAlarmClient, InvalidEventCodeError, is_final
 from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.callonalarm.site import CallOnAlarmSite
 from workers.clients.errors import NotYetError, PreconditionError
@@ -30,6 +30,9 @@ from workers.step_task import ActionTask, StepTask
 UPSTREAM = "callonalarm"
 ALTA_EVENT_CODE = "BA"  # an Alta Protect detection is a video-verified intrusion: Burglary Alarm
 CANCEL_EVENT_CODE = "OC"  # "Cancel Report": what we mean when the alarm's code has no restore pair
+# "Undefined Alarm" (seed 001): what CallOnAlarm is told of a code it refuses, so the contacts are
+# still called; the panel's own code goes in the message.
+UNDEFINED_EVENT_CODE = "UX"
 MAX_POLLS = 40
 NOBODY_ANSWERED = frozenset({"timeout", "failed"})
 # What a restore code does to an alert of its account (CONTRACTS Part A item 11: every pending alert
@@ -61,6 +64,10 @@ def send_restore(self: ActionTask, action_id: int) -> str:
 def _trigger(job: Job) -> Outcome:
     """Call the site's contacts (or, as the phone fallback, the given account).
 
+    A code CallOnAlarm refuses as "Invalid eventCode" (not in seed 001's list, not one of the
+    connection's custom codes) is sent again once as ``UX``, "Undefined Alarm", with the panel's code
+    in the message: an alarm nobody could classify still reaches its contacts.
+
     Idempotency: CallOnAlarm has no idempotency key and no lookup but by alert id, so an attempt whose
     outcome is unknown (``action.outcome_unknown``: the answer was lost after sending) cannot be
     reconciled. The rule is to trigger again: for a life-safety alarm a duplicate phone call is
@@ -73,7 +80,17 @@ def _trigger(job: Job) -> Outcome:
     message = _message(alarm, code, params)
     if job.action.outcome_unknown:
         message += " (repeat: the previous call request may have gone through)"
-    result = job.clients.get(CallOnAlarmClient).trigger(account, code, alarm.zone, message)
+    client = job.clients.get(CallOnAlarmClient)
+    try:
+        result = client.trigger(account, code, alarm.zone, message)
+    except InvalidEventCodeError:
+        # A code outside seed 001's list and the connection's custom codes (an unknown panel code is
+        # ranked life-safety): refused, nothing created. Call anyway, as an Undefined Alarm.
+        if code == UNDEFINED_EVENT_CODE:
+            raise
+        message = f"panel code {code} (sent as {UNDEFINED_EVENT_CODE}): {message}"
+        code = UNDEFINED_EVENT_CODE
+        result = client.trigger(account, code, alarm.zone, message)
     learned: dict[str, Any] = {
         refs.ALERT_ID: result.alert_id,
         refs.ACCOUNT: account,

@@ -262,12 +262,41 @@ def test_trigger_without_any_account_is_rejected_without_a_request(
     assert sandbox.journal() == []
 
 
-def test_trigger_with_a_code_callonalarm_refuses_is_rejected(make_job: JobFactory, montreal: Site) -> None:
+def test_trigger_with_a_code_callonalarm_refuses_calls_as_an_undefined_alarm(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    # An unknown panel code is ranked life-safety: CallOnAlarm's 400 "Invalid eventCode" must not
+    # leave the contacts uncalled. The panel's code travels in the message.
     alarm = make_alarm(montreal, code="ZZZZ", family="unknown")
 
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
+
+    sent = [entry["body"] for entry in sandbox.journal() if entry["path"].endswith("/v1/alert/trigger")]
+    assert [body["eventCode"] for body in sent] == ["ZZZZ", "UX"]
+    assert "panel code ZZZZ" in sent[1]["message"]
+    assert outcome.result["event_code"] == "UX"
+    assert outcome.result["status"] == "call_immediate"
+    assert [alert["eventCode"] for alert in sandbox.alerts()] == ["UX"]
+
+
+def test_trigger_with_a_custom_code_of_the_connection_is_sent_as_is(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, make_alarm(montreal, code="STOP_LOSS")))
+
+    assert outcome.result["event_code"] == "STOP_LOSS"
+    assert [alert["eventCode"] for alert in sandbox.alerts()] == ["STOP_LOSS"]
+
+
+def test_trigger_refused_for_another_reason_is_not_sent_again(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    sandbox.fault(path="/v1/alert/trigger", status=400, body={"error": "Bad Request", "message": "no"})
+
     with pytest.raises(UpstreamRejectedError) as caught:
-        tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
+        tasks._trigger(make_job(callonalarm_steps.TRIGGER, make_alarm(montreal)))
     assert caught.value.status == 400
+    assert len(sandbox.journal()) == 1
 
 
 def test_trigger_with_a_bad_api_key_is_rejected(

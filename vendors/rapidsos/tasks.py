@@ -32,7 +32,7 @@ from app.domain.sites import Site
 from vendors.alta import refs as alta_refs
 from vendors.rapidsos import refs, steps
 from vendors.rapidsos.client import SUPPLEMENTAL_ONLY, UNSUPPORTED_LOCATION, CreatedAlert, RapidSOSClient
-from vendors.rapidsos.site import CIVIC, RapidSOSSite
+from vendors.rapidsos.site import CIVIC, GEODETIC_SITE_TYPES, RapidSOSSite
 from vendors.rapidsos.site import CIVIC_REQUIRED as CIVIC_REQUIRED_FIELDS
 from workers.clients.errors import PreconditionError
 from workers.perform import Job, Outcome, perform
@@ -60,6 +60,7 @@ OTHER = "OTHER"
 
 # Seed 004's civic limits (vendors.rapidsos.site), in RapidSOS's names for the fields a civic part needs.
 CIVIC_REQUIRED = tuple(CIVIC[field][0] for field in CIVIC_REQUIRED_FIELDS)
+COMMERCIAL = "COMMERCIAL"  # the one site type whose civic name (a business name) is sent
 
 # A sender's clock is trusted for incident_time only near our own receipt time; a panel whose clock
 # says 1970 or next week would otherwise misinform the PSAP (and 1970 is refused as "seconds, not ms").
@@ -153,7 +154,7 @@ def alert_body(alarm: AlarmContext, site: Site) -> dict[str, Any]:
     """
     rapidsos = site.table(RapidSOSSite)
     assert rapidsos is not None  # the caller checked
-    location = rapidsos_location(site.location)
+    location = rapidsos_location(site.location, site.site_type)
     if not location:
         raise PreconditionError(
             UPSTREAM, f"site {site.key!r} has no coordinates and no complete civic address"
@@ -216,16 +217,22 @@ def incident_time_ms(alarm: AlarmContext) -> int:
     return _epoch_ms(when)
 
 
-def rapidsos_location(location: Location) -> dict[str, Any]:
-    """Geodetic when the site has coordinates, plus civic when its address fits RapidSOS's limits.
+def rapidsos_location(location: Location, site_type: str) -> dict[str, Any]:
+    """The alert's location: one part, the one RapidSOS reads for the site's type (seed 004).
 
-    Seed 004: geodetic takes precedence when both are sent; the civic part still helps a person read
-    the alert. An address field beyond a limit drops an optional field, or the whole civic part if the
-    field is required (a bad civic part would make RapidSOS refuse the whole alert).
+    Seed 004: when both are sent, "the geodetic address information will take precedence, and
+    replaces civic address data", and "Residential and Commercial are expected as fixed (civic)
+    locations". Sending a home's coordinates beside its address would throw away the street and the
+    apartment (``street_2``) the dispatcher needs, so a residential or commercial site with a civic
+    address RapidSOS accepts sends that address alone; its coordinates go only when its address does
+    not fit. A vehicle or a person is located by coordinates. The civic ``name`` is a business name
+    (seed 004: never the homeowner's, which breaks geocoding): it is sent for a commercial site only.
+    An address field beyond a limit drops an optional field, or the whole civic part if the field is
+    required (a bad civic part would make RapidSOS refuse the whole alert).
     """
-    result: dict[str, Any] = {}
+    geodetic: dict[str, Any] | None = None
     if location.latitude is not None and location.longitude is not None:
-        result["geodetic"] = {"latitude": location.latitude, "longitude": location.longitude}
+        geodetic = {"latitude": location.latitude, "longitude": location.longitude}
     civic: dict[str, str] = {}
     for ours, (theirs, low, high) in CIVIC.items():
         value = getattr(location, ours)
@@ -233,9 +240,12 @@ def rapidsos_location(location: Location) -> dict[str, Any]:
             civic[theirs] = value.strip()
     if "zip_code" in civic and not civic["zip_code"].isdigit():
         del civic["zip_code"]  # RapidSOS takes 5-digit US zip codes only
-    if all(name in civic for name in CIVIC_REQUIRED):
-        result["civic"] = civic
-    return result
+    if site_type != COMMERCIAL:
+        civic.pop("name", None)
+    has_civic = all(name in civic for name in CIVIC_REQUIRED)
+    if has_civic and (site_type not in GEODETIC_SITE_TYPES or geodetic is None):
+        return {"civic": civic}
+    return {"geodetic": geodetic} if geodetic is not None else {}
 
 
 def visually_verified(alarm: AlarmContext) -> bool:

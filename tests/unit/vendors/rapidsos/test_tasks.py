@@ -169,8 +169,8 @@ def test_create_sends_the_event_core_and_security_fields_and_keeps_the_alert_id(
             "event": {
                 "source_id": "alarm-bridge-42",
                 "incident_time": int((OPENED - timedelta(seconds=4)).timestamp() * 1000),
+                # A home: its address alone (geodetic would replace it, seed 004).
                 "location": {
-                    "geodetic": {"latitude": 42.3168, "longitude": -71.2087},
                     "civic": {
                         "street_1": "48 Maple Ridge Rd",
                         "city": "Newton",
@@ -350,9 +350,57 @@ def test_location_drops_a_civic_part_rapidsos_would_refuse_and_needs_one_part() 
         latitude=45.5183,
         longitude=-73.5822,
     )
-    assert tasks.rapidsos_location(canadian) == {"geodetic": {"latitude": 45.5183, "longitude": -73.5822}}
+    assert tasks.rapidsos_location(canadian, "COMMERCIAL") == {
+        "geodetic": {"latitude": 45.5183, "longitude": -73.5822}
+    }
     with pytest.raises(UpstreamRejectedError):
         tasks.alert_body(alarm(), replace(SITE, location=replace(canadian, latitude=None, longitude=None)))
+
+
+HOME = Location(
+    name="Dana Lee",
+    address_line1="48 Maple Ridge Rd",
+    address_line2="Apt 3",
+    city="Newton",
+    state="MA",
+    country="US",
+    postal_code="02459",
+    latitude=42.3168,
+    longitude=-71.2087,
+)
+HOME_CIVIC = {
+    "street_1": "48 Maple Ridge Rd",
+    "street_2": "Apt 3",
+    "city": "Newton",
+    "state": "MA",
+    "country": "US",
+    "zip_code": "02459",
+}
+
+
+def test_a_fixed_site_with_an_address_sends_the_address_alone() -> None:
+    # Seed 004: geodetic "takes precedence, and replaces civic address data"; residential and
+    # commercial sites are "expected as fixed (civic) locations". Both would lose the apartment.
+    assert tasks.rapidsos_location(HOME, "RESIDENTIAL") == {"civic": HOME_CIVIC}
+    assert tasks.rapidsos_location(HOME, "COMMERCIAL") == {"civic": {"name": "Dana Lee", **HOME_CIVIC}}
+
+
+def test_a_civic_name_is_a_business_name_and_never_sent_for_a_home() -> None:
+    # Seed 004: "Do not include ... the homeowner's name as this can cause errors with the geo-coding".
+    home = replace(HOME, latitude=None, longitude=None)
+    assert "name" not in tasks.rapidsos_location(home, "RESIDENTIAL")["civic"]
+    assert tasks.rapidsos_location(home, "COMMERCIAL")["civic"]["name"] == "Dana Lee"
+
+
+def test_a_vehicle_or_person_is_located_by_coordinates() -> None:
+    for site_type in ("VEHICLE", "PERSONAL"):
+        assert tasks.rapidsos_location(HOME, site_type) == {
+            "geodetic": {"latitude": 42.3168, "longitude": -71.2087}
+        }
+    # without coordinates, the address is all there is
+    assert tasks.rapidsos_location(replace(HOME, latitude=None, longitude=None), "VEHICLE") == {
+        "civic": HOME_CIVIC
+    }
 
 
 def test_alta_zone_name_is_the_zone_description_and_panel_zone_numbers_are_left_out() -> None:

@@ -11,17 +11,23 @@ so it works with ``fakeredis.FakeRedis()`` too). When the window is full the req
 The vendor's own count wins when it is stricter (another system using the same key, a clock skew): a
 response with ``X-RateLimit-Remaining: 0`` or a 429 stores "blocked until" in Redis, and every worker
 waits for it before taking a unit.
+
+The last ``CALLONALARM_LIFE_SAFETY_RESERVE`` units of the window are kept for the calls that must not
+wait: a life-safety alarm's trigger, a phone fallback and a restore (which stops calls a cancel spared).
+Status polls and other triggers stop short of them, so a storm of troubles and the polls that follow
+them cannot spend the hour before a fire call.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 import structlog
 from limits import RateLimitItemPerHour
-from limits.storage import RedisStorage, Storage
+from limits.storage import MovingWindowSupport, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from workers.clients.errors import BudgetExhaustedError
@@ -51,6 +57,7 @@ class HourlyBudget:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.limiter = MovingWindowRateLimiter(storage)
+        self.storage = cast(MovingWindowSupport, storage)
         self.item = RateLimitItemPerHour(per_hour)
         self.per_hour = per_hour
         self.cache = cache
@@ -63,12 +70,18 @@ class HourlyBudget:
         storage = RedisStorage("redis://", connection_pool=cache.connection_pool, key_prefix=key)
         return cls(storage, per_hour=per_hour, cache=cache, blocked_key=key + ":vendor_blocked_until")
 
-    def take(self) -> None:
+    def take(self, *, reserve: int = 0) -> None:
         """Take one request's unit, or raise when none is left.
 
+        ``reserve``: units this request must leave in the window for more urgent ones (the life-safety
+        reserve): it is taken only while more than ``reserve`` units are left. The test and the take
+        are one step in the storage (``acquire_entry`` against a lower limit on the same window), so
+        two workers cannot both take the last unit above the reserve.
+
         Raises:
-            BudgetExhaustedError: the window is full (or the vendor said so); ``retry_after_s`` is
-                when the oldest counted request leaves the window (at least one second).
+            BudgetExhaustedError: the window is full down to ``reserve`` (or the vendor said so);
+                ``retry_after_s`` is when the oldest counted request leaves the window (at least one
+                second).
         """
         blocked_for = self._vendor_blocked_for()
         if blocked_for > 0:
@@ -76,11 +89,17 @@ class HourlyBudget:
                 f"CallOnAlarm hourly budget spent ({self.per_hour}/h): the vendor refuses more",
                 retry_after_s=_clamp(blocked_for),
             )
-        if self.limiter.hit(self.item, _WINDOW_IDENTIFIER):
+        if reserve <= 0:
+            if self.limiter.hit(self.item, _WINDOW_IDENTIFIER):
+                return
+        elif self.storage.acquire_entry(
+            self.item.key_for(_WINDOW_IDENTIFIER), self.per_hour - reserve, self.item.get_expiry()
+        ):
             return
         stats = self.limiter.get_window_stats(self.item, _WINDOW_IDENTIFIER)
+        kept = f": the last {reserve} are kept for life-safety calls" if reserve > 0 else ""
         raise BudgetExhaustedError(
-            f"CallOnAlarm hourly budget spent ({self.per_hour}/h)",
+            f"CallOnAlarm hourly budget spent ({self.per_hour}/h){kept}",
             retry_after_s=_clamp(stats.reset_time - self.clock()),
         )
 

@@ -123,10 +123,12 @@ class CallOnAlarmClient(BaseClient):
         *,
         api_key: str,
         budget: HourlyBudget,
+        reserve: int = 0,
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(base_url, timeout, session, credential=StaticCredential(api_key))
         self.budget = budget
+        self.reserve = reserve  # units of the hour only urgent requests may take
 
     @classmethod
     def from_settings(
@@ -142,16 +144,24 @@ class CallOnAlarmClient(BaseClient):
             timeouts(settings),
             api_key=callonalarm.api_key,
             budget=budget,
+            reserve=callonalarm.life_safety_reserve,
             session=session,
         )
 
     def trigger(
-        self, account_number: str, event_code: str, zone: str | None = None, message: str | None = None
+        self,
+        account_number: str,
+        event_code: str,
+        zone: str | None = None,
+        message: str | None = None,
+        *,
+        urgent: bool = True,
     ) -> Trigger:
         """Start the account's procedure for ``event_code`` (seed 001 "Trigger Alert").
 
         Every trigger creates a new alert; a Cancel-ticked code (restores, cancels, disarms in the usual
-        rules) also cancels the account's pending alerts, whatever their zone.
+        rules) also cancels the account's pending alerts, whatever their zone. ``urgent`` (a
+        life-safety alarm, a fallback, a restore) may take the hour's reserved units; others may not.
 
         Raises:
             BudgetExhaustedError: the hourly budget is spent; nothing was sent.
@@ -166,7 +176,7 @@ class CallOnAlarmClient(BaseClient):
             body["zone"] = zone
         if message:
             body["message"] = message
-        response = self._call("POST", "/v1/alert/trigger", expected=(400,), json=body)
+        response = self._call("POST", "/v1/alert/trigger", urgent=urgent, expected=(400,), json=body)
         if response.status_code == 400:
             title = self._decode(response, _error_title, optional=True)
             error = InvalidEventCodeError if title == INVALID_EVENT_CODE else UpstreamRejectedError
@@ -182,7 +192,8 @@ class CallOnAlarmClient(BaseClient):
             UpstreamUnavailableError: not answered, 5xx, 429, or an unreadable answer.
             UpstreamRejectedError: 401, or 404 (unknown alert, or another key's).
         """
-        response = self._call("GET", f"/v1/alert/{alert_id}/status")
+        # A poll only learns what the calls did: it leaves the reserve to the calls themselves.
+        response = self._call("GET", f"/v1/alert/{alert_id}/status", urgent=False)
         return self._decode(response, _alert_status)
 
     def acknowledge(self, alert_id: str, phone_number: str) -> AlertStatus:
@@ -199,6 +210,7 @@ class CallOnAlarmClient(BaseClient):
         response = self._call(
             "POST",
             f"/v1/alert/{alert_id}/acknowledge",
+            urgent=True,
             idempotent=True,
             expected=(400,),
             json={"phoneNumber": phone_number},
@@ -217,19 +229,21 @@ class CallOnAlarmClient(BaseClient):
             UpstreamUnavailableError: not answered, 5xx, 429.
             UpstreamRejectedError: 401 (missing, invalid or expired key).
         """
-        return self._decode(self._call("GET", "/v1/connection/test"), _connection_test)
+        return self._decode(self._call("GET", "/v1/connection/test", urgent=False), _connection_test)
 
     def _call(
         self,
         method: str,
         path: str,
         *,
+        urgent: bool,
         idempotent: bool = False,
         expected: tuple[int, ...] = (),
         json: object = None,
     ) -> requests.Response:
-        """Take a budget unit, then send with the API key."""
-        self.budget.take()
+        """Take a budget unit (an ``urgent`` request may take the reserved ones), then send with the
+        API key."""
+        self.budget.take(reserve=0 if urgent else self.reserve)
         return self._authorized(method, path, idempotent=idempotent, expected=expected, json=json)
 
     def _answered(self, response: requests.Response) -> None:

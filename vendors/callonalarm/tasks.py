@@ -81,8 +81,11 @@ def _trigger(job: Job) -> Outcome:
     if job.action.outcome_unknown:
         message += " (repeat: the previous call request may have gone through)"
     client = job.clients.get(CallOnAlarmClient)
+    # A life-safety alarm's calls, and a fallback for a dispatch that failed, may take the hour's
+    # reserved requests; the site's calls for a burglary or a trouble may not.
+    urgent = alarm.priority == sia.Priority.LIFE_SAFETY or bool(params.get("fallback"))
     try:
-        result = client.trigger(account, code, alarm.zone, message)
+        result = client.trigger(account, code, alarm.zone, message, urgent=urgent)
     except InvalidEventCodeError:
         # A code outside seed 001's list and the connection's custom codes (an unknown panel code is
         # ranked life-safety): refused, nothing created. Call anyway, as an Undefined Alarm.
@@ -90,7 +93,7 @@ def _trigger(job: Job) -> Outcome:
             raise
         message = f"panel code {code} (sent as {UNDEFINED_EVENT_CODE}): {message}"
         code = UNDEFINED_EVENT_CODE
-        result = client.trigger(account, code, alarm.zone, message)
+        result = client.trigger(account, code, alarm.zone, message, urgent=urgent)
     learned: dict[str, Any] = {
         refs.ALERT_ID: result.alert_id,
         refs.ACCOUNT: account,

@@ -15,7 +15,7 @@ import pytest
 import requests
 from limits.storage import MemoryStorage
 
-from config.settings import Settings
+from config.settings import ConfigurationError, Settings
 from sandbox.callonalarm import create_app
 from sandbox.server import RunningServer, serve_in_thread
 from vendors.callonalarm.budget import HourlyBudget
@@ -289,7 +289,7 @@ def test_the_101st_request_of_the_hour_is_not_sent(
     make_client: Callable[..., CallOnAlarmClient], sandbox: Sandbox
 ) -> None:
     # Two workers of one deployment share the budget through Redis.
-    workers = [make_client(), make_client()]
+    workers = [make_client({"life_safety_reserve": 0}), make_client({"life_safety_reserve": 0})]
     alert = workers[0].trigger(ACCOUNT, "BA")
     for n in range(99):
         workers[n % 2].status(alert.alert_id)
@@ -301,15 +301,43 @@ def test_the_101st_request_of_the_hour_is_not_sent(
     assert len(sandbox.journal()) == 100
 
 
+def test_polls_leave_the_life_safety_reserve_to_the_calls(
+    make_client: Callable[..., CallOnAlarmClient], sandbox: Sandbox
+) -> None:
+    # 100 an hour, 20 kept: polls (and non-urgent triggers) stop at 80; an urgent trigger goes on.
+    workers = [make_client(), make_client()]
+    alert = workers[0].trigger(ACCOUNT, "BA", urgent=False)
+    for n in range(79):
+        workers[n % 2].status(alert.alert_id)
+
+    with pytest.raises(BudgetExhaustedError) as caught:
+        workers[1].status(alert.alert_id)
+    assert "the last 20 are kept for life-safety calls" in caught.value.reason
+    assert 3500 < caught.value.retry_after_s <= 3600
+    with pytest.raises(BudgetExhaustedError):
+        workers[0].trigger(ACCOUNT, "BA", urgent=False)
+
+    for _ in range(20):
+        workers[0].trigger(ACCOUNT, "FA")
+    with pytest.raises(BudgetExhaustedError):
+        workers[1].trigger(ACCOUNT, "FA")
+    assert len(sandbox.journal()) == 100
+
+
+def test_a_reserve_as_large_as_the_budget_is_refused_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="CALLONALARM_LIFE_SAFETY_RESERVE"):
+        CallOnAlarmSettings(hourly_budget=20, life_safety_reserve=20)
+
+
 def test_another_deployment_has_its_own_budget(
     make_client: Callable[..., CallOnAlarmClient],
 ) -> None:
-    spent = make_client({"hourly_budget": 1})
+    spent = make_client({"hourly_budget": 1, "life_safety_reserve": 0})
     spent.test_connection()
     with pytest.raises(BudgetExhaustedError):
         spent.test_connection()
 
-    other = make_client({"hourly_budget": 1}, broker_key_prefix="other:")
+    other = make_client({"hourly_budget": 1, "life_safety_reserve": 0}, broker_key_prefix="other:")
     assert other.test_connection().valid
 
 

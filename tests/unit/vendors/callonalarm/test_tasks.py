@@ -340,6 +340,27 @@ def test_trigger_waits_when_the_hourly_budget_is_spent(
     assert sandbox.journal() == []
 
 
+def test_only_life_safety_and_fallback_calls_take_the_hours_reserve(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    # Polls and troubles spent the hour down to the reserve: a burglary's calls wait, a fire's and a
+    # failed dispatch's fallback go.
+    burglary = make_job(callonalarm_steps.TRIGGER, make_alarm(montreal))
+    budget = burglary.clients.get(CallOnAlarmClient).budget
+    for _ in range(80):
+        budget.take()
+
+    with pytest.raises(BudgetExhaustedError):
+        tasks._trigger(burglary)
+    assert sandbox.journal() == []
+
+    fire = make_alarm(montreal, code="FA", family="fire", priority="life_safety", description="Fire Alarm")
+    assert tasks._trigger(make_job(callonalarm_steps.TRIGGER, fire)).result["event_code"] == "FA"
+    fallback = make_job(callonalarm_steps.TRIGGER, make_alarm(montreal), params={"fallback": True})
+    assert tasks._trigger(fallback).result["event_code"] == "BA"
+    assert len(sandbox.journal()) == 2
+
+
 # --- callonalarm.send_restore and the seed's example ------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from config.settings import Settings
 from tests.polling import wait_until
 from tests.stack import Stack
 from vendors.callonalarm.settings import CallOnAlarmSettings
+from vendors.tracktik.settings import TrackTikSettings
 from workers.perform import Job
 
 pytestmark = pytest.mark.reliability
@@ -47,7 +48,12 @@ def make_stack(
             "http_read_timeout_s": 2.0,
         }
         values.update(overrides)
-        context = Stack(make_settings(CallOnAlarmSettings(poll_interval_s=2), **values), tmp_path).running()
+        context = Stack(
+            make_settings(
+                CallOnAlarmSettings(poll_interval_s=2), TrackTikSettings(create_read_timeout_s=2.0), **values
+            ),
+            tmp_path,
+        ).running()
         contexts.append(context)
         return context.__enter__()
 

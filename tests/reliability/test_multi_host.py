@@ -302,6 +302,7 @@ class Deployment:
             DISPATCH_INTERVAL_S="0.2",
             HTTP_CONNECT_TIMEOUT_S="1",
             HTTP_READ_TIMEOUT_S="3",
+            TRACKTIK_CREATE_READ_TIMEOUT_S="3",
             **{name: ours for name, (_, ours) in CREDENTIALS.items()},
         )
 

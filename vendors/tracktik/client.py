@@ -63,8 +63,10 @@ class TrackTikClient(BaseClient):
         token_key: str,
         credentials: PasswordCredentials,
         session: requests.Session | None = None,
+        create_read_timeout_s: float | None = None,
     ) -> None:
         super().__init__(base_url, timeout, session)
+        self.create_read_timeout_s = create_read_timeout_s or timeout[1]
         grants = TrackTikGrants(cache, token_key + ":refused", credentials, self._grant)
         # The lock outlives two token calls (refresh, then password) even at their full timeouts.
         self.tokens = SharedCredential(
@@ -96,6 +98,7 @@ class TrackTikClient(BaseClient):
                 password=tracktik.password,
             ),
             session,
+            tracktik.create_read_timeout_s,
         )
 
     def create_alarm(self, alarm: TrackTikAlarm) -> CreatedAlarm:
@@ -112,6 +115,13 @@ class TrackTikClient(BaseClient):
         response = self._authorized("POST", ALARMS_PATH, json=alarm.to_json())
         # TrackTik answered 2xx, so the alarm probably exists: an unreadable answer is reconciled.
         return self._decode(response, lambda body: created_alarm(unwrap(body)), creates=True)
+
+    def _read_timeout_s(self, method: str, path: str) -> float:
+        """An alarm's create waits for TrackTik's own answer (its 504 comes after 30 s): one given up
+        sooner may still make its alarm after the search that looks for it (CONTRACTS Part B §2.2)."""
+        if method == "POST" and path == ALARMS_PATH:
+            return max(self.timeout[1], self.create_read_timeout_s)
+        return self.timeout[1]
 
     def find_alarm_by_ref(self, organization: int, triggered_on: datetime, ref: str) -> CreatedAlarm | None:
         """Our alarm created with ``ref`` (its first note), or None (Part A item 8).

@@ -174,14 +174,20 @@ class BaseClient:
         Raises:
             UpstreamUnavailableError: the deadline has passed; nothing was sent.
         """
+        connect, read = self.timeout[0], self._read_timeout_s(method, path)
         deadline = step_deadline.get()
         if deadline is None:
-            return self.timeout
+            return (connect, read)
         left = deadline - time.monotonic()
         if left <= 0:
             raise UpstreamUnavailableError(self.upstream, f"{method} {path}: step deadline reached, not sent")
-        connect, read = self.timeout
         return Timeout(connect=min(connect, left), read=min(read, left), total=left)
+
+    def _read_timeout_s(self, method: str, path: str) -> float:
+        """How long this call may wait for its answer: the client's read timeout, unless a vendor
+        is known to take longer on one call (a subclass says so)."""
+        del method, path
+        return self.timeout[1]
 
     def _answered(self, response: requests.Response) -> None:
         """Called with every answer before it is classified (a vendor's rate-limit headers)."""

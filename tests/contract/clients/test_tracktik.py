@@ -90,7 +90,9 @@ def cache() -> fakeredis.FakeRedis:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sandbox: Sandbox) -> Settings:
     # A short read timeout: the timeout-after-commit fault holds the answer until the client gives up.
-    return make_settings(TrackTikSettings(base_url=sandbox.base_url), http_read_timeout_s=1.0)
+    return make_settings(
+        TrackTikSettings(base_url=sandbox.base_url, create_read_timeout_s=1.0), http_read_timeout_s=1.0
+    )
 
 
 @pytest.fixture
@@ -326,6 +328,28 @@ def test_timeout_after_commit_is_outcome_unknown_and_the_ref_search_adopts_the_a
     assert search["method"] == "GET"
     assert search["query"]["triggeredOn"] == ["2026-05-26T14:36:37+00:00"]
     assert search["query"]["alarmOrganization"] == ["687"]
+
+
+def test_a_slow_create_is_waited_for_and_never_made_twice(
+    make_settings: Callable[..., Settings], sandbox: Sandbox, cache: fakeredis.FakeRedis
+) -> None:
+    # TrackTik answers 504 only after 30 s. A create given up at the general read timeout would be
+    # an unknown outcome whose search, a second later, finds nothing yet: a second alarm, a second
+    # guard. The create waits longer than every other call (scaled down here: 0.5 s against 3 s).
+    settings = make_settings(
+        TrackTikSettings(base_url=sandbox.base_url, create_read_timeout_s=3.0), http_read_timeout_s=0.5
+    )
+    client = TrackTikClient.from_settings(settings, cache)
+    sandbox.add_fault(method="POST", path=ALARMS_PATH, delay_s=1.5)
+
+    created = client.create_alarm(seed_alarm("act-9-key"))
+
+    (stored,) = sandbox.stored_alarms()
+    assert created.id == stored["id"]
+    sandbox.add_fault(method="GET", path=ALARMS_PATH, delay_s=1.5)
+    with pytest.raises(UpstreamUnavailableError):  # every other call keeps the general timeout
+        client.find_alarm_by_ref(687, TRIGGERED_ON, "act-9-key")
+    client.session.close()
 
 
 def test_ref_search_ignores_alarms_of_the_same_second_with_another_ref(client: TrackTikClient) -> None:

@@ -59,7 +59,9 @@ def http() -> Iterator[requests.Session]:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], server: RunningServer) -> Settings:
     return make_settings(
-        TrackTikSettings(base_url=server.base_url), AltaSettings(video_wait_s=30.0), http_read_timeout_s=1.0
+        TrackTikSettings(base_url=server.base_url, create_read_timeout_s=1.0),
+        AltaSettings(video_wait_s=30.0),
+        http_read_timeout_s=1.0,
     )
 
 

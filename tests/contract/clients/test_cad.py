@@ -22,6 +22,7 @@ from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
 from vendors.cad.client import CadClient, CadIncident, IncidentNote, UploadedIncident, utc_text
 from vendors.cad.settings import CadSettings
+from workers.clients.base import USER_AGENT
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.contract
@@ -107,6 +108,7 @@ def test_upload_is_a_put_with_bearer_auth_convert_from_utc_and_no_id(
     assert entry["path"] == PATH
     assert entry["query"] == {"convertFromUtc": ["true"]}
     assert entry["headers"]["Authorization"] == "Bearer ***"  # the simulator masks the secret
+    assert entry["headers"]["User-Agent"] == USER_AGENT  # ours, not python-requests'
     body = entry["body"]
     assert "id" not in body
     assert body["sysId"] == "alarm-bridge-42"

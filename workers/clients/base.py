@@ -96,6 +96,8 @@ class RequestOptions(TypedDict, total=False):
     json: object
     data: Mapping[str, str] | bytes
     headers: Mapping[str, str]
+    # False: a 3xx is the answer (Alta's login may set its cookie on a 302); requests follows by default.
+    allow_redirects: bool
 
 
 def timeouts(settings: Settings) -> tuple[float, float]:

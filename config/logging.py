@@ -24,8 +24,8 @@ from config.settings import Settings
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(
-    r"(pass(word)?|secret|token|authorization|cookie|signature|api[_-]?key|credential|sensitive"
-    r"|medical|emergency|contact|phone)",
+    r"(pass(word)?|secret|token|authorization|authentication|cookie|signature|api[_-]?key|credential"
+    r"|sensitive|medical|emergency|contact|phone)",
     re.IGNORECASE,
 )
 _SECRET_IN_TEXT = re.compile(

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sandbox.clock import Clock
@@ -97,11 +97,15 @@ def decode_base64_leniently(text: str) -> bytes:
     return base64.b64decode(alphabet_only + "=" * (-len(alphabet_only) % 4))
 
 
-def parse_utc_time(value: Any) -> datetime:
-    """An ISO 8601 date-time that carries a UTC offset, as an aware UTC datetime to the second.
+def parse_utc_time(value: Any, *, any_offset: bool = False) -> datetime:
+    """An ISO 8601 date-time in UTC (``Z``, ``+00:00`` or ``-00:00``), as an aware UTC datetime to the
+    second. Seed 000 asks for the trigger time "in UTC" and Part A 7 refuses a time without a UTC
+    offset, so a local time (``+02:00``) is refused too: a client sending one fails here, not in
+    production. ``any_offset``: accept and convert any offset (the list filter, which matches an
+    instant however it is written).
 
     Raises:
-        ValueError: not a string, not ISO 8601, or no offset.
+        ValueError: not a string, not ISO 8601, no offset, or (unless ``any_offset``) not UTC.
     """
     if not isinstance(value, str):
         raise ValueError(
@@ -113,6 +117,10 @@ def parse_utc_time(value: Any) -> datetime:
         raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"{value!r} has no UTC offset; send the time in UTC, e.g. 2026-05-26T14:36:37+00:00")
+    if not any_offset and parsed.utcoffset() != timedelta(0):
+        raise ValueError(
+            f"{value!r} is not in UTC; send the time in UTC (Z or +00:00), e.g. 2026-05-26T14:36:37+00:00"
+        )
     try:
         return parsed.astimezone(UTC).replace(microsecond=0)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00

@@ -53,9 +53,10 @@ Choices the documents leave open, made here and nowhere else:
   - `location` required, an object whose text fields are strings or null, `country` two letters
     (ISO 3166-1 alpha-2), `latitude` within ±90 and `longitude` within ±180 (numbers), and at least an
     `addressLine1` or both coordinates; all nine keys come back, null when not sent;
-  - `triggeredOn` required and `registeredOn` optional (default: receipt time): ISO 8601 with an
-    offset. Any offset is accepted and converted: both are stored and returned in UTC with seconds
-    precision and `+00:00` (fractions dropped). A time without an offset is refused;
+  - `triggeredOn` required and `registeredOn` optional (default: receipt time): ISO 8601 in UTC
+    (`Z`, `+00:00` or `-00:00`; seed 000 asks for UTC). Both are stored and returned with seconds
+    precision and `+00:00` (fractions dropped). A time without an offset, or with another offset (a
+    local time), is refused;
   - `onSiteInformation` optional (Part A): an object of strings or null and `sla` a whole number
     >= 0 (minutes); when absent the alarm carries the four keys as null;
   - `alarmConnectionCustomId` optional, a string or null. It is matched against the connections of
@@ -257,7 +258,7 @@ def list_alarms() -> ResponseReturnValue:
     triggered_on = None
     if triggered_raw is not None:
         try:
-            triggered_on = parse_utc_time(triggered_raw)
+            triggered_on = parse_utc_time(triggered_raw, any_offset=True)
         except ValueError as exc:
             raise TrackTikError(400, f"Invalid filter triggeredOn: {exc}") from None
     limit = _int_arg("limit", minimum=1, maximum=MAX_LIMIT)

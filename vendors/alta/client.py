@@ -194,15 +194,21 @@ class AltaClient(BaseClient):
         Logging in twice is harmless (a new login leaves older cookies valid), so the call is
         idempotent and two workers racing to log in need no shared lock.
 
+        Success is 200 (Part A item 1), but a host may answer the login with a 302 that sets the
+        cookie (Part B §1.2: one client reads it with ``redirect: 'manual'``). So the redirect is not
+        followed: its target would answer without the cookie, and following it would send the
+        credentials on to wherever it points. The cookie on the login's own answer is what counts.
+
         Raises:
             UpstreamUnavailableError: Alta unreachable, 5xx or 429.
             UpstreamRejectedError: 401 wrong credentials (permanent: never retried in a loop), another
-                4xx, or a 200 without the cookie.
+                4xx, or an answer (200, 302...) without the cookie.
         """
         response = self._request(
             "POST",
             "/api/v1/dologin",
             idempotent=True,
+            allow_redirects=False,
             json={"username": self._username, "password": self._password},
         )
         jar = response.cookies
@@ -210,9 +216,10 @@ class AltaClient(BaseClient):
         self.session.cookies.clear()
         value = jar.get(COOKIE_NAME)
         if not value:
-            raise UpstreamRejectedError(
-                self.upstream, response.status_code, "login answered without a va cookie"
-            )
+            detail = "login answered without a va cookie"
+            if response.is_redirect:
+                detail += " (a redirect not followed: is ALTA_BASE_URL the deployment's own host?)"
+            raise UpstreamRejectedError(self.upstream, response.status_code, detail)
         expires = next((c.expires for c in jar if c.name == COOKIE_NAME and c.expires), None)
         keep_s = DEFAULT_COOKIE_CACHE_S if expires is None else float(expires) - time.time() - COOKIE_MARGIN_S
         return Issued(str(value), keep_s=keep_s)

@@ -1,7 +1,8 @@
 """CadClient: upload an alarm as an incident to the GovWorx CAD (seed 003; CONTRACTS Part A 16, Part B §5).
 
 GovWorx has one verb for us: ``PUT /api/v1/external/incident?convertFromUtc=true`` with a static
-bearer token whose role holds 'Manage Events'. The upstream dedupes on ``sysId``: the first PUT of a
+bearer token whose role holds 'Manage Events', sent under both header names GovWorx's pages use
+(``govworx_bearer``). The upstream dedupes on ``sysId``: the first PUT of a
 ``sysId`` creates the incident and every later one changes nothing ("will only upload incident
 once"). Two consequences shape this module:
 
@@ -27,10 +28,20 @@ from config.settings import Settings
 from vendors.cad.settings import CadSettings
 from workers.clients import VendorClient
 from workers.clients.base import BaseClient, excerpt, timeouts
-from workers.clients.credentials import StaticCredential
+from workers.clients.credentials import StaticCredential, bearer
 from workers.clients.errors import UpstreamRejectedError
 
 INCIDENT_PATH = "/api/v1/external/incident"
+
+
+def govworx_bearer(token: str) -> dict[str, str]:
+    """The token as ``Authorization: Bearer`` and as ``Authentication: Bearer``.
+
+    GovWorx's auth page literally names the header ``Authentication: Bearer <TOKEN>``; its MCP page
+    uses the standard ``Authorization`` (CONTRACTS Part B §5.1, Part A 16). Which one the real API
+    reads is not documented, so both go out; each is masked in our logs and the simulator's journal.
+    """
+    return {**bearer(token), "Authentication": f"Bearer {token}"}
 
 
 def utc_text(moment: datetime) -> str:
@@ -179,7 +190,9 @@ class CadClient(BaseClient):
         timeout: tuple[float, float],
         session: requests.Session | None = None,
     ) -> None:
-        super().__init__(base_url, timeout, session, credential=StaticCredential(token))
+        super().__init__(
+            base_url, timeout, session, credential=StaticCredential(token, header=govworx_bearer)
+        )
 
     @classmethod
     def from_settings(

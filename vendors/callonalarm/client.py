@@ -14,12 +14,14 @@ triggers again — a second phone call is safer than none).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Self
 
 import redis
 import requests
+import structlog
 
 from config.settings import Settings
 from vendors.callonalarm.budget import HourlyBudget
@@ -37,6 +39,13 @@ class InvalidEventCodeError(UpstreamRejectedError):
 
 
 UPSTREAM = "callonalarm"
+log = structlog.get_logger(__name__)
+
+# The status answer's times (CONTRACTS Part A item 12), read by ``status_time``.
+STATUS_TIME_FIELDS = ("createdAt", "callsStartAt", "acknowledgedAt", "cancelledAt")
+EPOCH_MS_THRESHOLD = 10**12  # an epoch above this is milliseconds (Part A items 5 and 13)
+MAX_EPOCH_S = 32503680000  # year 3000: a larger number is not a time
+_EPOCH_TEXT = re.compile(r"[+-]?\d+(\.\d*)?")  # an epoch sent as text: digits, maybe a fraction
 
 # Seed 001's trigger statuses that end the procedure at once, and the webhook page's final statuses
 # (CONTRACTS Part A item 12). Anything else — call_delayed, call_immediate, a status CallOnAlarm adds
@@ -82,7 +91,10 @@ class Trigger:
 
 @dataclass(frozen=True, slots=True)
 class AlertStatus:
-    """The answer to ``GET /v1/alert/{id}/status`` (CONTRACTS Part A item 12)."""
+    """The answer to ``GET /v1/alert/{id}/status`` (CONTRACTS Part A item 12).
+
+    The ``*_at`` times are aware UTC, or None when absent or unreadable (``status_time``).
+    """
 
     alert_id: str
     status: str
@@ -295,19 +307,33 @@ def _error_title(data: object) -> str | None:
 
 
 def _alert_status(data: object) -> AlertStatus:
+    """The status answer. ``alertId`` and ``status`` are what the bridge needs, so only they must be
+    readable: a time it cannot read is None, and one warning per answer names those fields."""
     if not isinstance(data, dict):
         raise TypeError("status answer is not a JSON object")
+    times: dict[str, datetime | None] = {}
+    unreadable: list[str] = []
+    for name in STATUS_TIME_FIELDS:
+        try:
+            times[name] = status_time(data.get(name))
+        except ValueError:
+            times[name] = None
+            unreadable.append(name)
+    if unreadable:
+        log.warning(
+            "callonalarm.status_time_unreadable", fields=unreadable, alert_id=_text(data.get("alertId"))
+        )
     return AlertStatus(
         alert_id=str(data["alertId"]),
         status=str(data["status"]),
         account_number=_text(data.get("accountNumber")),
         event_code=_text(data.get("eventCode")),
         zone=_text(data.get("zone")),
-        created_at=_time(data.get("createdAt")),
-        calls_start_at=_time(data.get("callsStartAt")),
-        acknowledged_at=_time(data.get("acknowledgedAt")),
+        created_at=times["createdAt"],
+        calls_start_at=times["callsStartAt"],
+        acknowledged_at=times["acknowledgedAt"],
         acknowledged_by=_text(data.get("acknowledgedBy")),
-        cancelled_at=_time(data.get("cancelledAt")),
+        cancelled_at=times["cancelledAt"],
         calls_made=int(data.get("callsMade") or 0),
     )
 
@@ -316,11 +342,41 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _time(value: object) -> datetime | None:
-    """ISO 8601 with ``Z`` (the vendor's times are UTC); None stays None."""
-    if not value:
+def status_time(value: object) -> datetime | None:
+    """A time of the status answer as an aware UTC datetime; absent, null, empty or 0 is None.
+
+    Part A item 12 names the fields but no format, so this reads any of: ISO 8601 (``Z`` or an
+    offset; without one the time is taken as UTC, the vendor's zone), or epoch seconds or milliseconds
+    as a number or a numeric string (above 10^12 is ms, as Part A items 5 and 13 read epochs).
+
+    Raises:
+        ValueError: none of those forms, or a time before 1970 or after the year 3000.
+    """
+    if value is None or value in ("", 0):
         return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"a {type(value).__name__} is not a time")
+    if isinstance(value, str) and not _EPOCH_TEXT.fullmatch(value.strip()):
+        return _iso_time(value)  # "20260106" is read as an epoch, "2026-01-06" as a date
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise ValueError("an epoch time out of range") from None
+    if number > EPOCH_MS_THRESHOLD:
+        number /= 1000
+    if not 0 < number < MAX_EPOCH_S:  # NaN and infinities fail this too
+        raise ValueError(f"{value!r} is out of range for an epoch time")
+    return datetime.fromtimestamp(number, UTC)
+
+
+def _iso_time(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 at +14:00, year 9999 at -14:00
+        raise ValueError(f"{text!r} is out of range in UTC") from None
 
 
 # The registry finds each vendor's client under this name (workers.clients.Clients).

@@ -1,6 +1,6 @@
 """HTTP transport shared by every upstream client: one session, a (connect, read) timeout on every
-call, error mapping into workers.clients.errors, one log line per call (never a body), the
-credential every vendor call carries, and the one reading of a JSON answer.
+call, error mapping into workers.clients.errors, one log line per call (never a body), our
+User-Agent and the credential every vendor call carries, and the one reading of a JSON answer.
 
 Every step runs under a deadline of its own (``step_deadline``, set by perform()): each call's
 connect and read timeouts, and its total, are cut to the time the step has left, and a call that
@@ -19,6 +19,7 @@ the adapter's report (``transport.request_sent``) and the exception's type, neve
 from __future__ import annotations
 
 import email.utils
+import importlib.metadata
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POOL_MAXSIZE",
+    "USER_AGENT",
     "BaseClient",
     "EnvironmentOnceSession",
     "FirstRequestProbe",
@@ -71,6 +73,20 @@ MAX_RETRY_AFTER_S = 3600.0
 # The step's deadline on time.monotonic(), set by perform() around each handler; None: no deadline.
 step_deadline: ContextVar[float | None] = ContextVar("step_deadline", default=None)
 T = TypeVar("T")
+# When the distribution is not installed (a source checkout run without `pip install`).
+FALLBACK_VERSION = "0.0.0+unknown"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("alarm-bridge")
+    except importlib.metadata.PackageNotFoundError:
+        return FALLBACK_VERSION
+
+
+# Sent on every upstream call: requests' default ``python-requests/x`` is refused with a 401 by some
+# Alta cloud hosts (CONTRACTS Part B §1.2), and a name of our own tells a vendor's support who called.
+USER_AGENT = f"alarm-bridge/{_version()}"
 
 
 class RequestOptions(TypedDict, total=False):
@@ -80,6 +96,8 @@ class RequestOptions(TypedDict, total=False):
     json: object
     data: Mapping[str, str] | bytes
     headers: Mapping[str, str]
+    # False: a 3xx is the answer (Alta's login may set its cookie on a 302); requests follows by default.
+    allow_redirects: bool
 
 
 def timeouts(settings: Settings) -> tuple[float, float]:
@@ -209,8 +227,7 @@ class BaseClient:
         ``on_sent``: called once the request has been written to the socket, before its answer.
         """
         timeout = self._timeout(method, path)
-        if self.default_headers:
-            options["headers"] = {**self.default_headers, **options.get("headers", {})}
+        options["headers"] = {"User-Agent": USER_AGENT, **self.default_headers, **options.get("headers", {})}
         probe = first_request_probe.get()
         since_signal_s = probe.sending(self.upstream) if probe is not None else None
         started = time.monotonic()

@@ -20,6 +20,7 @@ from sandbox.alta import create_app
 from sandbox.server import RunningServer, serve_in_thread
 from vendors.alta.client import AltaClient
 from vendors.alta.settings import AltaSettings
+from workers.clients.base import USER_AGENT
 from workers.clients.cache import cache_key
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 
@@ -143,6 +144,18 @@ def test_wrong_credentials_are_refused_once_without_retrying(
     assert len(sandbox.journal("/api/v1/dologin")) == 1
     assert sandbox.journal("/api/v1/ongoingAlerts") == []
     assert cache.get("test:ab:alta:cookie") is None
+
+
+def test_the_login_and_every_call_say_alarm_bridge_not_python_requests(
+    sandbox: AltaSandbox, client: AltaClient
+) -> None:
+    """Some Alta cloud hosts answer 401 to requests' default User-Agent (CONTRACTS Part B §1.2)."""
+    client.ongoing_alerts()
+    [login] = sandbox.journal("/api/v1/dologin")
+    [call] = sandbox.journal("/api/v1/ongoingAlerts")
+    for entry in (login, call):
+        assert entry["headers"]["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith("alarm-bridge/")
 
 
 def test_the_client_still_works_when_the_cookie_cache_is_down(sandbox: AltaSandbox) -> None:

@@ -7,6 +7,7 @@ second incident.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -22,6 +23,7 @@ from sandbox.server import serve_in_thread
 from tests.contract.sandbox.harness import LiveSimulator
 from vendors.cad.client import CadClient, CadIncident, IncidentNote, UploadedIncident, utc_text
 from vendors.cad.settings import CadSettings
+from workers.clients.base import USER_AGENT
 from workers.clients.errors import UpstreamRejectedError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.contract
@@ -107,6 +109,7 @@ def test_upload_is_a_put_with_bearer_auth_convert_from_utc_and_no_id(
     assert entry["path"] == PATH
     assert entry["query"] == {"convertFromUtc": ["true"]}
     assert entry["headers"]["Authorization"] == "Bearer ***"  # the simulator masks the secret
+    assert entry["headers"]["User-Agent"] == USER_AGENT  # ours, not python-requests'
     body = entry["body"]
     assert "id" not in body
     assert body["sysId"] == "alarm-bridge-42"
@@ -120,6 +123,28 @@ def test_upload_is_a_put_with_bearer_auth_convert_from_utc_and_no_id(
             "noteAt": "2026-01-06T10:25:00Z",
         }
     ]
+
+
+def test_the_token_goes_as_authorization_and_as_authentication_and_the_journal_masks_both(
+    govworx: LiveSimulator,
+) -> None:
+    """GovWorx's auth page names the header ``Authentication``, its MCP page ``Authorization``
+    (CONTRACTS Part B §5.1): the client sends both, and neither value is ever recorded."""
+    sent: list[requests.structures.CaseInsensitiveDict[str]] = []
+    session = requests.Session()
+    session.hooks["response"].append(lambda response, *args, **kwargs: sent.append(response.request.headers))
+    client = CadClient(govworx.base_url, TOKEN, (2.0, 5.0), session)
+
+    client.upload_incident(make_incident())
+
+    [headers] = sent
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert headers["Authentication"] == f"Bearer {TOKEN}"
+    [entry] = govworx.journal()
+    assert entry["headers"]["Authorization"] == "Bearer ***"
+    assert entry["headers"]["Authentication"] == "Bearer ***"
+    assert TOKEN not in json.dumps(entry)
+    session.close()
 
 
 def test_times_are_sent_in_utc_whatever_their_zone_and_stored_in_tenant_time(

@@ -315,7 +315,7 @@ def test_each_alarm_gets_new_ids_and_a_new_dispatch_task(portal: LiveSimulator) 
 def test_optional_fields_default_and_times_are_stored_in_utc(portal: LiveSimulator) -> None:
     portal.advance_clock(3 * 24 * 3600)
     now = portal.request("GET", "/_sandbox/clock").json()["time"]
-    alarm = create(portal, minimal_alarm(triggeredOn="2026-07-01T14:00:00.750+02:00")).json()
+    alarm = create(portal, minimal_alarm(triggeredOn="2026-07-01T12:00:00.750+00:00")).json()
 
     assert alarm["triggeredOn"] == "2026-07-01T12:00:00+00:00"
     registered = alarm["registeredOn"]
@@ -329,6 +329,25 @@ def test_optional_fields_default_and_times_are_stored_in_utc(portal: LiveSimulat
     assert alarm["location"]["latitude"] is None
     z_time = create(portal, minimal_alarm(triggeredOn="2026-07-01T12:00:00Z")).json()
     assert z_time["triggeredOn"] == "2026-07-01T12:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    "written", ["2026-07-01T12:00:00Z", "2026-07-01T12:00:00+00:00", "2026-07-01T12:00:00-00:00"]
+)
+def test_a_utc_time_is_accepted_however_its_zero_offset_is_written(
+    portal: LiveSimulator, written: str
+) -> None:
+    response = create(portal, minimal_alarm(triggeredOn=written, registeredOn=written))
+    assert response.status_code == 201, response.text
+    assert response.json()["triggeredOn"] == response.json()["registeredOn"] == "2026-07-01T12:00:00+00:00"
+
+
+def test_a_local_time_is_refused_naming_the_field_not_converted(portal: LiveSimulator) -> None:
+    """Seed 000: trigger times "in UTC"; a client sending its local time must fail here, not in production."""
+    response = create(portal, minimal_alarm(triggeredOn="2026-07-01T14:00:00+02:00"))
+    assert_field_error(response, "triggeredOn")
+    assert "not in UTC" in response.json()["errors"]["triggeredOn"][0]
+    assert stored(portal) == []
 
 
 def test_coordinates_alone_are_a_location(portal: LiveSimulator) -> None:
@@ -365,6 +384,9 @@ def test_coordinates_alone_are_a_location(portal: LiveSimulator) -> None:
         ({"triggeredOn": "yesterday"}, "triggeredOn"),
         ({"triggeredOn": 1779806197}, "triggeredOn"),
         ({"registeredOn": "2026-05-26T14:36:37"}, "registeredOn"),
+        ({"triggeredOn": "2026-05-26T16:36:37+02:00"}, "triggeredOn"),
+        ({"triggeredOn": "2026-05-26T09:36:37-05:00"}, "triggeredOn"),
+        ({"registeredOn": "2026-05-26T16:36:39+02:00"}, "registeredOn"),
         ({"onSiteInformation": {"sla": -1}}, "onSiteInformation.sla"),
         ({"onSiteInformation": {"sla": "110"}}, "onSiteInformation.sla"),
         ({"onSiteInformation": {"instructions": ["a"]}}, "onSiteInformation.instructions"),

@@ -41,6 +41,22 @@ def test_secret_keys_and_secrets_inside_text_are_masked(json_logs: pytest.Captur
     assert line["headers"]["Accept"] == "application/json"
 
 
+def test_both_govworx_auth_headers_are_masked_whatever_their_value(
+    json_logs: pytest.CaptureFixture[str],
+) -> None:
+    """The CAD client sends its token as ``Authorization`` and ``Authentication`` (CONTRACTS Part B
+    §5.1): a header dict logged by mistake must lose both, with or without a scheme word."""
+    structlog.get_logger("test").warning(
+        "upstream.call",
+        headers={"Authorization": "tok-cad-1", "Authentication": "tok-cad-2"},
+        authentication="tok-cad-3",
+    )
+    err = json_logs.readouterr().err
+    for secret in ("tok-cad-1", "tok-cad-2", "tok-cad-3"):
+        assert secret not in err
+    assert json.loads(err.splitlines()[0])["headers"] == {"Authorization": "***", "Authentication": "***"}
+
+
 def test_every_line_is_json(json_logs: pytest.CaptureFixture[str]) -> None:
     structlog.get_logger("a").info("one", n=1)
     logging.getLogger("b").error("two")

@@ -9,6 +9,7 @@ that may have landed is "outcome unknown" unless repeating it is harmless.
 from __future__ import annotations
 
 import email.utils
+import importlib.metadata
 import socket
 import struct
 import threading
@@ -25,7 +26,8 @@ from sandbox.cad import create_app as create_cad_app
 from sandbox.config import load_config
 from sandbox.server import RunningServer, serve_in_thread
 from tests.logs import capture_logs
-from workers.clients.base import BaseClient, EnvironmentOnceSession, step_deadline
+from workers.clients import base
+from workers.clients.base import USER_AGENT, BaseClient, EnvironmentOnceSession, step_deadline
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError, UpstreamUnavailableError
 from workers.clients.transport import Cutoff
 
@@ -129,6 +131,30 @@ def test_every_call_carries_the_connect_and_read_timeout(upstream: RunningServer
 
     assert [call["timeout"] for call in session.calls] == [(1.5, 4.0), (1.5, 4.0)]
     session.close()
+
+
+def test_every_call_names_alarm_bridge_and_its_version_as_user_agent(upstream: RunningServer) -> None:
+    """requests' own ``python-requests/x`` is refused by some Alta hosts (CONTRACTS Part B §1.2); the
+    header is set per call, so a session a test or a caller passes in carries it too."""
+    session = RecordingSession()
+    demo = DemoClient(upstream.base_url, (1.5, 4.0), session)
+
+    response = demo._request("GET", "/status/200", headers={"Accept": "application/json"})
+
+    version = importlib.metadata.version("alarm-bridge")
+    assert response.request.headers["User-Agent"] == f"alarm-bridge/{version}" == USER_AGENT
+    assert session.calls[0]["headers"]["Accept"] == "application/json"
+    session.close()
+
+
+def test_without_the_installed_distribution_the_user_agent_still_names_alarm_bridge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert base._version() == base.FALLBACK_VERSION
 
 
 def test_a_refused_connection_is_unavailable_even_for_a_post() -> None:

@@ -299,23 +299,26 @@ def test_a_delayed_step_longer_than_the_visibility_timeout_runs_once(
 ) -> None:
     """BROKER_VISIBILITY_TIMEOUT_S=3 and steps planned 6 s after the alarm: the delay waits in the
     ledger, not in the broker, so no message of it sits unacknowledged long enough to be redelivered.
-    And a step that RUNS longer than the visibility timeout (TrackTik answering in 8 s) is redelivered
-    by Redis (kombu restores old unacknowledged messages, to the worker that holds it or to a second
-    one started meanwhile): that delivery finds the step's lease and does nothing. Each step runs
-    once: one TrackTik alarm, one CAD upload and one phone call per alarm, each in one attempt."""
+    And a step that RUNS longer than the visibility timeout (TrackTik answering in 25 s) is redelivered
+    by Redis (kombu restores old unacknowledged messages when a consumer starts, and every ~100 s
+    after): the second worker started meanwhile restores them, and that delivery finds the step's
+    lease and does nothing. Each step runs once: one TrackTik alarm, one CAD upload and one phone call
+    per alarm, each in one attempt. The answer takes 25 s so that the second worker is up while the
+    steps still run even on a host three times slower than usual (its start took 12 s on one)."""
     timer = Timer()
     stack = make_stack(
         postgres_url,
         env={
             "BROKER_VISIBILITY_TIMEOUT_S": "3",
-            "TASK_SOFT_TIME_LIMIT_S": "10",
-            "TASK_TIME_LIMIT_S": "12",
-            "ACTION_LEASE_S": "15",
-            "HTTP_READ_TIMEOUT_S": "10",
+            "TASK_SOFT_TIME_LIMIT_S": "30",
+            "TASK_TIME_LIMIT_S": "32",
+            "ACTION_LEASE_S": "40",
+            "HTTP_READ_TIMEOUT_S": "30",
+            "TRACKTIK_CREATE_READ_TIMEOUT_S": "30",
         },
     )
     timer.mark("started")
-    stack.fault("tracktik", method="POST", path="/rest/v1/alarms", delay_s=8, count=2)
+    stack.fault("tracktik", method="POST", path="/rest/v1/alarms", delay_s=25, count=2)
     posted = stack.post_all([alarm_body("fs-delay", f"delay-{n}") for n in range(DELAYED)], threads=4)
     assert {p.status for p in posted} == {202}
 
@@ -332,6 +335,11 @@ def test_a_delayed_step_longer_than_the_visibility_timeout_runs_once(
     stack.start_process("worker2", "worker", ["--hostname", "worker2@%h"])
     stack.wait_worker_ready("worker2")
     timer.mark("second worker up")
+    with stack.engine.connect() as conn:
+        still_running = conn.execute(
+            select(func.count()).where(Action.kind == tracktik_steps.CREATE_ALARM, Action.state == "running")
+        ).scalar()
+    assert still_running, f"the second worker started after the slow steps ended; phases {timer.marks}"
     settle_and_reconcile(stack, posted, 3 * DELAYED, timeout_s=90)
     timer.mark("reconciled")
 

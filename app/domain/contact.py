@@ -26,7 +26,11 @@ from app.ledger.models import AccountSupervision, Alarm, AlarmState, TimelineEnt
 
 LINK = "link"  # any contact (an event or a DC-09 link frame) within link_supervision
 TEST = "test"  # an automatic test within test_interval + test_grace
-AUTOMATIC_TEST_CODE = "RP"
+# The SIA codes of a panel's periodic test: RP (Automatic Test), and RY (Test Off Normal), which a
+# panel sends instead while a trouble is present (Contact ID 1608, "periodic test report with trouble
+# present"). Either proves its test timer and its path; a manual test (RX) or an unspecified test
+# report (TX) does not.
+AUTOMATIC_TEST_CODES = frozenset({"RP", "RY"})
 # In the details of the trouble event the tick records: it is the bridge speaking, not the account.
 TROUBLE_DETAIL = "supervision"
 

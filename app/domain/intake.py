@@ -336,7 +336,7 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
             at=event.received_at,
             what=f"event {event.code}" if event.code else "an event",
             link_frame=supervised.dc09,
-            test=event.code == contact.AUTOMATIC_TEST_CODE,
+            test=event.code in contact.AUTOMATIC_TEST_CODES,
             event_id=event_id,
         )
     return Receipt(

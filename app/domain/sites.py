@@ -88,7 +88,8 @@ class Supervision:
     """How often an account must be heard from; a missed deadline is a trouble for a person.
 
     ``link``: any contact (an event, or a DC-09 link frame such as ``NULL``) within this period.
-    ``test_interval``: an automatic test (SIA ``RP``) within this period plus ``test_grace``.
+    ``test_interval``: an automatic test (SIA ``RP``, or ``RY`` sent with a trouble present) within
+    this period plus ``test_grace``.
     None switches that check off.
     """
 

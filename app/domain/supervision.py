@@ -2,8 +2,9 @@
 
 A site (or a source, for every account routed through it) may declare how often each account must
 be heard from: any contact — an event, or a DC-09 link frame such as ``NULL`` — within
-``link_supervision``, and an automatic test (SIA ``RP``) within ``test_interval`` plus
-``test_grace``. The deadlines live in the ledger (``account_supervision``), so a restart loses none:
+``link_supervision``, and an automatic test (SIA ``RP``, or ``RY`` with a trouble present) within
+``test_interval`` plus ``test_grace``. The deadlines live in the ledger (``account_supervision``),
+so a restart loses none:
 
 - ``arm`` (the first tick of each process) gives every declared account a row: one never heard from
   trips its interval after supervision began, not never.
@@ -217,7 +218,7 @@ def _reason(row: AccountSupervision, kind: str, period: timedelta) -> str:
     else:
         heard, subject, rule = (
             row.last_test_at,
-            f"no automatic test (RP) from account {row.account}",
+            f"no automatic test (RP or RY) from account {row.account}",
             "test_interval",
         )
         rule = f"{rule} + test_grace"

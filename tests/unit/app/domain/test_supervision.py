@@ -233,7 +233,7 @@ def test_an_automatic_test_refreshes_its_deadline_and_the_deadline_trips_when_te
     opened = alarm(sessions, trouble.alarm_id)
     assert (opened.code, opened.family, opened.state) == ("XX", "test", "needs_person")
     assert opened.needs_person_reason == (
-        "no automatic test (RP) from account 1f4a since 2026-11-23 14:00:00 UTC: "
+        "no automatic test (RP or RY) from account 1f4a since 2026-11-23 14:00:00 UTC: "
         "test_interval + test_grace is 1h5m"
     )
     assert action_kinds(sessions, opened.id) == ["callonalarm.trigger"]
@@ -249,6 +249,47 @@ def test_an_automatic_test_refreshes_its_deadline_and_the_deadline_trips_when_te
     state = row(sessions)
     assert (state.test_alarm_id, state.test_deadline_at, state.last_test_at) == (None, back + period, back)
     assert tick(sessions, back + period - timedelta(seconds=1), tests_only).troubles == []
+
+
+def test_a_periodic_test_sent_with_a_trouble_present_is_an_automatic_test_too(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A panel with a trouble present sends its periodic test as RY (Test Off Normal; Contact ID
+    1608): tests on time open nothing, and an RY restores a missed test as an RP does."""
+    tests_only = supervised_sites(
+        newton_residence=Supervision(test_interval=TEST_INTERVAL, test_grace=TEST_GRACE)
+    )
+    period = TEST_INTERVAL + TEST_GRACE
+    arm(sessions, T0, tests_only)
+    for hour in range(4):  # hourly, on time: RY, RP, RY, RY
+        at = T0 + timedelta(hours=hour, minutes=1)
+        record(sessions, "RP" if hour == 1 else "RY", at, tests_only)
+        assert tick(sessions, at + period - timedelta(seconds=1), tests_only).troubles == []
+    last_test = T0 + timedelta(hours=3, minutes=1)
+    assert row(sessions).last_test_at == last_test
+
+    [trouble] = tick(sessions, last_test + period, tests_only).troubles  # the tests stop
+    back = last_test + period + timedelta(minutes=1)
+    record(sessions, "RY", back, tests_only)
+
+    assert alarm(sessions, trouble.alarm_id).restored_at == back
+    state = row(sessions)
+    assert (state.test_alarm_id, state.test_deadline_at, state.last_test_at) == (None, back + period, back)
+
+
+@pytest.mark.parametrize("code", ["RX", "TX"])
+def test_a_manual_test_or_an_unspecified_test_report_is_not_an_automatic_test(
+    sessions: sessionmaker[Session], code: str
+) -> None:
+    tests_only = supervised_sites(
+        newton_residence=Supervision(test_interval=TEST_INTERVAL, test_grace=TEST_GRACE)
+    )
+    arm(sessions, T0, tests_only)
+    record(sessions, code, T0 + timedelta(minutes=30), tests_only)
+
+    [trouble] = tick(sessions, T0 + TEST_INTERVAL + TEST_GRACE, tests_only).troubles
+    assert trouble.kind == "test"
+    assert row(sessions).last_test_at is None
 
 
 # --- accounts never heard from, restarts, configuration ------------------------------------------------
@@ -267,7 +308,7 @@ def test_a_declared_account_never_heard_from_trips_its_interval_after_supervisio
         "link to account 1f4a silent since supervision began at 2026-11-23 12:00:00 UTC (never heard from): "
         "link_supervision is 10m"
     )
-    assert test.reason.startswith("no automatic test (RP) from account 1f4a since supervision began at")
+    assert test.reason.startswith("no automatic test (RP or RY) from account 1f4a since supervision began at")
     assert {a.code for a in trouble_alarms(sessions, "YC") + trouble_alarms(sessions, "XX")} == {"YC", "XX"}
 
 

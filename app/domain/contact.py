@@ -2,9 +2,10 @@
 
 Supervision (``app.domain.supervision``) keeps, per supervised account, the deadline by which it
 must be heard from again. This module is the contact half, called inside the transaction that records
-the contact — intake for every event of a supervised account, ``supervision.note_link`` for a DC-09
-link frame — so a deadline moves exactly when the contact is committed, never before. The common
-case is one upsert that returns whether an outage was open; restoring it is the rare path.
+the contact — intake for every event of a supervised account, a delivery sent again (a duplicate)
+included, ``supervision.note_link`` for a DC-09 link frame — so a deadline moves exactly when the
+contact is committed, never before. The common case is one upsert that returns whether an outage
+was open; restoring it is the rare path.
 
 A restore follows the SIA restore rule (intake's ``_restore``): the trouble alarm gets its
 ``restored_at`` and a timeline line, and stays for a person to end; nothing is stood down.

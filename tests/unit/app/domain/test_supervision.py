@@ -171,6 +171,56 @@ def test_the_next_event_restores_the_link_trouble_and_re_arms_the_deadline(
     assert "silent since 2026-11-23 12:20:00 UTC" in again.reason
 
 
+def test_a_heartbeat_answered_as_a_duplicate_keeps_the_link_alive(sessions: sessionmaker[Session]) -> None:
+    """An id-less, time-less post (CallOnAlarm's body, a plain gateway) is recorded once per dedupe
+    window (300 s); posted every minute, the link (3m) is heard from every minute all the same."""
+    link = timedelta(minutes=3)
+    sites = supervised_sites(newton_residence=Supervision(link=link))
+    arm(sessions, T0, sites)
+    duplicates = 0
+    for minute in range(31):
+        at = T0 + timedelta(minutes=minute)
+        heartbeat = Event(
+            source_key="acme-panels", source_kind="panel", received_at=at, account=NEWTON_ACCOUNT,
+            code="OP", zone=None, payload={"code": "OP"},
+        )  # fmt: skip
+        with sessions.begin() as session:
+            duplicates += record_event(session, heartbeat, sites=sites, rules=RULES).duplicate
+        assert tick(sessions, at + timedelta(seconds=59), sites).troubles == []
+
+    assert duplicates >= 20  # most of them were duplicates
+    assert trouble_alarms(sessions, "YC") == []
+    state = row(sessions)
+    assert (state.last_contact_at, state.link_deadline_at) == (
+        T0 + timedelta(minutes=30),
+        T0 + timedelta(minutes=30) + link,
+    )
+
+
+def test_a_delivery_sent_again_restores_a_link_outage(sessions: sessionmaker[Session]) -> None:
+    sent = replace(panel("OP", T0), sender_event_id="gw-7")
+    with sessions.begin() as session:
+        record_event(session, sent, sites=SITES, rules=RULES)
+    [trouble] = tick(sessions, T0 + LINK).troubles
+    again_at = T0 + LINK + timedelta(minutes=2)  # the gateway's uplink is back: it sends its backlog
+
+    with sessions.begin() as session:
+        receipt = record_event(session, replace(sent, received_at=again_at), sites=SITES, rules=RULES)
+
+    assert receipt.duplicate
+    assert alarm(sessions, trouble.alarm_id).restored_at == again_at
+    assert (
+        "alarm.zone_restored",
+        "event OP (sent again) from account 1f4a: the link is back; the trouble stays until a person ends it",
+    ) in timeline(sessions, trouble.alarm_id)
+    state = row(sessions)
+    assert (state.link_alarm_id, state.last_contact_at, state.link_deadline_at) == (
+        None,
+        again_at,
+        again_at + LINK,
+    )
+
+
 def test_a_link_frame_keeps_the_link_alive_and_restores_an_outage(sessions: sessionmaker[Session]) -> None:
     arm(sessions, T0)
     link_frame(sessions, T0 + timedelta(minutes=8))
@@ -420,6 +470,35 @@ def test_an_unsupervised_account_adds_no_statement_to_intake(
     statements.clear()
     record(sessions, "OP", T0 + timedelta(seconds=1))  # the supervised account: one upsert more
     assert sum("account_supervision" in s for s in statements) == 1
+
+
+def test_a_duplicate_costs_a_supervised_account_one_upsert_and_an_unsupervised_one_nothing(
+    sessions: sessionmaker[Session], statements: list[str]
+) -> None:
+    unsupervised = supervised_sites()
+    montreal = replace(panel("CL", T0, MONTREAL_ACCOUNT), sender_event_id="m-1")
+    newton = replace(panel("CL", T0), sender_event_id="n-1")
+    for event in (montreal, newton):
+        with sessions.begin() as session:
+            record_event(session, event, sites=SITES, rules=RULES)
+    with sessions.begin() as session:  # warm up the duplicate path
+        assert record_event(session, montreal, sites=unsupervised, rules=RULES).duplicate
+    statements.clear()
+
+    with sessions.begin() as session:
+        assert record_event(session, montreal, sites=unsupervised, rules=RULES).duplicate
+    baseline = list(statements)
+    statements.clear()
+    with sessions.begin() as session:  # another account of the same directory is supervised
+        assert record_event(session, montreal, sites=SITES, rules=RULES).duplicate
+    assert statements == baseline
+    assert not any("account_supervision" in s for s in statements)
+
+    statements.clear()
+    with sessions.begin() as session:
+        assert record_event(session, newton, sites=SITES, rules=RULES).duplicate
+    assert sum("account_supervision" in s for s in statements) == 1
+    assert len(statements) == len(baseline) + 1
 
 
 def test_the_troubles_own_event_does_not_count_as_contact(sessions: sessionmaker[Session]) -> None:

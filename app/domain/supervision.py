@@ -14,7 +14,9 @@ so a restart loses none:
   own machinery — a synthetic ``YC`` (communications fail) or ``XX`` (fail to test) event, so the
   site's ``trouble`` plan, grouping and timeline apply — flags it for a person with the reason, and
   clears the deadline: one outage opens one alarm, however many ticks pass. The account's next
-  message restores that alarm and re-arms the deadline.
+  message restores that alarm and re-arms the deadline. An outage within the grouping window of the
+  last one joins its alarm, which is then no longer restored (and is restored again by the next
+  message); its plan is not run a second time.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ TROUBLE_CODES = {LINK: "YC", TEST: "XX"}
 MAX_TROUBLES_PER_CHECK = 200
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 _DEADLINES = {LINK: AccountSupervision.link_deadline_at, TEST: AccountSupervision.test_deadline_at}
+_AGAIN = {LINK: "link silent again", TEST: "automatic tests missing again"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,28 @@ def _trip(
     )
     assert receipt.alarm_id is not None  # a trouble always opens (or joins) an alarm
     setattr(row, f"{kind}_alarm_id", receipt.alarm_id)
-    alarm = session.execute(select(Alarm).where(Alarm.id == receipt.alarm_id).with_for_update()).scalar_one()
+    alarm = session.execute(
+        select(Alarm)
+        .where(Alarm.id == receipt.alarm_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    if receipt.opened is None and alarm.restored_at is not None:
+        # A link that drops again within the grouping window joins the alarm of its last outage,
+        # which that outage's end restored: a person must see it is not restored any more, and the
+        # next contact restores it again. Its trouble plan ran when it opened and is not run again
+        # (the contacts it rang are not rung twice within the window); the person is asked again.
+        alarm.restored_at = None
+        note(
+            session,
+            alarm.id,
+            now,
+            "alarm.restore_withdrawn",
+            f"{_AGAIN[kind]} for account {row.account}: the alarm is no longer restored "
+            "(its trouble plan ran when it opened and is not run again)",
+            raised_by="supervision",
+            reason=kind,
+        )
     alarm.flag_for_person(reason)
     note(session, alarm.id, now, "alarm.needs_person", reason, raised_by="supervision", reason=kind)
     session.flush()

@@ -221,6 +221,44 @@ def test_a_delivery_sent_again_restores_a_link_outage(sessions: sessionmaker[Ses
     )
 
 
+def test_a_link_dropping_again_within_the_grouping_window_un_restores_its_alarm_without_a_second_plan(
+    sessions: sessionmaker[Session],
+) -> None:
+    """link_supervision (3m) shorter than the grouping window (5m): the second outage joins the
+    first's alarm, which must show it is not restored; the next message restores it again."""
+    link = timedelta(minutes=3)
+    sites = supervised_sites(newton_residence=Supervision(link=link))
+    record(sessions, "OP", T0, sites)
+    [first] = tick(sessions, T0 + link, sites).troubles
+    record(sessions, "OP", T0 + timedelta(minutes=4), sites)
+    assert alarm(sessions, first.alarm_id).restored_at == T0 + timedelta(minutes=4)
+
+    again = tick(sessions, T0 + timedelta(minutes=7), sites)  # silent again since 12:04
+
+    [second] = again.troubles
+    assert second.alarm_id == first.alarm_id  # joined: one alarm for the flapping link
+    assert again.due_actions == []  # its plan already rang the contacts: not again in the window
+    joined = alarm(sessions, first.alarm_id)
+    assert (joined.restored_at, joined.state, joined.event_count) == (None, AlarmState.NEEDS_PERSON, 2)
+    assert "silent since 2026-11-23 12:04:00 UTC" in (joined.needs_person_reason or "")
+    lines = timeline(sessions, first.alarm_id)
+    withdrawn = [m for k, m in lines if k == "alarm.restore_withdrawn"]
+    assert withdrawn == [
+        "link silent again for account 1f4a: the alarm is no longer restored "
+        "(its trouble plan ran when it opened and is not run again)"
+    ]
+    assert action_kinds(sessions, first.alarm_id) == ["callonalarm.trigger"]
+    assert row(sessions).link_alarm_id == first.alarm_id
+
+    back = T0 + timedelta(minutes=8)
+    record(sessions, "OP", back, sites)
+
+    assert alarm(sessions, first.alarm_id).restored_at == back
+    assert [k for k, _ in timeline(sessions, first.alarm_id)].count("alarm.zone_restored") == 2
+    state = row(sessions)
+    assert (state.link_alarm_id, state.link_deadline_at) == (None, back + link)
+
+
 def test_a_link_frame_keeps_the_link_alive_and_restores_an_outage(sessions: sessionmaker[Session]) -> None:
     arm(sessions, T0)
     link_frame(sessions, T0 + timedelta(minutes=8))

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import supervision
@@ -565,11 +565,179 @@ def test_an_event_in_a_dc09_frame_is_a_link_frame_too(sessions: sessionmaker[Ses
     with sessions.begin() as session:  # the same account over HTTP: contact, not a link frame
         record_event(session, panel("CL", T0 + timedelta(minutes=1)), sites=sites, rules=RULES)
 
+    state = row(sessions)  # one row for the site's account, whichever path brought the contact
+    assert state.source_key == "acme-panels"  # the first of the site's sources
+    assert state.last_link_at == T0
+    assert state.last_contact_at == T0 + timedelta(minutes=1)
+
+
+# --- an account reached through several sources (a dual-path panel) ------------------------------------
+
+GATEWAY = Source(key="acme-gateway", kind="panel", tokens=("gateway-token-0123456789abcdef",))
+
+
+def dual_path(supervision: Supervision | None = None) -> Sites:
+    """Newton's panel also reports through a gateway posting as a source of its own (link: 10m)."""
+    supervision = supervision or Supervision(link=LINK)
+    example = example_sites()
+    site = example.site("newton-residence")
+    assert site is not None
+    newton = replace(site, sources=("acme-panels", "acme-gateway"), supervision=supervision)
+    return Sites((*example.sources, GATEWAY), [newton])
+
+
+def test_an_account_reached_through_two_sources_is_supervised_once_and_either_path_is_contact(
+    sessions: sessionmaker[Session],
+) -> None:
+    sites = dual_path()
+    arm(sessions, T0, sites)
+
+    def post(source_key: str, code: str, at: datetime) -> None:
+        with sessions.begin() as session:
+            event = replace(panel(code, at), source_key=source_key)
+            record_event(session, event, sites=sites, rules=RULES)
+
+    # The panel reports through its own path only, then through the gateway only: never silent.
+    for minute in range(0, 31, 3):
+        at = T0 + timedelta(minutes=minute)
+        post("acme-panels" if minute < 15 else "acme-gateway", "OP", at)
+        assert tick(sessions, at + LINK - timedelta(seconds=1), sites).troubles == []
     with sessions() as session:
-        rows = {r.source_key: r for r in session.execute(select(AccountSupervision)).scalars()}
-    assert rows["acme-dc09"].last_link_at == rows["acme-dc09"].last_contact_at == T0
-    assert rows["acme-panels"].last_link_at is None
-    assert rows["acme-panels"].last_contact_at == T0 + timedelta(minutes=1)
+        assert session.execute(select(func.count()).select_from(AccountSupervision)).scalar_one() == 1
+    last = T0 + timedelta(minutes=30)
+    assert (row(sessions).source_key, row(sessions).last_contact_at) == ("acme-panels", last)
+
+    [trouble] = tick(sessions, last + LINK, sites).troubles  # both paths silent: one trouble
+    assert trouble.reason == (
+        "link to account 1f4a (through acme-panels or acme-gateway) silent since 2026-11-23 12:30:00 UTC: "
+        "link_supervision is 10m"
+    )
+    back = last + LINK + timedelta(minutes=1)
+    post("acme-gateway", "CL", back)  # either path restores it
+    assert alarm(sessions, trouble.alarm_id).restored_at == back
+    assert (row(sessions).link_alarm_id, row(sessions).link_deadline_at) == (None, back + LINK)
+
+
+def test_an_account_on_two_sources_is_held_to_the_strictest_of_their_supervision() -> None:
+    example = example_sites()
+    site = example.site("newton-residence")
+    assert site is not None
+    source = example.source("acme-panels")
+    assert source is not None
+    panels = replace(
+        source,
+        supervision=Supervision(link=timedelta(minutes=10), test_interval=timedelta(hours=24)),
+    )
+    gateway = replace(
+        GATEWAY,
+        supervision=Supervision(
+            link=timedelta(minutes=3), test_interval=timedelta(hours=1), test_grace=timedelta(0)
+        ),
+    )
+    newton = replace(site, sources=("acme-panels", "acme-gateway"), supervision=None)
+    sources = [panels if s.key == "acme-panels" else s for s in example.sources]
+    directory = Sites((*sources, gateway), [newton])
+
+    by_panels = directory.supervision_for("acme-panels", NEWTON_ACCOUNT)
+    by_gateway = directory.supervision_for("acme-gateway", NEWTON_ACCOUNT)
+    assert by_panels is not None and by_gateway is not None
+    assert by_panels.supervision == by_gateway.supervision
+    assert by_panels.supervision.link == timedelta(minutes=3)
+    assert by_panels.supervision.test_period == timedelta(hours=1)
+    assert by_panels.source_key == by_gateway.source_key == "acme-panels"
+    assert by_panels.paths == ("acme-panels", "acme-gateway")
+    assert [(s.source_key, s.account) for s in directory.supervised_accounts] == [
+        ("acme-panels", NEWTON_ACCOUNT)
+    ]
+    # The site's own value still wins, check by check.
+    own = Sites((*sources, gateway), [replace(newton, supervision=Supervision(link=timedelta(hours=1)))])
+    found = own.supervision_for("acme-gateway", NEWTON_ACCOUNT)
+    assert found is not None
+    assert (found.supervision.link, found.supervision.test_period) == (timedelta(hours=1), timedelta(hours=1))
+
+
+def test_rows_kept_per_source_are_folded_into_the_accounts_row(sessions: sessionmaker[Session]) -> None:
+    """Rows from when a dual-path account was supervised per source: the gateway's path had tripped
+    a (false) outage while the panel's path talked. arm folds it into the account's row: the later
+    contact and the open outage move there, the other row goes, and the next contact restores it."""
+    sites = dual_path(Supervision(link=LINK, test_interval=TEST_INTERVAL, test_grace=TEST_GRACE))
+    with sessions.begin() as session:
+        session.add_all(
+            [
+                AccountSupervision(
+                    source_key="acme-panels", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0 + timedelta(minutes=2), link_period_s=600,
+                    link_deadline_at=T0 + timedelta(minutes=12), updated_at=T0,
+                ),
+                AccountSupervision(
+                    source_key="acme-gateway", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0 + timedelta(minutes=5),
+                    last_link_at=T0 + timedelta(minutes=5), link_period_s=600, link_deadline_at=None,
+                    link_alarm_id=41, updated_at=T0,
+                ),
+            ]
+        )  # fmt: skip
+    # A tick of a process that has not armed yet: the other path's row never trips.
+    with sessions.begin() as session:
+        session.execute(
+            update(AccountSupervision)
+            .where(AccountSupervision.source_key == "acme-gateway")
+            .values(test_deadline_at=T0, test_period_s=3900)
+        )
+    assert tick(sessions, T0 + timedelta(minutes=1), sites).troubles == []
+    assert trouble_alarms(sessions, "XX") == []
+
+    arm(sessions, T0 + timedelta(minutes=6), sites)
+    arm(sessions, T0 + timedelta(minutes=6), sites)  # every process arms: folding twice changes nothing
+
+    state = row(sessions)
+    assert state.source_key == "acme-panels"
+    assert state.last_contact_at == state.last_link_at == T0 + timedelta(minutes=5)
+    assert (state.link_alarm_id, state.link_deadline_at) == (41, None)
+    with sessions.begin() as session:  # the outage's alarm, as the tick had opened it
+        session.add(
+            Alarm(
+                id=41, site_key="newton-residence", source_key="acme-gateway", account=NEWTON_ACCOUNT,
+                code="YC", family="network", priority="technical", state=AlarmState.NEEDS_PERSON,
+                event_count=1, opened_at=T0, last_event_at=T0, refs={},
+            )
+        )  # fmt: skip
+    back = T0 + timedelta(minutes=7)
+    record(sessions, "OP", back, sites)  # through the panels' path: restores the gateway's outage
+    assert alarm(sessions, 41).restored_at == back
+    assert (row(sessions).link_alarm_id, row(sessions).link_deadline_at) == (None, back + LINK)
+
+
+def test_folding_moves_the_deadline_on_to_the_other_paths_later_contact(
+    sessions: sessionmaker[Session],
+) -> None:
+    sites = dual_path()
+    with sessions.begin() as session:
+        session.add_all(
+            [
+                AccountSupervision(
+                    source_key="acme-panels", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0, link_period_s=600,
+                    link_deadline_at=T0 + LINK, updated_at=T0,
+                ),
+                AccountSupervision(
+                    source_key="acme-gateway", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0 + timedelta(minutes=8), link_period_s=600,
+                    link_deadline_at=T0 + timedelta(minutes=18), updated_at=T0,
+                ),
+            ]
+        )  # fmt: skip
+
+    arm(sessions, T0 + timedelta(minutes=9), sites)
+
+    assert tick(sessions, T0 + timedelta(minutes=17), sites).troubles == []  # not at the panels' 12:10
+    state = row(sessions)
+    assert (state.last_contact_at, state.link_deadline_at) == (
+        T0 + timedelta(minutes=8),
+        T0 + timedelta(minutes=18),
+    )
+    [trouble] = tick(sessions, T0 + timedelta(minutes=18), sites).troubles
+    assert "silent since 2026-11-23 12:08:00 UTC" in trouble.reason
 
 
 def test_each_contact_re_arms_from_itself_but_an_older_one_never_pulls_the_deadline_back(

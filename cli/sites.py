@@ -170,7 +170,7 @@ def _supervision_lines(accounts: Sequence[SupervisedAccount]) -> list[str]:
             checks.append(f"a link (any event or DC-09 frame) within {format_duration(rule.link)}")
         if rule.test_interval is not None:
             checks.append(
-                f"an automatic test (RP) every {format_duration(rule.test_interval)} "
+                f"an automatic test (RP or RY) every {format_duration(rule.test_interval)} "
                 f"(+{format_duration(rule.test_grace)} grace)"
             )
         lines.append(

@@ -2,9 +2,10 @@
 
 Supervision (``app.domain.supervision``) keeps, per supervised account, the deadline by which it
 must be heard from again. This module is the contact half, called inside the transaction that records
-the contact — intake for every event of a supervised account, ``supervision.note_link`` for a DC-09
-link frame — so a deadline moves exactly when the contact is committed, never before. The common
-case is one upsert that returns whether an outage was open; restoring it is the rare path.
+the contact — intake for every event of a supervised account, a delivery sent again (a duplicate)
+included, ``supervision.note_link`` for a DC-09 link frame — so a deadline moves exactly when the
+contact is committed, never before. The common case is one upsert that returns whether an outage
+was open; restoring it is the rare path.
 
 A restore follows the SIA restore rule (intake's ``_restore``): the trouble alarm gets its
 ``restored_at`` and a timeline line, and stays for a person to end; nothing is stood down.
@@ -26,7 +27,11 @@ from app.ledger.models import AccountSupervision, Alarm, AlarmState, TimelineEnt
 
 LINK = "link"  # any contact (an event or a DC-09 link frame) within link_supervision
 TEST = "test"  # an automatic test within test_interval + test_grace
-AUTOMATIC_TEST_CODE = "RP"
+# The SIA codes of a panel's periodic test: RP (Automatic Test), and RY (Test Off Normal), which a
+# panel sends instead while a trouble is present (Contact ID 1608, "periodic test report with trouble
+# present"). Either proves its test timer and its path; a manual test (RX) or an unspecified test
+# report (TX) does not.
+AUTOMATIC_TEST_CODES = frozenset({"RP", "RY"})
 # In the details of the trouble event the tick records: it is the bridge speaking, not the account.
 TROUBLE_DETAIL = "supervision"
 
@@ -61,7 +66,7 @@ def record_contact(
     link_period, test_period = supervision.link, supervision.test_period
     link_deadline = at + link_period if link_period is not None else None
     test_deadline = at + test_period if test_period is not None else None
-    stamp = _stamp(at)
+    at_bound = stamp(at)
     values: dict[str, Any] = {
         "source_key": supervised.source_key,
         "account": supervised.account,
@@ -78,30 +83,30 @@ def record_contact(
     }
     changes: dict[str, Any] = {
         "site_key": supervised.site_key,
-        "last_contact_at": _later(_C.last_contact_at, stamp),
+        "last_contact_at": later(_C.last_contact_at, at_bound),
         "link_period_s": values["link_period_s"],
         "test_period_s": values["test_period_s"],
         # Any contact re-arms the link from itself, in trouble or not (a period changed in the file
         # applies at once); only a contact older than the last one leaves the deadline alone.
         "link_deadline_at": None
         if link_deadline is None
-        else _rearmed(_C.link_deadline_at, _C.last_contact_at, stamp, _stamp(link_deadline)),
-        "updated_at": stamp,
+        else _rearmed(_C.link_deadline_at, _C.last_contact_at, at_bound, stamp(link_deadline)),
+        "updated_at": at_bound,
     }
     if link_frame:
-        changes["last_link_at"] = _later(_C.last_link_at, stamp)
+        changes["last_link_at"] = later(_C.last_link_at, at_bound)
     if test_deadline is None:
         changes["test_deadline_at"] = None
     elif test:
-        changes["last_test_at"] = _later(_C.last_test_at, stamp)
+        changes["last_test_at"] = later(_C.last_test_at, at_bound)
         changes["test_deadline_at"] = _rearmed(
-            _C.test_deadline_at, _C.last_test_at, stamp, _stamp(test_deadline)
+            _C.test_deadline_at, _C.last_test_at, at_bound, stamp(test_deadline)
         )
     else:
         # Only a test re-arms a test deadline; an unarmed one (supervision just declared) starts now,
         # one cleared by an open outage stays cleared until the next test.
         changes["test_deadline_at"] = case(
-            (_C.test_deadline_at.is_(None) & _C.test_alarm_id.is_(None), _stamp(test_deadline)),
+            (_C.test_deadline_at.is_(None) & _C.test_alarm_id.is_(None), stamp(test_deadline)),
             else_=_C.test_deadline_at,
         )
     insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
@@ -175,12 +180,12 @@ def _drop_pending(session: Session) -> None:
     session.info[_METRICS_KEY] = []
 
 
-def _stamp(value: datetime) -> Any:
+def stamp(value: datetime) -> Any:
     """A time as a bound value of the ledger's type (aware UTC in, naive on SQLite)."""
     return literal(value, UTCDateTime())
 
 
-def _later(column: Any, value: Any) -> Any:
+def later(column: Any, value: Any) -> Any:
     """The later of a nullable column and ``value``."""
     return case((column.is_(None) | (column < value), value), else_=column)
 

@@ -305,6 +305,9 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
     if event_id is None:
         if row is None:  # not the same key: the same content within the window
             row = session.execute(_FIND_RECENT, _window(key, event, window)).one()
+        # A delivery sent again is the account heard from now: a panel posting the same id-less
+        # heartbeat every minute is recorded once per dedupe window, yet its link is alive.
+        _note_contact(session, event, sites, row.id, again=True)
         return Receipt(row.id, row.alarm_id, duplicate=True)
 
     cls = event.classify()
@@ -327,24 +330,35 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
                 sender_time=event.unusable_time,
             )
     recorder.write_notes()
-    # Supervision: decided from the in-memory Sites, so an unsupervised account costs no round trip.
-    supervised = sites.supervision_for(event.source_key, event.account)
-    if supervised is not None and contact.TROUBLE_DETAIL not in event.details:  # not the tick's trouble
-        contact.record_contact(
-            session,
-            supervised,
-            at=event.received_at,
-            what=f"event {event.code}" if event.code else "an event",
-            link_frame=supervised.dc09,
-            test=event.code == contact.AUTOMATIC_TEST_CODE,
-            event_id=event_id,
-        )
+    _note_contact(session, event, sites, event_id, again=False)
     return Receipt(
         event_id,
         alarm.id if alarm else None,
         duplicate=False,
         due_actions=tuple(due),
         opened=(alarm.family, alarm.priority) if alarm is not None and recorder.opened else None,
+    )
+
+
+def _note_contact(session: Session, event: Event, sites: Sites, event_id: int, *, again: bool) -> None:
+    """Supervision: the account was heard from (``again``: a delivery already recorded, sent anew).
+
+    Decided from the in-memory Sites, so an unsupervised account costs no round trip; the tick's own
+    trouble event is the bridge speaking, not the account, and is no contact.
+    """
+    supervised = sites.supervision_for(event.source_key, event.account)
+    if supervised is None or contact.TROUBLE_DETAIL in event.details:
+        return
+    what = f"event {event.code}" if event.code else "an event"
+    contact.record_contact(
+        session,
+        supervised,
+        at=event.received_at,
+        what=f"{what} (sent again)" if again else what,
+        link_frame=supervised.dc09,
+        # A test sent again is a test sent now: the panel's test timer and its path work.
+        test=event.code in contact.AUTOMATIC_TEST_CODES,
+        event_id=event_id,
     )
 
 

@@ -88,7 +88,8 @@ class Supervision:
     """How often an account must be heard from; a missed deadline is a trouble for a person.
 
     ``link``: any contact (an event, or a DC-09 link frame such as ``NULL``) within this period.
-    ``test_interval``: an automatic test (SIA ``RP``) within this period plus ``test_grace``.
+    ``test_interval``: an automatic test (SIA ``RP``, or ``RY`` sent with a trouble present) within
+    this period plus ``test_grace``.
     None switches that check off.
     """
 
@@ -143,13 +144,22 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class SupervisedAccount:
-    """One account whose link is supervised: through which source, for which site, how often."""
+    """One account whose link is supervised: for which site, how often, and through which sources.
+
+    An account is supervised once for its site, whichever of the site's sources brings its signals
+    (a dual-path panel: a DC-09 link beside a gateway posting over HTTP): a contact through any of
+    them counts. ``source_key`` is the one its ledger row is kept under (the first of the site's
+    sources that routes the account) and ``paths`` all of them, in the site's order.
+    """
 
     source_key: str
     account: str  # as the sites file writes it
     site_key: str
     supervision: Supervision
-    dc09: bool = False  # through a dc09 source: every event of the account came in a DC-09 frame
+    # As Sites.supervision_for answers it: the path asked about is a dc09 source, so every event
+    # through it came in a DC-09 frame (a link frame too).
+    dc09: bool = False
+    paths: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,10 +395,12 @@ class Sites:
         return self._by_zone.get(_normalise(zone_id), ())
 
     def supervision_for(self, source_key: str, account: str) -> SupervisedAccount | None:
-        """The supervision of ``account`` through ``source_key``, or None (the common, free case).
+        """The supervision of ``account`` reached through ``source_key``, or None (the common, free case).
 
-        Intake asks this for every event, so an unsupervised account costs a dictionary lookup and
-        no database round trip.
+        Every source of a site that routes the account answers the same supervision and the same
+        ledger row (``SupervisedAccount.source_key``); only ``dc09`` tells this path's kind. Intake
+        asks this for every event, so an unsupervised account costs a dictionary lookup and no
+        database round trip.
         """
         if not self._supervised:
             return None
@@ -396,8 +408,8 @@ class Sites:
 
     @property
     def supervised_accounts(self) -> tuple[SupervisedAccount, ...]:
-        """Every account whose link is supervised, site by site in file order."""
-        return tuple(self._supervised.values())
+        """Every account whose link is supervised, once per site and account, in file order."""
+        return tuple(s for (source_key, _), s in self._supervised.items() if source_key == s.source_key)
 
 
 def _dc09_index(
@@ -418,23 +430,45 @@ def _dc09_index(
 def _supervised_accounts(
     routes: Mapping[tuple[str, str], Site], sources: Mapping[str, Source]
 ) -> dict[tuple[str, str], SupervisedAccount]:
-    """Each routed account's supervision: its site's values over its source's, check by check."""
+    """Each routed (source, account)'s supervision: one per site and account, whatever the path.
+
+    The site's values win check by check over its sources'; where several of the account's sources
+    declare a check, the shortest period applies (any path counts as contact, so the account is
+    held to the strictest promise made for it).
+    """
+    paths: dict[tuple[str, str], list[str]] = {}
+    for (source_key, normalised), site in routes.items():
+        paths.setdefault((site.key, normalised), []).append(source_key)
     found: dict[tuple[str, str], SupervisedAccount] = {}
     for (source_key, normalised), site in routes.items():
-        source = sources[source_key]
-        if site.supervision is not None:
-            supervision = site.supervision.over(source.supervision)
-        elif source.supervision is not None:
-            supervision = source.supervision
-        else:
-            continue
-        if supervision.link is None and supervision.test_interval is None:
+        routed_by = tuple(s for s in site.sources if s in paths[(site.key, normalised)])
+        base = _strictest([sources[s].supervision for s in routed_by])
+        supervision = site.supervision.over(base) if site.supervision is not None else base
+        if supervision is None or (supervision.link is None and supervision.test_interval is None):
             continue
         account = next(a.strip() for a in site.accounts if _normalise(a) == normalised)
         found[(source_key, normalised)] = SupervisedAccount(
-            source_key, account, site.key, supervision, dc09=source.kind == "dc09"
+            routed_by[0],
+            account,
+            site.key,
+            supervision,
+            dc09=sources[source_key].kind == "dc09",
+            paths=routed_by,
         )
     return found
+
+
+def _strictest(declared: Iterable[Supervision | None]) -> Supervision | None:
+    """One supervision from several sources': the shortest link, the test with the shortest period."""
+    found = [s for s in declared if s is not None]
+    if len(found) <= 1:
+        return found[0] if found else None
+    links = [s.link for s in found if s.link is not None]
+    tests = [s for s in found if s.test_period is not None]
+    test = min(tests, key=lambda s: s.test_period or timedelta(0), default=None)
+    if test is None:
+        return Supervision(min(links, default=None))
+    return Supervision(min(links, default=None), test.test_interval, test.test_grace)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 A site (or a source, for every account routed through it) may declare how often each account must
 be heard from: any contact — an event, or a DC-09 link frame such as ``NULL`` — within
-``link_supervision``, and an automatic test (SIA ``RP``) within ``test_interval`` plus
-``test_grace``. The deadlines live in the ledger (``account_supervision``), so a restart loses none:
+``link_supervision``, and an automatic test (SIA ``RP``, or ``RY`` with a trouble present) within
+``test_interval`` plus ``test_grace``. An account is supervised once for its site, whichever of
+the site's sources brings its signals (one row, ``SupervisedAccount.source_key``): a contact through
+any path counts. The deadlines live in the ledger (``account_supervision``), so a restart loses none:
 
 - ``arm`` (the first tick of each process) gives every declared account a row: one never heard from
   trips its interval after supervision began, not never.
@@ -13,7 +15,9 @@ be heard from: any contact — an event, or a DC-09 link frame such as ``NULL`` 
   own machinery — a synthetic ``YC`` (communications fail) or ``XX`` (fail to test) event, so the
   site's ``trouble`` plan, grouping and timeline apply — flags it for a person with the reason, and
   clears the deadline: one outage opens one alarm, however many ticks pass. The account's next
-  message restores that alarm and re-arms the deadline.
+  message restores that alarm and re-arms the deadline. An outage within the grouping window of the
+  last one joins its alarm, which is then no longer restored (and is restored again by the next
+  message); its plan is not run a second time.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import case, delete, null, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -46,6 +50,8 @@ TROUBLE_CODES = {LINK: "YC", TEST: "XX"}
 MAX_TROUBLES_PER_CHECK = 200
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 _DEADLINES = {LINK: AccountSupervision.link_deadline_at, TEST: AccountSupervision.test_deadline_at}
+_COLUMNS = AccountSupervision.__table__.c
+_AGAIN = {LINK: "link silent again", TEST: "automatic tests missing again"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,7 @@ def arm(session: Session, *, sites: Sites, now: datetime) -> int:
             index_elements=["source_key", "account"]
         )
         session.execute(statement, new_rows)
+    _fold_other_paths(session, sites=sites, declared=declared, now=now)
     rows = session.execute(select(AccountSupervision)).scalars()
     for row in rows:
         found = declared.get((row.source_key, row.account))
@@ -133,6 +140,63 @@ def arm(session: Session, *, sites: Sites, now: datetime) -> int:
             row.updated_at = now
     session.flush()
     return len(declared)
+
+
+def _fold_other_paths(
+    session: Session,
+    *,
+    sites: Sites,
+    declared: dict[tuple[str, str], SupervisedAccount],
+    now: datetime,
+) -> None:
+    """Fold a row kept for another path of an account into the account's row, and drop it.
+
+    An account was once supervised per (source, account): a dual-path panel had a row per source,
+    and each tripped on its own. It is now supervised once per site (``SupervisedAccount``), under
+    one row; another path's row gives that row its later contacts (moving its deadline on, unless an
+    outage is open) and its open outage, when the account's row has none, so the next contact
+    restores that alarm. SQL expressions, not values read here: a contact committed meanwhile (or
+    another process's ``arm``) is never overwritten, and folding twice changes nothing.
+    """
+    rows = session.execute(select(*_COLUMNS.values())).all()
+    for other in rows:
+        if (other.source_key, other.account) in declared:
+            continue
+        supervised = sites.supervision_for(other.source_key, other.account)
+        if supervised is None or supervised.source_key == other.source_key:
+            continue  # no longer supervised: disarmed below, as before
+        values: dict[str, Any] = {}
+        for name in ("last_contact_at", "last_link_at", "last_test_at"):
+            if getattr(other, name) is not None:
+                values[name] = contact.later(_COLUMNS[name], contact.stamp(getattr(other, name)))
+        checks = (
+            (LINK, other.last_contact_at, supervised.supervision.link),
+            (TEST, other.last_test_at, supervised.supervision.test_period),
+        )
+        for kind, last, period in checks:
+            alarm_id, deadline = _COLUMNS[f"{kind}_alarm_id"], _COLUMNS[f"{kind}_deadline_at"]
+            if getattr(other, f"{kind}_alarm_id") is not None:
+                values[alarm_id.name] = case(
+                    (alarm_id.is_(None), getattr(other, f"{kind}_alarm_id")), else_=alarm_id
+                )
+                values[deadline.name] = case((alarm_id.is_(None), null()), else_=deadline)
+            elif last is not None and period is not None:
+                moved = contact.stamp(last + period)
+                values[deadline.name] = case(
+                    (alarm_id.is_(None) & deadline.is_not(None) & (deadline < moved), moved),
+                    else_=deadline,
+                )
+        if values:
+            values["updated_at"] = now
+            session.execute(
+                update(AccountSupervision)
+                .where(
+                    AccountSupervision.source_key == supervised.source_key,
+                    AccountSupervision.account == supervised.account,
+                )
+                .values(values)
+            )
+        session.execute(delete(AccountSupervision).where(AccountSupervision.id == other.id))
 
 
 def check(
@@ -178,6 +242,8 @@ def _trip(
     checked: Checked,
 ) -> Trouble | None:
     supervised = sites.supervision_for(row.source_key, row.account)
+    if supervised is not None and supervised.source_key != row.source_key:
+        supervised = None  # another path's row, from before an account had one row per site
     period = None
     if supervised is not None:
         period = supervised.supervision.link if kind == LINK else supervised.supervision.test_period
@@ -188,7 +254,7 @@ def _trip(
         row.updated_at = now
         session.flush()
         return None
-    reason = _reason(row, kind, period)
+    reason = _reason(row, kind, period, supervised.paths)
     setattr(row, f"{kind}_deadline_at", None)  # cleared for the outage: no second alarm
     row.updated_at = now
     session.flush()
@@ -197,7 +263,28 @@ def _trip(
     )
     assert receipt.alarm_id is not None  # a trouble always opens (or joins) an alarm
     setattr(row, f"{kind}_alarm_id", receipt.alarm_id)
-    alarm = session.execute(select(Alarm).where(Alarm.id == receipt.alarm_id).with_for_update()).scalar_one()
+    alarm = session.execute(
+        select(Alarm)
+        .where(Alarm.id == receipt.alarm_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    if receipt.opened is None and alarm.restored_at is not None:
+        # A link that drops again within the grouping window joins the alarm of its last outage,
+        # which that outage's end restored: a person must see it is not restored any more, and the
+        # next contact restores it again. Its trouble plan ran when it opened and is not run again
+        # (the contacts it rang are not rung twice within the window); the person is asked again.
+        alarm.restored_at = None
+        note(
+            session,
+            alarm.id,
+            now,
+            "alarm.restore_withdrawn",
+            f"{_AGAIN[kind]} for account {row.account}: the alarm is no longer restored "
+            "(its trouble plan ran when it opened and is not run again)",
+            raised_by="supervision",
+            reason=kind,
+        )
     alarm.flag_for_person(reason)
     note(session, alarm.id, now, "alarm.needs_person", reason, raised_by="supervision", reason=kind)
     session.flush()
@@ -206,18 +293,22 @@ def _trip(
     return Trouble(kind, row.source_key, row.account, row.site_key, receipt.alarm_id, reason)
 
 
-def _reason(row: AccountSupervision, kind: str, period: timedelta) -> str:
-    """What a person reads: which account, silent since when, and the rule it broke."""
+def _reason(row: AccountSupervision, kind: str, period: timedelta, paths: tuple[str, ...] = ()) -> str:
+    """What a person reads: which account (through which sources, when several), silent since when,
+    and the rule it broke."""
+    account = f"account {row.account}"
+    if len(paths) > 1:
+        account = f"{account} (through {' or '.join(paths)})"
     if kind == LINK:
         heard, subject, rule = (
             row.last_contact_at,
-            f"link to account {row.account} silent",
+            f"link to {account} silent",
             "link_supervision",
         )
     else:
         heard, subject, rule = (
             row.last_test_at,
-            f"no automatic test (RP) from account {row.account}",
+            f"no automatic test (RP or RY) from {account}",
             "test_interval",
         )
         rule = f"{rule} + test_grace"

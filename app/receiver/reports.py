@@ -9,8 +9,11 @@ its fixed order. Nothing is dropped: a packet that is neither a modifier, an eve
 the event's message, and a block with no event in it is recorded as an unknown code for a person.
 
 ADM-CID (Contact ID) is mapped to SIA codes with pysiaalarm's table (``1130`` → ``BA``, ``3130`` →
-``BH``); a Contact ID code the table lacks is recorded as itself (``E999``, ``R999``, ``P999``: new,
-restore, still present), which intake treats as an unknown code: a person reads it.
+``BH``), but for ``1608`` (periodic test report with a trouble present), which the table makes ``TX``
+(an unspecified test report) and which is ``RY`` (Test Off Normal): a periodic test as supervision
+counts it (``app.domain.contact.AUTOMATIC_TEST_CODES``). A Contact ID code the table lacks is
+recorded as itself (``E999``, ``R999``, ``P999``: new, restore, still present), which intake treats
+as an unknown code: a person reads it.
 
 Retransmissions: a panel repeats a frame it got no ACK for, with the same sequence number; it may
 keep the frame's timestamp or stamp it anew (it must, once the first stamp is older than the
@@ -51,6 +54,9 @@ _LEADING_MODIFIER = re.compile(r"(ri|id|pi)([0-9]{1,8})|(ti)([0-9]{1,2}:[0-9]{2}
 _EVENT_WITH_TEXT = re.compile(r"([A-Z]{2})([0-9]{0,8})(?:\^([^^]*)\^?)?")
 _MODIFIER_NAMES = {"ri": "area", "id": "user", "pi": "peripheral", "ti": "time"}
 _CID_QUALIFIERS = {"1": "E", "3": "R", "6": "P"}  # new event or opening, restore or closing, still present
+# Where pysiaalarm's table is wrong for us: Contact ID 602 is the periodic test (RP) and 608 the same
+# test sent with a trouble present, SIA's "Test Off Normal" (RY), not a test report of unknown kind (TX).
+_CID_MAPPING = {**ADM_MAPPING, "608": {"1": "RY", "3": "RY"}}
 MAX_MESSAGE_CHARS = 500
 # Frames remembered at most (about 300 bytes each): at the receiver's measured 400 frames/s, two
 # minutes of a storm; the oldest are forgotten first, and a forgotten frame's re-stamped
@@ -219,8 +225,8 @@ def _modifiers_then_event(packet: str) -> tuple[dict[str, str], str, str | None,
 
 
 def _contact_id_event(qualifier: str, event_type: str, partition: str, zone: str) -> _Reported:
-    """A Contact ID event as its SIA code (pysiaalarm's table), or as itself when the table lacks it."""
-    code = ADM_MAPPING.get(event_type, {}).get(qualifier)
+    """A Contact ID event as its SIA code (pysiaalarm's table, 1608 corrected), or as itself when unmapped."""
+    code = _CID_MAPPING.get(event_type, {}).get(qualifier)
     contact_id = f"{_CID_QUALIFIERS.get(qualifier, qualifier)}{event_type}"
     message = f"Contact ID {contact_id} partition {partition} zone {zone}"
     return (code or contact_id, zone or None, message, {"area": partition} if partition else {})

@@ -13,10 +13,10 @@ raises its file-descriptor limit to hold them). At the cap, a connection from an
 fewer than the busiest address less one takes the place of that address's connection idle longest
 (closed; a panel reconnects), so one address cannot hold every slot; otherwise the new connection is
 closed at once. A cap per address would refuse real panels behind one NAT; this shares the slots only
-when they run out. A frame is at most
-``MAX_FRAME_BYTES`` up to its CR (a longer one is answered NAK and its connection closed); a TCP
-connection must bring its next complete frame within ``SIA_RECEIVER_IDLE_TIMEOUT_S`` (a panel
-reconnects for its next frame); at most ``MAX_DATAGRAMS_IN_FLIGHT`` datagrams wait for the ledger at
+when they run out. A frame is at most ``MAX_FRAME_BYTES`` up to its CR (a longer one is answered NAK
+and its connection closed); a TCP connection must bring its next complete frame within
+``SIA_RECEIVER_IDLE_TIMEOUT_S`` of the last one answered (a panel reconnects for its next frame;
+blank lines do not count); at most ``MAX_DATAGRAMS_IN_FLIGHT`` datagrams wait for the ledger at
 once (beyond that a datagram is dropped unanswered, and its panel sends it again). Nothing a sender
 does ends the listener: a frame that makes an error of ours is answered NAK and logged with its
 traceback.
@@ -114,7 +114,7 @@ class PriorityPool:
 @dataclass
 class _Connection:
     host: str  # the sender's address, without its port: what the slots are shared between
-    idle_since: float  # time.monotonic() when it was accepted or last answered
+    idle_since: float  # time.monotonic() when it was accepted or a frame of it last answered
     busy: bool = False  # between reading a frame and sending its answer
 
 
@@ -201,10 +201,15 @@ class Receiver:
         state = self._connections[task] = _Connection(host, time.monotonic())
         self._per_host[host] += 1
         idle_s = self.settings.sia_receiver_idle_timeout_s
+        # Only a frame that gets an answer (ACK, NAK, DUH) moves the deadline: a blank line is no
+        # frame, and a sender writing one now and then must not hold its slot for ever.
+        deadline = time.monotonic() + idle_s
         try:
             while not self._stopping:
                 try:
-                    raw = await asyncio.wait_for(reader.readuntil(FRAME_END), timeout=idle_s)
+                    raw = await asyncio.wait_for(
+                        reader.readuntil(FRAME_END), timeout=max(deadline - time.monotonic(), 0.0)
+                    )
                 except TimeoutError:
                     log.info("receiver.idle_closed", peer=peer, idle_s=idle_s)
                     break
@@ -216,8 +221,12 @@ class Receiver:
                 except (asyncio.IncompleteReadError, OSError):
                     break  # the sender closed (or reset) the connection
                 state.busy = True
-                await self._send(writer, await self._decide(raw, peer))
-                state.busy, state.idle_since = False, time.monotonic()
+                answered = await self._decide(raw, peer)
+                await self._send(writer, answered)
+                state.busy = False
+                if answered.answer is not None:
+                    state.idle_since = time.monotonic()
+                    deadline = state.idle_since + idle_s
         finally:
             self._forget(task)
             writer.close()

@@ -75,7 +75,7 @@ def test_sites_check_passes_the_example_file_and_summarises_it() -> None:
         f'{EXAMPLE_SITES}: plan "residential": an unknown code asks a person and runs its "unknown" list '
         "(callonalarm.trigger)",
         f'{EXAMPLE_SITES}: site "newton-residence": 1 account supervised: a link (any event or DC-09 frame) '
-        "within 25h and an automatic test (RP) every 24h (+30m grace), else a trouble for a person",
+        "within 25h and an automatic test (RP or RY) every 24h (+30m grace), else a trouble for a person",
     ]
 
 

@@ -9,6 +9,7 @@ test's own ledger); tests/integration/test_receiver_process.py runs the real pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select as io_select
 import socket
 import threading
@@ -491,6 +492,45 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(
     ):
         sock.sendall(b"\n0000")  # half a frame, then nothing
         assert sock.recv(16) == b""  # closed by the receiver (the 10 s socket timeout would raise)
+    engine.dispose()
+
+
+def test_blank_lines_do_not_hold_a_connection_open_but_answered_frames_do(
+    make_settings: Callable[..., Settings], sqlite_url: str, sites: Sites
+) -> None:
+    """A bare CR is no frame: a sender writing one every so often is closed at the idle timeout, as a
+    silent one is, while a panel whose frames are answered keeps its connection past it."""
+    idle_s = 1.0
+    settings = make_settings(
+        database_url=sqlite_url,
+        sia_receiver_host="127.0.0.1",
+        sia_receiver_port=free_port(),
+        sia_receiver_idle_timeout_s=idle_s,
+    )
+    engine = make_engine(sqlite_url)
+    with (
+        running_receiver(settings, sites, engine) as running,
+        socket.create_connection(("127.0.0.1", running.port), timeout=10) as blank,
+        socket.create_connection(("127.0.0.1", running.port), timeout=10) as panel,
+    ):
+        started = time.monotonic()
+        closed_after: float | None = None
+        sequence = 0
+        while time.monotonic() - started < 3 * idle_s:
+            if closed_after is None:
+                if _closed_by_receiver(blank):
+                    closed_after = time.monotonic() - started
+                else:
+                    with contextlib.suppress(OSError):  # closed between the check and the write
+                        blank.sendall(b"\r" if sequence % 2 else b"\n\r")
+            sequence += 1
+            panel.sendall(build_frame(PLAIN, message_type=NULL, sequence=sequence))
+            assert read_reply(read_answer(panel)).kind == "ACK"
+            time.sleep(idle_s / 4)
+
+        assert closed_after is not None, "blank lines held the connection past the idle timeout"
+        assert closed_after < 2 * idle_s
+        assert not _closed_by_receiver(panel)  # answered frames keep it open past three timeouts
     engine.dispose()
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import supervision
@@ -171,6 +171,94 @@ def test_the_next_event_restores_the_link_trouble_and_re_arms_the_deadline(
     assert "silent since 2026-11-23 12:20:00 UTC" in again.reason
 
 
+def test_a_heartbeat_answered_as_a_duplicate_keeps_the_link_alive(sessions: sessionmaker[Session]) -> None:
+    """An id-less, time-less post (CallOnAlarm's body, a plain gateway) is recorded once per dedupe
+    window (300 s); posted every minute, the link (3m) is heard from every minute all the same."""
+    link = timedelta(minutes=3)
+    sites = supervised_sites(newton_residence=Supervision(link=link))
+    arm(sessions, T0, sites)
+    duplicates = 0
+    for minute in range(31):
+        at = T0 + timedelta(minutes=minute)
+        heartbeat = Event(
+            source_key="acme-panels", source_kind="panel", received_at=at, account=NEWTON_ACCOUNT,
+            code="OP", zone=None, payload={"code": "OP"},
+        )  # fmt: skip
+        with sessions.begin() as session:
+            duplicates += record_event(session, heartbeat, sites=sites, rules=RULES).duplicate
+        assert tick(sessions, at + timedelta(seconds=59), sites).troubles == []
+
+    assert duplicates >= 20  # most of them were duplicates
+    assert trouble_alarms(sessions, "YC") == []
+    state = row(sessions)
+    assert (state.last_contact_at, state.link_deadline_at) == (
+        T0 + timedelta(minutes=30),
+        T0 + timedelta(minutes=30) + link,
+    )
+
+
+def test_a_delivery_sent_again_restores_a_link_outage(sessions: sessionmaker[Session]) -> None:
+    sent = replace(panel("OP", T0), sender_event_id="gw-7")
+    with sessions.begin() as session:
+        record_event(session, sent, sites=SITES, rules=RULES)
+    [trouble] = tick(sessions, T0 + LINK).troubles
+    again_at = T0 + LINK + timedelta(minutes=2)  # the gateway's uplink is back: it sends its backlog
+
+    with sessions.begin() as session:
+        receipt = record_event(session, replace(sent, received_at=again_at), sites=SITES, rules=RULES)
+
+    assert receipt.duplicate
+    assert alarm(sessions, trouble.alarm_id).restored_at == again_at
+    assert (
+        "alarm.zone_restored",
+        "event OP (sent again) from account 1f4a: the link is back; the trouble stays until a person ends it",
+    ) in timeline(sessions, trouble.alarm_id)
+    state = row(sessions)
+    assert (state.link_alarm_id, state.last_contact_at, state.link_deadline_at) == (
+        None,
+        again_at,
+        again_at + LINK,
+    )
+
+
+def test_a_link_dropping_again_within_the_grouping_window_un_restores_its_alarm_without_a_second_plan(
+    sessions: sessionmaker[Session],
+) -> None:
+    """link_supervision (3m) shorter than the grouping window (5m): the second outage joins the
+    first's alarm, which must show it is not restored; the next message restores it again."""
+    link = timedelta(minutes=3)
+    sites = supervised_sites(newton_residence=Supervision(link=link))
+    record(sessions, "OP", T0, sites)
+    [first] = tick(sessions, T0 + link, sites).troubles
+    record(sessions, "OP", T0 + timedelta(minutes=4), sites)
+    assert alarm(sessions, first.alarm_id).restored_at == T0 + timedelta(minutes=4)
+
+    again = tick(sessions, T0 + timedelta(minutes=7), sites)  # silent again since 12:04
+
+    [second] = again.troubles
+    assert second.alarm_id == first.alarm_id  # joined: one alarm for the flapping link
+    assert again.due_actions == []  # its plan already rang the contacts: not again in the window
+    joined = alarm(sessions, first.alarm_id)
+    assert (joined.restored_at, joined.state, joined.event_count) == (None, AlarmState.NEEDS_PERSON, 2)
+    assert "silent since 2026-11-23 12:04:00 UTC" in (joined.needs_person_reason or "")
+    lines = timeline(sessions, first.alarm_id)
+    withdrawn = [m for k, m in lines if k == "alarm.restore_withdrawn"]
+    assert withdrawn == [
+        "link silent again for account 1f4a: the alarm is no longer restored "
+        "(its trouble plan ran when it opened and is not run again)"
+    ]
+    assert action_kinds(sessions, first.alarm_id) == ["callonalarm.trigger"]
+    assert row(sessions).link_alarm_id == first.alarm_id
+
+    back = T0 + timedelta(minutes=8)
+    record(sessions, "OP", back, sites)
+
+    assert alarm(sessions, first.alarm_id).restored_at == back
+    assert [k for k, _ in timeline(sessions, first.alarm_id)].count("alarm.zone_restored") == 2
+    state = row(sessions)
+    assert (state.link_alarm_id, state.link_deadline_at) == (None, back + link)
+
+
 def test_a_link_frame_keeps_the_link_alive_and_restores_an_outage(sessions: sessionmaker[Session]) -> None:
     arm(sessions, T0)
     link_frame(sessions, T0 + timedelta(minutes=8))
@@ -233,7 +321,7 @@ def test_an_automatic_test_refreshes_its_deadline_and_the_deadline_trips_when_te
     opened = alarm(sessions, trouble.alarm_id)
     assert (opened.code, opened.family, opened.state) == ("XX", "test", "needs_person")
     assert opened.needs_person_reason == (
-        "no automatic test (RP) from account 1f4a since 2026-11-23 14:00:00 UTC: "
+        "no automatic test (RP or RY) from account 1f4a since 2026-11-23 14:00:00 UTC: "
         "test_interval + test_grace is 1h5m"
     )
     assert action_kinds(sessions, opened.id) == ["callonalarm.trigger"]
@@ -249,6 +337,47 @@ def test_an_automatic_test_refreshes_its_deadline_and_the_deadline_trips_when_te
     state = row(sessions)
     assert (state.test_alarm_id, state.test_deadline_at, state.last_test_at) == (None, back + period, back)
     assert tick(sessions, back + period - timedelta(seconds=1), tests_only).troubles == []
+
+
+def test_a_periodic_test_sent_with_a_trouble_present_is_an_automatic_test_too(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A panel with a trouble present sends its periodic test as RY (Test Off Normal; Contact ID
+    1608): tests on time open nothing, and an RY restores a missed test as an RP does."""
+    tests_only = supervised_sites(
+        newton_residence=Supervision(test_interval=TEST_INTERVAL, test_grace=TEST_GRACE)
+    )
+    period = TEST_INTERVAL + TEST_GRACE
+    arm(sessions, T0, tests_only)
+    for hour in range(4):  # hourly, on time: RY, RP, RY, RY
+        at = T0 + timedelta(hours=hour, minutes=1)
+        record(sessions, "RP" if hour == 1 else "RY", at, tests_only)
+        assert tick(sessions, at + period - timedelta(seconds=1), tests_only).troubles == []
+    last_test = T0 + timedelta(hours=3, minutes=1)
+    assert row(sessions).last_test_at == last_test
+
+    [trouble] = tick(sessions, last_test + period, tests_only).troubles  # the tests stop
+    back = last_test + period + timedelta(minutes=1)
+    record(sessions, "RY", back, tests_only)
+
+    assert alarm(sessions, trouble.alarm_id).restored_at == back
+    state = row(sessions)
+    assert (state.test_alarm_id, state.test_deadline_at, state.last_test_at) == (None, back + period, back)
+
+
+@pytest.mark.parametrize("code", ["RX", "TX"])
+def test_a_manual_test_or_an_unspecified_test_report_is_not_an_automatic_test(
+    sessions: sessionmaker[Session], code: str
+) -> None:
+    tests_only = supervised_sites(
+        newton_residence=Supervision(test_interval=TEST_INTERVAL, test_grace=TEST_GRACE)
+    )
+    arm(sessions, T0, tests_only)
+    record(sessions, code, T0 + timedelta(minutes=30), tests_only)
+
+    [trouble] = tick(sessions, T0 + TEST_INTERVAL + TEST_GRACE, tests_only).troubles
+    assert trouble.kind == "test"
+    assert row(sessions).last_test_at is None
 
 
 # --- accounts never heard from, restarts, configuration ------------------------------------------------
@@ -267,7 +396,7 @@ def test_a_declared_account_never_heard_from_trips_its_interval_after_supervisio
         "link to account 1f4a silent since supervision began at 2026-11-23 12:00:00 UTC (never heard from): "
         "link_supervision is 10m"
     )
-    assert test.reason.startswith("no automatic test (RP) from account 1f4a since supervision began at")
+    assert test.reason.startswith("no automatic test (RP or RY) from account 1f4a since supervision began at")
     assert {a.code for a in trouble_alarms(sessions, "YC") + trouble_alarms(sessions, "XX")} == {"YC", "XX"}
 
 
@@ -381,6 +510,35 @@ def test_an_unsupervised_account_adds_no_statement_to_intake(
     assert sum("account_supervision" in s for s in statements) == 1
 
 
+def test_a_duplicate_costs_a_supervised_account_one_upsert_and_an_unsupervised_one_nothing(
+    sessions: sessionmaker[Session], statements: list[str]
+) -> None:
+    unsupervised = supervised_sites()
+    montreal = replace(panel("CL", T0, MONTREAL_ACCOUNT), sender_event_id="m-1")
+    newton = replace(panel("CL", T0), sender_event_id="n-1")
+    for event in (montreal, newton):
+        with sessions.begin() as session:
+            record_event(session, event, sites=SITES, rules=RULES)
+    with sessions.begin() as session:  # warm up the duplicate path
+        assert record_event(session, montreal, sites=unsupervised, rules=RULES).duplicate
+    statements.clear()
+
+    with sessions.begin() as session:
+        assert record_event(session, montreal, sites=unsupervised, rules=RULES).duplicate
+    baseline = list(statements)
+    statements.clear()
+    with sessions.begin() as session:  # another account of the same directory is supervised
+        assert record_event(session, montreal, sites=SITES, rules=RULES).duplicate
+    assert statements == baseline
+    assert not any("account_supervision" in s for s in statements)
+
+    statements.clear()
+    with sessions.begin() as session:
+        assert record_event(session, newton, sites=SITES, rules=RULES).duplicate
+    assert sum("account_supervision" in s for s in statements) == 1
+    assert len(statements) == len(baseline) + 1
+
+
 def test_the_troubles_own_event_does_not_count_as_contact(sessions: sessionmaker[Session]) -> None:
     record(sessions, "OP", T0)
     tick(sessions, T0 + LINK)
@@ -407,11 +565,179 @@ def test_an_event_in_a_dc09_frame_is_a_link_frame_too(sessions: sessionmaker[Ses
     with sessions.begin() as session:  # the same account over HTTP: contact, not a link frame
         record_event(session, panel("CL", T0 + timedelta(minutes=1)), sites=sites, rules=RULES)
 
+    state = row(sessions)  # one row for the site's account, whichever path brought the contact
+    assert state.source_key == "acme-panels"  # the first of the site's sources
+    assert state.last_link_at == T0
+    assert state.last_contact_at == T0 + timedelta(minutes=1)
+
+
+# --- an account reached through several sources (a dual-path panel) ------------------------------------
+
+GATEWAY = Source(key="acme-gateway", kind="panel", tokens=("gateway-token-0123456789abcdef",))
+
+
+def dual_path(supervision: Supervision | None = None) -> Sites:
+    """Newton's panel also reports through a gateway posting as a source of its own (link: 10m)."""
+    supervision = supervision or Supervision(link=LINK)
+    example = example_sites()
+    site = example.site("newton-residence")
+    assert site is not None
+    newton = replace(site, sources=("acme-panels", "acme-gateway"), supervision=supervision)
+    return Sites((*example.sources, GATEWAY), [newton])
+
+
+def test_an_account_reached_through_two_sources_is_supervised_once_and_either_path_is_contact(
+    sessions: sessionmaker[Session],
+) -> None:
+    sites = dual_path()
+    arm(sessions, T0, sites)
+
+    def post(source_key: str, code: str, at: datetime) -> None:
+        with sessions.begin() as session:
+            event = replace(panel(code, at), source_key=source_key)
+            record_event(session, event, sites=sites, rules=RULES)
+
+    # The panel reports through its own path only, then through the gateway only: never silent.
+    for minute in range(0, 31, 3):
+        at = T0 + timedelta(minutes=minute)
+        post("acme-panels" if minute < 15 else "acme-gateway", "OP", at)
+        assert tick(sessions, at + LINK - timedelta(seconds=1), sites).troubles == []
     with sessions() as session:
-        rows = {r.source_key: r for r in session.execute(select(AccountSupervision)).scalars()}
-    assert rows["acme-dc09"].last_link_at == rows["acme-dc09"].last_contact_at == T0
-    assert rows["acme-panels"].last_link_at is None
-    assert rows["acme-panels"].last_contact_at == T0 + timedelta(minutes=1)
+        assert session.execute(select(func.count()).select_from(AccountSupervision)).scalar_one() == 1
+    last = T0 + timedelta(minutes=30)
+    assert (row(sessions).source_key, row(sessions).last_contact_at) == ("acme-panels", last)
+
+    [trouble] = tick(sessions, last + LINK, sites).troubles  # both paths silent: one trouble
+    assert trouble.reason == (
+        "link to account 1f4a (through acme-panels or acme-gateway) silent since 2026-11-23 12:30:00 UTC: "
+        "link_supervision is 10m"
+    )
+    back = last + LINK + timedelta(minutes=1)
+    post("acme-gateway", "CL", back)  # either path restores it
+    assert alarm(sessions, trouble.alarm_id).restored_at == back
+    assert (row(sessions).link_alarm_id, row(sessions).link_deadline_at) == (None, back + LINK)
+
+
+def test_an_account_on_two_sources_is_held_to_the_strictest_of_their_supervision() -> None:
+    example = example_sites()
+    site = example.site("newton-residence")
+    assert site is not None
+    source = example.source("acme-panels")
+    assert source is not None
+    panels = replace(
+        source,
+        supervision=Supervision(link=timedelta(minutes=10), test_interval=timedelta(hours=24)),
+    )
+    gateway = replace(
+        GATEWAY,
+        supervision=Supervision(
+            link=timedelta(minutes=3), test_interval=timedelta(hours=1), test_grace=timedelta(0)
+        ),
+    )
+    newton = replace(site, sources=("acme-panels", "acme-gateway"), supervision=None)
+    sources = [panels if s.key == "acme-panels" else s for s in example.sources]
+    directory = Sites((*sources, gateway), [newton])
+
+    by_panels = directory.supervision_for("acme-panels", NEWTON_ACCOUNT)
+    by_gateway = directory.supervision_for("acme-gateway", NEWTON_ACCOUNT)
+    assert by_panels is not None and by_gateway is not None
+    assert by_panels.supervision == by_gateway.supervision
+    assert by_panels.supervision.link == timedelta(minutes=3)
+    assert by_panels.supervision.test_period == timedelta(hours=1)
+    assert by_panels.source_key == by_gateway.source_key == "acme-panels"
+    assert by_panels.paths == ("acme-panels", "acme-gateway")
+    assert [(s.source_key, s.account) for s in directory.supervised_accounts] == [
+        ("acme-panels", NEWTON_ACCOUNT)
+    ]
+    # The site's own value still wins, check by check.
+    own = Sites((*sources, gateway), [replace(newton, supervision=Supervision(link=timedelta(hours=1)))])
+    found = own.supervision_for("acme-gateway", NEWTON_ACCOUNT)
+    assert found is not None
+    assert (found.supervision.link, found.supervision.test_period) == (timedelta(hours=1), timedelta(hours=1))
+
+
+def test_rows_kept_per_source_are_folded_into_the_accounts_row(sessions: sessionmaker[Session]) -> None:
+    """Rows from when a dual-path account was supervised per source: the gateway's path had tripped
+    a (false) outage while the panel's path talked. arm folds it into the account's row: the later
+    contact and the open outage move there, the other row goes, and the next contact restores it."""
+    sites = dual_path(Supervision(link=LINK, test_interval=TEST_INTERVAL, test_grace=TEST_GRACE))
+    with sessions.begin() as session:
+        session.add_all(
+            [
+                AccountSupervision(
+                    source_key="acme-panels", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0 + timedelta(minutes=2), link_period_s=600,
+                    link_deadline_at=T0 + timedelta(minutes=12), updated_at=T0,
+                ),
+                AccountSupervision(
+                    source_key="acme-gateway", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0 + timedelta(minutes=5),
+                    last_link_at=T0 + timedelta(minutes=5), link_period_s=600, link_deadline_at=None,
+                    link_alarm_id=41, updated_at=T0,
+                ),
+            ]
+        )  # fmt: skip
+    # A tick of a process that has not armed yet: the other path's row never trips.
+    with sessions.begin() as session:
+        session.execute(
+            update(AccountSupervision)
+            .where(AccountSupervision.source_key == "acme-gateway")
+            .values(test_deadline_at=T0, test_period_s=3900)
+        )
+    assert tick(sessions, T0 + timedelta(minutes=1), sites).troubles == []
+    assert trouble_alarms(sessions, "XX") == []
+
+    arm(sessions, T0 + timedelta(minutes=6), sites)
+    arm(sessions, T0 + timedelta(minutes=6), sites)  # every process arms: folding twice changes nothing
+
+    state = row(sessions)
+    assert state.source_key == "acme-panels"
+    assert state.last_contact_at == state.last_link_at == T0 + timedelta(minutes=5)
+    assert (state.link_alarm_id, state.link_deadline_at) == (41, None)
+    with sessions.begin() as session:  # the outage's alarm, as the tick had opened it
+        session.add(
+            Alarm(
+                id=41, site_key="newton-residence", source_key="acme-gateway", account=NEWTON_ACCOUNT,
+                code="YC", family="network", priority="technical", state=AlarmState.NEEDS_PERSON,
+                event_count=1, opened_at=T0, last_event_at=T0, refs={},
+            )
+        )  # fmt: skip
+    back = T0 + timedelta(minutes=7)
+    record(sessions, "OP", back, sites)  # through the panels' path: restores the gateway's outage
+    assert alarm(sessions, 41).restored_at == back
+    assert (row(sessions).link_alarm_id, row(sessions).link_deadline_at) == (None, back + LINK)
+
+
+def test_folding_moves_the_deadline_on_to_the_other_paths_later_contact(
+    sessions: sessionmaker[Session],
+) -> None:
+    sites = dual_path()
+    with sessions.begin() as session:
+        session.add_all(
+            [
+                AccountSupervision(
+                    source_key="acme-panels", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0, link_period_s=600,
+                    link_deadline_at=T0 + LINK, updated_at=T0,
+                ),
+                AccountSupervision(
+                    source_key="acme-gateway", account=NEWTON_ACCOUNT, site_key="newton-residence",
+                    supervised_since=T0, last_contact_at=T0 + timedelta(minutes=8), link_period_s=600,
+                    link_deadline_at=T0 + timedelta(minutes=18), updated_at=T0,
+                ),
+            ]
+        )  # fmt: skip
+
+    arm(sessions, T0 + timedelta(minutes=9), sites)
+
+    assert tick(sessions, T0 + timedelta(minutes=17), sites).troubles == []  # not at the panels' 12:10
+    state = row(sessions)
+    assert (state.last_contact_at, state.link_deadline_at) == (
+        T0 + timedelta(minutes=8),
+        T0 + timedelta(minutes=18),
+    )
+    [trouble] = tick(sessions, T0 + timedelta(minutes=18), sites).troubles
+    assert "silent since 2026-11-23 12:08:00 UTC" in trouble.reason
 
 
 def test_each_contact_re_arms_from_itself_but_an_older_one_never_pulls_the_deadline_back(

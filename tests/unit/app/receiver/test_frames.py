@@ -446,6 +446,26 @@ def test_contact_id_is_mapped_to_sia_and_an_unmapped_code_is_kept_for_a_person(a
 
 
 @pytest.mark.parametrize(
+    ("contact_id", "code"),
+    [
+        pytest.param("1602", "RP", id="periodic-test"),
+        # pysiaalarm's table says TX (a test report of unknown kind): the periodic test would not count.
+        pytest.param("1608", "RY", id="periodic-test-with-a-trouble-present"),
+        pytest.param("1601", "RX", id="manual-test"),
+    ],
+)
+def test_contact_id_periodic_tests_are_the_sia_automatic_tests(
+    accounts: Accounts, contact_id: str, code: str
+) -> None:
+    frame = read(build_frame("1234", message_type=ADM_CID, data=f"#1234|{contact_id} 01 000"), accounts)
+
+    (event,) = events_of(frame, datetime.now(UTC))
+
+    assert (event.code, event.classify().known) == (code, True)
+    assert event.message == f"Contact ID E{contact_id[1:]} partition 01 zone 000"
+
+
+@pytest.mark.parametrize(
     ("header", "block"),
     [
         pytest.param("1a2b", "1a2b", id="lower-case"),

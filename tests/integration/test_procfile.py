@@ -150,6 +150,39 @@ def test_the_web_line_stops_at_once_without_a_secret_key(tmp_path: Path) -> None
         assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
 
 
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ({"SITES_FILE": "/nonexistent/sites.toml"}, "alarm-bridge: invalid sites file:"),
+        ({"CALLONALARM_HOURLY_BUDGET": "lots"}, "CALLONALARM_HOURLY_BUDGET"),
+    ],
+    ids=["sites-file", "vendor-setting"],
+)
+def test_the_web_line_stops_on_a_configuration_its_workers_refuse(
+    tmp_path: Path, setting: dict[str, str], problem: str
+) -> None:
+    # Checked in each worker (the master loads no app code before gevent patches it): a worker that
+    # cannot boot must stop the master, not be replaced by another that fails the same way forever.
+    env = inherited_env()
+    env.update(
+        PORT=str(free_port()),
+        HOST="127.0.0.1",
+        VAR_DIR=str(tmp_path / "var"),
+        SECRET_KEY="procfile-secret-key-signing-the-sessions",
+        **setting,
+    )
+
+    done = subprocess.run(
+        procfile_argv("web", env["PORT"]), cwd=REPO, env=env, capture_output=True, text=True, timeout=90
+    )
+
+    assert done.returncode == 3, done.stderr  # gunicorn's "Worker failed to boot."
+    assert problem in done.stderr
+    assert done.stderr.count("Booting worker") <= 2, done.stderr  # WEB_CONCURRENCY's, never a second round
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
+
+
 def test_the_web_process_loads_no_worker_client_or_sandbox_code(tmp_path: Path) -> None:
     probe = (
         "import sys\n"

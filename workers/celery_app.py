@@ -18,6 +18,7 @@ from celery import Celery, Task, bootsteps, signals
 import vendors
 from app import telemetry
 from app.adapters import kombu_redis
+from app.domain.sites_file import read_sites
 from config.celery import BULK_QUEUE, LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
 from config.settings import load_settings
@@ -69,6 +70,25 @@ celery_app.steps["worker"].add(SizeForTheQueues)
 @signals.setup_logging.connect
 def _configure_logging(**_: Any) -> None:
     configure_logging(settings)
+
+
+def _refuse_what_cannot_work() -> None:
+    """At a worker's or beat's start: exit with the reason (as the web and the receiver do) on a sites
+    file that cannot be loaded, rather than report ready and fail every dispatcher and watchdog run.
+    The runtime loads the file again on first use; this is the same load, done before anything starts."""
+    read_sites(settings.sites_file, settings.environ)
+
+
+@signals.worker_init.connect
+def _check_worker_start(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "app", None) is celery_app:  # not a worker some test built on its own app
+        _refuse_what_cannot_work()
+
+
+@signals.beat_init.connect
+def _check_beat_start(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "app", None) is celery_app:
+        _refuse_what_cannot_work()
 
 
 @signals.worker_init.connect

@@ -183,6 +183,29 @@ def test_the_web_line_stops_on_a_configuration_its_workers_refuse(
         assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
 
 
+@pytest.mark.parametrize("line", ["urgent", "beat"])
+def test_the_celery_lines_stop_at_start_on_a_sites_file_that_cannot_load(
+    line: str, redis_url: str, tmp_path: Path
+) -> None:
+    # The receiver and the web refuse such a file at start; a worker that reported ready with it
+    # would fail every dispatcher tick and watchdog run instead.
+    env = inherited_env()
+    env.update(
+        REDIS_URL=redis_url,
+        BROKER_KEY_PREFIX=unique_prefix("abbadsites"),
+        VAR_DIR=str(tmp_path / "var"),
+        SITES_FILE=str(tmp_path / "missing-sites.toml"),
+        LOG_FORMAT="console",
+    )
+
+    done = subprocess.run(procfile_argv(line), cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+
+    assert done.returncode == 1, done.stderr
+    assert "alarm-bridge: invalid sites file:" in done.stderr
+    assert "missing-sites.toml: cannot be read" in done.stderr
+    assert "ready" not in done.stderr
+
+
 def test_the_web_process_loads_no_worker_client_or_sandbox_code(tmp_path: Path) -> None:
     probe = (
         "import sys\n"

@@ -288,6 +288,15 @@ class Settings:
                 "characters; only `alarm-bridge dev` makes one up)"
             )
 
+    def check_broker(self) -> None:
+        """Refuse to run a process that needs the Celery broker (the workers, beat, the receiver,
+        Flower) without REDIS_URL: Celery would fall back to amqp://guest@localhost// in silence."""
+        if self.redis_url is None:
+            raise ConfigurationError(
+                "REDIS_URL is required by this process (the Celery broker: redis://, rediss:// or "
+                "unix://; only `alarm-bridge dev` starts one of its own)"
+            )
+
     @property
     def broker_url(self) -> str | None:
         """The Celery broker: the Redis instance, or None when none is configured."""

@@ -9,6 +9,7 @@ import; the tasks reach it through their base class (``workers.step_task.StepTas
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from app.adapters import kombu_redis
 from app.domain.sites_file import read_sites
 from config.celery import BULK_QUEUE, LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
-from config.settings import load_settings
+from config.settings import ConfigurationError, load_settings
 from workers.runtime import RuntimeHolder, attach_runtime, runtime_holder
 
 # The system's tasks, then every vendor's (``vendors.<key>.tasks``, from the registry).
@@ -73,9 +74,14 @@ def _configure_logging(**_: Any) -> None:
 
 
 def _refuse_what_cannot_work() -> None:
-    """At a worker's or beat's start: exit with the reason (as the web and the receiver do) on a sites
-    file that cannot be loaded, rather than report ready and fail every dispatcher and watchdog run.
-    The runtime loads the file again on first use; this is the same load, done before anything starts."""
+    """At a worker's or beat's start: exit with the reason (as the web and the receiver do) without a
+    broker (Celery would try amqp://localhost instead) or on a sites file that cannot be loaded, rather
+    than report ready and fail every dispatcher and watchdog run. The runtime loads the file again on
+    first use; this is the same load, done before anything starts."""
+    try:
+        settings.check_broker()
+    except ConfigurationError as exc:
+        sys.exit(f"alarm-bridge: invalid configuration: {exc}")
     read_sites(settings.sites_file, settings.environ)
 
 

@@ -206,6 +206,19 @@ def test_the_celery_lines_stop_at_start_on_a_sites_file_that_cannot_load(
     assert "ready" not in done.stderr
 
 
+@pytest.mark.parametrize("line", ["urgent", "beat", "receiver"])
+def test_the_lines_that_need_the_broker_stop_at_start_without_redis_url(line: str, tmp_path: Path) -> None:
+    # Celery would otherwise fall back to amqp://guest@localhost:5672// and wait for it forever.
+    env = inherited_env()  # without REDIS_URL
+    env.update(VAR_DIR=str(tmp_path / "var"), SIA_RECEIVER_PORT=str(free_port()), LOG_FORMAT="console")
+
+    done = subprocess.run(procfile_argv(line), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1, done.stderr
+    assert "alarm-bridge: invalid configuration: REDIS_URL is required" in done.stderr
+    assert "amqp" not in done.stderr
+
+
 def test_the_web_process_loads_no_worker_client_or_sandbox_code(tmp_path: Path) -> None:
     probe = (
         "import sys\n"

@@ -122,6 +122,12 @@ def test_long_enough_secrets_and_a_rate_are_accepted(monkeypatch: pytest.MonkeyP
     assert Settings().auth_failure_limit == "10 per minute"
 
 
+def test_the_processes_that_need_the_broker_need_redis_url() -> None:
+    with pytest.raises(ConfigurationError, match="REDIS_URL is required"):
+        Settings().check_broker()
+    Settings(redis_url="redis://127.0.0.1:6379/0").check_broker()
+
+
 def test_the_web_app_needs_a_secret_key() -> None:
     with pytest.raises(ConfigurationError, match="SECRET_KEY is required"):
         Settings().check_web()

@@ -100,6 +100,19 @@ def variable(item: Field[Any], prefix: str = "") -> str:
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _check_http_url(name: str, url: str) -> None:
+    """Refuse a URL requests could not call (no http/https scheme, no host, a port that is not a number),
+    at start rather than at its first use, naming the variable ``name`` (never the value: it may hold a
+    credential)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in URL_SCHEMES or not parts.hostname:
+        raise ConfigurationError(f"{name}: must be an http:// or https:// URL with a host")
+
+
 class VendorSettings:
     """Base of a vendor's own settings (``vendors/<key>/settings.py``), read with the others at start-up.
 
@@ -116,6 +129,7 @@ class VendorSettings:
     base_url: str
 
     def __post_init__(self) -> None:
+        _check_http_url(self.env_name("base_url"), self.base_url)
         # A sandbox credential aimed at a real vendor is a misconfiguration, never a test.
         host = urlsplit(self.base_url).hostname or ""
         items = fields(self)
@@ -303,6 +317,8 @@ class Settings:
         return self.redis_url
 
     def __post_init__(self) -> None:
+        if self.watchdog_heartbeat_url is not None:
+            _check_http_url("WATCHDOG_HEARTBEAT_URL", self.watchdog_heartbeat_url)
         if self.metrics_token and (
             len(self.metrics_token) < METRICS_TOKEN_MIN_LENGTH
             or not _BEARER_TOKEN.fullmatch(self.metrics_token)

@@ -76,6 +76,36 @@ def test_an_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, na
         read_settings()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RAPIDSOS_BASE_URL", "api.rapidsos.com/v1"),
+        ("TRACKTIK_BASE_URL", "ftp://tracktik.example.com"),
+        ("ALTA_BASE_URL", "https://"),
+        ("CAD_BASE_URL", "https://cad.example.com:port"),
+        ("CALLONALARM_BASE_URL", "callonalarm"),
+        ("WATCHDOG_HEARTBEAT_URL", "hc-ping.com/0f3c-secret-uuid"),
+        ("WATCHDOG_HEARTBEAT_URL", "mailto:ops@example.com"),
+    ],
+)
+def test_a_url_without_an_http_scheme_or_a_host_is_refused_at_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # Accepted, such a URL failed at its first use: a 911 step retried as "internal error" for minutes.
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=f"^{name}: must be an http:// or https:// URL") as refused:
+        read_settings(vendors.SETTINGS)
+    assert "secret-uuid" not in str(refused.value)
+
+
+def test_http_and_https_urls_with_a_host_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_HEARTBEAT_URL", "https://hc-ping.com/0f3c")
+    monkeypatch.setenv("CAD_BASE_URL", "http://[::1]:8100/cad")
+    settings = read_settings(vendors.SETTINGS)
+    assert settings.watchdog_heartbeat_url == "https://hc-ping.com/0f3c"
+    assert settings.vendor(CadSettings).base_url == "http://[::1]:8100/cad"
+
+
 def test_start_up_with_a_bad_value_exits_with_one_line() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "from config.settings import load_settings; load_settings()"],

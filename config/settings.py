@@ -344,11 +344,15 @@ class Settings:
                     "printable ASCII characters, without spaces"
                 )
         try:
-            parse_rate_limit(self.auth_failure_limit)
+            limit = parse_rate_limit(self.auth_failure_limit)
         except ValueError:
             raise ConfigurationError(
                 f"AUTH_FAILURE_LIMIT: {self.auth_failure_limit!r} is not a rate like '10 per minute'"
             ) from None
+        if limit.amount < 1:  # a budget of 0 is spent before the first try: every operator locked out
+            raise ConfigurationError(
+                f"AUTH_FAILURE_LIMIT: {self.auth_failure_limit!r} allows no attempt at all; at least 1"
+            )
 
 
 # The Settings fields the reader fills itself: they are not variables.

@@ -129,6 +129,8 @@ def test_start_up_with_a_bad_value_exits_with_one_line() -> None:
         ("OPERATOR_API_KEYS", "a-long-enough-operator-key,short-key", True),
         ("OPERATOR_API_KEYS", "an operator key with spaces", True),
         ("AUTH_FAILURE_LIMIT", "often", False),
+        ("AUTH_FAILURE_LIMIT", "0 per minute", False),  # would lock every operator out, right key or not
+        ("AUTH_FAILURE_LIMIT", "0/hour", False),
     ],
 )
 def test_short_secrets_and_bad_limits_are_refused_naming_the_variable(

@@ -38,6 +38,8 @@ _BEARER_TOKEN = re.compile(r"[\x21-\x7e]+")
 # tokens, app/domain/sites.py MIN_TOKEN_LENGTH): out of reach of guessing.
 MIN_SECRET_KEY_LENGTH = 32
 MIN_OPERATOR_KEY_LENGTH = 16
+# Flower can revoke tasks and stop workers: its basic-auth passwords must not be guessable either.
+MIN_FLOWER_PASSWORD_LENGTH = 12
 
 
 class ConfigurationError(ValueError):
@@ -342,6 +344,13 @@ class Settings:
                 raise ConfigurationError(  # never the key itself: this line ends up in logs
                     f"OPERATOR_API_KEYS: key {number} must be at least {MIN_OPERATOR_KEY_LENGTH} "
                     "printable ASCII characters, without spaces"
+                )
+        for number, entry in enumerate(self.flower_basic_auth, start=1):
+            user, colon, password = entry.partition(":")
+            if not (user and colon and len(password) >= MIN_FLOWER_PASSWORD_LENGTH):
+                raise ConfigurationError(  # never the entry itself: it holds a password
+                    f"FLOWER_BASIC_AUTH: entry {number} must be user:password, with a user and a password "
+                    f"of at least {MIN_FLOWER_PASSWORD_LENGTH} characters"
                 )
         try:
             limit = parse_rate_limit(self.auth_failure_limit)

@@ -50,7 +50,7 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         HOST="127.0.0.1",
         WEB_CONCURRENCY="1",
         LOG_FORMAT="console",
-        FLOWER_BASIC_AUTH=f"someone:else,{':'.join(FLOWER_USER)}",
+        FLOWER_BASIC_AUTH=f"someone:else-entirely,{':'.join(FLOWER_USER)}",
         WORKER_CONCURRENCY="12",
         URGENT_CONCURRENCY="24",
         BULK_CONCURRENCY="6",

@@ -128,6 +128,11 @@ def test_start_up_with_a_bad_value_exits_with_one_line() -> None:
         ("OPERATOR_API_KEYS", "dev-operator", True),
         ("OPERATOR_API_KEYS", "a-long-enough-operator-key,short-key", True),
         ("OPERATOR_API_KEYS", "an operator key with spaces", True),
+        ("FLOWER_BASIC_AUTH", ":", False),  # empty credentials (nothing to leak): Flower open to all
+        ("FLOWER_BASIC_AUTH", "ops:", True),
+        ("FLOWER_BASIC_AUTH", ":a-long-flower-password", True),
+        ("FLOWER_BASIC_AUTH", "ops-without-a-password", True),  # locked out for good
+        ("FLOWER_BASIC_AUTH", "ops:a-long-flower-password,ops:short-pass", True),
         ("AUTH_FAILURE_LIMIT", "often", False),
         ("AUTH_FAILURE_LIMIT", "0 per minute", False),  # would lock every operator out, right key or not
         ("AUTH_FAILURE_LIMIT", "0/hour", False),
@@ -152,6 +157,13 @@ def test_long_enough_secrets_and_a_rate_are_accepted(monkeypatch: pytest.MonkeyP
     assert settings.operator_api_keys == ("sixteen-chars-ok", "another-operator-key")
     assert settings.auth_failure_limit == "5/minute"
     assert Settings().auth_failure_limit == "10 per minute"
+
+
+def test_flower_basic_auth_takes_user_password_pairs_with_long_passwords(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:twelve-chars,night:a:colon:is-fine")
+    assert read_settings().flower_basic_auth == ("ops:twelve-chars", "night:a:colon:is-fine")
 
 
 def test_the_processes_that_need_the_broker_need_redis_url() -> None:
@@ -346,9 +358,9 @@ def _probe(item: dataclasses.Field[object], default: object) -> tuple[str, objec
     if isinstance(default, int | float):
         wanted = default + 1
     elif isinstance(default, tuple):
-        return (
-            "probe-one-0123456789:x,probe-two-0123456789:y",
-            ("probe-one-0123456789:x", "probe-two-0123456789:y"),
+        return (  # long enough for an operator key, and a user:password for Flower
+            "probe-one:0123456789xx,probe-two:0123456789yy",
+            ("probe-one:0123456789xx", "probe-two:0123456789yy"),
         )
     elif isinstance(default, str | None) and check is None and item.name != "auth_failure_limit":
         text = "http://127.0.0.1:9/probe" if item.name.endswith("_url") else _LONG_PROBE

@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import structlog
 from celery import Celery, Task, bootsteps, signals
+from click.core import ParameterSource
 
 import vendors
 from app import telemetry
@@ -56,7 +58,7 @@ class SizeForTheQueues(bootsteps.Step):
         consumed = parent.app.amqp.queues.consume_from
         serves_life_safety = consumed is None or LIFE_SAFETY_QUEUE in consumed
         serves_only_bulk = consumed is not None and set(consumed) == {BULK_QUEUE}
-        if parent.concurrency == parent.app.conf.worker_concurrency:
+        if not _concurrency_given():
             if serves_life_safety:
                 parent.concurrency = parent.min_concurrency = settings.urgent_concurrency
             elif serves_only_bulk:
@@ -66,6 +68,19 @@ class SizeForTheQueues(bootsteps.Step):
 
 
 celery_app.steps["worker"].add(SizeForTheQueues)
+
+
+def _concurrency_given() -> bool:
+    """Whether the `celery worker` command line (or its CELERY_ environment) set ``--concurrency``.
+
+    Asked of click, not read from the value: Celery fills an absent flag in with WORKER_CONCURRENCY,
+    so comparing values took an explicit ``--concurrency 48`` on `urgent` for no flag at all.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None:  # a worker started from code, not from the command line
+        return False
+    source = context.get_parameter_source("concurrency")
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
 @signals.setup_logging.connect

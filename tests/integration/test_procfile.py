@@ -5,6 +5,7 @@ by name; without FLOWER_BASIC_AUTH the `flower` line refuses to start."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -217,6 +218,31 @@ def test_the_lines_that_need_the_broker_stop_at_start_without_redis_url(line: st
     assert done.returncode == 1, done.stderr
     assert "alarm-bridge: invalid configuration: REDIS_URL is required" in done.stderr
     assert "amqp" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "own_setting"), [("urgent", "URGENT_CONCURRENCY"), ("bulk", "BULK_CONCURRENCY")]
+)
+def test_an_explicit_concurrency_wins_even_when_it_equals_worker_concurrency(
+    line: str, own_setting: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = inherited_env()
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "BROKER_KEY_PREFIX": unique_prefix("abconc"),
+            "VAR_DIR": str(tmp_path / "var"),
+        },
+        LOG_FORMAT="console",
+        WORKER_CONCURRENCY="7",
+        **{own_setting: "5"},
+    )
+    proc = start(line, [*procfile_argv(line), "--concurrency", "7"], env, tmp_path / f"{line}.log")
+    try:
+        banner = wait_until(lambda: re.search(r"concurrency: (\d+)", proc.current_output()), timeout_s=60)
+    finally:
+        stop_all([proc], grace_s=20)
+    assert banner.group(1) == "7", proc.current_output()
 
 
 def test_the_web_process_loads_no_worker_client_or_sandbox_code(tmp_path: Path) -> None:

@@ -259,7 +259,7 @@ class Settings:
     watchdog_failing_s: float = setting(300.0, check=validate.Range(min=1))
     watchdog_heartbeat_url: str | None = setting(None, secret=True)  # pinged after every check
     # `alarm-bridge ledger archive`: how long an ended alarm stays in the ledger, and its batch size.
-    archive_after_days: float = setting(180.0, check=validate.Range(min=1))
+    archive_after_days: float = setting(180.0, check=validate.Range(min=1, max=36525))  # 100 years
     archive_batch_size: int = setting(500, check=validate.Range(min=1, max=10_000))
     # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)

@@ -4,7 +4,7 @@ No Redis, no database server, no vendor accounts. It picks an embedded broker (a
 ``redis-server`` on a free loopback port when one is installed, else fakeredis's TCP server in this
 process), migrates the SQLite ledger, and supervises the same processes the Procfile runs in
 production (web (gunicorn), worker, urgent, bulk, beat, the DC-09 receiver, Flower and the sandbox) with
-real Celery messages. Ctrl-C stops all of them.
+real Celery messages. Ctrl-C (SIGINT), SIGTERM or a closed terminal (SIGHUP) stops all of them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -150,8 +152,26 @@ def dev(broker: str, flower_port: int | None) -> None:
         manager = Manager()
         for name, cmd in processes.items():
             manager.add_process(name, subprocess.list2cmdline(cmd), env=env)
+        signal.signal(signal.SIGHUP, _stop_on_hang_up)
         manager.loop()
     sys.exit(manager.returncode)
+
+
+def _stop_on_hang_up(signum: int, frame: FrameType | None) -> None:
+    """SIGHUP (the terminal closed) stops every process, as SIGTERM does.
+
+    honcho handles SIGINT and SIGTERM only, and starts each process in a session of its own, so a
+    hang-up reaches none of them: left to its default, SIGHUP ended this supervisor alone and left
+    every process (and the private redis-server) running, unsupervised.
+    """
+    try:
+        sys.stderr.write("alarm-bridge dev: SIGHUP received: stopping every process\n")
+        sys.stderr.flush()
+    except OSError:  # the terminal is gone (EIO): what honcho prints while stopping must not fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
+    os.kill(os.getpid(), signal.SIGTERM)  # honcho's stop: SIGTERM to each process, SIGKILL after a wait
 
 
 def _fresh_metrics_dir(path: Path) -> Path:

@@ -17,6 +17,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = PACKAGE_ROOT / "app" / "ledger" / "migrations"
 AGE_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 MIN_ARCHIVE_AGE_S = 86400.0  # an alarm that ended today is still somebody's evidence
+MAX_ARCHIVE_AGE_DAYS = 36525  # 100 years: the same bound as ARCHIVE_AFTER_DAYS (config/settings.py)
+MAX_ARCHIVE_AGE_S = MAX_ARCHIVE_AGE_DAYS * 86400.0
 
 
 @click.group()
@@ -29,11 +31,18 @@ def db() -> None:
 def db_upgrade(revision: str) -> None:
     """Apply migrations to the ledger named by DATABASE_URL (the Procfile's `release`)."""
     from alembic import command
+    from sqlalchemy.exc import DBAPIError
 
     from config.settings import load_settings
 
     settings = load_settings()
-    command.upgrade(alembic_config(settings.database_url), revision)
+    try:
+        command.upgrade(alembic_config(settings.database_url), revision)
+    except DBAPIError as exc:  # unreachable, refused, no such database: one line, not a traceback
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        raise click.ClickException(
+            f"cannot migrate the ledger at {display_url(settings.database_url)}: {reason}"
+        ) from None
     click.echo(f"ledger at {revision}: {display_url(settings.database_url)}")
 
 
@@ -63,6 +72,8 @@ def parse_age(text: str) -> float:
         raise click.BadParameter(f"{text!r} is not an age like 180d, 36h or 90m") from None
     if not seconds >= MIN_ARCHIVE_AGE_S:  # also refuses NaN
         raise click.BadParameter(f"{text!r} is less than a day: an alarm that recent is kept")
+    if not seconds <= MAX_ARCHIVE_AGE_S:  # also refuses infinity: no date that far back
+        raise click.BadParameter(f"{text!r} is more than {MAX_ARCHIVE_AGE_DAYS} days (100 years)")
     return seconds
 
 
@@ -101,6 +112,11 @@ def ledger_archive(age: str | None, export_dir: Path | None, batch_size: int | N
     settings = load_settings()
     configure_logging(settings)
     seconds = parse_age(age) if age is not None else settings.archive_after_days * 86400
+    if export_dir is not None:  # before anything is removed: a directory the export can be written in
+        try:
+            export_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"{export_dir}: {exc.strerror or exc}", param_hint="--export") from None
     cutoff = utcnow() - timedelta(seconds=seconds)
     engine = make_engine(settings.database_url)
     try:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.bridge_api import is_loopback
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 FLOWER_PORT = 5555  # Flower's own default; `dev` takes another free port when it is busy
 
@@ -61,6 +65,7 @@ def flower(port: int, address: str) -> None:
             f"alarm-bridge flower: refusing to serve Flower on {address or 'every interface'} without "
             "FLOWER_BASIC_AUTH (user:password pairs, comma-separated)"
         )
+    _require_broker(settings)
     # Flower reads FLOWER_BASIC_AUTH itself; handing it over in the environment rather than as
     # --basic-auth keeps the passwords out of the process list. It gets exactly what Settings
     # parsed, or nothing.
@@ -88,4 +93,16 @@ def receiver() -> None:
     from config.settings import load_settings
 
     # The receiver uses no vendor's settings; reading them refuses a bad one here too, as everywhere.
-    sys.exit(run(load_settings(vendors.SETTINGS)))
+    settings = load_settings(vendors.SETTINGS)
+    _require_broker(settings)  # each frame's steps are sent to the workers through it
+    sys.exit(run(settings))
+
+
+def _require_broker(settings: Settings) -> None:
+    """Exit with one line when REDIS_URL is unset (``dev`` sets it for every process it starts)."""
+    from config.settings import ConfigurationError
+
+    try:
+        settings.check_broker()
+    except ConfigurationError as exc:
+        sys.exit(f"alarm-bridge: invalid configuration: {exc}")

@@ -38,6 +38,8 @@ _BEARER_TOKEN = re.compile(r"[\x21-\x7e]+")
 # tokens, app/domain/sites.py MIN_TOKEN_LENGTH): out of reach of guessing.
 MIN_SECRET_KEY_LENGTH = 32
 MIN_OPERATOR_KEY_LENGTH = 16
+# Flower can revoke tasks and stop workers: its basic-auth passwords must not be guessable either.
+MIN_FLOWER_PASSWORD_LENGTH = 12
 
 
 class ConfigurationError(ValueError):
@@ -100,6 +102,19 @@ def variable(item: Field[Any], prefix: str = "") -> str:
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _check_http_url(name: str, url: str) -> None:
+    """Refuse a URL requests could not call (no http/https scheme, no host, a port that is not a number),
+    at start rather than at its first use, naming the variable ``name`` (never the value: it may hold a
+    credential)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in URL_SCHEMES or not parts.hostname:
+        raise ConfigurationError(f"{name}: must be an http:// or https:// URL with a host")
+
+
 class VendorSettings:
     """Base of a vendor's own settings (``vendors/<key>/settings.py``), read with the others at start-up.
 
@@ -116,6 +131,7 @@ class VendorSettings:
     base_url: str
 
     def __post_init__(self) -> None:
+        _check_http_url(self.env_name("base_url"), self.base_url)
         # A sandbox credential aimed at a real vendor is a misconfiguration, never a test.
         host = urlsplit(self.base_url).hostname or ""
         items = fields(self)
@@ -243,7 +259,7 @@ class Settings:
     watchdog_failing_s: float = setting(300.0, check=validate.Range(min=1))
     watchdog_heartbeat_url: str | None = setting(None, secret=True)  # pinged after every check
     # `alarm-bridge ledger archive`: how long an ended alarm stays in the ledger, and its batch size.
-    archive_after_days: float = setting(180.0, check=validate.Range(min=1))
+    archive_after_days: float = setting(180.0, check=validate.Range(min=1, max=36525))  # 100 years
     archive_batch_size: int = setting(500, check=validate.Range(min=1, max=10_000))
     # The environment the sites file's `token_env`/`signing_secrets_env` names are resolved in.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -288,12 +304,23 @@ class Settings:
                 "characters; only `alarm-bridge dev` makes one up)"
             )
 
+    def check_broker(self) -> None:
+        """Refuse to run a process that needs the Celery broker (the workers, beat, the receiver,
+        Flower) without REDIS_URL: Celery would fall back to amqp://guest@localhost// in silence."""
+        if self.redis_url is None:
+            raise ConfigurationError(
+                "REDIS_URL is required by this process (the Celery broker: redis://, rediss:// or "
+                "unix://; only `alarm-bridge dev` starts one of its own)"
+            )
+
     @property
     def broker_url(self) -> str | None:
         """The Celery broker: the Redis instance, or None when none is configured."""
         return self.redis_url
 
     def __post_init__(self) -> None:
+        if self.watchdog_heartbeat_url is not None:
+            _check_http_url("WATCHDOG_HEARTBEAT_URL", self.watchdog_heartbeat_url)
         if self.metrics_token and (
             len(self.metrics_token) < METRICS_TOKEN_MIN_LENGTH
             or not _BEARER_TOKEN.fullmatch(self.metrics_token)
@@ -318,12 +345,23 @@ class Settings:
                     f"OPERATOR_API_KEYS: key {number} must be at least {MIN_OPERATOR_KEY_LENGTH} "
                     "printable ASCII characters, without spaces"
                 )
+        for number, entry in enumerate(self.flower_basic_auth, start=1):
+            user, colon, password = entry.partition(":")
+            if not (user and colon and len(password) >= MIN_FLOWER_PASSWORD_LENGTH):
+                raise ConfigurationError(  # never the entry itself: it holds a password
+                    f"FLOWER_BASIC_AUTH: entry {number} must be user:password, with a user and a password "
+                    f"of at least {MIN_FLOWER_PASSWORD_LENGTH} characters"
+                )
         try:
-            parse_rate_limit(self.auth_failure_limit)
+            limit = parse_rate_limit(self.auth_failure_limit)
         except ValueError:
             raise ConfigurationError(
                 f"AUTH_FAILURE_LIMIT: {self.auth_failure_limit!r} is not a rate like '10 per minute'"
             ) from None
+        if limit.amount < 1:  # a budget of 0 is spent before the first try: every operator locked out
+            raise ConfigurationError(
+                f"AUTH_FAILURE_LIMIT: {self.auth_failure_limit!r} allows no attempt at all; at least 1"
+            )
 
 
 # The Settings fields the reader fills itself: they are not variables.

@@ -9,18 +9,22 @@ import; the tasks reach it through their base class (``workers.step_task.StepTas
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import structlog
 from celery import Celery, Task, bootsteps, signals
+from click.core import ParameterSource
 
 import vendors
 from app import telemetry
 from app.adapters import kombu_redis
+from app.domain.sites_file import read_sites
 from config.celery import BULK_QUEUE, LIFE_SAFETY_QUEUE, beat_schedule, celery_config
 from config.logging import configure_logging
-from config.settings import load_settings
+from config.settings import ConfigurationError, load_settings
 from workers.runtime import RuntimeHolder, attach_runtime, runtime_holder
 
 # The system's tasks, then every vendor's (``vendors.<key>.tasks``, from the registry).
@@ -54,7 +58,7 @@ class SizeForTheQueues(bootsteps.Step):
         consumed = parent.app.amqp.queues.consume_from
         serves_life_safety = consumed is None or LIFE_SAFETY_QUEUE in consumed
         serves_only_bulk = consumed is not None and set(consumed) == {BULK_QUEUE}
-        if parent.concurrency == parent.app.conf.worker_concurrency:
+        if not _concurrency_given():
             if serves_life_safety:
                 parent.concurrency = parent.min_concurrency = settings.urgent_concurrency
             elif serves_only_bulk:
@@ -66,9 +70,46 @@ class SizeForTheQueues(bootsteps.Step):
 celery_app.steps["worker"].add(SizeForTheQueues)
 
 
+def _concurrency_given() -> bool:
+    """Whether the `celery worker` command line (or its CELERY_ environment) set ``--concurrency``.
+
+    Asked of click, not read from the value: Celery fills an absent flag in with WORKER_CONCURRENCY,
+    so comparing values took an explicit ``--concurrency 48`` on `urgent` for no flag at all.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None:  # a worker started from code, not from the command line
+        return False
+    source = context.get_parameter_source("concurrency")
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
 @signals.setup_logging.connect
 def _configure_logging(**_: Any) -> None:
     configure_logging(settings)
+
+
+def _refuse_what_cannot_work() -> None:
+    """At a worker's or beat's start: exit with the reason (as the web and the receiver do) without a
+    broker (Celery would try amqp://localhost instead) or on a sites file that cannot be loaded, rather
+    than report ready and fail every dispatcher and watchdog run. The runtime loads the file again on
+    first use; this is the same load, done before anything starts."""
+    try:
+        settings.check_broker()
+    except ConfigurationError as exc:
+        sys.exit(f"alarm-bridge: invalid configuration: {exc}")
+    read_sites(settings.sites_file, settings.environ)
+
+
+@signals.worker_init.connect
+def _check_worker_start(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "app", None) is celery_app:  # not a worker some test built on its own app
+        _refuse_what_cannot_work()
+
+
+@signals.beat_init.connect
+def _check_beat_start(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "app", None) is celery_app:
+        _refuse_what_cannot_work()
 
 
 @signals.worker_init.connect

@@ -6,6 +6,7 @@ own Settings and may replace the outbox and the broker check.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -31,6 +32,10 @@ from config.settings import ConfigurationError, Settings, load_settings
 
 BROKER_PING_TIMEOUT_S = 1.0
 DASHBOARD_SESSION_LIFETIME = timedelta(hours=12)  # one shift; then the operator key is asked again
+# gunicorn's exit status for a worker that cannot boot: its master then stops, non-zero. Any other
+# status (1 included) makes the master boot another worker that fails the same way, forever, with the
+# port open and every request hanging: a web process that looks alive but cannot work.
+WORKER_BOOT_ERROR = 3
 
 
 def create_app(
@@ -39,12 +44,27 @@ def create_app(
     outbox: Outbox | None = None,
     ping_broker: Callable[[], None] | None = None,
 ) -> Flask:
-    """Build the web app; gunicorn passes nothing, tests pass their own Settings and doubles."""
-    if settings is None:  # a process entry point (gunicorn): share metrics with the host's processes
+    """Build the web app; gunicorn passes nothing, tests pass their own Settings and doubles.
+
+    From gunicorn (no ``settings``), a configuration that cannot work (a bad setting, sites file or
+    SECRET_KEY) prints its lines on stderr and exits with WORKER_BOOT_ERROR, which stops the master.
+    """
+    if settings is not None:
+        return _assemble(settings, outbox, ping_broker)
+    try:
         # The web uses no vendor's settings, but reads them so that a bad one stops it as it stops
         # every other process: one configuration, refused or accepted as a whole.
         settings = load_settings(vendors.SETTINGS)
-        telemetry.use_multiprocess_metrics(settings.prometheus_dir)
+        telemetry.use_multiprocess_metrics(settings.prometheus_dir)  # shared with the host's processes
+        return _assemble(settings, outbox, ping_broker)
+    except SystemExit as exc:  # load_settings, check_web and read_sites exit with their one-line reason
+        if exc.code is not None and not isinstance(exc.code, int):
+            sys.stderr.write(f"{exc.code}\n")
+            sys.stderr.flush()
+        raise SystemExit(WORKER_BOOT_ERROR) from None
+
+
+def _assemble(settings: Settings, outbox: Outbox | None, ping_broker: Callable[[], None] | None) -> Flask:
     configure_logging(settings)
     try:
         settings.check_web()  # SECRET_KEY: the web process never signs sessions with a guessable key

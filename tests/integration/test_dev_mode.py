@@ -5,8 +5,10 @@ Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -126,3 +128,38 @@ def test_dev_is_ready_with_nothing_configured_and_uses_its_own_broker(
     assert dev_stack.stop() == 0 or "stopped" in dev_stack.text()
     leftover = subprocess.run(["pgrep", "-s", str(dev_stack.proc.pid)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "processes survived Ctrl-C"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper has stopped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_a_hang_up_stops_every_process_dev_started(tmp_path: Path) -> None:
+    # honcho starts each process in a session of its own: a closed terminal's SIGHUP reaches only the
+    # supervisor, which must stop them all as Ctrl-C does, the embedded broker included.
+    stack = DevStack(tmp_path, "redis-server" if shutil.which("redis-server") else "fakeredis")
+    names = {"web", "worker", "urgent", "bulk", "beat", "receiver", "flower"}
+    pids: dict[str, int] = {}
+    try:
+        wait_until(stack.ready, timeout_s=READY_WITHIN_S, interval_s=0.2)
+        pids = {name: int(pid) for name, pid in re.findall(r"(\w+) started \(pid=(\d+)\)", stack.text())}
+        assert names <= set(pids), stack.text()
+        broker = re.search(r"at redis://127\.0\.0\.1:(\d+)/0", stack.text())
+        assert broker, stack.text()
+
+        os.kill(stack.proc.pid, signal.SIGHUP)
+
+        assert stack.proc.wait(timeout_s=40) is not None, f"SIGHUP did not stop dev:\n{stack.text()[-3000:]}"
+        wait_until(lambda: not [n for n, pid in pids.items() if _running(pid)], timeout_s=10, interval_s=0.2)
+        assert not port_open(int(broker.group(1)))
+    finally:
+        for pid in pids.values():  # what survived a failure: each process's own group (its session)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        stack.proc.kill()
+        stack.http.close()

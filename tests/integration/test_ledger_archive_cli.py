@@ -88,7 +88,7 @@ def test_without_an_age_the_setting_decides(sqlite_url: str) -> None:
     assert _count(sqlite_url, ArchiveRun) == 2
 
 
-@pytest.mark.parametrize("age", ["2h", "0d", "nan", "soon"])
+@pytest.mark.parametrize("age", ["2h", "0d", "nan", "soon", "inf", "1e400d", "99999999d"])
 def test_an_age_under_a_day_or_not_an_age_is_refused_and_nothing_is_touched(
     sqlite_url: str, age: str
 ) -> None:
@@ -97,3 +97,42 @@ def test_an_age_under_a_day_or_not_an_age_is_refused_and_nothing_is_touched(
     assert done.returncode == 2
     assert "--ended-before" in done.stderr or age in done.stderr
     assert _count(sqlite_url, Alarm) == 1
+
+
+def test_a_default_age_beyond_100_years_is_refused_in_one_line(sqlite_url: str) -> None:
+    _alarms(sqlite_url, 400)
+    done = _run(sqlite_url, ARCHIVE_AFTER_DAYS="1e300")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("alarm-bridge: invalid configuration:")
+    assert "ARCHIVE_AFTER_DAYS" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert _count(sqlite_url, Alarm) == 1
+
+
+def test_an_export_directory_that_cannot_be_made_is_refused_before_anything_is_removed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    _alarms(sqlite_url, 400)
+    (tmp_path / "a-file").write_text("")
+    done = _run(sqlite_url, "--ended-before", "180d", "--export", str(tmp_path / "a-file" / "x"))
+    assert done.returncode == 2
+    assert "--export" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _count(sqlite_url, Alarm) == 1
+
+
+def test_db_upgrade_against_an_unreachable_ledger_says_so_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "db", "upgrade"],
+        cwd=REPO,
+        env={**os.environ, "DATABASE_URL": "postgresql://nobody:hunter2@127.0.0.1:1/none"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: cannot migrate the ledger at postgresql")
+    assert "hunter2" not in done.stderr

@@ -5,6 +5,7 @@ by name; without FLOWER_BASIC_AUTH the `flower` line refuses to start."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def deploy_env(postgres_url: str, redis_url: str, tmp_path: Path) -> dict[str, s
         HOST="127.0.0.1",
         WEB_CONCURRENCY="1",
         LOG_FORMAT="console",
-        FLOWER_BASIC_AUTH=f"someone:else,{':'.join(FLOWER_USER)}",
+        FLOWER_BASIC_AUTH=f"someone:else-entirely,{':'.join(FLOWER_USER)}",
         WORKER_CONCURRENCY="12",
         URGENT_CONCURRENCY="24",
         BULK_CONCURRENCY="6",
@@ -148,6 +149,100 @@ def test_the_web_line_stops_at_once_without_a_secret_key(tmp_path: Path) -> None
     assert "alarm-bridge: invalid configuration: SECRET_KEY is required" in done.stderr
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ({"SITES_FILE": "/nonexistent/sites.toml"}, "alarm-bridge: invalid sites file:"),
+        ({"CALLONALARM_HOURLY_BUDGET": "lots"}, "CALLONALARM_HOURLY_BUDGET"),
+    ],
+    ids=["sites-file", "vendor-setting"],
+)
+def test_the_web_line_stops_on_a_configuration_its_workers_refuse(
+    tmp_path: Path, setting: dict[str, str], problem: str
+) -> None:
+    # Checked in each worker (the master loads no app code before gevent patches it): a worker that
+    # cannot boot must stop the master, not be replaced by another that fails the same way forever.
+    env = inherited_env()
+    env.update(
+        PORT=str(free_port()),
+        HOST="127.0.0.1",
+        VAR_DIR=str(tmp_path / "var"),
+        SECRET_KEY="procfile-secret-key-signing-the-sessions",
+        **setting,
+    )
+
+    done = subprocess.run(
+        procfile_argv("web", env["PORT"]), cwd=REPO, env=env, capture_output=True, text=True, timeout=90
+    )
+
+    assert done.returncode == 3, done.stderr  # gunicorn's "Worker failed to boot."
+    assert problem in done.stderr
+    assert done.stderr.count("Booting worker") <= 2, done.stderr  # WEB_CONCURRENCY's, never a second round
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
+
+
+@pytest.mark.parametrize("line", ["urgent", "beat"])
+def test_the_celery_lines_stop_at_start_on_a_sites_file_that_cannot_load(
+    line: str, redis_url: str, tmp_path: Path
+) -> None:
+    # The receiver and the web refuse such a file at start; a worker that reported ready with it
+    # would fail every dispatcher tick and watchdog run instead.
+    env = inherited_env()
+    env.update(
+        REDIS_URL=redis_url,
+        BROKER_KEY_PREFIX=unique_prefix("abbadsites"),
+        VAR_DIR=str(tmp_path / "var"),
+        SITES_FILE=str(tmp_path / "missing-sites.toml"),
+        LOG_FORMAT="console",
+    )
+
+    done = subprocess.run(procfile_argv(line), cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+
+    assert done.returncode == 1, done.stderr
+    assert "alarm-bridge: invalid sites file:" in done.stderr
+    assert "missing-sites.toml: cannot be read" in done.stderr
+    assert "ready" not in done.stderr
+
+
+@pytest.mark.parametrize("line", ["urgent", "beat", "receiver"])
+def test_the_lines_that_need_the_broker_stop_at_start_without_redis_url(line: str, tmp_path: Path) -> None:
+    # Celery would otherwise fall back to amqp://guest@localhost:5672// and wait for it forever.
+    env = inherited_env()  # without REDIS_URL
+    env.update(VAR_DIR=str(tmp_path / "var"), SIA_RECEIVER_PORT=str(free_port()), LOG_FORMAT="console")
+
+    done = subprocess.run(procfile_argv(line), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1, done.stderr
+    assert "alarm-bridge: invalid configuration: REDIS_URL is required" in done.stderr
+    assert "amqp" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "own_setting"), [("urgent", "URGENT_CONCURRENCY"), ("bulk", "BULK_CONCURRENCY")]
+)
+def test_an_explicit_concurrency_wins_even_when_it_equals_worker_concurrency(
+    line: str, own_setting: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = inherited_env()
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "BROKER_KEY_PREFIX": unique_prefix("abconc"),
+            "VAR_DIR": str(tmp_path / "var"),
+        },
+        LOG_FORMAT="console",
+        WORKER_CONCURRENCY="7",
+        **{own_setting: "5"},
+    )
+    proc = start(line, [*procfile_argv(line), "--concurrency", "7"], env, tmp_path / f"{line}.log")
+    try:
+        banner = wait_until(lambda: re.search(r"concurrency: (\d+)", proc.current_output()), timeout_s=60)
+    finally:
+        stop_all([proc], grace_s=20)
+    assert banner.group(1) == "7", proc.current_output()
 
 
 def test_the_web_process_loads_no_worker_client_or_sandbox_code(tmp_path: Path) -> None:

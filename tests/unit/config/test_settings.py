@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 from environs import Env
+from gunicorn.arbiter import Arbiter
 
 import vendors
 from config.settings import (
@@ -26,6 +27,9 @@ from vendors.cad.settings import CadSettings
 from vendors.callonalarm.settings import CallOnAlarmSettings
 from vendors.rapidsos.settings import RapidSOSSettings
 from vendors.tracktik.settings import TrackTikSettings
+
+# A web worker that cannot start exits with this: gunicorn's master then stops instead of booting another.
+WORKER_BOOT_ERROR = Arbiter.WORKER_BOOT_ERROR
 
 pytestmark = pytest.mark.unit
 
@@ -72,6 +76,36 @@ def test_an_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, na
         read_settings()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RAPIDSOS_BASE_URL", "api.rapidsos.com/v1"),
+        ("TRACKTIK_BASE_URL", "ftp://tracktik.example.com"),
+        ("ALTA_BASE_URL", "https://"),
+        ("CAD_BASE_URL", "https://cad.example.com:port"),
+        ("CALLONALARM_BASE_URL", "callonalarm"),
+        ("WATCHDOG_HEARTBEAT_URL", "hc-ping.com/0f3c-secret-uuid"),
+        ("WATCHDOG_HEARTBEAT_URL", "mailto:ops@example.com"),
+    ],
+)
+def test_a_url_without_an_http_scheme_or_a_host_is_refused_at_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # Accepted, such a URL failed at its first use: a 911 step retried as "internal error" for minutes.
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=f"^{name}: must be an http:// or https:// URL") as refused:
+        read_settings(vendors.SETTINGS)
+    assert "secret-uuid" not in str(refused.value)
+
+
+def test_http_and_https_urls_with_a_host_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_HEARTBEAT_URL", "https://hc-ping.com/0f3c")
+    monkeypatch.setenv("CAD_BASE_URL", "http://[::1]:8100/cad")
+    settings = read_settings(vendors.SETTINGS)
+    assert settings.watchdog_heartbeat_url == "https://hc-ping.com/0f3c"
+    assert settings.vendor(CadSettings).base_url == "http://[::1]:8100/cad"
+
+
 def test_start_up_with_a_bad_value_exits_with_one_line() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "from config.settings import load_settings; load_settings()"],
@@ -94,7 +128,14 @@ def test_start_up_with_a_bad_value_exits_with_one_line() -> None:
         ("OPERATOR_API_KEYS", "dev-operator", True),
         ("OPERATOR_API_KEYS", "a-long-enough-operator-key,short-key", True),
         ("OPERATOR_API_KEYS", "an operator key with spaces", True),
+        ("FLOWER_BASIC_AUTH", ":", False),  # empty credentials (nothing to leak): Flower open to all
+        ("FLOWER_BASIC_AUTH", "ops:", True),
+        ("FLOWER_BASIC_AUTH", ":a-long-flower-password", True),
+        ("FLOWER_BASIC_AUTH", "ops-without-a-password", True),  # locked out for good
+        ("FLOWER_BASIC_AUTH", "ops:a-long-flower-password,ops:short-pass", True),
         ("AUTH_FAILURE_LIMIT", "often", False),
+        ("AUTH_FAILURE_LIMIT", "0 per minute", False),  # would lock every operator out, right key or not
+        ("AUTH_FAILURE_LIMIT", "0/hour", False),
     ],
 )
 def test_short_secrets_and_bad_limits_are_refused_naming_the_variable(
@@ -118,6 +159,19 @@ def test_long_enough_secrets_and_a_rate_are_accepted(monkeypatch: pytest.MonkeyP
     assert Settings().auth_failure_limit == "10 per minute"
 
 
+def test_flower_basic_auth_takes_user_password_pairs_with_long_passwords(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:twelve-chars,night:a:colon:is-fine")
+    assert read_settings().flower_basic_auth == ("ops:twelve-chars", "night:a:colon:is-fine")
+
+
+def test_the_processes_that_need_the_broker_need_redis_url() -> None:
+    with pytest.raises(ConfigurationError, match="REDIS_URL is required"):
+        Settings().check_broker()
+    Settings(redis_url="redis://127.0.0.1:6379/0").check_broker()
+
+
 def test_the_web_app_needs_a_secret_key() -> None:
     with pytest.raises(ConfigurationError, match="SECRET_KEY is required"):
         Settings().check_web()
@@ -137,7 +191,7 @@ def test_the_web_process_refuses_to_start_without_a_proper_secret_key_in_one_lin
         text=True,
         timeout=60,
     )
-    assert done.returncode == 1
+    assert done.returncode == WORKER_BOOT_ERROR  # gunicorn's master stops rather than boot another
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("alarm-bridge: invalid configuration: SECRET_KEY")
@@ -253,7 +307,7 @@ def test_a_process_with_a_bad_vendor_value_exits_with_one_line_naming_it(tmp_pat
         "CALLONALARM_HOURLY_BUDGET": "lots",
     }
     done = subprocess.run([sys.executable, "-c", entry], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == (WORKER_BOOT_ERROR if "create_app" in entry else 1)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("alarm-bridge: invalid configuration:")
@@ -304,9 +358,9 @@ def _probe(item: dataclasses.Field[object], default: object) -> tuple[str, objec
     if isinstance(default, int | float):
         wanted = default + 1
     elif isinstance(default, tuple):
-        return (
-            "probe-one-0123456789:x,probe-two-0123456789:y",
-            ("probe-one-0123456789:x", "probe-two-0123456789:y"),
+        return (  # long enough for an operator key, and a user:password for Flower
+            "probe-one:0123456789xx,probe-two:0123456789yy",
+            ("probe-one:0123456789xx", "probe-two:0123456789yy"),
         )
     elif isinstance(default, str | None) and check is None and item.name != "auth_failure_limit":
         text = "http://127.0.0.1:9/probe" if item.name.endswith("_url") else _LONG_PROBE

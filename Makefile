@@ -11,8 +11,10 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "make: alarm-bridge needs Python 3.11 or newer on PATH" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# A venv that failed half-way (no ensurepip: Debian without python3-venv) leaves bin/python
+	@# behind; remove it, or every later make would take it as made and fail on a missing pip.
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: could not create $(VENV) (on Debian or Ubuntu: apt install python3-venv)" >&2; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .

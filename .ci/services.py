@@ -14,12 +14,20 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import unquote, urlsplit
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("TEST_REDIS_PORT", "6379"))
-PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("TEST_PG_USER", "postgres")
-TEST_DB = "alarm_bridge_test"
+# The same services, and the same defaults, as tests/conftest.py: TEST_REDIS_URL and TEST_PG_ADMIN_URL.
+_REDIS = urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+_PG = urlsplit(
+    os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/alarm_bridge_test")
+)
+REDIS_HOST, REDIS_PORT = _REDIS.hostname or "127.0.0.1", _REDIS.port or 6379
+PG_HOST, PG_PORT = _PG.hostname or "127.0.0.1", _PG.port or 5432
+PG_USER = unquote(_PG.username or "postgres")
+PG_PASSWORD = unquote(_PG.password) if _PG.password else None
+TEST_DB = unquote(_PG.path.lstrip("/")) or "alarm_bridge_test"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def answers(host: str, port: int) -> bool:
@@ -71,7 +79,8 @@ def ensure(name: str, host: str, port: int, start: object) -> bool:
     if answers(host, port):
         print(f"services: {name} answers on {host}:{port}")
         return True
-    start()  # type: ignore[operator]
+    if host in LOOPBACK:  # a server elsewhere (a CI service container) is not ours to start
+        start()  # type: ignore[operator]
     if wait_for(host, port):
         print(f"services: {name} started on {host}:{port}")
         return True
@@ -87,7 +96,7 @@ def create_test_database() -> None:
     import psycopg
 
     with psycopg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True
+        host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD, dbname="postgres", autocommit=True
     ) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DB,)).fetchone()
         if not exists:

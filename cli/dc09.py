@@ -11,6 +11,10 @@ import click
 
 DC09_TIMEOUT_S = 10.0
 DC09_ACCOUNT = re.compile(r"[0-9A-Fa-f]{3,16}")
+# What the test frame may carry: a two-letter SIA code and a numeric zone (a letter there would read
+# as part of another code; anything else would change the frame around it).
+SIA_CODE = re.compile(r"[A-Za-z]{2}")
+SIA_ZONE = re.compile(r"[0-9]{1,4}")
 # SIA "Manual Test" (app/domain/sia_codes.toml): recorded as an event, opens no alarm, starts no step.
 DEFAULT_TEST_CODE = "RX"
 
@@ -38,6 +42,10 @@ def send_dc09_test(
         raise click.UsageError("--dc09 needs --account, 3 to 16 hex digits (the panel's DC-09 account)")
     if link_test and (code or zone):
         raise click.UsageError("--null sends a link test: it takes no --code or --zone")
+    if code is not None and not SIA_CODE.fullmatch(code):
+        raise click.BadParameter("an SIA event code is two letters, like BA", param_hint="--code")
+    if zone is not None and not SIA_ZONE.fullmatch(zone):
+        raise click.BadParameter("a zone in an SIA-DCS frame is 1 to 4 digits, like 3", param_hint="--zone")
     secret = None if key is None else _dc09_key(key, key_format)
     host, port = _dc09_address(to)
     code = None if link_test else (code or DEFAULT_TEST_CODE).upper()

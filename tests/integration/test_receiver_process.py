@@ -195,6 +195,25 @@ def test_send_test_event_dc09_refuses_options_that_do_not_apply() -> None:
     assert http_with_key.returncode == 2 and "are for --dc09" in http_with_key.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--code", "B A", "two letters"),
+        ("--code", "BAXYZ", "two letters"),
+        ("--zone", "3]|Nxx", "1 to 4 digits"),
+        ("--zone", "é", "1 to 4 digits"),
+        ("--zone", "12345", "1 to 4 digits"),
+    ],
+)
+def test_send_test_event_dc09_refuses_what_would_change_the_frame(option: str, value: str, said: str) -> None:
+    # Nothing is sent: the address is unreachable on purpose, so only the check can answer.
+    done = cli("send-test-event", "--dc09", "--to", "127.0.0.1:1", "--account", PLAIN, option, value)
+
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr and said in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_sites_check_summarises_dc09_sources_and_checks_them_without_their_keys(tmp_path: Path) -> None:
     path = str(write_sites(tmp_path))
     unset = {name: None for name in (*SOURCE_ENV, "SITES_FILE")}

@@ -2,7 +2,8 @@
 window absorbs repeats, and nothing else does. On both ledgers, through record_event.
 
 Each test here kills a mutant of intake's join that the other tests let live: the join without its
-family test, without its site test, or joining an alarm that has ended.
+family test, without its site test, joining an alarm that has ended, or joining an alarm of a lower
+priority (a supervisory absorbed by a trouble's alarm).
 """
 
 from __future__ import annotations
@@ -150,3 +151,54 @@ def test_one_account_number_at_two_sites_groups_per_site(
     assert alarm(sessions, other.alarm_id).site_key == "other-tenant"
     assert [d.task_name for d in other.due_actions] == [callonalarm_steps.TRIGGER]
     assert alarm(sessions, montreal.alarm_id).event_count == 1
+
+
+# (family, trouble at technical priority, supervisory at property priority): neither is an alarm
+# kind, so only the priority test of the join keeps the supervisory out of the trouble's alarm.
+TROUBLE_THEN_SUPERVISORY = [
+    ("fire", "FT", "FS"),
+    ("sprinkler", "ST", "SS"),
+    ("access", "DT", "CI"),
+    ("access", "DT", "CT"),
+]
+
+
+@pytest.mark.parametrize(("family", "trouble_code", "supervisory_code"), TROUBLE_THEN_SUPERVISORY)
+def test_a_supervisory_after_a_trouble_of_its_zone_opens_its_own_alarm_on_its_own_queue(
+    sessions: sessionmaker[Session], family: str, trouble_code: str, supervisory_code: str
+) -> None:
+    """An event joins only an alarm of its own priority or a higher one. A supervisory (property)
+    after a trouble (technical) of its family and zone is not a repeat of the trouble: absorbed, it
+    would ride the trouble's plan on the bulk queue instead of opening its own on the default queue."""
+    trouble = record(sessions, panel(trouble_code, event_id="t1"))
+    supervisory = record(sessions, panel(supervisory_code, after_s=30, event_id="s1"))
+
+    assert trouble.opened == (family, "technical")
+    assert [(d.task_name, d.queue) for d in trouble.due_actions] == [(callonalarm_steps.TRIGGER, "bulk")]
+    assert supervisory.alarm_id != trouble.alarm_id
+    assert supervisory.opened == (family, "property")
+    opened = alarm(sessions, supervisory.alarm_id)
+    assert (opened.family, opened.code, opened.priority, opened.event_count) == (
+        family, supervisory_code, "property", 1,
+    )  # fmt: skip
+    # Its own plan (the site's trouble list), planned on the property queue, not the bulk one.
+    assert [(d.task_name, d.queue) for d in supervisory.due_actions] == [
+        (callonalarm_steps.TRIGGER, "default")
+    ]
+    assert step_kinds(sessions, supervisory.alarm_id) == {callonalarm_steps.TRIGGER}
+    assert alarm(sessions, trouble.alarm_id).event_count == 1
+
+
+def test_a_fire_trouble_after_a_fire_supervisory_of_its_zone_joins_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The other direction: a lower priority joins an open alarm of a higher one in its family (the
+    supervisory's response is already more than the trouble's), and plans nothing of its own."""
+    supervisory = record(sessions, panel("FS", event_id="fs1"))
+    trouble = record(sessions, panel("FT", after_s=30, event_id="ft1"))
+
+    assert trouble.alarm_id == supervisory.alarm_id
+    assert trouble.opened is None and trouble.due_actions == ()
+    joined = alarm(sessions, supervisory.alarm_id)
+    assert (joined.code, joined.priority, joined.event_count) == ("FS", "property", 2)
+    assert step_kinds(sessions, supervisory.alarm_id) == {callonalarm_steps.TRIGGER}

@@ -83,3 +83,37 @@ def test_a_line_costs_no_walk_of_the_stack(
     assert [line["event"] for line in lines] == ["action.succeeded", "a line of a library"]
     assert lines[0]["token"] == "***"
     assert walks == []
+
+
+def test_contact_and_medical_details_are_masked(json_logs: pytest.CaptureFixture[str]) -> None:
+    """A person's phone numbers, emergency contacts and medical notes (RapidSOS and CallOnAlarm
+    payloads, TrackTik's sensitiveInformation) never reach a log line, however deep in a value."""
+    structlog.get_logger("vendors.rapidsos").warning(
+        "upstream.request",
+        alarm_id=42,
+        emergency_contacts=[{"name": "Dana Whitfield", "phone": "+16175550142"}],
+        phone="+15145550199",
+        medical_notes="type 1 diabetic, insulin in the fridge",
+        sensitiveInformation="gate code 4242",
+        payload={"caller": {"contactPhone": "+18005550123", "site": "Montreal HQ"}},
+        # A key for each word alone: the mask must not hang on a key that happens to hold two.
+        contacts=["Sam Okafor"],
+        phoneNumber="+14165550177",
+        emergency_notes="the key is under the mat",
+    )
+    err = json_logs.readouterr().err
+    for value in (
+        "Dana Whitfield", "+16175550142", "+15145550199", "diabetic", "insulin", "4242", "+18005550123",
+        "Sam Okafor", "+14165550177", "under the mat",
+    ):  # fmt: skip
+        assert value not in err
+    line = json.loads(err)
+    assert line["event"] == "upstream.request"
+    assert line["alarm_id"] == 42  # a harmless key is kept
+    assert line["payload"]["caller"]["site"] == "Montreal HQ"
+    masked = (
+        "emergency_contacts", "phone", "medical_notes", "sensitiveInformation", "contacts", "phoneNumber",
+        "emergency_notes",
+    )  # fmt: skip
+    assert [line[key] for key in masked] == ["***"] * len(masked)
+    assert line["payload"]["caller"]["contactPhone"] == "***"

@@ -14,6 +14,7 @@ what the ledger holds afterwards and what was published.
 | SoftTimeLimitExceeded | pending, re-raised | yes | the backoff | outcome_unknown set |
 | any other exception (a bug) | pending, re-raised | yes | the backoff | "internal error: ..." |
 | a second delivery, lease live | untouched | - | - | its handler never runs |
+| all attempts spent, lease expired | failed | - | - | not run; a dead letter; a person; the fallback |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import fakeredis
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from app.domain import operations
@@ -387,6 +389,61 @@ def test_a_step_that_cannot_be_built_fails_as_not_sent_not_as_an_http_status(rt:
     assert row.last_error == "tracktik: not sent: site has no tracktik table"  # never "HTTP 0"
     assert _timeline(rt, step) == [("action.failed", f"{TRACKTIK} failed: {row.last_error}")]
     assert [d.id for d in _sent(rt)] == [alarm.steps[CALL]]  # the fallback runs as for a rejection
+
+
+def _dead_letters(kind: str) -> float:
+    return REGISTRY.get_sample_value("alarm_bridge_dead_letters_total", {"kind": kind}) or 0.0
+
+
+def test_a_create_whose_last_lease_ran_out_fails_unrun_is_a_dead_letter_and_calls_now(rt: Runtime) -> None:
+    """The worker of a TrackTik create's last attempt died mid-call: the step is RUNNING with every
+    attempt spent and its lease in the past. The next delivery's claim fails it without running the
+    handler, counts a dead letter, raises the alarm to a person and places the phone fallback now."""
+    alarm = _burglary(rt)
+    step = alarm.steps[TRACKTIK]
+    with rt.sessions.begin() as session:
+        # The plan's own call is out of the picture: the fallback must plan a call of its own.
+        session.execute(
+            update(Action).where(Action.id == alarm.steps[CALL]).values(state=ActionState.CANCELLED)
+        )
+        action = session.get_one(Action, step)
+        action.attempts = action.max_attempts
+        action.state = ActionState.RUNNING
+        action.lease_token = "the-dead-workers-lease"
+        action.lease_until = utcnow() - timedelta(seconds=1)
+    dead_before = _dead_letters(TRACKTIK)
+    ran: list[Job] = []
+    before = utcnow()
+
+    def create(job: Job) -> Outcome:
+        ran.append(job)
+        return Outcome(external_id="must-not-run")
+
+    state = perform(rt, step, create)
+
+    assert state == "skipped" and ran == []
+    row = _row(rt, step)
+    assert (row.state, row.attempts, row.lease_until) == (ActionState.FAILED, row.max_attempts, None)
+    assert row.last_error == "attempts exhausted (lease expired)"
+    assert _dead_letters(TRACKTIK) == dead_before + 1
+    flagged = _alarm(rt, alarm.alarm_id)
+    assert flagged.state == AlarmState.NEEDS_PERSON
+    assert f"{TRACKTIK} failed" in (flagged.needs_person_reason or "")
+    with rt.sessions() as session:
+        calls = session.execute(
+            select(Action).where(
+                Action.alarm_id == alarm.alarm_id, Action.kind == CALL, Action.id != alarm.steps[CALL]
+            )
+        ).scalars()
+        fallback = [(c.id, c.state, c.params, c.due_at) for c in calls]
+    assert len(fallback) == 1
+    call_id, call_state, params, due_at = fallback[0]
+    assert params == {"fallback": True, "account": "1001", "reason": f"{TRACKTIK} failed"}
+    assert call_state == ActionState.QUEUED and before - timedelta(seconds=1) <= due_at <= utcnow()
+    assert [(d.id, d.task_name) for d in _sent(rt)] == [(call_id, CALL)]  # published: it goes now
+    assert ("fallback.call", f"{TRACKTIK} failed: calling 1001 by phone") in _timeline(
+        rt, alarm_id=alarm.alarm_id
+    )
 
 
 # -- not yet: no attempt spent ----------------------------------------------------------------------------

@@ -272,6 +272,41 @@ def test_a_cancel_after_the_window_is_recorded_and_stops_nothing(sessions: sessi
     assert [k for k, _ in timeline(sessions, opened.alarm_id)][-1] == "alarm.cancel_too_late"
 
 
+def test_a_cancel_exactly_at_the_window_s_end_is_in_time(sessions: sessionmaker[Session]) -> None:
+    """The window is inclusive: a cancel received exactly ``cancel_window`` after the alarm opened
+    stands the response down (the ledger keeps microseconds on both databases)."""
+    site = SITES.site_for_account("acme-panels", MONTREAL_ACCOUNT)
+    assert site is not None and site.cancel_window == timedelta(seconds=90)
+    opened = signal(sessions, "BA")
+    cancel = signal(sessions, "BC", after_s=90)
+
+    assert cancel.alarm_id == opened.alarm_id
+    assert steps(sessions, opened.alarm_id) == {
+        tracktik_steps.CREATE_ALARM: ActionState.CANCELLED,
+        callonalarm_steps.TRIGGER: ActionState.CANCELLED,
+    }
+    alarm = get(sessions, opened.alarm_id)
+    assert (alarm.state, alarm.outcome) == ("ended", "cancelled")
+    assert "alarm.cancel_too_late" not in [k for k, _ in timeline(sessions, opened.alarm_id)]
+
+
+def test_a_cancel_one_microsecond_after_the_window_is_too_late(sessions: sessionmaker[Session]) -> None:
+    """The smallest step past the window's end (the ledger's resolution, a microsecond) is late."""
+    opened = signal(sessions, "BA")
+    cancel = signal(sessions, "BC", after_s=(timedelta(seconds=90, microseconds=1)).total_seconds())
+
+    assert cancel.alarm_id == opened.alarm_id
+    assert steps(sessions, opened.alarm_id) == {
+        tracktik_steps.CREATE_ALARM: ActionState.QUEUED,
+        callonalarm_steps.TRIGGER: ActionState.PENDING,
+    }
+    assert get(sessions, opened.alarm_id).state == "open"
+    assert timeline(sessions, opened.alarm_id)[-1] == (
+        "alarm.cancel_too_late",
+        "BC Burglary Cancel zone 3 came after the 90s cancel window; the response goes on",
+    )
+
+
 def test_a_second_cancel_does_not_stand_the_alarm_down_twice(sessions: sessionmaker[Session]) -> None:
     opened = signal(sessions, "BA")
     run_step(

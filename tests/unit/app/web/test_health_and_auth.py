@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterator
 
 import pytest
 from flask.testing import FlaskClient
 
 from app.domain.outbox import RecordingOutbox
-from app.web import create_app
+from app.web import auth, create_app
 from config.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -97,6 +98,36 @@ def test_with_no_operator_key_configured_every_operator_call_is_refused(
 ) -> None:
     client = make_client(operator_api_keys=())
     assert client.post("/v1/system/selftest", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+def test_an_operator_key_is_compared_in_constant_time_against_every_configured_key(
+    make_client: Callable[..., FlaskClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hmac.compare_digest, once per configured key, and no early exit after the match: neither the
+    time to answer nor the number of comparisons tells a caller how close a guess came, or which
+    key of a rotation it matched."""
+    keys = ("test-operator-key", "test-operator-key-next", "test-operator-key-old")
+    client = make_client(operator_api_keys=keys)
+    compared: list[tuple[bytes, bytes]] = []
+    real_compare = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real_compare(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # auth.py looks it up on the module at each call
+    presented = keys[0].encode()  # the very first key configured
+
+    response = client.get("/v1/alarms", headers=AUTH)
+
+    assert response.status_code == 200  # authorised
+    assert compared == [(presented, key.encode()) for key in keys]
+    compared.clear()
+    assert auth.matches_any(keys[0], keys) is True
+    assert compared == [(presented, key.encode()) for key in keys]
+    compared.clear()
+    assert auth.matches_any("test-operator-kez", keys) is False
+    assert len(compared) == len(keys)
 
 
 def test_selftest_is_committed_then_published_by_name(

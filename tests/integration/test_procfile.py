@@ -177,7 +177,10 @@ def test_the_web_line_stops_on_a_configuration_its_workers_refuse(
         procfile_argv("web", env["PORT"]), cwd=REPO, env=env, capture_output=True, text=True, timeout=90
     )
 
-    assert done.returncode == 3, done.stderr  # gunicorn's "Worker failed to boot."
+    # gunicorn's master halts with "Worker failed to boot." (3); when both workers fail at the same
+    # moment it halts while halting, and says so with a traceback and exit 1. Either way, it stops.
+    assert done.returncode in (1, 3), done.stderr
+    assert "Worker failed to boot" in done.stderr
     assert problem in done.stderr
     assert done.stderr.count("Booting worker") <= 2, done.stderr  # WEB_CONCURRENCY's, never a second round
     with socket.socket() as sock:

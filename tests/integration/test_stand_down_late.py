@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from app.domain import operations
+from app.domain import actions, operations
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry, utcnow
@@ -80,6 +80,30 @@ def test_a_tracktik_dispatch_created_after_the_alarm_ended_is_put_in_front_of_a_
     line = "created after the alarm ended (false_alarm) — TrackTik dispatch 77 is active: cancel it there"
     assert _by_hand(rt, alarm_id) == [line]
     assert line in (_alarm(rt, alarm_id).needs_person_reason or "")
+
+
+def test_a_dispatch_landing_after_an_end_without_outcome_that_only_saw_video_is_stood_down(rt: Any) -> None:
+    """Only the Alta video was collected when the operator pressed End (no outcome): nobody had been
+    dispatched, so the alarm ends as cancelled, and the guard's dispatch in flight is stood down."""
+    alarm_id = _signal(rt, "BA")
+    assert alarm_id is not None
+    with rt.sessions.begin() as session:
+        video = actions.new_action(
+            kind="alta.collect_video", target="alta", queue="default", due_at=utcnow(), max_attempts=5,
+            alarm_id=alarm_id,
+        )  # fmt: skip
+        video.state, video.external_id = ActionState.SUCCEEDED, "guid-1"
+        session.add(video)
+
+    def create(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:  # End, automatic outcome, while the create is on the wire
+            operations.end(session, alarm_id, None, now=utcnow(), max_attempts=5)
+        return Outcome(external_id="79", refs={"tracktik_alarm_id": 79})
+
+    perform(rt, _step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create)
+    line = "created after the alarm ended (cancelled) — TrackTik dispatch 79 is active: cancel it there"
+    assert _alarm(rt, alarm_id).outcome == "cancelled"
+    assert _by_hand(rt, alarm_id) == [line]
 
 
 def test_a_rapidsos_alert_created_after_the_alarm_ended_is_cancelled(rt: Any) -> None:

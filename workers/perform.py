@@ -290,7 +290,10 @@ def _after_success(
     if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
         why = f"created after the alarm ended ({alarm.outcome})"
         due += _stand_down_late(session, rt, alarm, outcome, now, why)
-    elif alarm.state != AlarmState.ENDED and alarm.panel_cancelled_at is not None:
+    elif alarm.panel_cancelled_at is not None:
+        # Whatever the alarm's state and outcome: an operator who ends it as verified or dispatched
+        # after the panel's cancel keeps that verdict, but the bridge's response stays stood down (the
+        # operator calls the responder directly, as a retry there answers), so what lands is recalled.
         due += _stand_down_late(session, rt, alarm, outcome, now, "created after the panel's cancel")
     return due
 

@@ -126,8 +126,9 @@ class Alarm(Base):
     acknowledged_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     # A panel's cancel stood the response down in time while a responder without a cancel API (a
-    # TrackTik dispatch) was engaged: the alarm waits for a person, whose acknowledge or End ends it
-    # as cancelled (migration 0004).
+    # TrackTik dispatch) was engaged: the alarm waits for a person, whose acknowledge (or End without
+    # an outcome) ends it as cancelled; whatever it ends as, a late success is stood down (migration
+    # 0004).
     panel_cancelled_at: Mapped[datetime | None]
     # What the upstreams know this alarm as (Alta guid, video links, TrackTik dispatch task, ...):
     # written by the workers, read by later steps and shown to operators.

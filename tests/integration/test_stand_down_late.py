@@ -143,3 +143,36 @@ def test_a_dispatch_in_flight_at_the_panel_s_cancel_names_itself_when_it_lands(r
         "cancelled at the panel — a TrackTik dispatch was being created: check TrackTik and cancel it there",
         "created after the panel's cancel — TrackTik dispatch 78 is active: cancel it there",
     ]
+
+
+@pytest.mark.parametrize("outcome", ["verified", "dispatched"])
+def test_a_dispatch_in_flight_at_the_panel_s_cancel_is_stood_down_whatever_the_operator_s_outcome(
+    rt: Any, outcome: str
+) -> None:
+    """The user cancels at the panel while the guard's dispatch and a 911 request are on the wire; an
+    operator then ends the alarm with an outcome of their own. The outcome stands, and so does the
+    stand-down: what lands afterwards is recalled (by hand for the guard, by API for the 911 request)."""
+    alarm_id = _signal(rt, "BA")
+    assert alarm_id is not None
+    step = _step(rt, alarm_id, tracktik_steps.CREATE_ALARM)
+
+    def create(job: Job) -> Outcome:
+        _signal(rt, "BC", zone="12")  # the user's cancel, in time
+        with rt.sessions.begin() as session:
+            operations.end(session, alarm_id, outcome, now=utcnow(), max_attempts=5)
+        return Outcome(external_id="80", refs={"tracktik_alarm_id": 80, "rapidsos_alert_id": "rs-80"})
+
+    perform(rt, step, create)
+    alarm = _alarm(rt, alarm_id)
+    assert (alarm.state, alarm.outcome) == ("ended", outcome)
+    assert alarm.panel_cancelled_at is not None
+    line = "created after the panel's cancel — TrackTik dispatch 80 is active: cancel it there"
+    assert _by_hand(rt, alarm_id)[-1] == line
+    assert line in (alarm.needs_person_reason or "")
+    with rt.sessions() as session:
+        cancel = session.execute(
+            select(Action.state).where(
+                Action.alarm_id == alarm_id, Action.kind == rapidsos_steps.CANCEL_ALERT
+            )
+        ).scalar_one()
+    assert cancel == ActionState.QUEUED

@@ -215,7 +215,9 @@ class AlarmSummarySchema(ma.Schema):
         allow_none=True,
         metadata={
             "description": f"a panel's cancel stood the response down in time while {_BY_HAND} "
-            "was engaged: acknowledging or ending the alarm ends it as cancelled"
+            "was engaged: acknowledging the alarm, or ending it without an outcome, ends it as "
+            "cancelled (an End with an outcome keeps the operator's); whatever the outcome, what the "
+            "bridge created that lands afterwards is stood down"
         },
     )
     refs = ma.fields.Dict(

@@ -215,3 +215,59 @@ def test_a_ledger_holding_history_goes_back_a_revision_and_forward_again(empty_d
             session.flush()
     finally:
         engine.dispose()
+
+
+def _columns(database_url: str, table: str) -> set[str]:
+    engine = make_engine(database_url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_migration_0007_stamps_steps_the_watchdog_raised_for_and_goes_back(empty_database_url: str) -> None:
+    """0007 adds ``actions.watchdog_raised_at`` (NULL on the steps already there: never raised), and
+    its downgrade removes it, keeping the steps."""
+    from alembic import command
+
+    from cli.ledger import alembic_config
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0006")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO actions (kind, target, queue, state, due_at, attempts, max_attempts, "
+                    "cancellable, idempotency_key, outcome_unknown, params, created_at, updated_at) "
+                    "VALUES ('tracktik.create_alarm', 'tracktik', 'default', 'queued', :t, 0, 5, false, "
+                    "'k-0007', false, '{}', :t, :t)"
+                ),
+                {"t": T0},
+            )
+    finally:
+        engine.dispose()
+    assert "watchdog_raised_at" not in _columns(empty_database_url, "actions")
+
+    command.upgrade(config, "0007")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT kind, watchdog_raised_at FROM actions")).one() == (
+                "tracktik.create_alarm",
+                None,
+            )
+    finally:
+        engine.dispose()
+
+    command.downgrade(config, "0006")
+    assert "watchdog_raised_at" not in _columns(empty_database_url, "actions")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert (
+                connection.execute(text("SELECT kind FROM actions")).scalar_one() == "tracktik.create_alarm"
+            )
+    finally:
+        engine.dispose()

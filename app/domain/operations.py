@@ -64,10 +64,15 @@ class ActionNotRetryableError(RuntimeError):
     """Only a failed action can be retried."""
 
 
-def _active_alarm(session: Session, alarm_id: int) -> Alarm:
+def _locked_alarm(session: Session, alarm_id: int) -> Alarm:
     alarm = session.execute(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).scalar_one_or_none()
     if alarm is None:
         raise AlarmNotFoundError(f"no alarm {alarm_id}")
+    return alarm
+
+
+def _active_alarm(session: Session, alarm_id: int) -> Alarm:
+    alarm = _locked_alarm(session, alarm_id)
     if alarm.state == AlarmState.ENDED:
         raise AlarmEndedError(f"alarm {alarm_id} has ended ({alarm.outcome})")
     return alarm
@@ -109,8 +114,23 @@ def acknowledge(session: Session, alarm_id: int, *, now: datetime, max_attempts:
     """A person has taken the alarm: it leaves the needs-a-person list (the reason stays on record).
 
     An alarm a panel's cancel stood down, waiting only for a person to recall a responder, then ends
-    as ``cancelled``; otherwise nothing goes upstream."""
-    alarm = _active_alarm(session, alarm_id)
+    as ``cancelled``; otherwise nothing goes upstream. An ended alarm takes an acknowledge only while
+    something raised after its end waits for a person (``person_needed_at``): that is cleared, and its
+    outcome stands."""
+    alarm = _locked_alarm(session, alarm_id)
+    if alarm.state == AlarmState.ENDED:
+        if alarm.person_needed_at is None:
+            raise AlarmEndedError(f"alarm {alarm_id} has ended ({alarm.outcome}) and waits for no person")
+        alarm.person_needed_at = None
+        alarm.acknowledged_at = now
+        note(
+            session,
+            alarm.id,
+            now,
+            "alarm.acknowledged",
+            f"acknowledged by an operator (ended: {alarm.outcome})",
+        )
+        return []
     alarm.acknowledged_at = now
     if alarm.state == AlarmState.NEEDS_PERSON:
         alarm.state = AlarmState.OPEN
@@ -185,7 +205,8 @@ def end(
         step = plan_step(session, alarm, entry.end, now=now, max_attempts=max_attempts)
         due += [step] if step else []
     if outcome in STAND_DOWN:
-        # The operator ending it is the person: the by-hand lines go on the timeline only.
+        # A responder only a person can recall keeps the ended alarm on the needs-a-person list until
+        # an operator acknowledges it (the one who ended it, once they have called it off).
         due += stand_down(
             session,
             alarm,
@@ -193,7 +214,7 @@ def end(
             why=f"ended ({outcome})",
             now=now,
             max_attempts=max_attempts,
-            raise_to_person=False,
+            raise_to_person=True,
         )
     return due
 

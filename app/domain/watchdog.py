@@ -64,7 +64,7 @@ def check(session: Session, *, now: datetime, limits: Limits) -> list[Finding]:
         ).scalar_one()
         if alarm.state != AlarmState.OPEN:  # ended or raised since the search: nothing to add
             continue
-        alarm.flag_for_person(finding.message)
+        alarm.flag_for_person(finding.message, now=now)
         note(
             session,
             alarm.id,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    or_,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -103,6 +104,14 @@ class Alarm(Base):
         Index("ix_alarms_opened_at", "opened_at", "id"),
         Index("ix_alarms_site_opened_at", "site_key", "opened_at", "id"),
         Index("ix_alarms_state_ended_at", "state", "ended_at", "id"),
+        # Ended alarms a person must still act on: the few rows the lists and the gauge add to the
+        # active ones (migration 0008).
+        Index(
+            "ix_alarms_person_needed_at",
+            "person_needed_at",
+            postgresql_where=text("person_needed_at IS NOT NULL"),
+            sqlite_where=text("person_needed_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -130,6 +139,12 @@ class Alarm(Base):
     # an outcome) ends it as cancelled; whatever it ends as, a late success is stood down (migration
     # 0004).
     panel_cancelled_at: Mapped[datetime | None]
+    # An ended alarm raised to a person after it ended (a responder to recall by hand, a step whose
+    # answer was lost, an alert to end by hand): since when. It keeps the alarm on the needs-a-person
+    # list until an operator acknowledges it, which clears it; the outcome stands (migration 0008).
+    # Only an ended alarm has one (flag_for_person sets it on no other): an alarm not ended says the
+    # same with its state (needs_person), and the reads rely on that rule.
+    person_needed_at: Mapped[datetime | None]
     # What the upstreams know this alarm as (Alta guid, video links, TrackTik dispatch task, ...):
     # written by the workers, read by later steps and shown to operators.
     refs: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -139,18 +154,24 @@ class Alarm(Base):
 
     @hybrid_property
     def needs_person(self) -> bool:
-        """True while something only a person can resolve is pending."""
-        return self.state == AlarmState.NEEDS_PERSON
+        """True while something only a person can resolve is pending, also after the alarm ended."""
+        return self.state == AlarmState.NEEDS_PERSON or self.person_needed_at is not None
 
     @needs_person.inplace.expression
     @classmethod
     def _needs_person_expression(cls) -> ColumnElement[bool]:
-        return cls.state == AlarmState.NEEDS_PERSON
+        return or_(cls.state == AlarmState.NEEDS_PERSON, cls.person_needed_at.is_not(None))
 
-    def flag_for_person(self, reason: str) -> None:
-        """Raise the alarm to a person (unless it has already ended); the first reason is kept in front."""
+    def flag_for_person(self, reason: str, *, now: datetime | None = None) -> None:
+        """Raise the alarm to a person; the first reason is kept in front.
+
+        An active alarm's state says so (``needs_person``); an ended one keeps its state and outcome
+        and is marked ``person_needed_at`` (``now``, else the clock), until an operator acknowledges it.
+        """
         if self.state != AlarmState.ENDED:
             self.state = AlarmState.NEEDS_PERSON
+        elif self.person_needed_at is None:
+            self.person_needed_at = now or utcnow()
         reasons = [r for r in (self.needs_person_reason or "").split("; ") if r]
         if reason not in reasons:
             reasons.append(reason)

@@ -7,6 +7,7 @@ cancel arrives, then reports what the upstream created, on both ledgers and the 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,10 @@ from sqlalchemy import select
 from app.domain import actions, operations
 from app.domain.events import Event
 from app.domain.intake import IntakeRules, record_event
+from app.domain.outbox import RecordingOutbox
+from app.ledger import queries
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry, utcnow
+from app.web import create_app
 from tests.sites_fixture import MONTREAL_ACCOUNT
 from vendors.rapidsos import steps as rapidsos_steps
 from vendors.tracktik import steps as tracktik_steps
@@ -25,6 +29,8 @@ from workers.perform import Job, Outcome, perform
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.integration
+OPERATOR_KEY = "op-key-for-the-tests"
+OP = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 RULES = IntakeRules(grouping_window=timedelta(minutes=5), dedupe_window_s=300)
 
 
@@ -104,6 +110,61 @@ def test_a_dispatch_landing_after_an_end_without_outcome_that_only_saw_video_is_
     line = "created after the alarm ended (cancelled) — TrackTik dispatch 79 is active: cancel it there"
     assert _alarm(rt, alarm_id).outcome == "cancelled"
     assert _by_hand(rt, alarm_id) == [line]
+
+
+def test_an_alarm_ended_before_its_dispatch_landed_stays_in_front_of_a_person_until_acknowledged(
+    rt: Any,
+) -> None:
+    """The operator presses Verify false while the TrackTik create is on the wire; the guard is
+    dispatched anyway. The ended alarm is on the needs-a-person list, the queue and the gauge until
+    an operator acknowledges it; the acknowledge keeps its outcome; a second one is refused."""
+    app = create_app(
+        replace(rt.settings, operator_api_keys=(OPERATOR_KEY,)),
+        outbox=RecordingOutbox(),
+        ping_broker=lambda: None,
+    )
+    client = app.test_client()
+
+    def listed(path: str) -> list[int]:
+        return [alarm["id"] for alarm in client.get(path, headers=OP).json["alarms"]]
+
+    def on_the_lists() -> tuple[list[int], list[int], list[int], list[int], int]:
+        with rt.sessions() as session:
+            return (
+                listed("/v1/alarms?needs_person=true"),
+                listed("/v1/alarms"),
+                [alarm["id"] for alarm in queries.alarm_queue(session, needs_person=True)],
+                [alarm["id"] for alarm in queries.alarm_queue(session)],
+                queries.alarms_needing_person(session),
+            )
+
+    try:
+        alarm_id = _signal(rt, "BA")
+        assert alarm_id is not None
+
+        def create(job: Job) -> Outcome:
+            verdict = client.post(f"/v1/alarms/{alarm_id}/verify", json={"verdict": "false"}, headers=OP)
+            assert (verdict.json["state"], verdict.json["needs_person"]) == ("ended", False)
+            return Outcome(external_id="77", refs={"tracktik_alarm_id": 77})
+
+        perform(rt, _step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create)
+
+        assert on_the_lists() == ([alarm_id], [alarm_id], [alarm_id], [alarm_id], 1)
+        detail = client.get(f"/v1/alarms/{alarm_id}", headers=OP).json
+        assert (detail["state"], detail["outcome"], detail["needs_person"]) == ("ended", "false_alarm", True)
+        assert "TrackTik dispatch 77 is active: cancel it there" in detail["needs_person_reason"]
+
+        acknowledged = client.post(f"/v1/alarms/{alarm_id}/acknowledge", json={}, headers=OP)
+
+        assert acknowledged.status_code == 200
+        body = acknowledged.json
+        assert (body["state"], body["outcome"], body["needs_person"]) == ("ended", "false_alarm", False)
+        assert body["acknowledged_at"] is not None
+        assert on_the_lists() == ([], [], [], [], 0)
+        again = client.post(f"/v1/alarms/{alarm_id}/acknowledge", json={}, headers=OP)
+        assert again.status_code == 409 and again.json["error"] == "conflict"
+    finally:
+        app.extensions["alarm_bridge"].engine.dispose()
 
 
 def test_a_rapidsos_alert_created_after_the_alarm_ended_is_cancelled(rt: Any) -> None:

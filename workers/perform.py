@@ -261,7 +261,7 @@ def _second_success(session: Any, claimed: ClaimedAction, outcome: Outcome, now:
         f"{claimed.kind} succeeded twice ({first.external_id} and {outcome.external_id}): the second "
         f"may be a duplicate at {first.target}: check it there and stand it down"
     )
-    alarm.flag_for_person(reason)
+    alarm.flag_for_person(reason, now=now)
     note(session, alarm.id, now, "upstream.check_by_hand", reason, action_id=claimed.id, refs=outcome.refs)
 
 
@@ -283,14 +283,17 @@ def _after_success(
         )
         due += [step] if step else []
     if outcome.needs_person:
-        alarm.flag_for_person(outcome.needs_person)
+        alarm.flag_for_person(outcome.needs_person, now=now)
         note(session, alarm.id, now, "alarm.needs_person", outcome.needs_person, action_id=claimed.id)
     if outcome.fallback:
         due += _fallback(session, rt, claimed, outcome.fallback, now)
     if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
         why = f"created after the alarm ended ({alarm.outcome})"
         due += _stand_down_late(session, rt, alarm, outcome, now, why)
-    elif alarm.state != AlarmState.ENDED and alarm.panel_cancelled_at is not None:
+    elif alarm.panel_cancelled_at is not None:
+        # Whatever the alarm's state and outcome: an operator who ends it as verified or dispatched
+        # after the panel's cancel keeps that verdict, but the bridge's response stays stood down (the
+        # operator calls the responder directly, as a retry there answers), so what lands is recalled.
         due += _stand_down_late(session, rt, alarm, outcome, now, "created after the panel's cancel")
     return due
 
@@ -434,7 +437,7 @@ def _tell_a_person(session: Any, claimed: ClaimedAction, reason: str, now: datet
         return
     alarm = session.execute(select(Alarm).where(Alarm.id == claimed.alarm_id).with_for_update()).scalar_one()
     if alarm.is_active and not alarm.needs_person:
-        alarm.flag_for_person(reason)
+        alarm.flag_for_person(reason, now=now)
         note(session, alarm.id, now, "alarm.needs_person", reason, action_id=claimed.id)
 
 

@@ -525,7 +525,7 @@ def _fail(session: Session, action: Action, now: datetime, *, error: str) -> Non
         alarm = session.execute(
             select(Alarm).where(Alarm.id == action.alarm_id).with_for_update()
         ).scalar_one()
-        alarm.flag_for_person(f"{action.kind} failed: {error}"[:500])
+        alarm.flag_for_person(f"{action.kind} failed: {error}"[:500], now=now)
 
 
 def _finish(session: Session, action: Action, state: ActionState, now: datetime, *, message: str) -> None:
@@ -548,7 +548,7 @@ def check_by_hand(session: Session, alarm: Alarm, action: Action, now: datetime,
         f"{action.kind} may have reached {action.target} before the alarm {when} (its answer was lost): "
         f"check {action.target} and stand it down there"
     )
-    alarm.flag_for_person(reason)
+    alarm.flag_for_person(reason, now=now)
     action.outcome_unknown = True
     _timeline(session, action, now, "upstream.check_by_hand", reason)
 

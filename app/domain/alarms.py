@@ -185,7 +185,7 @@ def plan_fallback(
     stands; otherwise a new call goes to the site's connection, else the monitoring centre's.
     """
     alarm = session.execute(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).scalar_one()
-    alarm.flag_for_person(reason)
+    alarm.flag_for_person(reason, now=now)
     if alarm.panel_cancelled_at is not None:
         # The user cancelled at the panel and the response was stood down: a call now would ring the
         # people the cancel spared. The alarm waits for a person, who may still call.

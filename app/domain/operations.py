@@ -8,8 +8,11 @@ after commit.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from types import MappingProxyType
+from typing import Final, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,12 +21,35 @@ from app.domain.actions import CLOSING_KINDS, DueAction, check_by_hand, due_acti
 from app.domain.alarms import note, plan_step
 from app.domain.stand_down import stand_down
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, Outcome
-from vendors import OPERATOR_STEPS
+from vendors import OPERATOR_STEPS, VENDORS
 from vendors.base import OperatorSteps
 
 Verdict = Literal["valid", "false", "none"]
 # Outcomes after which responders should stand down upstream (a 911 request cancelled, calls stopped).
 STAND_DOWN = frozenset({Outcome.FALSE_ALARM, Outcome.CANCELLED, Outcome.TEST})
+
+
+def _responder_steps() -> Mapping[str, Mapping[str, frozenset[object]]]:
+    """The steps that reach a responder, each with what its result says when it reached nobody.
+
+    Each vendor declares them beside its task names: ``DISPATCHES`` and ``REACHED_NOBODY`` in its
+    ``steps`` module (``vendors/<key>/steps.py``, found by the registry's module convention). A vendor
+    that declares none reaches nobody: Alta's steps find the alert and its video, and the CAD upload
+    records the alarm in the dispatch centre's analytics.
+    """
+    found: dict[str, Mapping[str, frozenset[object]]] = {}
+    for vendor in VENDORS:
+        steps = importlib.import_module(f"vendors.{vendor.key}.steps")
+        reached_nobody: Mapping[str, frozenset[object]] = getattr(steps, "REACHED_NOBODY", {})
+        for step in getattr(steps, "DISPATCHES", frozenset()):
+            if step not in vendor.steps:
+                raise ValueError(f"{vendor.key} declares {step!r} a dispatch, but does not run it")
+            found[step] = reached_nobody
+    return MappingProxyType(found)
+
+
+# Step -> what its ``action.result`` holds when its success reached nobody after all.
+RESPONDER_STEPS: Final = _responder_steps()
 
 
 class AlarmNotFoundError(LookupError):
@@ -38,10 +64,15 @@ class ActionNotRetryableError(RuntimeError):
     """Only a failed action can be retried."""
 
 
-def _active_alarm(session: Session, alarm_id: int) -> Alarm:
+def _locked_alarm(session: Session, alarm_id: int) -> Alarm:
     alarm = session.execute(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).scalar_one_or_none()
     if alarm is None:
         raise AlarmNotFoundError(f"no alarm {alarm_id}")
+    return alarm
+
+
+def _active_alarm(session: Session, alarm_id: int) -> Alarm:
+    alarm = _locked_alarm(session, alarm_id)
     if alarm.state == AlarmState.ENDED:
         raise AlarmEndedError(f"alarm {alarm_id} has ended ({alarm.outcome})")
     return alarm
@@ -83,8 +114,23 @@ def acknowledge(session: Session, alarm_id: int, *, now: datetime, max_attempts:
     """A person has taken the alarm: it leaves the needs-a-person list (the reason stays on record).
 
     An alarm a panel's cancel stood down, waiting only for a person to recall a responder, then ends
-    as ``cancelled``; otherwise nothing goes upstream."""
-    alarm = _active_alarm(session, alarm_id)
+    as ``cancelled``; otherwise nothing goes upstream. An ended alarm takes an acknowledge only while
+    something raised after its end waits for a person (``person_needed_at``): that is cleared, and its
+    outcome stands."""
+    alarm = _locked_alarm(session, alarm_id)
+    if alarm.state == AlarmState.ENDED:
+        if alarm.person_needed_at is None:
+            raise AlarmEndedError(f"alarm {alarm_id} has ended ({alarm.outcome}) and waits for no person")
+        alarm.person_needed_at = None
+        alarm.acknowledged_at = now
+        note(
+            session,
+            alarm.id,
+            now,
+            "alarm.acknowledged",
+            f"acknowledged by an operator (ended: {alarm.outcome})",
+        )
+        return []
     alarm.acknowledged_at = now
     if alarm.state == AlarmState.NEEDS_PERSON:
         alarm.state = AlarmState.OPEN
@@ -138,19 +184,14 @@ def end(
     """End the alarm with an outcome: stop what has not started and close it with the upstreams.
 
     With no outcome: ``cancelled`` for an alarm a panel's cancel stood down, else ``dispatched`` when
-    a step reached a responder, else ``cancelled``.
+    a step reached a responder (``reached_a_responder``), else ``cancelled``, which stands down what
+    is still in flight when it lands.
     """
     alarm = _active_alarm(session, alarm_id)
     if outcome is None:
-        dispatched = session.execute(
-            select(Action.id).where(
-                Action.alarm_id == alarm_id,
-                Action.state == ActionState.SUCCEEDED,
-                Action.kind.not_in(CLOSING_KINDS),
-            )
-        ).first()
         panel_cancel = alarm.panel_cancelled_at is not None
-        outcome = Outcome.DISPATCHED if dispatched and not panel_cancel else Outcome.CANCELLED
+        dispatched = not panel_cancel and reached_a_responder(session, alarm_id)
+        outcome = Outcome.DISPATCHED if dispatched else Outcome.CANCELLED
     alarm.state = AlarmState.ENDED
     alarm.outcome = outcome
     alarm.ended_at = now
@@ -164,7 +205,8 @@ def end(
         step = plan_step(session, alarm, entry.end, now=now, max_attempts=max_attempts)
         due += [step] if step else []
     if outcome in STAND_DOWN:
-        # The operator ending it is the person: the by-hand lines go on the timeline only.
+        # A responder only a person can recall keeps the ended alarm on the needs-a-person list until
+        # an operator acknowledges it (the one who ended it, once they have called it off).
         due += stand_down(
             session,
             alarm,
@@ -172,9 +214,28 @@ def end(
             why=f"ended ({outcome})",
             now=now,
             max_attempts=max_attempts,
-            raise_to_person=False,
+            raise_to_person=True,
         )
     return due
+
+
+def reached_a_responder(session: Session, alarm_id: int) -> bool:
+    """True when a step of the alarm reached a responder (``RESPONDER_STEPS``): it succeeded with the
+    responder's id (a TrackTik dispatch, a RapidSOS alert, a CallOnAlarm alert) and its result does
+    not say that nobody was reached after all (a call CallOnAlarm did not place, a 911 request no
+    PSAP dispatches from). Finding the alert or its video, or recording the incident, is no dispatch."""
+    rows = session.execute(
+        select(Action.kind, Action.result).where(
+            Action.alarm_id == alarm_id,
+            Action.state == ActionState.SUCCEEDED,
+            Action.kind.in_(RESPONDER_STEPS),
+            Action.external_id.is_not(None),
+        )
+    ).all()
+    return any(
+        not any((result or {}).get(key) in values for key, values in RESPONDER_STEPS[kind].items())
+        for kind, result in rows
+    )
 
 
 def retry_action(session: Session, action_id: int, *, now: datetime, max_attempts: int) -> DueAction:

@@ -87,7 +87,7 @@ def stand_down(
             reason = _by_hand_reason(by_hand, refs, why)
             note(session, alarm.id, now, f"{by_hand.vendor.lower()}.cancel_by_hand", reason)
             if raise_to_person:
-                alarm.flag_for_person(reason)
+                alarm.flag_for_person(reason, now=now)
     params = {"cancelled_by": cancelled_by} if cancelled_by else None
     due = [
         plan_step(

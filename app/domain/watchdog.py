@@ -8,15 +8,21 @@ can wait. Each such alarm is raised to a person once, with the reason on its tim
 
 Only open alarms are raised: one already waiting for a person has one, and an ended alarm's
 closing steps are visible in the dead-letter view and the overdue-steps gauge.
+
+Once per finding: the late steps an alarm is raised for are stamped (``Action.watchdog_raised_at``),
+and a step is passed over while it stays late the way it was then. An operator who acknowledges
+the alarm during an outage (its steps still late) is not handed it back on the next tick; a step
+that becomes late anew (another step, or the same one retried, re-leased or re-planned) raises it
+again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, union
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, select, union, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.domain.alarms import note
 from app.ledger.models import Action, ActionState, Alarm, AlarmState
@@ -29,13 +35,15 @@ MAX_ALARMS_PER_CHECK = 500
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """Why one alarm needs a person: the first overdue step found on it."""
+    """Why one alarm needs a person: the first overdue step found on it (``late_action_ids``: every
+    late step of it this check found, the first included)."""
 
     alarm_id: int
     action_id: int
     kind: str
     reason: str  # LEASE_EXPIRED, OVERDUE or FAILING
     message: str
+    late_action_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +57,14 @@ class Limits:
 def check(session: Session, *, now: datetime, limits: Limits) -> list[Finding]:
     """Raise every open alarm with an overdue step to a person; the caller's transaction commits."""
     findings = find_overdue(session, now=now, limits=limits)
-    raised = []
+    raised: list[Finding] = []
     for finding in findings:
         alarm = session.execute(
             select(Alarm).where(Alarm.id == finding.alarm_id).with_for_update()
         ).scalar_one()
         if alarm.state != AlarmState.OPEN:  # ended or raised since the search: nothing to add
             continue
-        alarm.flag_for_person(finding.message)
+        alarm.flag_for_person(finding.message, now=now)
         note(
             session,
             alarm.id,
@@ -68,7 +76,19 @@ def check(session: Session, *, now: datetime, limits: Limits) -> list[Finding]:
             reason=finding.reason,
         )
         raised.append(finding)
+    stamped = [action_id for finding in raised for action_id in finding.late_action_ids]
+    if stamped:  # each alarm's row is locked above, before its steps' (the ledger's lock order)
+        session.execute(update(Action).where(Action.id.in_(stamped)).values(watchdog_raised_at=now))
     return raised
+
+
+def _not_raised_since(
+    became_late: InstrumentedAttribute[datetime] | InstrumentedAttribute[datetime | None],
+) -> ColumnElement[bool]:
+    """The step was not raised for since it became late the way it is now (``became_late``: its
+    ``due_at``, ``lease_until`` or ``created_at``; each is set anew when the step is retried,
+    re-leased or re-planned, after any raise for its previous lateness)."""
+    return Action.watchdog_raised_at.is_(None) | (Action.watchdog_raised_at < became_late)
 
 
 def find_overdue(session: Session, *, now: datetime, limits: Limits) -> list[Finding]:
@@ -89,17 +109,26 @@ def find_overdue(session: Session, *, now: datetime, limits: Limits) -> list[Fin
     # not EXISTS: the planner cannot turn it into a join, so each walk stays driven by its own index
     # and probes the alarm by its primary key row by row (as a semi-join, with statistics that lag
     # behind a storm's backlog, the planner drove it from the alarms and a tick ran out of time).
+    # Steps already raised for (and still late the same way) are passed over the same way, by a test
+    # on the step's own row: an acknowledged alarm's late steps must not fill the walks either.
     of_open_alarm = (
         select(Alarm.state).where(Alarm.id == Action.alarm_id).scalar_subquery() == AlarmState.OPEN
     )
     walks = [
         select(Action.id)
-        .where(Action.state == ActionState.RUNNING, Action.lease_until < late, of_open_alarm)
+        .where(
+            Action.state == ActionState.RUNNING,
+            Action.lease_until < late,
+            _not_raised_since(Action.lease_until),
+            of_open_alarm,
+        )
         .order_by(Action.lease_until)
         .limit(cap),
         *(
             select(Action.id)
-            .where(Action.state == state, Action.due_at < late, of_open_alarm)
+            .where(
+                Action.state == state, Action.due_at < late, _not_raised_since(Action.due_at), of_open_alarm
+            )
             .order_by(Action.due_at)
             .limit(cap)
             for state in (ActionState.PENDING, ActionState.QUEUED)
@@ -109,6 +138,7 @@ def find_overdue(session: Session, *, now: datetime, limits: Limits) -> list[Fin
             Action.state.in_(live),
             Action.last_error.is_not(None),
             Action.created_at < now - limits.failing,
+            _not_raised_since(Action.created_at),
             of_open_alarm,
         )
         .order_by(Action.created_at)
@@ -124,12 +154,18 @@ def find_overdue(session: Session, *, now: datetime, limits: Limits) -> list[Fin
         .limit(cap)
     ).scalars()
     findings: dict[int, Finding] = {}
+    late_steps: dict[int, list[int]] = {}
     for action in rows:
         assert action.alarm_id is not None
-        if action.alarm_id in findings or len(findings) >= MAX_ALARMS_PER_CHECK:
-            continue
-        findings[action.alarm_id] = _finding(action, now, limits)
-    return list(findings.values())
+        if action.alarm_id in findings:
+            late_steps[action.alarm_id].append(action.id)
+        elif len(findings) < MAX_ALARMS_PER_CHECK:
+            findings[action.alarm_id] = _finding(action, now, limits)
+            late_steps[action.alarm_id] = [action.id]
+    return [
+        replace(finding, late_action_ids=tuple(late_steps[alarm_id]))
+        for alarm_id, finding in findings.items()
+    ]
 
 
 def _finding(action: Action, now: datetime, limits: Limits) -> Finding:

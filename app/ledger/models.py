@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    or_,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -103,6 +104,14 @@ class Alarm(Base):
         Index("ix_alarms_opened_at", "opened_at", "id"),
         Index("ix_alarms_site_opened_at", "site_key", "opened_at", "id"),
         Index("ix_alarms_state_ended_at", "state", "ended_at", "id"),
+        # Ended alarms a person must still act on: the few rows the lists and the gauge add to the
+        # active ones (migration 0008).
+        Index(
+            "ix_alarms_person_needed_at",
+            "person_needed_at",
+            postgresql_where=text("person_needed_at IS NOT NULL"),
+            sqlite_where=text("person_needed_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -126,9 +135,16 @@ class Alarm(Base):
     acknowledged_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     # A panel's cancel stood the response down in time while a responder without a cancel API (a
-    # TrackTik dispatch) was engaged: the alarm waits for a person, whose acknowledge or End ends it
-    # as cancelled (migration 0004).
+    # TrackTik dispatch) was engaged: the alarm waits for a person, whose acknowledge (or End without
+    # an outcome) ends it as cancelled; whatever it ends as, a late success is stood down (migration
+    # 0004).
     panel_cancelled_at: Mapped[datetime | None]
+    # An ended alarm raised to a person after it ended (a responder to recall by hand, a step whose
+    # answer was lost, an alert to end by hand): since when. It keeps the alarm on the needs-a-person
+    # list until an operator acknowledges it, which clears it; the outcome stands (migration 0008).
+    # Only an ended alarm has one (flag_for_person sets it on no other): an alarm not ended says the
+    # same with its state (needs_person), and the reads rely on that rule.
+    person_needed_at: Mapped[datetime | None]
     # What the upstreams know this alarm as (Alta guid, video links, TrackTik dispatch task, ...):
     # written by the workers, read by later steps and shown to operators.
     refs: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -138,18 +154,24 @@ class Alarm(Base):
 
     @hybrid_property
     def needs_person(self) -> bool:
-        """True while something only a person can resolve is pending."""
-        return self.state == AlarmState.NEEDS_PERSON
+        """True while something only a person can resolve is pending, also after the alarm ended."""
+        return self.state == AlarmState.NEEDS_PERSON or self.person_needed_at is not None
 
     @needs_person.inplace.expression
     @classmethod
     def _needs_person_expression(cls) -> ColumnElement[bool]:
-        return cls.state == AlarmState.NEEDS_PERSON
+        return or_(cls.state == AlarmState.NEEDS_PERSON, cls.person_needed_at.is_not(None))
 
-    def flag_for_person(self, reason: str) -> None:
-        """Raise the alarm to a person (unless it has already ended); the first reason is kept in front."""
+    def flag_for_person(self, reason: str, *, now: datetime | None = None) -> None:
+        """Raise the alarm to a person; the first reason is kept in front.
+
+        An active alarm's state says so (``needs_person``); an ended one keeps its state and outcome
+        and is marked ``person_needed_at`` (``now``, else the clock), until an operator acknowledges it.
+        """
         if self.state != AlarmState.ENDED:
             self.state = AlarmState.NEEDS_PERSON
+        elif self.person_needed_at is None:
+            self.person_needed_at = now or utcnow()
         reasons = [r for r in (self.needs_person_reason or "").split("; ") if r]
         if reason not in reasons:
             reasons.append(reason)
@@ -237,6 +259,9 @@ class Action(Base):
     # What a pending step waits for besides its due time (WAITING_FOR_911, WAITING_FOR_REFS): the event
     # that ends the wait starts it at once; its due_at is only the latest it waits.
     waiting_on: Mapped[str | None] = mapped_column(String(16))
+    # When the watchdog last raised the alarm to a person for this step being late; it passes over
+    # the step until it is late anew (app.domain.watchdog, migration 0007). None: never.
+    watchdog_raised_at: Mapped[datetime | None]
     external_id: Mapped[str | None] = mapped_column(String(128))
     last_error: Mapped[str | None] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)

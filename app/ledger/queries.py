@@ -6,13 +6,24 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, literal, select, union_all
+from sqlalchemy import ColumnElement, case, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from app.ledger.enums import ACTIVE_ALARM_STATES, LIVE_ACTION_STATES, ActionState, Priority
+from app.ledger.enums import ACTIVE_ALARM_STATES, LIVE_ACTION_STATES, ActionState, AlarmState, Priority
 from app.ledger.models import AccountSupervision, Action, Alarm, ArchiveRun, Event, TimelineEntry
 
 LIFE_SAFETY = Priority.LIFE_SAFETY.value
+# Ended alarms a person must still act on (a responder to recall by hand, a step to check): they stay
+# on the queue and the needs-a-person list until acknowledged. Only an ended alarm has one (the
+# column's rule), and the condition is the partial index's own, so every read of them is a walk of
+# that index's few rows: with any other condition beside it, SQLite without statistics chose to walk
+# a year of alarms instead.
+ENDED_NEEDING_PERSON = Alarm.person_needed_at.is_not(None)
+
+
+def _ended_needing_person(session: Session) -> list[int]:
+    """The ids of the ended alarms a person must still act on (few: each waits for an acknowledge)."""
+    return list(session.execute(select(Alarm.id).where(ENDED_NEEDING_PERSON)).scalars())
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -93,6 +104,7 @@ def list_alarms(
     session: Session,
     *,
     states: tuple[str, ...] | None = ACTIVE_ALARM_STATES,
+    ended_needing_person: bool = False,
     site: str | None = None,
     priority: str | None = None,
     unrouted: bool | None = None,
@@ -104,13 +116,19 @@ def list_alarms(
 ) -> list[dict[str, Any]]:
     """Alarms for the queue: life-safety first, then oldest first.
 
-    Read as two index walks (life-safety, then the rest), each in (opened_at, id) order and stopped
-    at the page's end, instead of sorting every alarm ever stored by a computed rank: the cost
-    follows the page, not a year of history.
+    ``ended_needing_person``: with ``states``, also the ended alarms a person must still act on
+    (``ENDED_NEEDING_PERSON``, read first by their ids). Read as index walks (life-safety, then the
+    rest; for each, the alarms in ``states``, then those ended ones by id), each in (opened_at, id)
+    order and stopped at the page's end, instead of sorting every alarm ever stored by a computed
+    rank: the cost follows the page, not a year of history.
     """
     filters: list[Any] = []
+    wanted: list[Any] = [None]
     if states is not None:
-        filters.append(Alarm.state.in_(states))
+        wanted = [Alarm.state.in_(states)]
+        if ended_needing_person and AlarmState.ENDED not in states and needs_person is not False:
+            waiting = _ended_needing_person(session)
+            wanted += [Alarm.id.in_(waiting)] if waiting else []
     if site is not None:
         filters.append(Alarm.site_key == site)
     if unrouted is not None:
@@ -130,14 +148,15 @@ def list_alarms(
             which = Alarm.priority == priority
         else:
             which = Alarm.priority == LIFE_SAFETY if life_safety else Alarm.priority != LIFE_SAFETY
-        part = (
-            select(Alarm.id, Alarm.opened_at, literal(rank).label("rank"))
-            .where(*filters, which)
-            .order_by(Alarm.opened_at, Alarm.id)
-            .limit(window)
-            .subquery()
-        )
-        parts.append(select(part))
+        for state in wanted:
+            part = (
+                select(Alarm.id, Alarm.opened_at, literal(rank).label("rank"))
+                .where(*filters, which, *([] if state is None else [state]))
+                .order_by(Alarm.opened_at, Alarm.id)
+                .limit(window)
+                .subquery()
+            )
+            parts.append(select(part))
     page = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
     ids = session.execute(
         select(page.c.id).order_by(page.c.rank, page.c.opened_at, page.c.id).limit(limit).offset(offset)
@@ -154,16 +173,30 @@ def alarm_queue(
     needs_person: bool | None = None,
     limit: int = 200,
 ) -> list[dict[str, Any]]:
-    """Active alarms in the order a person should take them: by priority (life-safety, property,
-    technical, informational, as Priority declares them), then oldest first."""
-    query = select(Alarm).where(Alarm.state.in_(ACTIVE_ALARM_STATES))
+    """Active alarms, and ended ones a person must still act on, in the order a person should take
+    them: by priority (life-safety, property, technical, informational, as Priority declares them),
+    then oldest first. Two reads (the active alarms, then the ended ones by the ids their partial
+    index holds), merged."""
+    filters: list[Any] = []
     if unrouted is not None:
-        query = query.where(Alarm.site_key.is_(None) if unrouted else Alarm.site_key.is_not(None))
+        filters.append(Alarm.site_key.is_(None) if unrouted else Alarm.site_key.is_not(None))
     if needs_person is not None:
-        query = query.where(Alarm.needs_person if needs_person else ~Alarm.needs_person)
-    rank = case({p.value: p.rank for p in Priority}, value=Alarm.priority, else_=len(Priority))
-    query = query.order_by(rank, Alarm.opened_at, Alarm.id).limit(limit)
-    return [_alarm_summary(alarm) for alarm in session.execute(query).scalars()]
+        filters.append(Alarm.needs_person if needs_person else ~Alarm.needs_person)
+    ranks = {p.value: p.rank for p in Priority}
+    rank = case(ranks, value=Alarm.priority, else_=len(Priority))
+    wanted: list[ColumnElement[bool]] = [Alarm.state.in_(ACTIVE_ALARM_STATES)]
+    waiting = _ended_needing_person(session) if needs_person is not False else []
+    if waiting:
+        wanted.append(Alarm.id.in_(waiting))
+    alarms = [
+        alarm
+        for which in wanted
+        for alarm in session.execute(
+            select(Alarm).where(which, *filters).order_by(rank, Alarm.opened_at, Alarm.id).limit(limit)
+        ).scalars()
+    ]
+    alarms.sort(key=lambda a: (ranks.get(a.priority, len(Priority)), a.opened_at, a.id))
+    return [_alarm_summary(alarm) for alarm in alarms[:limit]]
 
 
 def alarm_page(session: Session, alarm_id: int) -> dict[str, Any] | None:
@@ -318,8 +351,12 @@ def open_alarm_counts(session: Session) -> list[OpenAlarms]:
 
 
 def alarms_needing_person(session: Session) -> int:
-    """Alarms flagged for a person."""
-    return session.execute(select(func.count()).where(Alarm.needs_person)).scalar_one()
+    """Alarms flagged for a person: active ones, and ended ones a person must still act on (each
+    counted through its own index)."""
+    return sum(
+        session.execute(select(func.count()).where(which)).scalar_one()
+        for which in (Alarm.state == AlarmState.NEEDS_PERSON, ENDED_NEEDING_PERSON)
+    )
 
 
 def live_action_counts(session: Session) -> dict[str, int]:

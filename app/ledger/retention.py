@@ -5,7 +5,8 @@ that ended before a cut-off, with their events, actions and timeline, plus the o
 opened no alarm and finished system steps (self-tests). Rules:
 
 - Never an alarm that has not ended, never one with a step still pending, queued or running (a late
-  stand-down may still be on its way), never a row another kept alarm's timeline points at.
+  stand-down may still be on its way), never one a person must still act on (``person_needed_at``),
+  never a row another kept alarm's timeline points at.
 - Each batch is its own short transaction: rows are locked only while they are deleted, and on
   PostgreSQL an alarm someone holds (``FOR UPDATE SKIP LOCKED``) is left for the next run.
 - With an export directory, each batch is written (JSON lines) and flushed to disk before the rows
@@ -169,6 +170,7 @@ def _archive_alarm_batch(
         .where(
             ALARMS.c.state == AlarmState.ENDED.value,
             ALARMS.c.ended_at < ended_at_param(report.ended_before),
+            ALARMS.c.person_needed_at.is_(None),  # a person must still act on it: kept
             ~unfinished,
         )
         .order_by(ALARMS.c.ended_at, ALARMS.c.id)

@@ -18,11 +18,14 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from sqlalchemy import select
 
 from app.domain.outbox import RecordingOutbox
+from app.ledger.models import Action, ActionState, Alarm
 from app.web import create_app
 from config.settings import Settings
 from sandbox.server import serve_in_thread
+from tests.sites_fixture import EXAMPLE_SITES, MONTREAL_ACCOUNT, PANEL_TOKEN, SOURCE_ENV
 from tests.stack import Stack
 
 pytestmark = pytest.mark.browser
@@ -120,6 +123,58 @@ def test_a_wrong_operator_key_is_refused(page: Page, make_settings: Any, sqlite_
         expect(page.get_by_role("alert")).to_have_text("That operator key is not valid.")
         page.goto(f"{web.base_url}/dashboard/")
         expect(page).to_have_url(re.compile(r"/dashboard/login"))
+    finally:
+        web.stop()
+        app.extensions["alarm_bridge"].engine.dispose()
+
+
+def test_an_ended_alarm_with_a_guard_to_recall_is_acknowledged_from_its_page(
+    page: Page, make_settings: Any, sqlite_url: str, redis_url: str
+) -> None:
+    """Verify false while a TrackTik guard is on the way: the ended alarm's page offers Acknowledge
+    alone, and once acknowledged, nothing."""
+    settings: Settings = make_settings(
+        database_url=sqlite_url, redis_url=redis_url, broker_key_prefix=f"abtest:{uuid.uuid4().hex[:12]}:",
+        operator_api_keys=("test-operator-key",), sites_file=str(EXAMPLE_SITES), environ=SOURCE_ENV,
+    )  # fmt: skip
+    app = create_app(settings, outbox=RecordingOutbox(), ping_broker=lambda: None)
+    client = app.test_client()
+    alarm_id = client.post(
+        "/v1/events", json=event(MONTREAL_ACCOUNT, "BA"), headers={"Authorization": f"Bearer {PANEL_TOKEN}"}
+    ).json["alarm_id"]
+    with app.extensions["alarm_bridge"].sessions.begin() as session:  # the guard was dispatched
+        step = session.execute(
+            select(Action).where(Action.alarm_id == alarm_id, Action.kind == "tracktik.create_alarm")
+        ).scalar_one()
+        step.state = ActionState.SUCCEEDED
+        session.get_one(Alarm, alarm_id).refs = {"tracktik_alarm_id": 4244}
+    verdict = client.post(
+        f"/v1/alarms/{alarm_id}/verify",
+        json={"verdict": "false"},
+        headers={"Authorization": "Bearer test-operator-key"},
+    )
+    assert verdict.json["needs_person"] is True
+    web = serve_in_thread(app)
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        page.goto(f"{web.base_url}/dashboard/alarms/{alarm_id}")
+        page.get_by_label("Operator key").fill("test-operator-key")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name=f"Alarm {alarm_id}")).to_be_visible()
+        acknowledge = page.get_by_role("button", name="Acknowledge")
+        expect(page.locator("#status")).to_contain_text("TrackTik dispatch 4244 is active: cancel it there")
+        expect(acknowledge).to_be_enabled()
+        expect(page.get_by_role("button", name="Verify valid")).to_be_disabled()
+        expect(page.get_by_role("button", name="End")).to_be_disabled()
+
+        acknowledge.click()
+
+        expect(page.locator("#command-message")).to_have_text("Acknowledged.")
+        expect(page.locator("#status")).to_have_attribute("data-needs-person", "false")
+        expect(acknowledge).to_be_disabled()
+        expect(page.locator("#status")).to_contain_text("outcome: false alarm")
+        assert problems == []
     finally:
         web.stop()
         app.extensions["alarm_bridge"].engine.dispose()

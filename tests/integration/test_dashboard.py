@@ -440,6 +440,45 @@ def test_an_ended_alarm_page_offers_no_commands(console: Console) -> None:
     assert text.count("disabled>") >= 4
 
 
+def test_an_ended_alarm_with_a_guard_to_recall_stays_listed_and_takes_only_acknowledge(
+    console: Console,
+) -> None:
+    burglary = console.panel("BA")
+    with console.sessions.begin() as session:  # the TrackTik dispatch was created
+        step = session.execute(
+            select(Action).where(Action.alarm_id == burglary, Action.kind == "tracktik.create_alarm")
+        ).scalar_one()
+        step.state = ActionState.SUCCEEDED
+        session.get_one(Alarm, burglary).refs = {"tracktik_alarm_id": 4243}
+    token = console.sign_in()
+    ended = console.client.post(
+        f"/v1/alarms/{burglary}/end", json={"outcome": "false_alarm"}, headers={"X-CSRF-Token": token}
+    )
+    assert ended.status_code == 200
+
+    def listed(name: str) -> list[int]:
+        rows = console.client.get(f"/dashboard/queue/rows?list={name}").text
+        return [int(i) for i in ROW_IDS.findall(rows)]
+
+    assert listed("needs_person") == [burglary] and listed("queue") == [burglary]
+    rows = console.client.get("/dashboard/queue/rows?list=needs_person").text
+    assert "ended (false_alarm) — TrackTik dispatch 4243 is active: cancel it there" in rows
+    assert "needs a person" in rows and "false alarm" in rows
+    page = console.client.get(f"/dashboard/alarms/{burglary}").text
+    assert 'data-state="ended" data-needs-person="true"' in page
+    [acknowledge] = re.findall(r'<button[^>]*data-command="acknowledge"[^>]*>', page)
+    assert "disabled" not in acknowledge
+    assert page.count("disabled>") == 4  # verify twice, the outcome and End
+
+    acknowledged = console.client.post(
+        f"/v1/alarms/{burglary}/acknowledge", json={}, headers={"X-CSRF-Token": token}
+    )
+    assert acknowledged.status_code == 200 and acknowledged.json["outcome"] == "false_alarm"
+    assert listed("needs_person") == [] and listed("queue") == []
+    page = console.client.get(f"/dashboard/alarms/{burglary}").text
+    assert 'data-needs-person="false"' in page and page.count("disabled>") == 5
+
+
 def test_settings_without_operator_keys_let_nobody_sign_in(make_console: Callable[..., Console]) -> None:
     console = make_console(operator_api_keys=())
     assert console.client.post("/dashboard/login", data={"key": ""}).status_code == 401

@@ -215,3 +215,116 @@ def test_a_ledger_holding_history_goes_back_a_revision_and_forward_again(empty_d
             session.flush()
     finally:
         engine.dispose()
+
+
+def _columns(database_url: str, table: str) -> set[str]:
+    engine = make_engine(database_url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_migration_0007_stamps_steps_the_watchdog_raised_for_and_goes_back(empty_database_url: str) -> None:
+    """0007 adds ``actions.watchdog_raised_at`` (NULL on the steps already there: never raised), and
+    its downgrade removes it, keeping the steps."""
+    from alembic import command
+
+    from cli.ledger import alembic_config
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0006")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO actions (kind, target, queue, state, due_at, attempts, max_attempts, "
+                    "cancellable, idempotency_key, outcome_unknown, params, created_at, updated_at) "
+                    "VALUES ('tracktik.create_alarm', 'tracktik', 'default', 'queued', :t, 0, 5, false, "
+                    "'k-0007', false, '{}', :t, :t)"
+                ),
+                {"t": T0},
+            )
+    finally:
+        engine.dispose()
+    assert "watchdog_raised_at" not in _columns(empty_database_url, "actions")
+
+    command.upgrade(config, "0007")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT kind, watchdog_raised_at FROM actions")).one() == (
+                "tracktik.create_alarm",
+                None,
+            )
+    finally:
+        engine.dispose()
+
+    command.downgrade(config, "0006")
+    assert "watchdog_raised_at" not in _columns(empty_database_url, "actions")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert (
+                connection.execute(text("SELECT kind FROM actions")).scalar_one() == "tracktik.create_alarm"
+            )
+    finally:
+        engine.dispose()
+
+
+def _indexes(database_url: str, table: str) -> set[str]:
+    engine = make_engine(database_url)
+    try:
+        return {str(index["name"]) for index in inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
+def test_migration_0008_keeps_ended_alarms_in_front_of_a_person_and_goes_back(
+    empty_database_url: str,
+) -> None:
+    """0008 adds ``alarms.person_needed_at`` (NULL on the alarms already there: nothing waits) with
+    its partial index, and its downgrade removes both, keeping the alarms."""
+    from alembic import command
+
+    from cli.ledger import alembic_config
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0007")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO alarms (family, priority, state, outcome, event_count, opened_at, "
+                    "last_event_at, ended_at, refs) VALUES ('burglary', 'property', 'ended', "
+                    "'false_alarm', 1, :t, :t, :t, '{}')"
+                ),
+                {"t": T0},
+            )
+    finally:
+        engine.dispose()
+
+    command.upgrade(config, "0008")
+    assert "ix_alarms_person_needed_at" in _indexes(empty_database_url, "alarms")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT outcome, person_needed_at FROM alarms")).one() == (
+                "false_alarm",
+                None,
+            )
+        assert _schema_matches_models(engine) == []
+    finally:
+        engine.dispose()
+
+    command.downgrade(config, "0007")
+    assert "person_needed_at" not in _columns(empty_database_url, "alarms")
+    assert "ix_alarms_person_needed_at" not in _indexes(empty_database_url, "alarms")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT outcome FROM alarms")).scalar_one() == "false_alarm"
+    finally:
+        engine.dispose()

@@ -24,25 +24,33 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 BACKLOG = 4000
 
 
-@pytest.mark.parametrize("raised", [0, 2500], ids=["all-open", "oldest-raised-already"])
+@pytest.mark.parametrize(
+    ("raised", "acknowledged"),
+    [(0, False), (2500, False), (2500, True)],
+    ids=["all-open", "oldest-raised-already", "oldest-raised-and-acknowledged"],
+)
 def test_a_watchdog_tick_stays_cheap_under_a_backlog_the_statistics_have_not_seen(
-    postgres_url: str, raised: int
+    postgres_url: str, raised: int, acknowledged: bool
 ) -> None:
     """``raised``: the oldest alarms were raised to a person on earlier ticks (their 7,500 steps stay
-    late, oldest in every index): the tick must still reach the open alarms behind them, as cheaply."""
+    late, oldest in every index): the tick must still reach the open alarms behind them, as cheaply.
+    ``acknowledged``: an operator has acknowledged those since (open again, their steps stamped as
+    raised for): they must not fill the walks either."""
     engine = make_engine(postgres_url)
     try:
         with engine.connect() as conn:
             conn.execute(text("ANALYZE"))  # the statistics of an empty ledger
             conn.commit()
         opened = NOW - timedelta(minutes=5)
+        stamped = opened + timedelta(minutes=1)  # when the acknowledged alarms were raised
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL synchronous_commit = off"))
             conn.execute(
                 insert(Alarm.__table__),
                 [
                     {"id": i, "account": f"a{i}", "zone": "1", "family": "burglary", "priority": "property",
-                     "state": "needs_person" if i <= raised else "open", "event_count": 1,
+                     "state": "needs_person" if i <= raised and not acknowledged else "open",
+                     "event_count": 1,
                      "opened_at": opened + timedelta(milliseconds=i),
                      "last_event_at": opened, "refs": {}}
                     for i in range(1, BACKLOG + 1)
@@ -55,7 +63,8 @@ def test_a_watchdog_tick_stays_cheap_under_a_backlog_the_statistics_have_not_see
                      "state": "queued" if i % 4 else "running", "due_at": opened, "enqueued_at": opened,
                      "lease_until": opened if i % 4 == 0 else None, "attempts": 1, "max_attempts": 8,
                      "cancellable": False, "idempotency_key": f"k{i}-{n}", "outcome_unknown": False,
-                     "params": {}, "created_at": opened, "updated_at": opened}
+                     "params": {}, "created_at": opened, "updated_at": opened,
+                     "watchdog_raised_at": stamped if i <= raised and acknowledged else None}
                     for i in range(1, BACKLOG + 1)
                     for n in range(3)
                 ],

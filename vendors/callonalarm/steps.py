@@ -4,6 +4,8 @@ carry.
 Never rename one: a message already queued, or an action already planned, would find no task.
 """
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 TRIGGER: Final = "callonalarm.trigger"
@@ -11,3 +13,12 @@ FOLLOW_STATUS: Final = "callonalarm.follow_status"
 SEND_RESTORE: Final = "callonalarm.send_restore"
 
 ALL: Final = frozenset({TRIGGER, FOLLOW_STATUS, SEND_RESTORE})
+
+# The steps that reach a responder (people called): an operator's End without an outcome records
+# ``dispatched`` once one of them has succeeded with the responder's id (``app.domain.operations``),
+# unless its ``action.result`` says no call was placed: a trigger CallOnAlarm answered ``ignored``,
+# ``technical_only`` or ``logged_inactive`` (the trigger task's ``NO_CALL_STATUSES``).
+DISPATCHES: Final = frozenset({TRIGGER})
+REACHED_NOBODY: Final[Mapping[str, frozenset[object]]] = MappingProxyType(
+    {"status": frozenset({"ignored", "technical_only", "logged_inactive"})}
+)

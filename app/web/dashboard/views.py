@@ -66,14 +66,16 @@ LISTS = {
         "queue",
         "Queue",
         "dashboard.show_queue",
-        "Open alarms: life-safety first, then property, technical, informational; oldest first in each.",
+        "Open alarms, and ended ones a person must still act on: life-safety first, then property, "
+        "technical, informational; oldest first in each.",
         lambda s: queries.alarm_queue(s, limit=QUEUE_LIMIT),
     ),
     "needs_person": AlarmList(
         "needs_person",
         "Needs a person",
         "dashboard.show_needs_person",
-        "Alarms something only a person can resolve: acknowledge one to take it off this list.",
+        "Alarms something only a person can resolve, ended ones too (a responder to recall by hand): "
+        "acknowledge one to take it off this list.",
         lambda s: queries.alarm_queue(s, needs_person=True, limit=QUEUE_LIMIT),
     ),
     "unrouted": AlarmList(

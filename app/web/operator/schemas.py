@@ -76,7 +76,10 @@ class AlarmListQuerySchema(PageQuerySchema):
     state = ma.fields.String(
         load_default="active",
         validate=ma.validate.OneOf(["active", "open", "needs_person", "ended", "all"]),
-        metadata={"description": "active = open or needs_person"},
+        metadata={
+            "description": "active = open or needs_person, and the ended alarms a person must still "
+            "act on (needs_person true, e.g. a responder to recall by hand)"
+        },
     )
     site = ma.fields.String(load_default=None, validate=ma.validate.Regexp(SITE_KEY, error="Not a site key."))
     priority = ma.fields.String(
@@ -84,7 +87,10 @@ class AlarmListQuerySchema(PageQuerySchema):
         validate=ma.validate.OneOf(["life_safety", "property", "technical", "informational"]),
     )
     unrouted = ma.fields.Boolean(load_default=None)
-    needs_person = ma.fields.Boolean(load_default=None)
+    needs_person = ma.fields.Boolean(
+        load_default=None,
+        metadata={"description": "the needs-a-person list (with state=active, ended alarms included)"},
+    )
     opened_after = UtcDateTime(load_default=None)
     opened_before = UtcDateTime(load_default=None)
 
@@ -200,7 +206,14 @@ class AlarmSummarySchema(ma.Schema):
     family = ma.fields.String(required=True)
     priority = ma.fields.String(required=True)
     routed = ma.fields.Boolean(required=True)
-    needs_person = ma.fields.Boolean(required=True)
+    needs_person = ma.fields.Boolean(
+        required=True,
+        metadata={
+            "description": "something only a person can resolve is pending: state needs_person, or an "
+            "ended alarm raised to a person after its end (a responder to recall by hand, a step whose "
+            "answer was lost), until an operator acknowledges it"
+        },
+    )
     needs_person_reason = ma.fields.String(required=True, allow_none=True)
     verification = ma.fields.String(required=True, allow_none=True)
     event_count = ma.fields.Integer(required=True)
@@ -215,7 +228,9 @@ class AlarmSummarySchema(ma.Schema):
         allow_none=True,
         metadata={
             "description": f"a panel's cancel stood the response down in time while {_BY_HAND} "
-            "was engaged: acknowledging or ending the alarm ends it as cancelled"
+            "was engaged: acknowledging the alarm, or ending it without an outcome, ends it as "
+            "cancelled (an End with an outcome keeps the operator's); whatever the outcome, what the "
+            "bridge created that lands afterwards is stood down"
         },
     )
     refs = ma.fields.Dict(

@@ -41,7 +41,9 @@ COMMAND_ERRORS = (400, 401, 404, 409, 413, 415, 422, 503)
 View = TypeVar("View", bound=Callable[..., object])
 
 
-def _alarm_command(summary: str, body: type[ma.Schema] | None = None) -> Callable[[View], View]:
+def _alarm_command(
+    summary: str, body: type[ma.Schema] | None = None, *, ended: str = "the alarm has ended"
+) -> Callable[[View], View]:
     """The operation of a command on one alarm: each answers the alarm as it is after it."""
     return operation(
         summary,
@@ -51,7 +53,7 @@ def _alarm_command(summary: str, body: type[ma.Schema] | None = None) -> Callabl
         errors=COMMAND_ERRORS,
         error_text={
             404: "no such alarm",
-            409: "the alarm has ended",
+            409: ended,
             422: "invalid fields (acknowledge takes none), each named in `fields`",
         },
     )
@@ -104,12 +106,14 @@ def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
 )
 @require_operator
 def list_alarms() -> tuple[dict[str, Any], int]:
-    """The alarm queue, life-safety first then oldest first; filter unrouted or needs-a-person."""
+    """The alarm queue, life-safety first then oldest first; filter unrouted or needs-a-person.
+
+    ``active`` (the default) holds the ended alarms a person must still act on too."""
     params = AlarmListQuerySchema().load(request.args.to_dict())
     state = params.pop("state")
     states = {"all": None, "active": ACTIVE_ALARM_STATES}.get(state, (state,))
     with services().sessions() as session:
-        alarms = queries.list_alarms(session, states=states, **params)
+        alarms = queries.list_alarms(session, states=states, ended_needing_person=state == "active", **params)
     return {"alarms": alarms, "limit": params["limit"], "offset": params["offset"]}, 200
 
 
@@ -162,10 +166,14 @@ def verify_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
 
 
 @bp.post(f"/alarms/<{LEDGER_ID}:alarm_id>/acknowledge")
-@_alarm_command("A person has taken the alarm (it leaves the needs-a-person list)")
+@_alarm_command(
+    "A person has taken the alarm: it leaves the needs-a-person list (an ended one too; its outcome stands)",
+    ended="the alarm has ended and waits for no person",
+)
 @require_operator
 def acknowledge_alarm(alarm_id: int) -> tuple[dict[str, Any], int]:
-    """A person has taken the alarm; one a panel's cancel stood down ends as cancelled."""
+    """A person has taken the alarm; one a panel's cancel stood down ends as cancelled, and an ended
+    one that something raised after its end leaves the needs-a-person list (its outcome stands)."""
     EmptySchema().load(_command_body())
     return _run_on_alarm(
         alarm_id,

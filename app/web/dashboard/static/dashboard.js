@@ -35,9 +35,11 @@
 
   function syncCommands() {
     const status = document.getElementById("status");
-    const ended = status && status.dataset.state === "ended";
+    const ended = Boolean(status && status.dataset.state === "ended");
+    // An ended alarm still takes Acknowledge while something raised after its end waits for a person.
+    const waits = Boolean(status && status.dataset.needsPerson === "true");
     document.querySelectorAll("#commands button, #commands select").forEach((el) => {
-      el.disabled = Boolean(ended);
+      el.disabled = ended && !(waits && "afterEnd" in el.dataset);
     });
   }
 

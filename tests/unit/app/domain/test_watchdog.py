@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.domain import actions, watchdog
+from app.domain import actions, operations, watchdog
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, TimelineEntry
 from app.ledger.session import make_engine, make_sessionmaker
 
@@ -130,6 +130,79 @@ def test_a_step_failing_longer_than_allowed_raises_the_alarm(sessions: sessionma
     assert _alarm(sessions, alarm_id).needs_person
 
 
+def _needs_person_lines(sessions: sessionmaker[Session], alarm_id: int) -> list[int | None]:
+    with sessions() as session:
+        return list(
+            session.execute(
+                select(TimelineEntry.action_id)
+                .where(TimelineEntry.alarm_id == alarm_id, TimelineEntry.kind == "alarm.needs_person")
+                .order_by(TimelineEntry.id)
+            ).scalars()
+        )
+
+
+def _acknowledge(sessions: sessionmaker[Session], alarm_id: int, now: datetime) -> None:
+    with sessions.begin() as session:
+        operations.acknowledge(session, alarm_id, now=now, max_attempts=5)
+
+
+def test_an_acknowledged_alarm_is_not_raised_again_while_the_same_step_stays_late(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A vendor outage: the step is still not started after the operator acknowledged the alarm. The
+    next ticks leave it with the operator instead of raising it again and again."""
+    alarm_id, action_id = _alarm_with_step(sessions, state=ActionState.QUEUED)
+    assert [f.action_id for f in _check(sessions, T0 + timedelta(seconds=61))] == [action_id]
+    _acknowledge(sessions, alarm_id, T0 + timedelta(seconds=70))
+
+    assert _check(sessions, T0 + timedelta(seconds=100)) == []
+    assert _check(sessions, T0 + timedelta(minutes=30)) == []  # failing or not, the same lateness
+
+    alarm = _alarm(sessions, alarm_id)
+    assert alarm.state == AlarmState.OPEN
+    assert (
+        alarm.needs_person_reason == "watchdog: tracktik.create_alarm is 61s overdue (queued but not started)"
+    )
+    assert _needs_person_lines(sessions, alarm_id) == [action_id]
+
+
+def test_a_step_late_anew_after_the_acknowledgement_raises_the_alarm_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    alarm_id, action_id = _alarm_with_step(sessions, state=ActionState.QUEUED)
+    with sessions.begin() as session:  # a second step, late at the same time: raised for together
+        session.add(
+            actions.new_action(
+                kind="cad.upload_incident", target="cad", queue="default", due_at=T0, max_attempts=5,
+                alarm_id=alarm_id,
+            )
+        )  # fmt: skip
+    assert [f.action_id for f in _check(sessions, T0 + timedelta(seconds=61))] == [action_id]
+    _acknowledge(sessions, alarm_id, T0 + timedelta(seconds=70))
+    assert _check(sessions, T0 + timedelta(seconds=100)) == []
+
+    with sessions.begin() as session:  # another step comes due, and nobody starts it either
+        late = actions.new_action(
+            kind="callonalarm.trigger", target="callonalarm", queue="default",
+            due_at=T0 + timedelta(seconds=120), max_attempts=5, alarm_id=alarm_id,
+        )  # fmt: skip
+        late.state = ActionState.QUEUED
+        session.add(late)
+        session.flush()
+        late_id = late.id
+    assert [f.action_id for f in _check(sessions, T0 + timedelta(seconds=181))] == [late_id]
+    _acknowledge(sessions, alarm_id, T0 + timedelta(seconds=190))
+
+    with sessions.begin() as session:  # the first step ran, failed, and its retry is not started
+        first = session.get_one(Action, action_id)
+        first.due_at, first.last_error = T0 + timedelta(seconds=200), "tracktik: HTTP 503"
+    found = _check(sessions, T0 + timedelta(seconds=261))
+
+    assert [(f.action_id, f.reason) for f in found] == [(action_id, watchdog.OVERDUE)]
+    assert _alarm(sessions, alarm_id).state == AlarmState.NEEDS_PERSON
+    assert _needs_person_lines(sessions, alarm_id) == [action_id, late_id, action_id]
+
+
 @pytest.mark.parametrize("alarm_state", [AlarmState.ENDED, AlarmState.NEEDS_PERSON])
 def test_alarms_that_are_not_open_are_not_raised(sessions: sessionmaker[Session], alarm_state: str) -> None:
     alarm_id, _ = _alarm_with_step(sessions, alarm_state=alarm_state, state=ActionState.QUEUED)
@@ -166,16 +239,18 @@ def test_one_finding_per_alarm_and_oldest_first(sessions: sessionmaker[Session])
         assert session.execute(select(Action).where(Action.alarm_id == first)).scalars().all()
 
 
-@pytest.mark.parametrize("held", [AlarmState.NEEDS_PERSON, AlarmState.ENDED])
+@pytest.mark.parametrize("held", [AlarmState.NEEDS_PERSON, AlarmState.ENDED, "acknowledged"])
 def test_steps_of_alarms_already_raised_never_hide_an_open_alarm(
     sessions: sessionmaker[Session], held: str
 ) -> None:
-    """A worker pool down through a storm: the alarms raised on earlier ticks (or ended) keep their
-    late steps, the oldest in every index. More of them than a tick reads must not hide the open
-    alarm whose step is late behind them."""
+    """A worker pool down through a storm: the alarms raised on earlier ticks (or ended, or raised
+    and acknowledged since) keep their late steps, the oldest in every index. More of them than a
+    tick reads must not hide the open alarm whose step is late behind them."""
     held_steps = watchdog.MAX_ALARMS_PER_CHECK * 4 + 50
+    acknowledged = held == "acknowledged"
+    state = AlarmState.OPEN if acknowledged else held
     with sessions.begin() as session:
-        alarm = Alarm(family="burglary", priority="property", opened_at=T0, last_event_at=T0, state=held)
+        alarm = Alarm(family="burglary", priority="property", opened_at=T0, last_event_at=T0, state=state)
         session.add(alarm)
         session.flush()
         for n in range(held_steps):
@@ -185,6 +260,8 @@ def test_steps_of_alarms_already_raised_never_hide_an_open_alarm(
             )  # fmt: skip
             step.state = ActionState.QUEUED
             step.last_error = "tracktik: HTTP 503"  # and failing, for the failing walk too
+            if acknowledged:  # raised for on an earlier tick, then acknowledged
+                step.watchdog_raised_at = T0 + timedelta(minutes=1)
             session.add(step)
     alarm_id, action_id = _alarm_with_step(
         sessions, state=ActionState.QUEUED, due_at=T0 + timedelta(seconds=5)

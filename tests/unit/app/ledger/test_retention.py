@@ -210,6 +210,22 @@ def test_an_alarm_whose_event_a_kept_alarm_points_at_waits_for_it(
         assert session.execute(select(func.count()).select_from(TimelineEntry)).scalar_one() == 0
 
 
+def test_an_ended_alarm_a_person_must_still_act_on_is_kept_until_acknowledged(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    """A guard's dispatch landed after the End: the alarm waits on the needs-a-person list, so the
+    archive leaves it there; once acknowledged it goes like any other."""
+    waiting = Ledger(sessions).alarm(opened_at=LONG_AGO, ended_at=LONG_AGO + timedelta(minutes=1))
+    with sessions.begin() as session:
+        session.get_one(Alarm, waiting["alarm"]).person_needed_at = LONG_AGO + timedelta(minutes=2)
+
+    assert archive(engine, ended_before=CUTOFF, now=lambda: NOW).alarms == 0
+
+    with sessions.begin() as session:
+        session.get_one(Alarm, waiting["alarm"]).person_needed_at = None
+    assert archive(engine, ended_before=CUTOFF, now=lambda: NOW + timedelta(seconds=1)).alarms == 1
+
+
 def test_the_timeline_stays_append_only_for_everyone_but_the_retention_path(
     engine: Engine, sessions: sessionmaker[Session]
 ) -> None:

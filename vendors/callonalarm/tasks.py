@@ -39,7 +39,7 @@ NOBODY_ANSWERED = frozenset({"timeout", "failed"})
 # of the account, whatever its zone or alarm).
 CANCELLED = frozenset({"cancelled", "cancelled_during_calls"})
 # Trigger statuses that place no call at all.
-NO_CALL_STATUSES = frozenset({"ignored", "technical_only", "logged_inactive"})
+NO_CALL_STATUSES = steps.REACHED_NOBODY["status"]
 TRIGGER_IN_FLIGHT_RECHECK_S = 2.0
 
 

@@ -357,17 +357,7 @@ def test_location_drops_a_civic_part_rapidsos_would_refuse_and_needs_one_part() 
         tasks.alert_body(alarm(), replace(SITE, location=replace(canadian, latitude=None, longitude=None)))
 
 
-HOME = Location(
-    name="Dana Lee",
-    address_line1="48 Maple Ridge Rd",
-    address_line2="Apt 3",
-    city="Newton",
-    state="MA",
-    country="US",
-    postal_code="02459",
-    latitude=42.3168,
-    longitude=-71.2087,
-)
+HOME = replace(NEWTON, name="Dana Lee", address_line2="Apt 3")
 HOME_CIVIC = {
     "street_1": "48 Maple Ridge Rd",
     "street_2": "Apt 3",

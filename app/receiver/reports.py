@@ -54,9 +54,46 @@ _LEADING_MODIFIER = re.compile(r"(ri|id|pi)([0-9]{1,8})|(ti)([0-9]{1,2}:[0-9]{2}
 _EVENT_WITH_TEXT = re.compile(r"([A-Z]{2})([0-9]{0,8})(?:\^([^^]*)\^?)?")
 _MODIFIER_NAMES = {"ri": "area", "id": "user", "pi": "peripheral", "ti": "time"}
 _CID_QUALIFIERS = {"1": "E", "3": "R", "6": "P"}  # new event or opening, restore or closing, still present
-# Where pysiaalarm's table is wrong for us: Contact ID 602 is the periodic test (RP) and 608 the same
-# test sent with a trouble present, SIA's "Test Off Normal" (RY), not a test report of unknown kind (TX).
-_CID_MAPPING = {**ADM_MAPPING, "608": {"1": "RY", "3": "RY"}}
+# Where pysiaalarm's table is wrong or silent, for events a panel reports every day. Qualifier 1 is a
+# new event (or an opening), 3 a restore (or a closing):
+# - 113 water flow is the sprinkler's (the fire group, 110-118): SA, not a water leak (WA);
+# - 115 pull station and 116 duct detector are fire alarms, 123 an audible panic: pysiaalarm lacks
+#   them, and an unknown code dispatches nothing (118 "near alarm", a pre-alarm, stays unknown: a
+#   person decides);
+# - 146 is a silent *burglary* (BA), not a holdup (HA: police told of a robbery, never cancelled);
+# - 158 high temperature is an environmental sensor (a freezer, a server room), an untyped zone
+#   alarm (UA), not a fire (KA would request a fire engine);
+# - restores and closings pysiaalarm gives an alarm's or an opening's code: 3423 door restoral (DR,
+#   not a second door forced), 3654 activity resumed (NS), 3470/3473/3471 unbypass (BU/FU), 1441
+#   disarmed from stay (OP, an opening that cancels; CG was a closing), 456 partial arm (1 opens, 3
+#   closes: pysiaalarm has them the other way round);
+# - codes outside seed 001, which would page a person at life-safety priority for a routine event:
+#   402 group opening/closing (OG/CG, not OB/CB), 407 remote disarm/arm (OP/CL, not OQ/CQ), 384 RF
+#   battery (XT/XR), 459 recent closing (CR), 607 walk test (TS/TE);
+# - 602 is the periodic test (RP) and 608 the same test sent with a trouble present, SIA's "Test Off
+#   Normal" (RY), not a test report of unknown kind (TX).
+_CID_MAPPING = {
+    **ADM_MAPPING,
+    "113": {"1": "SA", "3": "SH"},
+    "115": {"1": "FA", "3": "FH"},
+    "116": {"1": "FA", "3": "FH"},
+    "123": {"1": "PA", "3": "PH"},
+    "146": {"1": "BA", "3": "BH"},
+    "158": {"1": "UA", "3": "UH"},
+    "384": {"1": "XT", "3": "XR"},
+    "402": {"1": "OG", "3": "CG"},
+    "407": {"1": "OP", "3": "CL"},
+    "423": {"1": "DF", "3": "DR"},
+    "441": {"1": "OP", "3": "CG"},
+    "456": {"1": "OG", "3": "CG"},
+    "459": {"1": "CR", "3": "CR"},
+    "470": {"1": "BB", "3": "BU"},
+    "471": {"1": "FB", "3": "FU"},
+    "473": {"1": "BB", "3": "BU"},
+    "607": {"1": "TS", "3": "TE"},
+    "608": {"1": "RY", "3": "RY"},
+    "654": {"1": "NA", "3": "NS"},
+}
 MAX_MESSAGE_CHARS = 500
 # Frames remembered at most (about 300 bytes each): at the receiver's measured 400 frames/s, two
 # minutes of a storm; the oldest are forgotten first, and a forgotten frame's re-stamped
@@ -225,7 +262,7 @@ def _modifiers_then_event(packet: str) -> tuple[dict[str, str], str, str | None,
 
 
 def _contact_id_event(qualifier: str, event_type: str, partition: str, zone: str) -> _Reported:
-    """A Contact ID event as its SIA code (pysiaalarm's table, 1608 corrected), or as itself when unmapped."""
+    """A Contact ID event as its SIA code (pysiaalarm's table, corrected above), or itself when unmapped."""
     code = _CID_MAPPING.get(event_type, {}).get(qualifier)
     contact_id = f"{_CID_QUALIFIERS.get(qualifier, qualifier)}{event_type}"
     message = f"Contact ID {contact_id} partition {partition} zone {zone}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from Crypto.Cipher import AES
 
+from app.domain import sia
 from app.domain.sites_file import load_sites
 from app.receiver.frames import (
     ADM_CID,
@@ -28,7 +29,7 @@ from app.receiver.frames import (
     read_reply,
     standard_pad,
 )
-from app.receiver.reports import events_of
+from app.receiver.reports import _CID_MAPPING, events_of
 from app.receiver.server import PriorityPool
 
 pytestmark = pytest.mark.unit
@@ -463,6 +464,65 @@ def test_contact_id_periodic_tests_are_the_sia_automatic_tests(
 
     assert (event.code, event.classify().known) == (code, True)
     assert event.message == f"Contact ID E{contact_id[1:]} partition 01 zone 000"
+
+
+@pytest.mark.parametrize(
+    ("contact_id", "code", "priority"),
+    [
+        # The fire group (110-118): water flow is the sprinkler's, not a leak; pull station and duct.
+        pytest.param("1113", "SA", "life_safety", id="water-flow-is-a-sprinkler-alarm"),
+        pytest.param("1115", "FA", "life_safety", id="pull-station"),
+        pytest.param("1116", "FA", "life_safety", id="duct-detector"),
+        pytest.param("1123", "PA", "life_safety", id="audible-panic"),
+        # A silent burglary is no holdup; a high temperature (a freezer) is no fire.
+        pytest.param("1146", "BA", "property", id="silent-burglary"),
+        pytest.param("1158", "UA", "property", id="high-temperature"),
+        # Restores and closings: never a second alarm, never a guard sent on a restore.
+        pytest.param("3423", "DR", "property", id="door-restoral"),
+        pytest.param("3654", "NS", "property", id="activity-resumed"),
+        pytest.param("3470", "BU", "technical", id="unbypass"),
+        pytest.param("3471", "FU", "technical", id="fire-unbypass"),
+        # Openings and closings of every day, in seed 001's list (not a person paged at life-safety).
+        pytest.param("1402", "OG", "informational", id="group-opening"),
+        pytest.param("3402", "CG", "informational", id="group-closing"),
+        pytest.param("1407", "OP", "informational", id="remote-disarm"),
+        pytest.param("3407", "CL", "informational", id="remote-arm"),
+        pytest.param("1441", "OP", "informational", id="disarmed-from-stay"),
+        pytest.param("1456", "OG", "informational", id="partial-arm-opening"),
+        pytest.param("3456", "CG", "informational", id="partial-arm-closing"),
+        pytest.param("1384", "XT", "technical", id="rf-low-battery"),
+        pytest.param("1459", "CR", "property", id="recent-closing"),
+        pytest.param("1607", "TS", "informational", id="walk-test"),
+    ],
+)
+def test_contact_id_events_pysiaalarm_misreads_are_their_sia_codes(
+    accounts: Accounts, contact_id: str, code: str, priority: str
+) -> None:
+    frame = read(build_frame("1234", message_type=ADM_CID, data=f"#1234|{contact_id} 01 007"), accounts)
+
+    (event,) = events_of(frame, datetime.now(UTC))
+
+    classified = event.classify()
+    assert (event.code, classified.known, str(classified.priority)) == (code, True, priority)
+
+
+def test_no_contact_id_restore_opens_an_alarm() -> None:
+    # Qualifier 3 is a restore (or a closing): read as an alarm, it would send a guard on a restore.
+    alarms = {
+        event_type: codes["3"]
+        for event_type, codes in _CID_MAPPING.items()
+        if "3" in codes and str(sia.lookup(codes["3"]).kind) == "alarm"
+    }
+    assert alarms == {}
+
+
+def test_every_contact_id_alarm_of_the_life_safety_groups_is_a_known_code() -> None:
+    # 100-199 (medical, fire, panic, burglary, general, 24-hour): an unknown code dispatches nothing.
+    # 118 "near alarm" (a fire pre-alarm) is left to a person on purpose.
+    mapped = {f"{n}" for n in range(100, 200)} & set(_CID_MAPPING)
+    unknown = {n: _CID_MAPPING[n]["1"] for n in mapped if not sia.lookup(_CID_MAPPING[n]["1"]).known}
+    assert unknown == {}
+    assert {"110", "111", "112", "113", "114", "115", "116", "117", "120", "121", "122", "123"} <= mapped
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from app.domain.sites import (
 from app.domain.sites_file import load_sites, parse_duration
 from vendors.callonalarm import steps as callonalarm_steps
 from vendors.callonalarm.site import CallOnAlarmSite
+from vendors.rapidsos import steps as rapidsos_steps
 from vendors.rapidsos.site import RapidSOSSite
 from vendors.tracktik.site import TrackTikSite
 
@@ -171,6 +172,20 @@ def test_the_example_plans_hold_burglary_calls_but_never_fire() -> None:
 
     assert burglary[-1] == Step(callonalarm_steps.TRIGGER, after=timedelta(seconds=60), cancellable=True)
     assert not any(step.cancellable or step.after for step in fire)
+
+
+def test_the_example_residential_plan_requests_911_first_for_every_life_safety_alarm() -> None:
+    # A sprinkler, a heat or CO detector, a holdup, a panic or a personal emergency fell back to
+    # "default" (one call to the owner): no 911 request. And a duress is never rung back.
+    sites = load_sites(EXAMPLE, ENVIRON)
+    home, hq = sites.site("newton-residence"), sites.site("montreal-hq")
+    assert home is not None and hq is not None
+
+    for family in ("fire", "sprinkler", "heat", "gas", "medical", "emergency", "panic", "holdup"):
+        steps = home.plan.steps_for(family, "alarm")
+        assert steps and steps[0].kind == rapidsos_steps.CREATE_ALERT, family
+    for site in (home, hq):
+        assert all(step.kind != callonalarm_steps.TRIGGER for step in site.plan.steps_for("holdup", "alarm"))
 
 
 # --- loading ----------------------------------------------------------------------------------------

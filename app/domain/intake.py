@@ -683,19 +683,31 @@ class _Recorder:
     # -- cancels ---------------------------------------------------------------------------------
 
     def _cancel(self) -> tuple[Alarm | None, list[DueAction]]:
-        """Act on the account's live alarms of the families this cancel names, whatever their zone."""
+        """Act on the account's live alarms of the families this cancel names, whatever their zone.
+
+        A live alarm of a never-held family (a holdup, a panic, a fire...) gets a line saying the
+        cancel was received and ignored, whichever families the cancel names: a user's disarm right
+        after a duress is something the operator must see on the duress alarm itself.
+        """
         assert self.site is not None
         families = sia.families_cancelled_by(self.event.code or "")
+        if not families:
+            return None, []
         alarms = (
             self.session.execute(
                 select(Alarm)
-                .where(*self._same_place(), Alarm.state.in_(ACTIVE_ALARM_STATES), Alarm.family.in_(families))
+                .where(
+                    *self._same_place(),
+                    Alarm.state.in_(ACTIVE_ALARM_STATES),
+                    Alarm.family.in_((*families, *sia.NEVER_HELD_FAMILIES)),
+                )
                 .order_by(Alarm.id.desc())
                 .with_for_update()
             )
             .scalars()
             .all()
         )
+        named = [alarm for alarm in alarms if alarm.family in families]
         if not alarms:
             return None, []  # recorded as an event: nothing of its families is live
         due: list[DueAction] = []
@@ -716,7 +728,7 @@ class _Recorder:
                 )
             elif alarm.panel_cancelled_at is None:
                 due += self._stand_down(alarm)
-        return alarms[0], due
+        return (named[0] if named else None), due
 
     def _stand_down(self, alarm: Alarm) -> list[DueAction]:
         """A cancel in time: the response stands down as an operator's End with outcome cancelled.

@@ -272,16 +272,32 @@ def test_fire_is_never_held_for_a_cancel(sessions: sessionmaker[Session]) -> Non
     assert "alarm.cancel_ignored" in timeline_kinds(sessions, fire.alarm_id)
 
 
-def test_a_user_opening_does_not_touch_a_fire_alarm(sessions: sessionmaker[Session]) -> None:
+def test_a_user_opening_stops_nothing_of_a_fire_alarm_and_is_noted_on_it(
+    sessions: sessionmaker[Session],
+) -> None:
     fire = record(sessions, panel("FA", zone="5"))
     burglary = record(sessions, panel("BA", zone="3", at=T0 + timedelta(seconds=1)))
     cancel = record(sessions, panel("OP", zone="7", at=T0 + timedelta(seconds=5)))
     assert cancel.alarm_id == burglary.alarm_id
     assert set(actions_of(sessions, fire.alarm_id).values()) == {ActionState.QUEUED}
-    assert not {"alarm.cancel_ignored", "alarm.cancelled_by_user"} & set(
-        timeline_kinds(sessions, fire.alarm_id)
-    )
+    kinds = set(timeline_kinds(sessions, fire.alarm_id))
+    assert "alarm.cancel_ignored" in kinds and "alarm.cancelled_by_user" not in kinds
+    assert alarm(sessions, fire.alarm_id).state == "open"
     assert alarm(sessions, burglary.alarm_id).outcome == "cancelled"
+
+
+def test_a_disarm_after_a_holdup_is_on_the_holdup_alarm_and_stops_nothing(
+    sessions: sessionmaker[Session],
+) -> None:
+    # A user's opening right after a duress or holdup can be the duress itself: the operator must see
+    # it on that alarm, and nothing of its response stops.
+    holdup = record(sessions, panel("HA", zone="2"))
+    opening = record(sessions, panel("OP", zone="7", at=T0 + timedelta(seconds=5)))
+
+    assert opening.alarm_id is None and opening.due_actions == ()  # no alarm of its own families
+    assert alarm(sessions, holdup.alarm_id).state == "open"
+    assert "alarm.cancel_ignored" in timeline_kinds(sessions, holdup.alarm_id)
+    assert ActionState.CANCELLED not in set(actions_of(sessions, holdup.alarm_id).values())
 
 
 def test_an_unclaimed_account_opens_an_unrouted_alarm_for_a_person(sessions: sessionmaker[Session]) -> None:

@@ -206,7 +206,9 @@ def end(
         due += [step] if step else []
     if outcome in STAND_DOWN:
         # A responder only a person can recall keeps the ended alarm on the needs-a-person list until
-        # an operator acknowledges it (the one who ended it, once they have called it off).
+        # an operator acknowledges it (the one who ended it, once they have called it off). Not when a
+        # panel's cancel put that very to-do in front of a person already: the person acknowledging or
+        # ending that alarm is the one acting on it, and a second acknowledge would be a chore.
         due += stand_down(
             session,
             alarm,
@@ -214,7 +216,7 @@ def end(
             why=f"ended ({outcome})",
             now=now,
             max_attempts=max_attempts,
-            raise_to_person=True,
+            raise_to_person=alarm.panel_cancelled_at is None,
         )
     return due
 

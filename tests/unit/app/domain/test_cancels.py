@@ -136,6 +136,9 @@ def test_the_operator_s_acknowledge_or_end_then_ends_it_as_cancelled(
             operations.end(session, opened.alarm_id, None, now=now, max_attempts=5)
     ended = get(sessions, opened.alarm_id)
     assert (ended.state, ended.outcome) == ("ended", "cancelled")
+    # The person who took the panel's to-do (recall the guard) is not handed it back a second time.
+    assert ended.person_needed_at is None and not ended.needs_person
+    assert ended.needs_person_reason.count("TrackTik dispatch 42 is active") == 1
 
 
 def test_a_tracktik_create_in_flight_at_the_cancel_is_put_in_front_of_a_person(

@@ -290,12 +290,26 @@ def _after_success(
     if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
         why = f"created after the alarm ended ({alarm.outcome})"
         due += _stand_down_late(session, rt, alarm, outcome, now, why)
-    elif alarm.panel_cancelled_at is not None:
-        # Whatever the alarm's state and outcome: an operator who ends it as verified or dispatched
-        # after the panel's cancel keeps that verdict, but the bridge's response stays stood down (the
-        # operator calls the responder directly, as a retry there answers), so what lands is recalled.
+    elif alarm.panel_cancelled_at is not None and alarm.state != AlarmState.ENDED:
         due += _stand_down_late(session, rt, alarm, outcome, now, "created after the panel's cancel")
+    elif alarm.panel_cancelled_at is not None:
+        # The operator ended it as real (verified, dispatched) after the panel's cancel: that verdict
+        # wins over the cancel, so what lands is not recalled by the bridge (a 911 request cancelled
+        # against the operator's word is the worse mistake); a person decides, with the ids in front.
+        upstream = claimed.kind.split(".")[0]
+        reason = (
+            f"{claimed.kind} landed after the panel's cancel and after the alarm was ended as "
+            f"{alarm.outcome} ({_ids(outcome.refs)}): keep it, or stand it down in {upstream}"
+        )
+        alarm.flag_for_person(reason, now=now)
+        note(
+            session, alarm.id, now, "upstream.check_by_hand", reason, action_id=claimed.id, refs=outcome.refs
+        )
     return due
+
+
+def _ids(refs: dict[str, Any] | None) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted((refs or {}).items())) or "no id"
 
 
 def _fail(rt: Runtime, claimed: ClaimedAction, error: str) -> str:

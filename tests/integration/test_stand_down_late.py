@@ -207,12 +207,13 @@ def test_a_dispatch_in_flight_at_the_panel_s_cancel_names_itself_when_it_lands(r
 
 
 @pytest.mark.parametrize("outcome", ["verified", "dispatched"])
-def test_a_dispatch_in_flight_at_the_panel_s_cancel_is_stood_down_whatever_the_operator_s_outcome(
+def test_a_dispatch_landing_after_the_operator_ruled_a_panel_cancelled_alarm_real_is_left_to_a_person(
     rt: Any, outcome: str
 ) -> None:
     """The user cancels at the panel while the guard's dispatch and a 911 request are on the wire; an
-    operator then ends the alarm with an outcome of their own. The outcome stands, and so does the
-    stand-down: what lands afterwards is recalled (by hand for the guard, by API for the 911 request)."""
+    operator then ends the alarm as real (a coerced code, a person on the video). The operator's word
+    wins over the cancel: what lands is not recalled by the bridge (no 911 request cancelled against
+    it), and the ended alarm goes in front of a person with the ids, to keep or stand down."""
     alarm_id = _signal(rt, "BA")
     assert alarm_id is not None
     step = _step(rt, alarm_id, tracktik_steps.CREATE_ALARM)
@@ -227,13 +228,13 @@ def test_a_dispatch_in_flight_at_the_panel_s_cancel_is_stood_down_whatever_the_o
     alarm = _alarm(rt, alarm_id)
     assert (alarm.state, alarm.outcome) == ("ended", outcome)
     assert alarm.panel_cancelled_at is not None
-    line = "created after the panel's cancel — TrackTik dispatch 80 is active: cancel it there"
-    assert _by_hand(rt, alarm_id)[-1] == line
-    assert line in (alarm.needs_person_reason or "")
+    assert alarm.person_needed_at is not None
+    reason = alarm.needs_person_reason or ""
+    assert f"after the alarm was ended as {outcome}" in reason and "rapidsos_alert_id rs-80" in reason
     with rt.sessions() as session:
-        cancel = session.execute(
+        cancels = session.execute(
             select(Action.state).where(
                 Action.alarm_id == alarm_id, Action.kind == rapidsos_steps.CANCEL_ALERT
             )
-        ).scalar_one()
-    assert cancel == ActionState.QUEUED
+        ).all()
+    assert cancels == []

@@ -229,8 +229,8 @@ class AlarmSummarySchema(ma.Schema):
         metadata={
             "description": f"a panel's cancel stood the response down in time while {_BY_HAND} "
             "was engaged: acknowledging the alarm, or ending it without an outcome, ends it as "
-            "cancelled (an End with an outcome keeps the operator's); whatever the outcome, what the "
-            "bridge created that lands afterwards is stood down"
+            "cancelled (an End with an outcome keeps the operator's); what the bridge created that "
+            "lands afterwards is stood down, unless the operator ended it as real: then a person decides"
         },
     )
     refs = ma.fields.Dict(

@@ -128,11 +128,12 @@ def test_an_alarm_ended_before_its_dispatch_landed_stays_in_front_of_a_person_un
     def listed(path: str) -> list[int]:
         return [alarm["id"] for alarm in client.get(path, headers=OP).json["alarms"]]
 
-    def on_the_lists() -> tuple[list[int], list[int], list[int], list[int], int]:
+    def on_the_lists() -> tuple[list[int], list[int], list[int], list[int], list[int], int]:
         with rt.sessions() as session:
             return (
                 listed("/v1/alarms?needs_person=true"),
                 listed("/v1/alarms"),
+                listed("/v1/alarms?state=needs_person"),
                 [alarm["id"] for alarm in queries.alarm_queue(session, needs_person=True)],
                 [alarm["id"] for alarm in queries.alarm_queue(session)],
                 queries.alarms_needing_person(session),
@@ -149,7 +150,7 @@ def test_an_alarm_ended_before_its_dispatch_landed_stays_in_front_of_a_person_un
 
         perform(rt, _step(rt, alarm_id, tracktik_steps.CREATE_ALARM), create)
 
-        assert on_the_lists() == ([alarm_id], [alarm_id], [alarm_id], [alarm_id], 1)
+        assert on_the_lists() == ([alarm_id], [alarm_id], [alarm_id], [alarm_id], [alarm_id], 1)
         detail = client.get(f"/v1/alarms/{alarm_id}", headers=OP).json
         assert (detail["state"], detail["outcome"], detail["needs_person"]) == ("ended", "false_alarm", True)
         assert "TrackTik dispatch 77 is active: cancel it there" in detail["needs_person_reason"]
@@ -160,7 +161,7 @@ def test_an_alarm_ended_before_its_dispatch_landed_stays_in_front_of_a_person_un
         body = acknowledged.json
         assert (body["state"], body["outcome"], body["needs_person"]) == ("ended", "false_alarm", False)
         assert body["acknowledged_at"] is not None
-        assert on_the_lists() == ([], [], [], [], 0)
+        assert on_the_lists() == ([], [], [], [], [], 0)
         again = client.post(f"/v1/alarms/{alarm_id}/acknowledge", json={}, headers=OP)
         assert again.status_code == 409 and again.json["error"] == "conflict"
     finally:

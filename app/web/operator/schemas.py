@@ -78,7 +78,8 @@ class AlarmListQuerySchema(PageQuerySchema):
         validate=ma.validate.OneOf(["active", "open", "needs_person", "ended", "all"]),
         metadata={
             "description": "active = open or needs_person, and the ended alarms a person must still "
-            "act on (needs_person true, e.g. a responder to recall by hand)"
+            "act on (needs_person true, e.g. a responder to recall by hand); needs_person holds "
+            "those ended alarms too"
         },
     )
     site = ma.fields.String(load_default=None, validate=ma.validate.Regexp(SITE_KEY, error="Not a site key."))

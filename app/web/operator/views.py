@@ -13,7 +13,7 @@ from app.domain import operations
 from app.domain.actions import DueAction
 from app.domain.selftest import plan_selftest
 from app.ledger import queries
-from app.ledger.models import ACTIVE_ALARM_STATES, utcnow
+from app.ledger.models import ACTIVE_ALARM_STATES, AlarmState, utcnow
 from app.web.auth import require_operator
 from app.web.bodies import optional_json_object
 from app.web.errors import ApiError
@@ -108,12 +108,14 @@ def show_selftest(action_id: int) -> tuple[dict[str, Any], int]:
 def list_alarms() -> tuple[dict[str, Any], int]:
     """The alarm queue, life-safety first then oldest first; filter unrouted or needs-a-person.
 
-    ``active`` (the default) holds the ended alarms a person must still act on too."""
+    ``active`` (the default) and ``needs_person`` hold the ended alarms a person must still act on
+    too: a responder to recall by hand is a person's to-do whatever state the alarm is in."""
     params = AlarmListQuerySchema().load(request.args.to_dict())
     state = params.pop("state")
     states = {"all": None, "active": ACTIVE_ALARM_STATES}.get(state, (state,))
+    waiting = state in ("active", AlarmState.NEEDS_PERSON)
     with services().sessions() as session:
-        alarms = queries.list_alarms(session, states=states, ended_needing_person=state == "active", **params)
+        alarms = queries.list_alarms(session, states=states, ended_needing_person=waiting, **params)
     return {"alarms": alarms, "limit": params["limit"], "offset": params["offset"]}, 200
 
 

@@ -159,12 +159,20 @@ def _fold_other_paths(
     another process's ``arm``) is never overwritten, and folding twice changes nothing.
     """
     rows = session.execute(select(*_COLUMNS.values())).all()
-    for other in rows:
-        if (other.source_key, other.account) in declared:
+    for found in rows:
+        if (found.source_key, found.account) in declared:
             continue
-        supervised = sites.supervision_for(other.source_key, other.account)
-        if supervised is None or supervised.source_key == other.source_key:
+        supervised = sites.supervision_for(found.source_key, found.account)
+        if supervised is None or supervised.source_key == found.source_key:
             continue  # no longer supervised: disarmed below, as before
+        # Under the account's lock, as intake and the tick write it, and read again: another process
+        # folding it at the same moment (or a contact restoring an outage meanwhile) is not undone.
+        _lock_account(session, sites, supervised.source_key, supervised.account)
+        other = session.execute(
+            select(*_COLUMNS.values()).where(AccountSupervision.id == found.id).with_for_update()
+        ).one_or_none()
+        if other is None:
+            continue  # folded by another process already
         values: dict[str, Any] = {}
         for name in ("last_contact_at", "last_link_at", "last_test_at"):
             if getattr(other, name) is not None:

@@ -96,11 +96,15 @@ class HourlyBudget:
             self.item.key_for(_WINDOW_IDENTIFIER), self.per_hour - reserve, self.item.get_expiry()
         ):
             return
-        stats = self.limiter.get_window_stats(self.item, _WINDOW_IDENTIFIER)
+        # When a unit frees for this request: the oldest of the window's newest ``per_hour - reserve``
+        # entries leaves it (the same count the take was refused against).
+        started, _ = self.storage.get_moving_window(
+            self.item.key_for(_WINDOW_IDENTIFIER), self.per_hour - max(0, reserve), self.item.get_expiry()
+        )
         kept = f": the last {reserve} are kept for life-safety calls" if reserve > 0 else ""
         raise BudgetExhaustedError(
             f"CallOnAlarm hourly budget spent ({self.per_hour}/h){kept}",
-            retry_after_s=_clamp(stats.reset_time - self.clock()),
+            retry_after_s=_clamp(started + self.item.get_expiry() - self.clock()),
         )
 
     def remaining(self) -> int:

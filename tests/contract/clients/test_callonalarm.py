@@ -7,6 +7,7 @@ delayed 60 s, IR cancels; contacts ring 30 s and 25 s, two rounds) and 1002 (ina
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -322,6 +323,25 @@ def test_polls_leave_the_life_safety_reserve_to_the_calls(
     with pytest.raises(BudgetExhaustedError):
         workers[1].trigger(ACCOUNT, "FA")
     assert len(sandbox.journal()) == 100
+
+
+def test_a_request_kept_from_the_reserve_waits_for_its_own_unit_not_the_oldest(
+    cache: fakeredis.FakeRedis,
+) -> None:
+    # 5 an hour, 2 kept: a poll may go once the third newest entry leaves the window, not the oldest;
+    # told the oldest, it would wake and be refused again, a task and a round trip each time.
+    budget = HourlyBudget.from_redis(cache, "test:ab:callonalarm:reserve", 5)
+    for _ in range(4):
+        budget.take()
+        time.sleep(0.05)  # distinct entry times, so that which entry frees first shows
+
+    with pytest.raises(BudgetExhaustedError) as kept:
+        budget.take(reserve=2)  # 4 of 5 taken, 2 kept: waits for the second entry, not the first
+    budget.take()
+    with pytest.raises(BudgetExhaustedError) as full:
+        budget.take()  # a full window waits for the first
+
+    assert kept.value.retry_after_s > full.value.retry_after_s + 0.03
 
 
 def test_a_reserve_as_large_as_the_budget_is_refused_at_start() -> None:

@@ -57,9 +57,13 @@ def flower(port: int, address: str) -> None:
     FLOWER_BASIC_AUTH (user:password pairs, comma-separated).
     """
     import vendors
-    from config.settings import load_settings
+    from config.settings import ConfigurationError, load_settings
 
     settings = load_settings(vendors.SETTINGS)  # as the worker app Flower loads will
+    try:
+        settings.check_flower()
+    except ConfigurationError as exc:
+        sys.exit(f"alarm-bridge flower: {exc}")
     if not settings.flower_basic_auth and not is_loopback(address):
         sys.exit(
             f"alarm-bridge flower: refusing to serve Flower on {address or 'every interface'} without "

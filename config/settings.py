@@ -304,6 +304,20 @@ class Settings:
                 "characters; only `alarm-bridge dev` makes one up)"
             )
 
+    def check_flower(self) -> None:
+        """Refuse to serve Flower with credentials that would leave it open or locked (ConfigurationError).
+
+        Checked by `alarm-bridge flower` alone: a weak Flower password must not stop intake, the
+        workers or the receiver, which never read it.
+        """
+        for number, entry in enumerate(self.flower_basic_auth, start=1):
+            user, colon, password = entry.partition(":")
+            if not (user and colon and len(password) >= MIN_FLOWER_PASSWORD_LENGTH):
+                raise ConfigurationError(  # never the entry itself: it holds a password
+                    f"FLOWER_BASIC_AUTH: entry {number} must be user:password, with a user and a password "
+                    f"of at least {MIN_FLOWER_PASSWORD_LENGTH} characters"
+                )
+
     def check_broker(self) -> None:
         """Refuse to run a process that needs the Celery broker (the workers, beat, the receiver,
         Flower) without REDIS_URL: Celery would fall back to amqp://guest@localhost// in silence."""
@@ -344,13 +358,6 @@ class Settings:
                 raise ConfigurationError(  # never the key itself: this line ends up in logs
                     f"OPERATOR_API_KEYS: key {number} must be at least {MIN_OPERATOR_KEY_LENGTH} "
                     "printable ASCII characters, without spaces"
-                )
-        for number, entry in enumerate(self.flower_basic_auth, start=1):
-            user, colon, password = entry.partition(":")
-            if not (user and colon and len(password) >= MIN_FLOWER_PASSWORD_LENGTH):
-                raise ConfigurationError(  # never the entry itself: it holds a password
-                    f"FLOWER_BASIC_AUTH: entry {number} must be user:password, with a user and a password "
-                    f"of at least {MIN_FLOWER_PASSWORD_LENGTH} characters"
                 )
         try:
             limit = parse_rate_limit(self.auth_failure_limit)

@@ -137,6 +137,19 @@ def test_the_flower_line_refuses_to_listen_on_every_interface_without_basic_auth
         assert sock.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
 
 
+def test_the_flower_line_refuses_a_short_password(tmp_path: Path) -> None:
+    env = inherited_env(drop=["FLOWER_BASIC_AUTH"])
+    env.update(PORT=str(free_port()), VAR_DIR=str(tmp_path / "var"), FLOWER_BASIC_AUTH="ops:short-pass")
+
+    done = subprocess.run(
+        procfile_argv("flower", env["PORT"]), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("alarm-bridge flower: FLOWER_BASIC_AUTH: entry 1 must be")
+    assert "short-pass" not in done.stderr
+
+
 def test_the_web_line_stops_at_once_without_a_secret_key(tmp_path: Path) -> None:
     env = inherited_env(drop=["SECRET_KEY"])
     env.update(PORT=str(free_port()), VAR_DIR=str(tmp_path / "var"))

@@ -259,9 +259,12 @@ class Action(Base):
     # What a pending step waits for besides its due time (WAITING_FOR_911, WAITING_FOR_REFS): the event
     # that ends the wait starts it at once; its due_at is only the latest it waits.
     waiting_on: Mapped[str | None] = mapped_column(String(16))
-    # When the watchdog last raised the alarm to a person for this step being late; it passes over
-    # the step until it is late anew (app.domain.watchdog, migration 0007). None: never.
-    watchdog_raised_at: Mapped[datetime | None]
+    # The lateness the watchdog last raised the alarm to a person for, one mark per way of being late:
+    # the lease_until, due_at or created_at the step was late with. It passes over the step while it is
+    # late only in ways whose mark equals the column (app.domain.watchdog, migration 0007). None: never.
+    watchdog_lease_mark: Mapped[datetime | None]
+    watchdog_due_mark: Mapped[datetime | None]
+    watchdog_failing_mark: Mapped[datetime | None]
     external_id: Mapped[str | None] = mapped_column(String(128))
     last_error: Mapped[str | None] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)

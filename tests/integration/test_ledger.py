@@ -225,9 +225,14 @@ def _columns(database_url: str, table: str) -> set[str]:
         engine.dispose()
 
 
-def test_migration_0007_stamps_steps_the_watchdog_raised_for_and_goes_back(empty_database_url: str) -> None:
-    """0007 adds ``actions.watchdog_raised_at`` (NULL on the steps already there: never raised), and
-    its downgrade removes it, keeping the steps."""
+WATCHDOG_MARKS = {"watchdog_lease_mark", "watchdog_due_mark", "watchdog_failing_mark"}
+
+
+def test_migration_0007_marks_the_lateness_the_watchdog_raised_for_and_goes_back(
+    empty_database_url: str,
+) -> None:
+    """0007 adds one watchdog mark per way a step can be late (NULL on the steps already there: never
+    raised), and its downgrade removes them, keeping the steps."""
     from alembic import command
 
     from cli.ledger import alembic_config
@@ -248,21 +253,24 @@ def test_migration_0007_stamps_steps_the_watchdog_raised_for_and_goes_back(empty
             )
     finally:
         engine.dispose()
-    assert "watchdog_raised_at" not in _columns(empty_database_url, "actions")
+    assert not WATCHDOG_MARKS & _columns(empty_database_url, "actions")
 
     command.upgrade(config, "0007")
+    assert _columns(empty_database_url, "actions") >= WATCHDOG_MARKS
     engine = make_engine(empty_database_url)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT kind, watchdog_raised_at FROM actions")).one() == (
-                "tracktik.create_alarm",
-                None,
-            )
+            row = connection.execute(
+                text(
+                    "SELECT kind, watchdog_lease_mark, watchdog_due_mark, watchdog_failing_mark FROM actions"
+                )
+            ).one()
+            assert tuple(row) == ("tracktik.create_alarm", None, None, None)
     finally:
         engine.dispose()
 
     command.downgrade(config, "0006")
-    assert "watchdog_raised_at" not in _columns(empty_database_url, "actions")
+    assert not WATCHDOG_MARKS & _columns(empty_database_url, "actions")
     engine = make_engine(empty_database_url)
     try:
         with engine.connect() as connection:

@@ -34,15 +34,14 @@ def test_a_watchdog_tick_stays_cheap_under_a_backlog_the_statistics_have_not_see
 ) -> None:
     """``raised``: the oldest alarms were raised to a person on earlier ticks (their 7,500 steps stay
     late, oldest in every index): the tick must still reach the open alarms behind them, as cheaply.
-    ``acknowledged``: an operator has acknowledged those since (open again, their steps stamped as
-    raised for): they must not fill the walks either."""
+    ``acknowledged``: an operator has acknowledged those since (open again, their steps marked with
+    the lateness they were raised for): they must not fill the walks either."""
     engine = make_engine(postgres_url)
     try:
         with engine.connect() as conn:
             conn.execute(text("ANALYZE"))  # the statistics of an empty ledger
             conn.commit()
         opened = NOW - timedelta(minutes=5)
-        stamped = opened + timedelta(minutes=1)  # when the acknowledged alarms were raised
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL synchronous_commit = off"))
             conn.execute(
@@ -64,7 +63,8 @@ def test_a_watchdog_tick_stays_cheap_under_a_backlog_the_statistics_have_not_see
                      "lease_until": opened if i % 4 == 0 else None, "attempts": 1, "max_attempts": 8,
                      "cancellable": False, "idempotency_key": f"k{i}-{n}", "outcome_unknown": False,
                      "params": {}, "created_at": opened, "updated_at": opened,
-                     "watchdog_raised_at": stamped if i <= raised and acknowledged else None}
+                     "watchdog_due_mark": opened if i <= raised and acknowledged else None,
+                     "watchdog_lease_mark": opened if i <= raised and acknowledged and i % 4 == 0 else None}
                     for i in range(1, BACKLOG + 1)
                     for n in range(3)
                 ],

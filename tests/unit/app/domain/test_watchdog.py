@@ -203,6 +203,140 @@ def test_a_step_late_anew_after_the_acknowledgement_raises_the_alarm_again(
     assert _needs_person_lines(sessions, alarm_id) == [action_id, late_id, action_id]
 
 
+def test_a_step_raised_as_overdue_that_then_keeps_failing_is_raised_again_as_failing(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A broker blip: the step is queued and not started, raised as overdue, acknowledged. Then it
+    runs and keeps failing (the vendor answers 503), retried with backoff, so never overdue again: it
+    must still reach a person once it has failed for as long as an alarm may wait, not only when its
+    attempts run out."""
+    alarm_id, action_id = _alarm_with_step(sessions, state=ActionState.QUEUED)
+    assert [(f.action_id, f.reason) for f in _check(sessions, T0 + timedelta(seconds=61))] == [
+        (action_id, watchdog.OVERDUE)
+    ]
+    _acknowledge(sessions, alarm_id, T0 + timedelta(seconds=70))
+    with sessions.begin() as session:  # it ran and failed; its next retry is later
+        step = session.get_one(Action, action_id)
+        step.state, step.attempts, step.last_error = ActionState.PENDING, 6, "tracktik: HTTP 503"
+        step.due_at, step.enqueued_at = T0 + timedelta(seconds=900), None
+
+    assert _check(sessions, T0 + timedelta(seconds=299)) == []
+    found = _check(sessions, T0 + timedelta(seconds=301))
+
+    assert [(f.action_id, f.reason) for f in found] == [(action_id, watchdog.FAILING)]
+    assert found[0].message == (
+        "watchdog: tracktik.create_alarm has been failing for 301s: tracktik: HTTP 503"
+    )
+    assert _alarm(sessions, alarm_id).state == AlarmState.NEEDS_PERSON
+    _acknowledge(sessions, alarm_id, T0 + timedelta(seconds=310))
+    assert _check(sessions, T0 + timedelta(seconds=850)) == []  # still failing: the same finding
+    assert _needs_person_lines(sessions, alarm_id) == [action_id, action_id]
+
+
+def _add_step(sessions: sessionmaker[Session], alarm_id: int, kind: str, **step: object) -> int:
+    with sessions.begin() as session:
+        action = actions.new_action(
+            kind=kind, target=kind.split(".")[0], queue="life_safety", due_at=T0, max_attempts=50,
+            alarm_id=alarm_id,
+        )  # fmt: skip
+        for name, value in step.items():
+            setattr(action, name, value)
+        session.add(action)
+        session.flush()
+        return action.id
+
+
+def test_the_message_names_every_late_step_it_is_raised_for_and_each_is_raised_for_once(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A TrackTik create overdue and a 911 request failing at the same check: the operator who
+    acknowledges must know of both, since neither is raised again while it stays late that way."""
+    alarm_id, tracktik_id = _alarm_with_step(
+        sessions, state=ActionState.QUEUED, due_at=T0 + timedelta(seconds=240)
+    )
+    rapidsos_id = _add_step(
+        sessions, alarm_id, "rapidsos.create_alert",
+        due_at=T0 + timedelta(seconds=5000), attempts=5, last_error="rapidsos: HTTP 503",
+    )  # fmt: skip
+
+    found = _check(sessions, T0 + timedelta(seconds=320))
+
+    assert [(f.action_id, f.reason) for f in found] == [(tracktik_id, watchdog.OVERDUE)]
+    message = (
+        "watchdog: tracktik.create_alarm is 80s overdue (queued but not started); "
+        "also late: rapidsos.create_alert (failing)"
+    )
+    assert found[0].message == message
+    assert _alarm(sessions, alarm_id).needs_person_reason == message
+    assert [step.action_id for step in found[0].late_steps] == [tracktik_id, rapidsos_id]
+    _acknowledge(sessions, alarm_id, T0 + timedelta(seconds=330))
+
+    assert _check(sessions, T0 + timedelta(seconds=900)) == []  # both still late, the same way
+
+    third_id = _add_step(  # another step comes due, and nobody starts it either
+        sessions, alarm_id, "callonalarm.trigger", state=ActionState.QUEUED,
+        due_at=T0 + timedelta(seconds=1000),
+    )  # fmt: skip
+    found = _check(sessions, T0 + timedelta(seconds=1061))
+
+    assert [(f.action_id, f.reason, f.message) for f in found] == [
+        (third_id, watchdog.OVERDUE, "watchdog: callonalarm.trigger is 61s overdue (queued but not started)")
+    ]
+    assert _needs_person_lines(sessions, alarm_id) == [tracktik_id, third_id]
+
+
+def test_the_message_names_a_few_late_steps_and_counts_the_rest(sessions: sessionmaker[Session]) -> None:
+    alarm_id, first_id = _alarm_with_step(sessions, state=ActionState.QUEUED)
+    others = [
+        _add_step(sessions, alarm_id, f"cad.upload_incident_{n}", state=ActionState.QUEUED)
+        for n in range(watchdog.MAX_ALSO_LATE_NAMED + 2)
+    ]
+
+    found = _check(sessions, T0 + timedelta(seconds=61))
+
+    assert [step.action_id for step in found[0].late_steps] == [first_id, *others]
+    named = ", ".join(f"cad.upload_incident_{n} (overdue)" for n in range(watchdog.MAX_ALSO_LATE_NAMED))
+    assert found[0].message == (
+        f"watchdog: tracktik.create_alarm is 61s overdue (queued but not started); also late: {named}"
+        " and 2 more"
+    )
+    _acknowledge(sessions, alarm_id, T0 + timedelta(seconds=70))
+    assert _check(sessions, T0 + timedelta(seconds=120)) == []  # the counted ones were raised for too
+
+
+@pytest.mark.parametrize("way", [watchdog.OVERDUE, watchdog.LEASE_EXPIRED])
+def test_a_step_late_again_raises_the_alarm_again_whatever_the_clocks(
+    sessions: sessionmaker[Session], way: str
+) -> None:
+    """The raise happens on the beat host's clock, the step's due_at or lease is written on a
+    worker's, which may run behind: a retry or new lease that is already late, at a time before the
+    raise by the watchdog's clock, is still a new lateness."""
+    if way == watchdog.OVERDUE:
+        alarm_id, action_id = _alarm_with_step(sessions, state=ActionState.QUEUED)
+        raised_at = T0 + timedelta(seconds=61)
+    else:
+        alarm_id, action_id = _alarm_with_step(
+            sessions, state=ActionState.RUNNING, attempts=1, lease_until=T0 + timedelta(seconds=90)
+        )
+        raised_at = T0 + timedelta(seconds=151)
+    assert [(f.action_id, f.reason) for f in _check(sessions, raised_at)] == [(action_id, way)]
+    _acknowledge(sessions, alarm_id, raised_at + timedelta(seconds=5))
+    assert _check(sessions, raised_at + timedelta(seconds=10)) == []
+
+    again = raised_at - timedelta(seconds=31)  # by a worker's clock, before the raise
+    with sessions.begin() as session:
+        step = session.get_one(Action, action_id)
+        if way == watchdog.OVERDUE:  # retried, queued again, and not started
+            step.due_at, step.attempts = again, 1
+        else:  # picked up again, and that worker was lost too
+            step.lease_until, step.attempts = again, 2
+    found = _check(sessions, again + timedelta(seconds=61))
+
+    assert [(f.action_id, f.reason) for f in found] == [(action_id, way)]
+    assert _alarm(sessions, alarm_id).state == AlarmState.NEEDS_PERSON
+    assert _needs_person_lines(sessions, alarm_id) == [action_id, action_id]
+
+
 @pytest.mark.parametrize("alarm_state", [AlarmState.ENDED, AlarmState.NEEDS_PERSON])
 def test_alarms_that_are_not_open_are_not_raised(sessions: sessionmaker[Session], alarm_state: str) -> None:
     alarm_id, _ = _alarm_with_step(sessions, alarm_state=alarm_state, state=ActionState.QUEUED)
@@ -260,8 +394,8 @@ def test_steps_of_alarms_already_raised_never_hide_an_open_alarm(
             )  # fmt: skip
             step.state = ActionState.QUEUED
             step.last_error = "tracktik: HTTP 503"  # and failing, for the failing walk too
-            if acknowledged:  # raised for on an earlier tick, then acknowledged
-                step.watchdog_raised_at = T0 + timedelta(minutes=1)
+            if acknowledged:  # raised for on an earlier tick (late both ways), then acknowledged
+                step.watchdog_due_mark, step.watchdog_failing_mark = step.due_at, step.created_at
             session.add(step)
     alarm_id, action_id = _alarm_with_step(
         sessions, state=ActionState.QUEUED, due_at=T0 + timedelta(seconds=5)

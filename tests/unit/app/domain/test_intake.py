@@ -191,6 +191,16 @@ def test_a_restore_records_the_zone_closed_and_stops_nothing(sessions: sessionma
     }
 
 
+def test_an_exit_alarm_is_restored_by_the_burglary_restore_panels_send_for_it(
+    sessions: sessionmaker[Session],
+) -> None:
+    # Contact ID 1374 (exit error) is EA; its restore, 3374, is BH: the zone reads normal again.
+    opened = record(sessions, panel("EA"))
+    restored = record(sessions, panel("BH", at=T0 + timedelta(seconds=10)))
+    assert restored.alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=10)
+
+
 def test_a_restore_before_its_alarm_is_kept_and_matched(sessions: sessionmaker[Session]) -> None:
     early = record(sessions, panel("BH", occurred_at=T0 + timedelta(seconds=2)))
     assert early.alarm_id is None

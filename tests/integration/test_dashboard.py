@@ -338,14 +338,20 @@ def test_the_lists_show_alarms_for_a_person_unrouted_ones_and_failed_steps(conso
     assert "unrouted: no site claims" in page
 
 
-def test_a_panel_cancel_with_a_guard_on_the_road_is_on_the_needs_a_person_list(console: Console) -> None:
+def _burglary_with_a_guard_dispatched(console: Console, tracktik_alarm_id: int) -> int:
+    """A burglary whose TrackTik dispatch was created (its step succeeded, its ref recorded)."""
     burglary = console.panel("BA")
-    with console.sessions.begin() as session:  # the TrackTik dispatch was created
+    with console.sessions.begin() as session:
         step = session.execute(
             select(Action).where(Action.alarm_id == burglary, Action.kind == "tracktik.create_alarm")
         ).scalar_one()
         step.state = ActionState.SUCCEEDED
-        session.get_one(Alarm, burglary).refs = {"tracktik_alarm_id": 4242}
+        session.get_one(Alarm, burglary).refs = {"tracktik_alarm_id": tracktik_alarm_id}
+    return burglary
+
+
+def test_a_panel_cancel_with_a_guard_on_the_road_is_on_the_needs_a_person_list(console: Console) -> None:
+    burglary = _burglary_with_a_guard_dispatched(console, 4242)
     console.panel("BC", zone="12")
     console.sign_in()
 
@@ -443,13 +449,7 @@ def test_an_ended_alarm_page_offers_no_commands(console: Console) -> None:
 def test_an_ended_alarm_with_a_guard_to_recall_stays_listed_and_takes_only_acknowledge(
     console: Console,
 ) -> None:
-    burglary = console.panel("BA")
-    with console.sessions.begin() as session:  # the TrackTik dispatch was created
-        step = session.execute(
-            select(Action).where(Action.alarm_id == burglary, Action.kind == "tracktik.create_alarm")
-        ).scalar_one()
-        step.state = ActionState.SUCCEEDED
-        session.get_one(Alarm, burglary).refs = {"tracktik_alarm_id": 4243}
+    burglary = _burglary_with_a_guard_dispatched(console, 4243)
     token = console.sign_in()
     ended = console.client.post(
         f"/v1/alarms/{burglary}/end", json={"outcome": "false_alarm"}, headers={"X-CSRF-Token": token}

@@ -36,6 +36,8 @@ def _by_step(vendors: tuple[Vendor, ...]) -> Mapping[str, Vendor]:
         for step in vendor.steps:
             if found.setdefault(step, vendor) is not vendor:
                 raise ValueError(f"step {step!r} is declared by {found[step].key} and {vendor.key}")
+        if not vendor.dispatches.keys() <= vendor.steps:
+            raise ValueError(f"{vendor.key} declares a dispatch it does not run: {sorted(vendor.dispatches)}")
         for ref in vendor.refs:
             if refs.setdefault(ref, vendor.key) != vendor.key:
                 raise ValueError(f"ref {ref!r} is declared by {refs[ref]} and {vendor.key}")
@@ -68,6 +70,12 @@ UPSTREAM_IDS: Final[Mapping[str, str]] = MappingProxyType(
 )
 VIDEO_LINK_REFS: Final = tuple(v.video_links for v in VENDORS if v.video_links)
 OPERATOR_STEPS: Final[tuple[OperatorSteps, ...]] = tuple(v.operator for v in VENDORS if v.operator)
+# The steps that reach a responder -> what their result holds when they reached nobody after all
+# (app.domain.operations: an End without an outcome). Alta finds the alert and its video, and the
+# CAD upload records the alarm in the dispatch centre's analytics: they declare none.
+RESPONDER_STEPS: Final[Mapping[str, Mapping[str, frozenset[object]]]] = MappingProxyType(
+    {step: nobody for vendor in VENDORS for step, nobody in vendor.dispatches.items()}
+)
 # Each vendor's settings class: every process that runs vendors reads them at start-up
 # (``load_settings(vendors.SETTINGS)``), and the README's and .env.example's lists are generated from them.
 SETTINGS: Final[tuple[type[VendorSettings], ...]] = tuple(v.settings for v in VENDORS if v.settings)

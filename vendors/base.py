@@ -146,3 +146,9 @@ class Vendor:
     operator: OperatorSteps | None = None
     # its own settings (``<key>/settings.py``), read at start-up by every process that runs vendors
     settings: type[VendorSettings] | None = None
+    # The steps that reach a responder (a guard, a 911 dispatch, people called) -> what their
+    # ``action.result`` holds when a success reached nobody after all (``{"status": {...}}``): an
+    # operator's End without an outcome records ``dispatched`` only after one of them.
+    dispatches: Mapping[str, Mapping[str, frozenset[object]]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )

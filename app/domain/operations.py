@@ -8,11 +8,8 @@ after commit.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
 from datetime import datetime
-from types import MappingProxyType
-from typing import Final, Literal
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,35 +18,12 @@ from app.domain.actions import CLOSING_KINDS, DueAction, check_by_hand, due_acti
 from app.domain.alarms import note, plan_step
 from app.domain.stand_down import stand_down
 from app.ledger.models import Action, ActionState, Alarm, AlarmState, Outcome
-from vendors import OPERATOR_STEPS, VENDORS
+from vendors import OPERATOR_STEPS, RESPONDER_STEPS
 from vendors.base import OperatorSteps
 
 Verdict = Literal["valid", "false", "none"]
 # Outcomes after which responders should stand down upstream (a 911 request cancelled, calls stopped).
 STAND_DOWN = frozenset({Outcome.FALSE_ALARM, Outcome.CANCELLED, Outcome.TEST})
-
-
-def _responder_steps() -> Mapping[str, Mapping[str, frozenset[object]]]:
-    """The steps that reach a responder, each with what its result says when it reached nobody.
-
-    Each vendor declares them beside its task names: ``DISPATCHES`` and ``REACHED_NOBODY`` in its
-    ``steps`` module (``vendors/<key>/steps.py``, found by the registry's module convention). A vendor
-    that declares none reaches nobody: Alta's steps find the alert and its video, and the CAD upload
-    records the alarm in the dispatch centre's analytics.
-    """
-    found: dict[str, Mapping[str, frozenset[object]]] = {}
-    for vendor in VENDORS:
-        steps = importlib.import_module(f"vendors.{vendor.key}.steps")
-        reached_nobody: Mapping[str, frozenset[object]] = getattr(steps, "REACHED_NOBODY", {})
-        for step in getattr(steps, "DISPATCHES", frozenset()):
-            if step not in vendor.steps:
-                raise ValueError(f"{vendor.key} declares {step!r} a dispatch, but does not run it")
-            found[step] = reached_nobody
-    return MappingProxyType(found)
-
-
-# Step -> what its ``action.result`` holds when its success reached nobody after all.
-RESPONDER_STEPS: Final = _responder_steps()
 
 
 class AlarmNotFoundError(LookupError):

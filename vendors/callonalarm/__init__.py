@@ -37,4 +37,5 @@ VENDOR = Vendor(
         default_account=lambda settings: settings.vendor(CallOnAlarmSettings).fallback_account,
     ),
     settings=CallOnAlarmSettings,
+    dispatches={steps.TRIGGER: steps.REACHED_NOBODY},
 )

@@ -14,11 +14,9 @@ SEND_RESTORE: Final = "callonalarm.send_restore"
 
 ALL: Final = frozenset({TRIGGER, FOLLOW_STATUS, SEND_RESTORE})
 
-# The steps that reach a responder (people called): an operator's End without an outcome records
-# ``dispatched`` once one of them has succeeded with the responder's id (``app.domain.operations``),
-# unless its ``action.result`` says no call was placed: a trigger CallOnAlarm answered ``ignored``,
-# ``technical_only`` or ``logged_inactive`` (also the trigger task's ``NO_CALL_STATUSES``).
-DISPATCHES: Final = frozenset({TRIGGER})
+# A trigger's ``action.result`` when it placed no call: CallOnAlarm answered ``ignored``,
+# ``technical_only`` or ``logged_inactive`` (the trigger task's ``NO_CALL_STATUSES``; the vendor's
+# ``dispatches`` declaration, for an operator's End without an outcome).
 REACHED_NOBODY: Final[Mapping[str, frozenset[object]]] = MappingProxyType(
     {"status": frozenset({"ignored", "technical_only", "logged_inactive"})}
 )

@@ -18,4 +18,5 @@ VENDOR = Vendor(
     falls_back=frozenset({steps.CREATE_ALERT}),
     emergency_request=steps.CREATE_ALERT,
     settings=RapidSOSSettings,
+    dispatches={steps.CREATE_ALERT: steps.REACHED_NOBODY},
 )

@@ -13,11 +13,8 @@ CANCEL_ALERT: Final = "rapidsos.cancel_alert"
 
 ALL: Final = frozenset({CREATE_ALERT, CANCEL_ALERT})
 
-# The steps that send a responder (911 dispatch): an operator's End without an outcome records
-# ``dispatched`` once one of them has succeeded with the responder's id (``app.domain.operations``),
-# unless its ``action.result`` says nobody will dispatch from it: 216 (no PSAP takes RapidSOS alerts
-# there) and 217 (supplemental data only) still create an alert (the phone fallback calls instead).
-DISPATCHES: Final = frozenset({CREATE_ALERT})
+# A create's ``action.result`` when nobody will dispatch from its alert: 216 (no PSAP takes RapidSOS
+# alerts there) and 217 (supplemental data only) still create one (the phone fallback calls instead).
 REACHED_NOBODY: Final[Mapping[str, frozenset[object]]] = MappingProxyType(
     {"status_code": frozenset({216, 217})}
 )

@@ -19,4 +19,5 @@ VENDOR = Vendor(
     stand_down=ByHand(refs.ALARM_ID, "TrackTik", "dispatch", create=steps.CREATE_ALARM),
     falls_back=frozenset({steps.CREATE_ALARM}),
     settings=TrackTikSettings,
+    dispatches={steps.CREATE_ALARM: {}},
 )

@@ -8,7 +8,3 @@ from typing import Final
 CREATE_ALARM: Final = "tracktik.create_alarm"
 
 ALL: Final = frozenset({CREATE_ALARM})
-
-# The steps that send a responder (a guard): an operator's End without an outcome records
-# ``dispatched`` once one of them has succeeded with the responder's id (``app.domain.operations``).
-DISPATCHES: Final = frozenset({CREATE_ALARM})

@@ -49,7 +49,7 @@ from app.ledger.models import (
 )
 from app.ledger.session import is_unreachable
 from config.settings import Settings
-from vendors import EMERGENCY_REQUESTS, PHONE_FALLBACK, WAKING_REFS
+from vendors import EMERGENCY_REQUESTS, PHONE_FALLBACK, WAKING_REFS, vendor_of
 from workers.clients import Clients
 from workers.clients.base import FirstRequestProbe, first_request_probe, step_deadline
 from workers.clients.cache import cache_key
@@ -290,13 +290,14 @@ def _after_success(
     if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
         why = f"created after the alarm ended ({alarm.outcome})"
         due += _stand_down_late(session, rt, alarm, outcome, now, why)
-    elif alarm.panel_cancelled_at is not None and alarm.state != AlarmState.ENDED:
+    elif alarm.state != AlarmState.ENDED and alarm.panel_cancelled_at is not None:
         due += _stand_down_late(session, rt, alarm, outcome, now, "created after the panel's cancel")
     elif alarm.panel_cancelled_at is not None:
         # The operator ended it as real (verified, dispatched) after the panel's cancel: that verdict
         # wins over the cancel, so what lands is not recalled by the bridge (a 911 request cancelled
         # against the operator's word is the worse mistake); a person decides, with the ids in front.
-        upstream = claimed.kind.split(".")[0]
+        vendor = vendor_of(claimed.kind)
+        upstream = vendor.name if vendor is not None else claimed.kind
         reason = (
             f"{claimed.kind} landed after the panel's cancel and after the alarm was ended as "
             f"{alarm.outcome} ({_ids(outcome.refs)}): keep it, or stand it down in {upstream}"

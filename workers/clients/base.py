@@ -184,6 +184,9 @@ class BaseClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = session or EnvironmentOnceSession()
+        # requests' own session default, set once: every call of this client (its token calls too)
+        # carries it, a session a caller passes in included.
+        self.session.headers["User-Agent"] = USER_AGENT
         self.credential = credential
 
     def _timeout(self, method: str, path: str) -> tuple[float, float] | Timeout:
@@ -227,7 +230,8 @@ class BaseClient:
         ``on_sent``: called once the request has been written to the socket, before its answer.
         """
         timeout = self._timeout(method, path)
-        options["headers"] = {"User-Agent": USER_AGENT, **self.default_headers, **options.get("headers", {})}
+        if self.default_headers:
+            options["headers"] = {**self.default_headers, **options.get("headers", {})}
         probe = first_request_probe.get()
         since_signal_s = probe.sending(self.upstream) if probe is not None else None
         started = time.monotonic()

@@ -135,7 +135,7 @@ def test_every_call_carries_the_connect_and_read_timeout(upstream: RunningServer
 
 def test_every_call_names_alarm_bridge_and_its_version_as_user_agent(upstream: RunningServer) -> None:
     """requests' own ``python-requests/x`` is refused by some Alta hosts (CONTRACTS Part B §1.2); the
-    header is set per call, so a session a test or a caller passes in carries it too."""
+    header is set on the client's session, so a session a test or a caller passes in carries it too."""
     session = RecordingSession()
     demo = DemoClient(upstream.base_url, (1.5, 4.0), session)
 

@@ -84,6 +84,7 @@ LEASE_S = 8.0
 REDRIVE_MARGIN_S = 3.0  # a dispatcher tick (0.2 s), the claim, and the test's own polling (0.2 s)
 SETTLE_TIMEOUT_S = 75.0
 TRACKTIK_DELAY_S = 0.3  # the guards' system is slow: A's worker is mid-request when its link goes
+CUT_DELAY_S = 2.0  # the creates' pace around the cut: under HTTP_READ_TIMEOUT_S and the soft limit
 PANEL_TOKEN = "multi-host-panel-token-61d2e0"
 OPERATOR_KEY = "multi-host-operator-key-0b7c9a"
 # Intake serialises writers per (source, account): spread the storm over several panels.
@@ -277,8 +278,15 @@ class Deployment:
         ]  # fmt: skip
         self._start("sandbox", ns, argv, os.environ)
         wait_answers(self.http, self.sandbox, timeout_s=30)
-        fault = {"method": "POST", "path": "/rest/v1/alarms", "delay_s": TRACKTIK_DELAY_S, "count": 100_000}
-        answer = self.http.post(f"{self.sandbox}/tracktik/_sandbox/faults", json=fault, timeout=5)
+        self.slow_tracktik(TRACKTIK_DELAY_S)
+
+    def slow_tracktik(self, delay_s: float) -> None:
+        """Every TrackTik alarm create from now on is answered after ``delay_s`` (replacing the last)."""
+        faults = f"{self.sandbox}/tracktik/_sandbox/faults"
+        cleared = self.http.delete(faults, timeout=5)
+        assert cleared.ok, cleared.text
+        fault = {"method": "POST", "path": "/rest/v1/alarms", "delay_s": delay_s, "count": 100_000}
+        answer = self.http.post(faults, json=fault, timeout=5)
         assert answer.status_code == 201, answer.text
 
     def _env(self) -> dict[str, str]:
@@ -472,13 +480,14 @@ class _ClaimsLog:
         return self.claims
 
 
-def _held_by_a(engine: Engine, claims_a: _ClaimsLog) -> bool:
-    """True when an action runs now under a lease whose claim A's log shows: A is mid-step.
+def _held_by_a(engine: Engine, claims_a: _ClaimsLog, ignore: set[tuple[int, int]]) -> bool:
+    """True when an action runs now under a lease whose claim A's log shows (and not among ``ignore``):
+    A is mid-step.
 
     Positive evidence, read before the leases: a claim A logged and still running at the read is A's
     (B's log could lag behind its claims, and parsing all of it took long enough for A's step to end
     before the cut)."""
-    known_a = claims_a.update()
+    known_a = claims_a.update() - ignore
     return any((lease.action_id, lease.attempts) in known_a for lease in _running(engine))
 
 
@@ -532,10 +541,15 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
     storm.start()
     wait_until(lambda: storm.answered >= CUT_AFTER or storm.finished(), timeout_s=90, interval_s=0.02)
     # Cut while A's worker holds a lease (a claim in A's own log, still running), so that the case
-    # always has something of A's to re-drive.
+    # always has something of A's to re-drive. A step of 0.3 s could end between that look and the cut
+    # on a busy machine (seen: all leases at the cut were B's), so from here the creates take
+    # CUT_DELAY_S, and only a claim A logs after that change counts: its step is still in its upstream
+    # call long after the look.
+    deployment.slow_tracktik(CUT_DELAY_S)
     claims_a_log = _ClaimsLog(worker_a)
+    before = set(claims_a_log.update())
     try:
-        wait_until(lambda: _held_by_a(engine, claims_a_log), timeout_s=20, interval_s=0.02)
+        wait_until(lambda: _held_by_a(engine, claims_a_log, before), timeout_s=20, interval_s=0.02)
     except AssertionError:
         raise AssertionError(
             "host A's worker held no lease for 20 s after half the storm\n" + deployment.logs_tail()
@@ -544,6 +558,7 @@ def test_a_host_cut_off_mid_storm_loses_nothing_and_its_leases_are_re_driven_onc
     cut_at, cut_s = datetime.now(UTC), time.monotonic()
     storm.stop.set()
     leases = _running(engine)  # held at the cut, by A or by B
+    deployment.slow_tracktik(TRACKTIK_DELAY_S)  # B alone drains the rest at the storm's pace
     storm.join()
     posted_s = time.monotonic() - started
 

@@ -39,14 +39,17 @@ from app.ledger.models import (
     Alarm,
     AlarmState,
     Event,
+    Outcome,
     TimelineEntry,
 )
 from config.celery import BULK_QUEUE, DEFAULT_QUEUE, DISPATCH_QUEUE, LIFE_SAFETY_QUEUE
-from vendors import CLOSING_STEPS
+from vendors import CLOSING_STEPS, RESPONDER_STEPS
 
 # Steps that still run after the alarm has ended (those that close it with the upstreams, and what they
 # need): each vendor declares its own.
 CLOSING_KINDS = CLOSING_STEPS
+# An operator's End that says the alarm was real: a responder's step it stopped mid-way is a person's.
+_REAL_OUTCOMES = frozenset({Outcome.VERIFIED, Outcome.DISPATCHED})
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
@@ -401,9 +404,11 @@ def _claim_slowly(
         and (stood_down.planned_by is None or action.created_at < stood_down.planned_by)
     ):
         _finish(session, action, ActionState.CANCELLED, now, message=f"not run: {stood_down.why}")
-        alarm = session.get(Alarm, action.alarm_id) if found.outcome_unknown_once_claimed else None
-        if alarm is not None:
+        if found.outcome_unknown_once_claimed:
+            alarm = session.get_one(Alarm, action.alarm_id)
             check_by_hand(session, alarm, action, now, when=stood_down.when)
+        elif action.attempts > 0 and action.kind in RESPONDER_STEPS:
+            _unsent_after_a_real_end(session, action, now)
         return None
     if not found.has_attempts_left:
         action.outcome_unknown = bool(found.outcome_unknown_once_claimed)
@@ -535,6 +540,21 @@ def _finish(session: Session, action: Action, state: ActionState, now: datetime,
     action.completed_at = now
     action.updated_at = now
     _timeline(session, action, now, f"action.{state.value}", message)
+
+
+def _unsent_after_a_real_end(session: Session, action: Action, now: datetime) -> None:
+    """A responder's step that was under way when an operator ended the alarm as real, and whose
+    attempt then failed: nobody was sent by it. The operator who said "real" may count on that guard
+    or 911 request, so a person is told; an alarm ended as false, cancelled or a test needs nobody."""
+    alarm = session.get_one(Alarm, action.alarm_id)
+    if alarm.state != AlarmState.ENDED or alarm.outcome not in _REAL_OUTCOMES:
+        return
+    reason = (
+        f"{action.kind} was under way when the alarm was ended as {alarm.outcome}, and its attempt "
+        f"failed ({action.last_error or 'no answer'}): {action.target} sent nobody; send one by hand"
+    )
+    alarm.flag_for_person(reason, now=now)
+    _timeline(session, action, now, "alarm.needs_person", reason)
 
 
 def check_by_hand(session: Session, alarm: Alarm, action: Action, now: datetime, *, when: str) -> None:

@@ -641,6 +641,52 @@ def test_a_step_that_never_reached_its_upstream_is_stopped_quietly_when_the_alar
     assert "may have reached" not in (_alarm(rt, alarmed.alarm_id).needs_person_reason or "")
 
 
+@pytest.mark.parametrize("outcome", ["verified", "dispatched"])
+def test_a_guard_dispatch_failing_after_an_end_as_real_is_put_before_a_person(
+    rt: Runtime, outcome: str
+) -> None:
+    """The TrackTik create was in flight when the operator ended the alarm as real, then TrackTik
+    answered 503. Its retry is not run (the alarm ended), but no guard was sent: the operator who said
+    "real" may count on one, so a person is told, as a 4xx of the same create would."""
+    alarmed = _burglary(rt)
+    step = alarmed.steps[TRACKTIK]
+
+    def ended_then_refused(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:
+            operations.end(session, alarmed.alarm_id, outcome, now=utcnow(), max_attempts=5)
+        raise UpstreamUnavailableError("tracktik", "HTTP 503")
+
+    assert perform(rt, step, ended_then_refused) == ActionState.PENDING
+    _due_now(rt, step)
+    assert perform(rt, step, lambda job: pytest.fail("the retry of an ended alarm's step ran")) == "skipped"
+
+    assert _row(rt, step).state == ActionState.CANCELLED
+    alarm = _alarm(rt, alarmed.alarm_id)
+    assert alarm.state == AlarmState.ENDED and alarm.outcome == outcome
+    assert alarm.person_needed_at is not None
+    assert "tracktik.create_alarm was under way when the alarm was ended as" in (
+        alarm.needs_person_reason or ""
+    )
+    assert "HTTP 503" in (alarm.needs_person_reason or "")
+
+
+def test_a_guard_dispatch_failing_after_an_end_as_false_needs_nobody(rt: Runtime) -> None:
+    alarmed = _burglary(rt)
+    step = alarmed.steps[TRACKTIK]
+
+    def ended_then_refused(job: Job) -> Outcome:
+        with rt.sessions.begin() as session:
+            operations.end(session, alarmed.alarm_id, "false_alarm", now=utcnow(), max_attempts=5)
+        raise UpstreamUnavailableError("tracktik", "HTTP 503")
+
+    assert perform(rt, step, ended_then_refused) == ActionState.PENDING
+    _due_now(rt, step)
+    assert perform(rt, step, lambda job: Outcome()) == "skipped"
+
+    assert _row(rt, step).state == ActionState.CANCELLED
+    assert _alarm(rt, alarmed.alarm_id).person_needed_at is None
+
+
 # --- a step whose lease ran out while it still ran ----------------------------------------------------
 
 

@@ -25,6 +25,9 @@ from vendors import PHONE_FALLBACK
 
 # Every step reads its context and most record refs: prebuilt Core statements, not ORM loads (cheaper
 # by a multiple in CPU on this hot path).
+# Families whose phone fallback never rings the site's own connection (the premises): a hold-up or a
+# duress code (HA). The monitoring centre's connection is still called.
+NO_CALL_TO_THE_PREMISES = frozenset({sia.Family.HOLDUP})
 _ALARMS = Alarm.__table__
 _ACTIONS = Action.__table__
 _SNAPSHOT = select(*ALARM_SNAPSHOT).where(_ALARMS.c.id == bindparam("alarm_id"))
@@ -227,7 +230,19 @@ def plan_fallback(
             note(session, alarm_id, now, "fallback.call_placed", f"{reason}: a call is already placed")
             return None
     site = sites.site(alarm.site_key) if alarm.site_key else None
-    account = (PHONE_FALLBACK.account(site) if site is not None else None) or fallback_account
+    own = PHONE_FALLBACK.account(site) if site is not None else None
+    if own is not None and alarm.family in NO_CALL_TO_THE_PREMISES:
+        # A hold-up or duress: the site's own connection rings the people there, maybe in front of
+        # whoever holds them. Only the monitoring centre's connection may be called.
+        note(
+            session,
+            alarm_id,
+            now,
+            "fallback.not_the_premises",
+            f"{reason}: no call to the premises for a {alarm.family} alarm",
+        )
+        own = None
+    account = own or fallback_account
     if account is None or alarm.state == AlarmState.ENDED:
         note(
             session,

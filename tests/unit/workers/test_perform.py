@@ -574,6 +574,34 @@ def test_a_site_without_its_own_phone_connection_falls_back_to_the_centres(
         assert [(p["account"], p["fallback"]) for p in params] == [(centre, True)]
 
 
+@pytest.mark.parametrize("centre", [None, "centre-0001"])
+def test_a_holdups_phone_fallback_never_rings_the_premises(rt: Runtime, centre: str | None) -> None:
+    """Montreal HQ's hold-up plan is a guard and the CAD, never a call to the premises (someone there
+    may be under duress). When the guard's dispatch fails, the fallback calls only the monitoring
+    centre's connection, if there is one, never the site's own; the alarm is a person's either way."""
+    rt = replace(rt, settings=rt.settings.with_vendor(CallOnAlarmSettings(fallback_account=centre)))
+    site = rt.sites.site_for_account("acme-panels", MONTREAL_ACCOUNT)
+    assert site is not None and site.table(CallOnAlarmSite) is not None  # the premises could be called
+    receipt = _signal(rt, "HA", "1")
+    assert receipt.alarm_id is not None
+    with rt.sessions() as session:
+        steps = {row.kind: row.id for row in session.execute(
+            select(Action).where(Action.alarm_id == receipt.alarm_id)
+        ).scalars()}  # fmt: skip
+    assert CALL not in steps
+
+    perform(rt, steps[TRACKTIK], _raise(UpstreamRejectedError("tracktik", 422, "refused")))
+
+    with rt.sessions() as session:
+        calls = session.execute(
+            select(Action).where(Action.alarm_id == receipt.alarm_id, Action.kind == CALL)
+        )
+        accounts = [row.params.get("account") for row in calls.scalars()]
+    assert accounts == ([] if centre is None else [centre])
+    assert _alarm(rt, receipt.alarm_id).state == AlarmState.NEEDS_PERSON
+    assert any(kind == "fallback.not_the_premises" for kind, _ in _timeline(rt, alarm_id=receipt.alarm_id))
+
+
 # --- a step in flight when the alarm ends -----------------------------------------------------------
 
 

@@ -7,6 +7,16 @@ Refs written on the alarm: ``callonalarm_alert_id``, ``callonalarm_account``, ``
 
 Every request counts against the deployment's 100 requests/hour, so polls are spaced by
 ``CALLONALARM_POLL_INTERVAL_S`` (the first one not before the vendor's own delay ends) and capped.
+
+Language: a trigger's ``message`` overrides the account's default voice message and is read by the
+account's voice (seed 001: en, fr, es, it or de). The bridge's messages are English, so they are sent
+only to an account whose site declares ``language = "en"`` (the default); any other account's
+contacts hear CallOnAlarm's own message for the code, in their language, and our English text stays in
+the bridge's timeline. One exception: a code CallOnAlarm refuses, sent as ``UX`` (Undefined Alarm),
+carries the panel's raw code as its message, since nothing else would tell what the panel sent, and a
+code reads the same in every language. The monitoring centre's own account (the phone fallback's
+``CALLONALARM_FALLBACK_ACCOUNT``) is taken as English. A trigger answer whose ``language`` is not the
+one declared puts a line on the alarm's timeline and a warning in the log, at the first call.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from celery import shared_task
 
 from app.domain import sia
@@ -22,12 +33,13 @@ from app.ledger.models import AlarmState
 from vendors.callonalarm import refs, steps
 from vendors.callonalarm.client import CallOnAlarmClient, InvalidEventCodeError, is_final
 from vendors.callonalarm.settings import CallOnAlarmSettings
-from vendors.callonalarm.site import CallOnAlarmSite
+from vendors.callonalarm.site import ENGLISH, CallOnAlarmSite
 from workers.clients.errors import NotYetError, PreconditionError
 from workers.perform import FollowUp, Job, Outcome, perform
 from workers.step_task import ActionTask, StepTask
 
 UPSTREAM = "callonalarm"
+log = structlog.get_logger(__name__)
 ALTA_EVENT_CODE = "BA"  # an Alta Protect detection is a video-verified intrusion: Burglary Alarm
 CANCEL_EVENT_CODE = "OC"  # "Cancel Report": what we mean when the alarm's code has no restore pair
 # "Undefined Alarm" (seed 001): what CallOnAlarm is told of a code it refuses, so the contacts are
@@ -72,28 +84,37 @@ def _trigger(job: Job) -> Outcome:
     outcome is unknown (``action.outcome_unknown``: the answer was lost after sending) cannot be
     reconciled. The rule is to trigger again: for a life-safety alarm a duplicate phone call is
     safer than none. The retry's message says so, so the person called twice knows why.
+
+    The message is sent only to an English account (see the module docstring): another account's
+    contacts hear CallOnAlarm's default message in their language, and the ``UX`` retry carries the
+    panel's raw code alone.
     """
     alarm = _require_alarm(job)
     params = job.action.params
     account = _account(job, alarm)
+    language = _declared_language(alarm, account)
     code = alarm.code or ALTA_EVENT_CODE
     message = _message(alarm, code, params)
     if job.action.outcome_unknown:
         message += " (repeat: the previous call request may have gone through)"
+    sent: str | None = message if language == ENGLISH else None
     client = job.clients.get(CallOnAlarmClient)
     # A life-safety alarm's calls, and a fallback for a dispatch that failed, may take the hour's
     # reserved requests; the site's calls for a burglary or a trouble may not.
     urgent = alarm.priority == sia.Priority.LIFE_SAFETY or bool(params.get("fallback"))
     try:
-        result = client.trigger(account, code, alarm.zone, message, urgent=urgent)
+        result = client.trigger(account, code, alarm.zone, sent, urgent=urgent)
     except InvalidEventCodeError:
         # A code outside seed 001's list and the connection's custom codes (an unknown panel code is
         # ranked life-safety): refused, nothing created. Call anyway, as an Undefined Alarm.
         if code == UNDEFINED_EVENT_CODE:
             raise
         message = f"panel code {code} (sent as {UNDEFINED_EVENT_CODE}): {message}"
+        # "Undefined Alarm" alone says nothing of what the panel sent: its raw code does, in any
+        # language, so a non-English account gets the code and nothing else.
+        sent = message if language == ENGLISH else code
         code = UNDEFINED_EVENT_CODE
-        result = client.trigger(account, code, alarm.zone, message, urgent=urgent)
+        result = client.trigger(account, code, alarm.zone, sent, urgent=urgent)
     learned: dict[str, Any] = {
         refs.ALERT_ID: result.alert_id,
         refs.ACCOUNT: account,
@@ -115,6 +136,13 @@ def _trigger(job: Job) -> Outcome:
     needs_person = None
     if result.status in NO_CALL_STATUSES and (params.get("fallback") or result.status == "logged_inactive"):
         needs_person = f"CallOnAlarm placed no call ({result.status}) on account {account}"
+    timeline = f"CallOnAlarm alert {result.alert_id}: {result.status} ({code} on account {account})"
+    if language != ENGLISH:
+        heard = f"the panel's code {sent} as the message" if sent else "CallOnAlarm's own message"
+        timeline += f"; the contacts hear {heard} in {language}, not ours ({message!r})"
+    mismatch = _language_mismatch(alarm, account, result.language)
+    if mismatch:
+        timeline += f"; {mismatch}"
     return Outcome(
         external_id=result.alert_id,
         result={
@@ -126,8 +154,11 @@ def _trigger(job: Job) -> Outcome:
             "requires_calls": result.requires_calls,
             "contacts_to_call": result.contacts_to_call,
             "technical_email_sent": result.technical_email_sent,
+            "language": result.language,
+            "message": message,
+            "message_sent": sent,
         },
-        message=f"CallOnAlarm alert {result.alert_id}: {result.status} ({code} on account {account})",
+        message=timeline,
         refs=learned,
         follow_ups=follow_ups,
         needs_person=needs_person,
@@ -237,11 +268,13 @@ def _send_restore(job: Job) -> Outcome:
             message=f"CallOnAlarm alert {alert_id} already {known_status}: no restore sent",
         )
     account = job.action.params.get("account") or alarm.refs.get(refs.ACCOUNT)
-    account = account or _account(job, alarm)
+    account = str(account or _account(job, alarm))
     code = _restore_code(alarm, job.action.params)
-    result = job.clients.get(CallOnAlarmClient).trigger(
-        str(account), code, alarm.zone, f"alarm-bridge: restore for alert {alert_id}"
-    )
+    # Our English note, read by a French voice if the code's rule places calls, only on an English
+    # account; the restore code itself says what it is in the account's language.
+    message = f"alarm-bridge: restore for alert {alert_id}"
+    sent = message if _declared_language(alarm, account) == ENGLISH else None
+    result = job.clients.get(CallOnAlarmClient).trigger(account, code, alarm.zone, sent)
     return Outcome(
         external_id=result.alert_id,
         result={
@@ -281,6 +314,40 @@ def _account(job: Job, alarm: AlarmContext) -> str:
     if table is not None:
         return table.account_number
     raise PreconditionError(UPSTREAM, "no CallOnAlarm account for this alarm's site")
+
+
+def _site_connection(alarm: AlarmContext, account: str) -> CallOnAlarmSite | None:
+    """The site's CallOnAlarm table when ``account`` is the site's own connection, else None."""
+    table = alarm.site.table(CallOnAlarmSite) if alarm.site is not None else None
+    return table if table is not None and table.account_number == account else None
+
+
+def _declared_language(alarm: AlarmContext, account: str) -> str:
+    """The voice language of ``account`` as the bridge knows it: the site's ``language`` for the
+    site's own connection, else English (the monitoring centre's fallback account)."""
+    table = _site_connection(alarm, account)
+    return table.language if table is not None else ENGLISH
+
+
+def _language_mismatch(alarm: AlarmContext, account: str, answered: str | None) -> str | None:
+    """The timeline line, also logged as a warning, when CallOnAlarm's answer names another language
+    than the one declared for ``account``: whether our message was sent was decided on a wrong belief."""
+    declared = _declared_language(alarm, account)
+    if not answered or answered == declared:
+        return None
+    site_key = alarm.site.key if alarm.site is not None else None
+    if _site_connection(alarm, account) is not None:
+        where = f'site "{site_key}" declares "{declared}" (language in [sites.{site_key}.callonalarm])'
+    else:
+        where = f'the bridge takes the monitoring centre\'s account as "{declared}" (site "{site_key}")'
+    log.warning(
+        "callonalarm.language_mismatch",
+        site=site_key,
+        account=account,
+        declared=declared,
+        account_language=answered,
+    )
+    return f'language mismatch: CallOnAlarm account {account} speaks "{answered}" but {where}'
 
 
 def _message(alarm: AlarmContext, code: str, params: dict[str, Any]) -> str:

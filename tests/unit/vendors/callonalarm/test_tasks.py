@@ -22,6 +22,7 @@ from app.domain.sites import Site
 from config.settings import Settings
 from sandbox.callonalarm import create_app
 from sandbox.server import RunningServer, serve_in_thread
+from tests.logs import capture_logs
 from tests.sites_fixture import example_sites
 from vendors.callonalarm import steps as callonalarm_steps
 from vendors.callonalarm import tasks
@@ -359,6 +360,111 @@ def test_only_life_safety_and_fallback_calls_take_the_hours_reserve(
     fallback = make_job(callonalarm_steps.TRIGGER, make_alarm(montreal), params={"fallback": True})
     assert tasks._trigger(fallback).result["event_code"] == "BA"
     assert len(sandbox.journal()) == 2
+
+
+# --- the account's language ------------------------------------------------------------------------
+
+
+def speaking(site: Site, account: str, language: str | None = None) -> Site:
+    """``site`` with its CallOnAlarm connection on ``account``, declared in ``language`` if given."""
+    table = CallOnAlarmSite(account) if language is None else CallOnAlarmSite(account, language)
+    return dataclasses.replace(site, tables={**site.tables, CallOnAlarmSite: table})
+
+
+def test_a_french_sites_trigger_sends_no_english_message(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    # Sandbox account 1003 speaks French: a message would override its French default message and be
+    # read, in English words, by the French voice. Our text stays on the bridge's own timeline.
+    alarm = make_alarm(speaking(montreal, "1003", "fr"), code="FA", family="fire", description="Fire Alarm")
+
+    with capture_logs() as logs:
+        outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
+
+    [entry] = sandbox.journal(path="/v1/alert/trigger")
+    assert entry["body"] == {"accountNumber": "1003", "eventCode": "FA", "zone": "3"}
+    [stored] = sandbox.alerts()
+    assert stored["message"] is None
+    assert outcome.result["language"] == "fr"
+    assert outcome.result["message"] == "Fire Alarm, zone 3"
+    assert outcome.result["message_sent"] is None
+    assert outcome.message is not None
+    assert "CallOnAlarm's own message in fr, not ours ('Fire Alarm, zone 3')" in outcome.message
+    assert "mismatch" not in outcome.message
+    assert not [line for line in logs if line["event"] == "callonalarm.language_mismatch"]
+
+
+def test_a_spanish_sites_repeat_and_fallback_send_no_english_message(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    site = speaking(montreal, "1004", "es")
+    fallback = {"fallback": True, "account": "1004", "reason": "rapidsos.create_alert failed"}
+
+    tasks._trigger(make_job(callonalarm_steps.TRIGGER, make_alarm(site), fallback, outcome_unknown=True))
+
+    [entry] = sandbox.journal(path="/v1/alert/trigger")
+    assert "message" not in entry["body"]
+
+
+def test_a_non_english_sites_undefined_alarm_carries_only_the_panels_raw_code(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    # "Undefined Alarm" alone would hide what the panel sent; its code reads alike in any language.
+    alarm = make_alarm(speaking(montreal, "1004", "es"), code="ZZZZ", family="unknown")
+
+    outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
+
+    sent = [entry["body"] for entry in sandbox.journal(path="/v1/alert/trigger")]
+    assert [body.get("message") for body in sent] == [None, "ZZZZ"]
+    assert sent[1]["eventCode"] == "UX"
+    assert outcome.result["message"].startswith("panel code ZZZZ (sent as UX): ")
+
+
+def test_a_non_english_sites_restore_sends_no_english_message(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    alarm = with_refs(
+        make_alarm(speaking(montreal, "1003", "fr")),
+        {"callonalarm_alert_id": "alt_1", "callonalarm_account": "1003"},
+    )
+
+    tasks._send_restore(make_job(callonalarm_steps.SEND_RESTORE, alarm))
+
+    [entry] = sandbox.journal(path="/v1/alert/trigger")
+    assert "message" not in entry["body"]
+
+
+def test_an_account_speaking_another_language_than_declared_is_on_the_timeline_and_in_the_log(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    # The site leaves language at its default ("en"), but account 1003 speaks French: our English
+    # message went to a French voice. The first call says so, naming the site and both languages.
+    alarm = make_alarm(speaking(montreal, "1003"), code="FA", family="fire", description="Fire Alarm")
+
+    with capture_logs() as logs:
+        outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, alarm))
+
+    assert sandbox.journal(path="/v1/alert/trigger")[0]["body"]["message"] == "Fire Alarm, zone 3"
+    assert outcome.message is not None
+    assert (
+        'language mismatch: CallOnAlarm account 1003 speaks "fr" but site "montreal-hq" declares "en"'
+        in outcome.message
+    )
+    [warning] = [line for line in logs if line["event"] == "callonalarm.language_mismatch"]
+    assert warning["log_level"] == "warning"
+    assert (warning["site"], warning["declared"], warning["account_language"]) == ("montreal-hq", "en", "fr")
+
+
+def test_an_english_sites_trigger_still_sends_its_message_and_no_mismatch(
+    make_job: JobFactory, montreal: Site, sandbox: Sandbox
+) -> None:
+    with capture_logs() as logs:
+        outcome = tasks._trigger(make_job(callonalarm_steps.TRIGGER, make_alarm(montreal)))
+
+    assert sandbox.journal(path="/v1/alert/trigger")[0]["body"]["message"] == "Burglary Alarm, zone 3"
+    assert outcome.result["message_sent"] == "Burglary Alarm, zone 3"
+    assert outcome.message == f"CallOnAlarm alert {outcome.external_id}: call_immediate (BA on account 1001)"
+    assert not [line for line in logs if line["event"] == "callonalarm.language_mismatch"]
 
 
 # --- callonalarm.send_restore and the seed's example ------------------------------------------------

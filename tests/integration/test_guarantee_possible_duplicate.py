@@ -54,7 +54,7 @@ def sim() -> Iterator[LiveSimulator]:
 @pytest.fixture
 def app(make_settings: Callable[..., Settings], database_url: str, sim: LiveSimulator) -> Iterator[Celery]:
     settings = make_settings(
-        RapidSOSSettings(base_url=sim.base_url),
+        RapidSOSSettings(base_url=sim.base_url, create_read_timeout_s=1.0),  # a held answer: lost after 1 s
         database_url=database_url,
         sites_file=str(EXAMPLE_SITES),
         environ=SOURCE_ENV,

@@ -89,8 +89,10 @@ class RapidSOSClient(BaseClient):
         cache: redis.Redis,
         token_key: str,
         session: requests.Session | None = None,
+        create_read_timeout_s: float | None = None,
     ) -> None:
         super().__init__(base_url, timeout, session)
+        self.create_read_timeout_s = create_read_timeout_s or timeout[1]
         self._client_id = client_id
         self._client_secret = client_secret
         self.tokens = SharedCredential(
@@ -112,6 +114,7 @@ class RapidSOSClient(BaseClient):
             cache=cache,
             token_key=cache_key(settings, "rapidsos", "token"),
             session=session,
+            create_read_timeout_s=rapidsos.create_read_timeout_s,
         )
 
     # --- alerts -------------------------------------------------------------------------------------
@@ -131,6 +134,7 @@ class RapidSOSClient(BaseClient):
             OutcomeUnknownError: the request was sent but no answer came (the alert may exist).
 
         ``on_sent``: called once the create has been written to the socket (not for the token call).
+        The create is blocking, so its answer waits ``create_read_timeout_s`` (``_read_timeout_s``).
         """
         response = self._authorized("POST", ALERTS_PATH, json=body, headers=JSON_HEADERS, on_sent=on_sent)
         data = self._decode(response, _object_or_empty, optional=True)
@@ -140,6 +144,15 @@ class RapidSOSClient(BaseClient):
             alert_id=str(alert_id) if alert_id not in (None, "") else None,
             body=data,
         )
+
+    def _read_timeout_s(self, method: str, path: str) -> float:
+        """A create is sent ``blocking: true``: its answer waits for RapidSOS's create job, which can
+        take seconds (seed 004), and one given up is sent again, a second 911 alert
+        (``RAPIDSOS_CREATE_READ_TIMEOUT_S``; the step's deadline still cuts it). Every other call,
+        the token's included, keeps the general read timeout."""
+        if method == "POST" and path == ALERTS_PATH:
+            return max(self.timeout[1], self.create_read_timeout_s)
+        return self.timeout[1]
 
     def get_alert(self, alert_id: str) -> AlertState:
         """Read an alert as it stands (``GET /v1/alerts/{alert_id}``, Part A 15; kept 12 h, seed 004).

@@ -102,7 +102,10 @@ def cache() -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sim: LiveSimulator) -> Settings:
-    return make_settings(RapidSOSSettings(base_url=sim.base_url), http_read_timeout_s=1.0)
+    # The create waits no longer than any call here, so a held answer is lost after 1 s, not 30.
+    return make_settings(
+        RapidSOSSettings(base_url=sim.base_url, create_read_timeout_s=1.0), http_read_timeout_s=1.0
+    )
 
 
 @pytest.fixture
@@ -210,6 +213,43 @@ def test_on_sent_runs_once_the_create_has_left_and_before_its_answer(
     assert arrived == 1  # the simulator had the request when it was called...
     assert at_s < 0.5 <= time.monotonic() - started  # ...and its answer had not come yet
     assert len(token_calls(sim)) == 1
+
+
+def test_a_slow_blocking_create_is_waited_for_and_made_once(
+    make_settings: Callable[..., Settings], sim: LiveSimulator, cache: fakeredis.FakeRedis
+) -> None:
+    # The create is blocking: its answer waits for RapidSOS's create job. Given up at the general
+    # read timeout it would be an unknown outcome, sent again: a second 911 alert. The create waits
+    # longer than every other call (scaled down here: 0.5 s against 3 s, RapidSOS taking 1.5 s).
+    settings = make_settings(
+        RapidSOSSettings(base_url=sim.base_url, create_read_timeout_s=3.0), http_read_timeout_s=0.5
+    )
+    client = RapidSOSClient.from_settings(settings, cache)
+    sim.add_fault(method="POST", path=ALERTS, delay_s=1.5)
+
+    created = client.create_alert(civic_body("NY"))
+
+    assert created.status_code == 201
+    [stored] = sim.request("GET", "/_sandbox/alerts").json()
+    assert created.alert_id == stored["alert_id"]
+    assert len(alert_calls(sim)) == 1
+    sim.add_fault(method="GET", path=ALERTS + stored["alert_id"], delay_s=1.5)
+    with pytest.raises(UpstreamUnavailableError):  # every other call keeps the general timeout
+        client.get_alert(stored["alert_id"])
+    client.session.close()
+
+
+def test_a_create_timeout_below_the_general_read_timeout_is_raised_to_it(
+    make_settings: Callable[..., Settings], sim: LiveSimulator, cache: fakeredis.FakeRedis
+) -> None:
+    settings = make_settings(
+        RapidSOSSettings(base_url=sim.base_url, create_read_timeout_s=0.2), http_read_timeout_s=3.0
+    )
+    client = RapidSOSClient.from_settings(settings, cache)
+    sim.add_fault(method="POST", path=ALERTS, delay_s=0.6)
+
+    assert client.create_alert(civic_body("NY")).status_code == 201
+    client.session.close()
 
 
 def test_expired_token_is_renewed_once_the_simulator_clock_passes_the_hour(

@@ -34,7 +34,7 @@ from vendors.rapidsos.settings import RapidSOSSettings
 from vendors.rapidsos.site import EmergencyContact, RapidSOSSite
 from workers.clients import Clients
 from workers.clients.errors import OutcomeUnknownError, UpstreamRejectedError
-from workers.perform import Job
+from workers.perform import Job, Outcome
 
 pytestmark = pytest.mark.unit
 
@@ -134,7 +134,10 @@ def sim() -> Iterator[LiveSimulator]:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sim: LiveSimulator) -> Settings:
-    return make_settings(RapidSOSSettings(base_url=sim.base_url), http_read_timeout_s=1.0)
+    # The create waits no longer than any call here, so a held answer is lost after 1 s, not 30.
+    return make_settings(
+        RapidSOSSettings(base_url=sim.base_url, create_read_timeout_s=1.0), http_read_timeout_s=1.0
+    )
 
 
 @pytest.fixture
@@ -267,6 +270,34 @@ def test_a_retry_after_a_lost_answer_sends_again_and_flags_the_possible_duplicat
     assert outcome.refs["rapidsos_possible_duplicate"] is True
     assert outcome.needs_person is not None and "alarm-bridge-42" in outcome.needs_person
     assert outcome.fallback is None
+
+
+def test_a_slow_blocking_create_makes_one_alert_not_two(
+    make_settings: Callable[..., Settings], sim: LiveSimulator
+) -> None:
+    # RapidSOS takes longer than HTTP_READ_TIMEOUT_S to finish its create job, but less than
+    # RAPIDSOS_CREATE_READ_TIMEOUT_S (scaled down: 0.5 s and 3 s, RapidSOS taking 1.5 s). The step is
+    # run as perform() runs it: a lost answer is sent again, flagged as a possible duplicate.
+    settings = make_settings(
+        RapidSOSSettings(base_url=sim.base_url, create_read_timeout_s=3.0), http_read_timeout_s=0.5
+    )
+    client = RapidSOSClient.from_settings(settings, fakeredis.FakeRedis())
+    sim.add_fault(method="POST", path="/v1/alerts/", delay_s=1.5)
+
+    def attempt(claimed: ClaimedAction) -> Outcome:
+        return tasks._create_alert(Job(claimed, alarm(), Clients.of(client), settings, OPENED))
+
+    try:
+        outcome = attempt(action())
+    except OutcomeUnknownError:
+        outcome = attempt(action(outcome_unknown=True))
+
+    assert len(sim.journal(path="/v1/alerts/", method="POST")) == 1
+    assert "rapidsos_possible_duplicate" not in outcome.refs
+    assert outcome.needs_person is None
+    [stored] = sim.request("GET", "/_sandbox/alerts", params={"source_id": "alarm-bridge-42"}).json()
+    assert outcome.refs["rapidsos_alert_id"] == stored["alert_id"]
+    client.session.close()
 
 
 def test_an_alarm_that_already_has_an_alert_is_not_sent_again(

@@ -36,7 +36,7 @@ from app.domain.alarms import (
     plan_fallback,
     plan_step,
 )
-from app.domain.operations import STAND_DOWN
+from app.domain.operations import STAND_DOWN, flag_if_nobody_is_sent, reached_nobody
 from app.domain.stand_down import stand_down
 from app.ledger.models import (
     WAITING_FOR_911,
@@ -238,6 +238,10 @@ def _succeed(rt: Runtime, claimed: ClaimedAction, outcome: Outcome) -> str:
             stood_down = stood_down or locked.panel_cancelled_at is not None
             if outcome.follow_ups or outcome.needs_person or outcome.fallback or stood_down:
                 due += _after_success(session, rt, claimed, outcome, now)
+            why = reached_nobody(claimed.kind, outcome.result)
+            if why and not (outcome.needs_person or outcome.fallback):
+                alarm = session.execute(select(Alarm).where(Alarm.id == locked.id)).scalar_one()
+                flag_if_nobody_is_sent(session, alarm, claimed.id, f"{claimed.kind}: {why}", now=now)
         elif not recorded and locked is not None and outcome.external_id:
             _second_success(session, claimed, outcome, now)
     rt.outbox.publish(due)

@@ -8,12 +8,14 @@ after commit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.domain import sia
 from app.domain.actions import CLOSING_KINDS, DueAction, check_by_hand, due_action, lock_alarm_first
 from app.domain.alarms import note, plan_step
 from app.domain.stand_down import stand_down
@@ -212,6 +214,42 @@ def reached_a_responder(session: Session, alarm_id: int) -> bool:
         not any((result or {}).get(key) in values for key, values in RESPONDER_STEPS[kind].items())
         for kind, result in rows
     )
+
+
+def reached_nobody(kind: str, result: Mapping[str, Any] | None) -> str | None:
+    """What a responder step's result says when it reached nobody after all (``RESPONDER_STEPS``:
+    a call CallOnAlarm did not place, a 911 request no PSAP dispatches from), else None."""
+    nobody = RESPONDER_STEPS.get(kind, {})
+    said = [
+        f"{key} {(result or {}).get(key)}"
+        for key, values in nobody.items()
+        if (result or {}).get(key) in values
+    ]
+    return ", ".join(said) or None
+
+
+def flag_if_nobody_is_sent(
+    session: Session, alarm: Alarm, action_id: int, why: str, *, now: datetime
+) -> None:
+    """A responder step succeeded but reached nobody (``why``): when no other step of a live alarm
+    has reached a responder or may still reach one, nobody is on the way and nobody knows it, so a
+    person is told. A trouble's call answered ``technical_only`` (a technician's email) is its plan's
+    intent; only an alarm a person could act on (life-safety, property) is raised."""
+    if not alarm.is_active or alarm.panel_cancelled_at is not None:
+        return
+    if alarm.priority not in (sia.Priority.LIFE_SAFETY, sia.Priority.PROPERTY):
+        return
+    live = session.execute(
+        select(Action.id).where(
+            Action.alarm_id == alarm.id,
+            Action.id != action_id,
+            Action.kind.in_(RESPONDER_STEPS),
+            Action.state.in_((ActionState.PENDING, ActionState.QUEUED, ActionState.RUNNING)),
+        )
+    ).first()
+    if live is not None or reached_a_responder(session, alarm.id):
+        return
+    alarm.flag_for_person(f"the response reached nobody ({why}) and no other step sends anyone", now=now)
 
 
 def retry_action(session: Session, action_id: int, *, now: datetime, max_attempts: int) -> DueAction:

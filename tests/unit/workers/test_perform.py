@@ -602,6 +602,66 @@ def test_a_holdups_phone_fallback_never_rings_the_premises(rt: Runtime, centre: 
     assert any(kind == "fallback.not_the_premises" for kind, _ in _timeline(rt, alarm_id=receipt.alarm_id))
 
 
+def _call_answered(status: str) -> Callable[[Job], Outcome]:
+    return lambda job: Outcome(external_id="coa-1", result={"status": status})
+
+
+def _only_the_call_left(rt: Runtime, alarm: Alarmed) -> None:
+    """The guard's dispatch is out of the picture (stopped), so the call is the plan's last responder."""
+    with rt.sessions.begin() as session:
+        session.execute(
+            update(Action).where(Action.id == alarm.steps[TRACKTIK]).values(state=ActionState.CANCELLED)
+        )
+    _due_now(rt, alarm.steps[CALL])
+
+
+@pytest.mark.parametrize("status", ["ignored", "technical_only"])
+def test_a_call_that_reaches_nobody_as_the_last_responder_puts_the_alarm_before_a_person(
+    rt: Runtime, status: str
+) -> None:
+    """CallOnAlarm answered the site's own call with no call placed (its rules for the code): the
+    step succeeds, and with no other step sending anyone the alarm used to stay open, silent."""
+    alarm = _burglary(rt)
+    _only_the_call_left(rt, alarm)
+
+    assert perform(rt, alarm.steps[CALL], _call_answered(status)) == ActionState.SUCCEEDED
+
+    raised = _alarm(rt, alarm.alarm_id)
+    assert raised.state == AlarmState.NEEDS_PERSON
+    assert f"status {status}" in (raised.needs_person_reason or "")
+
+
+def test_a_troubles_call_answered_technical_only_is_its_plans_intent(rt: Runtime) -> None:
+    """An AC power loss's call (plan "trouble") answered technical_only: a technician is emailed,
+    which is what the account's rules mean for a trouble; no person is raised for each of a storm."""
+    receipt = _signal(rt, "AT", "1")
+    assert receipt.alarm_id is not None
+    with rt.sessions() as session:
+        [call] = session.execute(select(Action.id).where(Action.alarm_id == receipt.alarm_id)).scalars()
+    _due_now(rt, call)
+
+    assert perform(rt, call, _call_answered("technical_only")) == ActionState.SUCCEEDED
+    assert _alarm(rt, receipt.alarm_id).state == AlarmState.OPEN
+
+
+def test_a_call_that_reaches_nobody_beside_a_dispatched_guard_needs_nobody(rt: Runtime) -> None:
+    alarm = _burglary(rt)
+    assert perform(rt, alarm.steps[TRACKTIK], lambda job: Outcome(external_id="tt-1")) == "succeeded"
+    _due_now(rt, alarm.steps[CALL])
+
+    assert perform(rt, alarm.steps[CALL], _call_answered("ignored")) == ActionState.SUCCEEDED
+    assert _alarm(rt, alarm.alarm_id).state == AlarmState.OPEN
+
+
+def test_a_call_that_reaches_nobody_while_the_guard_is_still_on_its_way_needs_nobody_yet(rt: Runtime) -> None:
+    """The guard's dispatch is still to run: it sends someone, or its failure raises the alarm."""
+    alarm = _burglary(rt)
+    _due_now(rt, alarm.steps[CALL])
+
+    assert perform(rt, alarm.steps[CALL], _call_answered("ignored")) == ActionState.SUCCEEDED
+    assert _alarm(rt, alarm.alarm_id).state == AlarmState.OPEN
+
+
 # --- a step in flight when the alarm ends -----------------------------------------------------------
 
 

@@ -123,7 +123,8 @@ DC09_CONNECTIONS_EVICTED = Counter(
 )
 DC09_REFUSALS = Counter(
     "alarm_bridge_dc09_refusals",
-    "DC-09 frames answered NAK, by reason (unknown_account, bad_crc, decrypt_failed, timestamp, ...)",
+    "DC-09 frames refused (answered NAK, but an unreadable datagram, which is not answered), by reason "
+    "(unknown_account, bad_crc, decrypt_failed, timestamp, ...)",
     ["reason"],
 )
 DC09_DECRYPT_FAILURES = Counter(

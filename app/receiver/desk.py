@@ -12,14 +12,20 @@ recorded for a person and acknowledged like any other: never a DUH. A DUH answer
 received correctly whose ID token the receiver does not take (say ``"XYZ-DATA"``): a NAK would have
 the panel send it for ever, and a person is told by a warning that names the account and the token.
 
+A sender can make every frame a refusal (junk costs it nothing), so the warnings that refusals and
+unsupported frames log are held to a budget per reason (``LogBudget``): a few at once, then about one
+a second, each written line saying how many were left out before it. The counters stay exact.
+
 The services are built here without Flask, as the worker builds its own (``Desk.from_settings``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
@@ -46,6 +52,48 @@ log = structlog.get_logger(__name__)
 # storm of troubles (app.domain.sia.rank, the order the web's gate admits in too).
 LINK_RANK = sia.rank(sia.Priority.TECHNICAL)  # a NULL frame: supervision's contact, as urgent as a trouble
 LOWEST_RANK = sia.rank(sia.Priority.INFORMATIONAL)
+# The refusal warnings of one kind: this many at once, then one every LOG_EVERY_S.
+LOG_BURST = 10
+LOG_EVERY_S = 1.0
+
+
+class LogBudget:
+    """How many lines of each kind may be logged now: ``burst`` at once, refilled one every ``every_s``.
+
+    Kinds are a bounded set (refusal reasons and a few receiver events), so its memory is bounded
+    whatever a sender writes. A line left out is counted, and the next line written says how many.
+    """
+
+    def __init__(
+        self,
+        burst: int = LOG_BURST,
+        every_s: float = LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.every_s = every_s
+        self.clock = clock
+        self._kinds: dict[str, tuple[float, float, int]] = {}  # lines available, as of, left out since
+
+    def take(self, kind: str) -> int | None:
+        """The lines left out before this one when it may be logged; None when it may not."""
+        now = self.clock()
+        available, as_of, left_out = self._kinds.get(kind, (float(self.burst), now, 0))
+        available = min(float(self.burst), available + (now - as_of) / self.every_s)
+        if available < 1:
+            self._kinds[kind] = (available, now, left_out + 1)
+            return None
+        self._kinds[kind] = (available - 1, now, 0)
+        return left_out
+
+    def warning(self, kind: str, event: str, **fields: Any) -> None:
+        """``log.warning(event, **fields)`` within ``kind``'s budget, with ``left_out`` when lines were."""
+        left_out = self.take(kind)
+        if left_out is None:
+            return
+        if left_out:
+            fields["left_out"] = left_out
+        log.warning(event, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +146,7 @@ class Desk:
         self.engine = engine
         self.accounts = Accounts(sites)
         self.retransmissions = Retransmissions(timedelta(seconds=rules.dedupe_window_s))
+        self.log_budget = LogBudget()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Desk:
@@ -142,7 +191,8 @@ class Desk:
         if isinstance(read, Refusal):
             if read.reason == Reason.DECRYPT_FAILED:
                 telemetry.DC09_DECRYPT_FAILURES.labels(read.source_key or "").inc()
-            log.warning(
+            self.log_budget.warning(
+                read.reason.value,
                 "receiver.refused",
                 reason=read.reason.value,
                 frame=read.frame_type,
@@ -154,7 +204,8 @@ class Desk:
         if isinstance(read, Unsupported):
             # Answered DUH, so the panel stops sending it; a person sees a panel reporting what we
             # cannot process (a protocol the panel is set to that the receiver does not take).
-            log.warning(
+            self.log_budget.warning(
+                UNSUPPORTED,
                 "receiver.unsupported",
                 token=read.token,
                 encrypted=read.encrypted,

@@ -21,6 +21,14 @@ once (beyond that a datagram is dropped unanswered, and its panel sends it again
 does ends the listener: a frame that makes an error of ours is answered NAK and logged with its
 traceback.
 
+A datagram is one frame, as DC-09 sends them (one message per datagram, its answer to the address it
+came from) and pysiaalarm's UDP server reads them: its first frame is read, whatever follows that
+frame's CR is not, and it gets one answer at most, never longer than itself. A datagram's source
+address can be forged, so an answer to it may land on someone else: a datagram that is not even a
+DC-09 frame (unreadable) gets none at all, only the refusal counter. A TCP connection (whose address
+cannot be forged) is answered frame by frame, and the loop is yielded between frames, so one
+connection's stream of frames never holds up another's. Refusal warnings keep to ``Desk.log_budget``.
+
 SIGTERM (or SIGINT): stop accepting connections and datagrams, close the connections that are waiting
 for a frame, let every frame already being recorded finish and be answered (at most
 ``SHUTDOWN_GRACE_S``), then exit 0.
@@ -215,7 +223,9 @@ class Receiver:
                     break
                 except asyncio.LimitOverrunError:
                     state.busy = True
-                    log.warning("receiver.refused", reason=Reason.TOO_LONG.value, peer=peer)
+                    self.desk.log_budget.warning(
+                        Reason.TOO_LONG.value, "receiver.refused", reason=Reason.TOO_LONG.value, peer=peer
+                    )
                     await self._send(writer, _Answered(frames.nak(), "nak", UNREADABLE, Reason.TOO_LONG))
                     break
                 except (asyncio.IncompleteReadError, OSError):
@@ -227,6 +237,9 @@ class Receiver:
                 if answered.answer is not None:
                     state.idle_since = time.monotonic()
                     deadline = state.idle_since + idle_s
+                # The next frame may be in the buffer already, and a refusal awaits nothing: without
+                # this, a connection sending junk as fast as it reads NAKs would hold the loop.
+                await asyncio.sleep(0)
         finally:
             self._forget(task)
             writer.close()
@@ -273,9 +286,14 @@ class Receiver:
     # -- UDP ---------------------------------------------------------------------------------------
 
     def take_datagram(self, data: bytes, addr: Any, transport: asyncio.DatagramTransport) -> None:
-        """Answer a datagram (its frames, in order) on a task of its own."""
+        """Answer a datagram (its first frame) on a task of its own."""
         if len(self._datagrams) >= MAX_DATAGRAMS_IN_FLIGHT:
-            log.warning("receiver.datagram_dropped", peer=_peer(addr), in_flight=len(self._datagrams))
+            self.desk.log_budget.warning(
+                "datagram_dropped",
+                "receiver.datagram_dropped",
+                peer=_peer(addr),
+                in_flight=len(self._datagrams),
+            )
             telemetry.DC09_FRAMES.labels("none", UNREADABLE).inc()
             return
         task = asyncio.get_running_loop().create_task(self._answer_datagram(data, addr, transport))
@@ -284,19 +302,27 @@ class Receiver:
 
     async def _answer_datagram(self, data: bytes, addr: Any, transport: asyncio.DatagramTransport) -> None:
         peer = _peer(addr)
-        for piece in data.split(FRAME_END):
-            if not piece.strip():
-                continue
-            if len(piece) + 1 > MAX_FRAME_BYTES:
-                answered = _Answered(frames.nak(), "nak", UNREADABLE, Reason.TOO_LONG)
-            else:
-                answered = await self._decide(piece + FRAME_END, peer)
-            if answered.answer is None:
-                continue
-            delivered = not transport.is_closing()
-            if delivered:
-                transport.sendto(answered.answer, addr)
-            _count(answered, delivered)
+        # One frame a datagram (module docstring): up to the first CR after any blank lines.
+        frame, _, rest = data.lstrip().partition(FRAME_END)
+        if not frame:
+            return
+        if rest.strip():
+            self.desk.log_budget.warning(
+                "datagram_rest", "receiver.datagram_rest", peer=peer, ignored_bytes=len(rest)
+            )
+        answered = await self._decide(frame + FRAME_END, peer)
+        if answered.answer is None:
+            return
+        # Not DC-09 at all, or an answer longer than what came: nothing goes back to an address
+        # that may be forged (counted all the same, as an answer not delivered).
+        delivered = (
+            answered.reason != Reason.UNREADABLE
+            and len(answered.answer) <= len(data)
+            and not transport.is_closing()
+        )
+        if delivered:
+            transport.sendto(answered.answer, addr)
+        _count(answered, delivered)
 
     # -- both --------------------------------------------------------------------------------------
 

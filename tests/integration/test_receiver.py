@@ -36,7 +36,7 @@ from app.domain.sites_file import load_sites
 from app.ledger.models import Action, Alarm, AlarmState
 from app.ledger.models import Event as EventRow
 from app.ledger.session import make_engine, make_sessionmaker
-from app.receiver.desk import Desk
+from app.receiver.desk import LOG_BURST, LOG_EVERY_S, Desk
 from app.receiver.frames import MAX_FRAME_BYTES, NULL, Reply, build_frame, read_reply
 from app.receiver.server import Receiver
 from config.settings import Settings
@@ -474,6 +474,96 @@ def test_garbage_and_an_endless_line_do_not_stop_the_listener(receiver: RunningR
 
     assert receiver.send(build_frame(PLAIN, "BA", "2", sequence=2)).kind == "ACK"
     assert len(receiver.events()) == 2
+
+
+def test_one_junk_datagram_neither_stalls_the_receiver_nor_is_amplified(
+    make_settings: Callable[..., Settings], sqlite_url: str, sites: Sites
+) -> None:
+    """A datagram of 30,000 CR-ended pieces was 30,000 refusals in one task that never yielded: the
+    loop froze for seconds (a fire alarm over TCP waited) and 30,000 NAKs went to an address anyone
+    can forge. A datagram is one frame; one that is not DC-09 at all is counted and not answered."""
+    settings = make_settings(
+        database_url=sqlite_url, sia_receiver_host="127.0.0.1", sia_receiver_port=free_port()
+    )
+    engine = make_engine(sqlite_url)
+    junk = b"x\r" * 30000
+    received: list[int] = []
+    try:
+        with running_receiver(settings, sites, engine) as running:
+            unreadable_before = counted("refusals", reason="unreadable")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", 0))
+                udp.settimeout(2.0)
+
+                def drain() -> None:
+                    with contextlib.suppress(TimeoutError):
+                        while True:
+                            received.append(len(udp.recvfrom(65536)[0]))
+
+                reader = threading.Thread(target=drain)
+                reader.start()
+                try:
+                    udp.sendto(junk, ("127.0.0.1", running.port))
+                    # Taken: the receiver is at it (or done) when the alarm comes.
+                    wait_until(
+                        lambda: counted("refusals", reason="unreadable") > unreadable_before, timeout_s=10
+                    )
+                    started = time.monotonic()
+                    with socket.create_connection(("127.0.0.1", running.port), timeout=60) as sock:
+                        sock.sendall(build_frame(PLAIN, "FA", "1", sequence=1))
+                        answer = read_reply(read_answer(sock))
+                    waited = time.monotonic() - started
+                finally:
+                    reader.join()
+            refused = counted("refusals", reason="unreadable") - unreadable_before
+    finally:
+        engine.dispose()
+
+    assert answer.kind == "ACK"
+    assert waited < 2.0, f"the fire alarm waited {waited:.1f} s"
+    assert received == []  # not DC-09 at all: no answer to an address that may be forged
+    assert refused == 1  # one datagram, one frame, counted
+
+
+def test_a_datagram_is_one_frame_and_gets_one_answer(receiver: RunningReceiver) -> None:
+    """DC-09 sends a message per datagram: what follows its first frame is not read or answered."""
+    first, second = build_frame(PLAIN, "BA", "1", sequence=21), build_frame(PLAIN, "BA", "2", sequence=22)
+    refused = build_frame("9999", "FA", "1", sequence=23)  # an unknown account: a NAK, once
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(10)
+        udp.sendto(first + second + b"x\r" * 100, ("127.0.0.1", receiver.port))
+        answer = read_reply(udp.recvfrom(65536)[0])
+        udp.sendto(refused + refused, ("127.0.0.1", receiver.port))
+        nak = read_reply(udp.recvfrom(65536)[0])
+        udp.settimeout(0.5)  # the second frame of either datagram would have been answered by now
+        with pytest.raises(TimeoutError):
+            udp.recvfrom(65536)
+
+    assert (answer.kind, nak.kind) == ("ACK", "NAK")
+    assert [(e.code, e.zone) for e in receiver.events()] == [("BA", "1")]
+
+
+def test_junk_on_one_connection_is_answered_and_counted_but_its_warnings_keep_to_a_budget(
+    receiver: RunningReceiver,
+) -> None:
+    """Each refusal logged a warning: a sender could write log lines as fast as it wrote junk."""
+    pieces = 300
+    unreadable_before = counted("refusals", reason="unreadable")
+    started = time.monotonic()
+    with capture_logs() as logs, socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(b"x\r" * pieces)
+        answers = b""
+        while answers.count(b"\r") < pieces:
+            chunk = sock.recv(65536)
+            assert chunk, "closed early"
+            answers += chunk
+        assert counts(unreadable_before + pieces, "refusals", reason="unreadable")  # every one counted
+    elapsed = time.monotonic() - started
+
+    assert {read_reply(a).kind for a in answers.split(b"\r") if a} == {"NAK"}  # TCP: each one answered
+    warned = [line for line in logs if line["event"] == "receiver.refused"]
+    assert len(warned) <= LOG_BURST + elapsed / LOG_EVERY_S + 1, len(warned)
+    assert len(warned) + sum(line.get("left_out", 0) for line in warned) <= pieces
 
 
 def test_an_idle_connection_is_closed_after_the_idle_timeout(

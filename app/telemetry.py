@@ -129,7 +129,8 @@ DC09_REFUSALS = Counter(
 )
 DC09_DECRYPT_FAILURES = Counter(
     "alarm_bridge_dc09_decrypt_failures",
-    "Encrypted DC-09 frames that did not decrypt with their account's key, by dc09 source",
+    "Encrypted DC-09 frames that did not decrypt with their account's key, or decrypted to another "
+    "account's data, by dc09 source",
     ["source"],
 )
 

@@ -65,8 +65,8 @@ class _SecretsView(Mapping[str, str]):
 
 
 def dc09_stand_ins(path: Path) -> dict[str, str]:
-    """Stand-in values of the file's dc09 key variables: a well-formed key for every account its
-    sites route through that source (so neither a stray key nor a missing one is reported)."""
+    """Stand-in values of the file's dc09 key variables: a well-formed key, its own, for every account
+    its sites route through that source (so neither a stray, a missing nor a shared key is reported)."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -88,9 +88,16 @@ def dc09_stand_ins(path: Path) -> dict[str, str]:
             if isinstance(account, str) and DC09_ACCOUNT.fullmatch(account.strip())
         }
         if isinstance(name, str) and accounts:
-            stand_in = "k" * 16 if ascii_keys else "0" * 32
-            found[name] = ",".join(f"{account}={stand_in}" for account in sorted(accounts))
+            found[name] = ",".join(
+                f"{account}={_key_stand_in(name, account, ascii_keys)}" for account in sorted(accounts)
+            )
     return found
+
+
+def _key_stand_in(name: str, account: str, ascii_keys: bool) -> str:
+    """A well-formed AES-128 key of its own for each account: two accounts may not share one."""
+    digest = hashlib.sha256(f"{name}\x00{account.casefold()}".encode()).hexdigest()
+    return digest[:16] if ascii_keys else digest[:32]
 
 
 @click.group()

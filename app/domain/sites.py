@@ -415,7 +415,8 @@ class Sites:
 def _dc09_index(
     routes: Mapping[tuple[str, str], Site], sources: Mapping[str, Source]
 ) -> tuple[dict[str, tuple[Source, Site]], list[str]]:
-    """Each DC-09 account's one (source, site), and the accounts two dc09 sources claim."""
+    """Each DC-09 account's one (source, site), the accounts two dc09 sources claim, and the keys two
+    accounts share (the header's account is in clear: a frame of one could pass as the other's)."""
     index: dict[str, tuple[Source, Site]] = {}
     problems: list[str] = []
     for (source_key, account), site in routes.items():
@@ -424,6 +425,12 @@ def _dc09_index(
             problems.append(
                 f"account {account!r} is claimed through dc09 sources {other[0].key!r} and {source_key!r}"
             )
+    key_owner: dict[bytes, str] = {}
+    for source in sources.values():
+        for account, key in source.encryption_keys.items():
+            owner = key_owner.setdefault(key, account)
+            if owner != account:
+                problems.append(f"dc09 accounts {owner!r} and {account!r} share a key")
     return index, problems
 
 

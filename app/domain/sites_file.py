@@ -401,8 +401,10 @@ def _dc09_key(text: str, key_format: str) -> bytes | None:
 
 def _check_dc09(report: Report, sources: Mapping[str, Source], sites: Sequence[_SiteRoutes]) -> None:
     """What one receiver port for every dc09 source needs: each account claimed through one dc09
-    source only, in a form a frame can carry, and no AES key for an account no site lists (a typo
-    there would leave the real account's frames unencrypted and accepted)."""
+    source only, in a form a frame can carry, no AES key for an account no site lists (a typo
+    there would leave the real account's frames unencrypted and accepted), and no key that two
+    accounts share (the account of a frame's header is in clear: anyone could re-address one
+    account's captured frame, an alarm or a link test, to the other)."""
     claimed: dict[str, tuple[str, str]] = {}  # normalised account -> (site, dc09 source)
     for site in sites:
         dc09 = [s for s in site.sources if s in sources and sources[s].kind == "dc09"]
@@ -422,12 +424,20 @@ def _check_dc09(report: Report, sources: Mapping[str, Source], sites: Sequence[_
                         "the receiver takes every dc09 source's frames on one port, so an account "
                         "belongs to one of them",
                     )
+    key_owner: dict[bytes, tuple[str, str]] = {}  # key -> (account, dc09 source)
     for source in sources.values():
-        for account in source.encryption_keys:
+        for account, key in source.encryption_keys.items():
             if claimed.get(account, ("", ""))[1] != source.key:
                 report.add(
                     f"sources.{source.key}.encryption_keys_env",
                     f'holds a key for account {account}, which no site lists through source "{source.key}"',
+                )
+            owner, owner_source = key_owner.setdefault(key, (account, source.key))
+            if owner != account:
+                report.add(
+                    f"sources.{source.key}.encryption_keys_env",
+                    f'the key of account {account} is also account {owner}\'s (source "{owner_source}"): '
+                    "each account needs a key of its own, or a frame of one could pass as the other's",
                 )
 
 

@@ -189,7 +189,8 @@ class Desk:
         if read is None:
             return None
         if isinstance(read, Refusal):
-            if read.reason == Reason.DECRYPT_FAILED:
+            # Another account's data under this account's key is a frame this key does not prove.
+            if read.reason in (Reason.DECRYPT_FAILED, Reason.ACCOUNT_MISMATCH):
                 telemetry.DC09_DECRYPT_FAILURES.labels(read.source_key or "").inc()
             self.log_budget.warning(
                 read.reason.value,
@@ -199,6 +200,7 @@ class Desk:
                 account=read.account,
                 source=read.source_key,
                 peer=peer,
+                **({"data_account": read.data_account} if read.data_account is not None else {}),
             )
             return Verdict(read.frame_type, answer=read.answer, refusal=read)
         if isinstance(read, Unsupported):

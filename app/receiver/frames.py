@@ -12,12 +12,17 @@ A received frame is checked in this order, and its first failure is its refusal:
 DC-09 frame, or not printable ASCII), longer than a frame can be (checked before the CRC: a flood of
 large frames costs no CRC it can avoid), a bad CRC, an account no dc09 source claims, a plain frame
 from an account that has a key (or an encrypted one from an account that has none), a frame that
-does not decrypt with the account's key, an encrypted frame without a timestamp (its replay
-protection), and a timestamp outside the source's band. Each refusal is answered with the standard's
-NAK, which carries the receiver's timestamp so that a panel whose clock drifted can correct it. A
-bad CRC is NAKed too, although pysiaalarm's own servers leave it unanswered: the NAK names no
-account and no sequence (``"NAK"0000R…L…A0[]``), and it makes the panel send a garbled alarm again
-at once instead of after its ACK timeout.
+does not decrypt with the account's key, an encrypted frame whose data block names another account
+than its header (``#<acct>|`` inside: the header is in clear, so anyone can change it, and a frame
+captured from one account and re-addressed to another that shares its key would be that other's
+alarm), an encrypted frame without a timestamp (its replay protection), and a timestamp outside the
+source's band. A plain frame whose data block names another account is not refused (anyone can write
+both accounts of a plain frame; refusing proves nothing and loses an alarm): it is recorded under its
+header's account, and its events say which account the data named. Each refusal is answered with
+the standard's NAK, which carries the receiver's timestamp so that a panel whose clock drifted can
+correct it. A bad CRC is NAKed too, although pysiaalarm's own servers leave it unanswered: the NAK
+names no account and no sequence (``"NAK"0000R…L…A0[]``), and it makes the panel send a garbled
+alarm again at once instead of after its ACK timeout.
 
 The length field is not a reason to refuse: the CRC already covers the frame, and some senders
 (pysiaalarm's own test frames among them) compute the length wrongly. Refusing their frames would
@@ -81,6 +86,8 @@ _HEADER = re.compile(
 )
 # The account that opens a data block: "#1a2b|…", or "|#1a2b|…" after an encrypted frame's pad.
 _BLOCK_ACCOUNT = re.compile(r"\A(\|?#)([0-9A-Fa-f]{3,16})")
+# The same, only when the account is whole (a "|" or the block's end follows): the data's account.
+_DATA_ACCOUNT = re.compile(r"\A\|?#([0-9A-Fa-f]{3,16})(?=[|\]])")
 TIMESTAMP_FORMAT = "_%H:%M:%S,%m-%d-%Y"  # GMT
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _PRINTABLE_BYTES = re.compile(rb"[\x20-\x7e]*")
@@ -106,6 +113,7 @@ class Reason(StrEnum):
     UNENCRYPTED = "unencrypted"  # a plain frame from an account that has a key
     NO_KEY = "no_key"  # an encrypted frame from an account that has none
     DECRYPT_FAILED = "decrypt_failed"
+    ACCOUNT_MISMATCH = "account_mismatch"  # an encrypted frame whose data names another account
     NO_TIMESTAMP = "no_timestamp"  # an encrypted frame must carry one
     TIMESTAMP = "timestamp"  # outside the source's band
     LEDGER_UNAVAILABLE = "ledger_unavailable"
@@ -177,6 +185,7 @@ class Frame:
     site: Site
     adm: tuple[str, str, str, str] | None = None  # ADM-CID: qualifier, event type, partition, zone
     extended: str | None = None  # extended data blocks ([X…], [K…]) as sent
+    data_account: str | None = None  # the account the data block names (``#<acct>|``), as sent
     sia: SIAAccount = field(default_factory=SIAAccount, repr=False, compare=False)
 
     def ack(self) -> bytes:
@@ -205,6 +214,7 @@ class Refusal:
     answer: bytes
     account: str | None = None
     source_key: str | None = None  # the dc09 source of the account, when one claims it
+    data_account: str | None = None  # the account the data block names, when it is not ``account``
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +270,9 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
     frame_type = token if token in SUPPORTED else UNSUPPORTED
     account = match["account"]
 
-    def refuse(reason: Reason, source: Source | None = None) -> Refusal:
-        return Refusal(reason, frame_type, nak(*_prefix(match)), account, source.key if source else None)
+    def refuse(reason: Reason, source: Source | None = None, data_account: str | None = None) -> Refusal:
+        answer = nak(*_prefix(match))
+        return Refusal(reason, frame_type, answer, account, source.key if source else None, data_account)
 
     body = text[8:]  # from the first quote on: what the length field counts and the CRC covers
     if len(body) > MAX_BODY_CHARS:
@@ -297,6 +308,10 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
         if clear is None:
             return refuse(Reason.DECRYPT_FAILED, source)
         content = clear
+    data_account = data_account_of(content)
+    if encrypted and data_account is not None and data_account.casefold() != account.casefold():
+        # Decrypted with this account's key, yet another account's frame (module docstring).
+        return refuse(Reason.ACCOUNT_MISMATCH, source, data_account)
     # pysiaalarm's Contact ID pattern takes one extended-data block; the standard allows several
     # ([X…] longitude, [Y…] latitude, [H…] time, …). They are kept here, as pysiaalarm keeps an SIA
     # block's ("X…][Y…"), and the frame is read without them: a valid alarm is not NAKed for them.
@@ -346,8 +361,15 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
         site=site,
         adm=adm,
         extended=extended if extended is not None else event.x_data,
+        data_account=data_account,
         sia=book,
     )
+
+
+def data_account_of(content: str) -> str | None:
+    """The account a data block names (``#<acct>|``, after an encrypted frame's pad), as sent."""
+    found = _DATA_ACCOUNT.match(content)
+    return found[1] if found else None
 
 
 # Two or more extended-data blocks after a Contact ID block, then the timestamp if any.

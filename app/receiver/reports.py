@@ -170,12 +170,23 @@ def events_of(frame: Frame, received_at: datetime, first_timestamp: datetime | N
             "timestamp": frame.timestamp.isoformat() if frame.timestamp else None,
             "data": _data_block(frame) if frame.message_type == SIA_DCS else _block(frame),
             "extended": frame.extended,
+            "data_account": frame.data_account,
         }
     }
+    # A plain frame whose data names another account than its header: recorded under the header's
+    # (the frames module's docstring), and the event's text says so for a person.
+    mismatch = None
+    if frame.data_account is not None and frame.data_account.casefold() != frame.account.casefold():
+        mismatch = (
+            f"the frame's data block names account {frame.data_account}, its header {frame.account}: "
+            f"recorded as {frame.account}'s"
+        )
     identified_by = first_timestamp or frame.timestamp
     stamp = identified_by.strftime("%Y%m%dT%H%M%SZ") if identified_by else None
     events = []
     for index, (code, zone, message, where) in enumerate(reported):
+        if mismatch is not None:
+            message = (f"{mismatch}; {message}" if message else mismatch)[:MAX_MESSAGE_CHARS]
         events.append(
             Event(
                 source_key=frame.source.key,
@@ -190,7 +201,12 @@ def events_of(frame: Frame, received_at: datetime, first_timestamp: datetime | N
                     f"dc09/{frame.account.casefold()}/{frame.sequence}/{stamp}/{index}" if stamp else None
                 ),
                 sequence=f"{frame.sequence}/{index}",  # with the id: Event.dedupe_key
-                payload={**payload, **({"modifiers": where} if where else {})},
+                payload={
+                    **payload,
+                    **({"modifiers": where} if where else {}),
+                    # The text the alarm's page shows for an event (app.ledger.queries).
+                    **({"message": message} if mismatch is not None else {}),
+                },
             )
         )
     return events

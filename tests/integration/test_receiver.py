@@ -35,6 +35,7 @@ from app.domain.sites import Sites
 from app.domain.sites_file import load_sites
 from app.ledger.models import Action, Alarm, AlarmState
 from app.ledger.models import Event as EventRow
+from app.ledger.queries import alarm_page
 from app.ledger.session import make_engine, make_sessionmaker
 from app.receiver.desk import LOG_BURST, LOG_EVERY_S, Desk
 from app.receiver.frames import MAX_FRAME_BYTES, NULL, Reply, build_frame, read_reply
@@ -436,6 +437,64 @@ def test_each_refused_frame_gets_the_standards_nak_and_records_nothing(
     assert receiver.events() == []
     assert counts(refused_before + 1, "refusals", reason=reason)
     assert counted("decrypt_failures", source="acme-dc09") == failures_before + (reason == "decrypt_failed")
+
+
+def _with_account(tmp_path: Path, account: str, key: bytes | None) -> Sites:
+    """The fixture's sites with ``account`` on site hq too (with its own ``key``, when one)."""
+    path = write_sites(tmp_path)
+    path.write_text(path.read_text().replace('accounts = ["1234"', f'accounts = ["1234", "{account}"', 1))
+    keys = SOURCE_ENV["ACME_DC09_KEYS"] + (f",{account}={key.hex()}" if key is not None else "")
+    return load_sites(path, {**SOURCE_ENV, "ACME_DC09_KEYS": keys})
+
+
+def test_an_encrypted_frame_whose_data_names_another_account_is_refused(
+    receiver_settings: Settings, tmp_path: Path
+) -> None:
+    """The header's account is in clear: a frame captured from 128A and re-addressed to another account
+    that its key decrypts (a shared key) would have been that account's alarm. Inside the encryption
+    the data names the account it was sent for; when that is not the header's, the frame is NAKed."""
+    key = bytes(range(16))
+    engine = make_engine(receiver_settings.database_url, pre_ping=False)
+    refused_before = counted("refusals", reason="account_mismatch")
+    failures_before = counted("decrypt_failures", source="acme-dc09")
+    try:
+        with running_receiver(receiver_settings, _with_account(tmp_path, "5678", key), engine) as running:
+            with capture_logs() as logs:
+                reply = running.send(build_frame("5678", key=key, data="#128A|NOP1"), key, "5678")
+            same = running.send(build_frame("5678", key=key, data="#5678|NOP1", sequence=2), key, "5678")
+            events = [e.account for e in running.events()]
+    finally:
+        engine.dispose()
+
+    assert (reply.kind, reply.crc_ok, reply.encrypted) == ("NAK", True, False)
+    assert same.kind == "ACK"  # its own account, in either case, is the frame's
+    assert events == ["5678"]
+    assert counts(refused_before + 1, "refusals", reason="account_mismatch")
+    assert counted("decrypt_failures", source="acme-dc09") == failures_before + 1  # as a wrong key is
+    (warning,) = [line for line in logs if line["event"] == "receiver.refused"]
+    assert (warning["reason"], warning["account"], warning["data_account"]) == (
+        "account_mismatch",
+        "5678",
+        "128A",
+    )
+
+
+def test_a_plain_frame_whose_data_names_another_account_is_recorded_under_its_header_and_says_so(
+    receiver: RunningReceiver,
+) -> None:
+    """Anyone can write both accounts of a plain frame: refusing it proves nothing and loses the alarm.
+    It is recorded under the header's account, and the alarm's page shows the account the data named."""
+    reply = receiver.send(build_frame(PLAIN, data="#5678|NBA03", sequence=31))
+
+    assert reply.kind == "ACK"
+    (event,) = receiver.events()
+    assert (event.account, event.code, event.zone) == (PLAIN, "BA", "03")
+    assert event.payload["dc09"]["data_account"] == "5678"
+    with receiver.sessions() as session:
+        page = alarm_page(session, event.alarm_id or 0)
+    assert page is not None
+    (shown,) = page["events"]
+    assert shown["text"] == "the frame's data block names account 5678, its header 1234: recorded as 1234's"
 
 
 def test_a_frame_of_an_unsupported_id_token_is_answered_duh_and_logged_for_a_person(

@@ -233,3 +233,23 @@ def test_sites_check_summarises_dc09_sources_and_checks_them_without_their_keys(
     ]
     assert stand_ins.exit_code == 0, stand_ins.output
     assert f"{path}: not set here, checked with stand-ins: ACME_DC09_KEYS, AJAX_DC09_KEYS" in stand_ins.stdout
+
+
+def test_sites_check_refuses_a_dc09_key_two_accounts_share(tmp_path: Path) -> None:
+    """A frame's header account is in clear: with one key for two accounts, either's captured frame
+    could be re-addressed to the other (an encrypted NULL keeping a dead panel's link green)."""
+    path = str(write_sites(tmp_path))
+    unset = {name: None for name in (*SOURCE_ENV, "SITES_FILE")}
+    shared = SOURCE_ENV["ACME_DC09_KEYS"] + f",1234={KEYS['128A'].hex()}"
+
+    checked = CliRunner().invoke(
+        main, ["sites", "check", path], env={**unset, **SOURCE_ENV, "ACME_DC09_KEYS": shared}
+    )
+
+    assert checked.exit_code == 1
+    assert checked.stdout.splitlines()[0] == (
+        f"{path}: sources.acme-dc09.encryption_keys_env: the key of account 1234 is also account 128a's "
+        '(source "acme-dc09"): each account needs a key of its own, or a frame of one could pass as the '
+        "other's"
+    )
+    assert KEYS["128A"].hex() not in checked.output

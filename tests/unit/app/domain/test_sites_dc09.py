@@ -153,7 +153,7 @@ def test_a_dc09_source_needs_no_key_at_all(tmp_path: Path) -> None:
             id="twice",
         ),
         pytest.param(
-            {"DC09_KEYS": f"128a={KEY_128},beef={KEY_128}"},
+            {"DC09_KEYS": f"128a={KEY_128},beef={KEY_128[::-1]}"},
             "sources.receiver.encryption_keys_env: holds a key for account beef, which no site lists through "
             'source "receiver"',
             id="stray-key",
@@ -263,3 +263,36 @@ def test_a_directory_built_in_code_refuses_an_account_on_two_dc09_sources(tmp_pa
             sources=[Source("a", "dc09"), Source("b", "dc09")],
             sites=[replace(site, sources=("a",)), replace(site, key="annex", sources=("b",))],
         )
+
+
+def test_two_dc09_accounts_cannot_share_a_key_one_line_names_both(tmp_path: Path) -> None:
+    """A frame's header account is in clear: with one key for two accounts, a frame captured from one
+    (an alarm, a disarm, a link test keeping a dead panel's link green) is re-addressed to the other."""
+    sources = SOURCES + '\n[sources.other-receiver]\nkind = "dc09"\nencryption_keys_env = "OTHER_KEYS"\n'
+    path = sites_file(
+        tmp_path,
+        ("hq", '["receiver"]', '["128A", "5678"]'),
+        ("annex", '["other-receiver"]', '["9ABC"]'),
+        sources=sources,
+    )
+    environ = {**PANELS, "DC09_KEYS": f"128a={KEY_128},5678={KEY_128}", "OTHER_KEYS": f"9abc={KEY_128}"}
+
+    errors = errors_of(path, environ)
+
+    assert errors == [
+        f"sources.{source}.encryption_keys_env: the key of account {account} is also account 128a's "
+        '(source "receiver"): each account needs a key of its own, or a frame of one could pass as '
+        "the other's"
+        for source, account in (("receiver", "5678"), ("other-receiver", "9abc"))
+    ]
+    assert not any(KEY_128 in line for line in errors)
+
+
+def test_a_directory_built_in_code_refuses_two_dc09_accounts_sharing_a_key(tmp_path: Path) -> None:
+    sites = load_sites(sites_file(tmp_path, HQ), ENVIRON)
+    source, site = sites.source("receiver"), sites.site("hq")
+    assert source is not None and site is not None
+    key = bytes.fromhex(KEY_128)
+
+    with pytest.raises(ValueError, match="dc09 accounts '128a' and '0042' share a key"):
+        Sites(sources=[replace(source, encryption_keys={"128a": key, "0042": key})], sites=[site])

@@ -16,13 +16,15 @@ does not decrypt with the account's key, an encrypted frame whose data block nam
 than its header (``#<acct>|`` inside: the header is in clear, so anyone can change it, and a frame
 captured from one account and re-addressed to another that shares its key would be that other's
 alarm), an encrypted frame without a timestamp (its replay protection), and a timestamp outside the
-source's band. A plain frame whose data block names another account is not refused (anyone can write
-both accounts of a plain frame; refusing proves nothing and loses an alarm): it is recorded under its
-header's account, and its events say which account the data named. Each refusal is answered with
-the standard's NAK, which carries the receiver's timestamp so that a panel whose clock drifted can
-correct it. A bad CRC is NAKed too, although pysiaalarm's own servers leave it unanswered: the NAK
-names no account and no sequence (``"NAK"0000R…L…A0[]``), and it makes the panel send a garbled
-alarm again at once instead of after its ACK timeout.
+source's band. A plain frame without an account in its header is routed by the account its data
+block names (``[#1234|…``), as pysiaalarm reads it (an encrypted one needs its header's account:
+that picks the key). A plain frame whose data block names another account is not refused (anyone
+can write both accounts of a plain frame; refusing proves nothing and loses an alarm): it is
+recorded under its header's account, and its events say which account the data named. Each refusal
+is answered with the standard's NAK, which carries the receiver's timestamp so that a panel whose
+clock drifted can correct it. A bad CRC is NAKed too, although pysiaalarm's own servers leave it
+unanswered: the NAK names no account and no sequence (``"NAK"0000R…L…A0[]``), and it makes the
+panel send a garbled alarm again at once instead of after its ACK timeout.
 
 The length field is not a reason to refuse: the CRC already covers the frame, and some senders
 (pysiaalarm's own test frames among them) compute the length wrongly. Refusing their frames would
@@ -268,7 +270,12 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
         return Refusal(Reason.UNREADABLE, UNREADABLE, nak(*_prefix(match)))
     token = match["message_type"]
     frame_type = token if token in SUPPORTED else UNSUPPORTED
+    encrypted = bool(match["encrypted_flag"])
     account = match["account"]
+    if account is None and not encrypted:
+        # pysiaalarm's pattern makes the header's account optional, and reads the data's instead.
+        # An encrypted frame cannot do without it: it picks the key the data is read with.
+        account = data_account_of(match["rest"])
 
     def refuse(reason: Reason, source: Source | None = None, data_account: str | None = None) -> Refusal:
         answer = nak(*_prefix(match))
@@ -284,7 +291,6 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
     if declared != len(body):  # read all the same (module docstring)
         log.warning("receiver.length_mismatch", account=account, declared=declared, actual=len(body))
     route = accounts.sites.dc09_route(account) if account else None
-    encrypted = bool(match["encrypted_flag"])
     if frame_type == UNSUPPORTED:
         duh = answer(
             ResponseType.DUH,

@@ -37,6 +37,7 @@ from app.ledger.models import Action, Alarm, AlarmState
 from app.ledger.models import Event as EventRow
 from app.ledger.queries import alarm_page
 from app.ledger.session import make_engine, make_sessionmaker
+from app.receiver.crc import frame_crc
 from app.receiver.desk import LOG_BURST, LOG_EVERY_S, Desk
 from app.receiver.frames import MAX_FRAME_BYTES, NULL, Reply, build_frame, read_reply
 from app.receiver.server import Receiver
@@ -495,6 +496,29 @@ def test_a_plain_frame_whose_data_names_another_account_is_recorded_under_its_he
     assert page is not None
     (shown,) = page["events"]
     assert shown["text"] == "the frame's data block names account 5678, its header 1234: recorded as 1234's"
+
+
+def _without_header_account(raw: bytes, account: str) -> bytes:
+    """``raw`` with no account in its header (``…L1[`` for ``…L1#<account>[``), its CRC and length anew."""
+    body = raw.decode("ascii").strip()[8:].replace(f"#{account}[", "[", 1)
+    return f"\n{frame_crc(body)}{len(body):04X}{body}\r".encode("ascii")
+
+
+def test_a_plain_frame_without_a_header_account_is_routed_by_its_datas(receiver: RunningReceiver) -> None:
+    """pysiaalarm's pattern makes the header's account optional and reads the data's; such a frame was
+    NAKed unknown_account on every retry. An encrypted one needs its header's account (it picks the key)."""
+    plain = _without_header_account(build_frame(PLAIN, "BA", "03", sequence=41, area="1"), PLAIN)
+    assert b'"SIA-DCS"0041R1L1[#1234|Nri1/BA03]_' in plain
+    encrypted = _without_header_account(build_frame("128A", "BA", "4", sequence=42, key=KEYS["128A"]), "128A")
+    refused_before = counted("refusals", reason="unknown_account")
+
+    answers = [receiver.send(plain), receiver.send(encrypted, KEYS["128A"], "128A")]
+
+    assert [a.kind for a in answers] == ["ACK", "NAK"]
+    assert answers[0].text.endswith(f'"ACK"0041R1L1#{PLAIN}[]')
+    (event,) = receiver.events()
+    assert (event.account, event.code, event.zone, event.site_key) == (PLAIN, "BA", "03", "hq")
+    assert counts(refused_before + 1, "refusals", reason="unknown_account")
 
 
 def test_a_frame_of_an_unsupported_id_token_is_answered_duh_and_logged_for_a_person(

@@ -23,9 +23,10 @@ traceback.
 
 A datagram is one frame, as DC-09 sends them (one message per datagram, its answer to the address it
 came from) and pysiaalarm's UDP server reads them: its first frame is read, whatever follows that
-frame's CR is not, and it gets one answer at most, never longer than itself. A datagram's source
-address can be forged, so an answer to it may land on someone else: a datagram that is not even a
-DC-09 frame (unreadable) gets none at all, only the refusal counter. A TCP connection (whose address
+frame's CR is not, and it gets one answer at most. A datagram's source address can be forged, so an
+answer to it may land on someone else: a datagram that is not even a DC-09 frame (unreadable) gets
+none at all, only the refusal counter, and a NAK or DUH longer than its datagram is not sent either
+(an ACK is: its frame was committed, and the panel waits for it). A TCP connection (whose address
 cannot be forged) is answered frame by frame, and the loop is yielded between frames, so one
 connection's stream of frames never holds up another's. Refusal warnings keep to ``Desk.log_budget``.
 
@@ -313,12 +314,14 @@ class Receiver:
         answered = await self._decide(frame + FRAME_END, peer)
         if answered.answer is None:
             return
-        # Not DC-09 at all, or an answer longer than what came: nothing goes back to an address
-        # that may be forged (counted all the same, as an answer not delivered).
-        delivered = (
-            answered.reason != Reason.UNREADABLE
-            and len(answered.answer) <= len(data)
-            and not transport.is_closing()
+        # A NAK or DUH to a datagram not DC-09 at all, or longer than it: nothing goes back to an
+        # address that may be forged (counted all the same, as an answer not delivered). An ACK
+        # always goes: its frame passed every check and was committed, the panel waits for it, and
+        # it is the frame's header without its data (2 bytes more at most: "R0" for a receiver
+        # number the frame left out).
+        delivered = not transport.is_closing() and (
+            answered.response == "ack"
+            or (answered.reason != Reason.UNREADABLE and len(answered.answer) <= len(data))
         )
         if delivered:
             transport.sendto(answered.answer, addr)

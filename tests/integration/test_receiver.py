@@ -626,6 +626,27 @@ def test_a_datagram_is_one_frame_and_gets_one_answer(receiver: RunningReceiver) 
     assert [(e.code, e.zone) for e in receiver.events()] == [("BA", "1")]
 
 
+def test_over_udp_an_ack_always_goes_but_no_nak_longer_than_its_datagram(receiver: RunningReceiver) -> None:
+    """A link test without a receiver number is answered with "R0" in it, 1 byte longer than itself:
+    the ACK goes all the same (a committed frame, which the panel waits for). A NAK anyone can draw
+    from a forged address is never longer than the datagram that drew it."""
+    link = build_frame(PLAIN, message_type=NULL, stamped=False, receiver="")
+    short_unknown = build_frame("9999", message_type=NULL, stamped=False, receiver="")
+    unknown_before = counted("refusals", reason="unknown_account")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(10)
+        udp.sendto(link, ("127.0.0.1", receiver.port))
+        ack = udp.recvfrom(65536)[0]
+        udp.sendto(short_unknown, ("127.0.0.1", receiver.port))
+        assert counts(unknown_before + 1, "refusals", reason="unknown_account")
+        udp.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # its NAK (47 bytes) would have been sent by now
+            udp.recvfrom(65536)
+
+    assert (read_reply(ack).kind, len(ack)) == ("ACK", len(link) + 1)
+    assert len(short_unknown) < 47
+
+
 def test_junk_on_one_connection_is_answered_and_counted_but_its_warnings_keep_to_a_budget(
     receiver: RunningReceiver,
 ) -> None:

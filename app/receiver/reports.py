@@ -204,8 +204,9 @@ def events_of(frame: Frame, received_at: datetime, first_timestamp: datetime | N
                 payload={
                     **payload,
                     **({"modifiers": where} if where else {}),
-                    # The text the alarm's page shows for an event (app.ledger.queries).
-                    **({"message": message} if mismatch is not None else {}),
+                    # The text the alarm's page shows for an event (app.ledger.queries), and every
+                    # step's context reads (app.domain.alarms): the panel's words for the zone.
+                    **({"message": message} if message else {}),
                 },
             )
         )

@@ -615,3 +615,18 @@ def test_the_ledger_threads_take_the_most_urgent_waiting_frame_first() -> None:
         pool.shutdown()
 
     assert order == ["fire", "burglary", "trouble", "test"]
+
+
+def test_a_frames_own_text_is_the_events_message_the_alarm_and_its_vendors_read(accounts: Accounts) -> None:
+    """The panel's words for the zone ("Front door") reach the alarm's page and every step's context
+    (TrackTik's note, the call's message), which read an event's text from its payload's `message`."""
+    frame = read(build_frame("1234", data="#1234|Nri1/BA03^Front door^"), accounts)
+
+    (event,) = events_of(frame, datetime.now(UTC))
+    assert (event.code, event.zone, event.message) == ("BA", "03", "Front door")
+    assert event.payload["message"] == "Front door"
+
+
+def test_a_frame_without_text_puts_no_message_in_its_payload(accounts: Accounts) -> None:
+    (event,) = events_of(read(build_frame("1234", data="#1234|Nri1/BA03"), accounts), datetime.now(UTC))
+    assert event.message is None and "message" not in event.payload

@@ -14,7 +14,8 @@ Rules (DESIGN.md, CONTRACTS §6.4):
   as an operator's End with outcome cancelled does: every step not started stops (those marked
   cancellable, held for the window, and the others). Fire, medical, holdup, panic (and the other
   never-held families) are never held: their steps cannot be cancellable and their alarms are not
-  cancelled.
+  cancelled. An alarm an operator verified valid is never stood down by a panel's cancel (a disarm
+  after that verdict may be coerced): the cancel is recorded and the alarm goes to a person.
 - Nothing that could be a real alarm is dropped: an unknown code or an unclaimed account opens an
   alarm flagged for a person.
 """
@@ -720,6 +721,8 @@ class _Recorder:
                     "alarm.cancel_ignored",
                     f"{self._what()}: {alarm.family} is never held; it goes on",
                 )
+            elif alarm.verification == "valid":
+                self._keep_verified(alarm)
             elif alarm.opened_at < window_start:
                 self.note(
                     alarm.id,
@@ -729,6 +732,25 @@ class _Recorder:
             elif alarm.panel_cancelled_at is None:
                 due += self._stand_down(alarm)
         return (named[0] if named else None), due
+
+    def _keep_verified(self, alarm: Alarm) -> None:
+        """An operator judged the alarm real: a panel's cancel never overrides that verdict.
+
+        A disarm after a verified alarm may be coerced (the intruder makes the user open), so nothing
+        is stood down, in the window or not; the alarm goes in front of a person, who decides.
+        """
+        reason = (
+            f"{self._what()} came after an operator verified the alarm valid: nothing was stood "
+            "down; check with the site whether the opening is genuine"
+        )
+        self.note(
+            alarm.id,
+            "alarm.cancel_after_verified",
+            f"{self._what()}: the opening came after an operator judged the alarm real; nothing was "
+            "stood down",
+        )
+        alarm.flag_for_person(reason, now=self.now)
+        self.note(alarm.id, "alarm.needs_person", reason)
 
     def _stand_down(self, alarm: Alarm) -> list[DueAction]:
         """A cancel in time: the response stands down as an operator's End with outcome cancelled.

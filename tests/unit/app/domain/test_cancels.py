@@ -159,6 +159,55 @@ def test_a_tracktik_create_in_flight_at_the_cancel_is_put_in_front_of_a_person(
     }
 
 
+# -- an operator's verdict wins over the panel -----------------------------------------------------------
+
+
+def test_a_cancel_in_time_after_an_operator_verified_the_alarm_valid_stands_nothing_down(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A disarm after the operator judged the alarm real may be coerced: the verdict stands, the
+    opening is on the timeline, and a person is asked to look."""
+    opened = signal(sessions, "BA")
+    assert opened.alarm_id is not None
+    with sessions.begin() as session:
+        operations.verify(session, opened.alarm_id, "valid", now=T0 + timedelta(seconds=15), max_attempts=3)
+    cancel = signal(sessions, "OP", zone="7", after_s=30)  # inside Montréal's 90 s window
+
+    assert cancel.alarm_id == opened.alarm_id and cancel.due_actions == ()
+    assert steps(sessions, opened.alarm_id) == {
+        tracktik_steps.CREATE_ALARM: ActionState.QUEUED,
+        callonalarm_steps.TRIGGER: ActionState.PENDING,
+    }
+    kept = get(sessions, opened.alarm_id)
+    assert (kept.state, kept.outcome, kept.panel_cancelled_at) == ("needs_person", None, None)
+    assert "came after an operator verified the alarm valid" in (kept.needs_person_reason or "")
+    lines = timeline(sessions, opened.alarm_id)
+    assert (
+        "alarm.cancel_after_verified",
+        "OP Opening Report (Disarmed) zone 7: the opening came after an operator judged the alarm "
+        "real; nothing was stood down",
+    ) in lines
+    assert "alarm.cancelled_by_user" not in [k for k, _ in lines]
+
+
+def test_a_cancel_after_a_valid_verdict_stands_no_911_request_or_call_down(
+    sessions: sessionmaker[Session],
+) -> None:
+    opened = signal(sessions, "BA", account=NEWTON_ACCOUNT)
+    run_step(
+        sessions, opened.alarm_id, callonalarm_steps.TRIGGER, after_s=31,
+        refs={"callonalarm_alert_id": "coa-7", "rapidsos_alert_id": "rs-9"},
+    )  # fmt: skip
+    assert opened.alarm_id is not None
+    with sessions.begin() as session:
+        operations.verify(session, opened.alarm_id, "valid", now=T0 + timedelta(seconds=35), max_attempts=3)
+    cancel = signal(sessions, "OP", account=NEWTON_ACCOUNT, zone="1", after_s=40)
+
+    assert cancel.due_actions == ()  # no RapidSOS cancel, no restore code to CallOnAlarm
+    kept = get(sessions, opened.alarm_id)
+    assert kept.state == "needs_person" and kept.outcome is None
+
+
 # -- the stand-down table ------------------------------------------------------------------------------
 
 

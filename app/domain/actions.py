@@ -64,7 +64,25 @@ _LIVE_STATES = (ActionState.PENDING, ActionState.QUEUED)
 
 
 def _first_event(column: Any) -> Any:
-    return select(column).where(_EVENTS.c.alarm_id == _ALARMS.c.id).order_by(_EVENTS.c.id).limit(1)
+    """The alarm's opening event: the first of its events that carries the alarm's own code.
+
+    Not simply its lowest id: a restore that came before the alarm (dual-path reordering) is adopted
+    by it with a lower id, and its time and text must never become the alarm's in a dispatch.
+    ``IS NOT DISTINCT FROM`` so that an Alta alarm (no code) finds its webhook; an alarm none of whose
+    events carries its code (none that intake opens) still gets its first event rather than nothing.
+    The choice is made in WHERE, not ORDER BY: SQLite cannot see the outer alarm from a subquery's
+    ORDER BY.
+    """
+    events = _EVENTS.alias("opening")
+    mine = events.c.alarm_id == _ALARMS.c.id
+    opening_id = func.coalesce(
+        select(func.min(events.c.id))
+        .where(mine, events.c.code.is_not_distinct_from(_ALARMS.c.code))
+        .correlate(_ALARMS)
+        .scalar_subquery(),
+        select(func.min(events.c.id)).where(mine).correlate(_ALARMS).scalar_subquery(),
+    )
+    return select(column).where(_EVENTS.c.id == opening_id)
 
 
 class _JsonArrayOf(FunctionElement[Any]):
@@ -86,8 +104,9 @@ def _json_group_array(element: _JsonArrayOf, compiler: SQLCompiler, **kw: Any) -
 
 
 # What a step sees of its alarm, read in the round trip that takes the alarm's lock: its columns, its
-# first event's time and body, and the kinds of its steps (app.domain.alarms.load_context builds the
-# step's context from it; the kinds were a round trip of their own on every step).
+# opening event's time and body (``_first_event``), and the kinds of its steps
+# (app.domain.alarms.load_context builds the step's context from it; the kinds were a round trip of
+# their own on every step).
 ALARM_SNAPSHOT = (
     *_ALARMS.c,
     _first_event(_EVENTS.c.occurred_at).scalar_subquery().label("first_event_occurred_at"),

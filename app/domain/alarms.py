@@ -1,9 +1,10 @@
 """What a step knows about its alarm, and what a finished step may change on it.
 
-Handlers get an ``AlarmContext`` snapshot (site, first event, refs) instead of ORM rows; what they
-learn comes back as refs to merge (each vendor's keys are declared in ``vendors/<key>/refs.py``), follow-up
-steps to plan, a reason for a person, or a request for the fallback step. All of it is applied in
-the same transaction that records the step's success or failure.
+Handlers get an ``AlarmContext`` snapshot (site, the event that opened it, refs) instead of ORM rows;
+what they learn comes back as refs to merge (each vendor's keys are declared in
+``vendors/<key>/refs.py``), follow-up steps to plan, a reason for a person, or a request for the
+fallback step. All of it is applied in the same transaction that records the step's success or
+failure.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ class AlarmContext:
     priority: str
     description: str | None
     opened_at: datetime
-    occurred_at: datetime | None  # the first event's own time, when it carried one
+    occurred_at: datetime | None  # the opening event's own time, when it carried one
     message: str | None
-    payload: dict[str, Any]  # the first event's body as received
+    payload: dict[str, Any]  # the opening event's body as received
     refs: dict[str, Any]
     verification: str | None
     event_count: int = 1

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.domain.alarms import load_context
 from app.domain.events import Event
 from app.domain.intake import HOLD_FOR_911, IntakeRules, Receipt, record_event
 from app.domain.sites_file import load_sites
@@ -227,6 +228,32 @@ def test_a_restore_before_its_alarm_is_matched_whichever_path_of_the_site_brough
         opened = record_event(session, panel("BA", at=T0 + timedelta(seconds=3)), sites=sites, rules=RULES)
     assert alarm(sessions, opened.alarm_id).restored_at == T0
     assert "alarm.zone_restored" in timeline_kinds(sessions, opened.alarm_id)
+
+
+def said(code: str, message: str, *, after_s: float = 0, occurred_after_s: float | None = None) -> Event:
+    """A panel event with its text in the body, as steps read it for their context."""
+    at = T0 + timedelta(seconds=after_s)
+    occurred = at if occurred_after_s is None else T0 + timedelta(seconds=occurred_after_s)
+    return replace(
+        panel(code, at=at, occurred_at=occurred, message=message),
+        payload={"code": code, "message": message},
+    )
+
+
+def test_an_adopted_early_restore_never_becomes_the_alarm_s_context(sessions: sessionmaker[Session]) -> None:
+    """Dual-path reordering: the restore is adopted, but every step (a guard's note, a 911 incident
+    time) must read the alarm's own event, not the restore's time and text."""
+    early = record(sessions, said("FH", "kitchen normal", occurred_after_s=2))
+    opened = record(sessions, said("FA", "kitchen smoke", after_s=3, occurred_after_s=1))
+
+    assert alarm(sessions, opened.alarm_id).restored_at == T0  # adopted, as before
+    with sessions() as session:
+        assert session.get_one(EventRow, early.event_id).alarm_id == opened.alarm_id
+        assert opened.alarm_id is not None
+        context = load_context(session, opened.alarm_id, SITES)
+    assert context is not None
+    assert (context.occurred_at, context.message) == (T0 + timedelta(seconds=1), "kitchen smoke")
+    assert context.payload["code"] == "FA"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ timeline. The caller commits, then hands ``Receipt.due_actions`` to the outbox.
 
 Rules (DESIGN.md, CONTRACTS §6.4):
 - A restore is not a cancel: it records that the zone is normal again and stops nothing. A restore
-  that arrives before its alarm is kept and matched when the alarm opens.
+  that arrives before its alarm is kept and matched when the alarm opens; one that arrives after its
+  zone's alarm ended is that ended alarm's, never the next alarm's.
 - A cancel (BC, OC, an opening by a user) within the site's cancel window stands the response down
   as an operator's End with outcome cancelled does: every step not started stops (those marked
   cancellable, held for the window, and the others). Fire, medical, holdup, panic (and the other
@@ -673,13 +674,48 @@ class _Recorder:
             .limit(1)
         ).scalar_one_or_none()
         if alarm is None:
-            return None  # kept unattached; matched if its alarm arrives late (_match_early_restores)
+            # Kept unattached unless it is an ended alarm's, matched if its alarm arrives late
+            # (attach_event).
+            return self._restore_after_end(cleared)
         if alarm.restored_at is None:
             alarm.restored_at = self.now
         self.note(
             alarm.id, "alarm.zone_restored", f"{self._what()}: the zone is normal again; the response goes on"
         )
         return alarm
+
+    def _restore_after_end(self, cleared: Sequence[str]) -> Alarm | None:
+        """The zone's last alarm ended before its restore came: the restore is that alarm's.
+
+        Left unattached, it would be adopted by the zone's next alarm as a restore that came before
+        it: that alarm would read "restored" while live. It belongs to the ended alarm when that
+        alarm still waited for its restore, or got it within the grouping window (the same restore
+        again, e.g. through a dual-path panel's other path).
+        """
+        ended = self.session.execute(
+            select(Alarm)
+            .where(
+                *self._same_place(),
+                self._zone_is(self.event.zone),
+                Alarm.code.in_(cleared),
+                Alarm.state == AlarmState.ENDED,
+            )
+            .order_by(Alarm.id.desc())
+            .limit(1)
+            .with_for_update()
+        ).scalar_one_or_none()
+        if ended is None:
+            return None
+        if ended.restored_at is not None and ended.restored_at < self.now - self.rules.grouping_window:
+            return None
+        if ended.restored_at is None:
+            ended.restored_at = self.now
+        self.note(
+            ended.id,
+            "alarm.zone_restored",
+            f"{self._what()} after the alarm ended ({ended.outcome}): the zone is normal again",
+        )
+        return ended
 
     # -- cancels ---------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.domain import operations
 from app.domain.alarms import load_context
 from app.domain.events import Event
 from app.domain.intake import HOLD_FOR_911, IntakeRules, Receipt, record_event
@@ -254,6 +255,52 @@ def test_an_adopted_early_restore_never_becomes_the_alarm_s_context(sessions: se
     assert context is not None
     assert (context.occurred_at, context.message) == (T0 + timedelta(seconds=1), "kitchen smoke")
     assert context.payload["code"] == "FA"
+
+
+def test_a_restore_after_its_alarm_ended_is_that_alarm_s_not_the_next_one_s(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Left unattached, the kitchen's restore was adopted by the next real fire four minutes later:
+    the fire read "restored before it opened" and its steps carried the restore's time and text."""
+    first = record(sessions, said("FA", "kitchen smoke"))
+    assert first.alarm_id is not None
+    with sessions.begin() as session:
+        operations.end(session, first.alarm_id, "false_alarm", now=T0 + timedelta(seconds=20), max_attempts=3)
+    restore = record(sessions, said("FR", "kitchen normal", after_s=30))
+    second = record(sessions, said("FA", "kitchen smoke", after_s=240))
+
+    assert second.alarm_id not in (None, first.alarm_id)
+    assert alarm(sessions, second.alarm_id).restored_at is None
+    assert "alarm.zone_restored" not in timeline_kinds(sessions, second.alarm_id)
+    with sessions() as session:
+        assert second.alarm_id is not None
+        context = load_context(session, second.alarm_id, SITES)
+    assert context is not None
+    assert (context.occurred_at, context.message) == (T0 + timedelta(seconds=240), "kitchen smoke")
+    # The restore is the ended alarm's, on its timeline.
+    assert restore.alarm_id == first.alarm_id
+    ended = alarm(sessions, first.alarm_id)
+    assert (ended.state, ended.restored_at) == ("ended", T0 + timedelta(seconds=30))
+    assert "alarm.zone_restored" in timeline_kinds(sessions, first.alarm_id)
+
+
+def test_a_restore_long_after_an_ended_alarm_got_its_own_is_still_matched_to_a_later_alarm(
+    sessions: sessionmaker[Session],
+) -> None:
+    """An ended alarm takes one restore (or the same again within the grouping window): a restore
+    much later, with no live alarm, is still kept for an alarm that comes after it."""
+    first = record(sessions, said("BA", "back door"))
+    assert first.alarm_id is not None
+    with sessions.begin() as session:
+        operations.end(session, first.alarm_id, "false_alarm", now=T0 + timedelta(seconds=20), max_attempts=3)
+    record(sessions, said("BH", "back door normal", after_s=30))
+    early = record(sessions, said("BH", "back door normal", after_s=3600))
+    opened = record(sessions, said("BA", "back door", after_s=3602))
+
+    assert early.alarm_id is None and opened.alarm_id != first.alarm_id
+    with sessions() as session:
+        assert session.get_one(EventRow, early.event_id).alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=3600)
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,10 @@ Rules (DESIGN.md, CONTRACTS §6.4):
   as an operator's End with outcome cancelled does: every step not started stops (those marked
   cancellable, held for the window, and the others). Fire, medical, holdup, panic (and the other
   never-held families) are never held: their steps cannot be cancellable and their alarms are not
-  cancelled. An alarm an operator verified valid is never stood down by a panel's cancel (a disarm
-  after that verdict may be coerced): the cancel is recorded and the alarm goes to a person.
+  cancelled. The window holds by receive times and, when both the alarm's event and the cancel
+  carry the sender's own time, by those too. An alarm an operator verified valid is never stood
+  down by a panel's cancel (a disarm after that verdict may be coerced): the cancel is recorded and
+  the alarm goes to a person.
 - Nothing that could be a real alarm is dropped: an unknown code or an unclaimed account opens an
   alarm flagged for a person.
 """
@@ -765,9 +767,46 @@ class _Recorder:
                     "alarm.cancel_too_late",
                     f"{self._what()} came after the {window_s:g}s cancel window; the response goes on",
                 )
+            elif (refused := self._outside_window_by_sender(alarm, window_s)) is not None:
+                self.note(alarm.id, *refused)
             elif alarm.panel_cancelled_at is None:
                 due += self._stand_down(alarm)
         return (named[0] if named else None), due
+
+    def _outside_window_by_sender(self, alarm: Alarm, window_s: float) -> tuple[str, str] | None:
+        """Why the cancel does not apply by the sender's own times, or None when it may.
+
+        Receive times alone let a stale cancel stand a burglary down: a buffered burst (the alarm
+        and, two minutes later by the panel's clock, the user's opening, delivered in one second) or
+        an opening from before the alarm delivered after it. Only a time the sender gave counts
+        (``occurred_at`` is None otherwise, never our receive time); comparing two senders' clocks
+        that disagree can only keep a response going, never stop one.
+        """
+        cancel_at = self.event.occurred_at
+        if cancel_at is None:
+            return None
+        opened_at = self.session.execute(
+            select(EventRow.occurred_at)
+            .where(EventRow.alarm_id == alarm.id, EventRow.code.is_not_distinct_from(alarm.code))
+            .order_by(EventRow.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        if opened_at is None:
+            return None
+        if cancel_at < opened_at:
+            return (
+                "alarm.cancel_before_alarm",
+                f"{self._what()} happened {(opened_at - cancel_at).total_seconds():g}s before the "
+                "alarm by the sender's clock: it does not cancel it; the response goes on",
+            )
+        if cancel_at - opened_at > timedelta(seconds=window_s):
+            return (
+                "alarm.cancel_too_late",
+                f"{self._what()} happened {(cancel_at - opened_at).total_seconds():g}s after the "
+                f"alarm by the sender's clock, after the {window_s:g}s cancel window; the response "
+                "goes on",
+            )
+        return None
 
     def _keep_verified(self, alarm: Alarm) -> None:
         """An operator judged the alarm real: a panel's cancel never overrides that verdict.

@@ -38,9 +38,10 @@ def signal(
 ) -> Receipt:
     at = T0 + timedelta(seconds=after_s)
     account = kw.pop("account", MONTREAL_ACCOUNT)
+    occurred_at = kw.pop("occurred_at", at)  # the sender's own time; None: it gave none
     event = Event(
         source_key="acme-panels", source_kind="panel", received_at=at, account=account,
-        code=code, zone=zone, occurred_at=at, payload={"code": code},
+        code=code, zone=zone, occurred_at=occurred_at, payload={"code": code},
     )  # fmt: skip
     with sessions.begin() as session:
         return record_event(session, event, sites=SITES, rules=RULES)
@@ -356,6 +357,70 @@ def test_a_cancel_one_microsecond_after_the_window_is_too_late(sessions: session
     assert timeline(sessions, opened.alarm_id)[-1] == (
         "alarm.cancel_too_late",
         "BC Burglary Cancel zone 3 came after the 90s cancel window; the response goes on",
+    )
+
+
+# -- the window by the sender's own clock ------------------------------------------------------------
+
+
+def test_an_opening_from_before_the_alarm_delivered_after_it_stands_nothing_down(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Received a second after the burglary, but the panel says the user opened ten minutes before
+    it: that opening cannot be a cancel of this alarm."""
+    opened = signal(sessions, "BA")
+    cancel = signal(sessions, "OP", zone="7", after_s=1, occurred_at=T0 - timedelta(minutes=10))
+
+    assert cancel.alarm_id == opened.alarm_id and cancel.due_actions == ()
+    assert steps(sessions, opened.alarm_id) == {
+        tracktik_steps.CREATE_ALARM: ActionState.QUEUED,
+        callonalarm_steps.TRIGGER: ActionState.PENDING,
+    }
+    assert get(sessions, opened.alarm_id).state == "open"
+    assert (
+        "alarm.cancel_before_alarm",
+        "OP Opening Report (Disarmed) zone 7 happened 600s before the alarm by the sender's clock: it "
+        "does not cancel it; the response goes on",
+    ) in timeline(sessions, opened.alarm_id)
+
+
+def test_a_buffered_burst_s_late_opening_is_outside_the_window_by_the_panel_s_clock(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A panel that buffered while its line was down sends the alarm (11:50:00) and the opening
+    (11:52:00, after the 90 s window) within a second of each other."""
+    alarm_at = T0 - timedelta(minutes=10)
+    opened = signal(sessions, "BA", occurred_at=alarm_at)
+    signal(sessions, "OP", zone="7", after_s=0.5, occurred_at=alarm_at + timedelta(seconds=120))
+
+    assert steps(sessions, opened.alarm_id) == {
+        tracktik_steps.CREATE_ALARM: ActionState.QUEUED,
+        callonalarm_steps.TRIGGER: ActionState.PENDING,
+    }
+    assert get(sessions, opened.alarm_id).state == "open"
+    assert (
+        "alarm.cancel_too_late",
+        "OP Opening Report (Disarmed) zone 7 happened 120s after the alarm by the sender's clock, "
+        "after the 90s cancel window; the response goes on",
+    ) in timeline(sessions, opened.alarm_id)
+
+
+@pytest.mark.parametrize(
+    "cancel_occurred_at",
+    [T0, T0 + timedelta(seconds=90), None],
+    ids=["same-second", "window-end-by-sender", "no-sender-time"],
+)
+def test_a_cancel_in_time_by_both_clocks_or_without_a_sender_time_stands_the_response_down(
+    sessions: sessionmaker[Session], cancel_occurred_at: datetime | None
+) -> None:
+    """Panels that stamp to the second stamp an alarm and a quick disarm alike; a cancel that
+    carries no time of its own is judged by the receive times alone, as before."""
+    opened = signal(sessions, "BA")
+    signal(sessions, "OP", zone="7", after_s=1, occurred_at=cancel_occurred_at)
+
+    assert (get(sessions, opened.alarm_id).state, get(sessions, opened.alarm_id).outcome) == (
+        "ended",
+        "cancelled",
     )
 
 

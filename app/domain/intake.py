@@ -518,8 +518,31 @@ class _Recorder:
         if joined is not None:
             alarm = _AlarmRef(joined.id, joined.family, joined.priority)
             self.note(alarm.id, "alarm.repeated", f"{self._what()} again ({joined.event_count} events)")
+            if not self.cls.known:
+                self._raise_another_unknown(alarm.id)
             return alarm, []
         return self._open()
+
+    def _raise_another_unknown(self, alarm_id: int) -> None:
+        """Every unknown code shares the family "unknown", so a different one joins an open unknown
+        alarm; the bridge knows no more about it than about the first, so a person reads it too (an
+        acknowledged alarm comes back to the list). The same code again is only a repeat."""
+        seen = self.session.execute(
+            select(EventRow.id)
+            .where(EventRow.alarm_id == alarm_id, EventRow.code == self.event.code)
+            .limit(1)
+        ).first()
+        if seen is not None:
+            return
+        text = f" with text {self.event.message!r}" if self.event.message else ""
+        reason = (
+            f"unknown event code {self.event.code!r}{text} joined the alarm: nothing is dispatched on a guess"
+        )
+        alarm = self.session.execute(
+            select(Alarm).where(Alarm.id == alarm_id).execution_options(populate_existing=True)
+        ).scalar_one()
+        alarm.flag_for_person(reason, now=self.now)
+        self.note(alarm_id, "alarm.needs_person", reason)
 
     def _open(self) -> tuple[_AlarmRef, list[DueAction]]:
         reasons = []

@@ -404,6 +404,40 @@ def test_an_unknown_code_waits_for_a_person_at_life_safety_priority(sessions: se
     assert receipt.due_actions == () and actions_of(sessions, receipt.alarm_id) == {}
 
 
+def test_a_different_unknown_code_joining_an_open_unknown_alarm_goes_to_a_person_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    """All unknown codes share the family "unknown": a new one joined the acknowledged alarm as a
+    mere repeat, and nobody read it."""
+    opened = record(sessions, panel("QZ"))
+    assert opened.alarm_id is not None
+    with sessions.begin() as session:
+        operations.acknowledge(session, opened.alarm_id, now=T0 + timedelta(seconds=10), max_attempts=3)
+    assert alarm(sessions, opened.alarm_id).state == "open"
+
+    joined = record(sessions, panel("ZQ", at=T0 + timedelta(seconds=30), message="AUX 3"))
+
+    assert joined.alarm_id == opened.alarm_id and joined.due_actions == ()
+    raised = alarm(sessions, opened.alarm_id)
+    assert raised.state == "needs_person"
+    assert "unknown event code 'ZQ' with text 'AUX 3' joined the alarm" in (raised.needs_person_reason or "")
+    assert timeline_kinds(sessions, opened.alarm_id)[-1] == "alarm.needs_person"
+
+
+@pytest.mark.parametrize("again", ["QZ", "ZQ"])
+def test_the_same_unknown_code_again_is_a_repeat(sessions: sessionmaker[Session], again: str) -> None:
+    opened = record(sessions, panel("QZ"))
+    record(sessions, panel("ZQ", at=T0 + timedelta(seconds=30)))
+    assert opened.alarm_id is not None
+    with sessions.begin() as session:
+        operations.acknowledge(session, opened.alarm_id, now=T0 + timedelta(seconds=40), max_attempts=3)
+
+    record(sessions, panel(again, at=T0 + timedelta(seconds=50)))
+
+    assert alarm(sessions, opened.alarm_id).state == "open"
+    assert timeline_kinds(sessions, opened.alarm_id)[-1] == "alarm.repeated"
+
+
 def test_an_unknown_code_runs_the_plan_s_unknown_list_when_it_has_one(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:

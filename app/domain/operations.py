@@ -25,6 +25,7 @@ from vendors.base import OperatorSteps
 
 Verdict = Literal["valid", "false", "none"]
 # Outcomes after which responders should stand down upstream (a 911 request cancelled, calls stopped).
+VALID = "valid"  # the operator's verdict that the alarm is real
 STAND_DOWN = frozenset({Outcome.FALSE_ALARM, Outcome.CANCELLED, Outcome.TEST})
 
 
@@ -111,7 +112,7 @@ def acknowledge(session: Session, alarm_id: int, *, now: datetime, max_attempts:
     if alarm.state == AlarmState.NEEDS_PERSON:
         alarm.state = AlarmState.OPEN
     note(session, alarm.id, now, "alarm.acknowledged", "acknowledged by an operator")
-    if alarm.panel_cancelled_at is not None:
+    if alarm.panel_cancelled_at is not None and alarm.verification != VALID:
         return end(session, alarm_id, Outcome.CANCELLED, now=now, max_attempts=max_attempts)
     return []
 
@@ -164,7 +165,11 @@ def end(
     is still in flight when it lands.
     """
     alarm = _active_alarm(session, alarm_id)
-    if outcome is None:
+    if outcome is None and alarm.verification == VALID:
+        # The operator's verdict is the outcome, a panel's cancel or not: "cancelled" would stand
+        # down a guard or a 911 request landing later, against the word of the person who judged it.
+        outcome = Outcome.VERIFIED
+    elif outcome is None:
         panel_cancel = alarm.panel_cancelled_at is not None
         dispatched = not panel_cancel and reached_a_responder(session, alarm_id)
         outcome = Outcome.DISPATCHED if dispatched else Outcome.CANCELLED

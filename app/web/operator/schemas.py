@@ -106,7 +106,8 @@ class VerifyRequestSchema(ma.Schema):
 
 
 class EndRequestSchema(ma.Schema):
-    """End an alarm; without an outcome: dispatched if a step reached a responder, else cancelled."""
+    """End an alarm; without an outcome: verified if an operator verified it valid, else dispatched if
+    a step reached a responder, else cancelled."""
 
     class Meta:
         unknown = ma.RAISE
@@ -230,7 +231,8 @@ class AlarmSummarySchema(ma.Schema):
         metadata={
             "description": f"a panel's cancel stood the response down in time while {_BY_HAND} "
             "was engaged: acknowledging the alarm, or ending it without an outcome, ends it as "
-            "cancelled (an End with an outcome keeps the operator's); what the bridge created that "
+            "cancelled unless an operator verified it valid since (an End with an outcome keeps the "
+            "operator's); what the bridge created that "
             "lands afterwards is stood down, unless the operator ended it as real: then a person decides"
         },
     )

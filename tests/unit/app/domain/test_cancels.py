@@ -142,6 +142,34 @@ def test_the_operator_s_acknowledge_or_end_then_ends_it_as_cancelled(
     assert ended.needs_person_reason.count("TrackTik dispatch 42 is active") == 1
 
 
+@pytest.mark.parametrize("command", ["acknowledge", "end"])
+def test_a_valid_verdict_after_the_cancel_is_not_turned_into_cancelled_by_acknowledge_or_end(
+    sessions: sessionmaker[Session], command: str
+) -> None:
+    """The operator watched the video after the panel's cancel and judged it real: acknowledging the
+    alarm, or ending it without an outcome, must not end it as cancelled (which stands down what
+    lands later, a guard or a 911 request) against that verdict."""
+    opened = signal(sessions, "BA")
+    run_step(
+        sessions, opened.alarm_id, tracktik_steps.CREATE_ALARM, after_s=1, refs={"tracktik_alarm_id": 42}
+    )
+    signal(sessions, "BC", after_s=2)
+    assert opened.alarm_id is not None
+    with sessions.begin() as session:
+        operations.verify(session, opened.alarm_id, "valid", now=T0 + timedelta(seconds=20), max_attempts=5)
+    now = T0 + timedelta(seconds=40)
+    with sessions.begin() as session:
+        if command == "acknowledge":
+            operations.acknowledge(session, opened.alarm_id, now=now, max_attempts=5)
+        else:
+            operations.end(session, opened.alarm_id, None, now=now, max_attempts=5)
+    alarm = get(sessions, opened.alarm_id)
+    if command == "acknowledge":
+        assert (alarm.state, alarm.outcome) == ("open", None)
+    else:
+        assert (alarm.state, alarm.outcome) == ("ended", "verified")
+
+
 def test_a_tracktik_create_in_flight_at_the_cancel_is_put_in_front_of_a_person(
     sessions: sessionmaker[Session],
 ) -> None:

@@ -57,10 +57,12 @@ from app.ledger.models import (
 )
 from app.ledger.models import Event as EventRow
 from config.settings import Settings
-from vendors import BY_API, BY_HAND_CREATES, EMERGENCY_REQUESTS, acts_on_source, vendor_of
+from vendors import BY_API, BY_HAND_CREATES, EMERGENCY_REQUESTS, RESPONDER_STEPS, acts_on_source, vendor_of
 from vendors.base import ByApi
 
 OPENING_KINDS = ALARM_KINDS | TROUBLE_KINDS
+# Alarms a person could act on: a plan for one that sends no responder puts it in front of a person.
+_ANSWERED = frozenset({sia.Priority.LIFE_SAFETY, sia.Priority.PROPERTY})
 # A life-safety alarm's 911 request (``vendors.EMERGENCY_REQUESTS``) leaves first: its other immediate
 # steps wait until the request has been written to the socket (its task releases them), and never
 # longer than this, so a guard is not kept waiting by a 911 step that cannot start (the dispatcher
@@ -561,6 +563,13 @@ class _Recorder:
             reasons.append(f"unknown event code {self.event.code!r}{text}: {runs}")
         elif not steps and self.cls.kind in ALARM_KINDS and self.site is not None:
             reasons.append(f"plan {plan.key!r} has no steps for a {self.cls.family} alarm")
+        elif self.cls.kind in ALARM_KINDS and self.site is not None and self.cls.priority in _ANSWERED:
+            # Steps that send nobody (the CAD's record, Alta's video), or that act on another source's
+            # alert and are skipped (Alta's, for a panel's signal): nobody is on the way.
+            applied = [step.kind for step in steps if self._applies(step)]
+            if not any(kind in RESPONDER_STEPS for kind in applied):
+                what = ", ".join(applied) if applied else "none applies to this signal"
+                reasons.append(f"plan {plan.key!r} sends no responder for a {self.cls.family} alarm ({what})")
         alarm_id = self.session.execute(
             _INSERT_ALARM,
             {
@@ -595,6 +604,11 @@ class _Recorder:
         due = self._plan(alarm, steps)
         return alarm, due
 
+    def _applies(self, step: Step) -> bool:
+        """False for a step that acts on the alert a signal of another source came with."""
+        vendor = vendor_of(step.kind)
+        return vendor is None or vendor.source_kind in (None, self.event.source_kind)
+
     def _plan(self, alarm: _AlarmRef, steps: Sequence[Step]) -> list[DueAction]:
         queue = sia.queue_for(self.cls.priority)
         planned: list[tuple[dict[str, Any], str]] = []
@@ -603,7 +617,7 @@ class _Recorder:
         )
         for index, step in enumerate(steps):
             vendor = vendor_of(step.kind)
-            if vendor is not None and vendor.source_kind not in (None, self.event.source_kind):
+            if vendor is not None and not self._applies(step):
                 # The step acts on the alert a signal of that source came with; this alarm has none.
                 self.note(
                     alarm.id,

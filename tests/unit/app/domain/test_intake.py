@@ -545,3 +545,45 @@ def test_an_alarm_without_a_911_request_holds_nothing(sessions: sessionmaker[Ses
     with sessions() as session:
         waiting = session.execute(select(Action.waiting_on).where(Action.alarm_id == receipt.alarm_id))
         assert set(waiting.scalars()) == {None}
+
+
+# -- a plan that sends nobody ------------------------------------------------------------------------
+
+MONTREAL_BURGLARY = """burglary = [
+    "alta.collect_video",
+    "tracktik.create_alarm",
+    { do = "callonalarm.trigger", after = "60s", cancellable = true },
+]"""
+
+
+@pytest.mark.parametrize(
+    ("burglary", "said"),
+    [
+        ('["alta.collect_video"]', "(none applies to this signal)"),  # Alta's step, a panel's signal
+        ('["cad.upload_incident"]', "(cad.upload_incident)"),  # a record, nobody sent
+    ],
+)
+def test_a_plan_that_sends_no_responder_puts_the_alarm_before_a_person(
+    sessions: sessionmaker[Session], tmp_path: Path, burglary: str, said: str
+) -> None:
+    """Montréal HQ's burglary list rewritten to steps that send nobody to a panel's BA: the alarm used
+    to open with no step or only the CAD's record, in state open, and nothing ever raised it."""
+    text = EXAMPLE_SITES.read_text()
+    assert MONTREAL_BURGLARY in text
+    path = tmp_path / "sites.toml"
+    path.write_text(text.replace(MONTREAL_BURGLARY, f"burglary = {burglary}", 1))
+    sites = load_sites(path, SOURCE_ENV)
+
+    with sessions.begin() as session:
+        receipt = record_event(session, panel("BA"), sites=sites, rules=RULES)
+
+    opened = alarm(sessions, receipt.alarm_id)
+    assert opened.state == "needs_person"
+    assert f"plan 'commercial' sends no responder for a burglary alarm {said}" in (
+        opened.needs_person_reason or ""
+    )
+
+
+def test_a_plan_with_a_responder_opens_the_alarm_without_a_person(sessions: sessionmaker[Session]) -> None:
+    receipt = record(sessions, panel("BA"))
+    assert alarm(sessions, receipt.alarm_id).state == "open"

@@ -36,7 +36,7 @@ from app.domain.alarms import (
     plan_fallback,
     plan_step,
 )
-from app.domain.operations import STAND_DOWN, flag_if_nobody_is_sent, reached_nobody
+from app.domain.operations import STAND_DOWN, VALID, flag_if_nobody_is_sent, reached_nobody
 from app.domain.stand_down import stand_down
 from app.ledger.models import (
     WAITING_FOR_911,
@@ -294,17 +294,23 @@ def _after_success(
     if alarm.state == AlarmState.ENDED and alarm.outcome in STAND_DOWN:
         why = f"created after the alarm ended ({alarm.outcome})"
         due += _stand_down_late(session, rt, alarm, outcome, now, why)
-    elif alarm.state != AlarmState.ENDED and alarm.panel_cancelled_at is not None:
+    elif (
+        alarm.state != AlarmState.ENDED
+        and alarm.panel_cancelled_at is not None
+        and alarm.verification != VALID
+    ):
         due += _stand_down_late(session, rt, alarm, outcome, now, "created after the panel's cancel")
     elif alarm.panel_cancelled_at is not None:
-        # The operator ended it as real (verified, dispatched) after the panel's cancel: that verdict
-        # wins over the cancel, so what lands is not recalled by the bridge (a 911 request cancelled
-        # against the operator's word is the worse mistake); a person decides, with the ids in front.
+        # The operator judged it real after the panel's cancel (verified valid, or ended as verified
+        # or dispatched): that verdict wins over the cancel, so what lands is not recalled by the
+        # bridge (a 911 request cancelled against the operator's word is the worse mistake); a person
+        # decides, with the ids in front.
         vendor = vendor_of(claimed.kind)
         upstream = vendor.name if vendor is not None else claimed.kind
+        judged = f"ended as {alarm.outcome}" if alarm.state == AlarmState.ENDED else "verified valid"
         reason = (
-            f"{claimed.kind} landed after the panel's cancel and after the alarm was ended as "
-            f"{alarm.outcome} ({_ids(outcome.refs)}): keep it, or stand it down in {upstream}"
+            f"{claimed.kind} landed after the panel's cancel and after the alarm was {judged} "
+            f"({_ids(outcome.refs)}): keep it, or stand it down in {upstream}"
         )
         alarm.flag_for_person(reason, now=now)
         note(

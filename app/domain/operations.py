@@ -254,7 +254,9 @@ def flag_if_nobody_is_sent(
     ).first()
     if live is not None or reached_a_responder(session, alarm.id):
         return
-    alarm.flag_for_person(f"the response reached nobody ({why}) and no other step sends anyone", now=now)
+    reason = f"the response reached nobody ({why}) and no other step sends anyone"
+    alarm.flag_for_person(reason, now=now)
+    note(session, alarm.id, now, "alarm.needs_person", reason, action_id=action_id)
 
 
 def retry_action(session: Session, action_id: int, *, now: datetime, max_attempts: int) -> DueAction:

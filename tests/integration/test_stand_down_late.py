@@ -239,3 +239,33 @@ def test_a_dispatch_landing_after_the_operator_ruled_a_panel_cancelled_alarm_rea
             )
         ).all()
     assert cancels == []
+
+
+def test_a_dispatch_landing_after_a_valid_verdict_on_a_panel_cancelled_alarm_is_left_to_a_person(
+    rt: Any,
+) -> None:
+    """The same, with the operator's verdict "valid" on the alarm still open (not ended): what lands
+    is not recalled (no 911 request cancelled against the verdict); a person decides, with the ids."""
+    alarm_id = _signal(rt, "BA")
+    assert alarm_id is not None
+    step = _step(rt, alarm_id, tracktik_steps.CREATE_ALARM)
+
+    def create(job: Job) -> Outcome:
+        _signal(rt, "BC", zone="12")  # the user's cancel, in time
+        with rt.sessions.begin() as session:
+            operations.verify(session, alarm_id, "valid", now=utcnow(), max_attempts=5)
+        return Outcome(external_id="81", refs={"tracktik_alarm_id": 81, "rapidsos_alert_id": "rs-81"})
+
+    perform(rt, step, create)
+    alarm = _alarm(rt, alarm_id)
+    assert alarm.state == "needs_person" and alarm.panel_cancelled_at is not None
+    reason = alarm.needs_person_reason or ""
+    assert "after the alarm was verified valid" in reason and "rapidsos_alert_id rs-81" in reason
+    assert not any("created after the panel's cancel" in line for line in _by_hand(rt, alarm_id))
+    with rt.sessions() as session:
+        cancels = session.execute(
+            select(Action.state).where(
+                Action.alarm_id == alarm_id, Action.kind == rapidsos_steps.CANCEL_ALERT
+            )
+        ).all()
+    assert cancels == []

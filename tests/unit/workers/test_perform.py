@@ -629,6 +629,7 @@ def test_a_call_that_reaches_nobody_as_the_last_responder_puts_the_alarm_before_
     raised = _alarm(rt, alarm.alarm_id)
     assert raised.state == AlarmState.NEEDS_PERSON
     assert f"status {status}" in (raised.needs_person_reason or "")
+    assert ("alarm.needs_person", raised.needs_person_reason) in _timeline(rt, alarm_id=alarm.alarm_id)
 
 
 def test_a_troubles_call_answered_technical_only_is_its_plans_intent(rt: Runtime) -> None:

@@ -816,20 +816,22 @@ class _Recorder:
         Receive times alone let a stale cancel stand a burglary down: a buffered burst (the alarm
         and, two minutes later by the panel's clock, the user's opening, delivered in one second) or
         an opening from before the alarm delivered after it. Only a time the sender gave counts
-        (``occurred_at`` is None otherwise, never our receive time); comparing two senders' clocks
-        that disagree can only keep a response going, never stop one.
+        (``occurred_at`` is None otherwise, never our receive time), and only one sender's clock is
+        compared with itself: a dual-path site's two communicators may disagree by more than the
+        window, which would keep a response going against a cancel in time.
         """
         cancel_at = self.event.occurred_at
         if cancel_at is None:
             return None
-        opened_at = self.session.execute(
-            select(EventRow.occurred_at)
+        opening = self.session.execute(
+            select(EventRow.occurred_at, EventRow.source)
             .where(EventRow.alarm_id == alarm.id, EventRow.code.is_not_distinct_from(alarm.code))
             .order_by(EventRow.id)
             .limit(1)
-        ).scalar_one_or_none()
-        if opened_at is None:
-            return None
+        ).first()
+        if opening is None or opening.occurred_at is None or opening.source != self.event.source_key:
+            return None  # no time of the sender's, or another sender's clock (a dual-path site's other path)
+        opened_at = opening.occurred_at
         if cancel_at < opened_at:
             return (
                 "alarm.cancel_before_alarm",

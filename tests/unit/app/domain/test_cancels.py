@@ -4,6 +4,7 @@ puts what it cannot stand down by API (a TrackTik dispatch) in front of a person
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from app.domain.events import Event
 from app.domain.intake import IntakeRules, Receipt, record_event
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry
 from app.ledger.session import make_sessionmaker
-from tests.sites_fixture import MONTREAL_ACCOUNT, NEWTON_ACCOUNT, example_sites
+from tests.sites_fixture import MONTREAL_ACCOUNT, NEWTON_ACCOUNT, dual_path_sites, example_sites
 from vendors.callonalarm import steps as callonalarm_steps
 from vendors.rapidsos import steps as rapidsos_steps
 from vendors.tracktik import steps as tracktik_steps
@@ -410,6 +411,38 @@ def test_an_opening_from_before_the_alarm_delivered_after_it_stands_nothing_down
         "OP Opening Report (Disarmed) zone 7 happened 600s before the alarm by the sender's clock: it "
         "does not cancel it; the response goes on",
     ) in timeline(sessions, opened.alarm_id)
+
+
+def test_a_dual_path_site_s_other_clock_does_not_keep_a_cancel_in_time_from_applying(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The alarm came over the panel's line, the user's opening 20 s later over the gateway, whose
+    clock runs 30 s behind the panel's: by receive times the cancel is in time, and two senders'
+    clocks are not compared, so it stands the burglary down."""
+    sites = dual_path_sites(tmp_path)
+    opened_at = T0
+    with sessions.begin() as session:
+        opened = record_event(
+            session, _event("acme-panels", "BA", "3", opened_at, opened_at), sites=sites, rules=RULES
+        )
+    at = T0 + timedelta(seconds=20)
+    with sessions.begin() as session:
+        record_event(
+            session,
+            _event("acme-gateway", "OP", "7", at, at - timedelta(seconds=30)),
+            sites=sites,
+            rules=RULES,
+        )
+
+    ended = get(sessions, opened.alarm_id)
+    assert (ended.state, ended.outcome) == ("ended", "cancelled")
+
+
+def _event(source: str, code: str, zone: str, received: datetime, occurred: datetime) -> Event:
+    return Event(
+        source_key=source, source_kind="panel", received_at=received, account=MONTREAL_ACCOUNT,
+        code=code, zone=zone, occurred_at=occurred, payload={"code": code},
+    )  # fmt: skip
 
 
 def test_a_buffered_burst_s_late_opening_is_outside_the_window_by_the_panel_s_clock(

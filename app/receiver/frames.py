@@ -315,7 +315,7 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
             return refuse(Reason.DECRYPT_FAILED, source)
         content = clear
     data_account = data_account_of(content)
-    if encrypted and data_account is not None and data_account.casefold() != account.casefold():
+    if encrypted and data_account is not None and not same_account(data_account, account):
         # Decrypted with this account's key, yet another account's frame (module docstring).
         return refuse(Reason.ACCOUNT_MISMATCH, source, data_account)
     # pysiaalarm's Contact ID pattern takes one extended-data block; the standard allows several
@@ -370,6 +370,12 @@ def read_frame(raw: bytes, accounts: Accounts) -> Frame | Refusal | Unsupported 
         data_account=data_account,
         sia=book,
     )
+
+
+def same_account(one: str, other: str) -> bool:
+    """Whether two spellings name one account: in any case, with or without leading zeros (panels
+    pad the data block's account their own way)."""
+    return one.casefold().lstrip("0") == other.casefold().lstrip("0")
 
 
 def data_account_of(content: str) -> str | None:

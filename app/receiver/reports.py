@@ -44,7 +44,7 @@ from typing import Any
 from pysiaalarm.data.adm_mapping import ADM_MAPPING
 
 from app.domain.events import Event
-from app.receiver.frames import ADM_CID, SIA_DCS, Frame
+from app.receiver.frames import ADM_CID, SIA_DCS, Frame, same_account
 
 _MODIFIER = re.compile(r"(ri|id|pi|ti)(.{0,16})")
 # A modifier run into the event that follows it, without a "/" (``ri1BA03``, ``ri0KR1^TAST. 001 ^``,
@@ -176,7 +176,7 @@ def events_of(frame: Frame, received_at: datetime, first_timestamp: datetime | N
     # A plain frame whose data names another account than its header: recorded under the header's
     # (the frames module's docstring), and the event's text says so for a person.
     mismatch = None
-    if frame.data_account is not None and frame.data_account.casefold() != frame.account.casefold():
+    if frame.data_account is not None and not same_account(frame.data_account, frame.account):
         mismatch = (
             f"the frame's data block names account {frame.data_account}, its header {frame.account}: "
             f"recorded as {frame.account}'s"

@@ -630,3 +630,20 @@ def test_a_frames_own_text_is_the_events_message_the_alarm_and_its_vendors_read(
 def test_a_frame_without_text_puts_no_message_in_its_payload(accounts: Accounts) -> None:
     (event,) = events_of(read(build_frame("1234", data="#1234|Nri1/BA03"), accounts), datetime.now(UTC))
     assert event.message is None and "message" not in event.payload
+
+
+@pytest.mark.parametrize("named", ["#128A", "#128a", "#00128A"])
+def test_an_encrypted_frame_whose_data_names_its_own_account_another_way_is_read(
+    accounts: Accounts, named: str
+) -> None:
+    """Panels pad or case the account in the data block their own way: the same account, not a
+    mismatch (a NAK would lose the alarm: the panel sends it again, NAKed again, for ever)."""
+    frame = read(build_frame("128A", key=KEYS["128A"], data=f"{named}|NBA03"), accounts)
+    assert frame.account == "128A"
+
+
+def test_an_encrypted_frame_whose_data_names_another_account_is_refused_as_a_mismatch(
+    accounts: Accounts,
+) -> None:
+    refusal = refused(build_frame("128A", key=KEYS["128A"], data="#1128A|NBA03"), accounts)
+    assert refusal.reason == "account_mismatch"

@@ -49,7 +49,7 @@ from app.ledger.models import (
 )
 from app.ledger.session import is_unreachable
 from config.settings import Settings
-from vendors import EMERGENCY_REQUESTS, PHONE_FALLBACK, WAKING_REFS, vendor_of
+from vendors import EMERGENCY_REQUESTS, PHONE_FALLBACK, RESPONDER_STEPS, WAKING_REFS, vendor_of
 from workers.clients import Clients
 from workers.clients.base import FirstRequestProbe, first_request_probe, step_deadline
 from workers.clients.cache import cache_key
@@ -394,9 +394,14 @@ def _retry(
     long_wait = (
         delay_s is not None and delay_s > rt.settings.watchdog_grace_s and claimed.alarm_id is not None
     )
+    # A responder's step whose alarm an operator ended (as real) while it ran: its retry will not run,
+    # and a person must hear now that it sent nobody, not when the retry falls due.
+    responder = claimed.kind in RESPONDER_STEPS and claimed.alarm_id is not None
     with _ledger_write("record"), rt.sessions.begin() as session:
-        if long_wait:
-            locked_alarm(session, claimed.alarm_id)  # the alarm's row before the action's, as elsewhere
+        locked = None
+        if long_wait or responder:
+            # The alarm's row before the action's, as elsewhere.
+            locked = locked_alarm(session, claimed.alarm_id)
         state = actions.retry_later(
             session, claimed, now=now, error=error, delay_s=delay_s, outcome_unknown=outcome_unknown
         )
@@ -404,6 +409,9 @@ def _retry(
             due = _fallback(session, rt, claimed, f"{claimed.kind} failed", now)
         elif state == ActionState.PENDING and long_wait:
             _tell_a_person(session, claimed, f"{claimed.kind} waits {delay_s:.0f}s: {error}"[:500], now)
+        ended = locked is not None and locked.state == AlarmState.ENDED
+        if state == ActionState.PENDING and responder and ended and not outcome_unknown:
+            actions.unsent_after_a_real_end(session, session.get_one(Action, claimed.id), now)
     rt.outbox.publish(due)
     if state == ActionState.FAILED:
         telemetry.DEAD_LETTERS.labels(claimed.kind).inc()

@@ -427,7 +427,7 @@ def _claim_slowly(
             alarm = session.get_one(Alarm, action.alarm_id)
             check_by_hand(session, alarm, action, now, when=stood_down.when)
         elif action.attempts > 0 and action.kind in RESPONDER_STEPS:
-            _unsent_after_a_real_end(session, action, now)
+            unsent_after_a_real_end(session, action, now)
         return None
     if not found.has_attempts_left:
         action.outcome_unknown = bool(found.outcome_unknown_once_claimed)
@@ -561,10 +561,12 @@ def _finish(session: Session, action: Action, state: ActionState, now: datetime,
     _timeline(session, action, now, f"action.{state.value}", message)
 
 
-def _unsent_after_a_real_end(session: Session, action: Action, now: datetime) -> None:
+def unsent_after_a_real_end(session: Session, action: Action, now: datetime) -> None:
     """A responder's step that was under way when an operator ended the alarm as real, and whose
     attempt then failed: nobody was sent by it. The operator who said "real" may count on that guard
-    or 911 request, so a person is told; an alarm ended as false, cancelled or a test needs nobody."""
+    or 911 request, so a person is told (once: when the attempt fails, and not again when its retry
+    is stopped); an alarm ended as false, cancelled or a test needs nobody. The alarm's row is
+    locked by the caller, before the action's."""
     alarm = session.get_one(Alarm, action.alarm_id)
     if alarm.state != AlarmState.ENDED or alarm.outcome not in _REAL_OUTCOMES:
         return
@@ -572,6 +574,8 @@ def _unsent_after_a_real_end(session: Session, action: Action, now: datetime) ->
         f"{action.kind} was under way when the alarm was ended as {alarm.outcome}, and its attempt "
         f"failed ({action.last_error or 'no answer'}): {action.target} sent nobody; send one by hand"
     )
+    if reason in (alarm.needs_person_reason or ""):
+        return
     alarm.flag_for_person(reason, now=now)
     _timeline(session, action, now, "alarm.needs_person", reason)
 

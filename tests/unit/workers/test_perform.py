@@ -746,11 +746,14 @@ def test_a_guard_dispatch_failing_after_an_end_as_real_is_put_before_a_person(
         raise UpstreamUnavailableError("tracktik", "HTTP 503")
 
     assert perform(rt, step, ended_then_refused) == ActionState.PENDING
+    told = _alarm(rt, alarmed.alarm_id)  # at once, not when the retry falls due (a backoff away)
+    assert told.person_needed_at is not None and "sent nobody" in (told.needs_person_reason or "")
     _due_now(rt, step)
     assert perform(rt, step, lambda job: pytest.fail("the retry of an ended alarm's step ran")) == "skipped"
 
     assert _row(rt, step).state == ActionState.CANCELLED
     alarm = _alarm(rt, alarmed.alarm_id)
+    assert alarm.needs_person_reason == told.needs_person_reason  # said once
     assert alarm.state == AlarmState.ENDED and alarm.outcome == outcome
     assert alarm.person_needed_at is not None
     assert "tracktik.create_alarm was under way when the alarm was ended as" in (

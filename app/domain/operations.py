@@ -24,8 +24,8 @@ from vendors import OPERATOR_STEPS, RESPONDER_STEPS
 from vendors.base import OperatorSteps
 
 Verdict = Literal["valid", "false", "none"]
+VALID: Verdict = "valid"  # the operator's verdict that the alarm is real
 # Outcomes after which responders should stand down upstream (a 911 request cancelled, calls stopped).
-VALID = "valid"  # the operator's verdict that the alarm is real
 STAND_DOWN = frozenset({Outcome.FALSE_ALARM, Outcome.CANCELLED, Outcome.TEST})
 
 
@@ -215,10 +215,7 @@ def reached_a_responder(session: Session, alarm_id: int) -> bool:
             Action.external_id.is_not(None),
         )
     ).all()
-    return any(
-        not any((result or {}).get(key) in values for key, values in RESPONDER_STEPS[kind].items())
-        for kind, result in rows
-    )
+    return any(reached_nobody(kind, result) is None for kind, result in rows)
 
 
 def reached_nobody(kind: str, result: Mapping[str, Any] | None) -> str | None:

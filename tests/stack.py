@@ -242,14 +242,18 @@ class Stack:
     def wait_for(
         self, alarm_id: int, kind: str, state: str = "succeeded", timeout_s: float = 60
     ) -> dict[str, Any]:
-        """Wait until the alarm's action of ``kind`` reaches ``state``; returns the alarm."""
+        """Wait until the alarm's action of ``kind`` reaches ``state``; returns the alarm, read again.
 
-        def probe() -> dict[str, Any] | None:
+        The alarm's page reads the alarm's row before its actions, each statement at its own moment:
+        a step's commit landing between the two shows the action done beside the refs it wrote
+        missing (seen once in a fresh clone's run). The second read starts after that commit."""
+
+        def probe() -> bool:
             alarm = self.alarm(alarm_id)
-            found = [a for a in alarm["actions"] if a["kind"] == kind and a["state"] == state]
-            return alarm if found else None
+            return any(a["kind"] == kind and a["state"] == state for a in alarm["actions"])
 
-        return wait_until(probe, timeout_s=timeout_s, interval_s=0.1)
+        wait_until(probe, timeout_s=timeout_s, interval_s=0.1)
+        return self.alarm(alarm_id)
 
     def sandbox_get(self, path: str) -> Any:
         response = self.http.get(f"{self.sandbox.base_url}{path}", timeout=10)

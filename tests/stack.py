@@ -242,18 +242,16 @@ class Stack:
     def wait_for(
         self, alarm_id: int, kind: str, state: str = "succeeded", timeout_s: float = 60
     ) -> dict[str, Any]:
-        """Wait until the alarm's action of ``kind`` reaches ``state``; returns the alarm, read again.
-
-        The alarm's page reads the alarm's row before its actions, each statement at its own moment:
-        a step's commit landing between the two shows the action done beside the refs it wrote
-        missing (seen once in a fresh clone's run). The second read starts after that commit."""
+        """Wait until the alarm's action of ``kind`` reaches ``state``; returns the alarm as read then
+        (one snapshot: the step's state and the refs it wrote are seen together)."""
+        seen: list[dict[str, Any]] = []
 
         def probe() -> bool:
-            alarm = self.alarm(alarm_id)
-            return any(a["kind"] == kind and a["state"] == state for a in alarm["actions"])
+            seen[:] = [self.alarm(alarm_id)]
+            return any(a["kind"] == kind and a["state"] == state for a in seen[0]["actions"])
 
         wait_until(probe, timeout_s=timeout_s, interval_s=0.1)
-        return self.alarm(alarm_id)
+        return seen[0]
 
     def sandbox_get(self, path: str) -> Any:
         response = self.http.get(f"{self.sandbox.base_url}{path}", timeout=10)

@@ -229,8 +229,22 @@ def _event_text(payload: dict[str, Any]) -> str | None:
     return None
 
 
+def one_snapshot(session: Session) -> None:
+    """Make a session that has not read yet see the ledger at one moment in all its reads.
+
+    An alarm's page is four reads (the alarm, its events, its actions, its timeline). PostgreSQL's
+    default READ COMMITTED gives each its own snapshot, so a worker's commit landing between them
+    showed a step succeeded beside an alarm row that did not yet hold what that step wrote, or the
+    reverse. REPEATABLE READ gives the whole transaction the first read's snapshot; the pool puts the
+    connection's default back when it is returned. SQLite needs nothing: every transaction here
+    begins IMMEDIATE, so no commit lands inside it."""
+    if not session.in_transaction() and session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def alarm_detail(session: Session, alarm_id: int) -> dict[str, Any] | None:
-    """One alarm with its events, actions and timeline; None if absent."""
+    """One alarm with its events, actions and timeline, all as of one moment; None if absent."""
+    one_snapshot(session)
     alarm = session.get(Alarm, alarm_id)
     if alarm is None:
         return None

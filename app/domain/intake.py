@@ -75,6 +75,30 @@ RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.
 EVENTS, ALARMS = EventRow.__table__, Alarm.__table__
 ACTIONS, TIMELINE = Action.__table__, TimelineEntry.__table__
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
+
+# A panel's zone 3 arrives as "3", "03" or "003": Contact ID pads it to three digits, a gateway
+# posting JSON often sends the number. Intake takes them for one zone when it groups, restores and
+# adopts early restores, so a dual-path panel whose two paths spell it differently opens one alarm,
+# not two that would each dispatch. Each row keeps the zone as its sender wrote it; a statement
+# compares the column with each spelling (the zone without its leading zeros, then with one to
+# ZONE_PADDING more), so the indexes on the zone column still serve it.
+ZONE_PADDING = 5
+_ZONE_PARAMS = tuple(f"p_zone{n}" for n in range(ZONE_PADDING + 1))
+
+
+def zone_spellings(zone: str) -> dict[str, str]:
+    """The statements' parameters for ``zone``: each spelling of it with leading zeros."""
+    bare = zone.lstrip("0")
+    return {name: "0" * n + bare for n, name in enumerate(_ZONE_PARAMS)}
+
+
+def _zone_matches(column: Any) -> Any:
+    # A fixed list of bound values, not an expanding IN: the statement's text stays the same, and
+    # PostgreSQL takes "IN (...)" as "= ANY", which its btree indexes serve (an OR of equalities,
+    # before PostgreSQL 18, they do not).
+    return column.in_([bindparam(name) for name in _ZONE_PARAMS])
+
+
 _FIND_EVENT = select(EVENTS.c.id, EVENTS.c.alarm_id, EVENTS.c.account).where(
     EVENTS.c.dedupe_key == bindparam("key")
 )
@@ -182,7 +206,7 @@ def _join_statement(routed: bool, zoned: bool, priority: str, not_codes: tuple[s
         place.append(ALARMS.c.site_key == bindparam("p_site_key"))
     else:
         place += [ALARMS.c.site_key.is_(None), ALARMS.c.source_key == bindparam("p_source_key")]
-    place.append(ALARMS.c.zone == bindparam("p_zone") if zoned else ALARMS.c.zone.is_(None))
+    place.append(_zone_matches(ALARMS.c.zone) if zoned else ALARMS.c.zone.is_(None))
     latest = (
         select(ALARMS.c.id)
         .where(
@@ -224,7 +248,7 @@ def _attach_with_restores_statement(zoned: bool) -> Any:
         EVENTS.c.alarm_id.is_(None)
         & EVENTS.c.source.in_(bindparam("p_sources", expanding=True))
         & (EVENTS.c.account == bindparam("p_account"))
-        & (EVENTS.c.zone == bindparam("p_zone") if zoned else EVENTS.c.zone.is_(None))
+        & (_zone_matches(EVENTS.c.zone) if zoned else EVENTS.c.zone.is_(None))
         & EVENTS.c.code.in_(bindparam("p_codes", expanding=True))
         & (EVENTS.c.received_at >= bindparam("p_since", type_=EVENTS.c.received_at.type))
     )
@@ -496,7 +520,14 @@ class _Recorder:
         return conditions
 
     def _zone_is(self, zone: str | None) -> Any:
-        return Alarm.zone.is_(None) if zone is None else Alarm.zone == zone
+        if zone is None:
+            return Alarm.zone.is_(None)
+        return Alarm.zone.in_(list(zone_spellings(zone).values()))
+
+    def _zone_params(self) -> dict[str, str | None]:
+        if self.event.zone is None:
+            return dict.fromkeys(_ZONE_PARAMS)
+        return dict(zone_spellings(self.event.zone))
 
     def _open_or_join(self) -> tuple[_AlarmRef, list[DueAction]]:
         routed, zoned = self.site is not None, self.event.zone is not None
@@ -511,7 +542,7 @@ class _Recorder:
                 "p_account": self.account,
                 "p_site_key": self.site.key if self.site is not None else None,
                 "p_source_key": self.event.source_key,
-                "p_zone": self.event.zone,
+                **self._zone_params(),
                 "p_family": self.cls.family,
                 "p_since": self.now - self.rules.grouping_window,
                 "p_now": self.now,
@@ -676,7 +707,7 @@ class _Recorder:
                 # dual-path panel); an unrouted one's only through its own.
                 "p_sources": list(self.site.sources) if self.site is not None else [self.event.source_key],
                 "p_account": self.account,
-                "p_zone": self.event.zone,
+                **self._zone_params(),
                 "p_codes": list(restores),
                 "p_since": self.now - self.rules.grouping_window,
             },

@@ -231,6 +231,63 @@ def test_a_restore_before_its_alarm_is_matched_whichever_path_of_the_site_brough
     assert "alarm.zone_restored" in timeline_kinds(sessions, opened.alarm_id)
 
 
+def test_a_dual_path_panel_spelling_its_zone_two_ways_opens_one_alarm_and_one_response(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The DC-09 path says Contact ID zone "003", the gateway posts the number 3: one zone, one
+    alarm, one dispatch (two alarms would each send a guard)."""
+    sites = dual_path_sites(tmp_path)
+    with sessions.begin() as session:
+        first = record_event(session, panel("BA", zone="003"), sites=sites, rules=RULES)
+    gateway = replace(panel("BA", zone="3", at=T0 + timedelta(seconds=1)), source_key="acme-gateway")
+    with sessions.begin() as session:
+        second = record_event(session, gateway, sites=sites, rules=RULES)
+    assert second.alarm_id == first.alarm_id and second.due_actions == ()
+    assert alarm(sessions, first.alarm_id).event_count == 2
+    with sessions() as session:
+        assert session.execute(select(func.count()).select_from(Action)).scalar_one() == 2
+        assert session.get_one(EventRow, second.event_id).zone == "3"  # as its sender wrote it
+
+
+@pytest.mark.parametrize(("alarm_zone", "restore_zone"), [("003", "3"), ("3", "0003"), ("0", "000")])
+def test_a_restore_spelling_the_zone_otherwise_is_the_alarm_s(
+    sessions: sessionmaker[Session], alarm_zone: str, restore_zone: str
+) -> None:
+    opened = record(sessions, panel("BA", zone=alarm_zone))
+    restored = record(sessions, panel("BR", zone=restore_zone, at=T0 + timedelta(seconds=10)))
+    assert restored.alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=10)
+
+
+def test_an_early_restore_spelling_the_zone_otherwise_is_adopted(sessions: sessionmaker[Session]) -> None:
+    early = record(sessions, panel("BH", zone="003"))
+    opened = record(sessions, panel("BA", zone="3", at=T0 + timedelta(seconds=3)))
+    assert alarm(sessions, opened.alarm_id).restored_at == T0
+    with sessions() as session:
+        assert session.get_one(EventRow, early.event_id).alarm_id == opened.alarm_id
+
+
+def test_a_restore_after_the_end_spelling_the_zone_otherwise_is_the_ended_alarm_s(
+    sessions: sessionmaker[Session],
+) -> None:
+    opened = record(sessions, panel("BA", zone="03"))
+    with sessions.begin() as session:
+        assert opened.alarm_id is not None
+        operations.end(session, opened.alarm_id, "false_alarm", now=T0 + timedelta(seconds=5), max_attempts=3)
+    restored = record(sessions, panel("BR", zone="3", at=T0 + timedelta(seconds=10)))
+    assert restored.alarm_id == opened.alarm_id
+
+
+@pytest.mark.parametrize("other", ["30", "13", "103", "3A", "B3"])
+def test_zones_that_only_look_alike_stay_apart(sessions: sessionmaker[Session], other: str) -> None:
+    three = record(sessions, panel("BA", zone="003"))
+    elsewhere = record(sessions, panel("BA", zone=other, at=T0 + timedelta(seconds=1)))
+    assert elsewhere.alarm_id != three.alarm_id and elsewhere.opened is not None
+    restore = record(sessions, panel("BR", zone=other, at=T0 + timedelta(seconds=2)))
+    assert restore.alarm_id == elsewhere.alarm_id
+    assert alarm(sessions, three.alarm_id).restored_at is None
+
+
 def said(code: str, message: str, *, after_s: float = 0, occurred_after_s: float | None = None) -> Event:
     """A panel event with its text in the body, as steps read it for their context."""
     at = T0 + timedelta(seconds=after_s)

@@ -237,7 +237,9 @@ def _join_statement(routed: bool, zoned: bool, priority: str, not_codes: tuple[s
             event_count=ALARMS.c.event_count + 1,
             last_event_at=bindparam("p_now", type_=ALARMS.c.last_event_at.type),
         )
-        .returning(ALARMS.c.id, ALARMS.c.event_count, ALARMS.c.family, ALARMS.c.priority)
+        .returning(
+            ALARMS.c.id, ALARMS.c.event_count, ALARMS.c.family, ALARMS.c.priority, ALARMS.c.restored_at
+        )
     )
 
 
@@ -551,10 +553,27 @@ class _Recorder:
         if joined is not None:
             alarm = _AlarmRef(joined.id, joined.family, joined.priority)
             self.note(alarm.id, "alarm.repeated", f"{self._what()} again ({joined.event_count} events)")
+            # The supervision tick's own trouble withdraws its outage's restore itself (its note
+            # says which link and why): contact.TROUBLE_DETAIL marks the bridge speaking.
+            if joined.restored_at is not None and contact.TROUBLE_DETAIL not in self.event.details:
+                self._withdraw_restore(alarm.id)
             if not self.cls.known:
                 self._raise_another_unknown(alarm.id)
             return alarm, []
         return self._open()
+
+    def _withdraw_restore(self, alarm_id: int) -> None:
+        """The zone reported normal, then in alarm again (a detector that trips again, a door opened
+        again): the alarm is live on it, and a person must not read "restored" beside it. Its next
+        restore restores it again. (A dual-path panel's copy of the first alarm arriving after the
+        restore withdraws it too, until the restore's own copy comes: the error that keeps the zone
+        in front of a person.)"""
+        self.session.execute(update(ALARMS).where(ALARMS.c.id == alarm_id).values(restored_at=None))
+        self.note(
+            alarm_id,
+            "alarm.restore_withdrawn",
+            f"{self._what()} after the zone's restore: the zone is in alarm again, no longer restored",
+        )
 
     def _raise_another_unknown(self, alarm_id: int) -> None:
         """Every unknown code shares the family "unknown", so a different one joins an open unknown

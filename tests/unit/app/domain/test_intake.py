@@ -193,6 +193,26 @@ def test_a_restore_records_the_zone_closed_and_stops_nothing(sessions: sessionma
     }
 
 
+def test_the_zone_in_alarm_again_after_its_restore_is_no_longer_restored(
+    sessions: sessionmaker[Session],
+) -> None:
+    opened = record(sessions, panel("BA"))
+    record(sessions, panel("BR", at=T0 + timedelta(seconds=10)))
+    again = record(sessions, panel("BA", at=T0 + timedelta(seconds=20)))
+
+    assert again.alarm_id == opened.alarm_id and again.due_actions == ()  # a repeat: no second plan
+    assert alarm(sessions, opened.alarm_id).restored_at is None
+    assert timeline_kinds(sessions, opened.alarm_id)[-1] == "alarm.restore_withdrawn"
+    record(sessions, panel("BR", at=T0 + timedelta(seconds=30)))
+    assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=30)
+
+
+def test_a_repeat_of_a_zone_not_restored_withdraws_nothing(sessions: sessionmaker[Session]) -> None:
+    opened = record(sessions, panel("BA"))
+    record(sessions, panel("BA", at=T0 + timedelta(seconds=20)))
+    assert "alarm.restore_withdrawn" not in timeline_kinds(sessions, opened.alarm_id)
+
+
 def test_an_exit_alarm_is_restored_by_the_burglary_restore_panels_send_for_it(
     sessions: sessionmaker[Session],
 ) -> None:

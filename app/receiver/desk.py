@@ -21,6 +21,7 @@ The services are built here without Flask, as the worker builds its own (``Desk.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,6 +148,8 @@ class Desk:
         self.accounts = Accounts(sites)
         self.retransmissions = Retransmissions(timedelta(seconds=rules.dedupe_window_s))
         self.log_budget = LogBudget()
+        # A wrong length field is logged within its own budget, like a refusal.
+        self._warn_length = functools.partial(self.log_budget.warning, "length_mismatch")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Desk:
@@ -185,7 +188,7 @@ class Desk:
         Cheap (no ledger): it runs on the connection loop.
         """
         received_at = utcnow()
-        read = frames.read_frame(raw, self.accounts)
+        read = frames.read_frame(raw, self.accounts, self._warn_length)
         if read is None:
             return None
         if isinstance(read, Refusal):

@@ -670,6 +670,28 @@ def test_junk_on_one_connection_is_answered_and_counted_but_its_warnings_keep_to
     assert len(warned) + sum(line.get("left_out", 0) for line in warned) <= pieces
 
 
+def test_frames_with_a_wrong_length_field_keep_their_warnings_to_a_budget(receiver: RunningReceiver) -> None:
+    """A wrong length field is read all the same (the CRC covers the frame) and logged for a person:
+    a sender writing such frames, with a good CRC and an account nobody lists, wrote one line each."""
+    pieces = 200
+    raw = build_frame("9999", "BA", "3")
+    wrong = raw[:5] + f"{int(raw[5:9], 16) + 1:04X}".encode() + raw[9:]
+    started = time.monotonic()
+    with capture_logs() as logs, socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+        sock.sendall(wrong * pieces)
+        answers = b""
+        while answers.count(b"\r") < pieces:
+            chunk = sock.recv(65536)
+            assert chunk, "closed early"
+            answers += chunk
+    elapsed = time.monotonic() - started
+
+    assert {read_reply(a).kind for a in answers.split(b"\r") if a} == {"NAK"}  # unknown account
+    warned = [line for line in logs if line["event"] == "receiver.length_mismatch"]
+    assert 1 <= len(warned) <= LOG_BURST + elapsed / LOG_EVERY_S + 1, len(warned)
+    assert len(warned) + sum(line.get("left_out", 0) for line in warned) <= pieces
+
+
 def test_an_idle_connection_is_closed_after_the_idle_timeout(
     make_settings: Callable[..., Settings], sqlite_url: str, sites: Sites
 ) -> None:

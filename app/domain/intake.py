@@ -560,7 +560,58 @@ class _Recorder:
             if not self.cls.known:
                 self._raise_another_unknown(alarm.id)
             return alarm, []
+        copy = self._copy_through_another_path()
+        if copy is not None:
+            return copy, []
         return self._open()
+
+    def _copy_through_another_path(self) -> _AlarmRef | None:
+        """The alarm this event already reached through another of the site's sources, if it did.
+
+        A dual-path panel sends each signal through both paths, and one may be late by minutes: by
+        then the alarm may be over (the user's cancel, an operator's End) or quiet for longer than the
+        grouping window, and the late copy would open an alarm of its own and dispatch again. A copy
+        says the same (code, zone) at the same instant by the panel's clock: an event of the same
+        account, code and zone, stamped at exactly the same time, recorded through another source of
+        the site within the dedupe window, is this signal. A new trip has a time of its own, so it
+        opens its alarm as ever; an event without a time of its sender's is never taken for a copy.
+        Looked for only when the event would open an alarm, at a site with more than one source.
+        """
+        event, site = self.event, self.site
+        if site is None or len(site.sources) < 2 or event.occurred_at is None or event.code is None:
+            return None
+        found = self.session.execute(
+            select(ALARMS.c.id, ALARMS.c.family, ALARMS.c.priority, ALARMS.c.state, EVENTS.c.source)
+            .join(EVENTS, EVENTS.c.alarm_id == ALARMS.c.id)
+            .where(
+                ALARMS.c.site_key == site.key,
+                ALARMS.c.opened_at >= self.now - timedelta(seconds=self.rules.dedupe_window_s),
+                ALARMS.c.account == self.account,
+                EVENTS.c.code == event.code,
+                EVENTS.c.occurred_at == event.occurred_at,
+                EVENTS.c.source != event.source_key,
+                EVENTS.c.source.in_(site.sources),
+                EVENTS.c.zone.is_(None)
+                if event.zone is None
+                else EVENTS.c.zone.in_(list(zone_spellings(event.zone).values())),
+            )
+            .order_by(ALARMS.c.id.desc())
+            .limit(1)
+        ).first()
+        if found is None:
+            return None
+        self.session.execute(
+            update(ALARMS).where(ALARMS.c.id == found.id).values(event_count=ALARMS.c.event_count + 1)
+        )
+        self.note(
+            found.id,
+            "alarm.path_copy",
+            f"{self._what()} through {event.source_key}: the signal {found.source} brought, sent at the "
+            f"same instant; the alarm ({found.state}) keeps its response, nothing is run again",
+            source=event.source_key,
+            first_source=found.source,
+        )
+        return _AlarmRef(found.id, found.family, found.priority)
 
     def _withdraw_restore(self, alarm_id: int) -> None:
         """The zone reported normal, then in alarm again (a detector that trips again, a door opened

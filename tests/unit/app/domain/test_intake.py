@@ -417,6 +417,104 @@ def test_a_user_opening_within_the_cancel_window_stands_the_response_down_and_en
     assert kinds.index("alarm.cancelled_by_user") < kinds.index("alarm.ended")
 
 
+def through_gateway(event: Event) -> Event:
+    return replace(event, source_key="acme-gateway")
+
+
+def record_at(sessions: sessionmaker[Session], sites: Any, event: Event) -> Receipt:
+    with sessions.begin() as session:
+        return record_event(session, event, sites=sites, rules=RULES)
+
+
+def test_a_dual_path_copy_arriving_after_the_user_s_cancel_opens_nothing(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The cellular path's copy of the burglary arrives a minute late, after the owner disarmed:
+    it is the signal already cancelled, not a new alarm that would send a guard."""
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("BA", sender_event_id="7"))
+    record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
+    assert alarm(sessions, opened.alarm_id).outcome == "cancelled"
+
+    late = through_gateway(panel("BA", zone="003", at=T0 + timedelta(seconds=60), occurred_at=T0))
+    copy = record_at(sessions, sites, late)
+
+    assert copy.alarm_id == opened.alarm_id and copy.opened is None and copy.due_actions == ()
+    with sessions() as session:
+        assert session.execute(select(func.count()).select_from(Alarm)).scalar_one() == 1
+    assert actions_of(sessions, opened.alarm_id) == {
+        "tracktik.create_alarm": ActionState.CANCELLED,
+        "callonalarm.trigger": ActionState.CANCELLED,
+    }
+    assert timeline_kinds(sessions, opened.alarm_id)[-1] == "alarm.path_copy"
+    assert alarm(sessions, opened.alarm_id).event_count == 2  # the cancel is not one of its events
+
+
+def test_a_dual_path_copy_arriving_after_an_operator_s_end_opens_nothing(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("FA"))
+    with sessions.begin() as session:
+        assert opened.alarm_id is not None
+        operations.end(
+            session, opened.alarm_id, "false_alarm", now=T0 + timedelta(seconds=20), max_attempts=3
+        )
+    copy = record_at(
+        sessions, sites, through_gateway(panel("FA", at=T0 + timedelta(seconds=90), occurred_at=T0))
+    )
+    assert copy.alarm_id == opened.alarm_id and copy.opened is None
+
+
+def test_a_copy_after_its_alarm_went_quiet_does_not_dispatch_again(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Past the grouping window the alarm is no longer joined; its late copy is still its own."""
+    sites = dual_path_sites(tmp_path)
+    rules = replace(RULES, grouping_window=timedelta(seconds=60))
+    with sessions.begin() as session:
+        opened = record_event(session, panel("BA"), sites=sites, rules=rules)
+    late = through_gateway(panel("BA", at=T0 + timedelta(seconds=120), occurred_at=T0))
+    with sessions.begin() as session:
+        copy = record_event(session, late, sites=sites, rules=rules)
+    assert copy.alarm_id == opened.alarm_id and copy.due_actions == ()
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        pytest.param({"occurred_at": T0 + timedelta(seconds=50)}, id="a-new-trip-has-its-own-time"),
+        pytest.param({"occurred_at": None}, id="no-sender-time-is-never-a-copy"),
+        pytest.param({"occurred_at": T0, "zone": "4"}, id="another-zone"),
+        pytest.param({"occurred_at": T0, "code": "FA"}, id="another-code"),
+    ],
+)
+def test_after_a_cancel_a_new_signal_through_the_other_path_opens_its_alarm(
+    sessions: sessionmaker[Session], tmp_path: Path, again: dict[str, Any]
+) -> None:
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("BA"))
+    record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
+    said = {"code": "BA", **again}  # a copy: the parameter is shared by both ledgers' runs
+    code = said.pop("code")
+    new = record_at(sessions, sites, through_gateway(panel(code, at=T0 + timedelta(seconds=60), **said)))
+    assert new.alarm_id != opened.alarm_id and new.opened is not None and new.due_actions != ()
+
+
+def test_the_same_path_after_a_cancel_is_a_new_alarm_whatever_its_time(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Only another path's copy is looked for: through its own path a panel's retry is recognised
+    by its dedupe key, and anything else it sends is new."""
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("BA", sender_event_id="7"))
+    record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
+    new = record_at(
+        sessions, sites, panel("BA", sender_event_id="8", at=T0 + timedelta(seconds=60), occurred_at=T0)
+    )
+    assert new.alarm_id != opened.alarm_id and new.opened is not None
+
+
 def test_a_cancel_after_the_window_stops_nothing(sessions: sessionmaker[Session]) -> None:
     opened = record(sessions, panel("BA"))
     record(sessions, panel("BC", at=T0 + timedelta(seconds=91)))  # Montréal's window is 90 s

@@ -574,11 +574,17 @@ class _Recorder:
         says the same (code, zone) at the same instant by the panel's clock: an event of the same
         account, code and zone, stamped at exactly the same time, recorded through another source of
         the site within the dedupe window, is this signal. A new trip has a time of its own, so it
-        opens its alarm as ever; an event without a time of its sender's is never taken for a copy.
-        Looked for only when the event would open an alarm, at a site with more than one source.
+        opens its alarm as ever; an event without a time of its sender's, or stamped on a whole
+        minute, is never taken for a copy. Looked for only when the event would open an alarm, at a
+        site with more than one source.
         """
         event, site = self.event, self.site
         if site is None or len(site.sources) < 2 or event.occurred_at is None or event.code is None:
+            return None
+        if event.occurred_at.second == 0 and event.occurred_at.microsecond == 0:
+            # A whole minute may be a clock that writes minutes only, whose new trip after a cancel
+            # would carry its first one's time: never taken for a copy (a real copy stamped on the
+            # minute opens its alarm, as before).
             return None
         found = self.session.execute(
             select(ALARMS.c.id, ALARMS.c.family, ALARMS.c.priority, ALARMS.c.state, EVENTS.c.source)

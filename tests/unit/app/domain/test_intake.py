@@ -426,17 +426,21 @@ def record_at(sessions: sessionmaker[Session], sites: Any, event: Event) -> Rece
         return record_event(session, event, sites=sites, rules=RULES)
 
 
+# The panel's stamp on its burglary: seconds past a minute, as a clock that writes seconds gives.
+STAMP = T0 + timedelta(seconds=7)
+
+
 def test_a_dual_path_copy_arriving_after_the_user_s_cancel_opens_nothing(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     """The cellular path's copy of the burglary arrives a minute late, after the owner disarmed:
     it is the signal already cancelled, not a new alarm that would send a guard."""
     sites = dual_path_sites(tmp_path)
-    opened = record_at(sessions, sites, panel("BA", sender_event_id="7"))
+    opened = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
     record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
     assert alarm(sessions, opened.alarm_id).outcome == "cancelled"
 
-    late = through_gateway(panel("BA", zone="003", at=T0 + timedelta(seconds=60), occurred_at=T0))
+    late = through_gateway(panel("BA", zone="003", at=T0 + timedelta(seconds=60), occurred_at=STAMP))
     copy = record_at(sessions, sites, late)
 
     assert copy.alarm_id == opened.alarm_id and copy.opened is None and copy.due_actions == ()
@@ -454,15 +458,14 @@ def test_a_dual_path_copy_arriving_after_an_operator_s_end_opens_nothing(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     sites = dual_path_sites(tmp_path)
-    opened = record_at(sessions, sites, panel("FA"))
+    opened = record_at(sessions, sites, panel("FA", occurred_at=STAMP))
     with sessions.begin() as session:
         assert opened.alarm_id is not None
         operations.end(
             session, opened.alarm_id, "false_alarm", now=T0 + timedelta(seconds=20), max_attempts=3
         )
-    copy = record_at(
-        sessions, sites, through_gateway(panel("FA", at=T0 + timedelta(seconds=90), occurred_at=T0))
-    )
+    late = through_gateway(panel("FA", at=T0 + timedelta(seconds=90), occurred_at=STAMP))
+    copy = record_at(sessions, sites, late)
     assert copy.alarm_id == opened.alarm_id and copy.opened is None
 
 
@@ -473,32 +476,45 @@ def test_a_copy_after_its_alarm_went_quiet_does_not_dispatch_again(
     sites = dual_path_sites(tmp_path)
     rules = replace(RULES, grouping_window=timedelta(seconds=60))
     with sessions.begin() as session:
-        opened = record_event(session, panel("BA"), sites=sites, rules=rules)
-    late = through_gateway(panel("BA", at=T0 + timedelta(seconds=120), occurred_at=T0))
+        opened = record_event(session, panel("BA", occurred_at=STAMP), sites=sites, rules=rules)
+    late = through_gateway(panel("BA", at=T0 + timedelta(seconds=120), occurred_at=STAMP))
     with sessions.begin() as session:
         copy = record_event(session, late, sites=sites, rules=rules)
     assert copy.alarm_id == opened.alarm_id and copy.due_actions == ()
 
 
 @pytest.mark.parametrize(
-    "again",
+    ("code", "zone", "stamped"),
     [
-        pytest.param({"occurred_at": T0 + timedelta(seconds=50)}, id="a-new-trip-has-its-own-time"),
-        pytest.param({"occurred_at": None}, id="no-sender-time-is-never-a-copy"),
-        pytest.param({"occurred_at": T0, "zone": "4"}, id="another-zone"),
-        pytest.param({"occurred_at": T0, "code": "FA"}, id="another-code"),
+        pytest.param("BA", "3", STAMP + timedelta(seconds=50), id="a-new-trip-has-its-own-time"),
+        pytest.param("BA", "3", None, id="no-sender-time-is-never-a-copy"),
+        pytest.param("BA", "4", STAMP, id="another-zone"),
+        pytest.param("FA", "3", STAMP, id="another-code"),
     ],
 )
 def test_after_a_cancel_a_new_signal_through_the_other_path_opens_its_alarm(
-    sessions: sessionmaker[Session], tmp_path: Path, again: dict[str, Any]
+    sessions: sessionmaker[Session], tmp_path: Path, code: str, zone: str, stamped: datetime | None
 ) -> None:
     sites = dual_path_sites(tmp_path)
-    opened = record_at(sessions, sites, panel("BA"))
+    opened = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
     record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
-    said = {"code": "BA", **again}  # a copy: the parameter is shared by both ledgers' runs
-    code = said.pop("code")
-    new = record_at(sessions, sites, through_gateway(panel(code, at=T0 + timedelta(seconds=60), **said)))
+    signal = panel(code, zone=zone, at=T0 + timedelta(seconds=60), occurred_at=stamped)
+    new = record_at(sessions, sites, through_gateway(signal))
     assert new.alarm_id != opened.alarm_id and new.opened is not None and new.due_actions != ()
+
+
+def test_a_stamp_on_a_whole_minute_is_never_taken_for_a_copy(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A gateway whose clock writes minutes only stamps a new trip after the cancel with its first
+    one's time: it opens its alarm (a real copy stamped on the minute does too, as before)."""
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("BA", occurred_at=T0))
+    record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
+    new = record_at(
+        sessions, sites, through_gateway(panel("BA", at=T0 + timedelta(seconds=50), occurred_at=T0))
+    )
+    assert new.alarm_id != opened.alarm_id and new.opened is not None
 
 
 def test_the_same_path_after_a_cancel_is_a_new_alarm_whatever_its_time(
@@ -507,11 +523,10 @@ def test_the_same_path_after_a_cancel_is_a_new_alarm_whatever_its_time(
     """Only another path's copy is looked for: through its own path a panel's retry is recognised
     by its dedupe key, and anything else it sends is new."""
     sites = dual_path_sites(tmp_path)
-    opened = record_at(sessions, sites, panel("BA", sender_event_id="7"))
+    opened = record_at(sessions, sites, panel("BA", sender_event_id="7", occurred_at=STAMP))
     record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)))
-    new = record_at(
-        sessions, sites, panel("BA", sender_event_id="8", at=T0 + timedelta(seconds=60), occurred_at=T0)
-    )
+    again = panel("BA", sender_event_id="8", at=T0 + timedelta(seconds=60), occurred_at=STAMP)
+    new = record_at(sessions, sites, again)
     assert new.alarm_id != opened.alarm_id and new.opened is not None
 
 

@@ -29,7 +29,7 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
@@ -81,15 +81,16 @@ _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 # adopts early restores, so a dual-path panel whose two paths spell it differently opens one alarm,
 # not two that would each dispatch. Each row keeps the zone as its sender wrote it; a statement
 # compares the column with each spelling (the zone without its leading zeros, then with one to
-# ZONE_PADDING more), so the indexes on the zone column still serve it.
+# ZONE_PADDING more, and the zone as sent, which a longer padding is not among), so the indexes on
+# the zone column still serve it.
 ZONE_PADDING = 5
-_ZONE_PARAMS = tuple(f"p_zone{n}" for n in range(ZONE_PADDING + 1))
+_ZONE_PARAMS = (*(f"p_zone{n}" for n in range(ZONE_PADDING + 1)), "p_zone_as_sent")
 
 
 def zone_spellings(zone: str) -> dict[str, str]:
     """The statements' parameters for ``zone``: each spelling of it with leading zeros."""
     bare = zone.lstrip("0")
-    return {name: "0" * n + bare for n, name in enumerate(_ZONE_PARAMS)}
+    return {**{name: "0" * n + bare for n, name in enumerate(_ZONE_PARAMS[:-1])}, _ZONE_PARAMS[-1]: zone}
 
 
 def _zone_matches(column: Any) -> Any:
@@ -238,7 +239,12 @@ def _join_statement(routed: bool, zoned: bool, priority: str, not_codes: tuple[s
             last_event_at=bindparam("p_now", type_=ALARMS.c.last_event_at.type),
         )
         .returning(
-            ALARMS.c.id, ALARMS.c.event_count, ALARMS.c.family, ALARMS.c.priority, ALARMS.c.restored_at
+            ALARMS.c.id,
+            ALARMS.c.event_count,
+            ALARMS.c.family,
+            ALARMS.c.priority,
+            ALARMS.c.restored_at,
+            ALARMS.c.code,
         )
     )
 
@@ -555,7 +561,7 @@ class _Recorder:
             self.note(alarm.id, "alarm.repeated", f"{self._what()} again ({joined.event_count} events)")
             # The supervision tick's own trouble withdraws its outage's restore itself (its note
             # says which link and why): contact.TROUBLE_DETAIL marks the bridge speaking.
-            if joined.restored_at is not None and contact.TROUBLE_DETAIL not in self.event.details:
+            if joined.restored_at is not None and self._trips_again(joined.code, joined.id):
                 self._withdraw_restore(alarm.id)
             if not self.cls.known:
                 self._raise_another_unknown(alarm.id)
@@ -578,13 +584,8 @@ class _Recorder:
         minute, is never taken for a copy. Looked for only when the event would open an alarm, at a
         site with more than one source.
         """
-        event, site = self.event, self.site
-        if site is None or len(site.sources) < 2 or event.occurred_at is None or event.code is None:
-            return None
-        if event.occurred_at.second == 0 and event.occurred_at.microsecond == 0:
-            # A whole minute may be a clock that writes minutes only, whose new trip after a cancel
-            # would carry its first one's time: never taken for a copy (a real copy stamped on the
-            # minute opens its alarm, as before).
+        event, site, stamp = self.event, self.site, self._copy_stamp()
+        if site is None or len(site.sources) < 2 or stamp is None or event.code is None:
             return None
         found = self.session.execute(
             select(ALARMS.c.id, ALARMS.c.family, ALARMS.c.priority, ALARMS.c.state, EVENTS.c.source)
@@ -594,7 +595,7 @@ class _Recorder:
                 ALARMS.c.opened_at >= self.now - timedelta(seconds=self.rules.dedupe_window_s),
                 ALARMS.c.account == self.account,
                 EVENTS.c.code == event.code,
-                EVENTS.c.occurred_at == event.occurred_at,
+                EVENTS.c.occurred_at == stamp,
                 EVENTS.c.source != event.source_key,
                 EVENTS.c.source.in_(site.sources),
                 EVENTS.c.zone.is_(None)
@@ -605,6 +606,10 @@ class _Recorder:
             .limit(1)
         ).first()
         if found is None:
+            return None
+        if self._stamped_in(found.id, stamp, this_source=True):
+            # This path already brought its copy of that signal: a clock coarser than the trips
+            # (seconds written in tens, say) stamped a new one alike. It opens its alarm.
             return None
         self.session.execute(
             update(ALARMS).where(ALARMS.c.id == found.id).values(event_count=ALARMS.c.event_count + 1)
@@ -619,12 +624,54 @@ class _Recorder:
         )
         return _AlarmRef(found.id, found.family, found.priority)
 
+    def _copy_stamp(self) -> datetime | None:
+        """The sender's time a copy of this event through another path would carry, or None when it
+        cannot tell a copy: no time of the sender's, or a whole minute (a clock that writes minutes
+        only stamps a new trip after a cancel with its first one's time; a real copy stamped on the
+        minute is then taken for a new signal, as before copies were looked for)."""
+        stamp = self.event.occurred_at
+        if stamp is None or (stamp.second == 0 and stamp.microsecond == 0):
+            return None
+        return stamp
+
+    def _stamped_in(self, alarm_id: int, stamp: datetime, *, this_source: bool) -> bool:
+        """Whether the alarm holds an event of this code stamped ``stamp``, through this event's
+        source (``this_source``) or through another."""
+        source = EVENTS.c.source
+        found = self.session.execute(
+            select(EVENTS.c.id)
+            .where(
+                EVENTS.c.alarm_id == alarm_id,
+                EVENTS.c.code == self.event.code,
+                EVENTS.c.occurred_at == stamp,
+                source == self.event.source_key if this_source else source != self.event.source_key,
+                EVENTS.c.id != self.event_id,
+            )
+            .limit(1)
+        ).first()
+        return found is not None
+
+    def _trips_again(self, alarm_code: str | None, alarm_id: int) -> bool:
+        """Whether this event, joining a restored alarm, is its zone in alarm again: a condition the
+        alarm's restore clears (a trouble joining a fire alarm is not: its own restore would never
+        clear the fire's), not a dual-path copy of a signal the alarm holds, and not the supervision
+        tick's own trouble (which withdraws its outage's restore itself, saying which link and why;
+        contact.TROUBLE_DETAIL marks the bridge speaking)."""
+        code = self.event.code
+        if code is None or alarm_code is None or contact.TROUBLE_DETAIL in self.event.details:
+            return False
+        if sia.lookup(alarm_code).kind != self.cls.kind:  # an alarm's trouble, or a trouble's alarm
+            return False
+        if not set(sia.restore_codes_for(code)) & set(sia.restore_codes_for(alarm_code)):
+            return False
+        stamp = self._copy_stamp()
+        return stamp is None or not self._stamped_in(alarm_id, stamp, this_source=False)
+
     def _withdraw_restore(self, alarm_id: int) -> None:
         """The zone reported normal, then in alarm again (a detector that trips again, a door opened
         again): the alarm is live on it, and a person must not read "restored" beside it. Its next
         restore restores it again. (A dual-path panel's copy of the first alarm arriving after the
-        restore withdraws it too, until the restore's own copy comes: the error that keeps the zone
-        in front of a person.)"""
+        restore withdraws nothing: ``_trips_again``.)"""
         self.session.execute(update(ALARMS).where(ALARMS.c.id == alarm_id).values(restored_at=None))
         self.note(
             alarm_id,

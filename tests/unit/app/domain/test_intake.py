@@ -530,6 +530,80 @@ def test_the_same_path_after_a_cancel_is_a_new_alarm_whatever_its_time(
     assert new.alarm_id != opened.alarm_id and new.opened is not None
 
 
+@pytest.mark.parametrize("zone", ["0000003", "000000", "0000000000012"])
+def test_a_zone_padded_beyond_the_spellings_still_groups_and_restores_with_itself(
+    sessions: sessionmaker[Session], zone: str
+) -> None:
+    first = record(sessions, panel("BA", zone=zone))
+    again = record(sessions, panel("BA", zone=zone, at=T0 + timedelta(seconds=5)))
+    assert again.alarm_id == first.alarm_id and again.due_actions == ()
+    restored = record(sessions, panel("BR", zone=zone, at=T0 + timedelta(seconds=10)))
+    assert restored.alarm_id == first.alarm_id
+
+
+@pytest.mark.parametrize(("alarm_code", "restore", "trouble"), [("FA", "FH", "FT"), ("BA", "BH", "BT")])
+def test_a_trouble_joining_a_restored_alarm_leaves_its_restore(
+    sessions: sessionmaker[Session], alarm_code: str, restore: str, trouble: str
+) -> None:
+    """A trouble of the zone joins its alarm, but is not the alarm's condition again: withdrawing
+    the restore would leave the page saying "in alarm" for good (the trouble's restore never clears
+    the alarm's condition)."""
+    opened = record(sessions, panel(alarm_code))
+    record(sessions, panel(restore, at=T0 + timedelta(seconds=10)))
+    joined = record(sessions, panel(trouble, at=T0 + timedelta(seconds=20)))
+    assert joined.alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=10)
+    assert "alarm.restore_withdrawn" not in timeline_kinds(sessions, opened.alarm_id)
+
+
+def test_an_exit_alarm_joining_a_restored_burglary_withdraws_its_restore(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Another code of the condition the restore clears (EA and BA are both restored by BH) is the
+    zone in alarm again."""
+    opened = record(sessions, panel("BA"))
+    record(sessions, panel("BH", at=T0 + timedelta(seconds=10)))
+    record(sessions, panel("EA", at=T0 + timedelta(seconds=20)))
+    assert alarm(sessions, opened.alarm_id).restored_at is None
+
+
+def test_a_path_copy_within_the_grouping_window_leaves_the_restore(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The other path's late copy of the signal the zone's restore already restored is not the zone
+    in alarm again (a gateway that forwards no restores would never put the restore back)."""
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    record_at(sessions, sites, panel("BR", at=T0 + timedelta(seconds=10)))
+    late = through_gateway(panel("BA", at=T0 + timedelta(seconds=40), occurred_at=STAMP))
+    assert record_at(sessions, sites, late).alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at == T0 + timedelta(seconds=10)
+
+
+def test_a_new_trip_on_a_coarse_clock_after_both_copies_came_is_a_new_alarm(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Both paths stamp the panel's time coarsely (tens of seconds): the fire and its copy both say
+    12:00:10; an operator ends it as false; the detector trips again and the first path stamps
+    12:00:10 again, with a new id. That path already brought its copy of the first: this is a new
+    signal, and its fire plan runs."""
+    sites = dual_path_sites(tmp_path)
+    stamp = T0 + timedelta(seconds=10)
+    opened = record_at(sessions, sites, panel("FA", sender_event_id="1", occurred_at=stamp))
+    copy = through_gateway(
+        panel("FA", at=T0 + timedelta(seconds=11), occurred_at=stamp, sender_event_id="g1")
+    )
+    assert record_at(sessions, sites, copy).alarm_id == opened.alarm_id
+    with sessions.begin() as session:
+        assert opened.alarm_id is not None
+        operations.end(
+            session, opened.alarm_id, "false_alarm", now=T0 + timedelta(seconds=20), max_attempts=3
+        )
+    again = panel("FA", at=T0 + timedelta(seconds=25), occurred_at=stamp, sender_event_id="2")
+    new = record_at(sessions, sites, again)
+    assert new.alarm_id != opened.alarm_id and new.opened is not None and new.due_actions != ()
+
+
 def test_a_cancel_after_the_window_stops_nothing(sessions: sessionmaker[Session]) -> None:
     opened = record(sessions, panel("BA"))
     record(sessions, panel("BC", at=T0 + timedelta(seconds=91)))  # Montréal's window is 90 s

@@ -349,7 +349,7 @@ def record_event(session: Session, event: Event, *, sites: Sites, rules: IntakeR
         return Receipt(row.id, row.alarm_id, duplicate=True)
 
     cls = event.classify()
-    recorder = _Recorder(session, event, event_id, site, cls, rules, account)
+    recorder = _Recorder(session, event, event_id, site, cls, rules, account, sites)
     alarm, due = recorder.apply()
     if alarm is not None:
         recorder.attach_event(alarm)
@@ -494,8 +494,10 @@ class _Recorder:
         cls: Classification,
         rules: IntakeRules,
         account: str,
+        sites: Sites,
     ) -> None:
         self.session = session
+        self.sites = sites
         self.event = event
         self.account = account  # as the site lists it (Sites.as_listed): the alarm's account
         self.event_id = event_id
@@ -582,10 +584,13 @@ class _Recorder:
         the site within the dedupe window, is this signal. A new trip has a time of its own, so it
         opens its alarm as ever; an event without a time of its sender's, or stamped on a whole
         minute, is never taken for a copy. Looked for only when the event would open an alarm, at a
-        site with more than one source.
+        site another panel path (a source that is not Alta) reports to.
         """
         event, site, stamp = self.event, self.site, self._copy_stamp()
-        if site is None or len(site.sources) < 2 or stamp is None or event.code is None:
+        if site is None or stamp is None or event.code is None:
+            return None
+        other_paths = [key for key in site.sources if key != event.source_key and self._brings_codes(key)]
+        if not other_paths:
             return None
         found = self.session.execute(
             select(ALARMS.c.id, ALARMS.c.family, ALARMS.c.priority, ALARMS.c.state, EVENTS.c.source)
@@ -596,8 +601,7 @@ class _Recorder:
                 ALARMS.c.account == self.account,
                 EVENTS.c.code == event.code,
                 EVENTS.c.occurred_at == stamp,
-                EVENTS.c.source != event.source_key,
-                EVENTS.c.source.in_(site.sources),
+                EVENTS.c.source.in_(other_paths),
                 EVENTS.c.zone.is_(None)
                 if event.zone is None
                 else EVENTS.c.zone.in_(list(zone_spellings(event.zone).values())),
@@ -623,6 +627,11 @@ class _Recorder:
             first_source=found.source,
         )
         return _AlarmRef(found.id, found.family, found.priority)
+
+    def _brings_codes(self, source_key: str) -> bool:
+        """Whether a source of the site sends coded signals (a panel's path: not Alta's webhooks)."""
+        source = self.sites.source(source_key)
+        return source is not None and source.kind != "alta"
 
     def _copy_stamp(self) -> datetime | None:
         """The sender's time a copy of this event through another path would carry, or None when it

@@ -604,6 +604,18 @@ def test_a_new_trip_on_a_coarse_clock_after_both_copies_came_is_a_new_alarm(
     assert new.alarm_id != opened.alarm_id and new.opened is not None and new.due_actions != ()
 
 
+def test_a_site_with_one_panel_path_beside_alta_looks_for_no_copy(
+    sessions: sessionmaker[Session], statements: list[str]
+) -> None:
+    """Montréal's sources are its panels and Alta: Alta's webhooks carry no code, so no panel signal
+    can have a copy there, and an opening pays no query for one."""
+    assert len(SITES.site_for_account("acme-panels", MONTREAL_ACCOUNT).sources) == 2  # type: ignore[union-attr]
+    statements.clear()
+    opened = record(sessions, panel("BA", occurred_at=STAMP))
+    assert opened.opened is not None
+    assert not [sql for sql in statements if "events.occurred_at =" in sql]
+
+
 def test_a_cancel_after_the_window_stops_nothing(sessions: sessionmaker[Session]) -> None:
     opened = record(sessions, panel("BA"))
     record(sessions, panel("BC", at=T0 + timedelta(seconds=91)))  # Montréal's window is 90 s

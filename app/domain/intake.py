@@ -74,6 +74,7 @@ RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.
 # statements, built once: at alarm rates the ORM's per-statement work was most of intake's CPU.
 EVENTS, ALARMS = EventRow.__table__, Alarm.__table__
 ACTIONS, TIMELINE = Action.__table__, TimelineEntry.__table__
+OWN = EVENTS.alias("own")
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 
 # A panel's zone 3 arrives as "3", "03" or "003": Contact ID pads it to three digits, a gateway
@@ -586,11 +587,8 @@ class _Recorder:
         minute, is never taken for a copy. Looked for only when the event would open an alarm, at a
         site another panel path (a source that is not Alta) reports to.
         """
-        event, site, stamp = self.event, self.site, self._copy_stamp()
-        if site is None or stamp is None or event.code is None:
-            return None
-        other_paths = [key for key in site.sources if key != event.source_key and self._brings_codes(key)]
-        if not other_paths:
+        event, site, stamp, other_paths = self.event, self.site, self._copy_stamp(), self._other_paths()
+        if site is None or stamp is None or event.code is None or not other_paths:
             return None
         found = self.session.execute(
             select(ALARMS.c.id, ALARMS.c.family, ALARMS.c.priority, ALARMS.c.state, EVENTS.c.source)
@@ -605,15 +603,20 @@ class _Recorder:
                 EVENTS.c.zone.is_(None)
                 if event.zone is None
                 else EVENTS.c.zone.in_(list(zone_spellings(event.zone).values())),
+                ~select(OWN.c.id)
+                .where(
+                    OWN.c.alarm_id == ALARMS.c.id,
+                    OWN.c.code == event.code,
+                    OWN.c.occurred_at == stamp,
+                    OWN.c.source == event.source_key,
+                    OWN.c.id != self.event_id,
+                )
+                .exists(),
             )
             .order_by(ALARMS.c.id.desc())
             .limit(1)
         ).first()
         if found is None:
-            return None
-        if self._stamped_in(found.id, stamp, this_source=True):
-            # This path already brought its copy of that signal: a clock coarser than the trips
-            # (seconds written in tens, say) stamped a new one alike. It opens its alarm.
             return None
         self.session.execute(
             update(ALARMS).where(ALARMS.c.id == found.id).values(event_count=ALARMS.c.event_count + 1)
@@ -628,10 +631,28 @@ class _Recorder:
         )
         return _AlarmRef(found.id, found.family, found.priority)
 
-    def _brings_codes(self, source_key: str) -> bool:
-        """Whether a source of the site sends coded signals (a panel's path: not Alta's webhooks)."""
-        source = self.sites.source(source_key)
-        return source is not None and source.kind != "alta"
+    def _other_paths(self) -> list[str]:
+        """The site's other sources that send coded signals (a panel's paths: not Alta's webhooks)."""
+        if self.site is None:
+            return []
+        return [
+            key
+            for key in self.site.sources
+            if key != self.event.source_key
+            and (source := self.sites.source(key)) is not None
+            and source.kind != "alta"
+        ]
+
+    def _a_copy_in(self, alarm_id: int) -> bool:
+        """Whether this event is the other path's copy of a signal the alarm already holds: another
+        path brought this code at this stamp, and this path has not (when it has, this is a second
+        signal its coarse clock stamped alike)."""
+        stamp = self._copy_stamp()
+        if stamp is None or self.event.code is None or not self._other_paths():
+            return False
+        return self._stamped_in(alarm_id, stamp, this_source=False) and not self._stamped_in(
+            alarm_id, stamp, this_source=True
+        )
 
     def _copy_stamp(self) -> datetime | None:
         """The sender's time a copy of this event through another path would carry, or None when it
@@ -673,8 +694,7 @@ class _Recorder:
             return False
         if not set(sia.restore_codes_for(code)) & set(sia.restore_codes_for(alarm_code)):
             return False
-        stamp = self._copy_stamp()
-        return stamp is None or not self._stamped_in(alarm_id, stamp, this_source=False)
+        return not self._a_copy_in(alarm_id)
 
     def _withdraw_restore(self, alarm_id: int) -> None:
         """The zone reported normal, then in alarm again (a detector that trips again, a door opened
@@ -879,6 +899,17 @@ class _Recorder:
             # Kept unattached unless it is an ended alarm's, matched if its alarm arrives late
             # (attach_event).
             return self._restore_after_end(cleared)
+        if self._a_copy_in(alarm.id):
+            # The other path's late copy of a restore the alarm holds: the zone may have tripped
+            # again since (its restore withdrawn), so the copy restores nothing.
+            self.note(
+                alarm.id,
+                "alarm.path_copy",
+                f"{self._what()} through {self.event.source_key}: the restore another path brought, "
+                "sent at the same instant; the zone's state stands",
+                source=self.event.source_key,
+            )
+            return alarm
         if alarm.restored_at is None:
             alarm.restored_at = self.now
         self.note(

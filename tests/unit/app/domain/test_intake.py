@@ -604,6 +604,78 @@ def test_a_new_trip_on_a_coarse_clock_after_both_copies_came_is_a_new_alarm(
     assert new.alarm_id != opened.alarm_id and new.opened is not None and new.due_actions != ()
 
 
+def test_two_trips_stamped_alike_and_their_two_late_copies_open_no_third_alarm(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A coarse clock stamps two trips alike, each cancelled; the gateway's two copies arrive late.
+    The second copy belongs to the first alarm (the second already holds the gateway's copy): it
+    must not open a third alarm and send a guard."""
+    sites = dual_path_sites(tmp_path)
+    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP, sender_event_id="1"))
+    record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=9), sender_event_id="c1"))
+    again = panel("BA", at=T0 + timedelta(seconds=10), occurred_at=STAMP, sender_event_id="2")
+    second = record_at(sessions, sites, again)
+    assert second.opened is not None  # a new trip: this path already brought that stamp
+    record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=12), sender_event_id="c2"))
+
+    copies = [
+        record_at(
+            sessions,
+            sites,
+            # Ids of their own: two copies alike without one are one delivery sent twice.
+            through_gateway(
+                panel("BA", at=T0 + timedelta(seconds=40 + n), occurred_at=STAMP, sender_event_id=f"g{n}")
+            ),
+        )
+        for n in range(2)
+    ]
+
+    assert [c.opened for c in copies] == [None, None] and [c.due_actions for c in copies] == [(), ()]
+    assert sorted(c.alarm_id for c in copies) == sorted([first.alarm_id, second.alarm_id])
+    with sessions() as session:
+        assert session.execute(select(func.count()).select_from(Alarm)).scalar_one() == 2
+
+
+def test_the_same_path_tripping_again_at_the_same_stamp_withdraws_the_restore(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """One DC-09 frame stamps its events alike: BA, BR, BA of zone 3 within a second, the gateway's
+    copy of the first BA already in. The second BA through the same path is the zone in alarm again,
+    not the gateway's copy."""
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("BA", occurred_at=STAMP, sender_event_id="f1/0"))
+    copy = through_gateway(panel("BA", at=T0 + timedelta(seconds=1), occurred_at=STAMP, sender_event_id="g1"))
+    assert record_at(sessions, sites, copy).alarm_id == opened.alarm_id
+    restore = panel("BR", at=T0 + timedelta(seconds=2), occurred_at=STAMP, sender_event_id="f1/1")
+    record_at(sessions, sites, restore)
+    assert alarm(sessions, opened.alarm_id).restored_at is not None
+    again = panel("BA", at=T0 + timedelta(seconds=2), occurred_at=STAMP, sender_event_id="f1/2")
+    assert record_at(sessions, sites, again).alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at is None
+
+
+def test_the_late_copy_of_a_restore_after_the_zone_tripped_again_restores_nothing(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Path A: BA, BR, BA (the restore withdrawn). The gateway's copies come late: its BR is the
+    restore the alarm already holds, not the zone normal again."""
+    sites = dual_path_sites(tmp_path)
+    t1, t2, t3 = STAMP, STAMP + timedelta(seconds=10), STAMP + timedelta(seconds=20)
+    opened = record_at(sessions, sites, panel("BA", at=t1, occurred_at=t1))
+    record_at(sessions, sites, panel("BR", at=t2, occurred_at=t2))
+    record_at(sessions, sites, panel("BA", at=t3, occurred_at=t3))
+    assert alarm(sessions, opened.alarm_id).restored_at is None
+    record_at(sessions, sites, through_gateway(panel("BA", at=t3 + timedelta(seconds=30), occurred_at=t1)))
+    late_restore = through_gateway(panel("BR", at=t3 + timedelta(seconds=31), occurred_at=t2))
+    assert record_at(sessions, sites, late_restore).alarm_id == opened.alarm_id
+    assert alarm(sessions, opened.alarm_id).restored_at is None
+    assert timeline_kinds(sessions, opened.alarm_id)[-1] == "alarm.path_copy"
+    record_at(
+        sessions, sites, panel("BR", at=t3 + timedelta(seconds=40), occurred_at=t3 + timedelta(seconds=5))
+    )
+    assert alarm(sessions, opened.alarm_id).restored_at == t3 + timedelta(seconds=40)  # a real restore
+
+
 def test_a_site_with_one_panel_path_beside_alta_looks_for_no_copy(
     sessions: sessionmaker[Session], statements: list[str]
 ) -> None:

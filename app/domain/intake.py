@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -74,7 +74,7 @@ RESTORE_KINDS = frozenset({sia.Kind.RESTORE, sia.Kind.TROUBLE_RESTORE, sia.Kind.
 # statements, built once: at alarm rates the ORM's per-statement work was most of intake's CPU.
 EVENTS, ALARMS = EventRow.__table__, Alarm.__table__
 ACTIONS, TIMELINE = Action.__table__, TimelineEntry.__table__
-OWN = EVENTS.alias("own")
+OWN, THEIRS = EVENTS.alias("own"), EVENTS.alias("theirs")
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 
 # A panel's zone 3 arrives as "3", "03" or "003": Contact ID pads it to three digits, a gateway
@@ -612,6 +612,25 @@ class _Recorder:
                     OWN.c.id != self.event_id,
                 )
                 .exists(),
+                # This path's clock is not the other's: it brought this code to the alarm at a
+                # stamp no other path's event of the alarm carries (a backup path whose clock runs
+                # behind stamps a new trip like the first path's old one: never a copy).
+                ~select(OWN.c.id)
+                .where(
+                    OWN.c.alarm_id == ALARMS.c.id,
+                    OWN.c.code == event.code,
+                    OWN.c.source == event.source_key,
+                    OWN.c.id != self.event_id,
+                    ~select(THEIRS.c.id)
+                    .where(
+                        THEIRS.c.alarm_id == ALARMS.c.id,
+                        THEIRS.c.code == event.code,
+                        THEIRS.c.source.in_(other_paths),
+                        THEIRS.c.occurred_at == OWN.c.occurred_at,
+                    )
+                    .exists(),
+                )
+                .exists(),
             )
             .order_by(ALARMS.c.id.desc())
             .limit(1)
@@ -963,6 +982,9 @@ class _Recorder:
         families = sia.families_cancelled_by(self.event.code or "")
         if not families:
             return None, []
+        original = self._cancel_through_another_path()
+        if original is not None:
+            return self._cancel_copy(original), []
         alarms = (
             self.session.execute(
                 select(Alarm)
@@ -1003,6 +1025,63 @@ class _Recorder:
             elif alarm.panel_cancelled_at is None:
                 due += self._stand_down(alarm)
         return (named[0] if named else None), due
+
+    def _cancel_through_another_path(self) -> Any:
+        """The cancel this one copies, if another of the site's panel paths brought it already: the
+        same code and zone at the same sender instant (``_copy_stamp``), within the dedupe window,
+        attached to an alarm of the account live now or ended within the window (the alarm it
+        stood down), or left unattached (nothing was live). None otherwise.
+
+        A copy acts on nothing: its original stood down what was live when it came. Judged anew, a
+        late copy of the user's disarm would stand down the alarm that opened since (another area
+        still armed), as its receive time falls in that alarm's cancel window and another path's
+        clock is never compared with the alarm's. Taken for a copy wrongly (two clocks stamping two
+        cancels alike), a real cancel is ignored and the response goes on: never an alarm lost.
+        """
+        stamp, other_paths, site = self._copy_stamp(), self._other_paths(), self.site
+        if stamp is None or not other_paths or site is None:
+            return None
+        since = self.now - timedelta(seconds=self.rules.dedupe_window_s)
+        zone = (
+            EVENTS.c.zone.is_(None)
+            if self.event.zone is None
+            else EVENTS.c.zone.in_(list(zone_spellings(self.event.zone).values()))
+        )
+        said = [
+            EVENTS.c.code == self.event.code,
+            EVENTS.c.occurred_at == stamp,
+            EVENTS.c.source.in_(other_paths),
+            EVENTS.c.received_at >= since,
+            zone,
+        ]
+        alarms = select(ALARMS.c.id).where(
+            ALARMS.c.site_key == site.key,
+            ALARMS.c.account == self.account,
+            or_(
+                ALARMS.c.state.in_(_ACTIVE),
+                and_(ALARMS.c.state == AlarmState.ENDED.value, ALARMS.c.ended_at >= since),
+            ),
+        )
+        attached = select(EVENTS.c.alarm_id, EVENTS.c.source).where(EVENTS.c.alarm_id.in_(alarms), *said)
+        unattached = select(EVENTS.c.alarm_id, EVENTS.c.source).where(
+            EVENTS.c.alarm_id.is_(None), EVENTS.c.account == self.account, *said
+        )
+        return self.session.execute(union_all(attached, unattached).limit(1)).first()
+
+    def _cancel_copy(self, original: Any) -> Alarm | None:
+        """Record a cancel's copy where its original is (its alarm, or unattached), acting on nothing."""
+        if original.alarm_id is None:
+            return None
+        alarm = self.session.get_one(Alarm, original.alarm_id)
+        self.note(
+            alarm.id,
+            "alarm.path_copy",
+            f"{self._what()} through {self.event.source_key}: the cancel {original.source} brought, "
+            "sent at the same instant; it stands nothing down again",
+            source=self.event.source_key,
+            first_source=original.source,
+        )
+        return alarm
 
     def _outside_window_by_sender(self, alarm: Alarm, window_s: float) -> tuple[str, str] | None:
         """Why the cancel does not apply by the sender's own times, or None when it may.

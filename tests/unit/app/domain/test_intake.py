@@ -676,6 +676,92 @@ def test_the_late_copy_of_a_restore_after_the_zone_tripped_again_restores_nothin
     assert alarm(sessions, opened.alarm_id).restored_at == t3 + timedelta(seconds=40)  # a real restore
 
 
+def test_the_late_copy_of_a_user_s_cancel_does_not_stand_down_the_next_alarm(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A: BA zone 3, the user's OP (alarm 1 cancelled), then a burglary of zone 5 (alarm 2: another
+    area still armed). The gateway's copy of the OP comes a minute late, inside alarm 2's cancel
+    window by receive time: it is the disarm already acted on, and stands nothing down."""
+    sites = dual_path_sites(tmp_path)
+    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    record_at(
+        sessions,
+        sites,
+        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
+    )
+    assert alarm(sessions, first.alarm_id).outcome == "cancelled"
+    second = record_at(
+        sessions,
+        sites,
+        panel("BA", zone="5", at=T0 + timedelta(seconds=50), occurred_at=T0 + timedelta(seconds=51)),
+    )
+    assert second.opened is not None
+
+    late = through_gateway(
+        panel("OP", zone="7", at=T0 + timedelta(seconds=95), occurred_at=T0 + timedelta(seconds=31))
+    )
+    copy = record_at(sessions, sites, late)
+
+    assert copy.alarm_id == first.alarm_id and copy.due_actions == ()
+    assert alarm(sessions, second.alarm_id).state == "open"
+    assert ActionState.CANCELLED not in actions_of(sessions, second.alarm_id).values()
+    assert timeline_kinds(sessions, first.alarm_id)[-1] == "alarm.path_copy"
+
+
+def test_the_late_copy_of_a_disarm_made_while_nothing_was_live_stands_nothing_down(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    sites = dual_path_sites(tmp_path)
+    disarm = panel("OP", zone="7", at=T0, occurred_at=STAMP)
+    assert record_at(sessions, sites, disarm).alarm_id is None  # nothing live: an event only
+    opened = record_at(
+        sessions, sites, panel("BA", at=T0 + timedelta(seconds=20), occurred_at=STAMP + timedelta(seconds=20))
+    )
+    copy = record_at(
+        sessions, sites, through_gateway(replace(disarm, received_at=T0 + timedelta(seconds=40)))
+    )
+    assert copy.alarm_id is None and copy.due_actions == ()
+    assert alarm(sessions, opened.alarm_id).state == "open"
+
+
+def test_a_cancel_through_the_other_path_at_its_own_stamp_still_cancels(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Only a copy is set aside: the user's disarm reaching the bridge through the gateway alone
+    (the first path down) stands the burglary down as ever."""
+    sites = dual_path_sites(tmp_path)
+    opened = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    disarm = through_gateway(
+        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31))
+    )
+    record_at(sessions, sites, disarm)
+    assert alarm(sessions, opened.alarm_id).outcome == "cancelled"
+
+
+def test_a_new_trip_through_a_backup_path_whose_clock_runs_behind_is_never_absorbed(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The gateway's clock runs 40 s behind the panel path's. A: BA stamped 12:00:07 (alarm 1); the
+    gateway's copy, stamped 11:59:27, joins; the user's OP cancels. A's path then fails; the zone
+    trips 40 s later and the gateway stamps it 12:00:07, A's stamp on alarm 1. The gateway brought
+    this code to alarm 1 at a stamp A never sent: its clock is another, and this is a new alarm."""
+    sites = dual_path_sites(tmp_path)
+    skew = timedelta(seconds=40)
+    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    copy = through_gateway(panel("BA", at=T0 + timedelta(seconds=8), occurred_at=STAMP - skew))
+    assert record_at(sessions, sites, copy).alarm_id == first.alarm_id
+    record_at(
+        sessions,
+        sites,
+        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
+    )
+
+    trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
+    new = record_at(sessions, sites, trip)
+
+    assert new.alarm_id != first.alarm_id and new.opened is not None and new.due_actions != ()
+
+
 def test_a_site_with_one_panel_path_beside_alta_looks_for_no_copy(
     sessions: sessionmaker[Session], statements: list[str]
 ) -> None:

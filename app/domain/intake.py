@@ -621,9 +621,14 @@ class _Recorder:
                     OWN.c.code == event.code,
                     OWN.c.source == event.source_key,
                     OWN.c.id != self.event_id,
+                    # Only what this path brought since the candidate original: a signal it alone
+                    # brought before (the other path down a moment) says nothing of its clock.
+                    OWN.c.received_at >= EVENTS.c.received_at,
                     ~select(THEIRS.c.id)
                     .where(
-                        THEIRS.c.alarm_id == ALARMS.c.id,
+                        # OWN's alarm, not ALARMS: SQLAlchemy correlates a select with the one
+                        # directly around it only, and ALARMS is not in OWN's FROM.
+                        THEIRS.c.alarm_id == OWN.c.alarm_id,
                         THEIRS.c.code == event.code,
                         THEIRS.c.source.in_(other_paths),
                         THEIRS.c.occurred_at == OWN.c.occurred_at,
@@ -1038,7 +1043,9 @@ class _Recorder:
         clock is never compared with the alarm's. Taken for a copy wrongly (two clocks stamping two
         cancels alike), a real cancel is ignored and the response goes on: never an alarm lost.
         """
-        stamp, other_paths, site = self._copy_stamp(), self._other_paths(), self.site
+        # Any stamp of the sender's, a whole minute too: taken for a copy wrongly, a cancel is
+        # ignored (the tolerable direction), unlike an opening (``_copy_stamp``).
+        stamp, other_paths, site = self.event.occurred_at, self._other_paths(), self.site
         if stamp is None or not other_paths or site is None:
             return None
         since = self.now - timedelta(seconds=self.rules.dedupe_window_s)
@@ -1054,12 +1061,11 @@ class _Recorder:
             EVENTS.c.received_at >= since,
             zone,
         ]
-        alarms = select(ALARMS.c.id).where(
-            ALARMS.c.site_key == site.key,
-            ALARMS.c.account == self.account,
-            or_(
-                ALARMS.c.state.in_(_ACTIVE),
-                and_(ALARMS.c.state == AlarmState.ENDED.value, ALARMS.c.ended_at >= since),
+        place = (ALARMS.c.site_key == site.key, ALARMS.c.account == self.account)
+        alarms = union_all(  # each through its index: the account's live alarms, those just ended
+            select(ALARMS.c.id).where(*place, ALARMS.c.state.in_(_ACTIVE)),
+            select(ALARMS.c.id).where(
+                *place, ALARMS.c.state == AlarmState.ENDED.value, ALARMS.c.ended_at >= since
             ),
         )
         attached = select(EVENTS.c.alarm_id, EVENTS.c.source).where(EVENTS.c.alarm_id.in_(alarms), *said)

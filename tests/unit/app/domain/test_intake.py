@@ -727,9 +727,12 @@ def test_the_late_copy_of_a_disarm_made_while_nothing_was_live_stands_nothing_do
 def test_a_cancel_through_the_other_path_at_its_own_stamp_still_cancels(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    """Only a copy is set aside: the user's disarm reaching the bridge through the gateway alone
-    (the first path down) stands the burglary down as ever."""
+    """Only a copy is set aside: the user's second disarm, reaching the bridge through the gateway
+    alone (the first path down), stands the burglary down as ever, beside an earlier disarm of the
+    same user through the panel path."""
     sites = dual_path_sites(tmp_path)
+    earlier = panel("OP", zone="7", at=T0 - timedelta(seconds=60), occurred_at=T0 - timedelta(seconds=59))
+    record_at(sessions, sites, earlier)
     opened = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
     disarm = through_gateway(
         panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31))
@@ -759,6 +762,91 @@ def test_a_new_trip_through_a_backup_path_whose_clock_runs_behind_is_never_absor
     trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
     new = record_at(sessions, sites, trip)
 
+    assert new.alarm_id != first.alarm_id and new.opened is not None and new.due_actions != ()
+
+
+def test_the_late_copy_of_a_cancel_stamped_on_a_whole_minute_stands_nothing_down(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A whole minute keeps an opening from being taken for a copy; a cancel's copy is recognised
+    whatever its stamp (taken wrongly, a cancel is ignored: the response goes on)."""
+    sites = dual_path_sites(tmp_path)
+    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    disarm = panel("OP", zone="7", at=T0 + timedelta(seconds=61), occurred_at=T0 + timedelta(seconds=60))
+    record_at(sessions, sites, disarm)
+    assert alarm(sessions, first.alarm_id).outcome == "cancelled"
+    second = record_at(
+        sessions,
+        sites,
+        panel("BA", zone="5", at=T0 + timedelta(seconds=80), occurred_at=T0 + timedelta(seconds=81)),
+    )
+    record_at(sessions, sites, through_gateway(replace(disarm, received_at=T0 + timedelta(seconds=125))))
+    assert alarm(sessions, second.alarm_id).state == "open"
+
+
+def test_the_late_copy_of_a_cancel_whose_alarm_waits_for_a_person_stands_nothing_down(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The original cancel's alarm is still live (a panel cancel waiting for a person to recall a
+    responder): the copy is found there, and the alarm opened since goes on."""
+    sites = dual_path_sites(tmp_path)
+    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    disarm = panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31))
+    record_at(sessions, sites, disarm)
+    with sessions.begin() as session:  # as a dispatched guard leaves it: waiting for a person
+        held = session.get_one(Alarm, first.alarm_id)
+        held.state, held.ended_at, held.panel_cancelled_at = "needs_person", None, T0 + timedelta(seconds=30)
+    second = record_at(
+        sessions,
+        sites,
+        panel("BA", zone="5", at=T0 + timedelta(seconds=50), occurred_at=T0 + timedelta(seconds=51)),
+    )
+    copy = record_at(
+        sessions, sites, through_gateway(replace(disarm, received_at=T0 + timedelta(seconds=95)))
+    )
+    assert copy.alarm_id == first.alarm_id
+    assert alarm(sessions, second.alarm_id).state == "open"
+
+
+def test_a_copy_after_one_path_alone_brought_an_earlier_trip_is_still_a_copy(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """One clock on both paths. Trip 1 reached the gateway alone (the panel path down a moment);
+    trip 2 both, the gateway's copy late, after the user's cancel. The gateway's lone trip 1 says
+    nothing of its clock: its late copy of trip 2 is a copy, not a new alarm and a second guard."""
+    sites = dual_path_sites(tmp_path)
+    first = record_at(sessions, sites, through_gateway(panel("BA", occurred_at=STAMP)))
+    second_stamp = STAMP + timedelta(seconds=20)
+    record_at(sessions, sites, panel("BA", at=T0 + timedelta(seconds=28), occurred_at=second_stamp))
+    record_at(
+        sessions,
+        sites,
+        panel("OP", zone="7", at=T0 + timedelta(seconds=40), occurred_at=T0 + timedelta(seconds=41)),
+    )
+    assert alarm(sessions, first.alarm_id).outcome == "cancelled"
+    late = through_gateway(panel("BA", at=T0 + timedelta(seconds=90), occurred_at=second_stamp))
+    copy = record_at(sessions, sites, late)
+    assert copy.alarm_id == first.alarm_id and copy.opened is None and copy.due_actions == ()
+
+
+def test_another_account_s_signal_at_the_stamp_does_not_make_a_slow_clock_s_trip_a_copy(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The slow-clock case with another account's burglary at the gateway's stamp: the clock test
+    looks inside the alarm only."""
+    sites = dual_path_sites(tmp_path)
+    skew = timedelta(seconds=40)
+    record_at(sessions, sites, panel("BA", account=NEWTON_ACCOUNT, zone="1", occurred_at=STAMP - skew))
+    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    copy = through_gateway(panel("BA", at=T0 + timedelta(seconds=8), occurred_at=STAMP - skew))
+    assert record_at(sessions, sites, copy).alarm_id == first.alarm_id
+    record_at(
+        sessions,
+        sites,
+        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
+    )
+    trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
+    new = record_at(sessions, sites, trip)
     assert new.alarm_id != first.alarm_id and new.opened is not None and new.due_actions != ()
 
 

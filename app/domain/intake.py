@@ -621,9 +621,9 @@ class _Recorder:
                     OWN.c.code == event.code,
                     OWN.c.source == event.source_key,
                     OWN.c.id != self.event_id,
-                    # Only what this path brought since the candidate original: a signal it alone
-                    # brought before (the other path down a moment) says nothing of its clock.
-                    OWN.c.received_at >= EVENTS.c.received_at,
+                    # Whatever this path brought, before the original too: a slow clock's path
+                    # may deliver first. (A trip this path alone brought, the other path down a
+                    # moment, then makes its true late copy a new alarm: sent twice, never lost.)
                     ~select(THEIRS.c.id)
                     .where(
                         # OWN's alarm, not ALARMS: SQLAlchemy correlates a select with the one
@@ -1061,7 +1061,9 @@ class _Recorder:
             EVENTS.c.received_at >= since,
             zone,
         ]
-        place = (ALARMS.c.site_key == site.key, ALARMS.c.account == self.account)
+        # The site through coalesce(): SQLite, never ANALYZEd, would otherwise walk the site's whole
+        # history by ix_alarms_site_opened_at instead of the account's live alarms.
+        place = (func.coalesce(ALARMS.c.site_key, "") == site.key, ALARMS.c.account == self.account)
         alarms = union_all(  # each through its index: the account's live alarms, those just ended
             select(ALARMS.c.id).where(*place, ALARMS.c.state.in_(_ACTIVE)),
             select(ALARMS.c.id).where(

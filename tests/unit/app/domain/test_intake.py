@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain import operations
@@ -18,7 +19,7 @@ from app.domain.intake import HOLD_FOR_911, IntakeRules, Receipt, record_event
 from app.domain.sites_file import load_sites
 from app.ledger.models import Action, ActionState, Alarm, TimelineEntry
 from app.ledger.models import Event as EventRow
-from app.ledger.session import make_sessionmaker
+from app.ledger.session import make_engine, make_sessionmaker
 from tests.sites_fixture import (
     ALTA_ZONE,
     EXAMPLE_SITES,
@@ -808,12 +809,13 @@ def test_the_late_copy_of_a_cancel_whose_alarm_waits_for_a_person_stands_nothing
     assert alarm(sessions, second.alarm_id).state == "open"
 
 
-def test_a_copy_after_one_path_alone_brought_an_earlier_trip_is_still_a_copy(
+def test_a_copy_after_one_path_alone_brought_an_earlier_trip_opens_an_alarm_never_absorbs_one(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     """One clock on both paths. Trip 1 reached the gateway alone (the panel path down a moment);
-    trip 2 both, the gateway's copy late, after the user's cancel. The gateway's lone trip 1 says
-    nothing of its clock: its late copy of trip 2 is a copy, not a new alarm and a second guard."""
+    trip 2 both, the gateway's copy late, after the user's cancel. By their stamps this is the
+    slow-clock case below with another arrival order, so the copy opens an alarm (sent twice, a
+    known limit) rather than risk absorbing a real trip."""
     sites = dual_path_sites(tmp_path)
     first = record_at(sessions, sites, through_gateway(panel("BA", occurred_at=STAMP)))
     second_stamp = STAMP + timedelta(seconds=20)
@@ -826,7 +828,53 @@ def test_a_copy_after_one_path_alone_brought_an_earlier_trip_is_still_a_copy(
     assert alarm(sessions, first.alarm_id).outcome == "cancelled"
     late = through_gateway(panel("BA", at=T0 + timedelta(seconds=90), occurred_at=second_stamp))
     copy = record_at(sessions, sites, late)
-    assert copy.alarm_id == first.alarm_id and copy.opened is None and copy.due_actions == ()
+    assert copy.alarm_id != first.alarm_id and copy.opened is not None
+
+
+def test_a_slow_clock_path_that_delivered_first_never_has_its_new_trip_absorbed(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The gateway's clock runs 40 s behind and it delivered first: its stamp is on the alarm from
+    before the panel path's. Its new trip after the cancel, stamped like the panel path's old one,
+    opens its alarm."""
+    sites = dual_path_sites(tmp_path)
+    skew = timedelta(seconds=40)
+    first = record_at(sessions, sites, through_gateway(panel("BA", occurred_at=STAMP - skew)))
+    joined = record_at(sessions, sites, panel("BA", at=T0 + timedelta(seconds=1), occurred_at=STAMP))
+    assert joined.alarm_id == first.alarm_id
+    record_at(
+        sessions,
+        sites,
+        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
+    )
+    trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
+    new = record_at(sessions, sites, trip)
+    assert new.alarm_id != first.alarm_id and new.opened is not None and new.due_actions != ()
+
+
+def test_the_cancel_copy_lookup_reads_the_account_s_live_alarms_not_the_site_s_history(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """SQLite is never ANALYZEd: its plan for the live alarms must go by account and state."""
+    engine = make_engine(sqlite_url)
+    sessions = make_sessionmaker(engine)
+    sites = dual_path_sites(tmp_path)
+    record_at(sessions, sites, panel("BA", occurred_at=STAMP))
+    plans: list[str] = []
+
+    def explain(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if "UNION ALL" in statement and "alarms" in statement:
+            rows = conn.connection.driver_connection.execute("EXPLAIN QUERY PLAN " + statement, params)
+            plans.extend(str(row[-1]) for row in rows.fetchall())
+
+    sa_event.listen(engine, "before_cursor_execute", explain)
+    try:
+        record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=STAMP))
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", explain)
+        engine.dispose()
+    alarm_reads = [plan for plan in plans if "alarms" in plan and "events" not in plan]
+    assert alarm_reads and not [plan for plan in alarm_reads if "ix_alarms_site_opened_at" in plan], plans
 
 
 def test_another_account_s_signal_at_the_stamp_does_not_make_a_slow_clock_s_trip_a_copy(

@@ -213,6 +213,11 @@ class Settings:
     var_dir: str = "var"
     sites_file: str | None = None  # None: no sources, so every intake call is refused (401)
     grouping_window_s: float = setting(300.0, check=validate.Range(min=0))
+    # Off: a dual-path panel's late copy of an opening signal may open an alarm and dispatch again;
+    # on: it is attached to its alarm when the stamps say so (app/domain/intake.py), which can
+    # absorb a real trip when a site's paths do not share one clock. Off by default: sent twice,
+    # never lost.
+    dual_path_copies: bool = False
     dedupe_window_s: float = setting(300.0, check=validate.Range(min=1))
     clock_skew_tolerance_s: float = setting(300.0, check=validate.Range(min=0))
     http_connect_timeout_s: float = setting(3.05, check=validate.Range(min=0.1))
@@ -419,6 +424,8 @@ def _read(env: Env, item: Field[Any], kind: object, prefix: str = "") -> object:
         value = env.int(name, default, validate=check)
     elif kind is float:
         value = env.float(name, default, validate=check)
+    elif kind is bool:
+        value = env.bool(name, default)
     elif kind == tuple[str, ...]:
         value = tuple(entry for entry in env.list(name, list(default)) if entry)
     else:

@@ -282,6 +282,8 @@ class IntakeRules:
     dedupe_window_s: float = 300.0
     clock_skew_tolerance: timedelta = timedelta(minutes=5)
     max_attempts: int = 8
+    # DUAL_PATH_COPIES: late copies of openings recognised (_copy_through_another_path).
+    path_copies: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeRules:
@@ -291,6 +293,7 @@ class IntakeRules:
             dedupe_window_s=settings.dedupe_window_s,
             clock_skew_tolerance=timedelta(seconds=settings.clock_skew_tolerance_s),
             max_attempts=settings.action_max_attempts,
+            path_copies=settings.dual_path_copies,
         )
 
 
@@ -569,7 +572,7 @@ class _Recorder:
             if not self.cls.known:
                 self._raise_another_unknown(alarm.id)
             return alarm, []
-        copy = self._copy_through_another_path()
+        copy = self._copy_through_another_path() if self.rules.path_copies else None
         if copy is not None:
             return copy, []
         return self._open()

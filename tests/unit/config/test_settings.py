@@ -13,6 +13,7 @@ from environs import Env
 from gunicorn.arbiter import Arbiter
 
 import vendors
+from app.domain.intake import IntakeRules
 from config.settings import (
     NOT_VARIABLES,
     ConfigurationError,
@@ -426,3 +427,18 @@ def test_a_setting_without_a_reader_is_a_bug_at_start_up():
     item.name = "blob"
     with pytest.raises(TypeError, match=r"^BLOB: no reader"):
         _read(Env(), item, bytes)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("false", False), ("", False)])
+def test_dual_path_copies_is_read_as_a_yes_or_no(monkeypatch, value, expected):
+    monkeypatch.setenv("DUAL_PATH_COPIES", value)
+    if value == "":
+        monkeypatch.delenv("DUAL_PATH_COPIES")
+    assert read_settings().dual_path_copies is expected
+    assert IntakeRules.from_settings(read_settings()).path_copies is expected
+
+
+def test_dual_path_copies_refuses_what_is_not_a_yes_or_no(monkeypatch):
+    monkeypatch.setenv("DUAL_PATH_COPIES", "perhaps")
+    with pytest.raises(ConfigurationError, match="DUAL_PATH_COPIES"):
+        read_settings()

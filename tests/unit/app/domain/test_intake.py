@@ -422,9 +422,15 @@ def through_gateway(event: Event) -> Event:
     return replace(event, source_key="acme-gateway")
 
 
-def record_at(sessions: sessionmaker[Session], sites: Any, event: Event) -> Receipt:
+# DUAL_PATH_COPIES=true: late copies of openings are recognised (off by default).
+COPIES = replace(RULES, path_copies=True)
+
+
+def record_at(
+    sessions: sessionmaker[Session], sites: Any, event: Event, rules: IntakeRules = COPIES
+) -> Receipt:
     with sessions.begin() as session:
-        return record_event(session, event, sites=sites, rules=RULES)
+        return record_event(session, event, sites=sites, rules=rules)
 
 
 # The panel's stamp on its burglary: seconds past a minute, as a clock that writes seconds gives.
@@ -455,6 +461,21 @@ def test_a_dual_path_copy_arriving_after_the_user_s_cancel_opens_nothing(
     assert alarm(sessions, opened.alarm_id).event_count == 2  # the cancel is not one of its events
 
 
+def test_by_default_a_late_copy_after_the_cancel_opens_an_alarm_never_absorbs_one(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """DUAL_PATH_COPIES off (the default): the late copy opens an alarm and sends again, and so a
+    new trip through a path whose clock differs, stamped by coincidence like the first, is never
+    absorbed: the paths' clocks are not trusted to be one."""
+    sites = dual_path_sites(tmp_path)
+    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP), RULES)
+    record_at(sessions, sites, panel("OP", zone="7", at=T0 + timedelta(seconds=30)), RULES)
+    assert alarm(sessions, first.alarm_id).outcome == "cancelled"
+    trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
+    new = record_at(sessions, sites, trip, RULES)
+    assert new.alarm_id != first.alarm_id and new.opened is not None and new.due_actions != ()
+
+
 def test_a_dual_path_copy_arriving_after_an_operator_s_end_opens_nothing(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -475,7 +496,7 @@ def test_a_copy_after_its_alarm_went_quiet_does_not_dispatch_again(
 ) -> None:
     """Past the grouping window the alarm is no longer joined; its late copy is still its own."""
     sites = dual_path_sites(tmp_path)
-    rules = replace(RULES, grouping_window=timedelta(seconds=60))
+    rules = replace(COPIES, grouping_window=timedelta(seconds=60))
     with sessions.begin() as session:
         opened = record_event(session, panel("BA", occurred_at=STAMP), sites=sites, rules=rules)
     late = through_gateway(panel("BA", at=T0 + timedelta(seconds=120), occurred_at=STAMP))

@@ -437,6 +437,14 @@ def record_at(
 STAMP = T0 + timedelta(seconds=7)
 
 
+def user_disarms(sessions: sessionmaker[Session], sites: Any, *, at_s: float) -> Receipt:
+    """The user's opening (OP, user 7) through the panel path, whose clock runs a second ahead."""
+    opening = panel(
+        "OP", zone="7", at=T0 + timedelta(seconds=at_s), occurred_at=T0 + timedelta(seconds=at_s + 1)
+    )
+    return record_at(sessions, sites, opening)
+
+
 def test_a_dual_path_copy_arriving_after_the_user_s_cancel_opens_nothing(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -706,11 +714,7 @@ def test_the_late_copy_of_a_user_s_cancel_does_not_stand_down_the_next_alarm(
     window by receive time: it is the disarm already acted on, and stands nothing down."""
     sites = dual_path_sites(tmp_path)
     first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
-    record_at(
-        sessions,
-        sites,
-        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
-    )
+    user_disarms(sessions, sites, at_s=30)
     assert alarm(sessions, first.alarm_id).outcome == "cancelled"
     second = record_at(
         sessions,
@@ -763,23 +767,24 @@ def test_a_cancel_through_the_other_path_at_its_own_stamp_still_cancels(
     assert alarm(sessions, opened.alarm_id).outcome == "cancelled"
 
 
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["alone", "another-account-at-the-stamp"])
 def test_a_new_trip_through_a_backup_path_whose_clock_runs_behind_is_never_absorbed(
-    sessions: sessionmaker[Session], tmp_path: Path
+    sessions: sessionmaker[Session], tmp_path: Path, elsewhere: bool
 ) -> None:
     """The gateway's clock runs 40 s behind the panel path's. A: BA stamped 12:00:07 (alarm 1); the
     gateway's copy, stamped 11:59:27, joins; the user's OP cancels. A's path then fails; the zone
     trips 40 s later and the gateway stamps it 12:00:07, A's stamp on alarm 1. The gateway brought
-    this code to alarm 1 at a stamp A never sent: its clock is another, and this is a new alarm."""
+    this code to alarm 1 at a stamp A never sent: its clock is another, and this is a new alarm.
+    The clock test looks inside the alarm only: another account's burglary at the gateway's stamp
+    (``elsewhere``) changes nothing."""
     sites = dual_path_sites(tmp_path)
     skew = timedelta(seconds=40)
+    if elsewhere:
+        record_at(sessions, sites, panel("BA", account=NEWTON_ACCOUNT, zone="1", occurred_at=STAMP - skew))
     first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
     copy = through_gateway(panel("BA", at=T0 + timedelta(seconds=8), occurred_at=STAMP - skew))
     assert record_at(sessions, sites, copy).alarm_id == first.alarm_id
-    record_at(
-        sessions,
-        sites,
-        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
-    )
+    user_disarms(sessions, sites, at_s=30)
 
     trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
     new = record_at(sessions, sites, trip)
@@ -841,11 +846,7 @@ def test_a_copy_after_one_path_alone_brought_an_earlier_trip_opens_an_alarm_neve
     first = record_at(sessions, sites, through_gateway(panel("BA", occurred_at=STAMP)))
     second_stamp = STAMP + timedelta(seconds=20)
     record_at(sessions, sites, panel("BA", at=T0 + timedelta(seconds=28), occurred_at=second_stamp))
-    record_at(
-        sessions,
-        sites,
-        panel("OP", zone="7", at=T0 + timedelta(seconds=40), occurred_at=T0 + timedelta(seconds=41)),
-    )
+    user_disarms(sessions, sites, at_s=40)
     assert alarm(sessions, first.alarm_id).outcome == "cancelled"
     late = through_gateway(panel("BA", at=T0 + timedelta(seconds=90), occurred_at=second_stamp))
     copy = record_at(sessions, sites, late)
@@ -863,11 +864,7 @@ def test_a_slow_clock_path_that_delivered_first_never_has_its_new_trip_absorbed(
     first = record_at(sessions, sites, through_gateway(panel("BA", occurred_at=STAMP - skew)))
     joined = record_at(sessions, sites, panel("BA", at=T0 + timedelta(seconds=1), occurred_at=STAMP))
     assert joined.alarm_id == first.alarm_id
-    record_at(
-        sessions,
-        sites,
-        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
-    )
+    user_disarms(sessions, sites, at_s=30)
     trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
     new = record_at(sessions, sites, trip)
     assert new.alarm_id != first.alarm_id and new.opened is not None and new.due_actions != ()
@@ -896,27 +893,6 @@ def test_the_cancel_copy_lookup_reads_the_account_s_live_alarms_not_the_site_s_h
         engine.dispose()
     alarm_reads = [plan for plan in plans if "alarms" in plan and "events" not in plan]
     assert alarm_reads and not [plan for plan in alarm_reads if "ix_alarms_site_opened_at" in plan], plans
-
-
-def test_another_account_s_signal_at_the_stamp_does_not_make_a_slow_clock_s_trip_a_copy(
-    sessions: sessionmaker[Session], tmp_path: Path
-) -> None:
-    """The slow-clock case with another account's burglary at the gateway's stamp: the clock test
-    looks inside the alarm only."""
-    sites = dual_path_sites(tmp_path)
-    skew = timedelta(seconds=40)
-    record_at(sessions, sites, panel("BA", account=NEWTON_ACCOUNT, zone="1", occurred_at=STAMP - skew))
-    first = record_at(sessions, sites, panel("BA", occurred_at=STAMP))
-    copy = through_gateway(panel("BA", at=T0 + timedelta(seconds=8), occurred_at=STAMP - skew))
-    assert record_at(sessions, sites, copy).alarm_id == first.alarm_id
-    record_at(
-        sessions,
-        sites,
-        panel("OP", zone="7", at=T0 + timedelta(seconds=30), occurred_at=T0 + timedelta(seconds=31)),
-    )
-    trip = through_gateway(panel("BA", at=T0 + timedelta(seconds=48), occurred_at=STAMP))
-    new = record_at(sessions, sites, trip)
-    assert new.alarm_id != first.alarm_id and new.opened is not None and new.due_actions != ()
 
 
 def test_a_site_with_one_panel_path_beside_alta_looks_for_no_copy(

@@ -94,6 +94,11 @@ def zone_spellings(zone: str) -> dict[str, str]:
     return {**{name: "0" * n + bare for n, name in enumerate(_ZONE_PARAMS[:-1])}, _ZONE_PARAMS[-1]: zone}
 
 
+def same_zone(column: Any, zone: str | None) -> Any:
+    """``column`` holds ``zone`` in any of its spellings (None: no zone), with the values bound."""
+    return column.is_(None) if zone is None else column.in_(list(zone_spellings(zone).values()))
+
+
 def _zone_matches(column: Any) -> Any:
     # A fixed list of bound values, not an expanding IN: the statement's text stays the same, and
     # PostgreSQL takes "IN (...)" as "= ANY", which its btree indexes serve (an OR of equalities,
@@ -534,9 +539,7 @@ class _Recorder:
         return conditions
 
     def _zone_is(self, zone: str | None) -> Any:
-        if zone is None:
-            return Alarm.zone.is_(None)
-        return Alarm.zone.in_(list(zone_spellings(zone).values()))
+        return same_zone(Alarm.zone, zone)
 
     def _zone_params(self) -> dict[str, str | None]:
         if self.event.zone is None:
@@ -565,8 +568,6 @@ class _Recorder:
         if joined is not None:
             alarm = _AlarmRef(joined.id, joined.family, joined.priority)
             self.note(alarm.id, "alarm.repeated", f"{self._what()} again ({joined.event_count} events)")
-            # The supervision tick's own trouble withdraws its outage's restore itself (its note
-            # says which link and why): contact.TROUBLE_DETAIL marks the bridge speaking.
             if joined.restored_at is not None and self._trips_again(joined.code, joined.id):
                 self._withdraw_restore(alarm.id)
             if not self.cls.known:
@@ -603,9 +604,7 @@ class _Recorder:
                 EVENTS.c.code == event.code,
                 EVENTS.c.occurred_at == stamp,
                 EVENTS.c.source.in_(other_paths),
-                EVENTS.c.zone.is_(None)
-                if event.zone is None
-                else EVENTS.c.zone.in_(list(zone_spellings(event.zone).values())),
+                same_zone(EVENTS.c.zone, event.zone),
                 ~select(OWN.c.id)
                 .where(
                     OWN.c.alarm_id == ALARMS.c.id,
@@ -1036,7 +1035,7 @@ class _Recorder:
 
     def _cancel_through_another_path(self) -> Any:
         """The cancel this one copies, if another of the site's panel paths brought it already: the
-        same code and zone at the same sender instant (``_copy_stamp``), within the dedupe window,
+        same code and zone at the same sender instant (a whole minute too), within the dedupe window,
         attached to an alarm of the account live now or ended within the window (the alarm it
         stood down), or left unattached (nothing was live). None otherwise.
 
@@ -1052,17 +1051,12 @@ class _Recorder:
         if stamp is None or not other_paths or site is None:
             return None
         since = self.now - timedelta(seconds=self.rules.dedupe_window_s)
-        zone = (
-            EVENTS.c.zone.is_(None)
-            if self.event.zone is None
-            else EVENTS.c.zone.in_(list(zone_spellings(self.event.zone).values()))
-        )
         said = [
             EVENTS.c.code == self.event.code,
             EVENTS.c.occurred_at == stamp,
             EVENTS.c.source.in_(other_paths),
             EVENTS.c.received_at >= since,
-            zone,
+            same_zone(EVENTS.c.zone, self.event.zone),
         ]
         # The site through coalesce(): SQLite, never ANALYZEd, would otherwise walk the site's whole
         # history by ix_alarms_site_opened_at instead of the account's live alarms.
